@@ -1,0 +1,83 @@
+"""``define_config``: the project configuration read from ``trigger_config.py``.
+
+Validated by pydantic so that a bad key fails with a message naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from worker.sdk.task import MACHINE_PRESETS, RETRY_KEYS
+
+
+class ConfigError(ValueError):
+    """``trigger_config.py`` is invalid; the message names the key and what to fix."""
+
+
+class RetriesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled_in_dev: bool = True
+    default: dict[str, Any] | None = None
+
+    @field_validator("default")
+    @classmethod
+    def _known_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and not set(value) <= RETRY_KEYS:
+            raise ValueError(f"unknown retry option(s) {sorted(set(value) - RETRY_KEYS)}")
+        return value
+
+
+class Config(BaseModel):
+    """The validated project configuration."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    project: str = Field(min_length=1)
+    dirs: list[str] = Field(default_factory=lambda: ["trigger"])
+    max_duration: float = Field(default=3600, ge=5)
+    retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    machine: str = "small-1x"
+    log_level: Literal["debug", "info", "log", "warn", "error", "none"] = "info"
+    ttl: str | int | None = None
+    #: runs at once per worker replica (one executor each)
+    concurrency: int = Field(default=10, ge=1, le=1000)
+    max_runs_per_process: int = Field(default=100, ge=1)
+    max_memory_per_process: int | None = Field(default=None, description="MiB of RSS")
+    # global hooks
+    init: Callable[..., Any] | None = None
+    on_start: Callable[..., Any] | None = None
+    on_start_attempt: Callable[..., Any] | None = None
+    on_success: Callable[..., Any] | None = None
+    on_failure: Callable[..., Any] | None = None
+    on_complete: Callable[..., Any] | None = None
+    cleanup: Callable[..., Any] | None = None
+    catch_error: Callable[..., Any] | None = None
+    middleware: Callable[..., Any] | None = None
+
+    @field_validator("machine")
+    @classmethod
+    def _known_machine(cls, value: str) -> str:
+        if value not in MACHINE_PRESETS:
+            raise ValueError(f"unknown machine {value!r}; one of {sorted(MACHINE_PRESETS)}")
+        return value
+
+    def global_hooks(self) -> dict[str, Callable[..., Any]]:
+        names = ("init", "on_start", "on_start_attempt", "on_success", "on_failure",
+                 "on_complete", "cleanup", "catch_error", "middleware")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+def define_config(**options: Any) -> Config:
+    """Validate the project's options; raise :class:`ConfigError` naming every bad key."""
+    try:
+        return Config(**options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<config>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid trigger config: {problems}") from None
