@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.common.machines import MACHINE_PRESETS
+
 HOOK_NAMES = (
     "middleware",
     "init",
@@ -28,15 +30,6 @@ HOOK_NAMES = (
     "on_cancel",
 )
 
-MACHINE_PRESETS: dict[str, dict[str, float]] = {
-    "micro": {"cpu": 0.25, "memory": 0.25},
-    "small-1x": {"cpu": 0.5, "memory": 0.5},
-    "small-2x": {"cpu": 1, "memory": 1},
-    "medium-1x": {"cpu": 1, "memory": 2},
-    "medium-2x": {"cpu": 2, "memory": 4},
-    "large-1x": {"cpu": 4, "memory": 8},
-    "large-2x": {"cpu": 8, "memory": 16},
-}
 
 RETRY_KEYS = frozenset(
     {"max_attempts", "factor", "min_timeout_ms", "max_timeout_ms", "randomize", "out_of_memory"}

@@ -1,0 +1,86 @@
+"""The FastAPI application: lifespan (migrations, pool, notifier, services) and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+
+from worker.api import routes_public, routes_worker
+from worker.api.auth import AuthError
+from worker.api.settings import Settings
+from worker.engine.db import open_pool
+from worker.engine.errors import EngineError
+from worker.engine.leases import LeaseSettings
+from worker.engine.migrate import migrate
+from worker.engine.notifier import Notifier
+from worker.engine.services.rescuer import run_rescuer
+from worker.engine.services.scheduler import run_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(migrate, settings.database_url)
+        app.state.pool = await open_pool(settings.database_url, max_size=settings.pool_size)
+        app.state.notifier = Notifier(settings.database_url)
+        await app.state.notifier.start()
+        app.state.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
+        app.state.key_cache = {}
+        services = [
+            asyncio.create_task(run_rescuer(app.state.pool, settings.rescuer_interval)),
+            asyncio.create_task(run_scheduler(app.state.pool, settings.scheduler_max_sleep)),
+        ]
+        try:
+            yield
+        finally:
+            for service in services:
+                service.cancel()
+            for service in services:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await service
+            await app.state.notifier.stop()
+            await app.state.pool.close()
+
+    app = FastAPI(
+        title="trigger-worker API",
+        version="0.1.0",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+
+    @app.exception_handler(EngineError)
+    async def engine_error(_: Request, exc: EngineError) -> ORJSONResponse:
+        return ORJSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(AuthError)
+    async def auth_error(_: Request, exc: AuthError) -> ORJSONResponse:
+        return ORJSONResponse(
+            {"error": exc.message}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        return ORJSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True}
+
+    app.include_router(routes_public.router)
+    app.include_router(routes_worker.router)
+    return app

@@ -1,0 +1,103 @@
+"""The public REST API: trigger, batch trigger, retrieve, list, cancel (Trigger.dev paths)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from worker.api.auth import authenticate
+from worker.api.bodies import read_model
+from worker.api.presenters import present_run
+from worker.common.statuses import INTERNAL_STATUSES
+from worker.engine import runs
+from worker.engine.errors import EngineError
+from worker.engine.keys import Environment
+from worker.engine.models import BatchBody, BatchItem, TriggerBody
+
+router = APIRouter()
+Env = Annotated[Environment, Depends(authenticate)]
+REQUEST_KEY_HEADER = "x-trigger-request-idempotency-key"
+
+
+def _request_key(request: Request) -> str | None:
+    return request.headers.get(REQUEST_KEY_HEADER) or None
+
+
+@router.post("/api/v1/tasks/{task_id}/trigger")
+async def trigger_task(task_id: str, request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, TriggerBody)
+    key = request.headers.get("idempotency-key")
+    if key and body.options.idempotency_key is None:
+        body.options.idempotency_key = key
+    return await runs.trigger(request.app.state.pool, env, task_id, body, _request_key(request))
+
+
+@router.post("/api/v1/tasks/{task_id}/batch")
+async def batch_trigger_task(task_id: str, request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, BatchBody)
+    items = [item.model_copy(update={"task": task_id}) for item in body.items]
+    return await runs.batch_trigger(request.app.state.pool, env, items, _request_key(request))
+
+
+@router.post("/api/v2/tasks/batch")
+async def batch_trigger(request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, BatchBody)
+    missing = [i for i, item in enumerate(body.items) if not item.task]
+    if missing:
+        raise EngineError(f"items {missing} have no 'task': each item names the task to run")
+    items: list[BatchItem] = body.items
+    return await runs.batch_trigger(request.app.state.pool, env, items, _request_key(request))
+
+
+@router.get("/api/v3/runs/{run_id}")
+async def retrieve_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+    return present_run(await runs.retrieve(request.app.state.pool, env, run_id))
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v for v in value.split(",") if v] if value else None
+
+
+@router.get("/api/v1/runs")
+async def list_runs(request: Request, env: Env) -> dict[str, Any]:
+    query = request.query_params
+    statuses = None
+    if api_statuses := _csv(query.get("filter[status]")):
+        unknown = [s for s in api_statuses if s not in INTERNAL_STATUSES]
+        if unknown:
+            raise EngineError(
+                f"unknown status {unknown}; one of {sorted(INTERNAL_STATUSES)}"
+            )
+        statuses = [internal for s in api_statuses for internal in INTERNAL_STATUSES[s]]
+    try:
+        limit = int(query.get("page[size]", "25"))
+    except ValueError:
+        raise EngineError("page[size] must be an integer between 1 and 100") from None
+    if not 1 <= limit <= 100:
+        raise EngineError("page[size] must be an integer between 1 and 100")
+    after = None
+    if cursor := query.get("page[after]"):
+        after = await _cursor_of(request, env, cursor)
+    rows = await runs.list_runs(
+        request.app.state.pool, env, statuses=statuses,
+        task_ids=_csv(query.get("filter[taskIdentifier]")), tag=query.get("filter[tag]"),
+        batch_id=query.get("filter[batch]"), after=after, limit=limit + 1,
+    )
+    page = rows[:limit]
+    return {
+        "data": [present_run(r, full=False) for r in page],
+        "pagination": {"next": page[-1]["id"] if len(rows) > limit else None},
+    }
+
+
+async def _cursor_of(request: Request, env: Environment, run_id: str) -> tuple[datetime, str]:
+    row = await runs.retrieve(request.app.state.pool, env, run_id)
+    return row["created_at"], row["id"]
+
+
+@router.post("/api/v2/runs/{run_id}/cancel")
+async def cancel_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+    canceled = await runs.cancel(request.app.state.pool, env, run_id)
+    return {"id": run_id, "canceled": canceled}

@@ -1,0 +1,59 @@
+"""Projects, environments and their secret keys (stored as SHA-256 digests only)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+from dataclasses import dataclass
+
+import psycopg
+
+from worker.engine.queries import Q
+
+ENV_TYPES = {"dev": "DEVELOPMENT", "staging": "STAGING", "prod": "PRODUCTION"}
+_ALNUM = string.ascii_letters + string.digits
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_secret_key(slug: str) -> str:
+    """``tr_<env>_`` + 24 alphanumerics, as Trigger.dev keys look."""
+    short = {"dev": "dev", "staging": "stg", "prod": "prod"}[slug]
+    return f"tr_{short}_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The environment a secret key belongs to; every API call acts inside one."""
+
+    id: str
+    slug: str
+    type: str
+    concurrency_limit: int
+    project_id: str
+    project_ref: str
+
+
+def create_project(url: str, ref: str, keys: dict[str, str] | None = None) -> dict[str, str]:
+    """Ensure project ``ref`` with dev and prod environments; add a secret key to each.
+
+    ``keys`` may give the keys to register (e.g. the dev key saved by ``trigger dev``); missing
+    ones are generated. Returns ``{slug: plaintext key}`` — the only time a key is visible.
+    """
+    keys = dict(keys or {})
+    with psycopg.connect(url) as conn:
+        (project_id,) = conn.execute(Q.upsert_project, {"ref": ref, "name": ref}).fetchone()  # type: ignore[misc]
+        for slug in ("dev", "prod"):
+            (env_id,) = conn.execute(  # type: ignore[misc]
+                Q.upsert_environment,
+                {"project_id": project_id, "slug": slug, "type": ENV_TYPES[slug]},
+            ).fetchone()
+            key = keys.setdefault(slug, new_secret_key(slug))
+            conn.execute(
+                Q.insert_key,
+                {"key_hash": hash_key(key), "environment_id": env_id, "key_prefix": key[:11]},
+            )
+    return keys

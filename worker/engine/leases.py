@@ -1,0 +1,268 @@
+"""The worker side of the engine: registration, leases, heartbeats, completions, logs.
+
+A lease is (worker instance id, expiry). Completions are fenced on (run, instance, attempt),
+so a worker that lost its lease (expired, canceled) can never record a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from worker.common.errors import internal_error
+from worker.common.statuses import API_STATUS
+from worker.engine.errors import EngineError, PayloadTooLarge
+from worker.engine.keys import Environment
+from worker.engine.models import MAX_OUTPUT_BYTES
+from worker.engine.notifier import Notifier
+from worker.engine.queries import Q
+from worker.engine.retrying import decide
+from worker.common.machines import MACHINE_PRESETS
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+
+
+async def register(
+    pool: AsyncConnectionPool, env: Environment, instance_id: str, content_hash: str,
+    tasks: list[dict[str, Any]], metadata: dict[str, Any],
+) -> dict[str, Any]:
+    """Record a code version (deduplicated by content hash) and its task definitions."""
+    ids = [t.get("id") for t in tasks]
+    if any(not isinstance(i, str) or not i for i in ids):
+        raise EngineError("every task in the manifest needs a non-empty string id")
+    if len(set(ids)) != len(ids):
+        raise EngineError("the manifest lists a task id twice")
+    params = {"environment_id": env.id, "content_hash": content_hash}
+    async with pool.connection() as conn, conn.transaction():
+        row = await (await conn.execute(Q.insert_version, params)).fetchone()
+        if row is None:  # same code registered before (or concurrently): reuse it
+            row = await (await conn.execute(Q.find_version, params)).fetchone()
+        assert row is not None
+        version_id = str(row["id"])  # type: ignore[call-overload]
+        for definition in tasks:
+            task_params = {
+                "version_id": version_id,
+                "task_id": definition["id"],
+                "definition": Jsonb(definition),
+                "environment_id": env.id,
+            }
+            await conn.execute(Q.insert_version_task, task_params)
+            await conn.execute(Q.upsert_task, task_params)
+        await conn.execute(
+            Q.upsert_worker,
+            {"instance_id": instance_id, "environment_id": env.id, "version_id": version_id,
+             "metadata": Jsonb(metadata)},
+        )
+        # Runs triggered before this version existed may be waiting for it.
+        await conn.execute(Q.notify_runs, {"environment_id": env.id})
+    return {"version_id": version_id, "version": row["version"]}  # type: ignore[call-overload]
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if value is not None else None
+
+
+def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
+    machine = row["machine"] or "small-1x"
+    return {
+        "run_id": row["id"],
+        "attempt_number": row["attempt_number"],
+        "task_id": row["task_id"],
+        "version_id": str(row["version_id"]),
+        "version": row["version_name"],
+        "payload": row["payload"],
+        "payload_type": row["payload_type"],
+        "max_attempts": row["max_attempts"],
+        "retry": row["retry"],
+        "max_duration": row["max_duration"],
+        "machine": machine,
+        "lease_expires_at": _iso(row["lease_expires_at"]),
+        "is_final_attempt": row["attempt_number"] >= row["max_attempts"],
+        "ctx": {
+            "run": {
+                "id": row["id"], "tags": row["tags"], "created_at": _iso(row["created_at"]),
+                "started_at": _iso(row["started_at"]), "idempotency_key": row["idempotency_key"],
+                "max_attempts": row["max_attempts"], "version": row["version_name"],
+                "max_duration": row["max_duration"], "priority": 0, "is_test": row["is_test"],
+                "parent_task_run_id": row["parent_run_id"], "root_task_run_id": row["root_run_id"],
+                "metadata": row["metadata"],
+            },
+            "attempt": {"number": row["attempt_number"], "started_at": _iso(row["updated_at"])},
+            "task": {"id": row["task_id"], "file_path": row["task_file"]},
+            "queue": {"name": row["queue"]},
+            "environment": {"id": env.id, "slug": env.slug, "type": env.type},
+            "project": {"id": env.project_id, "ref": env.project_ref},
+            "machine": {"name": machine, **MACHINE_PRESETS.get(machine, {})},
+            "batch": {"id": row["batch_id"]} if row["batch_id"] else None,
+        },
+    }
+
+
+async def dequeue(
+    pool: AsyncConnectionPool, notifier: Notifier, settings: LeaseSettings, env: Environment,
+    instance_id: str, versions: list[str], max_runs: int, wait_ms: int,
+) -> list[dict[str, Any]]:
+    """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none."""
+    if not versions:
+        raise EngineError("versions must list at least one registered version id")
+    max_runs = max(1, min(max_runs, 100))
+    deadline = time.monotonic() + max(0, min(wait_ms, 30_000)) / 1000
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT task_id FROM version_tasks WHERE version_id = %(v)s::uuid", {"v": versions[0]}
+        )
+        newest_tasks = [r["task_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+        await conn.commit()
+    params = {
+        "environment_id": env.id, "newest": versions[0], "versions": versions,
+        "newest_tasks": newest_tasks, "limit": max_runs, "instance_id": instance_id,
+        "lease_seconds": settings.lease_seconds,
+    }
+    while True:
+        woken = notifier.event(env.id)
+        async with pool.connection() as conn:
+            rows = await (await conn.execute(Q.dequeue, params)).fetchall()
+            await conn.commit()
+        if rows:
+            return [_dequeued_message(row, env) for row in rows]  # type: ignore[arg-type]
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return []
+        try:  # poll fallback: at most 1 s between looks, even with no notification
+            await asyncio.wait_for(woken.wait(), timeout=min(remaining, 1.0))
+        except TimeoutError:
+            pass
+
+
+async def heartbeat(
+    pool: AsyncConnectionPool, settings: LeaseSettings, env: Environment, instance_id: str,
+    run_ids: list[str],
+) -> dict[str, Any]:
+    params = {"run_ids": run_ids, "instance_id": instance_id, "environment_id": env.id,
+              "lease_seconds": settings.lease_seconds}
+    async with pool.connection() as conn, conn.transaction():
+        rows = await (await conn.execute(Q.heartbeat, params)).fetchall()
+        await conn.execute(Q.touch_worker, {"instance_id": instance_id})
+    held = {r["id"] for r in rows}  # type: ignore[call-overload]
+    return {"lost": [r for r in run_ids if r not in held]}
+
+
+async def fail_attempt(
+    conn: AsyncConnection[Any], run: dict[str, Any], error: dict[str, Any],
+    worker_retry: dict[str, Any] | None = None, skipped_retrying: bool = False,
+) -> tuple[str, str]:
+    """Record a failed attempt of a run locked by the caller; returns (outcome, internal status)."""
+    outcome = decide(error, run["attempt_number"], run["max_attempts"], run["retry"],
+                     worker_retry, skipped_retrying)
+    await conn.execute(
+        Q.end_attempt,
+        {"run_id": run["id"], "attempt_number": run["attempt_number"], "status": "FAILED",
+         "error": Jsonb(error)},
+    )
+    if outcome.retry:
+        await conn.execute(
+            Q.retry_run, {"run_id": run["id"], "delay_ms": outcome.delay_ms, "error": Jsonb(error)}
+        )
+        if outcome.delay_ms <= 0:
+            await conn.execute(Q.notify_runs, {"environment_id": str(run["environment_id"])})
+        return "RETRY_QUEUED", "PENDING" if outcome.delay_ms <= 0 else "RETRYING_AFTER_FAILURE"
+    await conn.execute(
+        Q.finish_run,
+        {"run_id": run["id"], "status": outcome.status, "output": None, "output_type": None,
+         "error": Jsonb(error)},
+    )
+    return "RUN_FINISHED", outcome.status
+
+
+async def _complete_one(
+    conn: AsyncConnection[Any], env: Environment, instance_id: str, item: dict[str, Any]
+) -> dict[str, Any]:
+    run_id = item.get("run_id")
+    fence = {"run_id": run_id, "instance_id": instance_id, "environment_id": env.id,
+             "attempt_number": item.get("attempt_number")}
+    run = await (await conn.execute(Q.lock_leased_run, fence)).fetchone()
+    if run is None:
+        return {"run_id": run_id, "outcome": "LEASE_LOST"}
+    if item.get("ok"):
+        output = item.get("output")
+        if output is not None and len(output) > MAX_OUTPUT_BYTES:
+            error = internal_error(
+                "TASK_OUTPUT_ERROR",
+                f"output is {len(output)} bytes; the limit is {MAX_OUTPUT_BYTES} bytes (10 MiB)",
+            )
+            outcome, status = await fail_attempt(conn, run, error, skipped_retrying=True)  # type: ignore[arg-type]
+            return {"run_id": run_id, "outcome": outcome, "status": API_STATUS[status]}
+        await conn.execute(
+            Q.end_attempt,
+            {"run_id": run_id, "attempt_number": run["attempt_number"], "status": "COMPLETED",  # type: ignore[call-overload]
+             "error": None},
+        )
+        await conn.execute(
+            Q.finish_run,
+            {"run_id": run_id, "status": "COMPLETED_SUCCESSFULLY", "output": output,
+             "output_type": item.get("output_type") or "application/json", "error": None},
+        )
+        return {"run_id": run_id, "outcome": "RUN_FINISHED", "status": "COMPLETED"}
+    error = item.get("error")
+    if not isinstance(error, dict) or "type" not in error:
+        error = internal_error("TASK_RUN_CRASHED", "the worker sent a failure without an error")
+    outcome, status = await fail_attempt(
+        conn, run, error, item.get("retry"), bool(item.get("skipped_retrying"))  # type: ignore[arg-type]
+    )
+    return {"run_id": run_id, "outcome": outcome, "status": API_STATUS[status]}
+
+
+async def complete(
+    pool: AsyncConnectionPool, env: Environment, instance_id: str, completions: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Record a batch of attempt results in one transaction (a savepoint per item)."""
+    results = []
+    async with pool.connection() as conn, conn.transaction():
+        for item in completions:
+            try:
+                async with conn.transaction():
+                    results.append(await _complete_one(conn, env, instance_id, item))
+            except PayloadTooLarge as exc:
+                results.append({"run_id": item.get("run_id"), "outcome": "REFUSED",
+                                "error": exc.message})
+    return results
+
+
+async def release(
+    pool: AsyncConnectionPool, env: Environment, instance_id: str, run_ids: list[str]
+) -> list[str]:
+    """Give leases back at once (graceful shutdown); the attempts do not count."""
+    async with pool.connection() as conn, conn.transaction():
+        rows = await (await conn.execute(
+            Q.release_run,
+            {"run_ids": run_ids, "instance_id": instance_id, "environment_id": env.id}
+        )).fetchall()
+        for env_id in {str(r["environment_id"]) for r in rows}:  # type: ignore[call-overload]
+            await conn.execute(Q.notify_runs, {"environment_id": env_id})
+    return [r["id"] for r in rows]  # type: ignore[call-overload]
+
+
+async def store_logs(
+    pool: AsyncConnectionPool, env: Environment, logs: list[dict[str, Any]]
+) -> int:
+    now = datetime.now(UTC).isoformat()
+    rows = [
+        {"run_id": entry.get("run_id"), "attempt_number": entry.get("attempt_number", 0),
+         "level": entry.get("level", "info"), "message": str(entry.get("message", "")),
+         "attributes": entry.get("attributes"), "logged_at": entry.get("time") or now}
+        for entry in logs
+    ]
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(Q.insert_logs, {"logs": Jsonb(rows), "environment_id": env.id})
+        return cur.rowcount

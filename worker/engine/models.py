@@ -1,0 +1,113 @@
+"""Validated inputs of the engine (parsed from the camelCase JSON of the public API)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+MAX_PAYLOAD_BYTES = 3 * 1024 * 1024
+MAX_OUTPUT_BYTES = 10 * 1024 * 1024
+MAX_TAGS = 10
+MAX_TAG_LENGTH = 128
+MAX_BATCH_ITEMS = 1000
+DEFAULT_IDEMPOTENCY_TTL = timedelta(days=30)
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str | int | float, what: str) -> timedelta:
+    """``"90s"``, ``"10m"``, ``"2h"``, ``"1d"``, ``"1w"`` or a number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"{what} must not be negative")
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value).strip())
+    if not match:
+        raise ValueError(f"{what} {value!r} is not a duration like '30s', '10m', '2h', '1d'")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class TriggerOptions(_Camel):
+    """Options of one trigger (reference §1.12)."""
+
+    idempotency_key: str | None = Field(default=None, max_length=2048)
+    idempotency_key_ttl: str | int | None = Field(
+        default=None, validation_alias=AliasChoices("idempotencyKeyTTL", "idempotencyKeyTtl",
+                                                    "idempotency_key_ttl")
+    )
+    delay: str | int | float | datetime | None = None
+    ttl: str | int | None = None
+    tags: list[str] | str | None = None
+    priority: float = 0
+    queue: str | dict[str, Any] | None = None
+    concurrency_key: str | None = None
+    max_attempts: int | None = Field(default=None, ge=1, le=250)
+    max_duration: float | None = Field(default=None, gt=0)
+    machine: str | None = None
+    metadata: dict[str, Any] | None = None
+    lock_to_version: str | None = Field(
+        default=None, validation_alias=AliasChoices("lockToVersion", "version", "lock_to_version")
+    )
+    parent_run_id: str | None = None
+    test: bool = False
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str] | str | None) -> list[str]:
+        tags = [value] if isinstance(value, str) else list(value or [])
+        if len(tags) > MAX_TAGS:
+            raise ValueError(f"at most {MAX_TAGS} tags per run, got {len(tags)}")
+        for tag in tags:
+            if not 1 <= len(tag) <= MAX_TAG_LENGTH:
+                raise ValueError(f"each tag must be 1..{MAX_TAG_LENGTH} characters")
+        return tags
+
+    def run_at(self) -> datetime | None:
+        """When a delayed run should start, or None to queue it now."""
+        if self.delay is None:
+            return None
+        if isinstance(self.delay, datetime):
+            when = self.delay if self.delay.tzinfo else self.delay.replace(tzinfo=UTC)
+        else:
+            when = datetime.now(UTC) + parse_duration(self.delay, "delay")
+        return when if when > datetime.now(UTC) else None
+
+    def idempotency_expiry(self) -> datetime | None:
+        if self.idempotency_key is None:
+            return None
+        ttl = (
+            parse_duration(self.idempotency_key_ttl, "idempotencyKeyTTL")
+            if self.idempotency_key_ttl is not None
+            else DEFAULT_IDEMPOTENCY_TTL
+        )
+        return datetime.now(UTC) + ttl
+
+
+class TriggerBody(_Camel):
+    """``POST /api/v1/tasks/{task_id}/trigger``: ``payload`` is any JSON; with ``payloadType``
+    other than ``application/json`` it is the serialised text (e.g. application/super+json)."""
+
+    payload: Any = None
+    payload_type: str | None = None
+    options: TriggerOptions = Field(default_factory=TriggerOptions)
+    context: Any = None
+
+
+class BatchItem(_Camel):
+    task: str | None = None
+    payload: Any = None
+    payload_type: str | None = None
+    options: TriggerOptions = Field(default_factory=TriggerOptions)
+
+
+class BatchBody(_Camel):
+    items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)

@@ -1,0 +1,50 @@
+"""What happens to a run after a failed attempt (reference §2.4 engine side, §2.5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from worker.common.errors import (
+    LOOKUP_RETRY_CODES,
+    NON_RETRYABLE_CODES,
+    error_code,
+    final_status_for,
+)
+from worker.common.retry import MAX_ATTEMPTS_HARD_CAP, next_retry_delay_ms
+
+
+@dataclass(frozen=True)
+class Outcome:
+    retry: bool
+    #: delay before the next attempt when retrying
+    delay_ms: int = 0
+    #: internal final status when not retrying
+    status: str = ""
+
+
+def decide(
+    error: dict[str, Any],
+    attempt_number: int,
+    max_attempts: int | None,
+    locked_retry: dict[str, Any] | None,
+    worker_retry: dict[str, Any] | None,
+    skipped_retrying: bool,
+) -> Outcome:
+    """Retry or fail for good.
+
+    The worker decides for errors raised in task code (it ran ``catch_error`` and knows the
+    delay); the engine decides for processes that died before they could (``LOOKUP_RETRY_CODES``),
+    from the retry config locked at the first lease.
+    """
+    code = error_code(error)
+    final = Outcome(retry=False, status=final_status_for(error))
+    if skipped_retrying or code in NON_RETRYABLE_CODES:
+        return final
+    if max_attempts is None or attempt_number >= min(max_attempts, MAX_ATTEMPTS_HARD_CAP):
+        return final
+    if worker_retry is not None:
+        return Outcome(retry=True, delay_ms=max(0, int(worker_retry.get("delay_ms", 0))))
+    if code in LOOKUP_RETRY_CODES and locked_retry is not None:
+        return Outcome(retry=True, delay_ms=next_retry_delay_ms(locked_retry, attempt_number))
+    return final

@@ -1,0 +1,52 @@
+"""The rescuer: turns expired leases into failed attempts that retry by policy.
+
+A worker that died (SIGKILL, lost network, lost host) stops heartbeating; once its lease
+expires the attempt fails with TASK_RUN_STALLED_EXECUTING, which the engine retries from the
+run's locked retry config. The late completion of that worker, if any, is refused by the fence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from psycopg_pool import AsyncConnectionPool
+
+from worker.common.errors import TASK_RUN_STALLED_EXECUTING, internal_error
+from worker.engine.leases import fail_attempt
+from worker.engine.queries import Q
+
+log = logging.getLogger(__name__)
+
+
+async def rescue_expired(pool: AsyncConnectionPool, limit: int = 100) -> int:
+    """One sweep; returns how many runs were rescued."""
+    async with pool.connection() as conn, conn.transaction():
+        rows = await (await conn.execute(Q.expired_leases, {"limit": limit})).fetchall()
+        for row in rows:
+            fence = {"run_id": row["id"], "instance_id": row["lease_owner"],  # type: ignore[call-overload]
+                     "attempt_number": row["attempt_number"],  # type: ignore[call-overload]
+                     "environment_id": row["environment_id"]}  # type: ignore[call-overload]
+            run = await (await conn.execute(Q.lock_leased_run, fence)).fetchone()
+            if run is None:
+                continue
+            error = internal_error(
+                TASK_RUN_STALLED_EXECUTING,
+                f"the worker holding attempt {row['attempt_number']} stopped heartbeating "  # type: ignore[call-overload]
+                "and its lease expired",
+            )
+            outcome, status = await fail_attempt(conn, run, error)  # type: ignore[arg-type]
+            log.warning("rescued run %s: %s (%s)", row["id"], outcome, status)  # type: ignore[call-overload]
+    return len(rows)
+
+
+async def run_rescuer(pool: AsyncConnectionPool, interval: float) -> None:
+    while True:
+        try:
+            while await rescue_expired(pool) > 0:
+                pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("rescuer sweep failed; retrying")
+        await asyncio.sleep(interval)
