@@ -86,10 +86,23 @@ class ApiServer:
 def start_api(database_url: str, log_path: Path, **env: str) -> ApiServer:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "worker.api.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env={**os.environ, "DATABASE_URL": database_url, **env},
-        stdout=log_path.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -120,8 +133,11 @@ def api_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     """One API process for the session, with short leases so rescue tests run quickly."""
     log_path = tmp_path_factory.mktemp("api") / "api.log"
     server = start_api(
-        database_url, log_path,
-        TRIGGER_LEASE_SECONDS="3", TRIGGER_HEARTBEAT_SECONDS="0.5", TRIGGER_RESCUER_INTERVAL="0.5",
+        database_url,
+        log_path,
+        TRIGGER_LEASE_SECONDS="3",
+        TRIGGER_HEARTBEAT_SECONDS="0.5",
+        TRIGGER_RESCUER_INTERVAL="0.5",
     )
     server.keys = create_project(database_url, "test-project")
     yield server

@@ -18,7 +18,8 @@ from tests.protocol_worker import ProtocolWorker
 @pytest.fixture
 def env(api_server: ApiServer, project_keys: dict[str, str]) -> tuple[httpx.Client, str]:
     client = httpx.Client(
-        base_url=api_server.url, headers={"Authorization": f"Bearer {project_keys['dev']}"},
+        base_url=api_server.url,
+        headers={"Authorization": f"Bearer {project_keys['dev']}"},
         timeout=30,
     )
     return client, project_keys["dev"]
@@ -33,8 +34,10 @@ def test_health_needs_no_key_but_everything_else_does(api_server: ApiServer) -> 
     missing = httpx.post(f"{api_server.url}/api/v1/tasks/x/trigger", json={})
     assert missing.status_code == 401
     assert "Authorization: Bearer" in missing.json()["error"]
-    wrong = httpx.get(f"{api_server.url}/api/v3/runs/run_x",
-                      headers={"Authorization": "Bearer tr_dev_wrongwrongwrongwrongwron"})
+    wrong = httpx.get(
+        f"{api_server.url}/api/v3/runs/run_x",
+        headers={"Authorization": "Bearer tr_dev_wrongwrongwrongwrongwron"},
+    )
     assert wrong.status_code == 401
     assert "TRIGGER_SECRET_KEY" in wrong.json()["error"]
     worker = httpx.post(f"{api_server.url}/engine/v1/worker/dequeue", json={})
@@ -47,6 +50,7 @@ def test_keys_are_stored_hashed(api_server: ApiServer, project_keys: dict[str, s
         text = " ".join(str(r) for r in conn.execute("SELECT * FROM api_keys"))
     assert project_keys["dev"] not in text
     import hashlib
+
     assert hashlib.sha256(project_keys["dev"].encode()).digest() in stored
 
 
@@ -56,16 +60,22 @@ def test_bad_requests_say_what_to_fix(env: tuple[httpx.Client, str], api_server:
     unknown = client.post("/api/v1/tasks/nope/trigger", json={"payload": 1})
     assert unknown.status_code == 404
     assert "'nope' is not registered" in unknown.json()["error"]
-    malformed = client.post("/api/v1/tasks/known/trigger", content=b"{not json",
-                            headers={"content-type": "application/json"})
+    malformed = client.post(
+        "/api/v1/tasks/known/trigger",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
     assert malformed.status_code == 400
     assert "not valid JSON" in malformed.json()["error"]
-    bad_tags = client.post("/api/v1/tasks/known/trigger",
-                           json={"payload": 1, "options": {"tags": [f"t{i}" for i in range(11)]}})
+    bad_tags = client.post(
+        "/api/v1/tasks/known/trigger",
+        json={"payload": 1, "options": {"tags": [f"t{i}" for i in range(11)]}},
+    )
     assert bad_tags.status_code == 422
     assert "at most 10 tags" in bad_tags.json()["error"]
-    unknown_option = client.post("/api/v1/tasks/known/trigger",
-                                 json={"payload": 1, "options": {"maxAttemps": 2}})
+    unknown_option = client.post(
+        "/api/v1/tasks/known/trigger", json={"payload": 1, "options": {"maxAttemps": 2}}
+    )
     assert unknown_option.status_code == 422
     assert "maxAttemps" in unknown_option.json()["error"]
     too_big = client.post("/api/v1/tasks/known/trigger", json={"payload": "x" * (3 * 1024 * 1024)})
@@ -75,18 +85,23 @@ def test_bad_requests_say_what_to_fix(env: tuple[httpx.Client, str], api_server:
     assert client.get("/api/v1/runs", params={"filter[status]": "DONE"}).status_code == 400
 
 
-def test_trigger_lease_complete_retrieve(env: tuple[httpx.Client, str], api_server: ApiServer) -> None:
+def test_trigger_lease_complete_retrieve(
+    env: tuple[httpx.Client, str], api_server: ApiServer
+) -> None:
     client, key = env
     worker = _worker(api_server, key, ["echo"], max_duration=60)
-    run_id = client.post("/api/v1/tasks/echo/trigger",
-                         json={"payload": {"n": 1}, "options": {"tags": ["a"]}}).json()["id"]
+    run_id = client.post(
+        "/api/v1/tasks/echo/trigger", json={"payload": {"n": 1}, "options": {"tags": ["a"]}}
+    ).json()["id"]
     assert client.get(f"/api/v3/runs/{run_id}").json()["status"] == "QUEUED"
     [leased] = worker.dequeue()
     assert leased["run_id"] == run_id and leased["attempt_number"] == 1
     assert leased["payload"] == '{"n":1}' and leased["max_duration"] == 60
     assert leased["ctx"]["run"]["tags"] == ["a"]
     assert client.get(f"/api/v3/runs/{run_id}").json()["status"] == "EXECUTING"
-    result = worker.complete(leased, ok=True, output='{"doubled":2}', output_type="application/json")
+    result = worker.complete(
+        leased, ok=True, output='{"doubled":2}', output_type="application/json"
+    )
     assert result == {"run_id": run_id, "outcome": "RUN_FINISHED", "status": "COMPLETED"}
     run = client.get(f"/api/v3/runs/{run_id}").json()
     assert run["status"] == "COMPLETED" and run["output"] == {"doubled": 2}
@@ -95,14 +110,19 @@ def test_trigger_lease_complete_retrieve(env: tuple[httpx.Client, str], api_serv
     assert worker.complete(leased, ok=True, output="1")["outcome"] == "LEASE_LOST"
 
 
-def test_worker_retry_then_final_failure(env: tuple[httpx.Client, str], api_server: ApiServer) -> None:
+def test_worker_retry_then_final_failure(
+    env: tuple[httpx.Client, str], api_server: ApiServer
+) -> None:
     client, key = env
     worker = _worker(api_server, key, ["flaky"], retry={"max_attempts": 2})
     run_id = client.post("/api/v1/tasks/flaky/trigger", json={"payload": None}).json()["id"]
     error = {"type": "BUILT_IN_ERROR", "name": "ValueError", "message": "boom", "stackTrace": ""}
     [first] = worker.dequeue()
     assert first["max_attempts"] == 2 and not first["is_final_attempt"]
-    assert worker.complete(first, ok=False, error=error, retry={"delay_ms": 0})["outcome"] == "RETRY_QUEUED"
+    assert (
+        worker.complete(first, ok=False, error=error, retry={"delay_ms": 0})["outcome"]
+        == "RETRY_QUEUED"
+    )
     [second] = worker.dequeue(wait_ms=5000)
     assert second["attempt_number"] == 2 and second["is_final_attempt"]
     # the worker asks for a retry, but attempts are exhausted: the engine refuses
@@ -113,7 +133,9 @@ def test_worker_retry_then_final_failure(env: tuple[httpx.Client, str], api_serv
     assert [a["status"] for a in run["attempts"]] == ["FAILED", "FAILED"]
 
 
-def test_crash_retries_with_the_locked_backoff(env: tuple[httpx.Client, str], api_server: ApiServer) -> None:
+def test_crash_retries_with_the_locked_backoff(
+    env: tuple[httpx.Client, str], api_server: ApiServer
+) -> None:
     client, key = env
     retry = {"max_attempts": 3, "min_timeout_ms": 1500, "factor": 2, "randomize": False}
     worker = _worker(api_server, key, ["crashy"], retry=retry)
@@ -132,7 +154,9 @@ def test_crash_retries_with_the_locked_backoff(env: tuple[httpx.Client, str], ap
     assert again["run_id"] == run_id and again["attempt_number"] == 2
 
 
-def test_abort_and_timeouts_are_not_retried(env: tuple[httpx.Client, str], api_server: ApiServer) -> None:
+def test_abort_and_timeouts_are_not_retried(
+    env: tuple[httpx.Client, str], api_server: ApiServer
+) -> None:
     client, key = env
     worker = _worker(api_server, key, ["t"], retry={"max_attempts": 5})
     cases = [
@@ -142,8 +166,9 @@ def test_abort_and_timeouts_are_not_retried(env: tuple[httpx.Client, str], api_s
     for error, skipped, status in cases:
         run_id = client.post("/api/v1/tasks/t/trigger", json={"payload": 1}).json()["id"]
         [leased] = worker.dequeue()
-        result = worker.complete(leased, ok=False, error=error, skipped_retrying=skipped,
-                                 retry={"delay_ms": 0})
+        result = worker.complete(
+            leased, ok=False, error=error, skipped_retrying=skipped, retry={"delay_ms": 0}
+        )
         assert result["status"] == status
         assert client.get(f"/api/v3/runs/{run_id}").json()["status"] == status
 
@@ -210,24 +235,39 @@ def test_batch_reports_bad_items_and_creates_the_rest(
 ) -> None:
     client, key = env
     _worker(api_server, key, ["a", "b"])
-    reply = client.post("/api/v2/tasks/batch", json={"items": [
-        {"task": "a", "payload": 1}, {"task": "ghost", "payload": 2}, {"task": "b", "payload": 3},
-    ]}).json()
+    reply = client.post(
+        "/api/v2/tasks/batch",
+        json={
+            "items": [
+                {"task": "a", "payload": 1},
+                {"task": "ghost", "payload": 2},
+                {"task": "b", "payload": 3},
+            ]
+        },
+    ).json()
     assert reply["runCount"] == 3
     assert [r.get("taskIdentifier") for r in reply["runs"]] == ["a", "ghost", "b"]
     assert "not registered" in reply["runs"][1]["error"]
     listed = client.get("/api/v1/runs", params={"filter[batch]": reply["id"]}).json()["data"]
     assert {r["id"] for r in listed} == {reply["runs"][0]["id"], reply["runs"][2]["id"]}
-    per_task = client.post("/api/v1/tasks/a/batch", json={"items": [{"payload": i} for i in range(5)]})
+    per_task = client.post(
+        "/api/v1/tasks/a/batch", json={"items": [{"payload": i} for i in range(5)]}
+    )
     assert len(per_task.json()["runs"]) == 5
 
 
-def test_list_filters_and_cursor_pagination(env: tuple[httpx.Client, str], api_server: ApiServer) -> None:
+def test_list_filters_and_cursor_pagination(
+    env: tuple[httpx.Client, str], api_server: ApiServer
+) -> None:
     client, key = env
     _worker(api_server, key, ["l1", "l2"])
-    ids = [client.post(f"/api/v1/tasks/{'l1' if i % 2 else 'l2'}/trigger",
-                       json={"payload": i, "options": {"tags": [f"n{i % 3}"]}}).json()["id"]
-           for i in range(7)]
+    ids = [
+        client.post(
+            f"/api/v1/tasks/{'l1' if i % 2 else 'l2'}/trigger",
+            json={"payload": i, "options": {"tags": [f"n{i % 3}"]}},
+        ).json()["id"]
+        for i in range(7)
+    ]
     seen, after = [], None
     while True:
         params = {"page[size]": "3", **({"page[after]": after} if after else {})}
@@ -253,8 +293,11 @@ def test_http_retries_of_one_request_create_one_run(
     request_key = uuid.uuid4().hex
 
     def send(_: int) -> str:
-        reply = client.post("/api/v1/tasks/once/trigger", json={"payload": 1},
-                            headers={"x-trigger-request-idempotency-key": request_key})
+        reply = client.post(
+            "/api/v1/tasks/once/trigger",
+            json={"payload": 1},
+            headers={"x-trigger-request-idempotency-key": request_key},
+        )
         return reply.json()["id"]
 
     with ThreadPoolExecutor(8) as pool:

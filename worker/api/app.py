@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 
 from worker.api import routes_public, routes_worker
 from worker.api.auth import AuthError
@@ -25,6 +26,15 @@ from worker.engine.services.rescuer import run_rescuer
 from worker.engine.services.scheduler import run_scheduler
 
 log = logging.getLogger(__name__)
+
+
+class ORJSONResponse(Response):
+    """JSON rendered by orjson (fast, and handles datetimes and UUIDs)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

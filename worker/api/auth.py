@@ -41,8 +41,11 @@ async def authenticate(request: Request) -> Environment:
     if row is None:
         raise AuthError("invalid API key: it is unknown or revoked; check TRIGGER_SECRET_KEY")
     env = Environment(
-        id=str(row["environment_id"]), slug=row["slug"], type=row["type"],
-        concurrency_limit=row["concurrency_limit"], project_id=str(row["project_id"]),
+        id=str(row["environment_id"]),
+        slug=row["slug"],
+        type=row["type"],
+        concurrency_limit=row["concurrency_limit"],
+        project_id=str(row["project_id"]),
         project_ref=row["project_ref"],
     )
     cache[digest] = (time.monotonic() + CACHE_SECONDS, env)

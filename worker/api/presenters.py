@@ -47,7 +47,7 @@ def present_run(row: dict[str, Any], *, full: bool = True) -> dict[str, Any]:
         "isCompleted": status in API_FINAL_STATUSES,
         "isSuccess": status == "COMPLETED",
         "isFailed": status in API_FINAL_STATUSES and status not in ("COMPLETED", "CANCELED"),
-        "isCancelled": status == "CANCELED",
+        "isCanceled": status == "CANCELED",
         "metadata": row["metadata"],
     }
     if full:
@@ -60,8 +60,13 @@ def present_run(row: dict[str, Any], *, full: bool = True) -> dict[str, Any]:
         )
         if "attempts" in row:
             run["attempts"] = [
-                {"number": a["number"], "status": a["status"], "error": a["error"],
-                 "startedAt": _iso(a["started_at"]), "completedAt": _iso(a["completed_at"])}
+                {
+                    "number": a["number"],
+                    "status": a["status"],
+                    "error": a["error"],
+                    "startedAt": _iso(a["started_at"]),
+                    "completedAt": _iso(a["completed_at"]),
+                }
                 for a in row["attempts"]
             ]
     return run

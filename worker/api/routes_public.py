@@ -37,7 +37,7 @@ async def trigger_task(task_id: str, request: Request, env: Env) -> dict[str, An
 @router.post("/api/v1/tasks/{task_id}/batch")
 async def batch_trigger_task(task_id: str, request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, BatchBody)
-    items = [item.model_copy(update={"task": task_id}) for item in body.items]
+    items = [item.model_copy(update={"task": task_id}) for item in body.expanded_items()]
     return await runs.batch_trigger(request.app.state.pool, env, items, _request_key(request))
 
 
@@ -47,8 +47,13 @@ async def batch_trigger(request: Request, env: Env) -> dict[str, Any]:
     missing = [i for i, item in enumerate(body.items) if not item.task]
     if missing:
         raise EngineError(f"items {missing} have no 'task': each item names the task to run")
-    items: list[BatchItem] = body.items
+    items: list[BatchItem] = body.expanded_items()
     return await runs.batch_trigger(request.app.state.pool, env, items, _request_key(request))
+
+
+@router.get("/api/v1/batches/{batch_id}")
+async def retrieve_batch(batch_id: str, request: Request, env: Env) -> dict[str, Any]:
+    return await runs.retrieve_batch(request.app.state.pool, env, batch_id)
 
 
 @router.get("/api/v3/runs/{run_id}")
@@ -67,9 +72,7 @@ async def list_runs(request: Request, env: Env) -> dict[str, Any]:
     if api_statuses := _csv(query.get("filter[status]")):
         unknown = [s for s in api_statuses if s not in INTERNAL_STATUSES]
         if unknown:
-            raise EngineError(
-                f"unknown status {unknown}; one of {sorted(INTERNAL_STATUSES)}"
-            )
+            raise EngineError(f"unknown status {unknown}; one of {sorted(INTERNAL_STATUSES)}")
         statuses = [internal for s in api_statuses for internal in INTERNAL_STATUSES[s]]
     try:
         limit = int(query.get("page[size]", "25"))
@@ -81,9 +84,14 @@ async def list_runs(request: Request, env: Env) -> dict[str, Any]:
     if cursor := query.get("page[after]"):
         after = await _cursor_of(request, env, cursor)
     rows = await runs.list_runs(
-        request.app.state.pool, env, statuses=statuses,
-        task_ids=_csv(query.get("filter[taskIdentifier]")), tag=query.get("filter[tag]"),
-        batch_id=query.get("filter[batch]"), after=after, limit=limit + 1,
+        request.app.state.pool,
+        env,
+        statuses=statuses,
+        task_ids=_csv(query.get("filter[taskIdentifier]")),
+        tag=query.get("filter[tag]"),
+        batch_id=query.get("filter[batch]"),
+        after=after,
+        limit=limit + 1,
     )
     page = rows[:limit]
     return {

@@ -66,8 +66,14 @@ async def dequeue(request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, DequeueBody)
     state = request.app.state
     runs = await leases.dequeue(
-        state.pool, state.notifier, state.lease, env, str(body.instance_id),
-        [str(v) for v in body.versions], body.max_runs, body.wait_ms,
+        state.pool,
+        state.notifier,
+        state.lease,
+        env,
+        str(body.instance_id),
+        [str(v) for v in body.versions],
+        body.max_runs,
+        body.wait_ms,
     )
     return {"runs": runs}
 
@@ -82,14 +88,18 @@ async def heartbeat(request: Request, env: Env) -> dict[str, Any]:
 @router.post("/complete")
 async def complete(request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, CompleteBody)
-    results = await leases.complete(request.app.state.pool, env, str(body.instance_id), body.completions)
+    results = await leases.complete(
+        request.app.state.pool, env, str(body.instance_id), body.completions
+    )
     return {"results": results}
 
 
 @router.post("/release")
 async def release(request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, RunIdsBody)
-    released = await leases.release(request.app.state.pool, env, str(body.instance_id), body.run_ids)
+    released = await leases.release(
+        request.app.state.pool, env, str(body.instance_id), body.run_ids
+    )
     return {"released": released}
 
 

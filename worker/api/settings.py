@@ -25,9 +25,7 @@ class Settings:
     heartbeat_seconds: float = field(
         default_factory=lambda: _float("TRIGGER_HEARTBEAT_SECONDS", 5.0)
     )
-    rescuer_interval: float = field(
-        default_factory=lambda: _float("TRIGGER_RESCUER_INTERVAL", 1.0)
-    )
+    rescuer_interval: float = field(default_factory=lambda: _float("TRIGGER_RESCUER_INTERVAL", 1.0))
     scheduler_max_sleep: float = 0.25
     pool_size: int = 10
 

@@ -2,7 +2,8 @@
 
 The wire form of an error (``TaskRunError``) is a dict:
 ``{"type": "BUILT_IN_ERROR", "name", "message", "stackTrace"}``,
-``{"type": "STRING_ERROR", "raw"}`` or ``{"type": "INTERNAL_ERROR", "code", "message", "stackTrace"}``.
+``{"type": "STRING_ERROR", "raw"}`` or
+``{"type": "INTERNAL_ERROR", "code", "message", "stackTrace"}``.
 """
 
 from __future__ import annotations
@@ -56,8 +57,16 @@ _FINAL_STATUS_BY_CODE = {
 
 #: Codes that never retry, whatever the worker asked for.
 NON_RETRYABLE_CODES = frozenset(
-    {TASK_RUN_CANCELLED, MAX_DURATION_EXCEEDED, TASK_INPUT_ERROR, TASK_OUTPUT_ERROR,
-     HANDLE_ERROR_ERROR, TASK_PROCESS_SIGKILL, COULD_NOT_FIND_TASK, TASK_PROCESS_OOM_KILLED}
+    {
+        TASK_RUN_CANCELLED,
+        MAX_DURATION_EXCEEDED,
+        TASK_INPUT_ERROR,
+        TASK_OUTPUT_ERROR,
+        HANDLE_ERROR_ERROR,
+        TASK_PROCESS_SIGKILL,
+        COULD_NOT_FIND_TASK,
+        TASK_PROCESS_OOM_KILLED,
+    }
 )
 
 

@@ -17,7 +17,9 @@ DEFAULT_RETRY: dict[str, Any] = {
 MAX_ATTEMPTS_HARD_CAP = 250
 
 
-def next_retry_delay_ms(retry: dict[str, Any], attempt: int, rng: random.Random | None = None) -> int:
+def next_retry_delay_ms(
+    retry: dict[str, Any], attempt: int, rng: random.Random | None = None
+) -> int:
     """Delay before the attempt after ``attempt`` (1-based number of the attempt that failed).
 
     ``delay = round(min(max_timeout, r * min_timeout * factor ** (attempt - 1)))`` where ``r`` is

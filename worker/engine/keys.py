@@ -25,6 +25,14 @@ def new_secret_key(slug: str) -> str:
     return f"tr_{short}_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
 
 
+def check_key_format(slug: str, key: str) -> None:
+    prefix = {"dev": "tr_dev_", "staging": "tr_stg_", "prod": "tr_prod_"}[slug]
+    if not key.startswith(prefix) or len(key) < len(prefix) + 20 or not key.isascii():
+        raise ValueError(
+            f"a {slug} secret key must look like {prefix}<at least 20 letters or digits>"
+        )
+
+
 @dataclass(frozen=True)
 class Environment:
     """The environment a secret key belongs to; every API call acts inside one."""
@@ -44,13 +52,18 @@ def create_project(url: str, ref: str, keys: dict[str, str] | None = None) -> di
     ones are generated. Returns ``{slug: plaintext key}`` — the only time a key is visible.
     """
     keys = dict(keys or {})
+    for slug, key in keys.items():
+        check_key_format(slug, key)
     with psycopg.connect(url) as conn:
-        (project_id,) = conn.execute(Q.upsert_project, {"ref": ref, "name": ref}).fetchone()  # type: ignore[misc]
+        project = conn.execute(Q.upsert_project, {"ref": ref, "name": ref}).fetchone()
+        assert project is not None
         for slug in ("dev", "prod"):
-            (env_id,) = conn.execute(  # type: ignore[misc]
+            env = conn.execute(
                 Q.upsert_environment,
-                {"project_id": project_id, "slug": slug, "type": ENV_TYPES[slug]},
+                {"project_id": project[0], "slug": slug, "type": ENV_TYPES[slug]},
             ).fetchone()
+            assert env is not None
+            env_id = env[0]
             key = keys.setdefault(slug, new_secret_key(slug))
             conn.execute(
                 Q.insert_key,

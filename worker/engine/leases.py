@@ -7,24 +7,24 @@ so a worker that lost its lease (expired, canceled) can never record a result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
 from worker.common.errors import internal_error
+from worker.common.machines import MACHINE_PRESETS
 from worker.common.statuses import API_STATUS
+from worker.engine.db import Conn, Pool
 from worker.engine.errors import EngineError, PayloadTooLarge
 from worker.engine.keys import Environment
 from worker.engine.models import MAX_OUTPUT_BYTES
 from worker.engine.notifier import Notifier
 from worker.engine.queries import Q
 from worker.engine.retrying import decide
-from worker.common.machines import MACHINE_PRESETS
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,12 @@ class LeaseSettings:
 
 
 async def register(
-    pool: AsyncConnectionPool, env: Environment, instance_id: str, content_hash: str,
-    tasks: list[dict[str, Any]], metadata: dict[str, Any],
+    pool: Pool,
+    env: Environment,
+    instance_id: str,
+    content_hash: str,
+    tasks: list[dict[str, Any]],
+    metadata: dict[str, Any],
 ) -> dict[str, Any]:
     """Record a code version (deduplicated by content hash) and its task definitions."""
     ids = [t.get("id") for t in tasks]
@@ -49,7 +53,7 @@ async def register(
         if row is None:  # same code registered before (or concurrently): reuse it
             row = await (await conn.execute(Q.find_version, params)).fetchone()
         assert row is not None
-        version_id = str(row["id"])  # type: ignore[call-overload]
+        version_id = str(row["id"])
         for definition in tasks:
             task_params = {
                 "version_id": version_id,
@@ -61,12 +65,16 @@ async def register(
             await conn.execute(Q.upsert_task, task_params)
         await conn.execute(
             Q.upsert_worker,
-            {"instance_id": instance_id, "environment_id": env.id, "version_id": version_id,
-             "metadata": Jsonb(metadata)},
+            {
+                "instance_id": instance_id,
+                "environment_id": env.id,
+                "version_id": version_id,
+                "metadata": Jsonb(metadata),
+            },
         )
         # Runs triggered before this version existed may be waiting for it.
         await conn.execute(Q.notify_runs, {"environment_id": env.id})
-    return {"version_id": version_id, "version": row["version"]}  # type: ignore[call-overload]
+    return {"version_id": version_id, "version": row["version"]}
 
 
 def _iso(value: Any) -> Any:
@@ -91,11 +99,18 @@ def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
         "is_final_attempt": row["attempt_number"] >= row["max_attempts"],
         "ctx": {
             "run": {
-                "id": row["id"], "tags": row["tags"], "created_at": _iso(row["created_at"]),
-                "started_at": _iso(row["started_at"]), "idempotency_key": row["idempotency_key"],
-                "max_attempts": row["max_attempts"], "version": row["version_name"],
-                "max_duration": row["max_duration"], "priority": 0, "is_test": row["is_test"],
-                "parent_task_run_id": row["parent_run_id"], "root_task_run_id": row["root_run_id"],
+                "id": row["id"],
+                "tags": row["tags"],
+                "created_at": _iso(row["created_at"]),
+                "started_at": _iso(row["started_at"]),
+                "idempotency_key": row["idempotency_key"],
+                "max_attempts": row["max_attempts"],
+                "version": row["version_name"],
+                "max_duration": row["max_duration"],
+                "priority": 0,
+                "is_test": row["is_test"],
+                "parent_task_run_id": row["parent_run_id"],
+                "root_task_run_id": row["root_run_id"],
                 "metadata": row["metadata"],
             },
             "attempt": {"number": row["attempt_number"], "started_at": _iso(row["updated_at"])},
@@ -110,8 +125,14 @@ def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
 
 
 async def dequeue(
-    pool: AsyncConnectionPool, notifier: Notifier, settings: LeaseSettings, env: Environment,
-    instance_id: str, versions: list[str], max_runs: int, wait_ms: int,
+    pool: Pool,
+    notifier: Notifier,
+    settings: LeaseSettings,
+    env: Environment,
+    instance_id: str,
+    versions: list[str],
+    max_runs: int,
+    wait_ms: int,
 ) -> list[dict[str, Any]]:
     """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none."""
     if not versions:
@@ -122,11 +143,15 @@ async def dequeue(
         cur = await conn.execute(
             "SELECT task_id FROM version_tasks WHERE version_id = %(v)s::uuid", {"v": versions[0]}
         )
-        newest_tasks = [r["task_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+        newest_tasks = [r["task_id"] for r in await cur.fetchall()]
         await conn.commit()
     params = {
-        "environment_id": env.id, "newest": versions[0], "versions": versions,
-        "newest_tasks": newest_tasks, "limit": max_runs, "instance_id": instance_id,
+        "environment_id": env.id,
+        "newest": versions[0],
+        "versions": versions,
+        "newest_tasks": newest_tasks,
+        "limit": max_runs,
+        "instance_id": instance_id,
         "lease_seconds": settings.lease_seconds,
     }
     while True:
@@ -135,40 +160,59 @@ async def dequeue(
             rows = await (await conn.execute(Q.dequeue, params)).fetchall()
             await conn.commit()
         if rows:
-            return [_dequeued_message(row, env) for row in rows]  # type: ignore[arg-type]
+            return [_dequeued_message(row, env) for row in rows]
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return []
-        try:  # poll fallback: at most 1 s between looks, even with no notification
+        # poll fallback: at most 1 s between looks, even with no notification
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(woken.wait(), timeout=min(remaining, 1.0))
-        except TimeoutError:
-            pass
 
 
 async def heartbeat(
-    pool: AsyncConnectionPool, settings: LeaseSettings, env: Environment, instance_id: str,
+    pool: Pool,
+    settings: LeaseSettings,
+    env: Environment,
+    instance_id: str,
     run_ids: list[str],
 ) -> dict[str, Any]:
-    params = {"run_ids": run_ids, "instance_id": instance_id, "environment_id": env.id,
-              "lease_seconds": settings.lease_seconds}
+    params = {
+        "run_ids": run_ids,
+        "instance_id": instance_id,
+        "environment_id": env.id,
+        "lease_seconds": settings.lease_seconds,
+    }
     async with pool.connection() as conn, conn.transaction():
         rows = await (await conn.execute(Q.heartbeat, params)).fetchall()
         await conn.execute(Q.touch_worker, {"instance_id": instance_id})
-    held = {r["id"] for r in rows}  # type: ignore[call-overload]
+    held = {r["id"] for r in rows}
     return {"lost": [r for r in run_ids if r not in held]}
 
 
 async def fail_attempt(
-    conn: AsyncConnection[Any], run: dict[str, Any], error: dict[str, Any],
-    worker_retry: dict[str, Any] | None = None, skipped_retrying: bool = False,
+    conn: Conn,
+    run: dict[str, Any],
+    error: dict[str, Any],
+    worker_retry: dict[str, Any] | None = None,
+    skipped_retrying: bool = False,
 ) -> tuple[str, str]:
     """Record a failed attempt of a run locked by the caller; returns (outcome, internal status)."""
-    outcome = decide(error, run["attempt_number"], run["max_attempts"], run["retry"],
-                     worker_retry, skipped_retrying)
+    outcome = decide(
+        error,
+        run["attempt_number"],
+        run["max_attempts"],
+        run["retry"],
+        worker_retry,
+        skipped_retrying,
+    )
     await conn.execute(
         Q.end_attempt,
-        {"run_id": run["id"], "attempt_number": run["attempt_number"], "status": "FAILED",
-         "error": Jsonb(error)},
+        {
+            "run_id": run["id"],
+            "attempt_number": run["attempt_number"],
+            "status": "FAILED",
+            "error": Jsonb(error),
+        },
     )
     if outcome.retry:
         await conn.execute(
@@ -179,18 +223,27 @@ async def fail_attempt(
         return "RETRY_QUEUED", "PENDING" if outcome.delay_ms <= 0 else "RETRYING_AFTER_FAILURE"
     await conn.execute(
         Q.finish_run,
-        {"run_id": run["id"], "status": outcome.status, "output": None, "output_type": None,
-         "error": Jsonb(error)},
+        {
+            "run_id": run["id"],
+            "status": outcome.status,
+            "output": None,
+            "output_type": None,
+            "error": Jsonb(error),
+        },
     )
     return "RUN_FINISHED", outcome.status
 
 
 async def _complete_one(
-    conn: AsyncConnection[Any], env: Environment, instance_id: str, item: dict[str, Any]
+    conn: Conn, env: Environment, instance_id: str, item: dict[str, Any]
 ) -> dict[str, Any]:
     run_id = item.get("run_id")
-    fence = {"run_id": run_id, "instance_id": instance_id, "environment_id": env.id,
-             "attempt_number": item.get("attempt_number")}
+    fence = {
+        "run_id": run_id,
+        "instance_id": instance_id,
+        "environment_id": env.id,
+        "attempt_number": item.get("attempt_number"),
+    }
     run = await (await conn.execute(Q.lock_leased_run, fence)).fetchone()
     if run is None:
         return {"run_id": run_id, "outcome": "LEASE_LOST"}
@@ -201,30 +254,46 @@ async def _complete_one(
                 "TASK_OUTPUT_ERROR",
                 f"output is {len(output)} bytes; the limit is {MAX_OUTPUT_BYTES} bytes (10 MiB)",
             )
-            outcome, status = await fail_attempt(conn, run, error, skipped_retrying=True)  # type: ignore[arg-type]
+            outcome, status = await fail_attempt(conn, run, error, skipped_retrying=True)
             return {"run_id": run_id, "outcome": outcome, "status": API_STATUS[status]}
         await conn.execute(
             Q.end_attempt,
-            {"run_id": run_id, "attempt_number": run["attempt_number"], "status": "COMPLETED",  # type: ignore[call-overload]
-             "error": None},
+            {
+                "run_id": run_id,
+                "attempt_number": run["attempt_number"],
+                "status": "COMPLETED",
+                "error": None,
+            },
         )
         await conn.execute(
             Q.finish_run,
-            {"run_id": run_id, "status": "COMPLETED_SUCCESSFULLY", "output": output,
-             "output_type": item.get("output_type") or "application/json", "error": None},
+            {
+                "run_id": run_id,
+                "status": "COMPLETED_SUCCESSFULLY",
+                "output": output,
+                "output_type": item.get("output_type") or "application/json",
+                "error": None,
+            },
         )
         return {"run_id": run_id, "outcome": "RUN_FINISHED", "status": "COMPLETED"}
-    error = item.get("error")
-    if not isinstance(error, dict) or "type" not in error:
-        error = internal_error("TASK_RUN_CRASHED", "the worker sent a failure without an error")
+    sent = item.get("error")
+    failure: dict[str, Any] = (
+        sent
+        if isinstance(sent, dict) and "type" in sent
+        else internal_error("TASK_RUN_CRASHED", "the worker sent a failure without an error")
+    )
     outcome, status = await fail_attempt(
-        conn, run, error, item.get("retry"), bool(item.get("skipped_retrying"))  # type: ignore[arg-type]
+        conn,
+        run,
+        failure,
+        item.get("retry"),
+        bool(item.get("skipped_retrying")),
     )
     return {"run_id": run_id, "outcome": outcome, "status": API_STATUS[status]}
 
 
 async def complete(
-    pool: AsyncConnectionPool, env: Environment, instance_id: str, completions: list[dict[str, Any]]
+    pool: Pool, env: Environment, instance_id: str, completions: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Record a batch of attempt results in one transaction (a savepoint per item)."""
     results = []
@@ -234,33 +303,37 @@ async def complete(
                 async with conn.transaction():
                     results.append(await _complete_one(conn, env, instance_id, item))
             except PayloadTooLarge as exc:
-                results.append({"run_id": item.get("run_id"), "outcome": "REFUSED",
-                                "error": exc.message})
+                results.append(
+                    {"run_id": item.get("run_id"), "outcome": "REFUSED", "error": exc.message}
+                )
     return results
 
 
-async def release(
-    pool: AsyncConnectionPool, env: Environment, instance_id: str, run_ids: list[str]
-) -> list[str]:
+async def release(pool: Pool, env: Environment, instance_id: str, run_ids: list[str]) -> list[str]:
     """Give leases back at once (graceful shutdown); the attempts do not count."""
     async with pool.connection() as conn, conn.transaction():
-        rows = await (await conn.execute(
-            Q.release_run,
-            {"run_ids": run_ids, "instance_id": instance_id, "environment_id": env.id}
-        )).fetchall()
-        for env_id in {str(r["environment_id"]) for r in rows}:  # type: ignore[call-overload]
+        rows = await (
+            await conn.execute(
+                Q.release_run,
+                {"run_ids": run_ids, "instance_id": instance_id, "environment_id": env.id},
+            )
+        ).fetchall()
+        for env_id in {str(r["environment_id"]) for r in rows}:
             await conn.execute(Q.notify_runs, {"environment_id": env_id})
-    return [r["id"] for r in rows]  # type: ignore[call-overload]
+    return [r["id"] for r in rows]
 
 
-async def store_logs(
-    pool: AsyncConnectionPool, env: Environment, logs: list[dict[str, Any]]
-) -> int:
+async def store_logs(pool: Pool, env: Environment, logs: list[dict[str, Any]]) -> int:
     now = datetime.now(UTC).isoformat()
     rows = [
-        {"run_id": entry.get("run_id"), "attempt_number": entry.get("attempt_number", 0),
-         "level": entry.get("level", "info"), "message": str(entry.get("message", "")),
-         "attributes": entry.get("attributes"), "logged_at": entry.get("time") or now}
+        {
+            "run_id": entry.get("run_id"),
+            "attempt_number": entry.get("attempt_number", 0),
+            "level": entry.get("level", "info"),
+            "message": str(entry.get("message", "")),
+            "attributes": entry.get("attributes"),
+            "logged_at": entry.get("time") or now,
+        }
         for entry in logs
     ]
     async with pool.connection() as conn, conn.transaction():

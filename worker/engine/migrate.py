@@ -32,7 +32,7 @@ def migrate(url: str) -> list[str]:
         for path in migration_files():
             if path.stem in done:
                 continue
-            conn.execute(path.read_text())  # type: ignore[arg-type]
+            conn.execute(path.read_text())
             conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.stem,))
             applied_now.append(path.stem)
         conn.commit()

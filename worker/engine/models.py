@@ -41,8 +41,10 @@ class TriggerOptions(_Camel):
 
     idempotency_key: str | None = Field(default=None, max_length=2048)
     idempotency_key_ttl: str | int | None = Field(
-        default=None, validation_alias=AliasChoices("idempotencyKeyTTL", "idempotencyKeyTtl",
-                                                    "idempotency_key_ttl")
+        default=None,
+        validation_alias=AliasChoices(
+            "idempotencyKeyTTL", "idempotencyKeyTtl", "idempotency_key_ttl"
+        ),
     )
     delay: str | int | float | datetime | None = None
     ttl: str | int | None = None
@@ -109,5 +111,38 @@ class BatchItem(_Camel):
     options: TriggerOptions = Field(default_factory=TriggerOptions)
 
 
+class BatchOptions(_Camel):
+    idempotency_key: str | None = Field(default=None, max_length=2000)
+    idempotency_key_ttl: str | int | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "idempotencyKeyTTL", "idempotencyKeyTtl", "idempotency_key_ttl"
+        ),
+    )
+
+
 class BatchBody(_Camel):
     items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+    options: BatchOptions = Field(default_factory=BatchOptions)
+
+    def expanded_items(self) -> list[BatchItem]:
+        """Items with the batch's idempotency key applied as ``<key>-<index>`` where they
+        have none of their own (reference §1.11)."""
+        key = self.options.idempotency_key
+        if key is None:
+            return self.items
+        return [
+            item
+            if item.options.idempotency_key is not None
+            else item.model_copy(
+                update={
+                    "options": item.options.model_copy(
+                        update={
+                            "idempotency_key": f"{key}-{index}",
+                            "idempotency_key_ttl": self.options.idempotency_key_ttl,
+                        }
+                    )
+                }
+            )
+            for index, item in enumerate(self.items)
+        ]

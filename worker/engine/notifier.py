@@ -50,7 +50,9 @@ class Notifier:
     async def _listen_forever(self) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True
+                ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     # Anything missed while (re)connecting: wake everyone to re-poll.
                     for env_id in list(self._events):

@@ -6,11 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
 from worker.common.statuses import FINAL_STATUSES
+from worker.engine.db import Conn, Pool
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -18,8 +17,9 @@ from worker.engine.models import MAX_PAYLOAD_BYTES, BatchItem, TriggerBody, Trig
 from worker.engine.queries import Q
 
 #: A run that ended in one of these gives its idempotency key back (reference §1.11).
-_RELEASES_KEY = frozenset({"COMPLETED_WITH_ERRORS", "CRASHED", "SYSTEM_FAILURE", "TIMED_OUT",
-                           "EXPIRED"})
+_RELEASES_KEY = frozenset(
+    {"COMPLETED_WITH_ERRORS", "CRASHED", "SYSTEM_FAILURE", "TIMED_OUT", "EXPIRED"}
+)
 
 
 def encode_payload(payload: Any, payload_type: str | None) -> tuple[str, str]:
@@ -39,7 +39,7 @@ def encode_payload(payload: Any, payload_type: str | None) -> tuple[str, str]:
     return text, payload_type
 
 
-async def _claim_request(conn: AsyncConnection[Any], env: Environment, key: str | None) -> Any:
+async def _claim_request(conn: Conn, env: Environment, key: str | None) -> Any:
     """For a retried HTTP request: the response already given, else None (and claim the key)."""
     if key is None:
         return None
@@ -48,12 +48,10 @@ async def _claim_request(conn: AsyncConnection[Any], env: Environment, key: str 
     if claimed:
         return None
     row = await (await conn.execute(Q.find_request_key, params)).fetchone()
-    return row["response"] if row else None  # type: ignore[call-overload]
+    return row["response"] if row else None
 
 
-async def _save_request(
-    conn: AsyncConnection[Any], env: Environment, key: str | None, response: Any
-) -> None:
+async def _save_request(conn: Conn, env: Environment, key: str | None, response: Any) -> None:
     if key is not None:
         await conn.execute(
             Q.save_request_key,
@@ -62,7 +60,7 @@ async def _save_request(
 
 
 async def _insert_run(
-    conn: AsyncConnection[Any],
+    conn: Conn,
     env: Environment,
     task_id: str,
     definition: dict[str, Any],
@@ -103,23 +101,23 @@ async def _insert_run(
         if key is not None:
             existing = await (await conn.execute(Q.find_idempotent_run, key_params)).fetchone()
             if existing:
-                expired = existing["idempotency_key_expires_at"] <= datetime.now(UTC)  # type: ignore[call-overload]
-                if not expired and existing["status"] not in _RELEASES_KEY:  # type: ignore[call-overload]
-                    return existing["id"], True, existing["status"]  # type: ignore[call-overload]
-                await conn.execute(Q.clear_idempotency_key, {"id": existing["id"]})  # type: ignore[call-overload]
+                expired = existing["idempotency_key_expires_at"] <= datetime.now(UTC)
+                if not expired and existing["status"] not in _RELEASES_KEY:
+                    return existing["id"], True, existing["status"]
+                await conn.execute(Q.clear_idempotency_key, {"id": existing["id"]})
         params["id"] = new_id("run")
         inserted = await (await conn.execute(Q.insert_run, params)).fetchone()
         if inserted:
-            return inserted["id"], False, status  # type: ignore[call-overload]
+            return inserted["id"], False, status
         # Lost a race with a concurrent trigger using the same key: read the winner.
     raise EngineError("could not create the run: idempotency key contention; retry the request")
 
 
 async def _task_definitions(
-    conn: AsyncConnection[Any], env: Environment, task_ids: list[str]
+    conn: Conn, env: Environment, task_ids: list[str]
 ) -> dict[str, dict[str, Any]]:
     cur = await conn.execute(Q.find_tasks, {"environment_id": env.id, "task_ids": task_ids})
-    return {row["task_id"]: row["definition"] for row in await cur.fetchall()}  # type: ignore[call-overload]
+    return {row["task_id"]: row["definition"] for row in await cur.fetchall()}
 
 
 def _unknown_task(env: Environment, task_id: str) -> NotFound:
@@ -130,7 +128,10 @@ def _unknown_task(env: Environment, task_id: str) -> NotFound:
 
 
 async def trigger(
-    pool: AsyncConnectionPool, env: Environment, task_id: str, body: TriggerBody,
+    pool: Pool,
+    env: Environment,
+    task_id: str,
+    body: TriggerBody,
     request_key: str | None = None,
 ) -> dict[str, Any]:
     """Create one run. Returns ``{"id", "isCached"}``."""
@@ -153,7 +154,9 @@ async def trigger(
 
 
 async def batch_trigger(
-    pool: AsyncConnectionPool, env: Environment, items: list[BatchItem],
+    pool: Pool,
+    env: Environment,
+    items: list[BatchItem],
     request_key: str | None = None,
 ) -> dict[str, Any]:
     """Create a batch of runs, possibly of several tasks, in one transaction.
@@ -195,17 +198,34 @@ async def batch_trigger(
     return response
 
 
-async def retrieve(pool: AsyncConnectionPool, env: Environment, run_id: str) -> dict[str, Any]:
+async def retrieve(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
     async with pool.connection() as conn:
-        row = await (await conn.execute(Q.get_run, {"id": run_id, "environment_id": env.id})).fetchone()
+        row = await (
+            await conn.execute(Q.get_run, {"id": run_id, "environment_id": env.id})
+        ).fetchone()
         if row is None:
             raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
         attempts = await (await conn.execute(Q.list_attempts, {"id": run_id})).fetchall()
-    return {**row, "attempts": attempts}  # type: ignore[dict-item]
+    return {**row, "attempts": attempts}
+
+
+async def retrieve_batch(pool: Pool, env: Environment, batch_id: str) -> dict[str, Any]:
+    async with pool.connection() as conn:
+        params = {"id": batch_id, "environment_id": env.id}
+        row = await (await conn.execute(Q.get_batch, params)).fetchone()
+    if row is None:
+        raise NotFound(f"batch {batch_id!r} not found in the {env.slug} environment")
+    return {
+        "id": row["id"],
+        "status": "PENDING" if row["unfinished"] else "COMPLETED",
+        "runCount": row["run_count"],
+        "runs": row["run_ids"],
+        "createdAt": row["created_at"].isoformat(),
+    }
 
 
 async def list_runs(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     env: Environment,
     *,
     statuses: list[str] | None = None,
@@ -226,14 +246,16 @@ async def list_runs(
         "limit": limit,
     }
     async with pool.connection() as conn:
-        return await (await conn.execute(Q.list_runs, params)).fetchall()  # type: ignore[return-value]
+        return await (await conn.execute(Q.list_runs, params)).fetchall()
 
 
-async def cancel(pool: AsyncConnectionPool, env: Environment, run_id: str) -> list[str]:
+async def cancel(pool: Pool, env: Environment, run_id: str) -> list[str]:
     """Cancel a run and its unfinished descendants. Returns the ids canceled now."""
     canceled: list[str] = []
     async with pool.connection() as conn, conn.transaction():
-        row = await (await conn.execute(Q.get_run, {"id": run_id, "environment_id": env.id})).fetchone()
+        row = await (
+            await conn.execute(Q.get_run, {"id": run_id, "environment_id": env.id})
+        ).fetchone()
         if row is None:
             raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
         pending = [run_id]
@@ -247,7 +269,7 @@ async def cancel(pool: AsyncConnectionPool, env: Environment, run_id: str) -> li
             if await (await conn.execute(Q.cancel_run, params)).fetchone():
                 canceled.append(current)
             children = await (await conn.execute(Q.children_to_cancel, {"id": current})).fetchall()
-            pending.extend(child["id"] for child in children)  # type: ignore[call-overload]
+            pending.extend(child["id"] for child in children)
     return canceled
 
 

@@ -10,37 +10,39 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from psycopg_pool import AsyncConnectionPool
-
 from worker.common.errors import TASK_RUN_STALLED_EXECUTING, internal_error
+from worker.engine.db import Pool
 from worker.engine.leases import fail_attempt
 from worker.engine.queries import Q
 
 log = logging.getLogger(__name__)
 
 
-async def rescue_expired(pool: AsyncConnectionPool, limit: int = 100) -> int:
+async def rescue_expired(pool: Pool, limit: int = 100) -> int:
     """One sweep; returns how many runs were rescued."""
     async with pool.connection() as conn, conn.transaction():
         rows = await (await conn.execute(Q.expired_leases, {"limit": limit})).fetchall()
         for row in rows:
-            fence = {"run_id": row["id"], "instance_id": row["lease_owner"],  # type: ignore[call-overload]
-                     "attempt_number": row["attempt_number"],  # type: ignore[call-overload]
-                     "environment_id": row["environment_id"]}  # type: ignore[call-overload]
+            fence = {
+                "run_id": row["id"],
+                "instance_id": row["lease_owner"],
+                "attempt_number": row["attempt_number"],
+                "environment_id": row["environment_id"],
+            }
             run = await (await conn.execute(Q.lock_leased_run, fence)).fetchone()
             if run is None:
                 continue
             error = internal_error(
                 TASK_RUN_STALLED_EXECUTING,
-                f"the worker holding attempt {row['attempt_number']} stopped heartbeating "  # type: ignore[call-overload]
+                f"the worker holding attempt {row['attempt_number']} stopped heartbeating "
                 "and its lease expired",
             )
-            outcome, status = await fail_attempt(conn, run, error)  # type: ignore[arg-type]
-            log.warning("rescued run %s: %s (%s)", row["id"], outcome, status)  # type: ignore[call-overload]
+            outcome, status = await fail_attempt(conn, run, error)
+            log.warning("rescued run %s: %s (%s)", row["id"], outcome, status)
     return len(rows)
 
 
-async def run_rescuer(pool: AsyncConnectionPool, interval: float) -> None:
+async def run_rescuer(pool: Pool, interval: float) -> None:
     while True:
         try:
             while await rescue_expired(pool) > 0:

@@ -10,26 +10,25 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from psycopg_pool import AsyncConnectionPool
-
+from worker.engine.db import Pool
 from worker.engine.queries import Q
 
 log = logging.getLogger(__name__)
 
 
-async def promote_due(pool: AsyncConnectionPool, limit: int = 1000) -> tuple[int, float | None]:
+async def promote_due(pool: Pool, limit: int = 1000) -> tuple[int, float | None]:
     """One sweep. Returns (runs promoted, seconds until the next due run or None)."""
     async with pool.connection() as conn, conn.transaction():
         rows = await (await conn.execute(Q.promote_due_runs, {"limit": limit})).fetchall()
-        for env_id in {str(r["environment_id"]) for r in rows}:  # type: ignore[call-overload]
+        for env_id in {str(r["environment_id"]) for r in rows}:
             await conn.execute(Q.notify_runs, {"environment_id": env_id})
         nxt = await (await conn.execute(Q.next_due_at)).fetchone()
-    next_due = nxt["next_due"] if nxt else None  # type: ignore[call-overload]
+    next_due = nxt["next_due"] if nxt else None
     wait = None if next_due is None else (next_due - datetime.now(UTC)).total_seconds()
     return len(rows), wait
 
 
-async def run_scheduler(pool: AsyncConnectionPool, max_sleep: float) -> None:
+async def run_scheduler(pool: Pool, max_sleep: float) -> None:
     while True:
         wait = max_sleep
         try:

@@ -291,3 +291,14 @@ JOIN runs r ON r.id = l.run_id AND r.environment_id = %(environment_id)s::uuid;
 -- name: list_logs
 SELECT attempt_number, level, message, attributes, logged_at FROM run_logs
 WHERE run_id = %(run_id)s::text ORDER BY id LIMIT %(limit)s::int;
+
+-- name: get_batch
+SELECT b.id, b.run_count, b.created_at,
+       coalesce(array_agg(r.id ORDER BY r.created_at, r.id)
+                FILTER (WHERE r.id IS NOT NULL), '{}') AS run_ids,
+       count(r.id) FILTER (WHERE r.status NOT IN (
+           'COMPLETED_SUCCESSFULLY', 'COMPLETED_WITH_ERRORS', 'CRASHED', 'SYSTEM_FAILURE',
+           'CANCELED', 'EXPIRED', 'TIMED_OUT')) AS unfinished
+FROM batches b LEFT JOIN runs r ON r.batch_id = b.id
+WHERE b.id = %(id)s::text AND b.environment_id = %(environment_id)s::uuid
+GROUP BY b.id;

@@ -1,0 +1,82 @@
+"""trigger-worker: Trigger.dev v4 semantics for Python tasks.
+
+The public SDK surface. Names resolve lazily (PEP 562) so ``import worker`` stays cheap and
+never imports httpx, pydantic, the engine or the API: task files are imported by every worker
+executor, and application code may only ever call ``tasks.trigger``.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from worker.sdk.errors import (
+    AbortTaskRunError,
+    ApiError,
+    AuthenticationError,
+    CompleteTaskWithOutput,
+    ConfigurationError,
+    MaxDurationExceededError,
+    NotFoundError,
+    OutOfMemoryError,
+    TaskRunCanceledError,
+)
+from worker.sdk.logger import logger
+from worker.sdk.task import Queue, Task, queue, schema_task, task
+
+if TYPE_CHECKING:
+    from worker.sdk.client import BatchHandle, RunHandle, configure
+    from worker.sdk.config import define_config
+    from worker.sdk.runs import Run, runs
+    from worker.sdk.tasks_api import batch, tasks
+
+#: public name -> module that defines it (imported on first access)
+_LAZY = {
+    "tasks": "worker.sdk.tasks_api",
+    "batch": "worker.sdk.tasks_api",
+    "runs": "worker.sdk.runs",
+    "Run": "worker.sdk.runs",
+    "RunHandle": "worker.sdk.client",
+    "BatchHandle": "worker.sdk.client",
+    "configure": "worker.sdk.client",
+    "define_config": "worker.sdk.config",
+}
+
+__all__ = [
+    "AbortTaskRunError",
+    "ApiError",
+    "AuthenticationError",
+    "BatchHandle",
+    "CompleteTaskWithOutput",
+    "ConfigurationError",
+    "MaxDurationExceededError",
+    "NotFoundError",
+    "OutOfMemoryError",
+    "Queue",
+    "Run",
+    "RunHandle",
+    "Task",
+    "TaskRunCanceledError",
+    "batch",
+    "configure",
+    "define_config",
+    "logger",
+    "queue",
+    "runs",
+    "schema_task",
+    "task",
+    "tasks",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'worker' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

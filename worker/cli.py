@@ -1,0 +1,124 @@
+"""The ``trigger`` command: dev, worker, api, migrate, project."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        raise SystemExit("DATABASE_URL is not set: point it at the engine's Postgres")
+    return url
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from worker.dev import run_dev
+
+    return run_dev(Path(args.project_dir), args.port, args.concurrency)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.runtime.supervisor import main as worker_main
+
+    if not os.environ.get("TRIGGER_SECRET_KEY"):
+        raise SystemExit(
+            "TRIGGER_SECRET_KEY is not set: use the environment's secret key "
+            "(trigger project create <ref> prints them)"
+        )
+    from worker.console import DevConsole
+
+    api_url = os.environ.get("TRIGGER_API_URL", "http://127.0.0.1:3030")
+    console = DevConsole(api_url)
+    worker_main(
+        Path(args.project_dir),
+        api_url,
+        os.environ["TRIGGER_SECRET_KEY"],
+        concurrency=args.concurrency,
+        watch=False,
+        on_event=console.event,
+    )
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _database_url()
+    uvicorn.run(
+        "worker.api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+        proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from worker.engine.migrate import migrate
+
+    applied = migrate(_database_url())
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def cmd_project_create(args: argparse.Namespace) -> int:
+    from worker.engine.keys import create_project
+    from worker.engine.migrate import migrate
+
+    url = _database_url()
+    migrate(url)
+    keys = create_project(url, args.ref)
+    print(f"project {args.ref}: new secret keys (shown once; only their hashes are stored)")
+    for slug, key in keys.items():
+        print(f"  {slug:5} {key}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trigger", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the API and a hot-reloading worker locally")
+    dev.add_argument("--project-dir", default=".", help="folder with trigger_config.py")
+    dev.add_argument("--port", type=int, default=int(os.environ.get("TRIGGER_PORT", "3030")))
+    dev.add_argument("--concurrency", type=int, default=None)
+    dev.set_defaults(func=cmd_dev)
+
+    wrk = sub.add_parser(
+        "worker", help="run a worker replica (TRIGGER_API_URL, TRIGGER_SECRET_KEY)"
+    )
+    wrk.add_argument("--project-dir", default=".")
+    wrk.add_argument("--concurrency", type=int, default=None)
+    wrk.set_defaults(func=cmd_worker)
+
+    api = sub.add_parser("api", help="run the API server (DATABASE_URL)")
+    api.add_argument("--host", default="0.0.0.0")
+    api.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3030")))
+    api.add_argument("--workers", type=int, default=1)
+    api.set_defaults(func=cmd_api)
+
+    mig = sub.add_parser("migrate", help="apply the engine's database migrations (DATABASE_URL)")
+    mig.set_defaults(func=cmd_migrate)
+
+    project = sub.add_parser("project", help="manage projects")
+    project_sub = project.add_subparsers(dest="project_command", required=True)
+    create = project_sub.add_parser("create", help="create a project; print its secret keys")
+    create.add_argument("ref")
+    create.set_defaults(func=cmd_project_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

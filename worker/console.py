@@ -1,0 +1,61 @@
+"""The `trigger dev` console: one coloured line per run start and finish, and task logs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+LEVEL_STYLE = {"debug": "dim", "log": "white", "info": "cyan", "warn": "yellow", "error": "red"}
+
+
+class DevConsole:
+    def __init__(self, api_url: str, console: Console | None = None) -> None:
+        self.api_url = api_url
+        self.out = console or Console(highlight=False, soft_wrap=True)
+
+    def _stamp(self) -> str:
+        return f"[dim]{datetime.now().strftime('%H:%M:%S')}[/dim]"
+
+    def line(self, text: str) -> None:
+        self.out.print(f"{self._stamp()} {text}")
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        run = f"[magenta]{escape(str(event.get('run_id', '')))}[/magenta]"
+        task = f"[bold]{escape(str(event.get('task_id', '')))}[/bold]"
+        if kind == "run_started":
+            self.line(f"[blue]▶[/blue] {task} {run} attempt {event.get('attempt', 1)}")
+        elif kind == "run_finished":
+            ok = event.get("ok")
+            mark = "[green]✔[/green]" if ok else "[red]✖[/red]"
+            status = event.get("status") or ("COMPLETED" if ok else "FAILED")
+            duration = event.get("duration_ms")
+            took = f" in {duration:.0f} ms" if isinstance(duration, int | float) else ""
+            self.line(
+                f"{mark} {task} {run} {escape(str(status))}{took} "
+                f"[dim]{self.api_url}/api/v3/runs/{event.get('run_id')}[/dim]"
+            )
+        elif kind == "log":
+            level = str(event.get("level", "info"))
+            style = LEVEL_STYLE.get(level, "white")
+            attrs = event.get("attributes") or {}
+            extra = f" [dim]{escape(str(attrs))}[/dim]" if attrs else ""
+            self.line(
+                f"  {task} {run} [{style}]{level.upper():5} {escape(str(event.get('message')))}"
+                f"[/{style}]{extra}"
+            )
+        elif kind == "version_registered":
+            self.line(
+                f"[green]●[/green] worker ready: version {escape(str(event.get('version')))}"
+                f" with {event.get('task_count', '?')} task(s)"
+            )
+        elif kind == "reload_failed":
+            self.line("[red]✖ reload failed; the previous version keeps serving:[/red]")
+            self.out.print(escape(str(event.get("error", ""))))
+        elif kind == "discovery_warning":
+            self.line(f"[yellow]⚠ {escape(str(event.get('message', '')))}[/yellow]")
+        else:
+            self.line(f"[dim]{escape(str(event))}[/dim]")

@@ -1,0 +1,294 @@
+"""One attempt of one run, in the order of reference §1.7.
+
+    payload → (schema) → middleware chain (global, then task) wrapping:
+        init (global then task, merged) → on_start (attempt 1) → on_start_attempt → run
+        success: on_success → on_complete({ok: True, data}) → cleanup
+        error:   catch_error (task, then global) → if final: on_failure →
+                 on_complete({ok: False, error}); then cleanup
+
+Errors in on_success / on_failure / on_complete are logged and swallowed; catch_error raising is
+HANDLE_ERROR_ERROR; an error escaping a middleware is TASK_MIDDLEWARE_ERROR. The retry decision
+(§2.4) is made here; the engine applies it. max_duration is handled by the caller
+(:func:`worker.runtime.executor.run_attempt`); hooks never run for a timed-out attempt.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.common import errors as codes
+from worker.common.retry import MAX_ATTEMPTS_HARD_CAP, next_retry_delay_ms
+from worker.common.serialization import dumps, loads
+from worker.runtime.hooks import call_hook, call_run
+from worker.sdk.config import Config
+from worker.sdk.context import Context
+from worker.sdk.errors import (
+    AbortTaskRunError,
+    ApiError,
+    CompleteTaskWithOutput,
+    MaxDurationExceededError,
+)
+from worker.sdk.logger import logger
+from worker.sdk.task import Task
+
+
+def error_to_wire(error: Any) -> dict[str, Any]:
+    """TaskRunError wire form of an exception (or of a replacement given by catch_error)."""
+    if isinstance(error, dict) and "type" in error:
+        return error
+    if isinstance(error, str):
+        return {"type": "STRING_ERROR", "raw": error}
+    if isinstance(error, BaseException):
+        return {
+            "type": "BUILT_IN_ERROR",
+            "name": type(error).__name__,
+            "message": str(error),
+            "stackTrace": "".join(traceback.format_exception(error)),
+        }
+    return {"type": "STRING_ERROR", "raw": repr(error)}
+
+
+class _Outcome:
+    """What the inner part of the chain produced (middleware sees only ``next()``)."""
+
+    def __init__(self) -> None:
+        self.completion: dict[str, Any] | None = None
+
+
+class Attempt:
+    def __init__(self, run: dict[str, Any], task: Task, config: Config) -> None:
+        self.run = run
+        self.task = task
+        self.config = config
+        self.globals = config.global_hooks()
+        self.attempt_number = int(run.get("attempt_number") or 1)
+        self.ctx = Context(run.get("ctx") or {})
+        self.payload: Any = None
+        self.init: dict[str, Any] = {}
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _available(self, **extra: Any) -> dict[str, Any]:
+        return {"payload": self.payload, "ctx": self.ctx, "task": self.task.id,
+                "init": self.init, **extra}
+
+    def _hooks(self, name: str) -> list[Callable[..., Any]]:
+        """Global hook first, then the task's (catch_error reverses this)."""
+        found = [self.globals.get(name), self.task.hooks.get(name)]
+        return [h for h in found if h is not None]
+
+    async def _swallowing(self, name: str, **extra: Any) -> None:
+        for hook in self._hooks(name):
+            try:
+                await call_hook(hook, self._available(**extra))
+            except MaxDurationExceededError:
+                raise
+            except Exception as exc:
+                logger.error(f"{name} hook raised (ignored): {type(exc).__name__}: {exc}",
+                             hook=name, stack="".join(traceback.format_exception(exc)))
+
+    async def _propagating(self, name: str, **extra: Any) -> None:
+        for hook in self._hooks(name):
+            await call_hook(hook, self._available(**extra))
+
+    # --- entry ---------------------------------------------------------------------------
+
+    async def execute(self) -> dict[str, Any]:
+        try:
+            self.payload = self._parse_payload()
+        except Exception as exc:
+            return self._failed(
+                codes.internal_error(codes.TASK_INPUT_ERROR, f"{type(exc).__name__}: {exc}",
+                                     "".join(traceback.format_exception(exc))),
+                skipped=True,
+            )
+        outcome = _Outcome()
+        chain = [*self._hooks_middleware()]
+
+        async def inner() -> None:
+            outcome.completion = await self._body()
+
+        async def call(index: int) -> None:
+            if index == len(chain):
+                await inner()
+                return
+            await call_hook(chain[index], self._available(next=lambda: call(index + 1)))
+
+        try:
+            await call(0)
+        except MaxDurationExceededError:
+            raise
+        except Exception as exc:
+            if outcome.completion is not None:
+                # The attempt itself ended; a middleware failed on the way out.
+                logger.error(f"middleware raised after the run: {exc}")
+            else:
+                return self._failed(
+                    codes.internal_error(codes.TASK_MIDDLEWARE_ERROR,
+                                         f"{type(exc).__name__}: {exc}",
+                                         "".join(traceback.format_exception(exc))))
+        if outcome.completion is None:
+            return self._failed(codes.internal_error(
+                codes.TASK_MIDDLEWARE_ERROR, "a middleware returned without awaiting next()"))
+        return outcome.completion
+
+    def _hooks_middleware(self) -> list[Callable[..., Any]]:
+        return self._hooks("middleware")
+
+    def _parse_payload(self) -> Any:
+        data = loads(self.run.get("payload"), self.run.get("payload_type") or "application/json")
+        if self.task.schema is not None:
+            return self.task.schema.model_validate(data)  # type: ignore[attr-defined]
+        return data
+
+    async def _body(self) -> dict[str, Any]:
+        try:
+            for hook in self._hooks("init"):
+                result = await call_hook(hook, self._available())
+                if isinstance(result, dict):
+                    self.init = {**self.init, **result}
+            if self.attempt_number == 1:
+                await self._propagating("on_start")
+            await self._propagating("on_start_attempt")
+            output = await call_run(self.task.run, self.payload, self.ctx,
+                                    {"init": self.init, "task": self.task.id})
+        except CompleteTaskWithOutput as done:
+            output = done.output
+        except MaxDurationExceededError:
+            raise
+        except Exception as exc:
+            return await self._on_error(exc)
+        return await self._on_success(output)
+
+    async def _on_success(self, output: Any) -> dict[str, Any]:
+        try:
+            data, data_type = dumps(output)
+        except Exception as exc:
+            return await self._finish_failure(
+                codes.internal_error(codes.TASK_OUTPUT_ERROR, f"{type(exc).__name__}: {exc}",
+                                     "".join(traceback.format_exception(exc))),
+                skipped=True, exc=exc)
+        await self._swallowing("on_success", output=output)
+        await self._swallowing("on_complete", result={"ok": True, "data": output})
+        await self._cleanup()
+        return {"run_id": self.run["run_id"], "attempt_number": self.attempt_number, "ok": True,
+                "output": data, "output_type": data_type}
+
+    async def _cleanup(self) -> None:
+        # Reference: cleanup errors propagate; we log them but keep the attempt's outcome,
+        # since the run's result was already decided.
+        for hook in self._hooks("cleanup"):
+            try:
+                await call_hook(hook, self._available())
+            except MaxDurationExceededError:
+                raise
+            except Exception as exc:
+                logger.error(f"cleanup hook raised: {type(exc).__name__}: {exc}",
+                             stack="".join(traceback.format_exception(exc)))
+
+    # --- failure path (§2.4) -----------------------------------------------------------
+
+    def _retry_options(self) -> dict[str, Any]:
+        retry = dict(self.run.get("retry") or self.task.retry or self.config.retries.default
+                     or {})
+        if self.run.get("max_attempts") is not None:
+            retry["max_attempts"] = self.run["max_attempts"]
+        return retry
+
+    def _default_skip(self, exc: BaseException, retry: dict[str, Any]) -> bool:
+        if isinstance(exc, AbortTaskRunError):
+            return True
+        if isinstance(exc, ApiError) and 400 <= exc.status < 500 and exc.status not in (408, 429):
+            return True
+        env_type = (self.run.get("ctx") or {}).get("environment", {}).get("type")
+        if env_type == "DEVELOPMENT" and not self.config.retries.enabled_in_dev:
+            return True
+        return self._no_attempts_left(retry)
+
+    def _no_attempts_left(self, retry: dict[str, Any]) -> bool:
+        max_attempts = int(retry.get("max_attempts") or 1)
+        if self.run.get("is_final_attempt"):
+            return True
+        return self.attempt_number >= min(max_attempts, MAX_ATTEMPTS_HARD_CAP)
+
+    async def _on_error(self, exc: Exception) -> dict[str, Any]:
+        retry = self._retry_options()
+        skipped = self._default_skip(exc, retry)
+        delay: int | None = None if skipped else next_retry_delay_ms(retry, self.attempt_number)
+        wire = error_to_wire(exc)
+        # catch_error: the task's hook first, then the global one; first non-None wins.
+        catchers = [h for h in (self.task.hooks.get("catch_error"),
+                                self.globals.get("catch_error")) if h is not None]
+        for hook in catchers:
+            try:
+                decision = await call_hook(hook, self._available(
+                    error=exc, retry=retry, retry_delay_in_ms=delay,
+                    retry_at=None if delay is None else _at(delay)))
+            except MaxDurationExceededError:
+                raise
+            except Exception as hook_exc:
+                await self._cleanup()
+                return self._failed(codes.internal_error(
+                    codes.HANDLE_ERROR_ERROR, f"catch_error raised {type(hook_exc).__name__}: "
+                    f"{hook_exc}", "".join(traceback.format_exception(hook_exc))), skipped=True)
+            if decision is None:
+                continue
+            if not isinstance(decision, dict):
+                logger.warn("catch_error returned a non-dict; ignored", value=repr(decision))
+                break
+            if decision.get("error") is not None:
+                wire = error_to_wire(decision["error"])
+            if decision.get("skip_retrying"):
+                skipped, delay = True, None
+            elif decision.get("retry_at") is not None:
+                skipped, delay = False, _delay_until(decision["retry_at"])
+            elif decision.get("retry_delay_in_ms") is not None:
+                skipped, delay = False, max(0, int(decision["retry_delay_in_ms"]))
+            elif isinstance(decision.get("retry"), dict):
+                retry = {**retry, **decision["retry"]}
+                skipped = self._no_attempts_left(retry)
+                delay = None if skipped else next_retry_delay_ms(retry, self.attempt_number)
+            break
+        if skipped or self._no_attempts_left(retry):
+            return await self._finish_failure(wire, skipped=True, exc=exc)
+        await self._cleanup()
+        return self._failed(wire, delay_ms=delay)
+
+    async def _finish_failure(self, wire: dict[str, Any], *, skipped: bool,
+                              exc: BaseException) -> dict[str, Any]:
+        await self._swallowing("on_failure", error=exc)
+        await self._swallowing("on_complete", result={"ok": False, "error": exc})
+        await self._cleanup()
+        return self._failed(wire, skipped=skipped)
+
+    def _failed(self, error: dict[str, Any], *, skipped: bool = False,
+                delay_ms: int | None = None) -> dict[str, Any]:
+        return {"run_id": self.run["run_id"], "attempt_number": self.attempt_number,
+                "ok": False, "error": error,
+                "retry": None if delay_ms is None else {"delay_ms": delay_ms},
+                "skipped_retrying": skipped}
+
+
+def _at(delay_ms: int) -> datetime:
+    return datetime.fromtimestamp(time.time() + delay_ms / 1000, UTC)
+
+
+def _delay_until(when: Any) -> int:
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0, int((when.timestamp() - time.time()) * 1000))
+    return max(0, int(float(when)))
+
+
+def failed_completion(run: dict[str, Any], error: dict[str, Any], *,
+                      skipped: bool = True) -> dict[str, Any]:
+    """A failed completion built outside an Attempt (unknown task, timeout, crash)."""
+    return {"run_id": run["run_id"], "attempt_number": int(run.get("attempt_number") or 1),
+            "ok": False, "error": error, "retry": None, "skipped_retrying": skipped}

@@ -1,0 +1,194 @@
+"""The zygote: one fresh interpreter per code version that imports the tasks once and forks
+warm executors on request (``python -m worker.runtime.zygote --project DIR --socket PATH``).
+
+It holds no thread, socket or event loop, so forking it is safe (the supervisor, which has an
+event loop and threads, is never forked). Protocol with the supervisor, JSON lines:
+
+* stdout, first line: ``{"type": "ready", "manifest": {...}}`` or
+  ``{"type": "discovery_error", "error": "file:line: ...traceback"}`` (then it exits 1);
+* stdin: ``{"cmd": "fork"}`` → stdout ``{"type": "forked", "pid": N}``; ``{"cmd": "exit"}`` or
+  EOF → the zygote exits;
+* stdout: ``{"type": "exit", "pid": N, "code": int|None, "signal": int|None}`` for every
+  executor that ended (reaped with ``waitpid(WNOHANG)``), so the supervisor can fail the attempt
+  of an executor that died (SIGKILL, ``os._exit``, segfault).
+
+The protocol streams are moved off fds 0/1 at start so that a ``print`` in task code (at import
+time, or in an executor) can never corrupt them: fd 1 becomes a copy of stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import errno
+import gc
+import os
+import select
+import signal
+import sys
+import traceback
+from typing import Any
+
+import orjson
+
+PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Linux: get ``sig`` when the parent dies, so nothing outlives a SIGKILLed supervisor."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+
+class Zygote:
+    def __init__(self, project: str, socket_path: str) -> None:
+        self.project = project
+        self.socket_path = socket_path
+        # Private copies of the protocol streams; fds 0/1 get /dev/null and stderr.
+        self.cmd_fd = os.dup(0)
+        self.out_fd = os.dup(1)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(2, 1)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        self.children: set[int] = set()
+        self.discovered: Any = None
+        self.pid = os.getpid()
+        self._buf = b""
+
+    def emit(self, message: dict[str, Any]) -> None:
+        data = orjson.dumps(message) + b"\n"
+        while data:
+            try:
+                n = os.write(self.out_fd, data)
+            except InterruptedError:
+                continue
+            data = data[n:]
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def boot(self) -> bool:
+        from worker.runtime.discovery import DiscoveryError, discover
+
+        try:
+            self.discovered = discover(self.project)
+        except DiscoveryError as exc:
+            self.emit({"type": "discovery_error", "error": str(exc)})
+            return False
+        except BaseException as exc:
+            tb = "".join(traceback.format_exception(exc))
+            self.emit({"type": "discovery_error", "error": f"discovery crashed: {tb}"})
+            return False
+        # Warm what every executor needs, then freeze: forked children share these pages.
+        import worker.runtime.executor  # noqa: F401
+
+        gc.collect()
+        gc.freeze()
+        self.emit({"type": "ready", "manifest": self.discovered.summary(), "pid": self.pid})
+        return True
+
+    def serve(self) -> None:
+        # SIGCHLD only wakes the select below (no work in the handler itself).
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+        while True:
+            self.reap()
+            try:
+                ready, _, _ = select.select([self.cmd_fd, self.wake_r], [], [], 1.0)
+            except InterruptedError:
+                continue
+            if self.wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self.wake_r, 512):
+                        pass
+            if self.cmd_fd in ready:
+                chunk = os.read(self.cmd_fd, 65536)
+                if not chunk:
+                    return  # supervisor gone
+                self._buf += chunk
+                while b"\n" in self._buf:
+                    line, self._buf = self._buf.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    cmd = orjson.loads(line)
+                    if cmd.get("cmd") == "exit":
+                        return
+                    if cmd.get("cmd") == "fork":
+                        self.fork()
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            if os.WIFSIGNALED(status):
+                self.emit({"type": "exit", "pid": pid, "code": None,
+                           "signal": os.WTERMSIG(status)})
+            else:
+                self.emit({"type": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status),
+                           "signal": None})
+
+    def fork(self) -> None:
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.emit({"type": "fork_failed", "error": f"{errno.errorcode.get(exc.errno or 0)}"})
+            return
+        if pid:
+            self.children.add(pid)
+            self.emit({"type": "forked", "pid": pid})
+            return
+        # --- child: becomes an executor and never returns into the zygote loop ---------
+        code = 1
+        try:
+            os.setpgid(0, 0)
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for fd in (self.cmd_fd, self.out_fd, self.wake_r, self.wake_w):
+                os.close(fd)
+            set_parent_death_signal()
+            if os.getppid() != self.pid:
+                os._exit(1)  # the zygote died between fork and prctl
+            from worker.runtime.executor import serve
+
+            code = serve(self.socket_path, self.discovered)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.runtime.zygote")
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--socket", required=True)
+    args = parser.parse_args(argv)
+    set_parent_death_signal()
+    zygote = Zygote(args.project, args.socket)
+    if not zygote.boot():
+        return 1
+    zygote.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""What task code and application code call. The public names are re-exported by ``worker``."""

@@ -1,0 +1,256 @@
+"""``runs``: retrieve, list, cancel, replay, reschedule and poll runs (reference §1.14).
+
+The API answers in camelCase (``taskIdentifier``, ``attemptCount``); :class:`Run` exposes
+snake_case attributes, timestamps as ``datetime`` and ``payload``/``output`` decoded with the
+serialiser (so a datetime returned by a task comes back a datetime).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from worker.common.serialization import JSON, loads
+from worker.common.statuses import API_FINAL_STATUSES
+from worker.sdk import client
+from worker.sdk.client import RunHandle, path_segment
+
+QUEUED_STATUSES = frozenset({"QUEUED", "PENDING_VERSION", "DELAYED"})
+EXECUTING_STATUSES = frozenset({"EXECUTING", "DEQUEUED"})
+FAILED_STATUSES = frozenset({"FAILED", "CRASHED", "SYSTEM_FAILURE", "EXPIRED", "TIMED_OUT"})
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _decode(data: dict[str, Any], key: str) -> Any:
+    value = data.get(key)
+    data_type = data.get(f"{key}Type") or JSON
+    if data_type == JSON or not isinstance(value, str):
+        return value
+    return loads(value, data_type)
+
+
+@dataclass
+class Run:
+    """A run as the API reports it. ``raw`` keeps the whole camelCase object."""
+
+    id: str
+    status: str
+    task_identifier: str
+    payload: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    attempt_count: int = 0
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    version: str | None = None
+    is_test: bool = False
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    delayed_until: dt.datetime | None = None
+    expired_at: dt.datetime | None = None
+    ttl: str | None = None
+    batch_id: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Run:
+        return cls(
+            id=data["id"],
+            status=data["status"],
+            task_identifier=data.get("taskIdentifier", ""),
+            payload=_decode(data, "payload"),
+            output=_decode(data, "output"),
+            error=data.get("error"),
+            attempt_count=int(data.get("attemptCount") or 0),
+            tags=list(data.get("tags") or []),
+            metadata=data.get("metadata"),
+            idempotency_key=data.get("idempotencyKey"),
+            version=data.get("version"),
+            is_test=bool(data.get("isTest", False)),
+            created_at=_time(data.get("createdAt")),
+            updated_at=_time(data.get("updatedAt")),
+            started_at=_time(data.get("startedAt")),
+            finished_at=_time(data.get("finishedAt")),
+            delayed_until=_time(data.get("delayedUntil")),
+            expired_at=_time(data.get("expiredAt")),
+            ttl=data.get("ttl"),
+            batch_id=(data.get("batch") or {}).get("id") or data.get("batchId"),
+            raw=data,
+        )
+
+    @property
+    def is_queued(self) -> bool:
+        return self.status in QUEUED_STATUSES
+
+    @property
+    def is_executing(self) -> bool:
+        return self.status in EXECUTING_STATUSES
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.status == "WAITING"
+
+    @property
+    def is_completed(self) -> bool:
+        return self.status in API_FINAL_STATUSES
+
+    @property
+    def is_success(self) -> bool:
+        return self.status == "COMPLETED"
+
+    @property
+    def is_failed(self) -> bool:
+        return self.status in FAILED_STATUSES
+
+    @property
+    def is_canceled(self) -> bool:
+        return self.status == "CANCELED"
+
+
+@dataclass
+class RunPage:
+    """One page of :meth:`Runs.list`; ``next_cursor`` is None on the last page."""
+
+    data: list[Run]
+    next_cursor: str | None
+
+
+def _run_id(run: str | RunHandle | Run) -> str:
+    return run if isinstance(run, str) else run.id
+
+
+class RunList:
+    """``async for run in runs.list(...)`` walks every page; ``.pages()`` yields page by page."""
+
+    def __init__(self, params: dict[str, str], limit: int | None) -> None:
+        self._params = params
+        self._limit = limit
+
+    async def pages(self) -> AsyncGenerator[RunPage, None]:
+        params = dict(self._params)
+        remaining = self._limit
+        while True:
+            response = await client.request("GET", "/api/v1/runs", params=params)
+            body = response.json()
+            runs = [Run.from_api(item) for item in body.get("data", [])]
+            cursor = (body.get("pagination") or {}).get("next")
+            if remaining is not None:
+                runs = runs[:remaining]
+                remaining -= len(runs)
+                if remaining <= 0:
+                    cursor = None
+            yield RunPage(runs, cursor)
+            if not cursor or not runs:
+                return
+            params["page[after]"] = cursor
+
+    async def __aiter__(self) -> AsyncIterator[Run]:
+        async for page in self.pages():
+            for run in page.data:
+                yield run
+
+
+class Runs:
+    """The ``runs`` namespace (async). ``worker.sync.runs`` mirrors it for blocking code."""
+
+    async def retrieve(self, run: str | RunHandle | Run) -> Run:
+        response = await client.request("GET", f"/api/v3/runs/{path_segment(_run_id(run))}")
+        return Run.from_api(response.json())
+
+    def list(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        task_identifier: str | Iterable[str] | None = None,
+        tag: str | Iterable[str] | None = None,
+        version: str | None = None,
+        batch: str | None = None,
+        created_from: dt.datetime | None = None,
+        created_to: dt.datetime | None = None,
+        limit: int | None = None,
+        page_size: int | None = None,
+        after: str | None = None,
+    ) -> RunList:
+        """Newest first. ``limit`` caps the total yielded; ``page_size`` is the HTTP page size."""
+        params: dict[str, str] = {}
+
+        def put(name: str, value: str | Iterable[str] | None) -> None:
+            if value is not None:
+                params[name] = value if isinstance(value, str) else ",".join(value)
+
+        put("filter[status]", status)
+        put("filter[taskIdentifier]", task_identifier)
+        put("filter[tag]", tag)
+        put("filter[version]", version)
+        put("filter[batch]", batch)
+        if created_from is not None:
+            params["filter[createdAt][from]"] = created_from.isoformat()
+        if created_to is not None:
+            params["filter[createdAt][to]"] = created_to.isoformat()
+        size = page_size or (min(limit, 100) if limit else None)
+        if size:
+            params["page[size]"] = str(size)
+        if after:
+            params["page[after]"] = after
+        return RunList(params, limit)
+
+    async def cancel(self, run: str | RunHandle | Run) -> str:
+        """Cancel a run (and its in-progress children). Canceling a finished run is a no-op."""
+        run_id = _run_id(run)
+        await client.request("POST", f"/api/v2/runs/{path_segment(run_id)}/cancel")
+        return run_id
+
+    async def replay(self, run: str | RunHandle | Run) -> RunHandle:
+        """Start a new run of the same task with the same payload; return its handle."""
+        response = await client.request(
+            "POST", f"/api/v1/runs/{path_segment(_run_id(run))}/replay", content=b"{}"
+        )
+        data = response.json()
+        return RunHandle(id=data["id"], task_identifier=data.get("taskIdentifier", ""))
+
+    async def reschedule(self, run: str | RunHandle | Run, delay: Any) -> Run:
+        """Move a DELAYED run's start (``"1h"``, seconds, timedelta or datetime)."""
+        body = orjson.dumps({"delay": client.wire_options({"delay": delay})["delay"]})
+        response = await client.request(
+            "POST", f"/api/v1/runs/{path_segment(_run_id(run))}/reschedule", content=body
+        )
+        return Run.from_api(response.json())
+
+    async def poll(
+        self,
+        run: str | RunHandle | Run,
+        poll_interval: float = 1.0,
+        timeout: float | None = None,
+    ) -> Run:
+        """Retrieve the run until it is final; raise ``TimeoutError`` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = await self.retrieve(run)
+            if current.is_completed:
+                return current
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"run {current.id} still {current.status} after {timeout} s"
+                    )
+                await asyncio.sleep(min(poll_interval, left))
+            else:
+                await asyncio.sleep(poll_interval)
+
+
+runs = Runs()
