@@ -74,10 +74,15 @@ def cmd_project_create(args: argparse.Namespace) -> int:
 
     url = _database_url()
     migrate(url)
-    keys = create_project(url, args.ref)
-    print(f"project {args.ref}: new secret keys (shown once; only their hashes are stored)")
+    given = {slug: key for slug, key in (("dev", args.dev_key), ("prod", args.prod_key)) if key}
+    try:
+        keys = create_project(url, args.ref, given)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    print(f"project {args.ref}: secret keys (only their hashes are stored)")
     for slug, key in keys.items():
-        print(f"  {slug:5} {key}")
+        # a key the caller passed in is not echoed back: it may be headed for a log
+        print(f"  {slug:5} {'(as given)' if slug in given else key}")
     return 0
 
 
@@ -111,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     project_sub = project.add_subparsers(dest="project_command", required=True)
     create = project_sub.add_parser("create", help="create a project; print its secret keys")
     create.add_argument("ref")
+    create.add_argument(
+        "--dev-key",
+        default=os.environ.get("TRIGGER_DEV_SECRET_KEY"),
+        help="register this dev key instead of generating one (env TRIGGER_DEV_SECRET_KEY)",
+    )
+    create.add_argument(
+        "--prod-key",
+        default=os.environ.get("TRIGGER_PROD_SECRET_KEY"),
+        help="register this prod key instead of generating one (env TRIGGER_PROD_SECRET_KEY)",
+    )
     create.set_defaults(func=cmd_project_create)
     return parser
 

@@ -135,12 +135,12 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_missing_or_invalid_config(tmp_path: Path) -> None:
-    with pytest.raises(DiscoveryError, match="trigger_config.py"):
+    with pytest.raises(DiscoveryError, match=r"trigger_config\.py"):
         discover(tmp_path)
     (tmp_path / "trigger_config.py").write_text("config = {'project': 'x'}\n")
     with pytest.raises(DiscoveryError, match="define_config"):
         discover(tmp_path)
     (tmp_path / "trigger_config.py").write_text(
         "from worker.sdk.config import define_config\nconfig = define_config(projekt='x')\n")
-    with pytest.raises(DiscoveryError, match="trigger_config.py"):
+    with pytest.raises(DiscoveryError, match=r"trigger_config\.py"):
         discover(tmp_path)

@@ -14,6 +14,7 @@ from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
 from worker.engine.models import MAX_PAYLOAD_BYTES, BatchItem, TriggerBody, TriggerOptions
+from worker.engine.payload_schema import check_payload
 from worker.engine.queries import Q
 
 #: A run that ended in one of these gives its idempotency key back (reference §1.11).
@@ -143,6 +144,7 @@ async def trigger(
         definitions = await _task_definitions(conn, env, [task_id])
         if task_id not in definitions:
             raise _unknown_task(env, task_id)
+        check_payload(task_id, definitions[task_id], body.payload, payload[1])
         run_id, is_cached, status = await _insert_run(
             conn, env, task_id, definitions[task_id], payload, body.options
         )
@@ -182,6 +184,7 @@ async def batch_trigger(
                 if task_id not in definitions:
                     raise _unknown_task(env, task_id)
                 payload = encode_payload(item.payload, item.payload_type)
+                check_payload(task_id, definitions[task_id], item.payload, payload[1])
                 async with conn.transaction():  # a savepoint: one bad item spoils nothing else
                     run_id, is_cached, status = await _insert_run(
                         conn, env, task_id, definitions[task_id], payload, item.options, batch_id

@@ -164,14 +164,14 @@ def _bind_package(project_dir: Path, package: str) -> None:
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
         else:
-            spec = importlib.util.spec_from_file_location(
+            found = importlib.util.spec_from_file_location(
                 name, init, submodule_search_locations=[str(folder)])
-            if spec is None or spec.loader is None:
+            if found is None or found.loader is None:
                 raise DiscoveryError(f"{folder}: cannot be imported as package {name!r}")
-            module = importlib.util.module_from_spec(spec)
+            module = importlib.util.module_from_spec(found)
             sys.modules[name] = module
             try:
-                spec.loader.exec_module(module)
+                found.loader.exec_module(module)
             except Exception as exc:
                 sys.modules.pop(name, None)
                 tb = "".join(traceback.format_exception(exc))

@@ -38,6 +38,7 @@ from worker.runtime.pool import (
 EventSink = Callable[[dict[str, Any]], None]
 
 #: seconds after max_duration before the supervisor kills an executor that did not answer
+#: (env TRIGGER_MAX_DURATION_GRACE overrides)
 MAX_DURATION_GRACE = 5.0
 
 
@@ -83,8 +84,9 @@ class Supervisor:
         self.logs: list[dict[str, Any]] = []
         self.capacity = asyncio.Event()
         self.heartbeat_seconds = 5.0
-        self.wait_ms = int(_env_float("TRIGGER_DEQUEUE_WAIT_MS", 5000))
+        self.wait_ms = int(_env_float("TRIGGER_DEQUEUE_WAIT_MS", 2000))
         self.shutdown_grace = _env_float("TRIGGER_SHUTDOWN_GRACE", 10.0)
+        self.max_duration_grace = _env_float("TRIGGER_MAX_DURATION_GRACE", MAX_DURATION_GRACE)
         self._run_tasks: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
 
@@ -262,7 +264,7 @@ class Supervisor:
         run, pool, ex = flight.run, flight.pool, flight.executor
         limit = run.get("max_duration")
         job = asyncio.get_running_loop().create_task(pool.execute(ex, run))
-        timeout = float(limit) + MAX_DURATION_GRACE if limit and limit < 2**31 - 1 else None
+        timeout = float(limit) + self.max_duration_grace if limit and limit < 2**31 - 1 else None
         done, _ = await asyncio.wait({job}, timeout=timeout)
         if not done:
             flight.timed_out = True
@@ -382,6 +384,7 @@ class Supervisor:
                 from worker.runtime.reload import watch_project
 
                 background.append(loop.create_task(watch_project(self)))
+            background.append(loop.create_task(self._announce_ready()))
             dequeue = loop.create_task(self._dequeue_loop())
             stop_wait = loop.create_task(self.stop.wait())
             await asyncio.wait({dequeue, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -390,6 +393,17 @@ class Supervisor:
                 raise dequeue.exception()  # type: ignore[misc]
         finally:
             await self._shutdown(dequeue, background)
+
+    async def _announce_ready(self) -> None:
+        """Emit ``ready`` once the first pool is warm (every executor forked and connected)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.stopping:
+            pool = self.current
+            if pool is not None and len(pool.executors) >= pool.size:
+                self.emit({"type": "ready", "version": pool.version, "concurrency": pool.size,
+                           "instance_id": self.instance_id})
+                return
+            await asyncio.sleep(0.02)
 
     async def _shutdown(self, dequeue: asyncio.Task[Any] | None,
                         background: list[asyncio.Task[Any]]) -> None:

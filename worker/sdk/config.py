@@ -66,8 +66,17 @@ class Config(BaseModel):
         return value
 
     def global_hooks(self) -> dict[str, Callable[..., Any]]:
-        names = ("init", "on_start", "on_start_attempt", "on_success", "on_failure",
-                 "on_complete", "cleanup", "catch_error", "middleware")
+        names = (
+            "init",
+            "on_start",
+            "on_start_attempt",
+            "on_success",
+            "on_failure",
+            "on_complete",
+            "cleanup",
+            "catch_error",
+            "middleware",
+        )
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 

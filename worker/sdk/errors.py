@@ -13,7 +13,7 @@ class OutOfMemoryError(Exception):
     """Raise inside a task to have the attempt classified as out-of-memory."""
 
 
-class CompleteTaskWithOutput(Exception):  # noqa: N818 - name mirrors Trigger.dev's
+class CompleteTaskWithOutput(Exception):
     """Raise inside a task to end the run successfully with ``output``."""
 
     def __init__(self, output: Any = None) -> None:

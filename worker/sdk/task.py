@@ -150,19 +150,20 @@ def _build(
     elif isinstance(q, dict):
         q = Queue(**q)
     retry = options.pop("retry", None)
-    if retry is not None:
-        if not isinstance(retry, dict) or not set(retry) <= RETRY_KEYS:
-            bad = sorted(set(retry) - RETRY_KEYS) if isinstance(retry, dict) else retry
-            raise TaskDefinitionError(
-                f"task {id!r}: unknown retry option(s) {bad}; allowed: {sorted(RETRY_KEYS)}"
-            )
+    if retry is not None and (not isinstance(retry, dict) or not set(retry) <= RETRY_KEYS):
+        bad = sorted(set(retry) - RETRY_KEYS) if isinstance(retry, dict) else retry
+        raise TaskDefinitionError(
+            f"task {id!r}: unknown retry option(s) {bad}; allowed: {sorted(RETRY_KEYS)}"
+        )
     machine = options.pop("machine", None)
     if machine is not None and machine not in MACHINE_PRESETS:
         raise TaskDefinitionError(
             f"task {id!r}: unknown machine {machine!r}; one of {sorted(MACHINE_PRESETS)}"
         )
     max_duration = options.pop("max_duration", None)
-    if max_duration is not None and (not isinstance(max_duration, int | float) or max_duration <= 0):
+    if max_duration is not None and (
+        not isinstance(max_duration, int | float) or max_duration <= 0
+    ):
         raise TaskDefinitionError(f"task {id!r}: max_duration must be a positive number of seconds")
     description = options.pop("description", None)
     ttl = options.pop("ttl", None)
@@ -203,7 +204,9 @@ def task(id: str, run: Callable[..., Any] | None = None, **options: Any) -> Any:
     return decorate
 
 
-def schema_task(id: str, schema: type, run: Callable[..., Any] | None = None, **options: Any) -> Any:
+def schema_task(
+    id: str, schema: type, run: Callable[..., Any] | None = None, **options: Any
+) -> Any:
     """A task whose payload is validated by a pydantic model before ``run`` gets it.
 
     The worker parses the payload into ``schema`` (so ``run`` receives a model instance); the
