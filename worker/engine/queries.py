@@ -1,4 +1,7 @@
-"""Named SQL queries loaded from ``sql/queries.sql`` (one ``-- name: x`` header per query)."""
+"""Named SQL queries loaded from ``sql/queries/*.sql`` (one ``-- name: x`` header per query).
+
+Each file groups the queries of one area (runs, leases, ...); names are unique across files.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,15 @@ _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 @cache
 def _load() -> dict[str, str]:
-    text = (SQL_DIR / "queries.sql").read_text()
-    parts = _HEADER.split(text)
-    # parts = [preamble, name1, body1, name2, body2, ...]
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    queries: dict[str, str] = {}
+    for path in sorted((SQL_DIR / "queries").glob("*.sql")):
+        parts = _HEADER.split(path.read_text())
+        # parts = [preamble, name1, body1, name2, body2, ...]
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in queries:
+                raise RuntimeError(f"query {name!r} is defined twice (again in {path.name})")
+            queries[name] = body.strip()
+    return queries
 
 
 class _Queries:
@@ -25,7 +33,7 @@ class _Queries:
         try:
             return _load()[name]
         except KeyError:
-            raise AttributeError(f"no query named {name!r} in sql/queries.sql") from None
+            raise AttributeError(f"no query named {name!r} in sql/queries/*.sql") from None
 
 
 Q = _Queries()

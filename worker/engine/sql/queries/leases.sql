@@ -1,0 +1,133 @@
+-- The worker side: dequeue, heartbeats, completions, rescue, scheduling, logs.
+-- Each query starts with "-- name: <name>"; psycopg named parameters with explicit casts.
+
+-- name: dequeue
+-- Leases up to `limit` runs in queue order for the given versions and starts their attempt.
+-- A run is locked to the version of its first lease; unlocked runs go to the newest version.
+WITH candidates AS (
+    SELECT r.id, r.task_id, coalesce(r.version_id, %(newest)s::uuid) AS version_id
+    FROM runs r
+    WHERE r.environment_id = %(environment_id)s::uuid
+      AND r.status = 'PENDING'
+      AND (r.version_id = ANY(%(versions)s::uuid[])
+           OR (r.version_id IS NULL AND r.task_id = ANY(%(newest_tasks)s::text[])))
+    ORDER BY r.score, r.id
+    LIMIT %(limit)s::int
+    FOR UPDATE OF r SKIP LOCKED
+), leased AS (
+    UPDATE runs r
+    SET status = 'EXECUTING',
+        attempt_number = r.attempt_number + 1,
+        lease_owner = %(instance_id)s::uuid,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::float8),
+        version_id = c.version_id,
+        started_at = coalesce(r.started_at, now()),
+        updated_at = now(),
+        max_attempts = least(coalesce(r.max_attempts,
+                                      (vt.definition -> 'retry' ->> 'max_attempts')::int, 1), 250),
+        retry = coalesce(r.retry, vt.definition -> 'retry'),
+        max_duration = coalesce(r.max_duration, (vt.definition ->> 'max_duration')::float8),
+        machine = coalesce(r.machine, vt.definition ->> 'machine', 'small-1x')
+    FROM candidates c
+    JOIN version_tasks vt ON vt.version_id = c.version_id AND vt.task_id = c.task_id
+    WHERE r.id = c.id
+    RETURNING r.*, vt.definition ->> 'file' AS task_file
+), attempts AS (
+    INSERT INTO run_attempts (run_id, number, status, worker_instance, version_id)
+    SELECT id, attempt_number, 'EXECUTING', %(instance_id)s::uuid, version_id FROM leased
+)
+SELECT l.*, v.version AS version_name
+FROM leased l JOIN worker_versions v ON v.id = l.version_id
+ORDER BY l.score, l.id;
+
+-- name: heartbeat
+UPDATE runs
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::float8)
+WHERE id = ANY(%(run_ids)s::text[]) AND environment_id = %(environment_id)s::uuid
+  AND status = 'EXECUTING' AND lease_owner = %(instance_id)s::uuid
+RETURNING id, lease_expires_at;
+
+-- name: touch_worker
+UPDATE workers SET last_seen_at = now() WHERE instance_id = %(instance_id)s::uuid;
+
+-- name: lock_leased_run
+-- The fence: a completion counts only from the lease holder, for the attempt it holds.
+SELECT id, environment_id, attempt_number, max_attempts, retry, parent_run_id
+FROM runs
+WHERE id = %(run_id)s::text AND environment_id = %(environment_id)s::uuid
+  AND status = 'EXECUTING' AND lease_owner = %(instance_id)s::uuid
+  AND attempt_number = %(attempt_number)s::int
+FOR UPDATE;
+
+-- name: finish_run
+UPDATE runs
+SET status = %(status)s::text, output = %(output)s::text, output_type = %(output_type)s::text,
+    error = %(error)s::jsonb, completed_at = now(), updated_at = now(),
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = %(run_id)s::text;
+
+-- name: retry_run
+-- Back to the queue after a failed attempt. The original score is kept, so a retry does not
+-- queue behind runs triggered after it.
+UPDATE runs
+SET status = CASE WHEN %(delay_ms)s::int <= 0 THEN 'PENDING' ELSE 'RETRYING_AFTER_FAILURE' END,
+    run_at = CASE WHEN %(delay_ms)s::int <= 0 THEN NULL
+                  ELSE now() + make_interval(secs => %(delay_ms)s::int / 1000.0) END,
+    error = %(error)s::jsonb, updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+WHERE id = %(run_id)s::text;
+
+-- name: release_run
+-- Hand a leased run back untouched (graceful shutdown): its attempt does not count.
+WITH released AS (
+    UPDATE runs
+    SET status = 'PENDING', attempt_number = attempt_number - 1, updated_at = now(),
+        lease_owner = NULL, lease_expires_at = NULL
+    WHERE id = ANY(%(run_ids)s::text[]) AND environment_id = %(environment_id)s::uuid
+      AND status = 'EXECUTING' AND lease_owner = %(instance_id)s::uuid
+    RETURNING id, attempt_number + 1 AS released_attempt, environment_id
+), gone AS (
+    DELETE FROM run_attempts a USING released r
+    WHERE a.run_id = r.id AND a.number = r.released_attempt
+)
+SELECT id, environment_id FROM released;
+
+-- name: end_attempt
+UPDATE run_attempts
+SET status = %(status)s::text, error = %(error)s::jsonb, completed_at = now()
+WHERE run_id = %(run_id)s::text AND number = %(attempt_number)s::int;
+
+-- name: expired_leases
+SELECT id, environment_id, lease_owner, attempt_number FROM runs
+WHERE status = 'EXECUTING' AND lease_expires_at < now()
+ORDER BY lease_expires_at
+LIMIT %(limit)s::int
+FOR UPDATE SKIP LOCKED;
+
+-- name: promote_due_runs
+-- Delays and retry backoffs that are over: back into the queue.
+WITH due AS (
+    SELECT id FROM runs
+    WHERE status IN ('DELAYED', 'RETRYING_AFTER_FAILURE') AND run_at <= now()
+    ORDER BY run_at
+    LIMIT %(limit)s::int
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE runs r SET status = 'PENDING', run_at = NULL, updated_at = now()
+FROM due WHERE r.id = due.id
+RETURNING r.environment_id;
+
+-- name: next_due_at
+SELECT min(run_at) AS next_due FROM runs
+WHERE status IN ('DELAYED', 'RETRYING_AFTER_FAILURE');
+
+-- name: insert_logs
+INSERT INTO run_logs (run_id, attempt_number, level, message, attributes, logged_at)
+SELECT l.run_id, l.attempt_number, l.level, l.message, l.attributes, l.logged_at
+FROM jsonb_to_recordset(%(logs)s::jsonb)
+     AS l(run_id text, attempt_number int, level text, message text, attributes jsonb,
+          logged_at timestamptz)
+JOIN runs r ON r.id = l.run_id AND r.environment_id = %(environment_id)s::uuid;
+
+-- name: list_logs
+SELECT attempt_number, level, message, attributes, logged_at FROM run_logs
+WHERE run_id = %(run_id)s::text ORDER BY id LIMIT %(limit)s::int;

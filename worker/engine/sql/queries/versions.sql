@@ -1,0 +1,43 @@
+-- Code versions, their task definitions, and connected workers.
+-- Each query starts with "-- name: <name>"; psycopg named parameters with explicit casts.
+
+-- name: find_version
+SELECT id, version FROM worker_versions
+WHERE environment_id = %(environment_id)s::uuid AND content_hash = %(content_hash)s::text;
+
+-- name: insert_version
+-- Version strings are <UTC date>.<n>, n counting the versions of that day in the environment.
+INSERT INTO worker_versions (environment_id, version, content_hash)
+SELECT %(environment_id)s::uuid,
+       to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '.' || (count(*) + 1)::text,
+       %(content_hash)s::text
+FROM worker_versions
+WHERE environment_id = %(environment_id)s::uuid
+  AND version LIKE to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '.%%'
+ON CONFLICT (environment_id, content_hash) DO NOTHING
+RETURNING id, version;
+
+-- name: insert_version_task
+INSERT INTO version_tasks (version_id, task_id, definition)
+VALUES (%(version_id)s::uuid, %(task_id)s::text, %(definition)s::jsonb)
+ON CONFLICT (version_id, task_id) DO NOTHING;
+
+-- name: upsert_task
+INSERT INTO tasks (environment_id, task_id, version_id, definition)
+VALUES (%(environment_id)s::uuid, %(task_id)s::text, %(version_id)s::uuid, %(definition)s::jsonb)
+ON CONFLICT (environment_id, task_id) DO UPDATE
+SET version_id = excluded.version_id, definition = excluded.definition, updated_at = now();
+
+-- name: upsert_worker
+INSERT INTO workers (instance_id, environment_id, version_id, metadata)
+VALUES (%(instance_id)s::uuid, %(environment_id)s::uuid, %(version_id)s::uuid, %(metadata)s::jsonb)
+ON CONFLICT (instance_id) DO UPDATE
+SET version_id = excluded.version_id, last_seen_at = now();
+
+-- name: find_task
+SELECT task_id, version_id, definition FROM tasks
+WHERE environment_id = %(environment_id)s::uuid AND task_id = %(task_id)s::text;
+
+-- name: find_tasks
+SELECT task_id, definition FROM tasks
+WHERE environment_id = %(environment_id)s::uuid AND task_id = ANY(%(task_ids)s::text[]);
