@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from worker.api import routes_public, routes_worker
+from worker.api import routes_public, routes_queues, routes_worker
 from worker.api.auth import AuthError
 from worker.api.settings import Settings
 from worker.engine.db import open_pool
@@ -22,6 +22,7 @@ from worker.engine.errors import EngineError
 from worker.engine.leases import LeaseSettings
 from worker.engine.migrate import migrate
 from worker.engine.notifier import Notifier
+from worker.engine.services.expirer import run_expirer
 from worker.engine.services.rescuer import run_rescuer
 from worker.engine.services.scheduler import run_scheduler
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = [
             asyncio.create_task(run_rescuer(app.state.pool, settings.rescuer_interval)),
             asyncio.create_task(run_scheduler(app.state.pool, settings.scheduler_max_sleep)),
+            asyncio.create_task(run_expirer(app.state.pool, settings.expirer_interval)),
         ]
         try:
             yield
@@ -93,4 +95,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(routes_public.router)
     app.include_router(routes_worker.router)
+    app.include_router(routes_queues.router)
     return app

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
 from worker.api.presenters import present_run
 from worker.common.statuses import INTERNAL_STATUSES
-from worker.engine import runs
+from worker.engine import runs, triggering
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
-from worker.engine.models import BatchBody, BatchItem, TriggerBody
+from worker.engine.models import BatchBody, BatchItem, TriggerBody, parse_duration, parse_when
 
 router = APIRouter()
 Env = Annotated[Environment, Depends(authenticate)]
@@ -31,14 +32,16 @@ async def trigger_task(task_id: str, request: Request, env: Env) -> dict[str, An
     key = request.headers.get("idempotency-key")
     if key and body.options.idempotency_key is None:
         body.options.idempotency_key = key
-    return await runs.trigger(request.app.state.pool, env, task_id, body, _request_key(request))
+    return await triggering.trigger(
+        request.app.state.pool, env, task_id, body, _request_key(request)
+    )
 
 
 @router.post("/api/v1/tasks/{task_id}/batch")
 async def batch_trigger_task(task_id: str, request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, BatchBody)
     items = [item.model_copy(update={"task": task_id}) for item in body.expanded_items()]
-    return await runs.batch_trigger(request.app.state.pool, env, items, _request_key(request))
+    return await triggering.batch_trigger(request.app.state.pool, env, items, _request_key(request))
 
 
 @router.post("/api/v2/tasks/batch")
@@ -48,7 +51,7 @@ async def batch_trigger(request: Request, env: Env) -> dict[str, Any]:
     if missing:
         raise EngineError(f"items {missing} have no 'task': each item names the task to run")
     items: list[BatchItem] = body.expanded_items()
-    return await runs.batch_trigger(request.app.state.pool, env, items, _request_key(request))
+    return await triggering.batch_trigger(request.app.state.pool, env, items, _request_key(request))
 
 
 @router.get("/api/v1/batches/{batch_id}")
@@ -83,6 +86,7 @@ async def list_runs(request: Request, env: Env) -> dict[str, Any]:
     after = None
     if cursor := query.get("page[after]"):
         after = await _cursor_of(request, env, cursor)
+    created_from, created_to = _created_range(query)
     rows = await runs.list_runs(
         request.app.state.pool,
         env,
@@ -90,6 +94,10 @@ async def list_runs(request: Request, env: Env) -> dict[str, Any]:
         task_ids=_csv(query.get("filter[taskIdentifier]")),
         tag=query.get("filter[tag]"),
         batch_id=query.get("filter[batch]"),
+        queue=query.get("filter[queue]"),
+        version=query.get("filter[version]"),
+        created_from=created_from,
+        created_to=created_to,
         after=after,
         limit=limit + 1,
     )
@@ -98,6 +106,28 @@ async def list_runs(request: Request, env: Env) -> dict[str, Any]:
         "data": [present_run(r, full=False) for r in page],
         "pagination": {"next": page[-1]["id"] if len(rows) > limit else None},
     }
+
+
+def _timestamp(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise EngineError(f"{name} must be an ISO-8601 timestamp, got {value!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _created_range(query: Any) -> tuple[datetime | None, datetime | None]:
+    """``filter[createdAt][from|to]`` (ISO) or ``filter[createdAt][period]`` ("1h", "7d")."""
+    created_from = _timestamp("filter[createdAt][from]", query.get("filter[createdAt][from]"))
+    created_to = _timestamp("filter[createdAt][to]", query.get("filter[createdAt][to]"))
+    if period := query.get("filter[createdAt][period]"):
+        try:
+            created_from = datetime.now(UTC) - parse_duration(period, "filter[createdAt][period]")
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+    return created_from, created_to
 
 
 async def _cursor_of(request: Request, env: Environment, run_id: str) -> tuple[datetime, str]:
@@ -109,3 +139,34 @@ async def _cursor_of(request: Request, env: Environment, run_id: str) -> tuple[d
 async def cancel_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
     canceled = await runs.cancel(request.app.state.pool, env, run_id)
     return {"id": run_id, "canceled": canceled}
+
+
+@router.post("/api/v1/runs/{run_id}/replay")
+async def replay_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+    return await runs.replay(request.app.state.pool, env, run_id)
+
+
+class RescheduleBody(BaseModel):
+    delay: str | int | float | datetime
+
+
+@router.post("/api/v1/runs/{run_id}/reschedule")
+async def reschedule_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, RescheduleBody)
+    try:
+        run_at = parse_when(body.delay, "delay")
+    except ValueError as exc:
+        raise EngineError(str(exc)) from None
+    await runs.reschedule(request.app.state.pool, env, run_id, run_at)
+    return present_run(await runs.retrieve(request.app.state.pool, env, run_id))
+
+
+class ResetKeyBody(BaseModel):
+    task_identifier: str = Field(alias="taskIdentifier", min_length=1)
+
+
+@router.post("/api/v1/idempotencyKeys/{key}/reset")
+async def reset_idempotency_key(key: str, request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, ResetKeyBody)
+    reset = await runs.reset_idempotency_key(request.app.state.pool, env, body.task_identifier, key)
+    return {"id": key, "runs": reset}

@@ -27,6 +27,7 @@ class Settings:
     )
     rescuer_interval: float = field(default_factory=lambda: _float("TRIGGER_RESCUER_INTERVAL", 1.0))
     scheduler_max_sleep: float = 0.25
+    expirer_interval: float = field(default_factory=lambda: _float("TRIGGER_EXPIRER_INTERVAL", 1.0))
     pool_size: int = 10
 
     @classmethod

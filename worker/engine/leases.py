@@ -18,6 +18,8 @@ from psycopg.types.json import Jsonb
 from worker.common.errors import internal_error
 from worker.common.machines import MACHINE_PRESETS
 from worker.common.statuses import API_STATUS
+from worker.engine import metadata as run_metadata
+from worker.engine import schedules
 from worker.engine.db import Conn, Pool
 from worker.engine.errors import EngineError, PayloadTooLarge
 from worker.engine.keys import Environment
@@ -54,7 +56,19 @@ async def register(
             row = await (await conn.execute(Q.find_version, params)).fetchone()
         assert row is not None
         version_id = str(row["id"])
+        queues: dict[str, int | None] = {}
         for definition in tasks:
+            queue = definition.get("queue") or {}
+            name = queue.get("name") or f"task/{definition['id']}"
+            definition["queue"] = {
+                "name": name,
+                "concurrency_limit": queue.get("concurrency_limit"),
+            }
+            # a queue shared by several tasks: the tightest declared limit wins
+            limits = [
+                v for v in (queues.get(name), queue.get("concurrency_limit")) if v is not None
+            ]
+            queues[name] = min(limits) if limits else None
             task_params = {
                 "version_id": version_id,
                 "task_id": definition["id"],
@@ -63,6 +77,7 @@ async def register(
             }
             await conn.execute(Q.insert_version_task, task_params)
             await conn.execute(Q.upsert_task, task_params)
+        await schedules.sync_declarative(conn, env, version_id, tasks)
         await conn.execute(
             Q.upsert_worker,
             {
@@ -72,7 +87,13 @@ async def register(
                 "metadata": Jsonb(metadata),
             },
         )
-        # Runs triggered before this version existed may be waiting for it.
+        for name, limit in queues.items():
+            await conn.execute(
+                Q.upsert_queue,
+                {"environment_id": env.id, "name": name, "concurrency_limit": limit},
+            )
+        # Runs triggered while no worker had their task can go now.
+        await conn.execute(Q.release_version_waits, {"environment_id": env.id, "task_ids": ids})
         await conn.execute(Q.notify_runs, {"environment_id": env.id})
     return {"version_id": version_id, "version": row["version"]}
 
@@ -89,7 +110,7 @@ def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
         "task_id": row["task_id"],
         "version_id": str(row["version_id"]),
         "version": row["version_name"],
-        "payload": row["payload"],
+        "payload": row["run_payload"],
         "payload_type": row["payload_type"],
         "max_attempts": row["max_attempts"],
         "retry": row["retry"],
@@ -154,6 +175,8 @@ async def dequeue(
         "instance_id": instance_id,
         "lease_seconds": settings.lease_seconds,
     }
+    async with pool.connection() as conn:
+        await conn.execute(Q.touch_worker_if_stale, {"instance_id": instance_id})
     while True:
         woken = notifier.event(env.id)
         async with pool.connection() as conn:
@@ -247,6 +270,8 @@ async def _complete_one(
     run = await (await conn.execute(Q.lock_leased_run, fence)).fetchone()
     if run is None:
         return {"run_id": run_id, "outcome": "LEASE_LOST"}
+    if item.get("metadata"):  # the executor's final metadata flush
+        await run_metadata.apply_completion(conn, env, run_id, item["metadata"])
     if item.get("ok"):
         output = item.get("output")
         if output is not None and len(output) > MAX_OUTPUT_BYTES:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -32,8 +33,34 @@ def parse_duration(value: str | int | float, what: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
+def parse_when(value: str | int | float | datetime, what: str) -> datetime:
+    """A moment: a datetime, an ISO-8601 timestamp, or a duration from now ("1h", 30)."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.now(UTC) + parse_duration(value, what)
+
+
 class _Camel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class DebounceOptions(_Camel):
+    """Repeated triggers with one key push the one delayed run later (reference §1.12)."""
+
+    key: str = Field(min_length=1, max_length=512)
+    delay: str | int | float
+    mode: Literal["leading", "trailing"] = "leading"
+    max_delay: str | int | float | None = None
+
+    @field_validator("delay")
+    @classmethod
+    def _at_least_a_second(cls, value: str | int | float) -> str | int | float:
+        if parse_duration(value, "debounce.delay") < timedelta(seconds=1):
+            raise ValueError("debounce.delay must be at least 1s")
+        return value
 
 
 class TriggerOptions(_Camel):
@@ -47,6 +74,14 @@ class TriggerOptions(_Camel):
         ),
     )
     delay: str | int | float | datetime | None = None
+
+    @field_validator("delay")
+    @classmethod
+    def _delay(cls, value: Any) -> Any:
+        if value is not None:
+            parse_when(value, "delay")  # refuse a bad delay at the door, not at insert
+        return value
+
     ttl: str | int | None = None
     tags: list[str] | str | None = None
     priority: float = 0
@@ -61,6 +96,19 @@ class TriggerOptions(_Camel):
     )
     parent_run_id: str | None = None
     test: bool = False
+    debounce: DebounceOptions | None = None
+
+    @field_validator("concurrency_key", mode="before")
+    @classmethod
+    def _key_as_text(cls, value: Any) -> Any:
+        return None if value is None else str(value)  # Trigger.dev coerces keys to strings
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str | int | None) -> str | int | None:
+        if value is not None and value != 0 and parse_duration(value, "ttl") < timedelta(seconds=1):
+            raise ValueError("ttl must be at least 1s (or 0 to disable)")
+        return value
 
     @field_validator("tags")
     @classmethod
@@ -73,14 +121,16 @@ class TriggerOptions(_Camel):
                 raise ValueError(f"each tag must be 1..{MAX_TAG_LENGTH} characters")
         return tags
 
+    def queue_name(self) -> str | None:
+        if isinstance(self.queue, dict):
+            return self.queue.get("name")
+        return self.queue
+
     def run_at(self) -> datetime | None:
         """When a delayed run should start, or None to queue it now."""
         if self.delay is None:
             return None
-        if isinstance(self.delay, datetime):
-            when = self.delay if self.delay.tzinfo else self.delay.replace(tzinfo=UTC)
-        else:
-            when = datetime.now(UTC) + parse_duration(self.delay, "delay")
+        when = parse_when(self.delay, "delay")
         return when if when > datetime.now(UTC) else None
 
     def idempotency_expiry(self) -> datetime | None:

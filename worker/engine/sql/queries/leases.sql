@@ -2,17 +2,15 @@
 -- Each query starts with "-- name: <name>"; psycopg named parameters with explicit casts.
 
 -- name: dequeue
--- Leases up to `limit` runs in queue order for the given versions and starts their attempt.
--- A run is locked to the version of its first lease; unlocked runs go to the newest version.
+-- Leases the runs trigger_pick_runs_v1 picks (limits, pauses, round-robin) and starts their
+-- attempt. A run is locked to the version of its first lease; unlocked runs go to the newest.
 WITH candidates AS (
     SELECT r.id, r.task_id, coalesce(r.version_id, %(newest)s::uuid) AS version_id
     FROM runs r
-    WHERE r.environment_id = %(environment_id)s::uuid
+    WHERE r.id IN (SELECT run_id FROM trigger_pick_runs_v1(
+              %(environment_id)s::uuid, %(versions)s::uuid[], %(newest_tasks)s::text[],
+              %(limit)s::int))
       AND r.status = 'PENDING'
-      AND (r.version_id = ANY(%(versions)s::uuid[])
-           OR (r.version_id IS NULL AND r.task_id = ANY(%(newest_tasks)s::text[])))
-    ORDER BY r.score, r.id
-    LIMIT %(limit)s::int
     FOR UPDATE OF r SKIP LOCKED
 ), leased AS (
     UPDATE runs r
@@ -22,6 +20,7 @@ WITH candidates AS (
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::float8),
         version_id = c.version_id,
         started_at = coalesce(r.started_at, now()),
+        expires_at = NULL,
         updated_at = now(),
         max_attempts = least(coalesce(r.max_attempts,
                                       (vt.definition -> 'retry' ->> 'max_attempts')::int, 1), 250),
@@ -36,9 +35,16 @@ WITH candidates AS (
     INSERT INTO run_attempts (run_id, number, status, worker_instance, version_id)
     SELECT id, attempt_number, 'EXECUTING', %(instance_id)s::uuid, version_id FROM leased
 )
-SELECT l.*, v.version AS version_name
-FROM leased l JOIN worker_versions v ON v.id = l.version_id
+SELECT l.*, v.version AS version_name, coalesce(l.payload, p.payload) AS run_payload
+FROM leased l
+JOIN worker_versions v ON v.id = l.version_id
+LEFT JOIN run_packets p ON p.run_id = l.id AND l.payload_offloaded
 ORDER BY l.score, l.id;
+
+-- name: touch_worker_if_stale
+-- Liveness for PENDING_VERSION decisions; written at most every few seconds per worker.
+UPDATE workers SET last_seen_at = now()
+WHERE instance_id = %(instance_id)s::uuid AND last_seen_at < now() - interval '5 seconds';
 
 -- name: heartbeat
 UPDATE runs

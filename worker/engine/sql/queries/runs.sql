@@ -20,20 +20,54 @@ INSERT INTO batches (id, environment_id, run_count)
 VALUES (%(id)s::text, %(environment_id)s::uuid, %(run_count)s::int);
 
 -- name: insert_run
-INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, queue, score,
-                  run_at, max_attempts, max_duration, machine, idempotency_key,
-                  idempotency_key_expires_at, tags, metadata, batch_id, parent_run_id,
-                  root_run_id, is_test)
+INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, payload_offloaded,
+                  queue, concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
+                  machine, version_id, idempotency_key, idempotency_key_expires_at, tags,
+                  metadata, batch_id, parent_run_id, root_run_id, is_test, debounce_key,
+                  debounce_deadline, replayed_from)
 VALUES (%(id)s::text, %(environment_id)s::uuid, %(task_id)s::text, %(status)s::text,
-        %(payload)s::text, %(payload_type)s::text, %(queue)s::text,
+        %(payload)s::text, %(payload_type)s::text, %(payload_offloaded)s::boolean,
+        %(queue)s::text, %(concurrency_key)s::text,
         (extract(epoch FROM now()) * 1000)::bigint - %(priority_ms)s::bigint,
-        %(run_at)s::timestamptz, %(max_attempts)s::int, %(max_duration)s::float8,
-        %(machine)s::text, %(idempotency_key)s::text, %(idempotency_key_expires_at)s::timestamptz,
+        %(run_at)s::timestamptz, %(expires_at)s::timestamptz, %(max_attempts)s::int,
+        %(max_duration)s::float8, %(machine)s::text, %(version_id)s::uuid,
+        %(idempotency_key)s::text, %(idempotency_key_expires_at)s::timestamptz,
         %(tags)s::text[], %(metadata)s::jsonb, %(batch_id)s::text, %(parent_run_id)s::text,
-        %(root_run_id)s::text, %(is_test)s::boolean)
-ON CONFLICT (environment_id, task_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-DO NOTHING
+        %(root_run_id)s::text, %(is_test)s::boolean, %(debounce_key)s::text,
+        %(debounce_deadline)s::timestamptz, %(replayed_from)s::text)
+ON CONFLICT DO NOTHING
 RETURNING id;
+
+-- name: insert_packet
+INSERT INTO run_packets (run_id, payload) VALUES (%(run_id)s::text, %(payload)s::text);
+
+-- name: find_debounced_run
+SELECT id, run_at, debounce_deadline FROM runs
+WHERE environment_id = %(environment_id)s::uuid AND task_id = %(task_id)s::text
+  AND debounce_key = %(debounce_key)s::text AND status = 'DELAYED'
+FOR UPDATE;
+
+-- name: push_debounced_run
+-- Another trigger with the key: start later (never past the deadline); in trailing mode the
+-- newest trigger's payload and options replace the old ones.
+UPDATE runs
+SET run_at = least(%(run_at)s::timestamptz, coalesce(debounce_deadline, 'infinity')),
+    payload = CASE WHEN %(trailing)s::boolean THEN %(payload)s::text ELSE payload END,
+    payload_type = CASE WHEN %(trailing)s::boolean THEN %(payload_type)s::text
+                        ELSE payload_type END,
+    metadata = CASE WHEN %(trailing)s::boolean THEN %(metadata)s::jsonb ELSE metadata END,
+    tags = CASE WHEN %(trailing)s::boolean THEN %(tags)s::text[] ELSE tags END,
+    max_attempts = CASE WHEN %(trailing)s::boolean THEN %(max_attempts)s::int
+                        ELSE max_attempts END,
+    max_duration = CASE WHEN %(trailing)s::boolean THEN %(max_duration)s::float8
+                        ELSE max_duration END,
+    machine = CASE WHEN %(trailing)s::boolean THEN %(machine)s::text ELSE machine END,
+    updated_at = now()
+WHERE id = %(id)s::text;
+
+-- name: find_parent
+SELECT id, coalesce(root_run_id, id) AS root_id FROM runs
+WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid;
 
 -- name: find_idempotent_run
 SELECT id, status, idempotency_key_expires_at FROM runs
@@ -50,6 +84,8 @@ SELECT pg_notify('trigger_runs', %(environment_id)s::text);
 
 -- name: get_run
 SELECT r.*, v.version AS version_name,
+       coalesce(r.payload, (SELECT p.payload FROM run_packets p WHERE p.run_id = r.id))
+           AS run_payload,
        (SELECT count(*) FROM run_attempts a WHERE a.run_id = r.id) AS attempt_count
 FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
 WHERE r.id = %(id)s::text AND r.environment_id = %(environment_id)s::uuid;
@@ -67,6 +103,10 @@ WHERE r.environment_id = %(environment_id)s::uuid
   AND (%(task_ids)s::text[] IS NULL OR r.task_id = ANY(%(task_ids)s::text[]))
   AND (%(tag)s::text IS NULL OR %(tag)s::text = ANY(r.tags))
   AND (%(batch_id)s::text IS NULL OR r.batch_id = %(batch_id)s::text)
+  AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+  AND (%(version)s::text IS NULL OR v.version = %(version)s::text)
+  AND (%(created_from)s::timestamptz IS NULL OR r.created_at >= %(created_from)s::timestamptz)
+  AND (%(created_to)s::timestamptz IS NULL OR r.created_at <= %(created_to)s::timestamptz)
   AND (%(after_created)s::timestamptz IS NULL
        OR (r.created_at, r.id) < (%(after_created)s::timestamptz, %(after_id)s::text))
 ORDER BY r.created_at DESC, r.id DESC
@@ -84,7 +124,7 @@ WITH canceled AS (
     WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid
       AND status NOT IN ('COMPLETED_SUCCESSFULLY', 'COMPLETED_WITH_ERRORS', 'CRASHED',
                          'SYSTEM_FAILURE', 'CANCELED', 'EXPIRED', 'TIMED_OUT')
-    RETURNING id, attempt_number
+    RETURNING id, attempt_number, environment_id
 ), attempt AS (
     UPDATE run_attempts a SET status = 'CANCELED', completed_at = now()
     FROM canceled c WHERE a.run_id = c.id AND a.number = c.attempt_number
@@ -106,3 +146,33 @@ SELECT b.id, b.run_count, b.created_at,
 FROM batches b LEFT JOIN runs r ON r.batch_id = b.id
 WHERE b.id = %(id)s::text AND b.environment_id = %(environment_id)s::uuid
 GROUP BY b.id;
+
+-- name: reschedule_run
+UPDATE runs
+SET run_at = %(run_at)s::timestamptz, updated_at = now(),
+    expires_at = CASE WHEN expires_at IS NULL THEN NULL
+                      ELSE %(run_at)s::timestamptz + (expires_at - run_at) END
+WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid AND status = 'DELAYED'
+RETURNING id;
+
+-- name: reset_idempotency_key
+UPDATE runs SET idempotency_key = NULL, idempotency_key_expires_at = NULL
+WHERE environment_id = %(environment_id)s::uuid AND task_id = %(task_id)s::text
+  AND idempotency_key = %(idempotency_key)s::text
+RETURNING id;
+
+-- name: expire_runs
+-- TTL: runs that did not start in time.
+WITH due AS (
+    SELECT id FROM runs
+    WHERE status IN ('PENDING', 'DELAYED', 'PENDING_VERSION') AND expires_at <= now()
+    ORDER BY expires_at
+    LIMIT %(limit)s::int
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE runs r
+SET status = 'EXPIRED', completed_at = now(), updated_at = now(), run_at = NULL,
+    error = jsonb_build_object('type', 'INTERNAL_ERROR', 'code', 'TASK_RUN_EXPIRED',
+                               'message', 'the run was not started before its TTL')
+FROM due WHERE r.id = due.id
+RETURNING r.id;

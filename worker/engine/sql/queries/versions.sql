@@ -41,3 +41,36 @@ WHERE environment_id = %(environment_id)s::uuid AND task_id = %(task_id)s::text;
 -- name: find_tasks
 SELECT task_id, definition FROM tasks
 WHERE environment_id = %(environment_id)s::uuid AND task_id = ANY(%(task_ids)s::text[]);
+
+-- name: upsert_queue
+-- The newest registration's declared limit wins; pauses and overrides are kept.
+INSERT INTO queues (environment_id, name, concurrency_limit)
+VALUES (%(environment_id)s::uuid, %(name)s::text, %(concurrency_limit)s::int)
+ON CONFLICT (environment_id, name) DO UPDATE
+SET concurrency_limit = excluded.concurrency_limit, updated_at = now();
+
+-- name: release_version_waits
+-- Runs that waited for a worker with their task (and a declared queue) can now be queued.
+UPDATE runs r SET status = 'PENDING', updated_at = now()
+WHERE r.environment_id = %(environment_id)s::uuid AND r.status = 'PENDING_VERSION'
+  AND r.task_id = ANY(%(task_ids)s::text[])
+  AND EXISTS (SELECT 1 FROM queues q WHERE q.environment_id = r.environment_id
+                                       AND q.name = r.queue)
+RETURNING r.id;
+
+-- name: task_has_live_worker
+-- Is a worker that served this task seen recently? (PENDING_VERSION otherwise.)
+SELECT EXISTS (
+    SELECT 1 FROM workers w
+    JOIN version_tasks vt ON vt.version_id = w.version_id AND vt.task_id = %(task_id)s::text
+    WHERE w.environment_id = %(environment_id)s::uuid
+      AND w.last_seen_at > now() - make_interval(secs => %(live_seconds)s::float8)
+) AS live;
+
+-- name: queue_exists
+SELECT EXISTS (SELECT 1 FROM queues WHERE environment_id = %(environment_id)s::uuid
+                                      AND name = %(name)s::text) AS exists;
+
+-- name: find_version_by_name
+SELECT id FROM worker_versions
+WHERE environment_id = %(environment_id)s::uuid AND version = %(version)s::text;

@@ -1,0 +1,307 @@
+"""Creating runs: one trigger or a batch, with idempotency keys, debounce, delays, TTLs,
+version pins, queues and concurrency keys (reference §1.11, §1.12, §4)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from psycopg.types.json import Jsonb
+
+from worker.engine.db import Conn, Pool
+from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
+from worker.engine.ids import new_id
+from worker.engine.keys import Environment
+from worker.engine.models import (
+    MAX_PAYLOAD_BYTES,
+    BatchItem,
+    TriggerBody,
+    TriggerOptions,
+    parse_duration,
+)
+from worker.engine.payload_schema import check_payload
+from worker.engine.queries import Q
+
+#: A run that ended in one of these gives its idempotency key back (reference §1.11).
+RELEASES_KEY = frozenset(
+    {"COMPLETED_WITH_ERRORS", "CRASHED", "SYSTEM_FAILURE", "TIMED_OUT", "EXPIRED"}
+)
+#: Payloads above this many bytes are kept out of the hot runs table (in run_packets).
+OFFLOAD_BYTES = 64 * 1024
+#: A worker seen within this many seconds counts as connected (PENDING_VERSION otherwise).
+LIVE_WORKER_SECONDS = 60.0
+
+
+def encode_payload(payload: Any, payload_type: str | None) -> tuple[str, str]:
+    """The stored text and type of a trigger payload; refuses payloads over the limit."""
+    if payload_type and payload_type != "application/json":
+        if not isinstance(payload, str):
+            raise EngineError(f"payload must be a string when payloadType is {payload_type!r}")
+        text = payload
+    else:
+        payload_type = "application/json"
+        text = orjson.dumps(payload).decode()
+    if len(text) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(
+            f"payload is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (3 MiB). "
+            "Store large data elsewhere and pass a reference."
+        )
+    return text, payload_type
+
+
+class _Trigger:
+    """One trigger inside a transaction, with the per-transaction lookups cached."""
+
+    def __init__(self, conn: Conn, env: Environment) -> None:
+        self.conn = conn
+        self.env = env
+        self.notify = False
+        self._live: dict[str, bool] = {}
+        self._queues: dict[str, bool] = {}
+        self._definitions: dict[str, dict[str, Any]] = {}
+
+    async def load_definitions(self, task_ids: list[str]) -> None:
+        cur = await self.conn.execute(
+            Q.find_tasks, {"environment_id": self.env.id, "task_ids": task_ids}
+        )
+        self._definitions.update(
+            {row["task_id"]: row["definition"] for row in await cur.fetchall()}
+        )
+
+    def definition(self, task_id: str) -> dict[str, Any]:
+        try:
+            return self._definitions[task_id]
+        except KeyError:
+            raise NotFound(
+                f"task {task_id!r} is not registered in the {self.env.slug} environment of "
+                f"project {self.env.project_ref!r}; start a worker that exports it "
+                "(trigger dev / trigger worker)"
+            ) from None
+
+    async def _fetch(self, query: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        return await (await self.conn.execute(query, params)).fetchone()
+
+    async def _ready_status(self, task_id: str, queue: str) -> str:
+        """PENDING, or PENDING_VERSION while no connected worker has the task or the queue
+        is not declared yet."""
+        if task_id not in self._live:
+            row = await self._fetch(
+                Q.task_has_live_worker,
+                {
+                    "environment_id": self.env.id,
+                    "task_id": task_id,
+                    "live_seconds": LIVE_WORKER_SECONDS,
+                },
+            )
+            self._live[task_id] = bool(row and row["live"])
+        if queue not in self._queues:
+            row = await self._fetch(Q.queue_exists, {"environment_id": self.env.id, "name": queue})
+            self._queues[queue] = bool(row and row["exists"])
+        return "PENDING" if self._live[task_id] and self._queues[queue] else "PENDING_VERSION"
+
+    async def _version_id(self, name: str | None) -> str | None:
+        if name is None:
+            return None
+        row = await self._fetch(
+            Q.find_version_by_name, {"environment_id": self.env.id, "version": name}
+        )
+        if row is None:
+            raise NotFound(f"version {name!r} does not exist in the {self.env.slug} environment")
+        return str(row["id"])
+
+    async def _root_of(self, parent_run_id: str | None) -> str | None:
+        if parent_run_id is None:
+            return None
+        row = await self._fetch(Q.find_parent, {"id": parent_run_id, "environment_id": self.env.id})
+        if row is None:
+            raise NotFound(f"parent run {parent_run_id!r} not found in this environment")
+        return str(row["root_id"])
+
+    async def create(
+        self,
+        task_id: str,
+        payload: tuple[str, str],
+        options: TriggerOptions,
+        batch_id: str | None = None,
+        replayed_from: str | None = None,
+    ) -> tuple[str, bool]:
+        """Insert one run (or return the idempotent / debounced one). Returns (id, cached)."""
+        definition = self.definition(task_id)
+        now = datetime.now(UTC)
+        run_at = options.run_at()
+        debounce = options.debounce
+        if debounce is not None:
+            run_at = now + parse_duration(debounce.delay, "debounce.delay")
+        queue = (
+            options.queue_name() or (definition.get("queue") or {}).get("name") or f"task/{task_id}"
+        )
+        status = "DELAYED" if run_at else await self._ready_status(task_id, queue)
+        ttl = options.ttl if options.ttl is not None else definition.get("ttl")
+        expires_at = None
+        if ttl not in (None, 0, "0"):
+            expires_at = (run_at or now) + parse_duration(ttl, "ttl")  # type: ignore[arg-type]
+        offloaded = len(payload[0]) > OFFLOAD_BYTES
+        params: dict[str, Any] = {
+            "environment_id": self.env.id,
+            "task_id": task_id,
+            "status": status,
+            "payload": None if offloaded else payload[0],
+            "payload_type": payload[1],
+            "payload_offloaded": offloaded,
+            "queue": queue,
+            "concurrency_key": options.concurrency_key or "",
+            "priority_ms": round(options.priority * 1000),
+            "run_at": run_at,
+            "expires_at": expires_at,
+            "max_attempts": options.max_attempts,
+            "max_duration": options.max_duration,
+            "machine": options.machine,
+            "version_id": await self._version_id(options.lock_to_version),
+            "idempotency_key": options.idempotency_key,
+            "idempotency_key_expires_at": options.idempotency_expiry(),
+            "tags": options.tags or [],
+            "metadata": Jsonb(options.metadata) if options.metadata is not None else None,
+            "batch_id": batch_id,
+            "parent_run_id": options.parent_run_id,
+            "root_run_id": await self._root_of(options.parent_run_id),
+            "is_test": options.test,
+            "debounce_key": debounce.key if debounce else None,
+            "debounce_deadline": (
+                now + parse_duration(debounce.max_delay, "debounce.maxDelay")
+                if debounce and debounce.max_delay is not None
+                else None
+            ),
+            "replayed_from": replayed_from,
+        }
+        for _ in range(5):
+            cached = await self._existing(task_id, options, params)
+            if cached:
+                return cached, True
+            params["id"] = new_id("run")
+            if await self._fetch(Q.insert_run, params):
+                if offloaded:
+                    await self.conn.execute(
+                        Q.insert_packet, {"run_id": params["id"], "payload": payload[0]}
+                    )
+                self.notify = self.notify or status == "PENDING"
+                return params["id"], False
+            # lost a race with a concurrent trigger using the same key: read the winner
+        raise EngineError("could not create the run under key contention; retry the request")
+
+    async def _existing(
+        self, task_id: str, options: TriggerOptions, params: dict[str, Any]
+    ) -> str | None:
+        """The run an idempotency or debounce key maps to, if it should be reused."""
+        base = {"environment_id": self.env.id, "task_id": task_id}
+        if options.idempotency_key is not None:
+            row = await self._fetch(
+                Q.find_idempotent_run, {**base, "idempotency_key": options.idempotency_key}
+            )
+            if row:
+                expired = row["idempotency_key_expires_at"] <= datetime.now(UTC)
+                if not expired and row["status"] not in RELEASES_KEY:
+                    return str(row["id"])
+                await self.conn.execute(Q.clear_idempotency_key, {"id": row["id"]})
+        if options.debounce is not None:
+            row = await self._fetch(
+                Q.find_debounced_run, {**base, "debounce_key": options.debounce.key}
+            )
+            if row:
+                await self.conn.execute(
+                    Q.push_debounced_run,
+                    {
+                        **params,
+                        "id": row["id"],
+                        "trailing": options.debounce.mode == "trailing",
+                    },
+                )
+                return str(row["id"])
+        return None
+
+    async def finish(self) -> None:
+        if self.notify:
+            await self.conn.execute(Q.notify_runs, {"environment_id": self.env.id})
+
+
+async def _claim_request(conn: Conn, env: Environment, key: str | None) -> Any:
+    """For a retried HTTP request: the response already given, else None (and claim the key)."""
+    if key is None:
+        return None
+    params = {"environment_id": env.id, "request_key": key}
+    if await (await conn.execute(Q.claim_request_key, params)).fetchone():
+        return None
+    row = await (await conn.execute(Q.find_request_key, params)).fetchone()
+    return row["response"] if row else None
+
+
+async def _save_request(conn: Conn, env: Environment, key: str | None, response: Any) -> None:
+    if key is not None:
+        await conn.execute(
+            Q.save_request_key,
+            {"environment_id": env.id, "request_key": key, "response": Jsonb(response)},
+        )
+
+
+async def trigger(
+    pool: Pool,
+    env: Environment,
+    task_id: str,
+    body: TriggerBody,
+    request_key: str | None = None,
+    replayed_from: str | None = None,
+) -> dict[str, Any]:
+    """Create one run. Returns ``{"id", "isCached"}``."""
+    payload = encode_payload(body.payload, body.payload_type)
+    async with pool.connection() as conn, conn.transaction():
+        cached = await _claim_request(conn, env, request_key)
+        if cached:
+            return dict(cached)
+        creator = _Trigger(conn, env)
+        await creator.load_definitions([task_id])
+        check_payload(task_id, creator.definition(task_id), body.payload, payload[1])
+        run_id, is_cached = await creator.create(
+            task_id, payload, body.options, replayed_from=replayed_from
+        )
+        await creator.finish()
+        response = {"id": run_id, "isCached": is_cached}
+        await _save_request(conn, env, request_key, response)
+    return response
+
+
+async def batch_trigger(
+    pool: Pool, env: Environment, items: list[BatchItem], request_key: str | None = None
+) -> dict[str, Any]:
+    """Create a batch of runs, possibly of several tasks, in one transaction.
+
+    An item that cannot be triggered (unknown task, payload too big, bad payload) gets an
+    ``error`` entry in ``runs`` at its index; the others are created.
+    """
+    async with pool.connection() as conn, conn.transaction():
+        cached = await _claim_request(conn, env, request_key)
+        if cached:
+            return dict(cached)
+        creator = _Trigger(conn, env)
+        await creator.load_definitions(sorted({item.task for item in items if item.task}))
+        batch_id = new_id("batch")
+        await conn.execute(
+            Q.insert_batch, {"id": batch_id, "environment_id": env.id, "run_count": len(items)}
+        )
+        runs: list[dict[str, Any]] = []
+        for item in items:
+            task_id = item.task or ""
+            try:
+                payload = encode_payload(item.payload, item.payload_type)
+                check_payload(task_id, creator.definition(task_id), item.payload, payload[1])
+                async with conn.transaction():  # a savepoint: one bad item spoils nothing else
+                    run_id, is_cached = await creator.create(
+                        task_id, payload, item.options, batch_id
+                    )
+            except EngineError as exc:
+                runs.append({"taskIdentifier": task_id, "error": exc.message})
+                continue
+            runs.append({"id": run_id, "taskIdentifier": task_id, "isCached": is_cached})
+        await creator.finish()
+        response = {"id": batch_id, "runCount": len(items), "runs": runs}
+        await _save_request(conn, env, request_key, response)
+    return response
