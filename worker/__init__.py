@@ -25,9 +25,15 @@ from worker.sdk.logger import logger
 from worker.sdk.task import Queue, Task, queue, schema_task, task
 
 if TYPE_CHECKING:
+    from worker.sdk import idempotency_keys as idempotency_keys
+    from worker.sdk.auth import auth
     from worker.sdk.client import BatchHandle, RunHandle, configure
     from worker.sdk.config import define_config
+    from worker.sdk.metadata import metadata
+    from worker.sdk.queues import queues
+    from worker.sdk.realtime import streams
     from worker.sdk.runs import Run, runs
+    from worker.sdk.schedules import ScheduledPayload, schedules
     from worker.sdk.tasks_api import batch, tasks
 
 #: public name -> module that defines it (imported on first access)
@@ -40,6 +46,13 @@ _LAZY = {
     "BatchHandle": "worker.sdk.client",
     "configure": "worker.sdk.client",
     "define_config": "worker.sdk.config",
+    "idempotency_keys": "worker.sdk.idempotency_keys",
+    "queues": "worker.sdk.queues",
+    "schedules": "worker.sdk.schedules",
+    "ScheduledPayload": "worker.sdk.schedules",
+    "metadata": "worker.sdk.metadata",
+    "auth": "worker.sdk.auth",
+    "streams": "worker.sdk.realtime",
 }
 
 __all__ = [
@@ -55,15 +68,22 @@ __all__ = [
     "Queue",
     "Run",
     "RunHandle",
+    "ScheduledPayload",
     "Task",
     "TaskRunCanceledError",
+    "auth",
     "batch",
     "configure",
     "define_config",
+    "idempotency_keys",
     "logger",
+    "metadata",
     "queue",
+    "queues",
     "runs",
+    "schedules",
     "schema_task",
+    "streams",
     "task",
     "tasks",
 ]
@@ -73,7 +93,10 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'worker' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    target = import_module(module)
+    # a namespace that is a whole module (idempotency_keys) is the module itself, unless the
+    # module defines an object of that name (schedules, metadata, auth)
+    value = getattr(target, name, target) if module.endswith("." + name) else getattr(target, name)
     globals()[name] = value
     return value
 

@@ -320,10 +320,43 @@ async def _complete_one(
 async def complete(
     pool: Pool, env: Environment, instance_id: str, completions: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Record a batch of attempt results in one transaction (a savepoint per item)."""
+    """Record a batch of attempt results in one transaction.
+
+    Plain successes (no metadata, output within the limit) are written by one set-based
+    statement; every other item gets its own savepoint, so one bad item spoils nothing else.
+    """
+    plain, others = [], []
+    for item in completions:
+        output = item.get("output")
+        simple = (
+            item.get("ok") is True
+            and not item.get("metadata")
+            and isinstance(item.get("run_id"), str)
+            and isinstance(item.get("attempt_number"), int)
+            and (output is None or (isinstance(output, str) and len(output) <= MAX_OUTPUT_BYTES))
+        )
+        (plain if simple else others).append(item)
     results = []
     async with pool.connection() as conn, conn.transaction():
-        for item in completions:
+        if plain:
+            rows = await (
+                await conn.execute(
+                    Q.complete_successes,
+                    {
+                        "items": Jsonb(plain),
+                        "environment_id": env.id,
+                        "instance_id": instance_id,
+                    },
+                )
+            ).fetchall()
+            finished = {row["id"] for row in rows}
+            results += [
+                {"run_id": item["run_id"], "outcome": "RUN_FINISHED", "status": "COMPLETED"}
+                if item["run_id"] in finished
+                else {"run_id": item["run_id"], "outcome": "LEASE_LOST"}
+                for item in plain
+            ]
+        for item in others:
             try:
                 async with conn.transaction():
                     results.append(await _complete_one(conn, env, instance_id, item))

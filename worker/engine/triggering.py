@@ -50,7 +50,7 @@ def encode_payload(payload: Any, payload_type: str | None) -> tuple[str, str]:
     return text, payload_type
 
 
-class _Trigger:
+class RunCreator:
     """One trigger inside a transaction, with the per-transaction lookups cached."""
 
     def __init__(self, conn: Conn, env: Environment) -> None:
@@ -140,7 +140,7 @@ class _Trigger:
         ttl = options.ttl if options.ttl is not None else definition.get("ttl")
         expires_at = None
         if ttl not in (None, 0, "0"):
-            expires_at = (run_at or now) + parse_duration(ttl, "ttl")  # type: ignore[arg-type]
+            expires_at = (run_at or now) + parse_duration(ttl, "ttl")
         offloaded = len(payload[0]) > OFFLOAD_BYTES
         params: dict[str, Any] = {
             "environment_id": self.env.id,
@@ -257,7 +257,7 @@ async def trigger(
         cached = await _claim_request(conn, env, request_key)
         if cached:
             return dict(cached)
-        creator = _Trigger(conn, env)
+        creator = RunCreator(conn, env)
         await creator.load_definitions([task_id])
         check_payload(task_id, creator.definition(task_id), body.payload, payload[1])
         run_id, is_cached = await creator.create(
@@ -281,7 +281,7 @@ async def batch_trigger(
         cached = await _claim_request(conn, env, request_key)
         if cached:
             return dict(cached)
-        creator = _Trigger(conn, env)
+        creator = RunCreator(conn, env)
         await creator.load_definitions(sorted({item.task for item in items if item.task}))
         batch_id = new_id("batch")
         await conn.execute(

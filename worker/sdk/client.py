@@ -209,6 +209,7 @@ _OPTION_NAMES = {
     "metadata": "metadata",
     "version": "lockToVersion",
     "lock_to_version": "lockToVersion",
+    "debounce": "debounce",
 }
 #: options of the batch itself; every other option is a default for each item
 BATCH_OPTIONS = frozenset({"idempotency_key", "idempotency_key_ttl"})
@@ -244,6 +245,12 @@ def wire_options(options: dict[str, Any]) -> dict[str, Any]:
             value = [value] if isinstance(value, str) else list(value)
         elif name == "queue" and isinstance(value, Queue):
             value = value.name
+        elif name == "idempotency_key":
+            from worker.sdk.idempotency_keys import for_trigger
+
+            value = for_trigger(value)
+        elif name == "debounce":
+            value = {"maxDelay" if k == "max_delay" else k: v for k, v in dict(value).items()}
         elif name == "metadata":
             _, data_type = dumps(value)
             if data_type != JSON or not isinstance(value, dict):
@@ -286,9 +293,20 @@ class BatchHandle:
         return len(self.runs)
 
 
+def with_parent(wire: dict[str, Any]) -> dict[str, Any]:
+    """Inside a run, a triggered run is its child (canceling the parent cancels it too)."""
+    from worker.sdk.context import current_context
+
+    ctx = current_context()
+    if ctx is not None and "parentRunId" not in wire:
+        wire["parentRunId"] = ctx.run.id
+    return wire
+
+
 async def trigger(task_id: str, payload: Any = None, **options: Any) -> RunHandle:
     """Trigger one run of ``task_id``; return at once with its handle."""
-    body = b"{" + encode_payload(payload) + b',"options":' + orjson.dumps(wire_options(options))
+    wire = with_parent(wire_options(options))
+    body = b"{" + encode_payload(payload) + b',"options":' + orjson.dumps(wire)
     response = await request(
         "POST",
         f"/api/v1/tasks/{path_segment(task_id)}/trigger",
@@ -321,7 +339,7 @@ async def batch_trigger(task_id: str, items: list[Any], **options: Any) -> Batch
     parts = []
     for item in items:
         payload, item_opts = split_item(item)
-        merged = wire_options({**options, **item_opts})
+        merged = with_parent(wire_options({**options, **item_opts}))
         parts.append(b"{" + encode_payload(payload) + b',"options":' + orjson.dumps(merged) + b"}")
     response = await request(
         "POST",

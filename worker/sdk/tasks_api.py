@@ -64,11 +64,17 @@ class BatchApi:
             task_id = item.get("id") or item.get("task")
             if not isinstance(task_id, str):
                 raise TypeError(f"batch item {index} needs the task id under 'id'")
-            merged = client.wire_options({**options, **(item.get("options") or {})})
+            merged = client.with_parent(
+                client.wire_options({**options, **(item.get("options") or {})})
+            )
             parts.append(
-                b'{"task":' + orjson.dumps(task_id) + b","
+                b'{"task":'
+                + orjson.dumps(task_id)
+                + b","
                 + client.encode_payload(item.get("payload"))
-                + b',"options":' + orjson.dumps(merged) + b"}"
+                + b',"options":'
+                + orjson.dumps(merged)
+                + b"}"
             )
         response = await client.request(
             "POST",

@@ -137,3 +137,24 @@ JOIN runs r ON r.id = l.run_id AND r.environment_id = %(environment_id)s::uuid;
 -- name: list_logs
 SELECT attempt_number, level, message, attributes, logged_at FROM run_logs
 WHERE run_id = %(run_id)s::text ORDER BY id LIMIT %(limit)s::int;
+
+-- name: complete_successes
+-- The common case in one statement: plain successes of a batch, fenced like lock_leased_run.
+WITH done AS (
+    SELECT * FROM jsonb_to_recordset(%(items)s::jsonb)
+        AS d(run_id text, attempt_number int, output text, output_type text)
+), finished AS (
+    UPDATE runs r
+    SET status = 'COMPLETED_SUCCESSFULLY', output = d.output,
+        output_type = coalesce(d.output_type, 'application/json'), error = NULL,
+        completed_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+    FROM done d
+    WHERE r.id = d.run_id AND r.environment_id = %(environment_id)s::uuid
+      AND r.status = 'EXECUTING' AND r.lease_owner = %(instance_id)s::uuid
+      AND r.attempt_number = d.attempt_number
+    RETURNING r.id, r.attempt_number
+), attempts AS (
+    UPDATE run_attempts a SET status = 'COMPLETED', completed_at = now()
+    FROM finished f WHERE a.run_id = f.id AND a.number = f.attempt_number
+)
+SELECT id FROM finished;

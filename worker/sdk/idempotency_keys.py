@@ -1,0 +1,62 @@
+"""``idempotency_keys``: keys that make a trigger (or a wait) happen once (reference §1.11).
+
+``create(key, scope=...)`` hashes the key parts with the scope's parts, SHA-256, hex:
+``run`` (default) adds the current run's id, ``attempt`` the run id and attempt number,
+``global`` nothing. Outside a run every scope is global. A raw string passed as
+``idempotency_key`` inside a run is treated as run-scoped (Trigger.dev ≥ 4.3.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from worker.sdk.context import current_context
+
+Scope = Literal["run", "attempt", "global"]
+
+
+class IdempotencyKey(str):
+    """A key made by :func:`create`: used exactly as it is."""
+
+    __slots__ = ()
+
+
+def _scope_parts(scope: Scope) -> list[str]:
+    ctx = current_context()
+    if ctx is None or scope == "global":
+        return []
+    if scope == "run":
+        return [ctx.run.id]
+    if scope == "attempt":
+        return [ctx.run.id, str(ctx.attempt.number)]
+    raise ValueError(f"scope must be 'run', 'attempt' or 'global', not {scope!r}")
+
+
+def create(key: str | list[str], scope: Scope = "run") -> IdempotencyKey:
+    parts = [key] if isinstance(key, str) else [str(k) for k in key]
+    if not parts or not all(parts):
+        raise ValueError("an idempotency key needs at least one non-empty part")
+    joined = "-".join([*parts, *_scope_parts(scope)])
+    return IdempotencyKey(hashlib.sha256(joined.encode()).hexdigest())
+
+
+def for_trigger(key: str) -> str:
+    """The key a trigger sends: made keys as they are, raw strings scoped to the current run."""
+    return key if isinstance(key, IdempotencyKey) else create(key, "run")
+
+
+async def reset(task_id: str, key: str) -> list[str]:
+    """Forget ``key`` for ``task_id`` so the next trigger with it runs again. Returns the
+    ids of the runs that held it."""
+    import orjson
+
+    from worker.sdk import client
+
+    response = await client.request(
+        "POST",
+        f"/api/v1/idempotencyKeys/{client.path_segment(key)}/reset",
+        content=orjson.dumps({"taskIdentifier": task_id}),
+    )
+    data: dict[str, Any] = response.json()
+    return list(data.get("runs", []))

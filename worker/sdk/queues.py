@@ -1,0 +1,52 @@
+"""``queues``: list queues and control them at runtime (pause, resume, limit override)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from worker.sdk import client
+
+
+def _path(name: str, suffix: str = "") -> str:
+    return f"/api/v1/queues/{quote(name, safe='/')}{suffix}"
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return orjson.dumps(body)
+
+
+class Queues:
+    async def list(self) -> list[dict[str, Any]]:
+        response = await client.request("GET", "/api/v1/queues")
+        return list(response.json()["data"])
+
+    async def retrieve(self, name: str) -> dict[str, Any]:
+        """``name`` is a queue name; a task's default queue is ``"task/<task id>"``."""
+        return dict((await client.request("GET", _path(name))).json())
+
+    async def pause(self, name: str) -> dict[str, Any]:
+        response = await client.request(
+            "POST", _path(name, "/pause"), content=_json({"action": "pause"})
+        )
+        return dict(response.json())
+
+    async def resume(self, name: str) -> dict[str, Any]:
+        response = await client.request(
+            "POST", _path(name, "/pause"), content=_json({"action": "resume"})
+        )
+        return dict(response.json())
+
+    async def override_concurrency_limit(self, name: str, limit: int) -> dict[str, Any]:
+        response = await client.request(
+            "POST", _path(name, "/concurrency/override"), content=_json({"concurrencyLimit": limit})
+        )
+        return dict(response.json())
+
+    async def reset_concurrency_limit(self, name: str) -> dict[str, Any]:
+        return dict((await client.request("POST", _path(name, "/concurrency/reset"))).json())
+
+
+queues = Queues()
