@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _database_url() -> str:
@@ -86,6 +87,39 @@ def cmd_project_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedules_list(args: argparse.Namespace) -> int:
+    """One line per schedule of the environment of TRIGGER_SECRET_KEY."""
+    import asyncio
+
+    from worker.sdk.errors import ApiError
+    from worker.sdk.schedules import schedules
+
+    async def fetch() -> list[Any]:
+        found: list[Any] = []
+        page = 1
+        while True:
+            result = await schedules.list(page=page, per_page=100, task=args.task)
+            found += result.data
+            if page >= result.total_pages:
+                return found
+            page += 1
+
+    try:
+        rows = asyncio.run(fetch())
+    except ApiError as exc:
+        raise SystemExit(f"cannot list schedules: {exc}") from None
+    if not rows:
+        print("no schedules")
+        return 0
+    print(f"{'ID':<32} {'TASK':<24} {'TYPE':<11} {'CRON':<16} {'TIMEZONE':<20} "
+          f"{'ACTIVE':<6} NEXT RUN")
+    for s in rows:
+        nxt = s.next_run.isoformat(timespec="minutes") if s.next_run else "-"
+        print(f"{s.id:<32} {s.task:<24} {s.type:<11} {s.cron:<16} {s.timezone:<20} "
+              f"{'yes' if s.active else 'no':<6} {nxt}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trigger", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="apply the engine's database migrations (DATABASE_URL)")
     mig.set_defaults(func=cmd_migrate)
+
+    sched = sub.add_parser("schedules", help="list schedules (TRIGGER_API_URL, TRIGGER_SECRET_KEY)")
+    sched_sub = sched.add_subparsers(dest="schedules_command", required=True)
+    sched_list = sched_sub.add_parser("list", help="list the environment's schedules")
+    sched_list.add_argument("--task", default=None, help="only this task's schedules")
+    sched_list.set_defaults(func=cmd_schedules_list)
 
     project = sub.add_parser("project", help="manage projects")
     project_sub = project.add_subparsers(dest="project_command", required=True)

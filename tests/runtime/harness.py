@@ -14,9 +14,11 @@ from worker.runtime.pool import Executor, ExecutorServer, Pool, ZygoteProcess
 
 
 class Harness:
-    def __init__(self, project: Path, size: int = 1) -> None:
+    def __init__(self, project: Path, size: int = 1, **pool_options: Any) -> None:
         self.project = project
         self.size = size
+        self.pool_options = pool_options
+        self.warnings: list[str] = []
         self.logs: list[dict[str, Any]] = []
         self.exits: list[tuple[int, int | None, int | None]] = []
         # unix socket paths are limited to ~107 bytes: keep it short, not under tmp_path
@@ -36,7 +38,8 @@ class Harness:
         zygote = ZygoteProcess(self.project, self.server.path, on_exit)
         self.manifest = await zygote.start()
         self.pool = Pool(zygote, self.server, size=self.size, version_id="v1", version="1",
-                         on_log=self.logs.append, on_change=lambda: None)
+                         on_log=self.logs.append, on_change=lambda: None,
+                         on_warning=self.warnings.append, **self.pool_options)
         self.pool.fill()
         return self
 
@@ -68,7 +71,8 @@ class Harness:
 
 def make_run(task_id: str, payload: Any = None, *, run_id: str = "run_1", attempt: int = 1,
              max_attempts: int = 3, retry: dict[str, Any] | None = None,
-             max_duration: float | None = None, env_type: str = "DEVELOPMENT") -> dict[str, Any]:
+             max_duration: float | None = None, env_type: str = "DEVELOPMENT",
+             machine: str = "small-1x") -> dict[str, Any]:
     data, data_type = dumps(payload)
     return {
         "run_id": run_id, "attempt_number": attempt, "task_id": task_id, "version_id": "v1",
@@ -76,7 +80,7 @@ def make_run(task_id: str, payload: Any = None, *, run_id: str = "run_1", attemp
         "max_attempts": max_attempts,
         "retry": retry or {"max_attempts": max_attempts, "min_timeout_ms": 1000, "factor": 2,
                            "randomize": False},
-        "max_duration": max_duration, "machine": "small-1x", "is_final_attempt": False,
+        "max_duration": max_duration, "machine": machine, "is_final_attempt": False,
         "ctx": {"run": {"id": run_id, "tags": []}, "attempt": {"number": attempt},
                 "task": {"id": task_id, "file_path": "x.py"}, "queue": {"name": "q"},
                 "environment": {"id": "e", "slug": "dev", "type": env_type},

@@ -14,7 +14,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from worker.api import routes_public, routes_queues, routes_worker
+from worker.api import (
+    routes_metadata,
+    routes_public,
+    routes_queues,
+    routes_realtime,
+    routes_schedules,
+    routes_waitpoints,
+    routes_worker,
+)
 from worker.api.auth import AuthError
 from worker.api.settings import Settings
 from worker.engine.db import open_pool
@@ -22,9 +30,12 @@ from worker.engine.errors import EngineError
 from worker.engine.leases import LeaseSettings
 from worker.engine.migrate import migrate
 from worker.engine.notifier import Notifier
+from worker.engine.realtime import RealtimeHub
+from worker.engine.services.cron_trigger import run_cron_trigger
 from worker.engine.services.expirer import run_expirer
 from worker.engine.services.rescuer import run_rescuer
 from worker.engine.services.scheduler import run_scheduler
+from worker.engine.services.waitpoint_timer import run_waitpoint_timer
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.notifier.start()
         app.state.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
         app.state.key_cache = {}
+        app.state.realtime = RealtimeHub(settings.database_url)  # connects on first subscriber
         services = [
             asyncio.create_task(run_rescuer(app.state.pool, settings.rescuer_interval)),
             asyncio.create_task(run_scheduler(app.state.pool, settings.scheduler_max_sleep)),
             asyncio.create_task(run_expirer(app.state.pool, settings.expirer_interval)),
+            asyncio.create_task(run_waitpoint_timer(app.state.pool, settings.scheduler_max_sleep)),
+            asyncio.create_task(run_cron_trigger(app.state.pool)),
         ]
         try:
             yield
@@ -63,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await service
             await app.state.notifier.stop()
+            await app.state.realtime.stop()
             await app.state.pool.close()
 
     app = FastAPI(
@@ -95,5 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(routes_public.router)
     app.include_router(routes_worker.router)
+    app.include_router(routes_schedules.router)
+    app.include_router(routes_metadata.router)
+    app.include_router(routes_realtime.router)
     app.include_router(routes_queues.router)
+    app.include_router(routes_waitpoints.router)
     return app

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
 from worker.api.presenters import present_run
 from worker.common.statuses import INTERNAL_STATUSES
-from worker.engine import runs, triggering
+from worker.engine import public_tokens, runs, triggering
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.models import BatchBody, BatchItem, TriggerBody, parse_duration, parse_when
@@ -27,21 +27,30 @@ def _request_key(request: Request) -> str | None:
 
 
 @router.post("/api/v1/tasks/{task_id}/trigger")
-async def trigger_task(task_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def trigger_task(
+    task_id: str, request: Request, response: Response, env: Env
+) -> dict[str, Any]:
     body = await read_model(request, TriggerBody)
     key = request.headers.get("idempotency-key")
     if key and body.options.idempotency_key is None:
         body.options.idempotency_key = key
-    return await triggering.trigger(
+    result = await triggering.trigger(
         request.app.state.pool, env, task_id, body, _request_key(request)
     )
+    # a public access token for this run (read:runs:<id>), for a browser to subscribe with
+    response.headers["x-trigger-jwt"] = await public_tokens.run_token(
+        request.app.state.pool, env, result["id"]
+    )
+    return result
 
 
 @router.post("/api/v1/tasks/{task_id}/batch")
 async def batch_trigger_task(task_id: str, request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, BatchBody)
     items = [item.model_copy(update={"task": task_id}) for item in body.expanded_items()]
-    return await triggering.batch_trigger(request.app.state.pool, env, items, _request_key(request))
+    return await triggering.batch_trigger(
+        request.app.state.pool, env, items, _request_key(request), body.options
+    )
 
 
 @router.post("/api/v2/tasks/batch")
@@ -51,7 +60,9 @@ async def batch_trigger(request: Request, env: Env) -> dict[str, Any]:
     if missing:
         raise EngineError(f"items {missing} have no 'task': each item names the task to run")
     items: list[BatchItem] = body.expanded_items()
-    return await triggering.batch_trigger(request.app.state.pool, env, items, _request_key(request))
+    return await triggering.batch_trigger(
+        request.app.state.pool, env, items, _request_key(request), body.options
+    )
 
 
 @router.get("/api/v1/batches/{batch_id}")

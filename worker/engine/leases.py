@@ -19,7 +19,7 @@ from worker.common.errors import internal_error
 from worker.common.machines import MACHINE_PRESETS
 from worker.common.statuses import API_STATUS
 from worker.engine import metadata as run_metadata
-from worker.engine import schedules
+from worker.engine import schedules, waitpoints
 from worker.engine.db import Conn, Pool
 from worker.engine.errors import EngineError, PayloadTooLarge
 from worker.engine.keys import Environment
@@ -118,6 +118,8 @@ def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
         "machine": machine,
         "lease_expires_at": _iso(row["lease_expires_at"]),
         "is_final_attempt": row["attempt_number"] >= row["max_attempts"],
+        "resumed": row["resumed"],
+        "journal": [],
         "ctx": {
             "run": {
                 "id": row["id"],
@@ -183,7 +185,13 @@ async def dequeue(
             rows = await (await conn.execute(Q.dequeue, params)).fetchall()
             await conn.commit()
         if rows:
-            return [_dequeued_message(row, env) for row in rows]
+            messages = [_dequeued_message(row, env) for row in rows]
+            resumed = [m for m, row in zip(messages, rows, strict=True) if row["resumed"]]
+            if resumed:  # a resumed run replays its journal
+                async with pool.connection() as conn:
+                    for message in resumed:
+                        message["journal"] = await waitpoints.journal(conn, message["run_id"])
+            return messages
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return []
@@ -325,7 +333,8 @@ async def complete(
     Plain successes (no metadata, output within the limit) are written by one set-based
     statement; every other item gets its own savepoint, so one bad item spoils nothing else.
     """
-    plain, others = [], []
+    plain: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []
     for item in completions:
         output = item.get("output")
         simple = (

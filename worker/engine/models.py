@@ -95,6 +95,10 @@ class TriggerOptions(_Camel):
         default=None, validation_alias=AliasChoices("lockToVersion", "version", "lock_to_version")
     )
     parent_run_id: str | None = None
+    #: the parent waits for this run (``trigger_and_wait``): a RUN waitpoint is created
+    resume_parent_on_completion: bool = False
+    #: the parent's journal position for this trigger, so a replay does not trigger again
+    journal_seq: int | None = Field(default=None, ge=0)
     test: bool = False
     debounce: DebounceOptions | None = None
 
@@ -162,6 +166,9 @@ class BatchItem(_Camel):
 
 
 class BatchOptions(_Camel):
+    parent_run_id: str | None = None
+    resume_parent_on_completion: bool = False
+    journal_seq: int | None = Field(default=None, ge=0)
     idempotency_key: str | None = Field(default=None, max_length=2000)
     idempotency_key_ttl: str | int | None = Field(
         default=None,

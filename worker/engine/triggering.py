@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from psycopg.types.json import Jsonb
 
+from worker.engine import waitpoints
 from worker.engine.db import Conn, Pool
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.ids import new_id
@@ -16,6 +17,7 @@ from worker.engine.keys import Environment
 from worker.engine.models import (
     MAX_PAYLOAD_BYTES,
     BatchItem,
+    BatchOptions,
     TriggerBody,
     TriggerOptions,
     parse_duration,
@@ -125,6 +127,7 @@ class RunCreator:
         options: TriggerOptions,
         batch_id: str | None = None,
         replayed_from: str | None = None,
+        batch_index: int | None = None,
     ) -> tuple[str, bool]:
         """Insert one run (or return the idempotent / debounced one). Returns (id, cached)."""
         definition = self.definition(task_id)
@@ -173,6 +176,7 @@ class RunCreator:
                 else None
             ),
             "replayed_from": replayed_from,
+            "batch_index": batch_index,
         }
         for _ in range(5):
             cached = await self._existing(task_id, options, params)
@@ -263,14 +267,70 @@ async def trigger(
         run_id, is_cached = await creator.create(
             task_id, payload, body.options, replayed_from=replayed_from
         )
+        response: dict[str, Any] = {"id": run_id, "isCached": is_cached}
+        options = body.options
+        if options.resume_parent_on_completion or options.journal_seq is not None:
+            response.update(
+                await _link_to_parent(
+                    conn,
+                    env,
+                    options.parent_run_id,
+                    options.journal_seq,
+                    task_id,
+                    wait=options.resume_parent_on_completion,
+                    run_id=run_id,
+                )
+            )
         await creator.finish()
-        response = {"id": run_id, "isCached": is_cached}
         await _save_request(conn, env, request_key, response)
     return response
 
 
+async def _link_to_parent(
+    conn: Conn,
+    env: Environment,
+    parent_run_id: str | None,
+    seq: int | None,
+    key: str,
+    *,
+    wait: bool,
+    run_id: str | None = None,
+    batch_id: str | None = None,
+) -> dict[str, Any]:
+    """Journal a child trigger in its parent (so a replay does not trigger it again) and, for
+    ``*_and_wait``, create the waitpoint the parent waits on."""
+    if parent_run_id is None:
+        raise EngineError("resumeParentOnCompletion and journalSeq need parentRunId")
+    extra: dict[str, Any] = {}
+    waitpoint_id = None
+    if wait:
+        found = None
+        if run_id is not None:  # a cached child may already have its waitpoint
+            found = await (await conn.execute(Q.run_waitpoint_of, {"run_id": run_id})).fetchone()
+        if found is None:
+            found, _ = await waitpoints.create(
+                conn, env, "RUN" if run_id else "BATCH", run_id=run_id, batch_id=batch_id
+            )
+        waitpoint_id = found["id"]
+        extra["waitpointId"] = waitpoint_id
+        # the children may be finished already (idempotent hits)
+        if run_id is not None:
+            await conn.execute(Q.complete_finished_run_waitpoints, {"run_id": run_id})
+        else:
+            await conn.execute(Q.complete_finished_batch_waitpoint, {"batch_id": batch_id})
+    if seq is not None:
+        kind = ("batch_trigger" if batch_id else "trigger") + ("_and_wait" if wait else "")
+        outcome = {"id": run_id or batch_id, "waitpointId": waitpoint_id}
+        await waitpoints.record(conn, parent_run_id, seq, kind, key, waitpoint_id, outcome)
+    return extra
+
+
 async def batch_trigger(
-    pool: Pool, env: Environment, items: list[BatchItem], request_key: str | None = None
+    pool: Pool,
+    env: Environment,
+    items: list[BatchItem],
+    request_key: str | None = None,
+    options: BatchOptions | None = None,
 ) -> dict[str, Any]:
     """Create a batch of runs, possibly of several tasks, in one transaction.
 
@@ -288,7 +348,7 @@ async def batch_trigger(
             Q.insert_batch, {"id": batch_id, "environment_id": env.id, "run_count": len(items)}
         )
         runs: list[dict[str, Any]] = []
-        for item in items:
+        for _index, item in enumerate(items):
             task_id = item.task or ""
             try:
                 payload = encode_payload(item.payload, item.payload_type)
@@ -301,7 +361,26 @@ async def batch_trigger(
                 runs.append({"taskIdentifier": task_id, "error": exc.message})
                 continue
             runs.append({"id": run_id, "taskIdentifier": task_id, "isCached": is_cached})
+        response: dict[str, Any] = {"id": batch_id, "runCount": len(items), "runs": runs}
+        if options and (options.resume_parent_on_completion or options.journal_seq is not None):
+            key = ",".join(sorted({item.task or "" for item in items}))
+            response.update(
+                await _link_to_parent(
+                    conn,
+                    env,
+                    options.parent_run_id,
+                    options.journal_seq,
+                    key,
+                    wait=options.resume_parent_on_completion,
+                    batch_id=batch_id,
+                )
+            )
+            # items that failed to trigger never finish: an all-failed batch completes now
+            if options.resume_parent_on_completion and not any("id" in r for r in runs):
+                raise EngineError(
+                    "no item of the batch could be triggered: "
+                    + "; ".join(r["error"] for r in runs)
+                )
         await creator.finish()
-        response = {"id": batch_id, "runCount": len(items), "runs": runs}
         await _save_request(conn, env, request_key, response)
     return response

@@ -8,8 +8,13 @@
 
 Errors in on_success / on_failure / on_complete are logged and swallowed; catch_error raising is
 HANDLE_ERROR_ERROR; an error escaping a middleware is TASK_MIDDLEWARE_ERROR. The retry decision
-(§2.4) is made here; the engine applies it. max_duration is handled by the caller
-(:func:`worker.runtime.executor.run_attempt`); hooks never run for a timed-out attempt.
+(§2.4) is made here; the engine applies it. max_duration and cancellation are handled by the
+caller (:func:`worker.runtime.executor.run_attempt`): hooks other than ``on_cancel`` never run
+for a timed-out or canceled attempt.
+
+``MemoryError`` / ``OutOfMemoryError`` raised by the task become ``TASK_PROCESS_OOM_KILLED``:
+retried only on the bigger machine named by ``retry.out_of_memory.machine`` (the completion
+carries ``retry_machine``), otherwise final (CRASHED) with ``on_failure``.
 """
 
 from __future__ import annotations
@@ -25,15 +30,20 @@ from worker.common.retry import MAX_ATTEMPTS_HARD_CAP, next_retry_delay_ms
 from worker.common.serialization import dumps, loads
 from worker.runtime.hooks import call_hook, call_run
 from worker.sdk.config import Config
-from worker.sdk.context import Context
+from worker.sdk.context import AbortSignal, Context
 from worker.sdk.errors import (
     AbortTaskRunError,
     ApiError,
     CompleteTaskWithOutput,
     MaxDurationExceededError,
+    OutOfMemoryError,
+    TaskRunCanceledError,
 )
 from worker.sdk.logger import logger
 from worker.sdk.task import Task
+
+#: exceptions that stop an attempt from outside: never handled by hooks, always re-raised
+STOP = (MaxDurationExceededError, TaskRunCanceledError)
 
 
 def error_to_wire(error: Any) -> dict[str, Any]:
@@ -69,12 +79,13 @@ class Attempt:
         self.ctx = Context(run.get("ctx") or {})
         self.payload: Any = None
         self.init: dict[str, Any] = {}
+        self.signal = AbortSignal()
 
     # --- helpers -------------------------------------------------------------------------
 
     def _available(self, **extra: Any) -> dict[str, Any]:
         return {"payload": self.payload, "ctx": self.ctx, "task": self.task.id,
-                "init": self.init, **extra}
+                "init": self.init, "signal": self.signal, **extra}
 
     def _hooks(self, name: str) -> list[Callable[..., Any]]:
         """Global hook first, then the task's (catch_error reverses this)."""
@@ -85,7 +96,7 @@ class Attempt:
         for hook in self._hooks(name):
             try:
                 await call_hook(hook, self._available(**extra))
-            except MaxDurationExceededError:
+            except STOP:
                 raise
             except Exception as exc:
                 logger.error(f"{name} hook raised (ignored): {type(exc).__name__}: {exc}",
@@ -120,7 +131,7 @@ class Attempt:
 
         try:
             await call(0)
-        except MaxDurationExceededError:
+        except STOP:
             raise
         except Exception as exc:
             if outcome.completion is not None:
@@ -155,10 +166,11 @@ class Attempt:
                 await self._propagating("on_start")
             await self._propagating("on_start_attempt")
             output = await call_run(self.task.run, self.payload, self.ctx,
-                                    {"init": self.init, "task": self.task.id})
+                                    {"init": self.init, "task": self.task.id,
+                                     "signal": self.signal})
         except CompleteTaskWithOutput as done:
             output = done.output
-        except MaxDurationExceededError:
+        except STOP:
             raise
         except Exception as exc:
             return await self._on_error(exc)
@@ -184,7 +196,7 @@ class Attempt:
         for hook in self._hooks("cleanup"):
             try:
                 await call_hook(hook, self._available())
-            except MaxDurationExceededError:
+            except STOP:
                 raise
             except Exception as exc:
                 logger.error(f"cleanup hook raised: {type(exc).__name__}: {exc}",
@@ -217,6 +229,8 @@ class Attempt:
 
     async def _on_error(self, exc: Exception) -> dict[str, Any]:
         retry = self._retry_options()
+        if isinstance(exc, MemoryError | OutOfMemoryError):
+            return await self._out_of_memory(exc, retry)
         skipped = self._default_skip(exc, retry)
         delay: int | None = None if skipped else next_retry_delay_ms(retry, self.attempt_number)
         wire = error_to_wire(exc)
@@ -228,7 +242,7 @@ class Attempt:
                 decision = await call_hook(hook, self._available(
                     error=exc, retry=retry, retry_delay_in_ms=delay,
                     retry_at=None if delay is None else _at(delay)))
-            except MaxDurationExceededError:
+            except STOP:
                 raise
             except Exception as hook_exc:
                 await self._cleanup()
@@ -258,6 +272,22 @@ class Attempt:
         await self._cleanup()
         return self._failed(wire, delay_ms=delay)
 
+    async def _out_of_memory(self, exc: BaseException, retry: dict[str, Any]) -> dict[str, Any]:
+        wire = codes.internal_error(codes.TASK_PROCESS_OOM_KILLED,
+                                    f"{type(exc).__name__}: {exc}",
+                                    "".join(traceback.format_exception(exc)))
+        machine = oom_retry_machine(self.run, retry)
+        if machine is None:
+            return await self._finish_failure(wire, skipped=True, exc=exc)
+        await self._cleanup()
+        failed = self._failed(wire)
+        failed["retry_machine"] = machine
+        return failed
+
+    async def run_on_cancel(self, run_promise: Any) -> None:
+        """``on_cancel`` hooks (global, then the task's); errors are logged."""
+        await self._swallowing("on_cancel", run_promise=run_promise)
+
     async def _finish_failure(self, wire: dict[str, Any], *, skipped: bool,
                               exc: BaseException) -> dict[str, Any]:
         await self._swallowing("on_failure", error=exc)
@@ -285,6 +315,23 @@ def _delay_until(when: Any) -> int:
             when = when.replace(tzinfo=UTC)
         return max(0, int((when.timestamp() - time.time()) * 1000))
     return max(0, int(float(when)))
+
+
+def oom_retry_machine(run: dict[str, Any], retry: dict[str, Any] | None = None) -> str | None:
+    """The machine an out-of-memory attempt retries on, or None (reference §2.4).
+
+    ``retry.out_of_memory.machine`` of the run's locked retry options, when it differs from the
+    machine the attempt ran on and attempts remain.
+    """
+    retry = retry if retry is not None else (run.get("retry") or {})
+    machine = ((retry.get("out_of_memory") or {}).get("machine")
+               if isinstance(retry.get("out_of_memory"), dict) else None)
+    if not machine or machine == run.get("machine") or run.get("is_final_attempt"):
+        return None
+    max_attempts = int(run.get("max_attempts") or retry.get("max_attempts") or 1)
+    if int(run.get("attempt_number") or 1) >= min(max_attempts, MAX_ATTEMPTS_HARD_CAP):
+        return None
+    return str(machine)
 
 
 def failed_completion(run: dict[str, Any], error: dict[str, Any], *,

@@ -6,11 +6,12 @@ unix socket, says ``hello`` with its pid, then serves frames (see :mod:`worker.r
 
 * in:  ``{"type": "execute", "run": <dequeued run>}`` → out: ``log`` frames while it runs, then
   ``{"type": "completion", "completion": {...}, "rss": bytes, "recycle": bool}``;
-* in:  ``{"type": "shutdown"}`` (or EOF) → the process exits 0.
+* in:  ``{"type": "shutdown"}`` (or EOF) → the process exits 0;
+* signal ``SIGUSR1`` during a run: the run was canceled (see :mod:`worker.runtime.timeout`).
 
-Socket I/O is blocking: nothing arrives during a run (the supervisor stops a run by killing the
-process group), and log frames are written from the main thread inside a timer critical section
-so that a max_duration interrupt can never cut a frame in half.
+Socket I/O is blocking: no frame arrives during a run (a cancel is a signal; a run that does not
+stop is ended by killing the process group), and log frames are written from the main thread
+inside a timer critical section so that an interrupt can never cut a frame in half.
 """
 
 from __future__ import annotations
@@ -20,15 +21,30 @@ import os
 import resource
 import socket
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from worker.common import errors as codes
+from worker.common.serialization import loads
 from worker.runtime.attempt import Attempt, failed_completion
 from worker.runtime.capture import RunCapture
 from worker.runtime.framing import recv_sync, send_sync
 from worker.runtime.timeout import timer
-from worker.sdk.context import Context, reset_current_context, set_current_context
-from worker.sdk.errors import MaxDurationExceededError
+from worker.sdk import attempt_hooks
+from worker.sdk.context import (
+    Context,
+    begin_run_locals,
+    end_run_locals,
+    reset_current_context,
+    set_current_context,
+)
+from worker.sdk.errors import MaxDurationExceededError, TaskRunCanceledError
+from worker.sdk.logger import logger
+
+#: seconds ``attempt_hooks.attempt_ending`` may take before the completion goes without it
+ENDING_TIMEOUT = 10.0
+#: completion keys an ``attempt_ending`` callback may not overwrite
+_CORE_KEYS = frozenset({"run_id", "attempt_number", "ok", "output", "output_type", "error",
+                        "retry", "skipped_retrying", "duration_ms"})
 
 
 class Channel:
@@ -51,8 +67,32 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-async def run_attempt(run: dict[str, Any], discovered: Any, channel: Channel) -> dict[str, Any]:
-    """Run one attempt with max_duration enforced; always returns a completion."""
+async def _attempt_ending(ctx: Any) -> dict[str, Any]:
+    """SDK features flush here (metadata...); bounded so a stuck flush cannot hold the run."""
+    try:
+        return await asyncio.wait_for(attempt_hooks.attempt_ending(ctx), ENDING_TIMEOUT)
+    except Exception as exc:
+        logger.error(f"flushing the attempt's SDK state failed: {type(exc).__name__}: {exc}")
+        return {}
+
+
+def _merge(completion: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if key not in _CORE_KEYS:
+            completion[key] = value
+
+
+class Sink(Protocol):
+    def send(self, message: dict[str, Any]) -> None: ...
+
+
+async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> dict[str, Any]:
+    """Run one attempt with max_duration and cancellation handled; always returns a completion.
+
+    Order: ``attempt_hooks.attempt_started`` → the attempt (middleware, hooks, run) →
+    ``attempt_hooks.attempt_ending`` (merged into the completion). A cancel (SIGUSR1 from the
+    supervisor) starts the ``on_cancel`` hooks and cancels the attempt's asyncio task.
+    """
     started = time.monotonic()
     task_def = discovered.tasks.get(run.get("task_id"))
     if task_def is None:
@@ -67,31 +107,74 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Channel) ->
         limit = task_def.max_duration or discovered.config.max_duration
     attempt = Attempt(run, task_def, discovered.config)
     ctx_token = set_current_context(attempt.ctx if isinstance(attempt.ctx, Context) else None)
+    locals_token = begin_run_locals()
     capture = RunCapture(channel.send, run["run_id"], attempt.attempt_number,
                          discovered.config.log_level)
     completion: dict[str, Any] | None = None
+    loop = asyncio.get_running_loop()
     with capture:
-        job = asyncio.get_running_loop().create_task(attempt.execute())
-        timer.start(float(limit) if limit else None, job)
+        try:
+            await attempt_hooks.attempt_started(attempt.ctx)
+        except Exception as exc:
+            logger.error(f"starting the attempt's SDK state failed: {type(exc).__name__}: {exc}")
+        job = loop.create_task(attempt.execute())
+        cancel_hooks: list[asyncio.Task[None]] = []
+
+        def on_cancel() -> None:
+            # The attempt is parked in an await: run on_cancel alongside, and cancel the task.
+            if not cancel_hooks:
+                cancel_hooks.append(loop.create_task(attempt.run_on_cancel(_promise(job))))
+            job.cancel("canceled")
+
+        timer.start(float(limit) if limit else None, job, attempt.signal, on_cancel)
         try:
             completion = await job
-        except (asyncio.CancelledError, MaxDurationExceededError):
+        except (asyncio.CancelledError, MaxDurationExceededError, TaskRunCanceledError):
             completion = None
         except BaseException as exc:  # a bug in the runtime itself: fail the attempt, loudly
             completion = failed_completion(run, codes.internal_error(
                 codes.TASK_RUN_UNCAUGHT_EXCEPTION, repr(exc)), skipped=False)
         finally:
-            expired = timer.expired
+            expired, canceled = timer.expired, timer.canceled
             timer.stop()
-        if expired or completion is None:
+        if canceled:
+            # Sync code was interrupted in place: its on_cancel hooks run now, after it.
+            if not cancel_hooks:
+                cancel_hooks.append(loop.create_task(attempt.run_on_cancel(_promise(job))))
+            await asyncio.gather(*cancel_hooks, return_exceptions=True)
+            completion = failed_completion(run, codes.internal_error(
+                codes.TASK_RUN_CANCELLED, "the run was canceled while it executed"))
+        elif expired or completion is None:
             completion = failed_completion(run, codes.internal_error(
                 codes.MAX_DURATION_EXCEEDED,
                 f"Run exceeded maximum duration of {limit}s"))
+        _merge(completion, await _attempt_ending(attempt.ctx))
+    end_run_locals(locals_token)
     reset_current_context(ctx_token)
     completion["duration_ms"] = int((time.monotonic() - started) * 1000)
-    if expired:
-        completion["_recycle"] = True
+    if expired or canceled:
+        completion["_recycle"] = True  # stopped mid-flight: its state is not trustworthy
     return completion
+
+
+def _promise(job: asyncio.Task[Any]) -> asyncio.Future[Any]:
+    """What ``on_cancel`` gets as ``run_promise``: resolves with the run's output, if it has
+    one, once the attempt ends (it never raises into the hook)."""
+    fut: asyncio.Future[Any] = job.get_loop().create_future()
+
+    def done(t: asyncio.Task[Any]) -> None:
+        if fut.done():
+            return
+        result = None
+        if not t.cancelled() and t.exception() is None:
+            completion = t.result()
+            if completion.get("ok"):
+                result = loads(completion.get("output"),
+                               completion.get("output_type") or "application/json")
+        fut.set_result(result)
+
+    job.add_done_callback(done)
+    return fut
 
 
 def serve(socket_path: str, discovered: Any) -> int:
@@ -103,7 +186,8 @@ def serve(socket_path: str, discovered: Any) -> int:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(socket_path)
     channel = Channel(sock)
-    channel.send({"type": "hello", "pid": os.getpid()})
+    timer.install_cancel_handler()
+    channel.send({"type": "hello", "pid": os.getpid(), "rss": _rss_bytes()})
     while True:
         message = recv_sync(sock)
         if message is None or message.get("type") == "shutdown":

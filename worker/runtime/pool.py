@@ -2,10 +2,9 @@
 
 * :class:`ZygoteProcess` starts ``python -m worker.runtime.zygote`` (a fresh interpreter, never a
   fork of the supervisor), reads its manifest, asks it to fork, and receives executor exits.
-* :class:`ExecutorServer` is the unix socket executors connect to; it matches them by pid.
-* :class:`Executor` is one connected executor: send a run, get log frames and a completion.
-* :class:`Pool` keeps ``size`` warm executors for one version, replaces dead ones and recycles
-  those that ran ``max_runs_per_process`` runs or grew past ``max_memory_per_process``.
+* :class:`Pool` keeps warm executors for one version (up to ``concurrency``), replaces dead
+  ones, trims idle ones and recycles those that ran ``max_runs_per_process`` runs or grew past
+  ``max_memory_per_process``.
 """
 
 from __future__ import annotations
@@ -13,174 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from worker.common import errors as codes
-from worker.runtime.framing import read_frame, write_frame
+from worker.runtime.executor_link import (
+    Executor,
+    ExecutorDied,
+    ExecutorServer,
+    kill_group,
+)
+
+__all__ = ["DiscoveryFailed", "Executor", "ExecutorDied", "ExecutorServer", "Pool",
+           "PoolUnavailable", "ZygoteProcess", "kill_group"]
 
 
 class DiscoveryFailed(Exception):
     """The zygote could not import the project; ``str(exc)`` is the file:line + traceback."""
-
-
-class ExecutorDied(Exception):
-    def __init__(self, pid: int, code: int | None, sig: int | None) -> None:
-        super().__init__(f"executor {pid} exited (code={code}, signal={sig})")
-        self.pid, self.code, self.signal = pid, code, sig
-
-    def wire_error(self) -> dict[str, Any]:
-        if self.signal == signal.SIGSEGV:
-            code, what = codes.TASK_PROCESS_SIGSEGV, "crashed with SIGSEGV"
-        elif self.signal == signal.SIGTERM:
-            code, what = codes.TASK_PROCESS_SIGTERM, "was terminated (SIGTERM)"
-        elif self.signal is not None:
-            name = signal.Signals(self.signal).name if self.signal in signal.Signals._value2member_map_ else str(self.signal)  # noqa: E501
-            code, what = codes.TASK_PROCESS_EXITED_WITH_NON_ZERO_CODE, f"was killed by {name}"
-        else:
-            code = codes.TASK_PROCESS_EXITED_WITH_NON_ZERO_CODE
-            what = f"exited with code {self.code}"
-        return codes.internal_error(code, f"The task process {what} (pid {self.pid})")
-
-
-def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Kill an executor and everything it spawned (it leads its own process group)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
-
-
-class Executor:
-    def __init__(self, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 on_log: Callable[[dict[str, Any]], None]) -> None:
-        self.pid = pid
-        self.reader = reader
-        self.writer = writer
-        self.on_log = on_log
-        self.runs_done = 0
-        self.run: dict[str, Any] | None = None
-        self.retiring = False
-        self.exit_info: tuple[int | None, int | None] | None = None
-        self._exited = asyncio.Event()
-        self._completion: asyncio.Future[dict[str, Any]] | None = None
-        self._reader_task = asyncio.get_running_loop().create_task(self._read())
-
-    @property
-    def busy(self) -> bool:
-        return self.run is not None
-
-    async def _read(self) -> None:
-        while True:
-            frame = await read_frame(self.reader)
-            if frame is None:
-                break
-            kind = frame.get("type")
-            if kind == "log":
-                self.on_log(frame)
-            elif kind == "completion" and self._completion and not self._completion.done():
-                self._completion.set_result(frame)
-        # EOF: the process is gone (or going). Give the zygote a moment to report how.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._exited.wait(), 2.0)
-        self._fail_pending()
-
-    def mark_exited(self, code: int | None, sig: int | None) -> None:
-        self.exit_info = (code, sig)
-        self._exited.set()
-        self._fail_pending()
-
-    def _fail_pending(self) -> None:
-        if self._completion and not self._completion.done():
-            code, sig = self.exit_info or (None, None)
-            if self.exit_info is None:
-                code = -1
-            self._completion.set_exception(ExecutorDied(self.pid, code, sig))
-
-    @property
-    def alive(self) -> bool:
-        return self.exit_info is None and not self._reader_task.done()
-
-    async def execute(self, run: dict[str, Any]) -> dict[str, Any]:
-        """Send the run; return the completion frame or raise ExecutorDied."""
-        if not self.alive:
-            raise ExecutorDied(self.pid, *(self.exit_info or (-1, None)))
-        self._completion = asyncio.get_running_loop().create_future()
-        write_frame(self.writer, {"type": "execute", "run": run})
-        with contextlib.suppress(ConnectionError):
-            await self.writer.drain()
-        try:
-            return await self._completion
-        finally:
-            self._completion = None
-
-    def shutdown(self) -> None:
-        with contextlib.suppress(Exception):
-            write_frame(self.writer, {"type": "shutdown"})
-
-    def kill(self) -> None:
-        kill_group(self.pid)
-
-    def close(self) -> None:
-        self._reader_task.cancel()
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
-class ExecutorServer:
-    """The unix socket executors connect to (one per supervisor, shared by all versions)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._waiting: dict[int, asyncio.Future[tuple[Any, Any]]] = {}
-        self._early: dict[int, tuple[Any, Any]] = {}
-        self._server: asyncio.AbstractServer | None = None
-
-    async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        self._server = await asyncio.start_unix_server(self._on_connect, path=self.path)
-
-    async def _on_connect(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
-        hello = await read_frame(reader)
-        if not hello or hello.get("type") != "hello":
-            writer.close()
-            return
-        pid = int(hello["pid"])
-        fut = self._waiting.pop(pid, None)
-        if fut is not None and not fut.done():
-            fut.set_result((reader, writer))
-        else:
-            self._early[pid] = (reader, writer)
-
-    async def wait_for(self, pid: int, timeout: float = 30.0) -> tuple[Any, Any]:
-        if pid in self._early:
-            return self._early.pop(pid)
-        fut: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[pid] = fut
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            self._waiting.pop(pid, None)
-
-    def forget(self, pid: int) -> None:
-        fut = self._waiting.pop(pid, None)
-        if fut and not fut.done():
-            fut.cancel()
-
-    async def close(self) -> None:
-        if self._server:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
 
 
 class ZygoteProcess:
@@ -280,28 +132,54 @@ class ZygoteProcess:
                 await asyncio.wait_for(self._reader, 1.0)
 
 
+class PoolUnavailable(Exception):
+    """The pool cannot run anything (its zygote is gone); the run should be handed back."""
+
+
 class Pool:
-    """Warm executors of one code version."""
+    """Warm executors of one code version.
+
+    ``size`` is the replica's ``concurrency``: at most that many executors, one run each. All of
+    them are forked at boot (warm); executors idle for ``idle_timeout`` seconds are retired down
+    to ``min_warm``, and the pool forks again (from the zygote: imports stay warm) when runs come
+    (:meth:`acquire`). An executor is recycled after ``max_runs_per_process`` runs, or when its
+    RSS after a run passes ``max_memory_per_process`` — unless a fresh executor already weighs
+    about that much, in which case recycling would loop (celery#4125): it warns once instead.
+    """
 
     def __init__(self, zygote: ZygoteProcess, server: ExecutorServer, *, size: int,
                  version_id: str, version: str, on_log: Callable[[dict[str, Any]], None],
                  on_change: Callable[[], None], max_runs_per_process: int = 100,
-                 max_memory_mib: int | None = None) -> None:
+                 max_memory_mib: int | None = None, idle_timeout: float | None = None,
+                 min_warm: int = 1,
+                 on_warning: Callable[[str], None] | None = None) -> None:
         self.zygote = zygote
         self.server = server
         self.size = size
+        self.target = size
+        self.min_warm = max(0, min(min_warm, size))
+        self.idle_timeout = idle_timeout
         self.version_id = version_id
         self.version = version
         self.on_log = on_log
         self.on_change = on_change
+        self.on_warning = on_warning or (lambda message: None)
         self.max_runs = max_runs_per_process
         self.max_memory = max_memory_mib * 1024 * 1024 if max_memory_mib else None
         self.executors: dict[int, Executor] = {}
         self.draining = False
         self.closed = False
+        self.recycled = {"max_runs": 0, "memory": 0, "idle": 0}
+        self._memory_warned = False
         self._spawning = 0
+        self._wanted = 0
+        self._changed = asyncio.Event()
         self._pending_exits: dict[int, tuple[int | None, int | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self.on_change()
 
     # --- sizing ------------------------------------------------------------------------
 
@@ -314,11 +192,17 @@ class Pool:
     def busy_count(self) -> int:
         return sum(1 for e in self.executors.values() if e.busy)
 
+    def free_slots(self) -> int:
+        """Runs this pool can take now (forking more executors if it has to)."""
+        if self.draining or self.closed or self.zygote.dead.is_set():
+            return 0
+        return max(0, self.size - self.busy_count() - self._wanted)
+
     def fill(self) -> None:
-        """Fork executors (in the background) until the pool has its size."""
+        """Fork executors (in the background) until the pool has ``target`` of them."""
         if self.draining or self.closed or self.zygote.dead.is_set():
             return
-        for _ in range(self.size - self._active_count()):
+        for _ in range(self.target - self._active_count()):
             self._spawning += 1
             self._background(self._spawn())
 
@@ -331,8 +215,9 @@ class Pool:
         pid = None
         try:
             pid = await self.zygote.fork()
-            reader, writer = await self.server.wait_for(pid)
-            ex = Executor(pid, reader, writer, self.on_log)
+            reader, writer, hello = await self.server.wait_for(pid)
+            ex = Executor(pid, reader, writer, self.on_log,
+                          baseline_rss=int(hello.get("rss") or 0))
             self.executors[pid] = ex
             if pid in self._pending_exits:  # died before it said hello
                 self.handle_exit(pid, *self._pending_exits.pop(pid))
@@ -346,9 +231,23 @@ class Pool:
             await asyncio.sleep(0.5)  # do not spin if forking keeps failing
         finally:
             self._spawning -= 1
-            self.on_change()
+            self._notify()
         if pid is not None and pid not in self.executors:
             self.fill()
+
+    def trim(self) -> None:
+        """Retire executors idle for longer than ``idle_timeout``, down to ``min_warm``."""
+        if self.idle_timeout is None or self.draining or self.closed:
+            return
+        now = time.monotonic()
+        for ex in sorted(self.idle(), key=lambda e: e.idle_since):
+            if self._active_count() <= self.min_warm:
+                break
+            if now - ex.idle_since < self.idle_timeout:
+                break
+            self.target = max(self.min_warm, self._active_count() - 1)
+            self.recycled["idle"] += 1
+            self._retire(ex)
 
     def handle_exit(self, pid: int, code: int | None, sig: int | None) -> None:
         """The zygote reported that executor ``pid`` ended."""
@@ -360,9 +259,31 @@ class Pool:
         ex.mark_exited(code, sig)
         ex.close()
         self.fill()
-        self.on_change()
+        self._notify()
 
     # --- running -----------------------------------------------------------------------
+
+    async def acquire(self, run: dict[str, Any], timeout: float = 60.0) -> Executor:
+        """Reserve an idle executor for ``run``, growing the pool when none is idle."""
+        self._wanted += 1
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                idle = self.idle()
+                if idle:
+                    ex = idle[0]
+                    ex.run = run
+                    return ex
+                if (self.closed or self.zygote.dead.is_set()
+                        or time.monotonic() > deadline):
+                    raise PoolUnavailable(f"no executor of version {self.version} available")
+                self.target = min(self.size, max(self.target, self.busy_count() + self._wanted))
+                self.fill()
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 1.0)
+        finally:
+            self._wanted -= 1
 
     async def execute(self, ex: Executor, run: dict[str, Any]) -> dict[str, Any]:
         """Run on ``ex``; return the completion frame. Raises ExecutorDied."""
@@ -371,13 +292,34 @@ class Pool:
             frame = await ex.execute(run)
         finally:
             ex.run = None
+            ex.idle_since = time.monotonic()
         ex.runs_done += 1
         rss = int(frame.get("rss") or 0)
-        if (frame.get("recycle") or ex.runs_done >= self.max_runs
-                or (self.max_memory and rss > self.max_memory) or self.draining):
+        if frame.get("recycle") or self.draining:
             self._retire(ex)
-        self.on_change()
+        elif ex.runs_done >= self.max_runs:
+            self.recycled["max_runs"] += 1
+            self._retire(ex)
+        elif self._over_memory(ex, rss):
+            self.recycled["memory"] += 1
+            self._retire(ex)
+        self._notify()
         return frame
+
+    def _over_memory(self, ex: Executor, rss: int) -> bool:
+        if not self.max_memory or rss <= self.max_memory:
+            return False
+        # A fresh executor must have real headroom under the limit, or every replacement
+        # would be recycled again after its first run.
+        if self.max_memory - ex.baseline_rss < self.max_memory // 10:
+            if not self._memory_warned:
+                self._memory_warned = True
+                self.on_warning(
+                    f"max_memory_per_process is {self.max_memory >> 20} MiB but a fresh executor"
+                    f" already uses {ex.baseline_rss >> 20} MiB: executors are not recycled for"
+                    " memory (raise the limit; max_runs_per_process still applies)")
+            return False
+        return True
 
     def _retire(self, ex: Executor) -> None:
         """Let ``ex`` exit (it is idle) and fork a replacement."""
@@ -394,7 +336,7 @@ class Pool:
         self.fill()
 
     def kill(self, ex: Executor) -> None:
-        """Kill a busy executor's group (lost run / overdue max_duration)."""
+        """Kill a busy executor's group (lost run / overdue max_duration / out of memory)."""
         ex.retiring = True
         ex.kill()
         self.fill()
@@ -413,6 +355,7 @@ class Pool:
 
     async def close(self) -> None:
         self.closed = True
+        self._changed.set()
         for ex in list(self.executors.values()):
             ex.kill()
         deadline = asyncio.get_running_loop().time() + 3.0

@@ -24,22 +24,29 @@ from pathlib import Path
 from typing import Any
 
 from worker.common import errors as codes
+from worker.common.machines import MACHINE_PRESETS
 from worker.runtime.api_client import WorkerApi
-from worker.runtime.attempt import failed_completion
+from worker.runtime.attempt import failed_completion, oom_retry_machine
+from worker.runtime.executor_link import group_rss
 from worker.runtime.pool import (
     DiscoveryFailed,
     Executor,
     ExecutorDied,
     ExecutorServer,
     Pool,
+    PoolUnavailable,
     ZygoteProcess,
 )
+from worker.runtime.reporting import Reporting
 
 EventSink = Callable[[dict[str, Any]], None]
 
 #: seconds after max_duration before the supervisor kills an executor that did not answer
 #: (env TRIGGER_MAX_DURATION_GRACE overrides)
 MAX_DURATION_GRACE = 5.0
+#: seconds a canceled run gets (on_cancel hooks, finally blocks) before its group is killed
+#: (env TRIGGER_CANCEL_GRACE overrides)
+CANCEL_GRACE = 10.0
 
 
 def _env_float(name: str, default: float) -> float:
@@ -57,16 +64,19 @@ class InFlight:
     started: float = field(default_factory=time.monotonic)
     lost: bool = False
     timed_out: bool = False
+    out_of_memory: bool = False
+    #: machine preset memory in bytes (None: not enforced)
+    memory_limit: int | None = None
 
     @property
     def run_id(self) -> str:
         return str(self.run["run_id"])
 
 
-class Supervisor:
+class Supervisor(Reporting):
     def __init__(self, project_dir: Path, api_url: str, secret_key: str, *,
                  concurrency: int | None, watch: bool, on_event: EventSink | None,
-                 stop: asyncio.Event) -> None:
+                 stop: asyncio.Event, force: asyncio.Event | None = None) -> None:
         self.project_dir = Path(project_dir).resolve()
         self.instance_id = str(uuid.uuid4())
         self.api = WorkerApi(api_url, secret_key, self.instance_id)
@@ -74,6 +84,8 @@ class Supervisor:
         self.watch = watch
         self._on_event = on_event
         self.stop = stop
+        #: set by a second SIGTERM/SIGINT: stop now, hand every lease back
+        self.force = force or asyncio.Event()
         self.stopping = False
         self.tmpdir = tempfile.mkdtemp(prefix="trigger-w-")
         self.server = ExecutorServer(os.path.join(self.tmpdir, "executors.sock"))
@@ -87,6 +99,15 @@ class Supervisor:
         self.wait_ms = int(_env_float("TRIGGER_DEQUEUE_WAIT_MS", 2000))
         self.shutdown_grace = _env_float("TRIGGER_SHUTDOWN_GRACE", 10.0)
         self.max_duration_grace = _env_float("TRIGGER_MAX_DURATION_GRACE", MAX_DURATION_GRACE)
+        self.cancel_grace = _env_float("TRIGGER_CANCEL_GRACE", CANCEL_GRACE)
+        idle = _env_float("TRIGGER_EXECUTOR_IDLE_TIMEOUT", 300.0)
+        self.idle_timeout = idle if idle > 0 else None
+        self.min_warm = int(_env_float("TRIGGER_MIN_WARM_EXECUTORS", 1))
+        self.enforce_memory = os.environ.get("TRIGGER_ENFORCE_MACHINE_MEMORY", "1") != "0"
+        #: runs leased but not yet on an executor (still heartbeated)
+        self.starting: set[str] = set()
+        self.dropped_logs = 0
+        self._reload_started: float | None = None
         self._run_tasks: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
 
@@ -141,7 +162,9 @@ class Supervisor:
                     version_id=str(reply["version_id"]), version=str(reply.get("version")),
                     on_log=self._on_log, on_change=self.capacity.set,
                     max_runs_per_process=int(config.get("max_runs_per_process") or 100),
-                    max_memory_mib=config.get("max_memory_per_process"))
+                    max_memory_mib=config.get("max_memory_per_process"),
+                    idle_timeout=self.idle_timeout, min_warm=self.min_warm,
+                    on_warning=lambda m: self.emit({"type": "warning", "message": m}))
         pool.content_hash = manifest["content_hash"]  # type: ignore[attr-defined]
         holder.append(pool)
         pool.fill()
@@ -159,6 +182,7 @@ class Supervisor:
             if self.stopping or self.current is None:
                 return
             current = self.current
+            self._reload_started = time.monotonic()
             try:
                 pool = await self.boot_version(
                     skip_hash=getattr(current, "content_hash", None)
@@ -177,11 +201,27 @@ class Supervisor:
             current.drain()
             self.old.insert(0, current)
             self.capacity.set()
+            started = self._reload_started
+            loop = asyncio.get_running_loop()
+            self._run_tasks.add(loop.create_task(self._announce_reloaded(pool, started)))
+
+    async def _announce_reloaded(self, pool: Pool, started: float | None) -> None:
+        """Emit ``reloaded`` (with ``ms`` since the change was seen) once the new version has a
+        warm executor: from then on a run starts on the new code without waiting."""
+        deadline = time.monotonic() + 60
+        while not pool.idle() and time.monotonic() < deadline and not self.stopping:
+            await asyncio.sleep(0.005)
+        if pool.idle():
+            ms = None if started is None else round((time.monotonic() - started) * 1000, 1)
+            self.emit({"type": "reloaded", "version": pool.version,
+                       "version_id": pool.version_id, "ms": ms})
 
     async def _janitor(self) -> None:
         """Close drained old versions; rebuild the current one if its zygote died."""
         while not self.stopping:
             await asyncio.sleep(0.2)
+            if self.current is not None:
+                self.current.trim()
             for pool in list(self.old):
                 if pool.drained() or (pool.zygote.dead.is_set() and not pool.executors):
                     self.old.remove(pool)
@@ -192,28 +232,16 @@ class Supervisor:
                 await self.reload()
                 await asyncio.sleep(1.0)
 
-    # --- logs --------------------------------------------------------------------------
-
-    def _on_log(self, frame: dict[str, Any]) -> None:
-        rec = {k: frame.get(k) for k in ("run_id", "attempt_number", "level", "message",
-                                         "attributes", "time")}
-        self.logs.append(rec)
-        flight = self.inflight.get(str(rec["run_id"]))
-        self.emit({"type": "log", "run_id": rec["run_id"],
-                   "task_id": flight.run.get("task_id") if flight else None,
-                   "level": rec["level"], "message": rec["message"],
-                   "attributes": rec["attributes"]})
-
     # --- running -----------------------------------------------------------------------
 
-    def _idle(self) -> list[Executor]:
-        return self.current.idle() if self.current else []
+    def _free_slots(self) -> int:
+        return self.current.free_slots() - len(self.starting) if self.current else 0
 
     async def _dequeue_loop(self) -> None:
         backoff = 0.5
         while not self.stopping:
-            idle = self._idle()
-            if not idle:
+            free = self._free_slots()
+            if free <= 0:
                 self.capacity.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.capacity.wait(), 1.0)
@@ -223,8 +251,7 @@ class Supervisor:
             versions = [pool.version_id] + [p.version_id for p in self.old
                                             if p.version_id != pool.version_id]
             try:
-                runs = await self.api.dequeue(list(dict.fromkeys(versions)), len(idle),
-                                              self.wait_ms)
+                runs = await self.api.dequeue(list(dict.fromkeys(versions)), free, self.wait_ms)
                 backoff = 0.5
             except Exception as exc:
                 self.emit({"type": "error", "message": f"dequeue failed: {exc}"})
@@ -232,30 +259,39 @@ class Supervisor:
                 backoff = min(backoff * 2, 10.0)
                 continue
             for run in runs:
+                self.starting.add(str(run["run_id"]))
+            for run in runs:
                 if self.stopping:
+                    self.starting.discard(str(run["run_id"]))
                     await self._release([run["run_id"]])
                     continue
                 await self._start(run)
 
+    def _memory_limit(self, run: dict[str, Any]) -> int | None:
+        if not self.enforce_memory:
+            return None
+        preset = MACHINE_PRESETS.get(str(run.get("machine") or ""))
+        return int(preset["memory"] * 1024**3) if preset else None
+
     async def _start(self, run: dict[str, Any]) -> None:
-        # Runs locked to an old version still draining go to it when it can fork; everything
-        # else (and old versions already gone) runs on the current version.
+        # Runs locked to an old version still draining are run by the current version's pool
+        # (the engine only hands us versions we listed); in-flight runs stay where they are.
+        run_id = str(run["run_id"])
         pool = self.current
         assert pool is not None
-        idle = pool.idle()
-        while not idle:  # the server gave more runs than we had idle executors (should not)
-            self.capacity.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.capacity.wait(), 1.0)
-            pool = self.current
-            assert pool is not None
-            idle = pool.idle()
-        ex = idle[0]
-        flight = InFlight(run, pool, ex)
-        ex.run = run  # reserve now; pool.execute sets it again
-        self.inflight[flight.run_id] = flight
-        self.emit({"type": "run_started", "run_id": flight.run_id, "task_id": run.get("task_id"),
-                   "attempt": run.get("attempt_number"), "version": pool.version})
+        try:
+            ex = await pool.acquire(run)
+        except PoolUnavailable as exc:
+            self.starting.discard(run_id)
+            self.emit({"type": "error", "message": f"{exc}; handing run {run_id} back"})
+            await self._release([run_id])
+            return
+        flight = InFlight(run, pool, ex, memory_limit=self._memory_limit(run))
+        self.inflight[run_id] = flight
+        self.starting.discard(run_id)
+        self.emit({"type": "run_started", "run_id": run_id, "task_id": run.get("task_id"),
+                   "attempt": run.get("attempt_number"), "version": pool.version,
+                   "pid": ex.pid})
         task = asyncio.get_running_loop().create_task(self._execute(flight))
         self._run_tasks.add(task)
         task.add_done_callback(self._run_tasks.discard)
@@ -274,12 +310,7 @@ class Supervisor:
             frame = await job
             completion = frame["completion"]
         except ExecutorDied as died:
-            if flight.timed_out:
-                completion = failed_completion(run, codes.internal_error(
-                    codes.MAX_DURATION_EXCEEDED,
-                    f"Run exceeded maximum duration of {limit}s and was killed"))
-            else:
-                completion = failed_completion(run, died.wire_error(), skipped=False)
+            completion = self._died_completion(flight, died)
         except Exception as exc:
             completion = failed_completion(run, codes.internal_error(
                 codes.TASK_RUN_CRASHED, f"{type(exc).__name__}: {exc}"), skipped=False)
@@ -291,10 +322,41 @@ class Supervisor:
         completion["_task_id"] = run.get("task_id")
         self.completions.append(completion)
 
+    def _died_completion(self, flight: InFlight, died: ExecutorDied) -> dict[str, Any]:
+        run = flight.run
+        if flight.timed_out:
+            return failed_completion(run, codes.internal_error(
+                codes.MAX_DURATION_EXCEEDED,
+                f"Run exceeded maximum duration of {run.get('max_duration')}s and was killed"))
+        if flight.out_of_memory:
+            machine = str(run.get("machine"))
+            limit_mib = (flight.memory_limit or 0) >> 20
+            completion = failed_completion(run, codes.internal_error(
+                codes.TASK_PROCESS_OOM_KILLED,
+                f"The task process used more than the {limit_mib} MiB of machine {machine!r} "
+                f"and was killed (pid {died.pid})"), skipped=False)
+            retry_machine = oom_retry_machine(run)
+            if retry_machine:
+                completion["retry_machine"] = retry_machine
+            return completion
+        return failed_completion(run, died.wire_error(), skipped=False)
+
+    async def _memory_loop(self) -> None:
+        """Kill an executor whose process group outgrows its run's machine preset (OOM)."""
+        while True:
+            await asyncio.sleep(0.2)
+            for flight in list(self.inflight.values()):
+                if flight.memory_limit is None or flight.lost or flight.out_of_memory:
+                    continue
+                if group_rss(flight.executor.pid) > flight.memory_limit:
+                    flight.out_of_memory = True
+                    flight.pool.kill(flight.executor)
+
     # --- leases ------------------------------------------------------------------------
 
     def _held(self) -> list[str]:
         ids = [f.run_id for f in self.inflight.values() if not f.lost]
+        ids += list(self.starting)
         ids += [str(c["run_id"]) for c in self.completions]
         return list(dict.fromkeys(ids))
 
@@ -313,60 +375,26 @@ class Supervisor:
                 self._lose(str(run_id))
 
     def _lose(self, run_id: str) -> None:
+        """The engine no longer gives ``run_id`` to us (canceled, or rescued after expiry).
+
+        The executor is told (``on_cancel`` runs, the task is cancelled); after the cancel grace
+        its process group is killed if the run is still going.
+        """
         flight = self.inflight.get(run_id)
         self.completions = [c for c in self.completions if c["run_id"] != run_id]
         if flight is None or flight.lost:
             return
         flight.lost = True
-        flight.pool.kill(flight.executor)
+        flight.executor.cancel()
         self.emit({"type": "run_lost", "run_id": run_id, "task_id": flight.run.get("task_id")})
+        self._run_tasks.add(asyncio.get_running_loop().create_task(self._kill_after_grace(flight)))
 
-    async def _flush_loop(self) -> None:
-        last_logs = 0.0
-        while True:
+    async def _kill_after_grace(self, flight: InFlight) -> None:
+        deadline = time.monotonic() + self.cancel_grace
+        while time.monotonic() < deadline and flight.executor.run is flight.run:
             await asyncio.sleep(0.05)
-            await self._flush_completions()
-            if self.logs and time.monotonic() - last_logs >= 0.2:
-                last_logs = time.monotonic()
-                await self._flush_logs()
-
-    async def _flush_completions(self) -> None:
-        if not self.completions:
-            return
-        batch, self.completions = self.completions, []
-        meta = {c["run_id"]: c.pop("_task_id", None) for c in batch}
-        try:
-            results = await self.api.complete(batch)
-        except Exception as exc:
-            self.emit({"type": "error", "message": f"complete failed: {exc}"})
-            for c in batch:
-                c["_task_id"] = meta.get(c["run_id"])
-            self.completions = batch + self.completions
-            await asyncio.sleep(1.0)
-            return
-        by_id = {r.get("run_id"): r for r in results}
-        for c in batch:
-            result = by_id.get(c["run_id"], {})
-            self.emit({"type": "run_finished", "run_id": c["run_id"], "task_id": meta[c["run_id"]],
-                       "attempt": c.get("attempt_number"), "ok": c["ok"],
-                       "status": result.get("status"), "outcome": result.get("outcome"),
-                       "duration_ms": c.get("duration_ms"),
-                       "error": None if c["ok"] else c.get("error")})
-
-    async def _flush_logs(self) -> None:
-        batch, self.logs = self.logs[:5000], self.logs[5000:]
-        try:
-            await self.api.logs(batch)
-        except Exception as exc:
-            self.emit({"type": "error", "message": f"sending logs failed: {exc}"})
-
-    async def _release(self, run_ids: list[str]) -> None:
-        if not run_ids:
-            return
-        try:
-            await self.api.release(run_ids)
-        except Exception as exc:
-            self.emit({"type": "error", "message": f"release failed: {exc}"})
+        if flight.executor.run is flight.run and flight.executor.alive:
+            flight.pool.kill(flight.executor)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -379,7 +407,8 @@ class Supervisor:
             loop = asyncio.get_running_loop()
             background = [loop.create_task(self._heartbeat_loop()),
                           loop.create_task(self._flush_loop()),
-                          loop.create_task(self._janitor())]
+                          loop.create_task(self._janitor()),
+                          loop.create_task(self._memory_loop())]
             if self.watch:
                 from worker.runtime.reload import watch_project
 
@@ -405,26 +434,42 @@ class Supervisor:
                 return
             await asyncio.sleep(0.02)
 
+    async def _wait_unless_forced(self, awaitable: Any, timeout: float) -> None:
+        force = asyncio.ensure_future(self.force.wait())
+        try:
+            await asyncio.wait({asyncio.ensure_future(awaitable), force}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            force.cancel()
+
     async def _shutdown(self, dequeue: asyncio.Task[Any] | None,
                         background: list[asyncio.Task[Any]]) -> None:
+        """Stop leasing; give running attempts ``shutdown_grace`` seconds to finish; hand the
+        rest back at once (``/release``) so another replica starts them without waiting for the
+        lease to expire. ``force`` (a second signal) cuts every wait short."""
         self.stopping = True
         self.emit({"type": "stopping", "running": len(self.inflight)})
         deadline = time.monotonic() + self.shutdown_grace
         if dequeue is not None and not dequeue.done():
-            # Let an open long-poll return (runs it brings are released at once).
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(dequeue),
-                                       max(0.1, min(self.wait_ms / 1000 + 1, self.shutdown_grace)))
+            # Let an open long-poll return: runs it brings are released at once, whereas
+            # cancelling it could leave runs leased to us that we never hear of.
+            await self._wait_unless_forced(
+                asyncio.shield(dequeue), max(0.1, min(self.wait_ms / 1000 + 1,
+                                                      self.shutdown_grace)))
             dequeue.cancel()
-        while self.inflight and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+            with contextlib.suppress(BaseException):
+                await dequeue
+        while self.inflight and time.monotonic() < deadline and not self.force.is_set():
+            await self._wait_unless_forced(asyncio.sleep(0.05), 0.05)
+        if self.force.is_set():
+            self.emit({"type": "stopping_now", "running": len(self.inflight)})
         leftover = [f for f in self.inflight.values() if not f.lost]
         for flight in leftover:
             flight.lost = True
             flight.pool.kill(flight.executor)
         with contextlib.suppress(Exception):
             await self._flush_completions()
-        await self._release([f.run_id for f in leftover])
+        await self._release([f.run_id for f in leftover] + list(self.starting))
         with contextlib.suppress(Exception):
             await self._flush_logs()
         for task in background:
@@ -444,33 +489,41 @@ class Supervisor:
 async def run_worker(project_dir: Path, api_url: str, secret_key: str, *,
                      concurrency: int | None = None, watch: bool = False,
                      on_event: EventSink | None = None,
-                     stop: asyncio.Event | None = None) -> None:
-    """Run a worker replica until ``stop`` is set (then shut down gracefully).
+                     stop: asyncio.Event | None = None,
+                     force: asyncio.Event | None = None) -> None:
+    """Run a worker replica until ``stop`` is set (then shut down gracefully; setting
+    ``force`` as well cuts the grace period short).
 
     Raises :class:`worker.runtime.pool.DiscoveryFailed` when the project cannot be imported at
     boot (``str(exc)`` names the file and line).
     """
     supervisor = Supervisor(Path(project_dir), api_url, secret_key, concurrency=concurrency,
-                            watch=watch, on_event=on_event, stop=stop or asyncio.Event())
+                            watch=watch, on_event=on_event, stop=stop or asyncio.Event(),
+                            force=force)
     await supervisor.run()
 
 
 def main(project_dir: Path | str = ".", api_url: str | None = None,
          secret_key: str | None = None, *, concurrency: int | None = None,
          watch: bool = False, on_event: EventSink | None = None) -> None:
-    """Blocking entry point: uvloop, SIGTERM/SIGINT → graceful stop."""
+    """Blocking entry point: uvloop; SIGTERM/SIGINT → graceful stop, a second one → now."""
     import uvloop
 
     api_url = api_url or os.environ.get("TRIGGER_API_URL", "http://127.0.0.1:3030")
     secret_key = secret_key or os.environ.get("TRIGGER_SECRET_KEY", "")
 
     async def _main() -> None:
-        stop = asyncio.Event()
+        stop, force = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            (force if stop.is_set() else stop).set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         await run_worker(Path(project_dir), str(api_url), str(secret_key),
-                         concurrency=concurrency, watch=watch, on_event=on_event, stop=stop)
+                         concurrency=concurrency, watch=watch, on_event=on_event, stop=stop,
+                         force=force)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_main())

@@ -14,6 +14,12 @@ handler runs in the main thread between two bytecodes of whatever is executing:
 The timer re-fires every second while the attempt is still running, so task code that swallows
 the exception is interrupted again; the supervisor kills the process group after a grace period
 if nothing helps. ``pause``/``resume`` let durable waits exclude their time from the budget.
+
+Cancellation uses the same machinery: the supervisor sends ``SIGUSR1`` (:data:`CANCEL_SIGNAL`)
+when the engine reports the run canceled. Code running inside the attempt gets
+:class:`TaskRunCanceledError` raised where it is (so even a sync task that never yields is
+interrupted); an attempt parked in an ``await`` is handed to ``on_cancel`` (the executor's
+callback), which runs the ``on_cancel`` hooks and cancels the asyncio task.
 """
 
 from __future__ import annotations
@@ -22,39 +28,57 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
-from worker.sdk.errors import MaxDurationExceededError
+from worker.sdk.context import AbortSignal
+from worker.sdk.errors import MaxDurationExceededError, TaskRunCanceledError
 
 #: values at or above this mean "no limit" (Trigger.dev's ``timeout.None``)
 NO_LIMIT = 2**31 - 1
 REFIRE_SECONDS = 1.0
+#: the supervisor's "this run was canceled" signal to an executor
+CANCEL_SIGNAL = signal.SIGUSR1
 
 
 class AttemptTimer:
     def __init__(self) -> None:
         self.limit: float | None = None
         self.expired = False
+        self.canceled = False
         self.task: asyncio.Task[Any] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.abort_signal: AbortSignal | None = None
+        #: called on the loop when a cancel arrives while the attempt awaits something
+        self.on_cancel: Callable[[], None] | None = None
         self._critical = 0
         self._pending = False
+        self._pending_cancel = False
         self._remaining: float | None = None
         self._started = 0.0
 
     # --- arming -----------------------------------------------------------------------
 
-    def start(self, limit: float | None, task: asyncio.Task[Any]) -> None:
+    def start(self, limit: float | None, task: asyncio.Task[Any],
+              abort_signal: AbortSignal | None = None,
+              on_cancel: Callable[[], None] | None = None) -> None:
         self.expired = False
+        self.canceled = False
         self._pending = False
+        self._pending_cancel = False
         self.task = task
         self.loop = task.get_loop()
+        self.abort_signal = abort_signal
+        self.on_cancel = on_cancel
         self.limit = limit if limit and 0 < limit < NO_LIMIT else None
         if self.limit is None:
             return
-        signal.signal(signal.SIGALRM, self._on_alarm)
+        try:
+            signal.signal(signal.SIGALRM, self._on_alarm)
+        except ValueError:  # not the main thread (worker.testing from a thread): no limit
+            self.limit = None
+            return
         self._started = time.monotonic()
         signal.setitimer(signal.ITIMER_REAL, self.limit)
 
@@ -62,6 +86,12 @@ class AttemptTimer:
         signal.setitimer(signal.ITIMER_REAL, 0)
         self.task = None
         self.limit = None
+        self.on_cancel = None
+        self.abort_signal = None
+
+    def install_cancel_handler(self) -> None:
+        """Executor start-up: route :data:`CANCEL_SIGNAL` to this timer."""
+        signal.signal(CANCEL_SIGNAL, self._on_cancel_signal)
 
     def pause(self) -> None:
         """Stop the clock (a durable wait begins)."""
@@ -84,6 +114,9 @@ class AttemptTimer:
             yield
         finally:
             self._critical -= 1
+        if self._critical == 0 and self._pending_cancel:
+            self._pending_cancel = False
+            self._cancel(None)
         if self._critical == 0 and self._pending:
             self._pending = False
             self._interrupt(None)
@@ -94,6 +127,7 @@ class AttemptTimer:
         if self.task is None or self.task.done():
             return
         self.expired = True
+        self._mark_aborted("max_duration")
         # Fire again while the attempt still runs (code may swallow the first exception).
         signal.setitimer(signal.ITIMER_REAL, REFIRE_SECONDS)
         if self._critical:
@@ -113,6 +147,37 @@ class AttemptTimer:
         # Loop idle (or another task running): cancel the attempt task from the loop itself.
         assert self.loop is not None
         self.loop.call_soon_threadsafe(task.cancel, "max_duration")
+
+    def _mark_aborted(self, reason: str) -> None:
+        sig = self.abort_signal
+        if sig is None or sig.aborted:
+            return
+        sig.mark(reason)  # flag only: waking futures is left to the loop
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(sig.wake)
+
+    def _on_cancel_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.task is None or self.task.done() or self.canceled:
+            return
+        self.canceled = True
+        self._mark_aborted("canceled")
+        if self._critical:
+            self._pending_cancel = True
+            return
+        self._cancel(frame)
+
+    def _cancel(self, frame: FrameType | None) -> None:
+        task = self.task
+        if task is None or task.done():
+            return
+        running = None
+        with contextlib.suppress(RuntimeError):
+            running = asyncio.current_task(self.loop)
+        if running is task:
+            raise TaskRunCanceledError("the run was canceled")
+        assert self.loop is not None
+        callback = self.on_cancel or (lambda: task.cancel("canceled"))
+        self.loop.call_soon_threadsafe(callback)
 
     def _message(self) -> str:
         return f"Run exceeded its maximum duration of {self.limit or '?'}s"

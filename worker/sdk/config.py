@@ -57,6 +57,7 @@ class Config(BaseModel):
     cleanup: Callable[..., Any] | None = None
     catch_error: Callable[..., Any] | None = None
     middleware: Callable[..., Any] | None = None
+    on_cancel: Callable[..., Any] | None = None
 
     @field_validator("machine")
     @classmethod
@@ -76,6 +77,7 @@ class Config(BaseModel):
             "cleanup",
             "catch_error",
             "middleware",
+            "on_cancel",
         )
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 

@@ -82,3 +82,110 @@ def set_current_context(ctx: Context | None) -> contextvars.Token[Context | None
 
 def reset_current_context(token: contextvars.Token[Context | None]) -> None:
     _current.reset(token)
+
+
+# --- abort signal ----------------------------------------------------------------------------
+
+
+class AbortSignal:
+    """Tells task code that its attempt is being stopped (run canceled, or ``max_duration``).
+
+    Hooks and ``run`` receive it when they declare a parameter named ``signal``:
+    ``if signal.aborted: ...`` or ``await signal.wait()``. ``reason`` is ``"canceled"`` or
+    ``"max_duration"``.
+    """
+
+    def __init__(self) -> None:
+        self.aborted = False
+        self.reason: str | None = None
+        self._waiters: list[Any] = []
+
+    def mark(self, reason: str) -> None:
+        """Set the flag only (safe inside a signal handler); :meth:`wake` resolves waiters."""
+        if not self.aborted:
+            self.aborted, self.reason = True, reason
+
+    def wake(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(self.reason)
+        self._waiters.clear()
+
+    def abort(self, reason: str) -> None:
+        self.mark(reason)
+        self.wake()
+
+    async def wait(self) -> str:
+        """Return once the attempt is aborted (at once if it already is)."""
+        import asyncio
+
+        if self.aborted:
+            return str(self.reason)
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return str(await fut)
+
+
+# --- per-run locals (reference §1.8) ---------------------------------------------------------
+
+
+class LocalKey:
+    """A key made by :meth:`Locals.create`; values live for one attempt of one run."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"LocalKey({self.id!r})"
+
+
+_locals: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "trigger_run_locals", default=None
+)
+
+
+class Locals:
+    """Storage shared by middleware, hooks and ``run`` of one attempt (``locals`` in the SDK).
+
+    ``db = locals.create("db")`` at module level; ``locals.set(db, conn)`` in a middleware;
+    ``locals.get(db)`` / ``locals.get_or_throw(db)`` in ``run``. Each attempt starts empty, so
+    nothing leaks from one run to the next in a reused executor.
+    """
+
+    def create(self, id: str) -> LocalKey:
+        return LocalKey(id)
+
+    def _store(self) -> dict[str, Any]:
+        store = _locals.get()
+        if store is None:
+            # Outside a run (a script, a plain unit test): one store for this context.
+            store = {}
+            _locals.set(store)
+        return store
+
+    def get(self, key: LocalKey, default: Any = None) -> Any:
+        return self._store().get(key.id, default)
+
+    def get_or_throw(self, key: LocalKey) -> Any:
+        store = self._store()
+        if key.id not in store:
+            raise KeyError(f"local {key.id!r} was not set in this run")
+        return store[key.id]
+
+    def set(self, key: LocalKey, value: Any) -> Any:
+        self._store()[key.id] = value
+        return value
+
+
+locals = Locals()  # the SDK name (Trigger.dev `locals`); shadows the builtin here only
+
+
+def begin_run_locals() -> contextvars.Token[dict[str, Any] | None]:
+    """Give the attempt that starts now an empty ``locals`` store (runtime use)."""
+    return _locals.set({})
+
+
+def end_run_locals(token: contextvars.Token[dict[str, Any] | None]) -> None:
+    _locals.reset(token)

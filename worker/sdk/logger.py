@@ -1,13 +1,16 @@
 """``logger``: structured, levelled logs from task code.
 
 Inside a worker executor the runtime installs a sink that tags each record with the current run
-and ships it to the API; elsewhere records go to the standard ``logging`` module.
+and ships it to the API; elsewhere records go to the standard ``logging`` module. Either way the
+values of attributes whose key looks secret (password, token, secret, key, auth, ...) are
+replaced by ``"[REDACTED]"`` before they leave the call, at any depth of nesting.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 LEVELS = {"debug": 10, "log": 20, "info": 20, "warn": 30, "error": 40}
@@ -15,6 +18,29 @@ LEVELS = {"debug": 10, "log": 20, "info": 20, "warn": 30, "error": 40}
 Sink = Callable[[str, str, dict[str, Any]], None]
 
 _std = logging.getLogger("worker.task")
+
+REDACTED = "[REDACTED]"
+#: keys whose values are never logged: ``password``, ``api_key``, ``authToken``, ``secret``,
+#: ``Authorization``, ``private_key``, ``cookie``, ``credentials``
+_SECRET_KEY = re.compile(r"passw|secret|token|key|auth|cookie|credential",
+                         re.IGNORECASE)
+_MAX_DEPTH = 8
+
+
+def is_secret_key(name: object) -> bool:
+    return isinstance(name, str) and _SECRET_KEY.search(name) is not None
+
+
+def redact(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` with the values of secret-looking keys replaced (dicts, lists)."""
+    if depth > _MAX_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        return {k: REDACTED if is_secret_key(k) else redact(v, depth + 1)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, depth + 1) for v in value]
+    return value
 
 
 def _default_sink(level: str, message: str, attributes: dict[str, Any]) -> None:
@@ -32,19 +58,19 @@ def set_sink(sink: Sink | None) -> None:
 
 class TaskLogger:
     def debug(self, message: str, **attributes: Any) -> None:
-        _sink("debug", str(message), attributes)
+        _sink("debug", str(message), redact(attributes))
 
     def log(self, message: str, **attributes: Any) -> None:
-        _sink("log", str(message), attributes)
+        _sink("log", str(message), redact(attributes))
 
     def info(self, message: str, **attributes: Any) -> None:
-        _sink("info", str(message), attributes)
+        _sink("info", str(message), redact(attributes))
 
     def warn(self, message: str, **attributes: Any) -> None:
-        _sink("warn", str(message), attributes)
+        _sink("warn", str(message), redact(attributes))
 
     def error(self, message: str, **attributes: Any) -> None:
-        _sink("error", str(message), attributes)
+        _sink("error", str(message), redact(attributes))
 
 
 logger = TaskLogger()

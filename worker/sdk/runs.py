@@ -252,5 +252,32 @@ class Runs:
             else:
                 await asyncio.sleep(poll_interval)
 
+    # --- realtime (worker.sdk.realtime): async iterators of Run snapshots ------------------
+
+    def subscribe_to_run(
+        self, run: str | RunHandle | Run, *, access_token: str | None = None
+    ) -> AsyncIterator[Run]:
+        """The run now, then at every change (status, metadata, output); ends when final."""
+        from worker.sdk import realtime
+
+        return realtime.subscribe_to_run(_run_id(run), access_token=access_token)
+
+    def subscribe_to_runs_with_tag(
+        self, tag: str, *, stop_when_finished: bool = False, access_token: str | None = None
+    ) -> AsyncIterator[Run]:
+        from worker.sdk import realtime
+
+        return realtime.subscribe_to_runs_with_tag(
+            tag, stop_when_finished=stop_when_finished, access_token=access_token
+        )
+
+    def subscribe_to_batch(
+        self, batch: Any, *, access_token: str | None = None
+    ) -> AsyncIterator[Run]:
+        """Every run of the batch, then every change; ends when all are final."""
+        from worker.sdk import realtime
+
+        return realtime.subscribe_to_batch(batch, access_token=access_token)
+
 
 runs = Runs()

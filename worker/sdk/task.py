@@ -75,6 +75,8 @@ class Task:
     machine: str | None = None
     schema: type | None = None
     hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    #: ``schedules.task``'s cron: ``{"pattern", "timezone", "environments"}`` (else None)
+    schedule: dict[str, Any] | None = None
     #: where the task was declared: (absolute file path, line number)
     source: tuple[str, int] = ("<unknown>", 0)
 
@@ -108,6 +110,7 @@ class Task:
             "ttl": self.ttl,
             "machine": self.machine,
             "payload_schema": schema_json,
+            "schedule": self.schedule,
             "file": self.source[0],
             "line": self.source[1],
         }

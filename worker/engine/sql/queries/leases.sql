@@ -5,7 +5,7 @@
 -- Leases the runs trigger_pick_runs_v1 picks (limits, pauses, round-robin) and starts their
 -- attempt. A run is locked to the version of its first lease; unlocked runs go to the newest.
 WITH candidates AS (
-    SELECT r.id, r.task_id, coalesce(r.version_id, %(newest)s::uuid) AS version_id
+    SELECT r.id, r.task_id, r.resuming, coalesce(r.version_id, %(newest)s::uuid) AS version_id
     FROM runs r
     WHERE r.id IN (SELECT run_id FROM trigger_pick_runs_v1(
               %(environment_id)s::uuid, %(versions)s::uuid[], %(newest_tasks)s::text[],
@@ -15,7 +15,9 @@ WITH candidates AS (
 ), leased AS (
     UPDATE runs r
     SET status = 'EXECUTING',
-        attempt_number = r.attempt_number + 1,
+        -- a resume continues the attempt it checkpointed; anything else starts a new one
+        attempt_number = r.attempt_number + CASE WHEN c.resuming THEN 0 ELSE 1 END,
+        resuming = false,
         lease_owner = %(instance_id)s::uuid,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::float8),
         version_id = c.version_id,
@@ -30,10 +32,11 @@ WITH candidates AS (
     FROM candidates c
     JOIN version_tasks vt ON vt.version_id = c.version_id AND vt.task_id = c.task_id
     WHERE r.id = c.id
-    RETURNING r.*, vt.definition ->> 'file' AS task_file
+    RETURNING r.*, vt.definition ->> 'file' AS task_file, c.resuming AS resumed
 ), attempts AS (
     INSERT INTO run_attempts (run_id, number, status, worker_instance, version_id)
     SELECT id, attempt_number, 'EXECUTING', %(instance_id)s::uuid, version_id FROM leased
+    WHERE NOT resumed
 )
 SELECT l.*, v.version AS version_name, coalesce(l.payload, p.payload) AS run_payload
 FROM leased l

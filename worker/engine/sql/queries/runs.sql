@@ -24,7 +24,7 @@ INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, pa
                   queue, concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
                   machine, version_id, idempotency_key, idempotency_key_expires_at, tags,
                   metadata, batch_id, parent_run_id, root_run_id, is_test, debounce_key,
-                  debounce_deadline, replayed_from)
+                  debounce_deadline, replayed_from, batch_index)
 VALUES (%(id)s::text, %(environment_id)s::uuid, %(task_id)s::text, %(status)s::text,
         %(payload)s::text, %(payload_type)s::text, %(payload_offloaded)s::boolean,
         %(queue)s::text, %(concurrency_key)s::text,
@@ -34,7 +34,7 @@ VALUES (%(id)s::text, %(environment_id)s::uuid, %(task_id)s::text, %(status)s::t
         %(idempotency_key)s::text, %(idempotency_key_expires_at)s::timestamptz,
         %(tags)s::text[], %(metadata)s::jsonb, %(batch_id)s::text, %(parent_run_id)s::text,
         %(root_run_id)s::text, %(is_test)s::boolean, %(debounce_key)s::text,
-        %(debounce_deadline)s::timestamptz, %(replayed_from)s::text)
+        %(debounce_deadline)s::timestamptz, %(replayed_from)s::text, %(batch_index)s::int)
 ON CONFLICT DO NOTHING
 RETURNING id;
 

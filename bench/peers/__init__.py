@@ -1,0 +1,1 @@
+"""Task modules of the peer systems (imported by their worker commands)."""

@@ -1,0 +1,23 @@
+"""Benchmark tasks. The module imports pydantic and httpx like a typical task module does, so
+warm-vs-cold and memory numbers include them (the peers' task modules import them too)."""
+
+import time
+
+import httpx  # noqa: F401  (the import is the point)
+import pydantic  # noqa: F401
+
+from worker import task
+
+
+async def noop_fn(payload, ctx=None):
+    """Returns its argument."""
+    return payload
+
+
+async def stamp_fn(payload, ctx=None):
+    """Returns its argument and the wall-clock time the body started."""
+    return {"x": payload, "t": time.time()}
+
+
+noop = task(id="noop", run=noop_fn)
+stamp = task(id="stamp", run=stamp_fn)

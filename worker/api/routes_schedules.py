@@ -1,0 +1,68 @@
+"""Schedules REST API (Trigger.dev paths): CRUD, activate/deactivate, timezones."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from worker.api.auth import authenticate
+from worker.api.bodies import read_model
+from worker.engine import schedules
+from worker.engine.cron import timezones
+from worker.engine.errors import EngineError
+from worker.engine.keys import Environment
+
+router = APIRouter(prefix="/api/v1")
+Env = Annotated[Environment, Depends(authenticate)]
+
+
+@router.post("/schedules")
+async def create_schedule(request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, schedules.ScheduleBody)
+    return await schedules.create(request.app.state.pool, env, body)
+
+
+@router.get("/schedules")
+async def list_schedules(request: Request, env: Env) -> dict[str, Any]:
+    query = request.query_params
+    try:
+        page = int(query.get("page", "1"))
+        per_page = int(query.get("perPage", "10"))
+    except ValueError:
+        raise EngineError("page and perPage must be integers") from None
+    return await schedules.list_schedules(
+        request.app.state.pool, env, page, per_page, query.get("task")
+    )
+
+
+@router.get("/schedules/{schedule_id}")
+async def retrieve_schedule(schedule_id: str, request: Request, env: Env) -> dict[str, Any]:
+    return await schedules.retrieve(request.app.state.pool, env, schedule_id)
+
+
+@router.put("/schedules/{schedule_id}")
+async def update_schedule(schedule_id: str, request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, schedules.ScheduleBody)
+    return await schedules.update(request.app.state.pool, env, schedule_id, body)
+
+
+@router.delete("/schedules/{schedule_id}")
+async def delete_schedule(schedule_id: str, request: Request, env: Env) -> dict[str, Any]:
+    return await schedules.delete(request.app.state.pool, env, schedule_id)
+
+
+@router.post("/schedules/{schedule_id}/activate")
+async def activate_schedule(schedule_id: str, request: Request, env: Env) -> dict[str, Any]:
+    return await schedules.set_active(request.app.state.pool, env, schedule_id, True)
+
+
+@router.post("/schedules/{schedule_id}/deactivate")
+async def deactivate_schedule(schedule_id: str, request: Request, env: Env) -> dict[str, Any]:
+    return await schedules.set_active(request.app.state.pool, env, schedule_id, False)
+
+
+@router.get("/timezones")
+async def list_timezones(request: Request, env: Env) -> dict[str, Any]:
+    exclude = request.query_params.get("excludeUtc", "false").lower() == "true"
+    return {"timezones": timezones(exclude_utc=exclude)}

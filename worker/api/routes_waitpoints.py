@@ -1,0 +1,243 @@
+"""Waitpoint tokens (public REST, Trigger.dev's paths) and the run-side wait protocol.
+
+Public: create / list / retrieve / complete tokens, and the HMAC-signed callback URL that
+completes a token without a key. Run side (used by the SDK inside executors): block a run on
+a waitpoint, long-poll a waitpoint, journal an operation, checkpoint.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import AliasChoices, BaseModel, Field
+
+from worker.api.auth import authenticate
+from worker.api.bodies import MAX_BODY_BYTES, read_json, read_model
+from worker.api.routes_realtime import principal
+from worker.engine import public_tokens, waitpoints
+from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
+from worker.engine.keys import Environment
+from worker.engine.models import MAX_PAYLOAD_BYTES, MAX_TAGS, parse_when
+from worker.engine.public_tokens import Principal
+
+router = APIRouter()
+Env = Annotated[Environment, Depends(authenticate)]
+Who = Annotated[Principal, Depends(principal)]
+
+#: lifetime of the public token returned with a new waitpoint token
+TOKEN_EXPIRY = "24h"
+
+
+class CreateToken(BaseModel):
+    timeout: str | int | datetime | None = None
+    idempotency_key: str | None = Field(default=None, alias="idempotencyKey", max_length=2048)
+    idempotency_key_ttl: str | int | None = Field(
+        default=None, validation_alias=AliasChoices("idempotencyKeyTTL", "idempotencyKeyTtl")
+    )
+    tags: list[str] | str = Field(default_factory=list)
+
+
+class CompleteToken(BaseModel):
+    data: Any = None
+
+
+def _encode_output(data: Any) -> tuple[str, str]:
+    text = orjson.dumps(data).decode()
+    if len(text) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(f"output is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    return text, "application/json"
+
+
+@router.post("/api/v1/waitpoints/tokens")
+async def create_token(request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, CreateToken)
+    tags = [body.tags] if isinstance(body.tags, str) else body.tags
+    if len(tags) > MAX_TAGS:
+        raise EngineError(f"at most {MAX_TAGS} tags per waitpoint token")
+    try:
+        row, cached = await waitpoints.create_token(
+            request.app.state.pool,
+            env,
+            timeout=body.timeout,
+            idempotency_key=body.idempotency_key,
+            idempotency_key_ttl=body.idempotency_key_ttl,
+            tags=tags,
+        )
+    except ValueError as exc:
+        raise EngineError(str(exc)) from None
+    base = str(request.base_url).rstrip("/")
+    token = await public_tokens.create_token(
+        request.app.state.pool, env, [f"write:waitpoints:{row['id']}"], TOKEN_EXPIRY
+    )
+    return {
+        "id": row["id"],
+        "isCached": cached,
+        "url": await waitpoints.callback_url(request.app.state.pool, env, base, row["id"]),
+        "publicAccessToken": token["token"],
+    }
+
+
+@router.get("/api/v1/waitpoints/tokens")
+async def list_tokens(request: Request, env: Env) -> dict[str, Any]:
+    query = request.query_params
+    status = query.get("filter[status]")
+    if status is not None and status not in ("WAITING", "COMPLETED", "TIMED_OUT"):
+        raise EngineError("filter[status] must be WAITING, COMPLETED or TIMED_OUT")
+    tags = [t for t in query.get("filter[tags]", "").split(",") if t] or None
+    try:
+        limit = int(query.get("page[size]", "25"))
+    except ValueError:
+        raise EngineError("page[size] must be an integer between 1 and 100") from None
+    if not 1 <= limit <= 100:
+        raise EngineError("page[size] must be an integer between 1 and 100")
+    after = None
+    if cursor := query.get("page[after]"):
+        row = await waitpoints.get(request.app.state.pool, env, cursor)
+        after = (row["created_at"], row["id"])
+    rows = await waitpoints.list_tokens(
+        request.app.state.pool,
+        env,
+        status=status,
+        idempotency_key=query.get("filter[idempotencyKey]"),
+        tags=tags,
+        after=after,
+        limit=limit + 1,
+    )
+    page = rows[:limit]
+    return {
+        "data": [waitpoints.present(r) for r in page],
+        "pagination": {"next": page[-1]["id"] if len(rows) > limit else None},
+    }
+
+
+@router.get("/api/v1/waitpoints/tokens/{waitpoint_id}")
+async def retrieve_token(waitpoint_id: str, request: Request, env: Env) -> dict[str, Any]:
+    row = await waitpoints.get(request.app.state.pool, env, waitpoint_id)
+    if row["type"] != "TOKEN":
+        raise NotFound(f"waitpoint token {waitpoint_id!r} not found in this environment")
+    return waitpoints.present(row)
+
+
+@router.post("/api/v1/waitpoints/tokens/{waitpoint_id}/complete")
+async def complete_token(waitpoint_id: str, request: Request, who: Who) -> dict[str, Any]:
+    """With the secret key, or a public token scoped ``write:waitpoints:<id>`` (browsers)."""
+    who.require(f"write:waitpoints:{waitpoint_id}", "write:waitpoints")
+    body = await read_model(request, CompleteToken)
+    output, output_type = _encode_output(body.data)
+    await waitpoints.complete_token(
+        request.app.state.pool, who.env, waitpoint_id, output, output_type
+    )
+    return {"success": True}
+
+
+@router.post("/api/v1/waitpoints/tokens/{waitpoint_id}/callback/{digest}")
+async def token_callback(waitpoint_id: str, digest: str, request: Request) -> Any:
+    """The token's callback URL: no key, the HMAC in the path is the credential. The whole
+    JSON body (or ``{}``) becomes the output; calling it again is harmless."""
+    from fastapi.responses import JSONResponse
+
+    try:
+        env = await waitpoints.verify_callback(request.app.state.pool, waitpoint_id, digest)
+    except PermissionError:
+        return JSONResponse({"error": "invalid callback URL signature"}, status_code=401)
+    raw = await request.body()
+    if len(raw) > min(MAX_BODY_BYTES, MAX_PAYLOAD_BYTES):
+        raise PayloadTooLarge("callback body is too large")
+    data = await read_json(request) if raw else {}
+    output, output_type = _encode_output(data)
+    await waitpoints.complete_token(request.app.state.pool, env, waitpoint_id, output, output_type)
+    return {"success": True}
+
+
+# --- the run side -------------------------------------------------------------------------------
+
+
+class WaitBody(BaseModel):
+    seq: int = Field(ge=0)
+    kind: str = Field(min_length=1, max_length=64)
+    instance_id: str | None = None
+    waitpoint_id: str | None = None
+    #: DURATION waits: when the wait ends (ISO timestamp or duration from now)
+    until: str | int | float | datetime | None = None
+    idempotency_key: str | None = Field(default=None, max_length=2048)
+    idempotency_key_ttl: str | int | None = None
+
+
+class JournalBody(BaseModel):
+    seq: int = Field(ge=0)
+    kind: str = Field(min_length=1, max_length=64)
+    key: str | None = Field(default=None, max_length=512)
+    outcome: Any = None
+    instance_id: str | None = None
+
+
+class CheckpointBody(BaseModel):
+    instance_id: str
+    attempt_number: int = Field(ge=1)
+
+
+@router.post("/engine/v1/runs/{run_id}/wait")
+async def wait(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, WaitBody)
+    if (body.until is None) == (body.waitpoint_id is None):
+        raise EngineError("give either waitpoint_id (an existing waitpoint) or until (a duration)")
+    until = None
+    if body.until is not None:
+        try:
+            until = parse_when(body.until, "until")
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+    row = await waitpoints.wait_for(
+        request.app.state.pool,
+        env,
+        run_id,
+        body.instance_id,
+        body.seq,
+        body.kind,
+        waitpoint_id=body.waitpoint_id,
+        until=until,
+        idempotency_key=body.idempotency_key,
+        idempotency_key_ttl=body.idempotency_key_ttl,
+    )
+    return waitpoints.present(row)
+
+
+@router.get("/engine/v1/waitpoints/{waitpoint_id}/wait")
+async def wait_for_waitpoint(waitpoint_id: str, request: Request, env: Env) -> dict[str, Any]:
+    try:
+        timeout_ms = int(request.query_params.get("timeout_ms", "10000"))
+    except ValueError:
+        raise EngineError("timeout_ms must be an integer") from None
+    state = request.app.state
+    row = await waitpoints.wait_until_done(
+        state.pool, state.notifier, env, waitpoint_id, timeout_ms / 1000
+    )
+    return waitpoints.present(row)
+
+
+@router.post("/engine/v1/runs/{run_id}/journal")
+async def journal(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, JournalBody)
+    entry = await waitpoints.record_outcome(
+        request.app.state.pool,
+        env,
+        run_id,
+        body.instance_id,
+        body.seq,
+        body.kind,
+        body.key,
+        body.outcome,
+    )
+    return {"seq": entry["seq"], "kind": entry["kind"], "key": entry["key"]}
+
+
+@router.post("/engine/v1/runs/{run_id}/checkpoint")
+async def checkpoint(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, CheckpointBody)
+    suspended = await waitpoints.checkpoint(
+        request.app.state.pool, env, run_id, body.instance_id, body.attempt_number
+    )
+    return {"suspended": suspended}

@@ -1,0 +1,230 @@
+"""Public access tokens: short-lived HS256 JWTs a browser can use instead of the secret key.
+
+Claims follow Trigger.dev (reference §3.9): ``{sub: <environment id>, pub: true, scopes: [...],
+iat, exp, iss, aud}``. Scopes are flat strings ``action:resource[:id]``: ``read:runs`` (every
+run), ``read:runs:<run id>``, ``read:tags:<tag>``, ``read:batch:<batch id>``,
+``read:tasks:<task id>``, ``write:waitpoints:<token id>``.
+
+Signing secret: Trigger.dev signs with the environment's secret key, but we store keys only as
+hashes, so each environment gets a random 32-byte secret kept server-side
+(``environment_secrets``), created on first use and cached per process. It never leaves the
+server; neither it nor any token is logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from worker.engine.db import Pool
+from worker.engine.errors import EngineError
+from worker.engine.keys import Environment
+from worker.engine.models import parse_duration
+from worker.engine.queries import Q
+
+ISSUER = "https://id.trigger.dev"
+AUDIENCE = "https://api.trigger.dev"
+DEFAULT_EXPIRY_SECONDS = 15 * 60
+MAX_EXPIRY_SECONDS = 30 * 24 * 3600
+_SCOPE = re.compile(r"^(read|write|trigger|batchTrigger):[A-Za-z]+(:.+)?$")
+_HEADER = {"alg": "HS256", "typ": "JWT"}
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged or expired (the API answers 401)."""
+
+
+class Forbidden(EngineError):
+    status = 403
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def encode(claims: dict[str, Any], secret: bytes) -> str:
+    signing_input = _b64(orjson.dumps(_HEADER)) + "." + _b64(orjson.dumps(claims))
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + _b64(signature)
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The claims, NOT verified: only to find which environment's secret to verify with."""
+    try:
+        _, payload, _ = token.split(".")
+        claims = orjson.loads(_unb64(payload))
+    except Exception:
+        raise InvalidToken("malformed public access token") from None
+    if not isinstance(claims, dict):
+        raise InvalidToken("malformed public access token")
+    return claims
+
+
+def decode(token: str, secret: bytes, now: float | None = None) -> dict[str, Any]:
+    """Verify signature, algorithm and expiry; return the claims."""
+    try:
+        header_b64, payload_b64, signature_b64 = token.split(".")
+        header = orjson.loads(_unb64(header_b64))
+        signature = _unb64(signature_b64)
+    except Exception:
+        raise InvalidToken("malformed public access token") from None
+    if not isinstance(header, dict) or header.get("alg") != "HS256":
+        raise InvalidToken("public access tokens must be HS256 JWTs")
+    expected = hmac.new(secret, f"{header_b64}.{payload_b64}".encode(), hashlib.sha256).digest()
+    if not hmac.compare_digest(signature, expected):
+        raise InvalidToken("public access token signature is invalid")
+    claims = unverified_claims(token)
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or exp <= (now if now is not None else time.time()):
+        raise InvalidToken("public access token has expired; ask the server for a new one")
+    if claims.get("aud") != AUDIENCE or claims.get("pub") is not True:
+        raise InvalidToken("not a public access token")
+    return claims
+
+
+def looks_like_jwt(credential: str) -> bool:
+    return credential.startswith("eyJ") and credential.count(".") == 2
+
+
+def expiry_seconds(value: Any) -> float:
+    """``"15m"``, ``"1h"``, a number of seconds, or an ISO datetime; default 15 minutes."""
+    if value is None:
+        return DEFAULT_EXPIRY_SECONDS
+    try:
+        if isinstance(value, str) and not re.match(r"^\d+(\.\d+)?(ms|s|m|h|d|w)$", value):
+            seconds = datetime.fromisoformat(value).timestamp() - time.time()
+        else:
+            seconds = parse_duration(value, "expirationTime").total_seconds()
+    except ValueError as exc:
+        raise EngineError(
+            f"expirationTime {value!r} is not a duration ('15m', '1h', seconds) or an ISO "
+            f"datetime with offset: {exc}"
+        ) from None
+    if not 0 < seconds <= MAX_EXPIRY_SECONDS:
+        raise EngineError("expirationTime must be in the future and at most 30 days away")
+    return seconds
+
+
+def check_scopes(scopes: Any) -> list[str]:
+    if not isinstance(scopes, list) or not scopes:
+        raise EngineError("scopes must be a non-empty list like ['read:runs:run_123']")
+    for scope in scopes:
+        if not isinstance(scope, str) or not _SCOPE.match(scope):
+            raise EngineError(
+                f"scope {scope!r} is not 'action:resource[:id]' (e.g. 'read:runs:run_1', "
+                "'read:tags:user_1', 'read:batch:batch_1', 'write:waitpoints:waitpoint_1')"
+            )
+    return list(scopes)
+
+
+# --- the signing secret ---------------------------------------------------------------------
+
+_secrets: dict[str, tuple[bytes, Environment]] = {}
+
+
+async def _secret(pool: Pool, environment_id: str) -> tuple[bytes, Environment] | None:
+    hit = _secrets.get(environment_id)
+    if hit:
+        return hit
+    async with pool.connection() as conn:
+        params = {"environment_id": environment_id, "jwt_secret": secrets.token_bytes(32)}
+        row = await (await conn.execute(Q.get_env_secret, params)).fetchone()
+        if row is None:
+            await conn.execute(Q.ensure_env_secret, params)
+            row = await (await conn.execute(Q.get_env_secret, params)).fetchone()
+        await conn.commit()
+    if row is None:
+        return None
+    env = Environment(
+        id=str(row["environment_id"]),
+        slug=row["slug"],
+        type=row["type"],
+        concurrency_limit=row["concurrency_limit"],
+        project_id=str(row["project_id"]),
+        project_ref=row["project_ref"],
+    )
+    _secrets[environment_id] = (bytes(row["jwt_secret"]), env)
+    return _secrets[environment_id]
+
+
+async def create_token(
+    pool: Pool, env: Environment, scopes: Any, expiration: Any = None
+) -> dict[str, Any]:
+    scopes = check_scopes(scopes)
+    now = int(time.time())
+    claims = {
+        "sub": env.id,
+        "pub": True,
+        "scopes": scopes,
+        "iat": now,
+        "exp": now + int(expiry_seconds(expiration)),
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+    }
+    found = await _secret(pool, env.id)
+    assert found is not None
+    return {"token": encode(claims, found[0]), "claims": claims}
+
+
+#: lifetime of the token returned with each trigger (header x-trigger-jwt)
+RUN_TOKEN_EXPIRY = "1h"
+
+
+async def run_token(pool: Pool, env: Environment, run_id: str) -> str:
+    """A token that reads one run (``read:runs:<id>``), as Trigger.dev returns on trigger."""
+    created = await create_token(pool, env, [f"read:runs:{run_id}"], RUN_TOKEN_EXPIRY)
+    return str(created["token"])
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: an environment, and the scopes of a public token (None = secret key)."""
+
+    env: Environment
+    scopes: frozenset[str] | None = None
+
+    def allows(self, *scopes: str) -> bool:
+        """True for a secret key, or when the token holds any of ``scopes``."""
+        return self.scopes is None or any(s in self.scopes for s in scopes)
+
+    def can_read_run(self, run: dict[str, Any]) -> bool:
+        wanted = ["read:runs", f"read:runs:{run['id']}", f"read:tasks:{run['task_id']}"]
+        wanted += [f"read:tags:{tag}" for tag in run.get("tags") or []]
+        if run.get("batch_id"):
+            wanted.append(f"read:batch:{run['batch_id']}")
+        return self.allows(*wanted)
+
+    def require(self, *scopes: str) -> None:
+        if not self.allows(*scopes):
+            raise Forbidden(
+                f"this public access token does not grant {' or '.join(scopes)}; "
+                "create one with that scope"
+            )
+
+
+async def verify(pool: Pool, token: str) -> Principal:
+    claims = unverified_claims(token)
+    env_id = claims.get("sub")
+    if not isinstance(env_id, str):
+        raise InvalidToken("malformed public access token")
+    try:
+        found = await _secret(pool, env_id)
+    except Exception:  # a sub that is not a uuid, ...
+        raise InvalidToken("public access token names no known environment") from None
+    if found is None:
+        raise InvalidToken("public access token names no known environment")
+    claims = decode(token, found[0])
+    return Principal(found[1], frozenset(claims.get("scopes") or []))

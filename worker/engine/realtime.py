@@ -1,0 +1,228 @@
+"""Realtime: run change notifications (LISTEN/NOTIFY) fanned out to subscribers, and streams.
+
+A statement-level trigger on ``runs`` (migration 0003) sends ``trigger_run_changes`` with one
+line per changed run: ``<env id> <run id> <batch id or -> <status> <updated_at µs>``. Stream
+appends send ``trigger_stream_chunks``: ``<env id> <run id> <last seq> <stream>``.
+
+Each API process has one :class:`RealtimeHub` holding one LISTEN connection, opened on the
+first subscription. Subscribers get every change of their environment in commit order and
+filter it themselves. Notifications are hints with enough detail to keep status order; the
+data is re-read from the row. If the LISTEN connection drops, every subscriber receives
+:data:`RESYNC` and re-reads its state, so nothing is missed for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import psycopg
+
+from worker.engine.db import Pool
+from worker.engine.errors import EngineError, NotFound
+from worker.engine.keys import Environment
+from worker.engine.queries import Q
+
+log = logging.getLogger(__name__)
+RUN_CHANNEL = "trigger_run_changes"
+STREAM_CHANNEL = "trigger_stream_chunks"
+MAX_STREAM_NAME = 128
+
+
+@dataclass(frozen=True)
+class RunChange:
+    run_id: str
+    batch_id: str | None
+    status: str
+    updated_us: int
+
+
+@dataclass(frozen=True)
+class StreamChange:
+    run_id: str
+    stream: str
+    seq: int
+
+
+RESYNC = object()
+"""Put on every subscriber's queue when notifications may have been lost."""
+
+
+@dataclass(eq=False)
+class Subscription:
+    environment_id: str
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+
+
+class RealtimeHub:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._subs: dict[str, set[Subscription]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    async def subscribe(self, environment_id: str) -> Subscription:
+        """Register a subscriber; returns once LISTEN is active (so no later change is
+        missed: take the snapshot *after* subscribing)."""
+        sub = Subscription(environment_id)
+        self._subs.setdefault(environment_id, set()).add(sub)
+        if self._task is None:
+            self._task = asyncio.create_task(self._listen_forever(), name="realtime-hub")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._listening.wait(), timeout=10)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.environment_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.environment_id]
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == RUN_CHANNEL:
+            for line in payload.splitlines():
+                parts = line.split(" ")
+                if len(parts) != 5:
+                    continue
+                env_id, run_id, batch, status, updated = parts
+                change = RunChange(run_id, None if batch == "-" else batch, status, int(updated))
+                for sub in self._subs.get(env_id, ()):
+                    sub.queue.put_nowait(change)
+        elif channel == STREAM_CHANNEL:
+            parts = payload.split(" ", 3)
+            if len(parts) == 4:
+                env_id, run_id, seq, stream = parts
+                stream_change = StreamChange(run_id, stream, int(seq))
+                for sub in self._subs.get(env_id, ()):
+                    sub.queue.put_nowait(stream_change)
+
+    def _resync_all(self) -> None:
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.queue.put_nowait(RESYNC)
+
+    async def _listen_forever(self) -> None:
+        first = True
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {RUN_CHANNEL}")
+                    await conn.execute(f"LISTEN {STREAM_CHANNEL}")
+                    self._listening.set()
+                    if not first:
+                        self._resync_all()  # changes made while reconnecting
+                    first = False
+                    async for note in conn.notifies():
+                        self._dispatch(note.channel, note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("realtime LISTEN connection lost (%s); reconnecting in 1 s", exc)
+                self._listening.clear()
+                await asyncio.sleep(1)
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+async def run_row(pool: Pool, env: Environment, run_id: str) -> dict[str, Any] | None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(Q.realtime_run, {"id": run_id, "environment_id": env.id})
+        return await cur.fetchone()
+
+
+async def runs_with_tag(
+    pool: Pool, env: Environment, tag: str, limit: int = 100
+) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            Q.realtime_runs_with_tag, {"environment_id": env.id, "tag": tag, "limit": limit}
+        )
+        return list(reversed(await cur.fetchall()))  # oldest first, like a timeline
+
+
+async def batch_runs(pool: Pool, env: Environment, batch_id: str) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
+        params = {"environment_id": env.id, "batch_id": batch_id}
+        if await (await conn.execute(Q.realtime_batch_exists, params)).fetchone() is None:
+            raise NotFound(f"batch {batch_id!r} not found in the {env.slug} environment")
+        return await (await conn.execute(Q.realtime_batch_runs, params)).fetchall()
+
+
+# --- streams -------------------------------------------------------------------------------
+
+
+def check_stream_name(stream: str) -> None:
+    if not stream or len(stream) > MAX_STREAM_NAME or any(c.isspace() for c in stream):
+        raise EngineError(
+            f"stream name must be 1-{MAX_STREAM_NAME} characters without whitespace"
+        )
+
+
+async def append_chunks(
+    pool: Pool, env: Environment, run_id: str, stream: str, chunks: list[Any], done: bool
+) -> dict[str, Any]:
+    """Append JSON values to a run's stream (and close it when ``done``); returns the last seq.
+
+    Writers of one stream are serialised by an advisory lock, so sequence numbers are dense
+    and ordered as appended.
+    """
+    check_stream_name(stream)
+    datas = [orjson.dumps(c).decode() for c in chunks]
+    dones = [False] * len(datas)
+    if done:
+        datas.append(None)  # type: ignore[arg-type]
+        dones.append(True)
+    params: dict[str, Any] = {"run_id": run_id, "stream": stream, "environment_id": env.id}
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(Q.run_status_brief, {"id": run_id, "environment_id": env.id})
+        if await cur.fetchone() is None:
+            raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
+        await conn.execute(Q.lock_stream, params)
+        state = await (await conn.execute(Q.stream_state, params)).fetchone()
+        assert state is not None
+        if state["done"]:
+            raise EngineError(f"stream {stream!r} of run {run_id} is closed")
+        last = int(state["last_seq"])
+        if datas:
+            await conn.execute(
+                Q.insert_stream_chunks,
+                {**params, "first_seq": last + 1, "datas": datas, "dones": dones},
+            )
+            last += len(datas)
+            await conn.execute(Q.notify_stream, {**params, "seq": last})
+    return {"seq": last}
+
+
+async def read_chunks(
+    pool: Pool, run_id: str, stream: str, after: int, limit: int = 500
+) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            Q.read_stream_chunks,
+            {"run_id": run_id, "stream": stream, "after": after, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+async def run_brief(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(Q.run_status_brief, {"id": run_id, "environment_id": env.id})
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
+    return row

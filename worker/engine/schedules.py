@@ -1,0 +1,277 @@
+"""Schedules: imperative CRUD, declarative sync at worker registration, the schedule object.
+
+A schedule row stores its next nominal tick (``next_run_at``, an instant); the cron service
+(``services/cron_trigger.py``) fires due ticks. Timing is computed here in Python
+(``worker.engine.cron``) so the database only compares instants.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from worker.engine.cron import CronError, parse, zone_info
+from worker.engine.db import Conn, Pool
+from worker.engine.errors import EngineError, NotFound
+from worker.engine.ids import new_id
+from worker.engine.keys import Environment
+from worker.engine.queries import Q
+
+DECLARATIVE_PREFIX = "declarative:"
+UPCOMING = 5
+
+
+class ScheduleBody(BaseModel):
+    """``POST /api/v1/schedules`` and ``PUT /api/v1/schedules/{id}`` (camelCase on the wire)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    task: str = Field(min_length=1)
+    cron: str = Field(min_length=1)
+    deduplication_key: str | None = Field(default=None, min_length=1, max_length=2048)
+    external_id: str | None = Field(default=None, max_length=2048)
+    timezone: str = "UTC"
+
+
+def check_timing(cron: str, timezone: str) -> None:
+    """Raise a 400 naming what is wrong with the pattern or the timezone."""
+    try:
+        parse(cron)
+        zone_info(timezone)
+    except CronError as exc:
+        raise EngineError(str(exc)) from None
+
+
+def next_tick(cron: str, timezone: str, after: datetime | None = None) -> datetime | None:
+    return parse(cron).next_after(after or datetime.now(UTC), timezone)
+
+
+def present(row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """The schedule object of Trigger.dev's API (camelCase)."""
+    nxt = row["next_run_at"] if row["active"] else None
+    upcoming = (
+        parse(row["cron"]).upcoming(now or datetime.now(UTC), row["timezone"], UPCOMING)
+        if row["active"]
+        else []
+    )
+    dedup = row["deduplication_key"]
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "task": row["task_id"],
+        "active": row["active"],
+        "deduplicationKey": None if dedup.startswith(DECLARATIVE_PREFIX) else dedup,
+        "externalId": row["external_id"],
+        "generator": {"type": "CRON", "expression": row["cron"], "description": row["cron"]},
+        "timezone": row["timezone"],
+        "nextRun": nxt.isoformat() if nxt else None,
+        "lastRun": row["last_run_at"].isoformat() if row["last_run_at"] else None,
+        "upcoming": [t.isoformat() for t in upcoming],
+        "environments": [],
+        "createdAt": row["created_at"].isoformat(),
+        "updatedAt": row["updated_at"].isoformat(),
+    }
+
+
+async def _get(conn: Conn, env: Environment, schedule_id: str) -> dict[str, Any]:
+    row = await (
+        await conn.execute(Q.get_schedule, {"id": schedule_id, "environment_id": env.id})
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"schedule {schedule_id!r} not found in the {env.slug} environment")
+    return row
+
+
+def _imperative_only(row: dict[str, Any], action: str) -> None:
+    if row["type"] == "DECLARATIVE":
+        raise EngineError(
+            f"schedule {row['id']} is declared in code (schedules.task {row['task_id']!r}); "
+            f"it cannot be {action} through the API: change or remove its cron option instead"
+        )
+
+
+async def create(pool: Pool, env: Environment, body: ScheduleBody) -> dict[str, Any]:
+    """Create an imperative schedule; the same deduplication key updates it instead."""
+    if not body.deduplication_key:
+        raise EngineError(
+            "deduplicationKey is required: it identifies the schedule, so creating it again "
+            "with the same key updates it instead of adding a duplicate"
+        )
+    if body.deduplication_key.startswith(DECLARATIVE_PREFIX):
+        raise EngineError(f"deduplicationKey must not start with {DECLARATIVE_PREFIX!r}")
+    check_timing(body.cron, body.timezone)
+    params = {
+        "id": new_id("sched"),
+        "environment_id": env.id,
+        "type": "IMPERATIVE",
+        "task_id": body.task,
+        "cron": body.cron,
+        "timezone": body.timezone,
+        "deduplication_key": body.deduplication_key,
+        "external_id": body.external_id,
+        "active": True,
+        "next_run_at": next_tick(body.cron, body.timezone),
+    }
+    async with pool.connection() as conn, conn.transaction():
+        if await (await conn.execute(Q.find_task, {**params})).fetchone() is None:
+            raise NotFound(
+                f"task {body.task!r} is not registered in the {env.slug} environment; start a "
+                "worker that exports it before scheduling it"
+            )
+        row = await (await conn.execute(Q.upsert_schedule, params)).fetchone()
+        assert row is not None
+        if row["type"] == "DECLARATIVE":
+            raise EngineError("that deduplicationKey belongs to a declarative schedule")
+    return present(row)
+
+
+async def retrieve(pool: Pool, env: Environment, schedule_id: str) -> dict[str, Any]:
+    async with pool.connection() as conn:
+        return present(await _get(conn, env, schedule_id))
+
+
+async def update(
+    pool: Pool, env: Environment, schedule_id: str, body: ScheduleBody
+) -> dict[str, Any]:
+    check_timing(body.cron, body.timezone)
+    async with pool.connection() as conn, conn.transaction():
+        current = await _get(conn, env, schedule_id)
+        _imperative_only(current, "updated")
+        row = await (
+            await conn.execute(
+                Q.update_schedule,
+                {
+                    "id": schedule_id,
+                    "environment_id": env.id,
+                    "task_id": body.task,
+                    "cron": body.cron,
+                    "timezone": body.timezone,
+                    "external_id": body.external_id,
+                    "next_run_at": (
+                        next_tick(body.cron, body.timezone) if current["active"] else None
+                    ),
+                },
+            )
+        ).fetchone()
+    assert row is not None
+    return present(row)
+
+
+async def delete(pool: Pool, env: Environment, schedule_id: str) -> dict[str, Any]:
+    async with pool.connection() as conn, conn.transaction():
+        _imperative_only(await _get(conn, env, schedule_id), "deleted")
+        row = await (
+            await conn.execute(Q.delete_schedule, {"id": schedule_id, "environment_id": env.id})
+        ).fetchone()
+    assert row is not None
+    return present(row)
+
+
+async def set_active(
+    pool: Pool, env: Environment, schedule_id: str, active: bool
+) -> dict[str, Any]:
+    """Activating computes the next tick from now: ticks missed while inactive never fire."""
+    async with pool.connection() as conn, conn.transaction():
+        current = await _get(conn, env, schedule_id)
+        params = {
+            "id": schedule_id,
+            "environment_id": env.id,
+            "active": active,
+            "next_run_at": next_tick(current["cron"], current["timezone"]) if active else None,
+        }
+        if current["active"] == active:
+            return present(current)
+        row = await (await conn.execute(Q.set_schedule_active, params)).fetchone()
+    assert row is not None
+    return present(row)
+
+
+async def list_schedules(
+    pool: Pool, env: Environment, page: int = 1, per_page: int = 10, task_id: str | None = None
+) -> dict[str, Any]:
+    if page < 1 or not 1 <= per_page <= 100:
+        raise EngineError("page must be >= 1 and perPage between 1 and 100")
+    params = {
+        "environment_id": env.id,
+        "task_id": task_id,
+        "limit": per_page,
+        "offset": (page - 1) * per_page,
+    }
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(Q.list_schedules, params)).fetchall()
+        total = await (await conn.execute(Q.count_schedules, params)).fetchone()
+    count = int(total["total"]) if total else 0
+    return {
+        "data": [present(r) for r in rows],
+        "pagination": {
+            "currentPage": page,
+            "totalPages": max(1, -(-count // per_page)),
+            "count": count,
+        },
+    }
+
+
+def declared_schedule(definition: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``schedule`` of a manifest entry, normalised to ``{pattern, timezone, environments}``."""
+    raw = definition.get("schedule")
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = {"pattern": raw}
+    if not isinstance(raw, dict) or not isinstance(raw.get("pattern"), str):
+        raise EngineError(
+            f"task {definition.get('id')!r}: schedule must be a cron string or "
+            '{"pattern": "...", "timezone": "..."}'
+        )
+    timezone = raw.get("timezone") or "UTC"
+    try:
+        check_timing(raw["pattern"], timezone)
+    except EngineError as exc:
+        raise EngineError(f"task {definition.get('id')!r}: {exc.message}") from None
+    return {
+        "pattern": raw["pattern"],
+        "timezone": timezone,
+        "environments": raw.get("environments"),
+    }
+
+
+async def sync_declarative(
+    conn: Conn, env: Environment, version_id: str, tasks: list[dict[str, Any]]
+) -> None:
+    """Make the environment's declarative schedules match the manifest of its newest version.
+
+    Called inside the registration transaction. An older version registering again (a replica
+    of a previous deploy restarting) changes nothing, so schedules never flip back.
+    """
+    newest = await (await conn.execute(Q.newest_version, {"environment_id": env.id})).fetchone()
+    if newest is None or str(newest["id"]) != version_id:
+        return
+    keep: list[str] = []
+    for definition in tasks:
+        declared = declared_schedule(definition)
+        if declared is None:
+            continue
+        envs = declared["environments"]
+        if envs and env.type not in envs:
+            continue
+        key = DECLARATIVE_PREFIX + definition["id"]
+        keep.append(key)
+        await conn.execute(
+            Q.upsert_schedule,
+            {
+                "id": new_id("sched"),
+                "environment_id": env.id,
+                "type": "DECLARATIVE",
+                "task_id": definition["id"],
+                "cron": declared["pattern"],
+                "timezone": declared["timezone"],
+                "deduplication_key": key,
+                "external_id": None,
+                "active": True,
+                "next_run_at": next_tick(declared["pattern"], declared["timezone"]),
+            },
+        )
+    await conn.execute(Q.delete_stale_declarative, {"environment_id": env.id, "keep": keep})

@@ -1,0 +1,95 @@
+"""The supervisor's reporting to the API: batched completions and logs, lease hand-back.
+
+A mixin of :class:`worker.runtime.supervisor.Supervisor` (kept apart to keep that module short).
+Completions are flushed every 50 ms in one ``/complete`` call (re-queued when the API is
+unreachable, so a result is never lost while we still hold the lease); log records are batched
+every 200 ms and bounded (:data:`MAX_PENDING_LOGS`): a long API outage drops the oldest records
+instead of growing the worker's memory without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from worker.runtime.api_client import WorkerApi
+
+if TYPE_CHECKING:
+    from worker.runtime.supervisor import InFlight
+
+#: log records kept while the API is unreachable; older ones are dropped beyond this
+MAX_PENDING_LOGS = 50_000
+
+
+class Reporting:
+    api: WorkerApi
+    completions: list[dict[str, Any]]
+    logs: list[dict[str, Any]]
+    inflight: dict[str, InFlight]
+    dropped_logs: int
+
+    def emit(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # --- logs --------------------------------------------------------------------------
+
+    def _on_log(self, frame: dict[str, Any]) -> None:
+        rec = {k: frame.get(k) for k in ("run_id", "attempt_number", "level", "message",
+                                         "attributes", "time")}
+        if len(self.logs) >= MAX_PENDING_LOGS:  # the API is down: never grow without bound
+            del self.logs[: MAX_PENDING_LOGS // 10]
+            self.dropped_logs += MAX_PENDING_LOGS // 10
+        self.logs.append(rec)
+        flight = self.inflight.get(str(rec["run_id"]))
+        self.emit({"type": "log", "run_id": rec["run_id"],
+                   "task_id": flight.run.get("task_id") if flight else None,
+                   "level": rec["level"], "message": rec["message"],
+                   "attributes": rec["attributes"]})
+
+    async def _flush_loop(self) -> None:
+        last_logs = 0.0
+        while True:
+            await asyncio.sleep(0.05)
+            await self._flush_completions()
+            if self.logs and time.monotonic() - last_logs >= 0.2:
+                last_logs = time.monotonic()
+                await self._flush_logs()
+
+    async def _flush_completions(self) -> None:
+        if not self.completions:
+            return
+        batch, self.completions = self.completions, []
+        meta = {c["run_id"]: c.pop("_task_id", None) for c in batch}
+        try:
+            results = await self.api.complete(batch)
+        except Exception as exc:
+            self.emit({"type": "error", "message": f"complete failed: {exc}"})
+            for c in batch:
+                c["_task_id"] = meta.get(c["run_id"])
+            self.completions = batch + self.completions
+            await asyncio.sleep(1.0)
+            return
+        by_id = {r.get("run_id"): r for r in results}
+        for c in batch:
+            result = by_id.get(c["run_id"], {})
+            self.emit({"type": "run_finished", "run_id": c["run_id"], "task_id": meta[c["run_id"]],
+                       "attempt": c.get("attempt_number"), "ok": c["ok"],
+                       "status": result.get("status"), "outcome": result.get("outcome"),
+                       "duration_ms": c.get("duration_ms"),
+                       "error": None if c["ok"] else c.get("error")})
+
+    async def _flush_logs(self) -> None:
+        batch, self.logs = self.logs[:5000], self.logs[5000:]
+        try:
+            await self.api.logs(batch)
+        except Exception as exc:
+            self.emit({"type": "error", "message": f"sending logs failed: {exc}"})
+
+    async def _release(self, run_ids: list[str]) -> None:
+        if not run_ids:
+            return
+        try:
+            await self.api.release(run_ids)
+        except Exception as exc:
+            self.emit({"type": "error", "message": f"release failed: {exc}"})
