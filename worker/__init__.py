@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from worker.sdk.realtime import streams
     from worker.sdk.runs import Run, runs
     from worker.sdk.schedules import ScheduledPayload, schedules
+    from worker.sdk.subtasks import SubtaskUnwrapError
     from worker.sdk.tasks_api import batch, tasks
+    from worker.sdk.wait import WaitpointTimeoutError, step, wait
 
 #: public name -> module that defines it (imported on first access)
 _LAZY = {
@@ -53,6 +55,10 @@ _LAZY = {
     "metadata": "worker.sdk.metadata",
     "auth": "worker.sdk.auth",
     "streams": "worker.sdk.realtime",
+    "wait": "worker.sdk.wait",
+    "step": "worker.sdk.wait",
+    "WaitpointTimeoutError": "worker.sdk.wait",
+    "SubtaskUnwrapError": "worker.sdk.subtasks",
 }
 
 __all__ = [
@@ -69,8 +75,10 @@ __all__ = [
     "Run",
     "RunHandle",
     "ScheduledPayload",
+    "SubtaskUnwrapError",
     "Task",
     "TaskRunCanceledError",
+    "WaitpointTimeoutError",
     "auth",
     "batch",
     "configure",
@@ -83,9 +91,11 @@ __all__ = [
     "runs",
     "schedules",
     "schema_task",
+    "step",
     "streams",
     "task",
     "tasks",
+    "wait",
 ]
 
 

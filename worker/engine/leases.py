@@ -143,6 +143,10 @@ def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
             "project": {"id": env.project_id, "ref": env.project_ref},
             "machine": {"name": machine, **MACHINE_PRESETS.get(machine, {})},
             "batch": {"id": row["batch_id"]} if row["batch_id"] else None,
+            # for durable operations inside the run (worker.sdk.durable): who holds the lease,
+            # and the journal a resumed run replays
+            "worker": {"instance_id": str(row["lease_owner"])},
+            "journal": [],
         },
     }
 
@@ -190,7 +194,8 @@ async def dequeue(
             if resumed:  # a resumed run replays its journal
                 async with pool.connection() as conn:
                     for message in resumed:
-                        message["journal"] = await waitpoints.journal(conn, message["run_id"])
+                        entries = await waitpoints.journal(conn, message["run_id"])
+                        message["journal"] = message["ctx"]["journal"] = entries
             return messages
         remaining = deadline - time.monotonic()
         if remaining <= 0:

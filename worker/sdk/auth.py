@@ -50,9 +50,7 @@ def _expiration(value: Any) -> Any:
 
 
 class Auth:
-    async def create_public_token(
-        self, *, scopes: Any, expiration_time: Any = "15m"
-    ) -> str:
+    async def create_public_token(self, *, scopes: Any, expiration_time: Any = "15m") -> str:
         """A JWT granting ``scopes`` until ``expiration_time`` (``"15m"``, ``"1h"``, seconds,
         ``timedelta`` or ``datetime``; at most 30 days)."""
         from worker.sdk import client

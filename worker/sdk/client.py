@@ -304,8 +304,18 @@ def with_parent(wire: dict[str, Any]) -> dict[str, Any]:
 
 
 async def trigger(task_id: str, payload: Any = None, **options: Any) -> RunHandle:
-    """Trigger one run of ``task_id``; return at once with its handle."""
+    """Trigger one run of ``task_id``; return at once with its handle.
+
+    Inside a run the trigger is journaled, so a replay after a checkpoint gets the same child
+    back instead of triggering it again."""
+    from worker.sdk import durable
+
     wire = with_parent(wire_options(options))
+    if durable.maybe_state() is not None:
+        seq, entry = durable.replayed("trigger", task_id)
+        if entry is not None:
+            return RunHandle(id=entry["outcome"]["id"], task_identifier=task_id, is_cached=True)
+        wire["journalSeq"] = seq
     body = b"{" + encode_payload(payload) + b',"options":' + orjson.dumps(wire)
     response = await request(
         "POST",

@@ -22,8 +22,7 @@ _std = logging.getLogger("worker.task")
 REDACTED = "[REDACTED]"
 #: keys whose values are never logged: ``password``, ``api_key``, ``authToken``, ``secret``,
 #: ``Authorization``, ``private_key``, ``cookie``, ``credentials``
-_SECRET_KEY = re.compile(r"passw|secret|token|key|auth|cookie|credential",
-                         re.IGNORECASE)
+_SECRET_KEY = re.compile(r"passw|secret|token|key|auth|cookie|credential", re.IGNORECASE)
 _MAX_DEPTH = 8
 
 
@@ -36,8 +35,7 @@ def redact(value: Any, depth: int = 0) -> Any:
     if depth > _MAX_DEPTH:
         return value
     if isinstance(value, Mapping):
-        return {k: REDACTED if is_secret_key(k) else redact(v, depth + 1)
-                for k, v in value.items()}
+        return {k: REDACTED if is_secret_key(k) else redact(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v, depth + 1) for v in value]
     return value

@@ -65,8 +65,11 @@ class _State:
     def pending(self) -> dict[str, Any] | None:
         if not (self.ops or self.parent_ops or self.root_ops):
             return None
-        return {"operations": self.ops, "parentOperations": self.parent_ops,
-                "rootOperations": self.root_ops}
+        return {
+            "operations": self.ops,
+            "parentOperations": self.parent_ops,
+            "rootOperations": self.root_ops,
+        }
 
     def take(self) -> dict[str, Any] | None:
         body = self.pending()
@@ -191,7 +194,8 @@ class Metadata(_Target):
                 return
             try:
                 response = await client.request(
-                    "PUT", f"/api/v1/runs/{client.path_segment(run_id)}/metadata",
+                    "PUT",
+                    f"/api/v1/runs/{client.path_segment(run_id)}/metadata",
                     content=orjson.dumps(body),
                 )
             except BaseException:

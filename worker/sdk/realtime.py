@@ -37,7 +37,9 @@ PIPE_MAX_BATCH = 256
 
 
 async def sse_events(
-    path: str, params: dict[str, str] | None = None, access_token: str | None = None,
+    path: str,
+    params: dict[str, str] | None = None,
+    access_token: str | None = None,
     last_event_id: str | None = None,
 ) -> AsyncIterator[tuple[str, str, str | None]]:
     """``(event, data, id)`` from an SSE endpoint; reconnects (with Last-Event-ID) on drops."""
@@ -52,7 +54,10 @@ async def sse_events(
             headers["last-event-id"] = last_event_id
         try:
             async with client._client().stream(
-                "GET", path, params=params, headers=headers,
+                "GET",
+                path,
+                params=params,
+                headers=headers,
                 timeout=httpx.Timeout(10.0, read=60.0),
             ) as response:
                 if response.status_code >= 400:
@@ -99,8 +104,11 @@ async def _runs(
 
 
 def _id(value: Any) -> str:
-    return value if isinstance(value, str) else (getattr(value, "id", None)
-                                                 or getattr(value, "batch_id", None) or "")
+    return (
+        value
+        if isinstance(value, str)
+        else (getattr(value, "id", None) or getattr(value, "batch_id", None) or "")
+    )
 
 
 def subscribe_to_run(run: Any, *, access_token: str | None = None) -> AsyncIterator[Run]:

@@ -245,9 +245,7 @@ class Runs:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(
-                        f"run {current.id} still {current.status} after {timeout} s"
-                    )
+                    raise TimeoutError(f"run {current.id} still {current.status} after {timeout} s")
                 await asyncio.sleep(min(poll_interval, left))
             else:
                 await asyncio.sleep(poll_interval)

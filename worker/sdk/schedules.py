@@ -81,8 +81,9 @@ def _normalise_cron(task_id: str, cron: Any) -> dict[str, Any] | None:
         )
     unknown = set(cron) - {"pattern", "timezone", "environments"}
     if unknown:
-        raise TaskDefinitionError(f"schedules.task {task_id!r}: unknown cron option(s) "
-                                  f"{sorted(unknown)}")
+        raise TaskDefinitionError(
+            f"schedules.task {task_id!r}: unknown cron option(s) {sorted(unknown)}"
+        )
     if len(cron["pattern"].split()) != 5 and not cron["pattern"].startswith("@"):
         raise TaskDefinitionError(
             f"schedules.task {task_id!r}: cron {cron['pattern']!r} must have 5 fields "
@@ -93,8 +94,11 @@ def _normalise_cron(task_id: str, cron: Any) -> dict[str, Any] | None:
         raise TaskDefinitionError(
             f"schedules.task {task_id!r}: environments must be among {sorted(_ENVIRONMENTS)}"
         )
-    return {"pattern": cron["pattern"], "timezone": cron.get("timezone") or "UTC",
-            "environments": list(envs) if envs else None}
+    return {
+        "pattern": cron["pattern"],
+        "timezone": cron.get("timezone") or "UTC",
+        "environments": list(envs) if envs else None,
+    }
 
 
 @dataclass
@@ -150,8 +154,9 @@ def _path(schedule: str | Schedule) -> str:
 class Schedules:
     """The ``schedules`` namespace."""
 
-    def task(self, id: str, run: Callable[..., Any] | None = None, *, cron: Any = None,
-             **options: Any) -> Any:
+    def task(
+        self, id: str, run: Callable[..., Any] | None = None, *, cron: Any = None, **options: Any
+    ) -> Any:
         """A task run by a schedule; ``cron`` (optional) declares its schedule in code.
 
         Decorator or call form, like :func:`worker.task`; the payload is a
@@ -174,18 +179,37 @@ class Schedules:
         response = await client.request(method, path, content=content)
         return response.json()
 
-    async def create(self, *, task: str, cron: str, deduplication_key: str,
-                     external_id: str | None = None, timezone: str = "UTC") -> Schedule:
+    async def create(
+        self,
+        *,
+        task: str,
+        cron: str,
+        deduplication_key: str,
+        external_id: str | None = None,
+        timezone: str = "UTC",
+    ) -> Schedule:
         """Same ``deduplication_key`` in the same environment updates instead of creating."""
-        body = {"task": task, "cron": cron, "deduplicationKey": deduplication_key,
-                "externalId": external_id, "timezone": timezone}
+        body = {
+            "task": task,
+            "cron": cron,
+            "deduplicationKey": deduplication_key,
+            "externalId": external_id,
+            "timezone": timezone,
+        }
         return Schedule.from_api(await self._call("POST", "/api/v1/schedules", body))
 
     async def retrieve(self, schedule: str | Schedule) -> Schedule:
         return Schedule.from_api(await self._call("GET", _path(schedule)))
 
-    async def update(self, schedule: str | Schedule, *, task: str, cron: str,
-                     external_id: str | None = None, timezone: str = "UTC") -> Schedule:
+    async def update(
+        self,
+        schedule: str | Schedule,
+        *,
+        task: str,
+        cron: str,
+        external_id: str | None = None,
+        timezone: str = "UTC",
+    ) -> Schedule:
         body = {"task": task, "cron": cron, "externalId": external_id, "timezone": timezone}
         return Schedule.from_api(await self._call("PUT", _path(schedule), body))
 
@@ -200,8 +224,9 @@ class Schedules:
     async def deactivate(self, schedule: str | Schedule) -> Schedule:
         return Schedule.from_api(await self._call("POST", _path(schedule) + "/deactivate"))
 
-    async def list(self, *, page: int = 1, per_page: int = 10,
-                   task: str | None = None) -> SchedulePage:
+    async def list(
+        self, *, page: int = 1, per_page: int = 10, task: str | None = None
+    ) -> SchedulePage:
         from worker.sdk import client
 
         params = {"page": str(page), "perPage": str(per_page)}

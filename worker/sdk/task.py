@@ -92,6 +92,23 @@ class Task:
 
         return await client.batch_trigger(self.id, items, **options)
 
+    async def trigger_and_wait(self, payload: Any = None, **options: Any) -> Any:
+        """Trigger a child run and wait for its result (inside a run only): a
+        ``TaskRunResult`` with ``ok``, ``output`` / ``error`` and ``unwrap()``."""
+        from worker.sdk import subtasks
+
+        return await subtasks.trigger_and_wait(self.id, payload, **options)
+
+    async def batch_trigger_and_wait(self, items: list[Any]) -> Any:
+        """Trigger one child per item and wait for all; results in item order."""
+        from worker.sdk import client, subtasks
+
+        parts = []
+        for item in items:
+            payload, options = client.split_item(item)
+            parts.append({"task": self.id, "payload": payload, "options": options})
+        return await subtasks.batch_trigger_and_wait(parts)
+
     def manifest(self) -> dict[str, Any]:
         """What the worker registers with the engine for this task."""
         schema_json = None

@@ -19,6 +19,11 @@ class Tasks:
     async def trigger(self, task_id: str, payload: Any = None, **options: Any) -> RunHandle:
         return await client.trigger(task_id, payload, **options)
 
+    async def trigger_and_wait(self, task_id: str, payload: Any = None, **options: Any) -> Any:
+        from worker.sdk import subtasks
+
+        return await subtasks.trigger_and_wait(task_id, payload, **options)
+
     async def batch_trigger(self, task_id: str, items: list[Any], **options: Any) -> BatchHandle:
         return await client.batch_trigger(task_id, items, **options)
 
@@ -83,6 +88,23 @@ class BatchApi:
             idempotency_key=str(uuid.uuid4()),
         )
         return client.batch_handle(response.json())
+
+    async def trigger_and_wait(self, items: list[dict[str, Any]]) -> Any:
+        """Trigger runs of several tasks from inside a run and wait for all of them:
+        ``items`` are ``{"id": task id, "payload": ..., "options": {...}}``; the result's
+        ``runs`` are in item order."""
+        from worker.sdk import subtasks
+
+        return await subtasks.batch_trigger_and_wait(
+            [
+                {
+                    "task": item.get("id", item.get("task")),
+                    "payload": item.get("payload"),
+                    "options": item.get("options"),
+                }
+                for item in items
+            ]
+        )
 
     async def trigger_by_task(self, task_id: str, items: list[Any], **options: Any) -> BatchHandle:
         """Same as ``tasks.batch_trigger``: many payloads for one task."""

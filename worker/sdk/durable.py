@@ -1,0 +1,260 @@
+"""Durable operations inside a run: the journal, in-place waits and checkpoints (design §5).
+
+Every durable operation of a run (a wait, a child trigger, a token, a memoised step) takes the
+next sequence number. A fresh run records each operation in the engine's journal; a resumed run
+*replays*: ``run`` starts over and each operation finds its recorded outcome at its position and
+returns it at once, until execution passes the last one. An operation that does not match the
+recorded one at its position (another kind, another child task, another step name) fails the
+run with NON_DETERMINISTIC.
+
+A wait on a token or a child is held in place for up to ``checkpoint_after`` seconds
+(``TRIGGER_CHECKPOINT_AFTER``, default 10): most children finish in milliseconds. Past that,
+or at once for a duration wait, the run *checkpoints*: the engine releases its lease and its
+concurrency slot, and the executor unwinds the task by raising :class:`Suspended` (a
+``BaseException``, so ``except Exception`` in task code does not swallow it). When the
+waitpoints complete, the run is queued again with its original queue time and replayed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from worker.sdk import attempt_hooks
+from worker.sdk.context import current_context
+
+NON_DETERMINISTIC = "NON_DETERMINISTIC"
+TASK_DID_CONCURRENT_WAIT = "TASK_DID_CONCURRENT_WAIT"
+
+
+class Suspended(BaseException):
+    """Raised inside a task when its run has checkpointed; the executor reports it and the
+    run resumes (replays) once its waitpoints complete. Never catch it."""
+
+
+class NonDeterministicError(Exception):
+    """A replay did an operation that differs from the journal at the same position."""
+
+    code = NON_DETERMINISTIC
+
+
+class ConcurrentWaitError(Exception):
+    """Two waits at once in one run: use a batch (``batch_trigger_and_wait``) instead."""
+
+    code = TASK_DID_CONCURRENT_WAIT
+
+
+Hook = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class RunState:
+    """The durable state of the attempt executing in this context."""
+
+    run_id: str
+    attempt_number: int
+    instance_id: str | None
+    journal: dict[int, dict[str, Any]]
+    next_seq: int = 0
+    waiting: bool = False
+    #: set by the runtime: wait hooks and the max_duration clock (waits do not count)
+    on_wait: list[Hook] = field(default_factory=list)
+    on_resume: list[Hook] = field(default_factory=list)
+    pause_clock: Callable[[], None] | None = None
+    resume_clock: Callable[[], None] | None = None
+
+    def take_seq(self) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
+
+    @property
+    def replaying(self) -> bool:
+        return self.next_seq < len(self.journal)
+
+
+_state: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
+    "trigger_durable_state", default=None
+)
+
+
+def checkpoint_after() -> float:
+    return float(os.environ.get("TRIGGER_CHECKPOINT_AFTER", "10"))
+
+
+async def _begin(ctx: Any) -> None:
+    data = ctx.to_dict() if hasattr(ctx, "to_dict") else dict(ctx)
+    journal = {int(e["seq"]): e for e in data.get("journal") or []}
+    _state.set(
+        RunState(
+            run_id=data["run"]["id"],
+            attempt_number=int(data["attempt"]["number"]),
+            instance_id=(data.get("worker") or {}).get("instance_id"),
+            journal=journal,
+        )
+    )
+
+
+attempt_hooks.on_attempt_start(_begin)
+
+
+def state() -> RunState:
+    """The current run's durable state; only inside a run."""
+    current = _state.get()
+    if current is None:
+        if current_context() is None:
+            raise RuntimeError("this works only inside a task run (it waits durably)")
+        raise RuntimeError("the run's durable state is not initialised (runtime too old?)")
+    return current
+
+
+def maybe_state() -> RunState | None:
+    return _state.get()
+
+
+def replayed(kind: str, key: str | None) -> tuple[int, dict[str, Any] | None]:
+    """Take the next position; return (seq, the recorded entry if this is a replay)."""
+    run = state()
+    seq = run.take_seq()
+    entry = run.journal.get(seq)
+    if entry is not None and (entry["kind"] != kind or entry.get("key") != key):
+        raise NonDeterministicError(
+            f"{NON_DETERMINISTIC}: operation {seq} of run {run.run_id} was recorded as "
+            f"{entry['kind']}({entry.get('key')}) but the replay does {kind}({key}); "
+            "code before a wait runs again on resume and must do the same durable operations "
+            "in the same order (put side effects in worker.step)"
+        )
+    return seq, entry
+
+
+# --- talking to the engine ---------------------------------------------------------------------
+
+
+async def _post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    from worker.sdk import client
+
+    response = await client.request("POST", path, content=orjson.dumps(body))
+    return dict(response.json())
+
+
+async def _get(path: str, params: dict[str, str]) -> dict[str, Any]:
+    from worker.sdk import client
+
+    response = await client.request("GET", path, params=params)
+    return dict(response.json())
+
+
+async def record(seq: int, kind: str, key: str | None, outcome: Any) -> None:
+    run = state()
+    await _post(
+        f"/engine/v1/runs/{run.run_id}/journal",
+        {
+            "seq": seq,
+            "kind": kind,
+            "key": key,
+            "outcome": outcome,
+            "instance_id": run.instance_id,
+        },
+    )
+
+
+@dataclass
+class WaitOutcome:
+    """How a waitpoint ended: its output (serialised) and whether it is an error."""
+
+    output: str | None
+    output_type: str | None
+    is_error: bool
+    status: str
+
+
+def _outcome(waitpoint: dict[str, Any]) -> WaitOutcome | None:
+    status = waitpoint.get("status")
+    if status in (None, "WAITING"):
+        return None
+    return WaitOutcome(
+        output=waitpoint.get("output"),
+        output_type=waitpoint.get("outputType", waitpoint.get("output_type")),
+        is_error=bool(waitpoint.get("outputIsError", waitpoint.get("output_is_error"))),
+        status=str(status),
+    )
+
+
+async def block(
+    seq: int,
+    entry: dict[str, Any] | None,
+    kind: str,
+    wait_info: dict[str, Any],
+    *,
+    waitpoint_id: str | None = None,
+    until: str | None = None,
+    idempotency_key: str | None = None,
+    idempotency_key_ttl: str | None = None,
+    checkpoint_now: bool = False,
+) -> WaitOutcome:
+    """Wait durably for a waitpoint: replayed, in place, or across a checkpoint."""
+    run = state()
+    if run.waiting:
+        raise ConcurrentWaitError(
+            f"{TASK_DID_CONCURRENT_WAIT}: run {run.run_id} is already waiting; waits in one run "
+            "cannot overlap (use batch_trigger_and_wait to wait for several runs at once)"
+        )
+    if entry is not None and entry.get("waitpoint"):
+        done = _outcome(entry["waitpoint"])
+        if done is not None:  # replay: the wait is over
+            return done
+        waitpoint_id = entry["waitpoint"]["id"]
+    run.waiting = True
+    try:
+        for hook in run.on_wait:
+            await hook(wait_info)
+        if run.pause_clock:
+            run.pause_clock()
+        if entry is None or waitpoint_id is None:
+            body: dict[str, Any] = {"seq": seq, "kind": kind, "instance_id": run.instance_id}
+            if waitpoint_id is not None:
+                body["waitpoint_id"] = waitpoint_id
+            else:
+                body.update(
+                    until=until,
+                    idempotency_key=idempotency_key,
+                    idempotency_key_ttl=idempotency_key_ttl,
+                )
+            waitpoint = await _post(f"/engine/v1/runs/{run.run_id}/wait", body)
+            waitpoint_id = waitpoint["id"]
+            done = _outcome(waitpoint)
+        else:
+            done = None
+        assert waitpoint_id is not None
+        deadline = time.monotonic() + (0 if checkpoint_now else checkpoint_after())
+        while done is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                suspended = await _post(
+                    f"/engine/v1/runs/{run.run_id}/checkpoint",
+                    {
+                        "instance_id": run.instance_id,
+                        "attempt_number": run.attempt_number,
+                    },
+                )
+                if suspended["suspended"]:
+                    raise Suspended(waitpoint_id)
+                remaining = 0.0  # completed meanwhile: read it below
+            polled = await _get(
+                f"/engine/v1/waitpoints/{waitpoint_id}/wait",
+                {"timeout_ms": str(int(min(max(remaining, 0), 10) * 1000))},
+            )
+            done = _outcome(polled)
+        if run.resume_clock:
+            run.resume_clock()
+        for hook in run.on_resume:
+            await hook(wait_info)
+        return done
+    finally:
+        run.waiting = False

@@ -1,0 +1,125 @@
+"""Triggering from inside a run, durably: ``trigger_and_wait``, ``batch_trigger_and_wait``.
+
+Both journal the trigger in the parent (a replay after a checkpoint does not trigger again)
+and wait on the child's (or batch's) waitpoint, in place or across a checkpoint.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from worker.sdk import client, durable
+from worker.sdk.wait import decode_output
+
+
+class SubtaskUnwrapError(Exception):
+    """``unwrap()`` of a child run that did not succeed."""
+
+    def __init__(self, task_id: str, run_id: str, error: Any) -> None:
+        message = error.get("message") if isinstance(error, dict) else None
+        super().__init__(f"child run {run_id} of {task_id!r} failed: {message or error}")
+        self.task_id, self.run_id, self.error = task_id, run_id, error
+
+
+@dataclass
+class TaskRunResult:
+    """The result of a child run: ``ok`` with ``output``, or not ``ok`` with ``error``."""
+
+    ok: bool
+    id: str
+    task_identifier: str
+    output: Any = None
+    error: Any = None
+
+    def unwrap(self) -> Any:
+        if not self.ok:
+            raise SubtaskUnwrapError(self.task_identifier, self.id, self.error)
+        return self.output
+
+
+@dataclass
+class BatchResult:
+    id: str
+    runs: list[TaskRunResult] = field(default_factory=list)
+
+
+def _wait_entry(waitpoint_id: str) -> dict[str, Any]:
+    return {"waitpoint": {"id": waitpoint_id, "status": "WAITING"}}
+
+
+async def trigger_and_wait(task_id: str, payload: Any = None, **options: Any) -> TaskRunResult:
+    seq, entry = durable.replayed("trigger_and_wait", task_id)
+    if entry is None:
+        wire = client.with_parent(client.wire_options(options))
+        wire.update(resumeParentOnCompletion=True, journalSeq=seq)
+        body = b"{" + client.encode_payload(payload) + b',"options":' + orjson.dumps(wire) + b"}"
+        response = await client.request(
+            "POST",
+            f"/api/v1/tasks/{client.path_segment(task_id)}/trigger",
+            content=body,
+            idempotency_key=str(uuid.uuid4()),
+        )
+        data = response.json()
+        run_id, waitpoint_id = data["id"], data["waitpointId"]
+        entry = _wait_entry(waitpoint_id)
+    else:
+        run_id, waitpoint_id = entry["outcome"]["id"], entry["outcome"]["waitpointId"]
+    done = await durable.block(
+        seq, entry, "trigger_and_wait", {"type": "task", "runId": run_id}, waitpoint_id=waitpoint_id
+    )
+    value = decode_output(done.output, done.output_type)
+    if done.is_error:
+        return TaskRunResult(ok=False, id=run_id, task_identifier=task_id, error=value)
+    return TaskRunResult(ok=True, id=run_id, task_identifier=task_id, output=value)
+
+
+async def batch_trigger_and_wait(items: list[dict[str, Any]]) -> BatchResult:
+    """``items``: ``{"task": id, "payload": ..., "options": {...}}``; results in item order."""
+    tasks = [str(item["task"]) for item in items]
+    key = ",".join(sorted(set(tasks)))
+    seq, entry = durable.replayed("batch_trigger_and_wait", key)
+    if entry is None:
+        parts = []
+        for item, task_id in zip(items, tasks, strict=True):
+            merged = client.with_parent(client.wire_options(dict(item.get("options") or {})))
+            parts.append(
+                b'{"task":'
+                + orjson.dumps(task_id)
+                + b","
+                + client.encode_payload(item.get("payload"))
+                + b',"options":'
+                + orjson.dumps(merged)
+                + b"}"
+            )
+        run = durable.state()
+        options = {"parentRunId": run.run_id, "resumeParentOnCompletion": True, "journalSeq": seq}
+        body = b'{"items":[' + b",".join(parts) + b'],"options":' + orjson.dumps(options) + b"}"
+        response = await client.request(
+            "POST", "/api/v2/tasks/batch", content=body, idempotency_key=str(uuid.uuid4())
+        )
+        data = response.json()
+        batch_id, waitpoint_id = data["id"], data["waitpointId"]
+        entry = _wait_entry(waitpoint_id)
+    else:
+        batch_id, waitpoint_id = entry["outcome"]["id"], entry["outcome"]["waitpointId"]
+    done = await durable.block(
+        seq,
+        entry,
+        "batch_trigger_and_wait",
+        {"type": "batch", "batchId": batch_id, "runCount": len(items)},
+        waitpoint_id=waitpoint_id,
+    )
+    results = []
+    for row in decode_output(done.output, done.output_type) or []:
+        if row["ok"]:
+            output = decode_output(row.get("output"), row.get("outputType"))
+            results.append(TaskRunResult(True, row["id"], row["taskIdentifier"], output=output))
+        else:
+            results.append(
+                TaskRunResult(False, row["id"], row["taskIdentifier"], error=row["error"])
+            )
+    return BatchResult(id=batch_id, runs=results)
