@@ -13,7 +13,7 @@ PARIS = ZoneInfo("Europe/Paris")
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc, arg-type]
 
 
 def local(ticks: list[datetime], zone: str) -> list[str]:

@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests import conftest as _c
-from tests.conftest import ROOT, ApiServer
+from tests.conftest import ROOT, ApiServer, start_api, stop_process
 from tests.schedules.conftest import register, worker_for
 from worker.engine.cron import parse
 from worker.engine.db import Pool
@@ -81,9 +80,11 @@ def test_imperative_crud_dedup_and_validation(
 
 
 def test_declarative_schedules_follow_the_newest_manifest(api: httpx.Client) -> None:
-    v1 = [{"id": "nightly", "schedule": {"pattern": "0 2 * * *", "timezone": "Europe/Paris"}},
-          {"id": "hourly", "schedule": {"pattern": "0 * * * *", "timezone": "UTC"}},
-          {"id": "plain"}]
+    v1: list[dict[str, Any]] = [
+        {"id": "nightly", "schedule": {"pattern": "0 2 * * *", "timezone": "Europe/Paris"}},
+        {"id": "hourly", "schedule": {"pattern": "0 * * * *", "timezone": "UTC"}},
+        {"id": "plain"},
+    ]
     register(api, v1, "a" * 64)
     listed = {s["task"]: s for s in api.get("/api/v1/schedules").json()["data"]}
     assert set(listed) == {"nightly", "hourly"}
@@ -93,7 +94,7 @@ def test_declarative_schedules_follow_the_newest_manifest(api: httpx.Client) -> 
     assert refused.status_code == 400 and "declared in code" in refused.json()["error"]
 
     time.sleep(0.01)  # a strictly newer version
-    v2 = [{"id": "nightly", "schedule": "30 3 * * *"}, {"id": "plain"}]
+    v2: list[dict[str, Any]] = [{"id": "nightly", "schedule": "30 3 * * *"}, {"id": "plain"}]
     register(api, v2, "b" * 64)
     listed2 = {s["task"]: s for s in api.get("/api/v1/schedules").json()["data"]}
     assert set(listed2) == {"nightly"}  # "hourly" went away with its task
@@ -180,13 +181,14 @@ async def test_exactly_one_run_per_tick_with_three_api_processes(
     worker_for(api_server, project_keys["dev"], "race")
     with ThreadPoolExecutor(2) as starter:  # two more replicas, started side by side
         extra = list(starter.map(
-            lambda i: _c.start_api(api_server.database_url, tmp_path / f"api{i}.log",
+            lambda i: start_api(api_server.database_url, tmp_path / f"api{i}.log",
                                 TRIGGER_CRON_MAX_SLEEP="0.02"), range(2)))
     try:
         ids = [api.post("/api/v1/schedules", json={
-            "task": "race", "cron": "* * * * *", "deduplicationKey": f"r{i}"}).json()["id"]
+            "task": "race", "cron": "0 0 1 1 *", "deduplicationKey": f"r{i}"}).json()["id"]
             for i in range(20)]
-        past = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=3)
+        # due now, and no other tick can come due while the test runs (yearly pattern)
+        past = datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC)
         with psycopg.connect(api_server.database_url) as conn:
             conn.execute("UPDATE schedules SET next_run_at = %s WHERE id = ANY(%s)", (past, ids))
         # three replicas' loops race for the due ticks; the test process sweeps too
@@ -204,11 +206,11 @@ async def test_exactly_one_run_per_tick_with_three_api_processes(
             if len(ticks) == 20 or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
-        assert len(ticks) == 20 and all(count == 1 for _, count in ticks)
+        assert len(ticks) == 20 and all(count == 1 for _, count in ticks), ticks
         assert runs is not None and runs[0] == 20
     finally:
         for server in extra:
-            _c.stop_process(server.process)
+            stop_process(server.process)
 
 
 def test_cli_lists_schedules(

@@ -42,8 +42,11 @@ def create(key: str | list[str], scope: Scope = "run") -> IdempotencyKey:
 
 
 def for_trigger(key: str) -> str:
-    """The key a trigger sends: made keys as they are, raw strings scoped to the current run."""
-    return key if isinstance(key, IdempotencyKey) else create(key, "run")
+    """The key a trigger sends: made keys as they are; a raw string scoped to the current run
+    inside a run, and as it is outside one (so plain HTTP callers see the same key)."""
+    if isinstance(key, IdempotencyKey) or current_context() is None:
+        return key
+    return create(key, "run")
 
 
 async def reset(task_id: str, key: str) -> list[str]:
