@@ -97,10 +97,10 @@ async def warm_and_fork(project: Path, runs: int) -> dict[str, Any]:
         # fork start: the pool is empty and must fork before running
         samples = []
         for _ in range(min(runs, 15)):
+            h.pool.target = 0
             for ex in list(h.pool.executors.values()):
                 h.pool._retire(ex)
-            h.pool.target = 0
-            while h.pool.executors:
+            while h.pool.executors or h.pool._spawning:
                 await asyncio.sleep(0.01)
             t0 = time.time()
             run = make_run("stamp", None, run_id=f"f{uuid.uuid4().hex[:8]}")
@@ -124,12 +124,12 @@ async def cold(project: Path, runs: int) -> dict[str, Any]:
 
 
 async def edit_to_ready(project: Path, reloads: int) -> dict[str, Any]:
+    import psycopg
+
     from tests.conftest import _server_url, _with_database, start_api, stop_process
     from worker.engine.keys import create_project
     from worker.engine.migrate import migrate
     from worker.runtime.supervisor import run_worker
-
-    import psycopg
 
     server_url, server = _server_url()
     dbname = f"bench_rt_{uuid.uuid4().hex[:8]}"

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from worker.sdk.auth import auth
     from worker.sdk.client import BatchHandle, RunHandle, configure
     from worker.sdk.config import define_config
+    from worker.sdk.context import locals
     from worker.sdk.metadata import metadata
     from worker.sdk.queues import queues
     from worker.sdk.realtime import streams
@@ -48,6 +49,7 @@ _LAZY = {
     "BatchHandle": "worker.sdk.client",
     "configure": "worker.sdk.client",
     "define_config": "worker.sdk.config",
+    "locals": "worker.sdk.context",
     "idempotency_keys": "worker.sdk.idempotency_keys",
     "queues": "worker.sdk.queues",
     "schedules": "worker.sdk.schedules",
@@ -84,6 +86,7 @@ __all__ = [
     "configure",
     "define_config",
     "idempotency_keys",
+    "locals",
     "logger",
     "metadata",
     "queue",

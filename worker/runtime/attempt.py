@@ -31,6 +31,7 @@ from worker.common.serialization import dumps, loads
 from worker.runtime.hooks import call_hook, call_run
 from worker.sdk.config import Config
 from worker.sdk.context import AbortSignal, Context
+from worker.sdk.durable import ConcurrentWaitError, NonDeterministicError
 from worker.sdk.errors import (
     AbortTaskRunError,
     ApiError,
@@ -101,6 +102,10 @@ class Attempt:
             except Exception as exc:
                 logger.error(f"{name} hook raised (ignored): {type(exc).__name__}: {exc}",
                              hook=name, stack="".join(traceback.format_exception(exc)))
+
+    async def propagate_hook(self, name: str, **extra: Any) -> None:
+        """Run a hook whose errors fail the attempt (on_wait / on_resume, called by waits)."""
+        await self._propagating(name, **extra)
 
     async def _propagating(self, name: str, **extra: Any) -> None:
         for hook in self._hooks(name):
@@ -212,8 +217,8 @@ class Attempt:
         return retry
 
     def _default_skip(self, exc: BaseException, retry: dict[str, Any]) -> bool:
-        if isinstance(exc, AbortTaskRunError):
-            return True
+        if isinstance(exc, AbortTaskRunError | NonDeterministicError | ConcurrentWaitError):
+            return True  # retrying cannot help
         if isinstance(exc, ApiError) and 400 <= exc.status < 500 and exc.status not in (408, 429):
             return True
         env_type = (self.run.get("ctx") or {}).get("environment", {}).get("type")

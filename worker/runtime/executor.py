@@ -29,7 +29,7 @@ from worker.runtime.attempt import Attempt, failed_completion
 from worker.runtime.capture import RunCapture
 from worker.runtime.framing import recv_sync, send_sync
 from worker.runtime.timeout import timer
-from worker.sdk import attempt_hooks
+from worker.sdk import attempt_hooks, durable
 from worker.sdk.context import (
     Context,
     begin_run_locals,
@@ -117,6 +117,7 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> di
             await attempt_hooks.attempt_started(attempt.ctx)
         except Exception as exc:
             logger.error(f"starting the attempt's SDK state failed: {type(exc).__name__}: {exc}")
+        _wire_durable_waits(attempt, run, channel)
         job = loop.create_task(attempt.execute())
         cancel_hooks: list[asyncio.Task[None]] = []
 
@@ -129,6 +130,10 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> di
         timer.start(float(limit) if limit else None, job, attempt.signal, on_cancel)
         try:
             completion = await job
+        except durable.Suspended:
+            # checkpointed: the engine holds the run now; nothing to complete
+            completion = {"run_id": run["run_id"], "attempt_number": attempt.attempt_number,
+                          "suspended": True}
         except (asyncio.CancelledError, MaxDurationExceededError, TaskRunCanceledError):
             completion = None
         except BaseException as exc:  # a bug in the runtime itself: fail the attempt, loudly
@@ -155,6 +160,33 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> di
     if expired or canceled:
         completion["_recycle"] = True  # stopped mid-flight: its state is not trustworthy
     return completion
+
+
+def _wire_durable_waits(attempt: Attempt, run: dict[str, Any], channel: Sink) -> None:
+    """Give the run's durable state (``worker.sdk.durable``) the attempt's wait hooks, and a
+    clock that stops while the run waits, here and in the supervisor's backstop."""
+    state = durable.maybe_state()
+    if state is None:
+        return
+    run_id = run["run_id"]
+
+    async def on_wait(info: dict[str, Any]) -> None:
+        await attempt.propagate_hook("on_wait", wait=info)
+
+    async def on_resume(info: dict[str, Any]) -> None:
+        await attempt.propagate_hook("on_resume", wait=info)
+
+    def pause() -> None:
+        timer.pause()
+        channel.send({"type": "clock", "run_id": run_id, "paused": True})
+
+    def resume() -> None:
+        timer.resume()
+        channel.send({"type": "clock", "run_id": run_id, "paused": False})
+
+    state.on_wait.append(on_wait)
+    state.on_resume.append(on_resume)
+    state.pause_clock, state.resume_clock = pause, resume
 
 
 def _promise(job: asyncio.Task[Any]) -> asyncio.Future[Any]:

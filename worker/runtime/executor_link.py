@@ -100,7 +100,7 @@ class Executor:
             if frame is None:
                 break
             kind = frame.get("type")
-            if kind == "log":
+            if kind in ("log", "clock"):  # clock: a durable wait paused / resumed the clock
                 self.on_log(frame)
             elif kind == "completion" and self._completion and not self._completion.done():
                 self._completion.set_result(frame)

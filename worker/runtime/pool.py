@@ -196,7 +196,7 @@ class Pool:
         """Runs this pool can take now (forking more executors if it has to)."""
         if self.draining or self.closed or self.zygote.dead.is_set():
             return 0
-        return max(0, self.size - self.busy_count() - self._wanted)
+        return max(0, self.size - self.busy_count())
 
     def fill(self) -> None:
         """Fork executors (in the background) until the pool has ``target`` of them."""

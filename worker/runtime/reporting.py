@@ -35,6 +35,9 @@ class Reporting:
     # --- logs --------------------------------------------------------------------------
 
     def _on_log(self, frame: dict[str, Any]) -> None:
+        if frame.get("type") == "clock":
+            self._on_clock(frame)
+            return
         rec = {k: frame.get(k) for k in ("run_id", "attempt_number", "level", "message",
                                          "attributes", "time")}
         if len(self.logs) >= MAX_PENDING_LOGS:  # the API is down: never grow without bound
@@ -46,6 +49,12 @@ class Reporting:
                    "task_id": flight.run.get("task_id") if flight else None,
                    "level": rec["level"], "message": rec["message"],
                    "attributes": rec["attributes"]})
+
+    def _on_clock(self, frame: dict[str, Any]) -> None:
+        """Time a run spends in a durable wait does not count against its max_duration."""
+        flight = self.inflight.get(str(frame.get("run_id")))
+        if flight is not None:
+            flight.pause(bool(frame.get("paused")))
 
     async def _flush_loop(self) -> None:
         last_logs = 0.0

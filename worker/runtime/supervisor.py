@@ -67,6 +67,23 @@ class InFlight:
     out_of_memory: bool = False
     #: machine preset memory in bytes (None: not enforced)
     memory_limit: int | None = None
+    #: seconds spent in durable waits (excluded from max_duration), and since when paused
+    paused_total: float = 0.0
+    paused_since: float | None = None
+
+    def pause(self, paused: bool) -> None:
+        now = time.monotonic()
+        if paused and self.paused_since is None:
+            self.paused_since = now
+        elif not paused and self.paused_since is not None:
+            self.paused_total += now - self.paused_since
+            self.paused_since = None
+
+    def execution_seconds(self) -> float:
+        """Wall time of the attempt so far, minus its waits."""
+        now = time.monotonic()
+        waiting = self.paused_total + (now - self.paused_since if self.paused_since else 0.0)
+        return now - self.started - waiting
 
     @property
     def run_id(self) -> str:
@@ -300,11 +317,21 @@ class Supervisor(Reporting):
         run, pool, ex = flight.run, flight.pool, flight.executor
         limit = run.get("max_duration")
         job = asyncio.get_running_loop().create_task(pool.execute(ex, run))
-        timeout = float(limit) + self.max_duration_grace if limit and limit < 2**31 - 1 else None
-        done, _ = await asyncio.wait({job}, timeout=timeout)
-        if not done:
-            flight.timed_out = True
-            pool.kill(ex)
+        budget = float(limit) + self.max_duration_grace if limit and limit < 2**31 - 1 else None
+        while budget is not None:
+            # the backstop behind the executor's own limit; waits do not use up the budget
+            remaining = budget - flight.execution_seconds()
+            if flight.paused_since is not None:
+                remaining = max(remaining, 1.0)
+            done, _ = await asyncio.wait({job}, timeout=max(remaining, 0.0))
+            if done:
+                break
+            if flight.paused_since is None and flight.execution_seconds() >= budget:
+                flight.timed_out = True
+                pool.kill(ex)
+                break
+        if budget is None:
+            await asyncio.wait({job})
         completion: dict[str, Any]
         try:
             frame = await job
@@ -319,6 +346,11 @@ class Supervisor(Reporting):
         self.capacity.set()
         if flight.lost:
             return  # the engine no longer gives this run to us: never report it
+        if completion.get("suspended"):
+            # checkpointed: the engine already released the lease; it resumes elsewhere
+            self.emit({"type": "run_suspended", "run_id": flight.run_id,
+                       "task_id": run.get("task_id")})
+            return
         completion["_task_id"] = run.get("task_id")
         self.completions.append(completion)
 
