@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import DEFAULT_PG, DEFAULT_REDIS, Missing, Series, machine_info, percentile
+from bench.common import DEFAULT_PG, DEFAULT_REDIS, Missing, machine_info, percentile
 from bench.report import Row, render
 from bench.systems import Options
 
@@ -73,7 +73,8 @@ def build_rows() -> dict[str, Row]:
     add("warm_ms", wc, "warm executor, per run", "ms")
     add("cold_ms", wc, "fresh interpreter, per run", "ms")
     add("warm_ratio", wc, "cold / warm", "×", ("≥ 50×", lambda o, p: o >= 50))
-    mem = "Memory (idle worker; executor = our executor / Celery prefork child / Procrastinate worker process)"
+    mem = ("Memory (idle worker; executor = our executor / Celery prefork child / "
+           "Procrastinate worker process)")
     add("ex_uss", mem, "per executor USS", "MiB", ("≤ 5 MiB", _le(5.0)))
     add("ex_pss", mem, "per executor PSS", "MiB")
     add("sup_uss", mem, "supervisor / parent USS", "MiB")
@@ -95,7 +96,7 @@ def run_system(name: str, opts: Options, scenarios: list[str], reps: int,
         return
     try:
         for rep in range(reps):
-            def guarded(scenario: str, fn: Any) -> None:
+            def guarded(scenario: str, fn: Any, rep: int = rep) -> None:
                 if scenario not in scenarios:
                     return
                 try:

@@ -109,10 +109,8 @@ class Proc:
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 self.popen.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         for pid in pids:
@@ -160,7 +158,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
         if value:
             return value
         if proc is not None and not proc.alive():
-            raise RuntimeError(f"{proc.name} exited while waiting for {what}:\n{proc.log()[-3000:]}")
+            raise RuntimeError(
+                f"{proc.name} exited while waiting for {what}:\n{proc.log()[-3000:]}")
         if time.monotonic() > deadline:
             tail = f"\n{proc.name} log:\n{proc.log()[-3000:]}" if proc else ""
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}{tail}")

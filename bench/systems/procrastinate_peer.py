@@ -9,8 +9,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Missing, Proc, Procs, check_postgres, fresh_database, memory_of, spawn
-from bench.common import wait_until
+from bench.common import (
+    Missing,
+    Proc,
+    Procs,
+    check_postgres,
+    fresh_database,
+    memory_of,
+    spawn,
+    wait_until,
+)
 from bench.systems import Options
 from bench.systems.ours import drain
 
@@ -55,8 +63,8 @@ class ProcrastinatePeer:
             self.opts.log_dir, env={"BENCH_PROCRASTINATE_DSN": self.dsn})) for i in range(2)]
         if wait_warm:
             for proc in procs:
-                wait_until(lambda p=proc: "Starting worker" in p.log() or "started" in p.log().lower(),
-                           60, "a Procrastinate worker to start", interval=0.02, proc=proc)
+                wait_until(lambda p=proc: "started" in p.log().lower(), 60,
+                           "a Procrastinate worker to start", interval=0.02, proc=proc)
             time.sleep(0.3)
         return procs
 
@@ -107,26 +115,26 @@ class ProcrastinatePeer:
         import psycopg
 
         to_start, to_result = [], []
-        async with self.mod.app.open_async():
-            async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
-                for i in range(count + 10):
-                    path = tmp / f"s{i}"
-                    t0 = time.time()
-                    job_id = await self.mod.stamp.defer_async(x=i, path=str(path))
-                    deadline = time.monotonic() + 10
-                    while True:  # no result backend: the caller polls the job's status
-                        row = await (await conn.execute(
-                            "SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,)
-                        )).fetchone()
-                        if row and row[0] == "succeeded":
-                            t_result = time.time()
-                            break
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"procrastinate job {job_id} still {row}")
-                        await asyncio.sleep(0.0005)
-                    if i >= 10:
-                        to_start.append((float(path.read_text()) - t0) * 1000)
-                        to_result.append((t_result - t0) * 1000)
+        async with self.mod.app.open_async(), await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True) as conn:
+            for i in range(count + 10):
+                path = tmp / f"s{i}"
+                t0 = time.time()
+                job_id = await self.mod.stamp.defer_async(x=i, path=str(path))
+                deadline = time.monotonic() + 10
+                while True:  # no result backend: the caller polls the job's status
+                    row = await (await conn.execute(
+                        "SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,)
+                    )).fetchone()
+                    if row and row[0] == "succeeded":
+                        t_result = time.time()
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"procrastinate job {job_id} still {row}")
+                    await asyncio.sleep(0.0005)
+                if i >= 10:
+                    to_start.append((float(path.read_text()) - t0) * 1000)
+                    to_result.append((t_result - t0) * 1000)
         return to_start, to_result
 
     def cold_start(self) -> float:

@@ -12,8 +12,19 @@ from bench.common import DEFAULT_PG, Missing, check_postgres
 
 
 def _server_url() -> str:
-    """A Postgres server URL: DATABASE_URL (as the suite uses), else the default local one."""
-    return os.environ.get("DATABASE_URL") or DEFAULT_PG
+    """A Postgres server URL: DATABASE_URL (as the suite uses), else the local server the
+    harness defaults to, else the suite's embedded Postgres (a fresh CI machine has only
+    Python)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    try:
+        check_postgres(DEFAULT_PG)
+        return DEFAULT_PG
+    except Missing:
+        from tests.conftest import _server_url as suite_server_url
+
+        return suite_server_url()[0]
 
 
 def test_harness_produces_a_table_for_our_system(capsys: pytest.CaptureFixture[str]) -> None:

@@ -167,7 +167,9 @@ async def subscribe_run(run_id: str, request: Request, who: Auth) -> StreamingRe
 
     return _streaming(
         _run_events(
-            request, who, snapshot,
+            request,
+            who,
+            snapshot,
             follows=lambda change: change.run_id == run_id,
             fetch=lambda rid: realtime.run_row(pool, who.env, rid),
             watch=_Watch(_all_final),
@@ -191,7 +193,8 @@ async def subscribe_tag(request: Request, who: Auth) -> StreamingResponse:
 
     return _streaming(
         _run_events(
-            request, who,
+            request,
+            who,
             snapshot=lambda: realtime.runs_with_tag(pool, who.env, tag, TAG_SNAPSHOT),
             follows=lambda change: True,
             fetch=fetch,
@@ -207,7 +210,8 @@ async def subscribe_batch(batch_id: str, request: Request, who: Auth) -> Streami
     await realtime.batch_runs(pool, who.env, batch_id)  # 404 before the stream starts
     return _streaming(
         _run_events(
-            request, who,
+            request,
+            who,
             snapshot=lambda: realtime.batch_runs(pool, who.env, batch_id),
             follows=lambda change: change.batch_id == batch_id,
             fetch=lambda rid: realtime.run_row(pool, who.env, rid),
@@ -227,7 +231,11 @@ async def append_stream(run_id: str, stream: str, request: Request, who: Auth) -
     if not isinstance(body, dict) or not isinstance(body.get("chunks", []), list):
         raise EngineError('body must be {"chunks": [<json values>], "done": <bool>}')
     return await realtime.append_chunks(
-        request.app.state.pool, who.env, run_id, stream, body.get("chunks") or [],
+        request.app.state.pool,
+        who.env,
+        run_id,
+        stream,
+        body.get("chunks") or [],
         bool(body.get("done")),
     )
 
@@ -258,10 +266,15 @@ async def _stream_events(
             with contextlib.suppress(TimeoutError):
                 while True:
                     item = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_SECONDS)
-                    if item is realtime.RESYNC or (
-                        isinstance(item, realtime.StreamChange)
-                        and item.run_id == run_id and item.stream == stream
-                    ) or (isinstance(item, realtime.RunChange) and item.run_id == run_id):
+                    if (
+                        item is realtime.RESYNC
+                        or (
+                            isinstance(item, realtime.StreamChange)
+                            and item.run_id == run_id
+                            and item.stream == stream
+                        )
+                        or (isinstance(item, realtime.RunChange) and item.run_id == run_id)
+                    ):
                         break
                 continue
             yield b": keepalive\n\n"
@@ -301,5 +314,8 @@ async def create_public_token(request: Request, who: Auth) -> dict[str, Any]:
 
 @router.get("/api/v1/auth/jwt/claims")
 async def jwt_claims(who: Auth) -> dict[str, Any]:
-    return {"sub": who.env.id, "pub": who.scopes is not None,
-            "scopes": sorted(who.scopes) if who.scopes is not None else None}
+    return {
+        "sub": who.env.id,
+        "pub": who.scopes is not None,
+        "scopes": sorted(who.scopes) if who.scopes is not None else None,
+    }

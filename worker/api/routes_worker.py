@@ -88,8 +88,9 @@ async def heartbeat(request: Request, env: Env) -> dict[str, Any]:
 @router.post("/complete")
 async def complete(request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, CompleteBody)
+    state = request.app.state
     results = await leases.complete(
-        request.app.state.pool, env, str(body.instance_id), body.completions
+        state.pool, env, str(body.instance_id), body.completions, state.lease.lease_seconds
     )
     return {"results": results}
 

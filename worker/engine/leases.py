@@ -28,6 +28,9 @@ from worker.engine.notifier import Notifier
 from worker.engine.queries import Q
 from worker.engine.retrying import decide
 
+#: retries due sooner than this run again on the same worker, keeping the lease (§2.4)
+IN_PLACE_RETRY_MS = 30_000
+
 
 @dataclass(frozen=True)
 class LeaseSettings:
@@ -221,8 +224,13 @@ async def heartbeat(
     async with pool.connection() as conn, conn.transaction():
         rows = await (await conn.execute(Q.heartbeat, params)).fetchall()
         await conn.execute(Q.touch_worker, {"instance_id": instance_id})
-    held = {r["id"] for r in rows}
-    return {"lost": [r for r in run_ids if r not in held]}
+        held = {r["id"] for r in rows}
+        lost = [r for r in run_ids if r not in held]
+        canceled: list[str] = []
+        if lost:  # why: a cancel (the task gets on_cancel) or anything else (just stop)
+            cur = await conn.execute(Q.canceled_among, {"run_ids": lost, "environment_id": env.id})
+            canceled = [r["id"] for r in await cur.fetchall()]
+    return {"lost": lost, "canceled": canceled}
 
 
 async def fail_attempt(
@@ -231,8 +239,14 @@ async def fail_attempt(
     error: dict[str, Any],
     worker_retry: dict[str, Any] | None = None,
     skipped_retrying: bool = False,
-) -> tuple[str, str]:
-    """Record a failed attempt of a run locked by the caller; returns (outcome, internal status)."""
+    in_place_lease: float | None = None,
+) -> tuple[str, str, dict[str, Any] | None]:
+    """Record a failed attempt of a run locked by the caller.
+
+    Returns (outcome, internal status, next): with ``in_place_lease`` (the worker asked for it)
+    a retry due within ``IN_PLACE_RETRY_MS`` keeps the lease and starts the next attempt at
+    once (``RETRY_IMMEDIATELY``, ``next`` = its dequeue message); otherwise it is requeued.
+    """
     outcome = decide(
         error,
         run["attempt_number"],
@@ -240,6 +254,7 @@ async def fail_attempt(
         run["retry"],
         worker_retry,
         skipped_retrying,
+        run.get("machine"),
     )
     await conn.execute(
         Q.end_attempt,
@@ -250,13 +265,47 @@ async def fail_attempt(
             "error": Jsonb(error),
         },
     )
+    if (
+        outcome.retry
+        and in_place_lease is not None
+        and outcome.delay_ms < IN_PLACE_RETRY_MS
+        and outcome.machine is None
+    ):
+        params = {
+            "run_id": run["id"],
+            "error": Jsonb(error),
+            "lease_seconds": in_place_lease,
+            "delay_ms": outcome.delay_ms,
+        }
+        row = await (await conn.execute(Q.retry_in_place, params)).fetchone()
+        if row is not None:
+            env = Environment(
+                id=str(row["environment_id"]),
+                slug="",
+                type="",
+                concurrency_limit=0,
+                project_id="",
+                project_ref="",
+            )
+            return (
+                "RETRY_IMMEDIATELY",
+                "EXECUTING",
+                {**_dequeued_message(row, env), "delay_ms": outcome.delay_ms},
+            )
     if outcome.retry:
         await conn.execute(
-            Q.retry_run, {"run_id": run["id"], "delay_ms": outcome.delay_ms, "error": Jsonb(error)}
+            Q.retry_run,
+            {
+                "run_id": run["id"],
+                "delay_ms": outcome.delay_ms,
+                "error": Jsonb(error),
+                "machine": outcome.machine,
+            },
         )
         if outcome.delay_ms <= 0:
             await conn.execute(Q.notify_runs, {"environment_id": str(run["environment_id"])})
-        return "RETRY_QUEUED", "PENDING" if outcome.delay_ms <= 0 else "RETRYING_AFTER_FAILURE"
+        status = "PENDING" if outcome.delay_ms <= 0 else "RETRYING_AFTER_FAILURE"
+        return "RETRY_QUEUED", status, None
     await conn.execute(
         Q.finish_run,
         {
@@ -267,11 +316,15 @@ async def fail_attempt(
             "error": Jsonb(error),
         },
     )
-    return "RUN_FINISHED", outcome.status
+    return "RUN_FINISHED", outcome.status, None
 
 
 async def _complete_one(
-    conn: Conn, env: Environment, instance_id: str, item: dict[str, Any]
+    conn: Conn,
+    env: Environment,
+    instance_id: str,
+    item: dict[str, Any],
+    in_place_lease: float | None,
 ) -> dict[str, Any]:
     run_id = item.get("run_id")
     fence = {
@@ -292,7 +345,7 @@ async def _complete_one(
                 "TASK_OUTPUT_ERROR",
                 f"output is {len(output)} bytes; the limit is {MAX_OUTPUT_BYTES} bytes (10 MiB)",
             )
-            outcome, status = await fail_attempt(conn, run, error, skipped_retrying=True)
+            outcome, status, _ = await fail_attempt(conn, run, error, skipped_retrying=True)
             return {"run_id": run_id, "outcome": outcome, "status": API_STATUS[status]}
         await conn.execute(
             Q.end_attempt,
@@ -320,18 +373,28 @@ async def _complete_one(
         if isinstance(sent, dict) and "type" in sent
         else internal_error("TASK_RUN_CRASHED", "the worker sent a failure without an error")
     )
-    outcome, status = await fail_attempt(
+    outcome, status, following = await fail_attempt(
         conn,
         run,
         failure,
         item.get("retry"),
         bool(item.get("skipped_retrying")),
+        in_place_lease if item.get("retry_in_place") else None,
     )
-    return {"run_id": run_id, "outcome": outcome, "status": API_STATUS[status]}
+    result = {"run_id": run_id, "outcome": outcome, "status": API_STATUS[status]}
+    if following is not None:
+        following["ctx"]["environment"] = {"id": env.id, "slug": env.slug, "type": env.type}
+        following["ctx"]["project"] = {"id": env.project_id, "ref": env.project_ref}
+        result["next"] = following
+    return result
 
 
 async def complete(
-    pool: Pool, env: Environment, instance_id: str, completions: list[dict[str, Any]]
+    pool: Pool,
+    env: Environment,
+    instance_id: str,
+    completions: list[dict[str, Any]],
+    in_place_lease: float | None = None,
 ) -> list[dict[str, Any]]:
     """Record a batch of attempt results in one transaction.
 
@@ -373,7 +436,9 @@ async def complete(
         for item in others:
             try:
                 async with conn.transaction():
-                    results.append(await _complete_one(conn, env, instance_id, item))
+                    results.append(
+                        await _complete_one(conn, env, instance_id, item, in_place_lease)
+                    )
             except PayloadTooLarge as exc:
                 results.append(
                     {"run_id": item.get("run_id"), "outcome": "REFUSED", "error": exc.message}

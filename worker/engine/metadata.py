@@ -137,5 +137,6 @@ async def apply_completion(conn: Conn, env: Environment, run_id: Any, body: Any)
         async with conn.transaction():
             await apply_in(conn, env, str(run_id), body)
     except EngineError as exc:
-        log.warning("run %s: metadata sent with the completion was dropped: %s", run_id,
-                    exc.message)
+        log.warning(
+            "run %s: metadata sent with the completion was dropped: %s", run_id, exc.message
+        )

@@ -168,9 +168,7 @@ async def batch_runs(pool: Pool, env: Environment, batch_id: str) -> list[dict[s
 
 def check_stream_name(stream: str) -> None:
     if not stream or len(stream) > MAX_STREAM_NAME or any(c.isspace() for c in stream):
-        raise EngineError(
-            f"stream name must be 1-{MAX_STREAM_NAME} characters without whitespace"
-        )
+        raise EngineError(f"stream name must be 1-{MAX_STREAM_NAME} characters without whitespace")
 
 
 async def append_chunks(

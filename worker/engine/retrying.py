@@ -8,6 +8,7 @@ from typing import Any
 from worker.common.errors import (
     LOOKUP_RETRY_CODES,
     NON_RETRYABLE_CODES,
+    TASK_PROCESS_OOM_KILLED,
     error_code,
     final_status_for,
 )
@@ -21,6 +22,8 @@ class Outcome:
     delay_ms: int = 0
     #: internal final status when not retrying
     status: str = ""
+    #: the machine preset the next attempt runs on (an out-of-memory retry), else unchanged
+    machine: str | None = None
 
 
 def decide(
@@ -30,6 +33,7 @@ def decide(
     locked_retry: dict[str, Any] | None,
     worker_retry: dict[str, Any] | None,
     skipped_retrying: bool,
+    machine: str | None = None,
 ) -> Outcome:
     """Retry or fail for good.
 
@@ -39,9 +43,16 @@ def decide(
     """
     code = error_code(error)
     final = Outcome(retry=False, status=final_status_for(error))
-    if skipped_retrying or code in NON_RETRYABLE_CODES:
-        return final
     if max_attempts is None or attempt_number >= min(max_attempts, MAX_ATTEMPTS_HARD_CAP):
+        return final
+    if code == TASK_PROCESS_OOM_KILLED:
+        # out of memory retries only on a bigger machine (retry.out_of_memory.machine)
+        bigger = ((locked_retry or {}).get("out_of_memory") or {}).get("machine")
+        if bigger and bigger != machine:
+            delay = next_retry_delay_ms(locked_retry or {}, attempt_number)
+            return Outcome(retry=True, delay_ms=delay, machine=bigger)
+        return final
+    if skipped_retrying or code in NON_RETRYABLE_CODES:
         return final
     if worker_retry is not None:
         return Outcome(retry=True, delay_ms=max(0, int(worker_retry.get("delay_ms", 0))))

@@ -45,6 +45,8 @@ from worker.sdk.task import Task
 
 #: exceptions that stop an attempt from outside: never handled by hooks, always re-raised
 STOP = (MaxDurationExceededError, TaskRunCanceledError)
+#: retries due sooner than this ask the engine to keep the lease and run here again
+IN_PLACE_RETRY_MS = 30_000
 
 
 def error_to_wire(error: Any) -> dict[str, Any]:
@@ -305,6 +307,8 @@ class Attempt:
         return {"run_id": self.run["run_id"], "attempt_number": self.attempt_number,
                 "ok": False, "error": error,
                 "retry": None if delay_ms is None else {"delay_ms": delay_ms},
+                # a short retry runs again on this worker, keeping the lease (§2.4)
+                "retry_in_place": delay_ms is not None and delay_ms < IN_PLACE_RETRY_MS,
                 "skipped_retrying": skipped}
 
 

@@ -32,6 +32,10 @@ class Reporting:
     def emit(self, event: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _retry_here(self, run: dict[str, Any]) -> None:
+        """Run the next attempt the engine started in place (``RETRY_IMMEDIATELY``)."""
+        raise NotImplementedError
+
     # --- logs --------------------------------------------------------------------------
 
     def _on_log(self, frame: dict[str, Any]) -> None:
@@ -82,6 +86,8 @@ class Reporting:
         by_id = {r.get("run_id"): r for r in results}
         for c in batch:
             result = by_id.get(c["run_id"], {})
+            if result.get("outcome") == "RETRY_IMMEDIATELY" and result.get("next"):
+                self._retry_here(result["next"])
             self.emit({"type": "run_finished", "run_id": c["run_id"], "task_id": meta[c["run_id"]],
                        "attempt": c.get("attempt_number"), "ok": c["ok"],
                        "status": result.get("status"), "outcome": result.get("outcome"),

@@ -290,6 +290,24 @@ class Supervisor(Reporting):
         preset = MACHINE_PRESETS.get(str(run.get("machine") or ""))
         return int(preset["memory"] * 1024**3) if preset else None
 
+    def _retry_here(self, run: dict[str, Any]) -> None:
+        """The engine kept the lease for a short retry: run the next attempt here after its
+        delay, on a warm executor, heartbeating it meanwhile (it holds its slot)."""
+        run_id = str(run["run_id"])
+        self.starting.add(run_id)
+
+        async def later() -> None:
+            await asyncio.sleep(max(0, int(run.get("delay_ms") or 0)) / 1000)
+            if self.stopping:
+                self.starting.discard(run_id)
+                await self._release([run_id])
+                return
+            await self._start(run)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._run_tasks.add(task)
+        task.add_done_callback(self._run_tasks.discard)
+
     async def _start(self, run: dict[str, Any]) -> None:
         # Runs locked to an old version still draining are run by the current version's pool
         # (the engine only hands us versions we listed); in-flight runs stay where they are.
@@ -403,20 +421,28 @@ class Supervisor(Reporting):
             except Exception as exc:
                 self.emit({"type": "error", "message": f"heartbeat failed: {exc}"})
                 continue
+            canceled = set(reply.get("canceled") or [])
             for run_id in reply.get("lost") or []:
-                self._lose(str(run_id))
+                self._lose(str(run_id), canceled=run_id in canceled)
 
-    def _lose(self, run_id: str) -> None:
-        """The engine no longer gives ``run_id`` to us (canceled, or rescued after expiry).
+    def _lose(self, run_id: str, canceled: bool = True) -> None:
+        """The engine no longer gives ``run_id`` to us.
 
-        The executor is told (``on_cancel`` runs, the task is cancelled); after the cancel grace
-        its process group is killed if the run is still going.
+        Canceled: the executor is told (``on_cancel`` runs, the task is cancelled) and after
+        the cancel grace its process group is killed if the run is still going. Otherwise (the
+        lease expired and the run was rescued elsewhere) the executor is killed at once: the
+        attempt belongs to another worker now.
         """
         flight = self.inflight.get(run_id)
         self.completions = [c for c in self.completions if c["run_id"] != run_id]
         if flight is None or flight.lost:
             return
         flight.lost = True
+        if not canceled:
+            flight.pool.kill(flight.executor)
+            self.emit({"type": "run_lost", "run_id": run_id,
+                       "task_id": flight.run.get("task_id"), "reason": "lease lost"})
+            return
         flight.executor.cancel()
         self.emit({"type": "run_lost", "run_id": run_id, "task_id": flight.run.get("task_id")})
         self._run_tasks.add(asyncio.get_running_loop().create_task(self._kill_after_grace(flight)))

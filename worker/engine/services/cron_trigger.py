@@ -90,11 +90,17 @@ async def _fire(conn: Conn, schedule: dict[str, Any], tick: datetime) -> str | N
                 task_id, (_payload(schedule, tick), "application/json"), TriggerOptions()
             )
     except EngineError as exc:  # the task is not registered any more, ...
-        log.warning("schedule %s: could not trigger %r for tick %s: %s",
-                    schedule["id"], task_id, tick.isoformat(), exc.message)
+        log.warning(
+            "schedule %s: could not trigger %r for tick %s: %s",
+            schedule["id"],
+            task_id,
+            tick.isoformat(),
+            exc.message,
+        )
         return None
-    await conn.execute(Q.set_tick_run, {"schedule_id": schedule["id"], "tick": tick,
-                                        "run_id": run_id})
+    await conn.execute(
+        Q.set_tick_run, {"schedule_id": schedule["id"], "tick": tick, "run_id": run_id}
+    )
     await creator.finish()
     return run_id
 

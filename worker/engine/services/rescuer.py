@@ -37,7 +37,7 @@ async def rescue_expired(pool: Pool, limit: int = 100) -> int:
                 f"the worker holding attempt {row['attempt_number']} stopped heartbeating "
                 "and its lease expired",
             )
-            outcome, status = await fail_attempt(conn, run, error)
+            outcome, status, _ = await fail_attempt(conn, run, error)
             log.warning("rescued run %s: %s (%s)", row["id"], outcome, status)
     return len(rows)
 

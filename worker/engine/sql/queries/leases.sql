@@ -61,7 +61,7 @@ UPDATE workers SET last_seen_at = now() WHERE instance_id = %(instance_id)s::uui
 
 -- name: lock_leased_run
 -- The fence: a completion counts only from the lease holder, for the attempt it holds.
-SELECT id, environment_id, attempt_number, max_attempts, retry, parent_run_id
+SELECT id, environment_id, attempt_number, max_attempts, retry, machine, parent_run_id
 FROM runs
 WHERE id = %(run_id)s::text AND environment_id = %(environment_id)s::uuid
   AND status = 'EXECUTING' AND lease_owner = %(instance_id)s::uuid
@@ -82,7 +82,8 @@ UPDATE runs
 SET status = CASE WHEN %(delay_ms)s::int <= 0 THEN 'PENDING' ELSE 'RETRYING_AFTER_FAILURE' END,
     run_at = CASE WHEN %(delay_ms)s::int <= 0 THEN NULL
                   ELSE now() + make_interval(secs => %(delay_ms)s::int / 1000.0) END,
-    error = %(error)s::jsonb, updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+    error = %(error)s::jsonb, updated_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+    machine = coalesce(%(machine)s::text, machine)
 WHERE id = %(run_id)s::text;
 
 -- name: release_run
@@ -161,3 +162,32 @@ WITH done AS (
     FROM finished f WHERE a.run_id = f.id AND a.number = f.attempt_number
 )
 SELECT id FROM finished;
+
+-- name: canceled_among
+SELECT id FROM runs
+WHERE id = ANY(%(run_ids)s::text[]) AND environment_id = %(environment_id)s::uuid
+  AND status = 'CANCELED';
+
+-- name: retry_in_place
+-- A short retry on the same worker: the run keeps its lease (and its concurrency slot) and
+-- attempt n+1 starts now; the worker runs it after the delay.
+WITH next AS (
+    UPDATE runs r
+    SET attempt_number = r.attempt_number + 1, error = %(error)s::jsonb, updated_at = now(),
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::float8)
+                           + make_interval(secs => %(delay_ms)s::int / 1000.0)
+    WHERE r.id = %(run_id)s::text AND r.status = 'EXECUTING'
+    RETURNING r.*
+), attempts AS (
+    -- it starts when the worker's backoff delay is over
+    INSERT INTO run_attempts (run_id, number, status, worker_instance, version_id, started_at)
+    SELECT id, attempt_number, 'EXECUTING', lease_owner, version_id,
+           now() + make_interval(secs => %(delay_ms)s::int / 1000.0)
+    FROM next
+)
+SELECT n.*, vt.definition ->> 'file' AS task_file, false AS resumed,
+       v.version AS version_name, coalesce(n.payload, p.payload) AS run_payload
+FROM next n
+JOIN worker_versions v ON v.id = n.version_id
+JOIN version_tasks vt ON vt.version_id = n.version_id AND vt.task_id = n.task_id
+LEFT JOIN run_packets p ON p.run_id = n.id AND n.payload_offloaded;
