@@ -55,7 +55,26 @@ class DevConsole:
         elif kind == "reload_failed":
             self.line("[red]✖ reload failed; the previous version keeps serving:[/red]")
             self.out.print(escape(str(event.get("error", ""))))
-        elif kind == "discovery_warning":
-            self.line(f"[yellow]⚠ {escape(str(event.get('message', '')))}[/yellow]")
+        elif kind in ("discovery_warning", "warning", "error"):
+            color = "red" if kind == "error" else "yellow"
+            self.line(f"[{color}]⚠ {escape(str(event.get('message', '')))}[/{color}]")
+        elif kind == "ready":
+            self.line(f"[green]●[/green] {event.get('concurrency', '?')} warm executor(s)")
+        elif kind == "reloading":
+            files = ", ".join(str(f) for f in event.get("files") or [])
+            self.line(f"[dim]↻ change detected: {escape(files)}[/dim]")
+        elif kind == "reloaded":
+            self.line(f"[green]↻[/green] reloaded: version {escape(str(event.get('version')))} "
+                      f"warm in {event.get('ms', '?')} ms")
+        elif kind == "run_suspended":
+            self.line(f"[cyan]⏸[/cyan] {task} {run} waiting (checkpointed: no process held)")
+        elif kind == "run_lost":
+            reason = event.get("reason") or "canceled"
+            self.line(f"[yellow]■[/yellow] {task} {run} stopped: {escape(str(reason))}")
+        elif kind in ("stopping", "stopping_now"):
+            now = " now" if kind == "stopping_now" else ""
+            self.line(f"stopping{now}: {event.get('running', 0)} run(s) in flight")
+        elif kind == "stopped":
+            self.line("stopped")
         else:
             self.line(f"[dim]{escape(str(event))}[/dim]")

@@ -128,13 +128,13 @@ async def _serve_worker(
     concurrency: int | None,
     console: DevConsole,
 ) -> None:
-    stop = asyncio.Event()
+    stop, force = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
-        if stop.is_set():  # a second Ctrl-C: stop at once
-            console.line("[red]stopping now[/red]")
-            os._exit(130)
+        if stop.is_set():  # a second Ctrl-C: stop at once, still handing leases back
+            force.set()
+            return
         console.line("stopping (Ctrl-C again to stop at once)…")
         stop.set()
 

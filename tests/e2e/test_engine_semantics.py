@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def test_queue_limit_holds_across_worker_replicas(
     spans = sorted((json.loads(line) for line in log.read_text().splitlines()),
                    key=lambda s: s["start"])
     assert len(spans) == 5
-    for earlier, later in zip(spans, spans[1:], strict=False):
+    for earlier, later in itertools.pairwise(spans):
         assert later["start"] >= earlier["end"] - 0.01  # never two at once (clock slack 10 ms)
 
 
