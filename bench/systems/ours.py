@@ -85,9 +85,24 @@ class Ours:
             env={"TRIGGER_API_URL": self.api_url, "TRIGGER_SECRET_KEY": self.key},
             cwd=PROJECT_DIR))
         if wait_warm:
-            wait_until(lambda: "'type': 'ready'" in proc.log(), 60,
-                       "the worker's executors to be warm", interval=0.02, proc=proc)
+            wait_until(lambda: self._warm(proc), 60, "the worker's executors to be warm",
+                       interval=0.02, proc=proc)
+            time.sleep(0.2)  # forked executors connect to the supervisor's socket
         return proc
+
+    def _warm(self, proc: Proc) -> bool:
+        """The console says the pool is warm, or the zygote has forked every executor."""
+        log = proc.log()
+        if "'type': 'ready'" in log or "warm executor" in log:
+            return True
+        import psutil
+
+        try:
+            zygotes = psutil.Process(proc.popen.pid).children()
+            executors = [c for z in zygotes for c in z.children()]
+        except psutil.Error:
+            return False
+        return len(executors) >= self.opts.ours_concurrency
 
     def _stop(self, proc: Proc) -> None:
         proc.stop()

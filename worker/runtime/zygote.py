@@ -87,7 +87,20 @@ class Zygote:
             self.emit({"type": "discovery_error", "error": f"discovery crashed: {tb}"})
             return False
         # Warm what every executor needs, then freeze: forked children share these pages.
+        # The SDK's HTTP client (httpx, anyio) and durable waits are imported here, not at a
+        # run's first trigger or wait, so each executor does not pay ~20 MiB of private copies.
+        # Importing them creates no socket, thread or event loop (fork safety holds).
         import worker.runtime.executor  # noqa: F401
+        import worker.sdk.client  # noqa: F401
+        import worker.sdk.subtasks  # noqa: F401
+        import worker.sdk.wait  # noqa: F401
+
+        worker.sdk.client.ssl_context()
+        with contextlib.suppress(ImportError):  # what a first request imports lazily
+            import anyio._backends._asyncio  # noqa: F401
+            import h11  # noqa: F401
+            import httpcore  # noqa: F401
+            import httpx  # noqa: F401
 
         gc.collect()
         gc.freeze()
