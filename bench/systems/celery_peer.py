@@ -64,8 +64,12 @@ class CeleryPeer:
             "--without-gossip", "--without-mingle", "--without-heartbeat"],
             self.opts.log_dir, env=self.env))
         if wait_warm:
-            wait_until(lambda: " ready." in proc.log(), 60, "the Celery worker to be ready",
-                       interval=0.02, proc=proc)
+            try:
+                wait_until(lambda: " ready." in proc.log(), 60, "the Celery worker to be ready",
+                           interval=0.02, proc=proc)
+            except BaseException:
+                self._stop(proc)  # a worker left running would skew the next scenario
+                raise
             time.sleep(0.2)
         return proc
 

@@ -85,8 +85,12 @@ class Ours:
             env={"TRIGGER_API_URL": self.api_url, "TRIGGER_SECRET_KEY": self.key},
             cwd=PROJECT_DIR))
         if wait_warm:
-            wait_until(lambda: self._warm(proc), 60, "the worker's executors to be warm",
-                       interval=0.02, proc=proc)
+            try:
+                wait_until(lambda: self._warm(proc), 60, "the worker's executors to be warm",
+                           interval=0.02, proc=proc)
+            except BaseException:
+                self._stop(proc)  # a worker left running would skew the next scenario
+                raise
             time.sleep(0.2)  # forked executors connect to the supervisor's socket
         return proc
 

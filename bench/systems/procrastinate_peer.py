@@ -62,9 +62,13 @@ class ProcrastinatePeer:
             "-c", str(self.opts.procrastinate_concurrency)],
             self.opts.log_dir, env={"BENCH_PROCRASTINATE_DSN": self.dsn})) for i in range(2)]
         if wait_warm:
-            for proc in procs:
-                wait_until(lambda p=proc: "started" in p.log().lower(), 60,
-                           "a Procrastinate worker to start", interval=0.02, proc=proc)
+            try:
+                for proc in procs:
+                    wait_until(lambda p=proc: "starting worker" in p.log().lower(), 60,
+                               "a Procrastinate worker to start", interval=0.02, proc=proc)
+            except BaseException:
+                self._stop(procs)  # a worker left running would skew the next scenario
+                raise
             time.sleep(0.3)
         return procs
 

@@ -58,18 +58,24 @@ class RunCreator:
     def __init__(self, conn: Conn, env: Environment) -> None:
         self.conn = conn
         self.env = env
-        self.notify = False
         self._live: dict[str, bool] = {}
         self._queues: dict[str, bool] = {}
         self._definitions: dict[str, dict[str, Any]] = {}
 
     async def load_definitions(self, task_ids: list[str]) -> None:
         cur = await self.conn.execute(
-            Q.find_tasks, {"environment_id": self.env.id, "task_ids": task_ids}
+            Q.find_tasks,
+            {
+                "environment_id": self.env.id,
+                "task_ids": task_ids,
+                "live_seconds": LIVE_WORKER_SECONDS,
+            },
         )
-        self._definitions.update(
-            {row["task_id"]: row["definition"] for row in await cur.fetchall()}
-        )
+        for row in await cur.fetchall():
+            self._definitions[row["task_id"]] = row["definition"]
+            self._live[row["task_id"]] = row["live"]
+            # the default queue of a registered task is declared with it
+            self._queues[(row["definition"].get("queue") or {}).get("name") or ""] = True
 
     def definition(self, task_id: str) -> dict[str, Any]:
         try:
@@ -87,20 +93,10 @@ class RunCreator:
     async def _ready_status(self, task_id: str, queue: str) -> str:
         """PENDING, or PENDING_VERSION while no connected worker has the task or the queue
         is not declared yet."""
-        if task_id not in self._live:
-            row = await self._fetch(
-                Q.task_has_live_worker,
-                {
-                    "environment_id": self.env.id,
-                    "task_id": task_id,
-                    "live_seconds": LIVE_WORKER_SECONDS,
-                },
-            )
-            self._live[task_id] = bool(row and row["live"])
         if queue not in self._queues:
             row = await self._fetch(Q.queue_exists, {"environment_id": self.env.id, "name": queue})
             self._queues[queue] = bool(row and row["exists"])
-        return "PENDING" if self._live[task_id] and self._queues[queue] else "PENDING_VERSION"
+        return "PENDING" if self._live.get(task_id) and self._queues[queue] else "PENDING_VERSION"
 
     async def _version_id(self, name: str | None) -> str | None:
         if name is None:
@@ -128,6 +124,7 @@ class RunCreator:
         batch_id: str | None = None,
         replayed_from: str | None = None,
         batch_index: int | None = None,
+        run_id: str | None = None,
     ) -> tuple[str, bool]:
         """Insert one run (or return the idempotent / debounced one). Returns (id, cached)."""
         definition = self.definition(task_id)
@@ -182,13 +179,13 @@ class RunCreator:
             cached = await self._existing(task_id, options, params)
             if cached:
                 return cached, True
-            params["id"] = new_id("run")
-            if await self._fetch(Q.insert_run, params):
+            params["id"] = run_id or new_id("run")
+            run_id = None  # a retry after a lost race needs a fresh id
+            if await self._fetch(Q.insert_run, params):  # notifies the dequeues when PENDING
                 if offloaded:
                     await self.conn.execute(
                         Q.insert_packet, {"run_id": params["id"], "payload": payload[0]}
                     )
-                self.notify = self.notify or status == "PENDING"
                 return params["id"], False
             # lost a race with a concurrent trigger using the same key: read the winner
         raise EngineError("could not create the run under key contention; retry the request")
@@ -223,24 +220,29 @@ class RunCreator:
                 return str(row["id"])
         return None
 
-    async def finish(self) -> None:
-        if self.notify:
-            await self.conn.execute(Q.notify_runs, {"environment_id": self.env.id})
 
-
-async def _claim_request(conn: Conn, env: Environment, key: str | None) -> Any:
-    """For a retried HTTP request: the response already given, else None (and claim the key)."""
+async def _claim_request(
+    conn: Conn, env: Environment, key: str | None, response: dict[str, Any]
+) -> Any:
+    """For a retried HTTP request: the response already given. Otherwise claim the key with
+    ``response`` (what this request will answer unless it changes) and return None."""
     if key is None:
         return None
-    params = {"environment_id": env.id, "request_key": key}
+    params = {"environment_id": env.id, "request_key": key, "response": Jsonb(response)}
     if await (await conn.execute(Q.claim_request_key, params)).fetchone():
         return None
     row = await (await conn.execute(Q.find_request_key, params)).fetchone()
     return row["response"] if row else None
 
 
-async def _save_request(conn: Conn, env: Environment, key: str | None, response: Any) -> None:
-    if key is not None:
+async def _save_request(
+    conn: Conn,
+    env: Environment,
+    key: str | None,
+    claimed: dict[str, Any],
+    response: dict[str, Any],
+) -> None:
+    if key is not None and response != claimed:
         await conn.execute(
             Q.save_request_key,
             {"environment_id": env.id, "request_key": key, "response": Jsonb(response)},
@@ -257,15 +259,16 @@ async def trigger(
 ) -> dict[str, Any]:
     """Create one run. Returns ``{"id", "isCached"}``."""
     payload = encode_payload(body.payload, body.payload_type)
+    planned: dict[str, Any] = {"id": new_id("run"), "isCached": False}
     async with pool.connection() as conn, conn.transaction():
-        cached = await _claim_request(conn, env, request_key)
+        cached = await _claim_request(conn, env, request_key, planned)
         if cached:
             return dict(cached)
         creator = RunCreator(conn, env)
         await creator.load_definitions([task_id])
         check_payload(task_id, creator.definition(task_id), body.payload, payload[1])
         run_id, is_cached = await creator.create(
-            task_id, payload, body.options, replayed_from=replayed_from
+            task_id, payload, body.options, replayed_from=replayed_from, run_id=planned["id"]
         )
         response: dict[str, Any] = {"id": run_id, "isCached": is_cached}
         options = body.options
@@ -281,8 +284,7 @@ async def trigger(
                     run_id=run_id,
                 )
             )
-        await creator.finish()
-        await _save_request(conn, env, request_key, response)
+        await _save_request(conn, env, request_key, planned, response)
     return response
 
 
@@ -338,7 +340,7 @@ async def batch_trigger(
     ``error`` entry in ``runs`` at its index; the others are created.
     """
     async with pool.connection() as conn, conn.transaction():
-        cached = await _claim_request(conn, env, request_key)
+        cached = await _claim_request(conn, env, request_key, {})
         if cached:
             return dict(cached)
         creator = RunCreator(conn, env)
@@ -381,6 +383,5 @@ async def batch_trigger(
                     "no item of the batch could be triggered: "
                     + "; ".join(r["error"] for r in runs)
                 )
-        await creator.finish()
-        await _save_request(conn, env, request_key, response)
+        await _save_request(conn, env, request_key, {}, response)
     return response

@@ -90,10 +90,10 @@ class Zygote:
         # The SDK's HTTP client (httpx, anyio) and durable waits are imported here, not at a
         # run's first trigger or wait, so each executor does not pay ~20 MiB of private copies.
         # Importing them creates no socket, thread or event loop (fork safety holds).
-        import worker.runtime.executor  # noqa: F401
-        import worker.sdk.client  # noqa: F401
-        import worker.sdk.subtasks  # noqa: F401
-        import worker.sdk.wait  # noqa: F401
+        import worker.runtime.executor
+        import worker.sdk.client
+        import worker.sdk.subtasks
+        import worker.sdk.wait
 
         worker.sdk.client.ssl_context()
         with contextlib.suppress(ImportError):  # what a first request imports lazily

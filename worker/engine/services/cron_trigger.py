@@ -101,7 +101,6 @@ async def _fire(conn: Conn, schedule: dict[str, Any], tick: datetime) -> str | N
     await conn.execute(
         Q.set_tick_run, {"schedule_id": schedule["id"], "tick": tick, "run_id": run_id}
     )
-    await creator.finish()
     return run_id
 
 

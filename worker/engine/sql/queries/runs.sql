@@ -2,8 +2,10 @@
 -- Each query starts with "-- name: <name>"; psycopg named parameters with explicit casts.
 
 -- name: claim_request_key
+-- The response is written up front (the run id is chosen before the insert); it is updated
+-- only when the run turns out to be another one (an idempotency or debounce hit).
 INSERT INTO request_keys (environment_id, request_key, response)
-VALUES (%(environment_id)s::uuid, %(request_key)s::text, '{}'::jsonb)
+VALUES (%(environment_id)s::uuid, %(request_key)s::text, %(response)s::jsonb)
 ON CONFLICT DO NOTHING
 RETURNING request_key;
 
@@ -20,6 +22,8 @@ INSERT INTO batches (id, environment_id, run_count)
 VALUES (%(id)s::text, %(environment_id)s::uuid, %(run_count)s::int);
 
 -- name: insert_run
+-- A queued run wakes the long-polling dequeues of its environment in the same round trip.
+WITH inserted AS (
 INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, payload_offloaded,
                   queue, concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
                   machine, version_id, idempotency_key, idempotency_key_expires_at, tags,
@@ -36,7 +40,11 @@ VALUES (%(id)s::text, %(environment_id)s::uuid, %(task_id)s::text, %(status)s::t
         %(root_run_id)s::text, %(is_test)s::boolean, %(debounce_key)s::text,
         %(debounce_deadline)s::timestamptz, %(replayed_from)s::text, %(batch_index)s::int)
 ON CONFLICT DO NOTHING
-RETURNING id;
+RETURNING id, status, environment_id
+)
+SELECT id, CASE WHEN status = 'PENDING' THEN pg_notify('trigger_runs', environment_id::text)
+           END AS notified
+FROM inserted;
 
 -- name: insert_packet
 INSERT INTO run_packets (run_id, payload) VALUES (%(run_id)s::text, %(payload)s::text);

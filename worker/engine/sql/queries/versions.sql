@@ -39,8 +39,17 @@ SELECT task_id, version_id, definition FROM tasks
 WHERE environment_id = %(environment_id)s::uuid AND task_id = %(task_id)s::text;
 
 -- name: find_tasks
-SELECT task_id, definition FROM tasks
-WHERE environment_id = %(environment_id)s::uuid AND task_id = ANY(%(task_ids)s::text[]);
+-- The tasks' newest definitions, and whether a worker that serves each was seen recently
+-- (a run of a task nobody serves waits in PENDING_VERSION).
+SELECT t.task_id, t.definition,
+       EXISTS (
+           SELECT 1 FROM workers w
+           JOIN version_tasks vt ON vt.version_id = w.version_id AND vt.task_id = t.task_id
+           WHERE w.environment_id = t.environment_id
+             AND w.last_seen_at > now() - make_interval(secs => %(live_seconds)s::float8)
+       ) AS live
+FROM tasks t
+WHERE t.environment_id = %(environment_id)s::uuid AND t.task_id = ANY(%(task_ids)s::text[]);
 
 -- name: upsert_queue
 -- The newest registration's declared limit wins; pauses and overrides are kept.
@@ -57,15 +66,6 @@ WHERE r.environment_id = %(environment_id)s::uuid AND r.status = 'PENDING_VERSIO
   AND EXISTS (SELECT 1 FROM queues q WHERE q.environment_id = r.environment_id
                                        AND q.name = r.queue)
 RETURNING r.id;
-
--- name: task_has_live_worker
--- Is a worker that served this task seen recently? (PENDING_VERSION otherwise.)
-SELECT EXISTS (
-    SELECT 1 FROM workers w
-    JOIN version_tasks vt ON vt.version_id = w.version_id AND vt.task_id = %(task_id)s::text
-    WHERE w.environment_id = %(environment_id)s::uuid
-      AND w.last_seen_at > now() - make_interval(secs => %(live_seconds)s::float8)
-) AS live;
 
 -- name: queue_exists
 SELECT EXISTS (SELECT 1 FROM queues WHERE environment_id = %(environment_id)s::uuid
