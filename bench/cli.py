@@ -93,6 +93,12 @@ def run_system(name: str, opts: Options, scenarios: list[str], reps: int,
     except Missing as exc:
         notes.append(f"{system.label} skipped: {exc}")
         log(f"SKIPPED: {exc}")
+        _teardown(system, notes)
+        return
+    except Exception as exc:  # never leave what setup started running
+        notes.append(f"{system.label} setup failed: {type(exc).__name__}: {str(exc)[:300]}")
+        log(f"setup FAILED:\n{traceback.format_exc()}")
+        _teardown(system, notes)
         return
     try:
         for rep in range(reps):
@@ -148,7 +154,14 @@ def run_system(name: str, opts: Options, scenarios: list[str], reps: int,
             guarded("memory", memory)
     finally:
         log("tearing down")
+        _teardown(system, notes)
+
+
+def _teardown(system: Any, notes: list[str]) -> None:
+    try:
         system.teardown()
+    except Exception as exc:
+        notes.append(f"{system.label} teardown failed: {type(exc).__name__}: {str(exc)[:300]}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,8 +54,9 @@ class CeleryPeer:
 
     def teardown(self) -> None:
         self.procs.stop_all()
-        for client in (self.broker, self.backend):
-            client.flushdb()
+        for client in (getattr(self, "broker", None), getattr(self, "backend", None)):
+            if client is not None:
+                client.flushdb()
 
     def start_worker(self, wait_warm: bool = True) -> Proc:
         proc = self.procs.add(spawn("celery-worker", [
