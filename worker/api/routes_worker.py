@@ -74,6 +74,7 @@ async def dequeue(request: Request, env: Env) -> dict[str, Any]:
         [str(v) for v in body.versions],
         body.max_runs,
         body.wait_ms,
+        gone=request.is_disconnected,
     )
     return {"runs": runs}
 

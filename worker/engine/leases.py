@@ -11,6 +11,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -27,6 +28,7 @@ from worker.engine.models import MAX_OUTPUT_BYTES
 from worker.engine.notifier import Notifier
 from worker.engine.queries import Q
 from worker.engine.retrying import decide
+from worker.engine.triggering import LIVE_WORKER_SECONDS
 
 #: retries due sooner than this run again on the same worker, keeping the lease (§2.4)
 IN_PLACE_RETRY_MS = 30_000
@@ -154,6 +156,10 @@ def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
     }
 
 
+#: version id -> its task ids (immutable once registered; bounded by the versions seen)
+_VERSION_TASKS: dict[str, list[str]] = {}
+
+
 async def dequeue(
     pool: Pool,
     notifier: Notifier,
@@ -163,18 +169,20 @@ async def dequeue(
     versions: list[str],
     max_runs: int,
     wait_ms: int,
+    gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> list[dict[str, Any]]:
     """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none."""
     if not versions:
         raise EngineError("versions must list at least one registered version id")
     max_runs = max(1, min(max_runs, 100))
     deadline = time.monotonic() + max(0, min(wait_ms, 30_000)) / 1000
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT task_id FROM version_tasks WHERE version_id = %(v)s::uuid", {"v": versions[0]}
-        )
-        newest_tasks = [r["task_id"] for r in await cur.fetchall()]
-        await conn.commit()
+    newest_tasks = _VERSION_TASKS.get(versions[0])
+    if newest_tasks is None:
+        async with pool.connection() as conn:
+            cur = await conn.execute(Q.version_task_ids, {"version_id": versions[0]})
+            newest_tasks = [r["task_id"] for r in await cur.fetchall()]
+        if newest_tasks:  # a registered version never changes: cache it for good
+            _VERSION_TASKS[versions[0]] = newest_tasks
     params = {
         "environment_id": env.id,
         "newest": versions[0],
@@ -184,9 +192,9 @@ async def dequeue(
         "instance_id": instance_id,
         "lease_seconds": settings.lease_seconds,
     }
-    async with pool.connection() as conn:
-        await conn.execute(Q.touch_worker_if_stale, {"instance_id": instance_id})
     while True:
+        if gone is not None and await gone():
+            return []  # the worker hung up: leasing now would strand the runs until expiry
         woken = notifier.event(env.id)
         async with pool.connection() as conn:
             rows = await (await conn.execute(Q.dequeue, params)).fetchall()
@@ -223,7 +231,27 @@ async def heartbeat(
     }
     async with pool.connection() as conn, conn.transaction():
         rows = await (await conn.execute(Q.heartbeat, params)).fetchall()
-        await conn.execute(Q.touch_worker, {"instance_id": instance_id})
+        worker = await (
+            await conn.execute(
+                Q.touch_worker,
+                {
+                    "instance_id": instance_id,
+                    "live_seconds": LIVE_WORKER_SECONDS,
+                },
+            )
+        ).fetchone()
+        if worker and worker["was_gone"]:  # back after a silence: release what waited for it
+            tasks = await (
+                await conn.execute(Q.version_task_ids, {"version_id": worker["version_id"]})
+            ).fetchall()
+            await conn.execute(
+                Q.release_version_waits,
+                {
+                    "environment_id": env.id,
+                    "task_ids": [t["task_id"] for t in tasks],
+                },
+            )
+            await conn.execute(Q.notify_runs, {"environment_id": env.id})
         held = {r["id"] for r in rows}
         lost = [r for r in run_ids if r not in held]
         canceled: list[str] = []

@@ -10,6 +10,7 @@ instead of growing the worker's memory without limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ class Reporting:
     completions: list[dict[str, Any]]
     logs: list[dict[str, Any]]
     inflight: dict[str, InFlight]
+    #: set when a completion is queued, so it is sent at once
+    completed: asyncio.Event
     dropped_logs: int
 
     def emit(self, event: dict[str, Any]) -> None:
@@ -63,7 +66,11 @@ class Reporting:
     async def _flush_loop(self) -> None:
         last_logs = 0.0
         while True:
-            await asyncio.sleep(0.05)
+            # Flush as soon as a completion is there; whatever finishes while a /complete call
+            # is in flight goes in the next batch (batching without a fixed delay).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.completed.wait(), 0.2)
+            self.completed.clear()
             await self._flush_completions()
             if self.logs and time.monotonic() - last_logs >= 0.2:
                 last_logs = time.monotonic()

@@ -112,6 +112,7 @@ class Supervisor(Reporting):
         self.completions: list[dict[str, Any]] = []
         self.logs: list[dict[str, Any]] = []
         self.capacity = asyncio.Event()
+        self.completed = asyncio.Event()
         self.heartbeat_seconds = 5.0
         self.wait_ms = int(_env_float("TRIGGER_DEQUEUE_WAIT_MS", 2000))
         self.shutdown_grace = _env_float("TRIGGER_SHUTDOWN_GRACE", 10.0)
@@ -123,6 +124,9 @@ class Supervisor(Reporting):
         self.enforce_memory = os.environ.get("TRIGGER_ENFORCE_MACHINE_MEMORY", "1") != "0"
         #: runs leased but not yet on an executor (still heartbeated)
         self.starting: set[str] = set()
+        #: runs leased ahead of a free executor, so one that finishes starts its next run at
+        #: once instead of after a /dequeue round trip (default: the pool's size; 0 = none)
+        self.prefetch = int(_env_float("TRIGGER_PREFETCH", -1))
         self.dropped_logs = 0
         self._reload_started: float | None = None
         self._run_tasks: set[asyncio.Task[Any]] = set()
@@ -252,7 +256,10 @@ class Supervisor(Reporting):
     # --- running -----------------------------------------------------------------------
 
     def _free_slots(self) -> int:
-        return self.current.free_slots() - len(self.starting) if self.current else 0
+        if not self.current:
+            return 0
+        prefetch = self.prefetch if self.prefetch >= 0 else self.current.size
+        return self.current.free_slots() + prefetch - len(self.starting)
 
     async def _dequeue_loop(self) -> None:
         backoff = 0.5
@@ -282,7 +289,9 @@ class Supervisor(Reporting):
                     self.starting.discard(str(run["run_id"]))
                     await self._release([run["run_id"]])
                     continue
-                await self._start(run)
+                task = asyncio.get_running_loop().create_task(self._start(run))
+                self._run_tasks.add(task)
+                task.add_done_callback(self._run_tasks.discard)
 
     def _memory_limit(self, run: dict[str, Any]) -> int | None:
         if not self.enforce_memory:
@@ -371,6 +380,7 @@ class Supervisor(Reporting):
             return
         completion["_task_id"] = run.get("task_id")
         self.completions.append(completion)
+        self.completed.set()
 
     def _died_completion(self, flight: InFlight, died: ExecutorDied) -> dict[str, Any]:
         run = flight.run
@@ -413,9 +423,7 @@ class Supervisor(Reporting):
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
-            ids = self._held()
-            if not ids:
-                continue
+            ids = self._held()  # sent even when empty: it also says this worker is alive
             try:
                 reply = await self.api.heartbeat(ids)
             except Exception as exc:
@@ -511,9 +519,8 @@ class Supervisor(Reporting):
         if dequeue is not None and not dequeue.done():
             # Let an open long-poll return: runs it brings are released at once, whereas
             # cancelling it could leave runs leased to us that we never hear of.
-            await self._wait_unless_forced(
-                asyncio.shield(dequeue), max(0.1, min(self.wait_ms / 1000 + 1,
-                                                      self.shutdown_grace)))
+            # (the long poll ends within wait_ms: the grace period does not shorten this)
+            await self._wait_unless_forced(asyncio.shield(dequeue), self.wait_ms / 1000 + 1)
             dequeue.cancel()
             with contextlib.suppress(BaseException):
                 await dequeue

@@ -90,6 +90,7 @@ class Zygote:
         # The SDK's HTTP client (httpx, anyio) and durable waits are imported here, not at a
         # run's first trigger or wait, so each executor does not pay ~20 MiB of private copies.
         # Importing them creates no socket, thread or event loop (fork safety holds).
+
         import worker.runtime.executor
         import worker.sdk.client
         import worker.sdk.subtasks

@@ -45,7 +45,7 @@ class Config(BaseModel):
     ttl: str | int | None = None
     #: runs at once per worker replica (one executor each)
     concurrency: int = Field(default=10, ge=1, le=1000)
-    max_runs_per_process: int = Field(default=100, ge=1)
+    max_runs_per_process: int = Field(default=1000, ge=1)
     max_memory_per_process: int | None = Field(default=None, description="MiB of RSS")
     # global hooks
     init: Callable[..., Any] | None = None

@@ -7,9 +7,10 @@
 WITH candidates AS (
     SELECT r.id, r.task_id, r.resuming, coalesce(r.version_id, %(newest)s::uuid) AS version_id
     FROM runs r
-    WHERE r.id IN (SELECT run_id FROM trigger_pick_runs_v1(
+    -- = ANY(ARRAY(...)): the picked ids are looked up by primary key, whatever the queue depth
+    WHERE r.id = ANY(ARRAY(SELECT run_id FROM trigger_pick_runs_v1(
               %(environment_id)s::uuid, %(versions)s::uuid[], %(newest_tasks)s::text[],
-              %(limit)s::int))
+              %(limit)s::int)))
       AND r.status = 'PENDING'
     FOR UPDATE OF r SKIP LOCKED
 ), leased AS (
@@ -44,11 +45,6 @@ JOIN worker_versions v ON v.id = l.version_id
 LEFT JOIN run_packets p ON p.run_id = l.id AND l.payload_offloaded
 ORDER BY l.score, l.id;
 
--- name: touch_worker_if_stale
--- Liveness for PENDING_VERSION decisions; written at most every few seconds per worker.
-UPDATE workers SET last_seen_at = now()
-WHERE instance_id = %(instance_id)s::uuid AND last_seen_at < now() - interval '5 seconds';
-
 -- name: heartbeat
 UPDATE runs
 SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::float8)
@@ -57,7 +53,17 @@ WHERE id = ANY(%(run_ids)s::text[]) AND environment_id = %(environment_id)s::uui
 RETURNING id, lease_expires_at;
 
 -- name: touch_worker
-UPDATE workers SET last_seen_at = now() WHERE instance_id = %(instance_id)s::uuid;
+-- Liveness for PENDING_VERSION decisions. Returns the worker's version and whether it had
+-- been silent long enough to count as gone (its task's runs may be waiting for it).
+WITH before AS (
+    SELECT instance_id, last_seen_at FROM workers
+    WHERE instance_id = %(instance_id)s::uuid FOR UPDATE
+)
+UPDATE workers w SET last_seen_at = now()
+FROM before b
+WHERE w.instance_id = b.instance_id
+RETURNING w.version_id,
+          b.last_seen_at < now() - make_interval(secs => %(live_seconds)s::float8) AS was_gone;
 
 -- name: lock_leased_run
 -- The fence: a completion counts only from the lease holder, for the attempt it holds.

@@ -74,3 +74,6 @@ SELECT EXISTS (SELECT 1 FROM queues WHERE environment_id = %(environment_id)s::u
 -- name: find_version_by_name
 SELECT id FROM worker_versions
 WHERE environment_id = %(environment_id)s::uuid AND version = %(version)s::text;
+
+-- name: version_task_ids
+SELECT task_id FROM version_tasks WHERE version_id = %(version_id)s::uuid;
