@@ -116,7 +116,7 @@ class RunCreator:
             raise NotFound(f"parent run {parent_run_id!r} not found in this environment")
         return str(row["root_id"])
 
-    async def create(
+    async def params(
         self,
         task_id: str,
         payload: tuple[str, str],
@@ -124,9 +124,8 @@ class RunCreator:
         batch_id: str | None = None,
         replayed_from: str | None = None,
         batch_index: int | None = None,
-        run_id: str | None = None,
-    ) -> tuple[str, bool]:
-        """Insert one run (or return the idempotent / debounced one). Returns (id, cached)."""
+    ) -> dict[str, Any]:
+        """The insert_run parameters of one run (no id yet)."""
         definition = self.definition(task_id)
         now = datetime.now(UTC)
         run_at = options.run_at()
@@ -142,7 +141,7 @@ class RunCreator:
         if ttl not in (None, 0, "0"):
             expires_at = (run_at or now) + parse_duration(ttl, "ttl")
         offloaded = len(payload[0]) > OFFLOAD_BYTES
-        params: dict[str, Any] = {
+        return {
             "environment_id": self.env.id,
             "task_id": task_id,
             "status": status,
@@ -175,6 +174,19 @@ class RunCreator:
             "replayed_from": replayed_from,
             "batch_index": batch_index,
         }
+
+    async def create(
+        self,
+        task_id: str,
+        payload: tuple[str, str],
+        options: TriggerOptions,
+        batch_id: str | None = None,
+        replayed_from: str | None = None,
+        batch_index: int | None = None,
+        run_id: str | None = None,
+    ) -> tuple[str, bool]:
+        """Insert one run (or return the idempotent / debounced one). Returns (id, cached)."""
+        params = await self.params(task_id, payload, options, batch_id, replayed_from, batch_index)
         for _ in range(5):
             cached = await self._existing(task_id, options, params)
             if cached:
@@ -182,13 +194,20 @@ class RunCreator:
             params["id"] = run_id or new_id("run")
             run_id = None  # a retry after a lost race needs a fresh id
             if await self._fetch(Q.insert_run, params):  # notifies the dequeues when PENDING
-                if offloaded:
+                if params["payload_offloaded"]:
                     await self.conn.execute(
                         Q.insert_packet, {"run_id": params["id"], "payload": payload[0]}
                     )
                 return params["id"], False
             # lost a race with a concurrent trigger using the same key: read the winner
         raise EngineError("could not create the run under key contention; retry the request")
+
+    async def insert_plain(self, rows: list[dict[str, Any]]) -> None:
+        """Insert runs that need no key lookups (no idempotency or debounce key, payload
+        inline) in one pipelined round trip: the bulk path of a batch."""
+        if rows:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(Q.insert_run, rows)
 
     async def _existing(
         self, task_id: str, options: TriggerOptions, params: dict[str, Any]
@@ -219,6 +238,15 @@ class RunCreator:
                 )
                 return str(row["id"])
         return None
+
+
+def _is_plain(options: TriggerOptions, payload: tuple[str, str]) -> bool:
+    """No key to look up first and nothing to store beside the row."""
+    return (
+        options.idempotency_key is None
+        and options.debounce is None
+        and len(payload[0]) <= OFFLOAD_BYTES
+    )
 
 
 async def _claim_request(
@@ -350,19 +378,29 @@ async def batch_trigger(
             Q.insert_batch, {"id": batch_id, "environment_id": env.id, "run_count": len(items)}
         )
         runs: list[dict[str, Any]] = []
-        for _index, item in enumerate(items):
+        plain: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
             task_id = item.task or ""
             try:
                 payload = encode_payload(item.payload, item.payload_type)
                 check_payload(task_id, creator.definition(task_id), item.payload, payload[1])
+                if _is_plain(item.options, payload):
+                    row = await creator.params(
+                        task_id, payload, item.options, batch_id, batch_index=index
+                    )
+                    row["id"] = new_id("run")
+                    plain.append(row)
+                    runs.append({"id": row["id"], "taskIdentifier": task_id, "isCached": False})
+                    continue
                 async with conn.transaction():  # a savepoint: one bad item spoils nothing else
                     run_id, is_cached = await creator.create(
-                        task_id, payload, item.options, batch_id
+                        task_id, payload, item.options, batch_id, batch_index=index
                     )
             except EngineError as exc:
                 runs.append({"taskIdentifier": task_id, "error": exc.message})
                 continue
             runs.append({"id": run_id, "taskIdentifier": task_id, "isCached": is_cached})
+        await creator.insert_plain(plain)
         response: dict[str, Any] = {"id": batch_id, "runCount": len(items), "runs": runs}
         if options and (options.resume_parent_on_completion or options.journal_seq is not None):
             key = ",".join(sorted({item.task or "" for item in items}))
