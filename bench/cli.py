@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}")
     parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
                         help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}")
-    parser.add_argument("--concurrency", type=int, default=2,
+    parser.add_argument("--concurrency", type=int, default=10,
                         help="our worker's --concurrency (executors)")
     parser.add_argument("--procrastinate-concurrency", type=int, default=8,
                         help="async jobs per Procrastinate worker process (2 processes)")
