@@ -15,16 +15,6 @@ from tests.conftest import ApiServer
 from tests.protocol_worker import ProtocolWorker
 
 
-@pytest.fixture
-def env(api_server: ApiServer, project_keys: dict[str, str]) -> tuple[httpx.Client, str]:
-    client = httpx.Client(
-        base_url=api_server.url,
-        headers={"Authorization": f"Bearer {project_keys['dev']}"},
-        timeout=30,
-    )
-    return client, project_keys["dev"]
-
-
 def _worker(api_server: ApiServer, key: str, tasks: list[str], **options: object) -> ProtocolWorker:
     return ProtocolWorker(api_server.url, key, tasks, **options)
 

@@ -4,7 +4,6 @@ lost-lease reasons."""
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from tests.conftest import ApiServer
 from tests.protocol_worker import ProtocolWorker
@@ -12,14 +11,6 @@ from tests.protocol_worker import ProtocolWorker
 ERROR = {"type": "BUILT_IN_ERROR", "name": "ValueError", "message": "boom", "stackTrace": ""}
 
 
-@pytest.fixture
-def env(api_server: ApiServer, project_keys: dict[str, str]) -> tuple[httpx.Client, str]:
-    client = httpx.Client(
-        base_url=api_server.url,
-        headers={"Authorization": f"Bearer {project_keys['dev']}"},
-        timeout=30,
-    )
-    return client, project_keys["dev"]
 
 
 def _trigger(client: httpx.Client, task: str) -> str:

@@ -10,20 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
-import pytest
 
 from tests.conftest import ApiServer
 from tests.protocol_worker import ProtocolWorker
-
-
-@pytest.fixture
-def env(api_server: ApiServer, project_keys: dict[str, str]) -> tuple[httpx.Client, str]:
-    client = httpx.Client(
-        base_url=api_server.url,
-        headers={"Authorization": f"Bearer {project_keys['dev']}"},
-        timeout=30,
-    )
-    return client, project_keys["dev"]
 
 
 def _trigger(client: httpx.Client, task: str, payload: object = None, **options: object) -> str:

@@ -17,6 +17,10 @@ async def open_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
 
     async def configure(conn: Conn) -> None:
         conn.prepare_threshold = 1
+        # Short OLTP statements only: JIT compilation costs more than it ever saves, and it
+        # kicks in when a big queue inflates cost estimates.
+        await conn.execute("SET jit = off")
+        await conn.commit()
 
     pool: Pool = AsyncConnectionPool(
         url,

@@ -449,6 +449,7 @@ async def complete(
                     Q.complete_successes,
                     {
                         "items": Jsonb(plain),
+                        "run_ids": [item["run_id"] for item in plain],
                         "environment_id": env.id,
                         "instance_id": instance_id,
                     },
@@ -502,5 +503,10 @@ async def store_logs(pool: Pool, env: Environment, logs: list[dict[str, Any]]) -
         for entry in logs
     ]
     async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(Q.insert_logs, {"logs": Jsonb(rows), "environment_id": env.id})
+        params = {
+            "logs": Jsonb(rows),
+            "environment_id": env.id,
+            "run_ids": sorted({str(r["run_id"]) for r in rows}),
+        }
+        cur = await conn.execute(Q.insert_logs, params)
         return cur.rowcount

@@ -142,7 +142,8 @@ SELECT l.run_id, l.attempt_number, l.level, l.message, l.attributes, l.logged_at
 FROM jsonb_to_recordset(%(logs)s::jsonb)
      AS l(run_id text, attempt_number int, level text, message text, attributes jsonb,
           logged_at timestamptz)
-JOIN runs r ON r.id = l.run_id AND r.environment_id = %(environment_id)s::uuid;
+JOIN runs r ON r.id = l.run_id AND r.environment_id = %(environment_id)s::uuid
+WHERE r.id = ANY(%(run_ids)s::text[]);  -- primary-key lookups (see complete_successes)
 
 -- name: list_logs
 SELECT attempt_number, level, message, attributes, logged_at FROM run_logs
@@ -159,7 +160,10 @@ WITH done AS (
         output_type = coalesce(d.output_type, 'application/json'), error = NULL,
         completed_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
     FROM done d
-    WHERE r.id = d.run_id AND r.environment_id = %(environment_id)s::uuid
+    -- the id array lets the planner look rows up by primary key: joined to the record set
+    -- alone (estimated at 100 rows) it may hash-join a scan of the whole runs table
+    WHERE r.id = ANY(%(run_ids)s::text[]) AND r.id = d.run_id
+      AND r.environment_id = %(environment_id)s::uuid
       AND r.status = 'EXECUTING' AND r.lease_owner = %(instance_id)s::uuid
       AND r.attempt_number = d.attempt_number
     RETURNING r.id, r.attempt_number
