@@ -146,7 +146,7 @@ WHERE root_run_id = %(id)s::text OR parent_run_id = %(id)s::text;
 
 -- name: get_batch
 SELECT b.id, b.run_count, b.created_at,
-       coalesce(array_agg(r.id ORDER BY r.created_at, r.id)
+       coalesce(array_agg(r.id ORDER BY r.batch_index, r.created_at, r.id)
                 FILTER (WHERE r.id IS NOT NULL), '{}') AS run_ids,
        count(r.id) FILTER (WHERE r.status NOT IN (
            'COMPLETED_SUCCESSFULLY', 'COMPLETED_WITH_ERRORS', 'CRASHED', 'SYSTEM_FAILURE',
