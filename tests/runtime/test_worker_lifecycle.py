@@ -94,7 +94,8 @@ def client_for(api_server: Any, key: str) -> httpx.AsyncClient:
 
 async def wait_path(path: Path, timeout: float = 10) -> str:
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    # the file can exist before its writer has written to it: wait for content
+    while not path.exists() or not path.read_text():
         assert time.monotonic() < deadline, f"{path} never appeared"
         await asyncio.sleep(0.02)
     return path.read_text()

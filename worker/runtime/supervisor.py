@@ -446,6 +446,10 @@ class Supervisor(Reporting):
         if flight is None or flight.lost:
             return
         flight.lost = True
+        if flight.executor.run is not flight.run:
+            # the attempt already ended here (e.g. it checkpointed: the engine released the
+            # lease first) and the executor may be running another run: leave it alone
+            return
         if not canceled:
             flight.pool.kill(flight.executor)
             self.emit({"type": "run_lost", "run_id": run_id,
