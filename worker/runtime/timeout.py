@@ -136,6 +136,13 @@ class AttemptTimer:
         self._interrupt(frame)
 
     def _interrupt(self, frame: FrameType | None) -> None:
+        self._stop_attempt(MaxDurationExceededError(self._message()), "max_duration")
+
+    def _stop_attempt(self, error: BaseException, reason: str,
+                      from_loop: Callable[[], object] | None = None) -> None:
+        """Stop the attempt from a signal handler: raise ``error`` right here when the attempt's
+        own code is what runs now (sync or CPU-bound code), else have the loop run ``from_loop``
+        (default: cancel the attempt's task with ``reason``)."""
         task = self.task
         if task is None or task.done():
             return
@@ -143,10 +150,10 @@ class AttemptTimer:
         with contextlib.suppress(RuntimeError):
             running = asyncio.current_task(self.loop)
         if running is task:
-            raise MaxDurationExceededError(self._message())
-        # Loop idle (or another task running): cancel the attempt task from the loop itself.
+            raise error
+        # Loop idle (or another task running): act from the loop itself.
         assert self.loop is not None
-        self.loop.call_soon_threadsafe(task.cancel, "max_duration")
+        self.loop.call_soon_threadsafe(from_loop or (lambda: task.cancel(reason)))
 
     def _mark_aborted(self, reason: str) -> None:
         sig = self.abort_signal
@@ -167,17 +174,8 @@ class AttemptTimer:
         self._cancel(frame)
 
     def _cancel(self, frame: FrameType | None) -> None:
-        task = self.task
-        if task is None or task.done():
-            return
-        running = None
-        with contextlib.suppress(RuntimeError):
-            running = asyncio.current_task(self.loop)
-        if running is task:
-            raise TaskRunCanceledError("the run was canceled")
-        assert self.loop is not None
-        callback = self.on_cancel or (lambda: task.cancel("canceled"))
-        self.loop.call_soon_threadsafe(callback)
+        self._stop_attempt(TaskRunCanceledError("the run was canceled"), "canceled",
+                           self.on_cancel)
 
     def _message(self) -> str:
         return f"Run exceeded its maximum duration of {self.limit or '?'}s"
