@@ -179,7 +179,7 @@ async def test_public_tokens_are_scoped_and_expire(
     forged = token_a[:-4] + ("AAAA" if not token_a.endswith("AAAA") else "BBBB")
     assert get(f"/api/v1/runs/{run_a}/metadata", forged).status_code == 401
     short = api.post("/api/v1/auth/public-tokens",
-                     json={"scopes": [f"read:runs:{run_a}"], "expirationTime": "1s"}).json()
+                     json={"scopes": [f"read:runs:{run_a}"], "expirationTime": "3s"}).json()
     assert get(f"/api/v1/runs/{run_a}/metadata", short["token"]).status_code == 200
     await asyncio.sleep(max(0.0, short["expiresAt"] - time.time()) + 0.1)
     expired = get(f"/api/v1/runs/{run_a}/metadata", short["token"])
