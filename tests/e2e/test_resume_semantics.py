@@ -51,6 +51,13 @@ async def meta_waiter(payload, ctx):
     return metadata.current()
 
 
+@task(id="counter")
+async def counter(payload, ctx):
+    started_with = metadata.current()
+    metadata.increment("count")
+    return started_with
+
+
 def busy(seconds):
     time.sleep(seconds)
     return seconds
@@ -134,8 +141,7 @@ def test_metadata_is_flushed_at_a_checkpoint_and_never_applied_twice_nor_replaye
     resuming: tuple[Project, WorkerProcess], tmp_path: Path
 ) -> None:
     """Item 4: the change buffered before a checkpoint is visible while the run waits, and the
-    increment replayed on resume does not count again. Item 6: a replay starts from the
-    metadata given at trigger time, not from the original's final metadata."""
+    increment replayed on resume does not count again."""
     project, _ = resuming
     client = project.client()
     log = str(tmp_path / "log.jsonl")
@@ -150,14 +156,22 @@ def test_metadata_is_flushed_at_a_checkpoint_and_never_applied_twice_nor_replaye
     assert run["metadata"] == {"seed": 1, "count": 1, "status": "done"}, run["metadata"]
     assert run["output"] == run["metadata"]
 
+
+def test_a_replay_starts_from_the_metadata_given_at_trigger_time(
+    resuming: tuple[Project, WorkerProcess], tmp_path: Path
+) -> None:
+    """Item 6: the original changed its metadata; its replay starts from {"seed": 1} again."""
+    project, _ = resuming
+    client = project.client()
+    run_id = trigger(client, "counter", {"log": str(tmp_path / "log.jsonl")},
+                     metadata={"seed": 1})
+    run = wait_final(client, run_id)
+    assert run["status"] == "COMPLETED" and run["metadata"] == {"seed": 1, "count": 1}, run
     replay = client.post(f"/api/v1/runs/{run_id}/replay")
     assert replay.status_code == 200, replay.text
-    replay_id = replay.json()["id"]
-    wait_for(lambda: _status(client, replay_id) == "WAITING", what="the replay's checkpoint")
-    _complete_token(client, "meta-1")
-    replayed = wait_final(client, replay_id)
+    replayed = wait_final(client, replay.json()["id"])
     assert replayed["status"] == "COMPLETED", replayed
-    assert replayed["metadata"] == {"seed": 1, "count": 1, "status": "done"}, replayed
+    assert replayed["output"] == {"seed": 1} and replayed["metadata"] == {"seed": 1, "count": 1}
 
 
 def test_max_duration_counts_execution_before_and_after_a_checkpoint(
