@@ -44,8 +44,9 @@ async def test_a_waiting_run_completes_across_a_hot_reload(
             await asyncio.sleep(0.5)  # let the watcher start
             run_id = await trigger(client, "nap-reload", {})
             deadline = time.monotonic() + 20
-            while (await client.get(f"/api/v3/runs/{run_id}")).json()["status"] != "WAITING":
-                assert time.monotonic() < deadline, (await client.get(f"/api/v3/runs/{run_id}")).json()
+            while (run := (await client.get(f"/api/v3/runs/{run_id}")).json())["status"] != \
+                    "WAITING":
+                assert time.monotonic() < deadline, run
                 await asyncio.sleep(0.05)
             tasks_py = project / "trigger" / "tasks.py"
             tasks_py.write_text(TASKS.replace('return "v1"', 'return "v2"'))

@@ -6,7 +6,8 @@ buffered as operations, flushed to the API about once a second
 (``TRIGGER_RUN_METADATA_FLUSH_INTERVAL`` ms, default 1000), before the run checkpoints, and
 finally with the attempt's completion. When a checkpointed run resumes and replays the code
 before its wait, the replayed changes are skipped: they were applied before the checkpoint.
-``await metadata.flush()`` sends them now; ``await metadata.refresh()`` reloads the server's copy (which children may have changed through ``metadata.parent``).
+``await metadata.flush()`` sends them now; ``await metadata.refresh()`` reloads the server's copy
+(which children may have changed through ``metadata.parent``).
 
 ``metadata.parent.*`` / ``metadata.root.*`` change the parent / root run (the run itself when it
 has none); increments from many children never lose updates (applied under a row lock).
