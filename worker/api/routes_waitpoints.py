@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import AliasChoices, BaseModel, Field
 
 from worker.api.auth import authenticate
-from worker.api.bodies import MAX_BODY_BYTES, read_json, read_model
+from worker.api.bodies import read_body, read_json, read_model
 from worker.api.routes_realtime import principal
 from worker.engine import public_tokens, waitpoints
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
@@ -26,6 +26,17 @@ from worker.engine.public_tokens import Principal
 router = APIRouter()
 Env = Annotated[Environment, Depends(authenticate)]
 Who = Annotated[Principal, Depends(principal)]
+
+def public_base_url(request: Request) -> str:
+    """Where clients reach this API: TRIGGER_PUBLIC_URL, else the address the server listens
+    on. Never the request's Host header, which the caller controls."""
+    configured: str | None = getattr(request.app.state, "public_url", None)
+    if configured:
+        return configured
+    host, port = request.scope.get("server") or ("127.0.0.1", 3030)
+    host = f"[{host}]" if ":" in str(host) else host
+    return f"http://{host}:{port}"
+
 
 #: lifetime of the public token returned with a new waitpoint token
 TOKEN_EXPIRY = "24h"
@@ -68,7 +79,7 @@ async def create_token(request: Request, env: Env) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise EngineError(str(exc)) from None
-    base = str(request.base_url).rstrip("/")
+    base = public_base_url(request)
     token = await public_tokens.create_token(
         request.app.state.pool, env, [f"write:waitpoints:{row['id']}"], TOKEN_EXPIRY
     )
@@ -143,8 +154,8 @@ async def token_callback(waitpoint_id: str, digest: str, request: Request) -> An
         env = await waitpoints.verify_callback(request.app.state.pool, waitpoint_id, digest)
     except PermissionError:
         return JSONResponse({"error": "invalid callback URL signature"}, status_code=401)
-    raw = await request.body()
-    if len(raw) > min(MAX_BODY_BYTES, MAX_PAYLOAD_BYTES):
+    raw = await read_body(request)
+    if len(raw) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge("callback body is too large")
     data = await read_json(request) if raw else {}
     output, output_type = _encode_output(data)

@@ -26,6 +26,8 @@ MAX_PENDING_LOGS = 50_000
 class Reporting:
     api: WorkerApi
     completions: list[dict[str, Any]]
+    #: the batch a /complete call is sending now: its runs are still ours and heartbeated
+    completing: list[dict[str, Any]]
     logs: list[dict[str, Any]]
     inflight: dict[str, InFlight]
     #: set when a completion is queued, so it is sent at once
@@ -81,15 +83,18 @@ class Reporting:
             return
         batch, self.completions = self.completions, []
         meta = {c["run_id"]: c.pop("_task_id", None) for c in batch}
+        self.completing = batch
         try:
             results = await self.api.complete(batch)
         except Exception as exc:
+            self.completing = []
             self.emit({"type": "error", "message": f"complete failed: {exc}"})
             for c in batch:
                 c["_task_id"] = meta.get(c["run_id"])
             self.completions = batch + self.completions
             await asyncio.sleep(1.0)
             return
+        self.completing = []
         by_id = {r.get("run_id"): r for r in results}
         for c in batch:
             result = by_id.get(c["run_id"], {})

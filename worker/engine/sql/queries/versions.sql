@@ -77,3 +77,7 @@ WHERE environment_id = %(environment_id)s::uuid AND version = %(version)s::text;
 
 -- name: version_task_ids
 SELECT task_id FROM version_tasks WHERE version_id = %(version_id)s::uuid;
+
+-- name: version_environments
+-- The environment of each version a dequeue names (a dev key may not name a prod version).
+SELECT id, environment_id FROM worker_versions WHERE id = ANY(%(version_ids)s::uuid[]);
