@@ -48,7 +48,9 @@ async def read_body(request: Request) -> bytes:
     return raw
 
 
-async def read_json(request: Request) -> Any:
+async def read_json(request: Request, max_depth: int | None = MAX_BODY_DEPTH) -> Any:
+    """The JSON body. ``max_depth=None`` for the worker's batches (/complete, /logs), which
+    check each item on its own so that one deep item cannot refuse its neighbours."""
     raw = await read_body(request)
     if not raw:
         raise EngineError("request body is empty: send a JSON object")
@@ -58,8 +60,10 @@ async def read_json(request: Request) -> Any:
         raise EngineError(f"request body is not valid JSON: {exc}") from None
     # the stored-JSON rule for the whole body at once (per-value rules are checked where the
     # value is stored); the bracket count skips the walk for nearly every body
-    if text_depth_may_exceed(raw, MAX_BODY_DEPTH) and (
-        problem := json_problem(data, MAX_BODY_DEPTH)
+    if (
+        max_depth is not None
+        and text_depth_may_exceed(raw, max_depth)
+        and (problem := json_problem(data, max_depth))
     ):
         raise EngineError(f"request body {problem}")
     return data
@@ -86,5 +90,7 @@ def _message(err: Any) -> str:
     return cause.message if isinstance(cause, LimitError) else str(err["msg"])
 
 
-async def read_model(request: Request, model: type[M]) -> M:
-    return validate(model, await read_json(request))
+async def read_model(
+    request: Request, model: type[M], max_depth: int | None = MAX_BODY_DEPTH
+) -> M:
+    return validate(model, await read_json(request, max_depth))

@@ -17,10 +17,11 @@ from pydantic import AliasChoices, BaseModel, Field
 from worker.api.auth import authenticate
 from worker.api.bodies import read_body, read_json, read_model
 from worker.api.routes_realtime import principal
+from worker.common.limits import check_text
 from worker.engine import public_tokens, waitpoints
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.keys import Environment
-from worker.engine.models import MAX_PAYLOAD_BYTES, MAX_TAGS, parse_when
+from worker.engine.models import MAX_PAYLOAD_BYTES, MAX_TAG_LENGTH, MAX_TAGS, parse_when
 from worker.engine.public_tokens import Principal
 
 router = APIRouter()
@@ -68,6 +69,12 @@ async def create_token(request: Request, env: Env) -> dict[str, Any]:
     tags = [body.tags] if isinstance(body.tags, str) else body.tags
     if len(tags) > MAX_TAGS:
         raise EngineError(f"at most {MAX_TAGS} tags per waitpoint token")
+    for tag in tags:  # the same rule as run tags
+        if not 1 <= len(tag) <= MAX_TAG_LENGTH:
+            raise EngineError(f"each waitpoint tag must be 1..{MAX_TAG_LENGTH} characters")
+        check_text(tag, "a waitpoint tag", MAX_TAG_LENGTH)
+    if body.idempotency_key is not None:
+        check_text(body.idempotency_key, "idempotencyKey")
     try:
         row, cached = await waitpoints.create_token(
             request.app.state.pool,
@@ -169,7 +176,8 @@ async def token_callback(waitpoint_id: str, digest: str, request: Request) -> An
 class WaitBody(BaseModel):
     seq: int = Field(ge=0)
     kind: str = Field(min_length=1, max_length=64)
-    instance_id: str | None = None
+    #: the lease holder (ctx.worker.instance_id): a wait is fenced on the lease
+    instance_id: str = Field(min_length=1, max_length=64)
     waitpoint_id: str | None = None
     #: DURATION waits: when the wait ends (ISO timestamp or duration from now)
     until: str | int | float | datetime | None = None
@@ -182,7 +190,8 @@ class JournalBody(BaseModel):
     kind: str = Field(min_length=1, max_length=64)
     key: str | None = Field(default=None, max_length=512)
     outcome: Any = None
-    instance_id: str | None = None
+    #: the lease holder (ctx.worker.instance_id): a journal entry is fenced on the lease
+    instance_id: str = Field(min_length=1, max_length=64)
 
 
 class CheckpointBody(BaseModel):

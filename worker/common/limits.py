@@ -39,6 +39,8 @@ MAX_CONCURRENCY_KEY_LENGTH = 512
 MAX_QUEUE_NAME_LENGTH = 256
 #: an id or name sent in a request (task id, run id, version, schedule dedup key, ...)
 MAX_NAME_LENGTH = 2048
+#: highest page number of a paged list (``page``): beyond it nothing is ever listed
+MAX_PAGE = 1_000_000
 #: Postgres ``int``: attempt numbers, counts
 MAX_INT32 = 2**31 - 1
 #: longest retry backoff (a worker's decision or a task's retry config), ~24.8 days

@@ -477,7 +477,7 @@ async def complete(
     pool: Pool,
     env: Environment,
     instance_id: str,
-    completions: list[dict[str, Any]],
+    completions: list[Any],
     in_place_lease: float | None = None,
 ) -> list[dict[str, Any]]:
     """Record a batch of attempt results in one transaction.
