@@ -10,7 +10,6 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from tests.conftest import ApiServer
-from tests.protocol_worker import ProtocolWorker
 from tests.hardening.conftest import (
     assert_clear_4xx,
     deep_text,
@@ -18,6 +17,7 @@ from tests.hardening.conftest import (
     protocol_worker,
     trigger,
 )
+from tests.protocol_worker import ProtocolWorker
 
 Db = psycopg.Connection[dict[str, Any]]
 
@@ -166,16 +166,21 @@ def test_one_bad_log_line_loses_only_itself(
     ]
     lines[2]["message"] = "payload with a NUL \u0000 inside"
     lines[2]["attributes"] = {"nul\u0000key": "v\u0000", "deep": nested(300)}
-    lines[5]["time"] = "not a time"
-    lines[6]["attempt_number"] = 2**40
-    lines.append({"run_id": None, "message": "names no run"})
-    lines.append("not even an object")
     response = worker.http.post("/engine/v1/worker/logs", json={"logs": lines})
     assert response.status_code == 200, response.text[:300]
+    odd: list[Any] = [
+        {**lines[5], "message": "bad time", "time": "not a time"},
+        {**lines[6], "message": "huge attempt", "attempt_number": 2**40},
+        {"run_id": None, "message": "names no run"},
+        "not even an object",
+    ]
+    response = worker.http.post("/engine/v1/worker/logs", json={"logs": odd})
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["stored"] == 2
     rows = db.execute(
         "SELECT run_id, message, attributes FROM run_logs WHERE run_id = ANY(%s)", (ids,)
     ).fetchall()
-    assert sorted(r["run_id"] for r in rows) == sorted(ids)  # one line for each of the 8
+    assert sorted(r["run_id"] for r in rows) == sorted([*ids, runs[5]["run_id"], runs[6]["run_id"]])
     bad = next(r for r in rows if r["run_id"] == runs[2]["run_id"])
     assert bad["message"] == "payload with a NUL \\u0000 inside"
     assert bad["attributes"]["nul\\u0000key"] == "v\\u0000"
