@@ -20,6 +20,7 @@ import orjson
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from worker.common.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, LimitError
@@ -87,6 +88,11 @@ def install(app: FastAPI) -> None:
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _RedactCallback) for f in access.filters):
         access.addFilter(_RedactCallback())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        # unknown paths (404), wrong methods (405): the documented {"error"} body too
+        return _json(exc.status_code, {"error": str(exc.detail)}, exc.headers)
 
     @app.exception_handler(LimitError)
     async def limit_error(_: Request, exc: LimitError) -> Response:

@@ -117,6 +117,13 @@ def build(app: FastAPI) -> dict[str, Any]:
             if path not in _PUBLIC:
                 operation["security"] = [{"bearerAuth": []}]
             responses = operation.setdefault("responses", {})
+            for status, response in responses.items():
+                # orjson responses are documented as a string: every route answers an object
+                content = response.get("content", {}).get("application/json")
+                if status.startswith("2") and content and content.get("schema") == {
+                    "type": "string"
+                }:
+                    content["schema"] = {"type": "object"}
             for status, text in _ERROR_STATUSES.items():
                 responses[status] = {
                     "description": text,
