@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -30,7 +31,9 @@ log = logging.getLogger("worker.api")
 _CALLBACK = re.compile(r"(/callback/)[^/?\s]+")
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+def _json(
+    status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None
+) -> Response:
     return Response(
         orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
     )

@@ -112,9 +112,9 @@ def clean_completion(raw: Any) -> dict[str, Any] | Refused:
         item.update(ok=False, skipped_retrying=True, error=error)
         item.pop("output_type")
         return item
-    error = raw.get("error")
-    if isinstance(error, dict) and isinstance(error.get("type"), str):
-        item["error"] = clean_json(error)
+    sent = raw.get("error")
+    if isinstance(sent, dict) and isinstance(sent.get("type"), str):
+        item["error"] = clean_json(sent)
     else:
         item["error"] = internal_error(
             "TASK_RUN_CRASHED", "the worker sent a failure without an error"
