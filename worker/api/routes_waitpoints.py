@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_body, read_json, read_model
@@ -21,7 +21,13 @@ from worker.common.limits import check_text
 from worker.engine import public_tokens, waitpoints
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.keys import Environment
-from worker.engine.models import MAX_PAYLOAD_BYTES, MAX_TAG_LENGTH, MAX_TAGS, parse_when
+from worker.engine.models import (
+    MAX_PAYLOAD_BYTES,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    parse_duration,
+    parse_when,
+)
 from worker.engine.public_tokens import Principal
 
 router = APIRouter()
@@ -183,6 +189,13 @@ class WaitBody(BaseModel):
     until: str | int | float | datetime | None = None
     idempotency_key: str | None = Field(default=None, max_length=2048)
     idempotency_key_ttl: str | int | None = None
+
+    @field_validator("idempotency_key_ttl")
+    @classmethod
+    def _ttl(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_duration(value, "idempotency_key_ttl")  # refused here, not at insert
+        return value
 
 
 class JournalBody(BaseModel):

@@ -151,7 +151,7 @@ def clean_json(value: Any, max_depth: int = MAX_JSON_DEPTH) -> Any:
             return node if math.isfinite(node) else str(node)
         return clean_text(repr(node))
 
-    # the value is at most the body depth deep (read_json), so recursion here is bounded
+    # recursion stops at max_depth (deeper containers become the note), so it stays bounded
     return clean(value, 1)
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -28,6 +27,7 @@ from worker.engine.completions import Refused, clean_completion, clean_log
 from worker.engine.db import Conn, Pool
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
+from worker.engine.lease_guards import check_versions, deliverable
 from worker.engine.manifest import check_manifest
 from worker.engine.models import MAX_OUTPUT_BYTES
 from worker.engine.notifier import Notifier
@@ -166,55 +166,6 @@ def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
 
 #: version id -> its task ids (immutable once registered; bounded by the versions seen)
 _VERSION_TASKS: dict[str, list[str]] = {}
-#: version id -> its environment id (immutable once registered)
-_VERSION_ENVS: dict[str, str] = {}
-
-
-async def _check_versions(pool: Pool, env: Environment, versions: list[str]) -> None:
-    """Every version a dequeue names is registered in the key's own environment (else a dev
-    worker could lock dev runs to a prod version)."""
-    unknown = [v for v in versions if v not in _VERSION_ENVS]
-    if unknown:
-        async with pool.connection() as conn:
-            cur = await conn.execute(Q.version_environments, {"version_ids": unknown})
-            for row in await cur.fetchall():
-                _VERSION_ENVS[str(row["id"])] = str(row["environment_id"])
-    foreign = [v for v in versions if _VERSION_ENVS.get(v) != env.id]
-    if foreign:
-        raise EngineError(
-            f"versions {foreign} are not registered in the {env.slug} environment: register "
-            "with this key first (/engine/v1/worker/register)"
-        )
-
-
-async def _deliverable(
-    pool: Pool, env: Environment, instance_id: str, messages: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The leases are committed: each message must now reach the worker. One that cannot be
-    rendered (stored JSON from before the limits) is sent without its metadata; one that still
-    cannot is handed back to the queue, so no run of the call waits for a lease to expire."""
-    ready: list[dict[str, Any]] = []
-    given_back: list[str] = []
-    for message in messages:
-        try:
-            orjson.dumps(message)
-        except (TypeError, ValueError):
-            log.warning("run %s: stored metadata cannot be rendered; sent without it",
-                        message["run_id"])
-            message["ctx"]["run"]["metadata"] = None
-            try:
-                orjson.dumps(message)
-            except (TypeError, ValueError):
-                log.exception("run %s cannot be sent to a worker; back to the queue",
-                              message["run_id"])
-                given_back.append(message["run_id"])
-                continue
-        ready.append(message)
-    if given_back:
-        await release(pool, env, instance_id, given_back)
-    return ready
-
-
 async def dequeue(
     pool: Pool,
     notifier: Notifier,
@@ -229,7 +180,7 @@ async def dequeue(
     """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none."""
     if not versions:
         raise EngineError("versions must list at least one registered version id")
-    await _check_versions(pool, env, versions)
+    await check_versions(pool, env, versions)
     max_runs = max(1, min(max_runs, 100))
     deadline = time.monotonic() + max(0, min(wait_ms, 30_000)) / 1000
     newest_tasks = _VERSION_TASKS.get(versions[0])
@@ -263,7 +214,10 @@ async def dequeue(
                     for message in resumed:
                         entries = await waitpoints.journal(conn, message["run_id"])
                         message["journal"] = message["ctx"]["journal"] = entries
-            return await _deliverable(pool, env, instance_id, messages)
+            ready, given_back = deliverable(messages)
+            if given_back:  # back to the queue at once: no run waits for its lease to expire
+                await release(pool, env, instance_id, given_back)
+            return ready
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return []
