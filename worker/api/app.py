@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from worker.api import (
+    guards,
+    openapi_doc,
     routes_metadata,
     routes_public,
     routes_queues,
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.notifier.start()
         app.state.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
         app.state.key_cache = {}
+        app.state.public_url = settings.public_url
         app.state.realtime = RealtimeHub(settings.database_url)  # connects on first subscriber
         services = [
             asyncio.create_task(run_rescuer(app.state.pool, settings.rescuer_interval)),
@@ -88,6 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
     )
+
+    guards.install(app)
+    app.openapi = lambda: openapi_doc.build(app)  # type: ignore[method-assign]
 
     @app.exception_handler(EngineError)
     async def engine_error(_: Request, exc: EngineError) -> ORJSONResponse:

@@ -14,8 +14,22 @@ def _packet(data: str | None, data_type: str | None) -> Any:
     if data is None:
         return None
     if data_type in (None, "application/json"):
-        return orjson.loads(data)
+        try:
+            return _renderable(orjson.loads(data), data)
+        except orjson.JSONDecodeError:  # stored before outputs were checked: as its text
+            return data
     return data
+
+
+def _renderable(value: Any, fallback: Any = None) -> Any:
+    """``value`` if it can be rendered in a response, else ``fallback``: JSON stored before the
+    limits of worker.common.limits must not make a run unreadable."""
+    if isinstance(value, dict | list):
+        try:  # wrapped: a response nests it a few levels deeper (orjson stops at 254)
+            orjson.dumps([[[[[[[[value]]]]]]]])
+        except orjson.JSONEncodeError:
+            return fallback
+    return value
 
 
 def _iso(value: Any) -> Any:
@@ -48,7 +62,7 @@ def present_run(row: dict[str, Any], *, full: bool = True) -> dict[str, Any]:
         "isSuccess": status == "COMPLETED",
         "isFailed": status in API_FINAL_STATUSES and status not in ("COMPLETED", "CANCELED"),
         "isCanceled": status == "CANCELED",
-        "metadata": row["metadata"],
+        "metadata": _renderable(row["metadata"]),
     }
     if status == "PENDING_VERSION":  # why it waits, and for what (docs/run-states.md)
         run["statusReason"] = row.get("status_reason") or (

@@ -108,7 +108,7 @@ def expiry_seconds(value: Any) -> float:
             seconds = datetime.fromisoformat(value).timestamp() - time.time()
         else:
             seconds = parse_duration(value, "expirationTime").total_seconds()
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise EngineError(
             f"expirationTime {value!r} is not a duration ('15m', '1h', seconds) or an ISO "
             f"datetime with offset: {exc}"

@@ -12,6 +12,7 @@ from worker.common.errors import (
     error_code,
     final_status_for,
 )
+from worker.common.limits import MAX_RETRY_DELAY_MS
 from worker.common.retry import MAX_ATTEMPTS_HARD_CAP, next_retry_delay_ms
 
 
@@ -27,6 +28,28 @@ class Outcome:
 
 
 def decide(
+    error: dict[str, Any],
+    attempt_number: int,
+    max_attempts: int | None,
+    locked_retry: dict[str, Any] | None,
+    worker_retry: dict[str, Any] | None,
+    skipped_retrying: bool,
+    machine: str | None = None,
+) -> Outcome:
+    """:func:`_decide`, with the delay kept within what the engine stores (~24.8 days)."""
+    try:
+        outcome = _decide(
+            error, attempt_number, max_attempts, locked_retry, worker_retry, skipped_retrying,
+            machine,
+        )
+    except (OverflowError, TypeError, ValueError):  # a retry config beyond reason: no retry
+        outcome = Outcome(retry=False, status=final_status_for(error))
+    if outcome.delay_ms > MAX_RETRY_DELAY_MS:
+        return Outcome(outcome.retry, MAX_RETRY_DELAY_MS, outcome.status, outcome.machine)
+    return outcome
+
+
+def _decide(
     error: dict[str, Any],
     attempt_number: int,
     max_attempts: int | None,

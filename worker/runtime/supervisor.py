@@ -112,6 +112,7 @@ class Supervisor(Reporting):
         self.old: list[Pool] = []
         self.inflight: dict[str, InFlight] = {}
         self.completions: list[dict[str, Any]] = []
+        self.completing: list[dict[str, Any]] = []
         self.logs: list[dict[str, Any]] = []
         self.capacity = asyncio.Event()
         self.completed = asyncio.Event()
@@ -421,6 +422,7 @@ class Supervisor(Reporting):
         ids = [f.run_id for f in self.inflight.values() if not f.lost]
         ids += list(self.starting)
         ids += [str(c["run_id"]) for c in self.completions]
+        ids += [str(c["run_id"]) for c in self.completing]  # a /complete call in flight
         return list(dict.fromkeys(ids))
 
     async def _heartbeat_loop(self) -> None:

@@ -187,3 +187,7 @@ SET status = 'EXPIRED', completed_at = now(), updated_at = now(), run_at = NULL,
                                'message', 'the run was not started before its TTL')
 FROM due WHERE r.id = due.id
 RETURNING r.id;
+
+-- name: run_task_id
+-- The task of a run a request key answered with (a key reused for another task is refused).
+SELECT task_id FROM runs WHERE id = %(id)s::text;

@@ -138,3 +138,7 @@ WITH live AS (
 UPDATE runs r SET status = 'PENDING', status_reason = NULL, updated_at = now()
 FROM ready WHERE r.id = ready.id
 RETURNING r.environment_id;
+
+-- name: version_environments
+-- The environment of each version a dequeue names (a dev key may not name a prod version).
+SELECT id, environment_id FROM worker_versions WHERE id = ANY(%(version_ids)s::uuid[]);
