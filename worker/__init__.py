@@ -26,6 +26,7 @@ from worker.sdk.task import Queue, Task, queue, schema_task, task
 
 if TYPE_CHECKING:
     from worker.sdk import idempotency_keys as idempotency_keys
+    from worker.sdk.ai import ai
     from worker.sdk.auth import auth
     from worker.sdk.client import BatchHandle, RunHandle, configure
     from worker.sdk.config import define_config
@@ -33,10 +34,13 @@ if TYPE_CHECKING:
     from worker.sdk.metadata import metadata
     from worker.sdk.queues import queues
     from worker.sdk.realtime import streams
+    from worker.sdk.retry import retry
     from worker.sdk.runs import Run, runs
     from worker.sdk.schedules import ScheduledPayload, schedules
-    from worker.sdk.subtasks import SubtaskUnwrapError
+    from worker.sdk.subtasks import SubtaskUnwrapError, TaskRunResult
+    from worker.sdk.tags import tags
     from worker.sdk.tasks_api import batch, tasks
+    from worker.sdk.usage import usage
     from worker.sdk.wait import WaitpointTimeoutError, step, wait
 
 #: public name -> module that defines it (imported on first access)
@@ -61,6 +65,11 @@ _LAZY = {
     "step": "worker.sdk.wait",
     "WaitpointTimeoutError": "worker.sdk.wait",
     "SubtaskUnwrapError": "worker.sdk.subtasks",
+    "TaskRunResult": "worker.sdk.subtasks",
+    "tags": "worker.sdk.tags",
+    "retry": "worker.sdk.retry",
+    "usage": "worker.sdk.usage",
+    "ai": "worker.sdk.ai",
 }
 
 __all__ = [
@@ -80,7 +89,9 @@ __all__ = [
     "SubtaskUnwrapError",
     "Task",
     "TaskRunCanceledError",
+    "TaskRunResult",
     "WaitpointTimeoutError",
+    "ai",
     "auth",
     "batch",
     "configure",
@@ -91,13 +102,16 @@ __all__ = [
     "metadata",
     "queue",
     "queues",
+    "retry",
     "runs",
     "schedules",
     "schema_task",
     "step",
     "streams",
+    "tags",
     "task",
     "tasks",
+    "usage",
     "wait",
 ]
 

@@ -20,6 +20,7 @@ from worker.api import (
     routes_queues,
     routes_realtime,
     routes_schedules,
+    routes_sdk,
     routes_waitpoints,
     routes_worker,
 )
@@ -115,4 +116,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_realtime.router)
     app.include_router(routes_queues.router)
     app.include_router(routes_waitpoints.router)
+    app.include_router(routes_sdk.router)
     return app

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
 from worker.api.presenters import present_run
+from worker.api.routes_sdk import Auth, trigger_permission
 from worker.common.statuses import INTERNAL_STATUSES
 from worker.engine import public_tokens, runs, triggering
 from worker.engine.errors import EngineError
@@ -28,9 +29,10 @@ def _request_key(request: Request) -> str | None:
 
 @router.post("/api/v1/tasks/{task_id}/trigger")
 async def trigger_task(
-    task_id: str, request: Request, response: Response, env: Env
+    task_id: str, request: Request, response: Response, who: Auth
 ) -> dict[str, Any]:
     body = await read_model(request, TriggerBody)
+    env = await trigger_permission(request, who, task_id)
     key = request.headers.get("idempotency-key")
     if key and body.options.idempotency_key is None:
         body.options.idempotency_key = key

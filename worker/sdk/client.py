@@ -22,6 +22,7 @@ objects come back the same way (``output`` + ``outputType``) and are decoded wit
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import os
 import random
@@ -68,7 +69,23 @@ def configure(
     _clients.clear()  # the next request builds a client with the new settings
 
 
+@dataclass(frozen=True)
+class AuthOverride:
+    """``auth.with_auth``'s credentials for the requests made inside it (worker/sdk/auth.py)."""
+
+    access_token: str | None = None
+    base_url: str | None = None
+
+
+auth_override: contextvars.ContextVar[AuthOverride | None] = contextvars.ContextVar(
+    "trigger_auth_override", default=None
+)
+
+
 def api_url() -> str:
+    override = auth_override.get()
+    if override is not None and override.base_url:
+        return override.base_url.rstrip("/")
     url = _settings["api_url"] or os.environ.get("TRIGGER_API_URL") or DEFAULT_API_URL
     return str(url).rstrip("/")
 
@@ -113,14 +130,17 @@ def _client() -> httpx.AsyncClient:
         import httpx
 
         timeout = float(_settings["timeout"] or 30.0)
+        headers = {"user-agent": USER_AGENT, "accept": "application/json"}
+        override = auth_override.get()
+        has_key = bool(_settings["secret_key"] or os.environ.get("TRIGGER_SECRET_KEY"))
+        if override is None or override.access_token is None or has_key:
+            headers["authorization"] = f"Bearer {_secret_key()}"
         client = httpx.AsyncClient(
             verify=ssl_context(),
-            base_url=api_url(),
-            headers={
-                "authorization": f"Bearer {_secret_key()}",
-                "user-agent": USER_AGENT,
-                "accept": "application/json",
-            },
+            base_url=str(
+                _settings["api_url"] or os.environ.get("TRIGGER_API_URL") or DEFAULT_API_URL
+            ),
+            headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         )
         _clients[loop] = client
@@ -188,6 +208,12 @@ async def request(
 
     client = _client()
     headers = {"content-type": "application/json"} if content is not None else {}
+    override = auth_override.get()
+    if override is not None:
+        if override.access_token:
+            headers["authorization"] = f"Bearer {override.access_token}"
+        if override.base_url:
+            path = override.base_url.rstrip("/") + path
     if idempotency_key:
         headers[REQUEST_IDEMPOTENCY_HEADER] = idempotency_key
     for attempt in range(MAX_RETRIES + 1):

@@ -10,7 +10,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from worker.sdk.task import MACHINE_PRESETS, RETRY_KEYS
+from worker.sdk.task import (
+    MACHINE_PRESETS,
+    TaskDefinitionError,
+    normalize_hooks,
+    normalize_retry,
+)
 
 
 class ConfigError(ValueError):
@@ -26,9 +31,10 @@ class RetriesConfig(BaseModel):
     @field_validator("default")
     @classmethod
     def _known_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and not set(value) <= RETRY_KEYS:
-            raise ValueError(f"unknown retry option(s) {sorted(set(value) - RETRY_KEYS)}")
-        return value
+        try:
+            return normalize_retry(value, "retries.default")
+        except TaskDefinitionError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class Config(BaseModel):
@@ -67,23 +73,45 @@ class Config(BaseModel):
         return value
 
     def global_hooks(self) -> dict[str, Callable[..., Any]]:
-        names = (
-            "init",
-            "on_start",
-            "on_start_attempt",
-            "on_success",
-            "on_failure",
-            "on_complete",
-            "cleanup",
-            "catch_error",
-            "middleware",
-            "on_cancel",
-        )
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return {n: getattr(self, n) for n in GLOBAL_HOOKS if getattr(self, n) is not None}
+
+
+GLOBAL_HOOKS = (
+    "init",
+    "on_start",
+    "on_start_attempt",
+    "on_success",
+    "on_failure",
+    "on_complete",
+    "cleanup",
+    "catch_error",
+    "middleware",
+    "on_cancel",
+)
+
+
+#: Trigger.dev's config keys spelled differently here (its literal twin → our key)
+CONFIG_TWINS = {"default_machine": "machine"}
 
 
 def define_config(**options: Any) -> Config:
-    """Validate the project's options; raise :class:`ConfigError` naming every bad key."""
+    """Validate the project's options; raise :class:`ConfigError` naming every bad key.
+
+    Trigger.dev's literal spellings are accepted too: ``default_machine`` (= ``machine``) and
+    the hook ``handle_error`` (= ``catch_error``). Hooks are checked as task hooks are
+    (worker/runtime/hooks.py): one that cannot be called is refused here.
+    """
+    for twin, key in CONFIG_TWINS.items():
+        if twin in options:
+            if key in options:
+                raise ConfigError(f"invalid trigger config: give {key} or {twin}, not both")
+            options[key] = options.pop(twin)
+    hook_options = {k: options.pop(k) for k in list(options)
+                    if k in GLOBAL_HOOKS or k == "handle_error"}
+    try:
+        options.update(normalize_hooks(hook_options, "trigger config"))
+    except TaskDefinitionError as exc:
+        raise ConfigError(f"invalid trigger config: {exc}") from None
     try:
         return Config(**options)
     except ValidationError as exc:

@@ -228,3 +228,70 @@ class Streams:
 
 
 streams = Streams()
+
+
+class PipedStream:
+    """What ``metadata.stream(key, source)`` returns: the source is piped to the run's stream
+    ``key`` in the background, and this yields the same chunks as they are piped, so Trigger.dev's
+    ``for await (const chunk of stream)`` translates to ``async for chunk in stream``.
+
+    ``await stream`` waits for the pipe to end and gives the number of chunks sent; an attempt
+    also waits for its unfinished pipes before it completes (so nothing is cut off), and a pipe
+    error is raised from the iteration / the ``await``.
+    """
+
+    def __init__(self, key: str, source: AsyncIterable[Any] | Iterable[Any],
+                 run_id: str | None = None) -> None:
+        self._chunks: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._pump(key, source, run_id))
+        _pending.add(self._task)
+        self._task.add_done_callback(_pending.discard)
+
+    async def _pump(self, key: str, source: AsyncIterable[Any] | Iterable[Any],
+                    run_id: str | None) -> int:
+        async def tee() -> AsyncIterator[Any]:
+            async for item in _aiter(source):
+                self._chunks.put_nowait((False, item))
+                yield item
+
+        try:
+            return await streams.pipe(key, tee(), run_id=run_id)
+        finally:
+            self._chunks.put_nowait((True, None))
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while True:
+            end, item = await self._chunks.get()
+            if end:
+                break
+            yield item
+        await self._task  # the pipe's error, if it failed
+
+    def __await__(self) -> Any:
+        return self._task.__await__()
+
+
+#: pipes started by metadata.stream that have not finished yet
+_pending: set[asyncio.Task[int]] = set()
+
+
+async def _settle_pipes(ctx: Any) -> dict[str, Any] | None:
+    """At the end of an attempt: let unfinished pipes finish (their errors were or will be
+    seen by the task; here they are only logged)."""
+    from worker.sdk.logger import logger
+
+    for task in list(_pending):
+        try:
+            await task
+        except Exception as exc:
+            logger.error(f"metadata.stream pipe failed: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _register() -> None:
+    from worker.sdk import attempt_hooks
+
+    attempt_hooks.on_attempt_end(_settle_pipes)
+
+
+_register()
