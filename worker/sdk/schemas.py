@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any, Protocol, is_typeddict
+from typing import Any, Protocol, get_type_hints, is_typeddict
 
 
 class SchemaLike(Protocol):
@@ -82,6 +82,17 @@ class _CallableSchema:
         return None
 
 
+def _pydantic_typeddict(schema: Any) -> Any:
+    """pydantic refuses ``typing.TypedDict`` before Python 3.12: the same fields as a
+    ``typing_extensions.TypedDict`` (optional keys kept optional)."""
+    import typing_extensions
+
+    hints = get_type_hints(schema)
+    fields = {k: v if k in schema.__required_keys__ else typing_extensions.NotRequired[v]
+              for k, v in hints.items()}
+    return typing_extensions.TypedDict(schema.__name__, fields)  # type: ignore[operator]
+
+
 def adapt(schema: Any) -> SchemaLike:
     """The :class:`SchemaLike` for any accepted form; ``TypeError`` naming the accepted ones."""
     if hasattr(schema, "model_validate") and hasattr(schema, "model_json_schema"):
@@ -92,8 +103,10 @@ def adapt(schema: Any) -> SchemaLike:
         return _AdapterSchema(schema, "TypeAdapter")
     if isinstance(schema, dict):
         return _JsonSchema(schema)
-    if inspect.isclass(schema) and (dataclasses.is_dataclass(schema) or is_typeddict(schema)):
+    if inspect.isclass(schema) and dataclasses.is_dataclass(schema):
         return _AdapterSchema(TypeAdapter(schema), schema.__name__)
+    if is_typeddict(schema):
+        return _AdapterSchema(TypeAdapter(_pydantic_typeddict(schema)), schema.__name__)
     if callable(schema) and not inspect.isclass(schema):
         return _CallableSchema(schema)
     if inspect.isclass(schema) or hasattr(schema, "__origin__"):

@@ -1,0 +1,246 @@
+"""Literal translations of Trigger.dev v4 code inside real executors (zygote + forked
+executors, tests/runtime/harness.py): positional hooks, ``handle_error``, retry and config
+twins, ``await idempotency_keys.create``, ``logger.info("msg", {...})``, ``logger.trace``,
+``usage``, and the schema kinds ``schema_task`` accepts. Discovery refuses hooks it cannot call.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.harness import Harness
+from tests.runtime.projects import write_project
+from worker.runtime.discovery import DiscoveryError, discover
+
+CONFIG = """
+from worker import define_config, logger
+
+config = define_config(
+    project="proj", dirs=["trigger"], max_duration=60, default_machine="medium-1x",
+    on_start=lambda payload, params: logger.info(f"global_on_start:{params.task}"),
+)
+"""
+
+TASKS = """
+import dataclasses
+from typing import TypedDict
+
+from pydantic import TypeAdapter
+
+from worker import idempotency_keys, logger, schema_task, task, usage
+
+
+@task(id="ts-failure", retry={"max_attempts": 1},
+      on_failure=lambda p, e: logger.info(f"on_failure:{p['n']}:{e}"),
+      on_complete=lambda payload, result, params: logger.info(
+          f"on_complete:{result['ok']}:{params.ctx.run.id}"),
+      cleanup=lambda params: logger.info(f"cleanup:{params.task}:{params['payload']['n']}"))
+def ts_failure(payload):
+    raise ValueError("boom")
+
+
+async def around(payload, params):
+    logger.info("mw:before")
+    await params.next()
+    logger.info("mw:after")
+
+
+@task(id="ts-success", middleware=around,
+      on_start=lambda payload, params: logger.info(f"on_start:{params.ctx.attempt.number}"),
+      on_success=lambda p, out, opts: logger.info(f"on_success:{out['same']}"))
+async def ts_success(payload, ctx):
+    key = await idempotency_keys.create("k")
+    plain = idempotency_keys.create("k")
+    logger.info("attrs", {"user_id": 1, "api_key": "s"}, extra=2)
+    with logger.trace("step", {"rows": 3}) as span:
+        span.set_attribute("done", True)
+    doubled = await logger.trace("call", lambda span: 21 * 2)
+    with usage.measure() as measured:
+        sum(range(1000))
+    current = usage.get_current()
+    return {"same": key == plain, "len": len(key), "doubled": doubled,
+            "measured": measured.duration_ms >= 0,
+            "cost": current.total_cost_in_cents > current.base_cost_in_cents}
+
+
+@task(id="ts-handle-error",
+      retry={"max_attempts": 5, "min_timeout_in_ms": 1234, "max_timeout_in_ms": 5000,
+             "factor": 1, "randomize": False},
+      handle_error=lambda payload, error, params: (
+          {"skip_retrying": True} if "fatal" in str(error) else None))
+def ts_handle_error(payload):
+    raise RuntimeError(payload["msg"])
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Named(TypedDict):
+    name: str
+
+
+@schema_task(id="s-dataclass", schema=Point)
+def s_dataclass(payload):
+    return {"type": type(payload).__name__, "sum": payload.x + payload.y}
+
+
+@schema_task(id="s-typeddict", schema=Named)
+def s_typeddict(payload):
+    return payload["name"]
+
+
+@schema_task(id="s-adapter", schema=TypeAdapter(list[int]))
+def s_adapter(payload):
+    return sum(payload)
+
+
+@schema_task(id="s-json", schema={"type": "object", "required": ["a"],
+                                  "properties": {"a": {"type": "integer"}}})
+def s_json(payload):
+    return payload["a"]
+
+
+def parse_even(data):
+    if data % 2:
+        raise ValueError("odd")
+    return data // 2
+
+
+@schema_task(id="s-callable", schema=parse_even)
+def s_callable(payload):
+    return payload
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return write_project(tmp_path / "proj", {"trigger/tasks.py": TASKS}, config=CONFIG)
+
+
+async def test_positional_hooks_run_in_triggerdev_order(project: Path) -> None:
+    async with Harness(project) as h:
+        failed = await h.execute("ts-failure", {"n": 1}, run_id="run_f", max_attempts=1)
+        assert failed["ok"] is False and failed["error"]["message"] == "boom"
+        messages = h.messages("run_f")
+        assert "on_failure:1:boom" in messages  # the seed's onFailure(payload, error)
+        assert "on_complete:False:run_f" in messages  # (payload, result, params)
+        assert "cleanup:ts-failure:1" in messages  # v4's single params object
+        assert "global_on_start:ts-failure" in messages  # config hook (payload, params)
+
+        done = await h.execute("ts-success", {}, run_id="run_s")
+        assert done["ok"] is True, done
+        messages = h.messages("run_s")
+        order = [m for m in messages if m.split(":")[0] in {"mw", "on_start", "on_success"}]
+        assert order == ["mw:before", "on_start:1", "on_success:True", "mw:after"]
+        # no hook raised (a raising hook would have logged "... hook raised (ignored)")
+        assert not [m for m in h.messages() if "raised" in m]
+
+
+async def test_literal_sdk_calls_inside_a_run(project: Path) -> None:
+    async with Harness(project) as h:
+        done = await h.execute("ts-success", {}, run_id="run_s")
+        from worker.common.serialization import loads
+
+        output = loads(done["output"], done["output_type"])
+        assert output == {"same": True, "len": 64, "doubled": 42, "measured": True,
+                          "cost": True}
+        by_message = {f["message"]: f for f in h.logs if f["run_id"] == "run_s"}
+        assert by_message["attrs"]["attributes"] == {"user_id": 1, "api_key": "[REDACTED]",
+                                                     "extra": 2}
+        span = by_message["span step"]["attributes"]["span"]
+        assert span["name"] == "step" and span["status"] == "ok"
+        assert span["attributes"] == {"rows": 3, "done": True} and span["duration_ms"] >= 0
+        assert by_message["span call"]["attributes"]["span"]["status"] == "ok"
+
+
+async def test_handle_error_alias_and_retry_twins(project: Path) -> None:
+    async with Harness(project) as h:
+        by_id = {t["id"]: t for t in h.manifest["tasks"]}
+        retry = by_id["ts-handle-error"]["retry"]
+        assert retry == {"max_attempts": 5, "min_timeout_ms": 1234, "max_timeout_ms": 5000,
+                         "factor": 1, "randomize": False}
+        assert by_id["ts-success"]["machine"] == "medium-1x"  # config default_machine
+        fatal = await h.execute("ts-handle-error", {"msg": "fatal"}, retry=retry,
+                                max_attempts=5)
+        assert fatal["skipped_retrying"] is True and fatal["retry"] is None
+        transient = await h.execute("ts-handle-error", {"msg": "flaky"}, retry=retry,
+                                    max_attempts=5)
+        assert transient["skipped_retrying"] is False
+        assert transient["retry"] == {"delay_ms": 1234}
+
+
+async def test_schema_kinds_parse_in_the_worker(project: Path) -> None:
+    from worker.common.serialization import loads
+
+    async with Harness(project) as h:
+        schemas = {t["id"]: t["payload_schema"] for t in h.manifest["tasks"]}
+        assert schemas["s-dataclass"]["required"] == ["x", "y"]
+        assert schemas["s-typeddict"]["required"] == ["name"]
+        assert schemas["s-adapter"] == {"items": {"type": "integer"}, "type": "array"}
+        assert schemas["s-json"]["required"] == ["a"]
+        assert schemas["s-callable"] is None  # nothing to derive: checked in the worker only
+
+        async def output(task_id: str, payload: object) -> object:
+            done = await h.execute(task_id, payload)
+            assert done["ok"], done
+            return loads(done["output"], done["output_type"])
+
+        assert await output("s-dataclass", {"x": 1, "y": 2}) == {"type": "Point", "sum": 3}
+        assert await output("s-typeddict", {"name": "ada"}) == "ada"
+        assert await output("s-adapter", [1, 2, "3"]) == 6
+        assert await output("s-json", {"a": 5}) == 5
+        assert await output("s-callable", 8) == 4
+        for task_id, bad in [("s-dataclass", {"x": "no"}), ("s-json", {"a": "x"}),
+                             ("s-callable", 3), ("s-adapter", ["x"])]:
+            failed = await h.execute(task_id, bad)
+            assert failed["ok"] is False and failed["error"]["code"] == "TASK_INPUT_ERROR"
+
+
+def _pkg() -> str:
+    return f"tasks_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize(
+    ("hook", "message"),
+    [
+        ("on_failure=lambda a, b, c, d: None", "hook on_failure needs 4 arguments"),
+        ("on_start=lambda payload, error: None", "hook on_start asks for ['error']"),
+        ("on_success=lambda p, *, extra: None", "keyword-only parameters ['extra']"),
+    ],
+)
+def test_discovery_refuses_hooks_it_cannot_call(tmp_path: Path, hook: str, message: str) -> None:
+    p = _pkg()
+    root = write_project(tmp_path, {f"{p}/a.py": f"""
+        from worker import task
+
+        @task(id="a", {hook})
+        def a(payload):
+            return 1
+        """}, package=p)
+    with pytest.raises(DiscoveryError) as caught:
+        discover(root)
+    text = str(caught.value)
+    assert message in text and "task 'a'" in text and "Trigger.dev's order" in text
+
+
+def test_config_twins_and_refusals() -> None:
+    from worker.sdk.config import ConfigError, define_config
+
+    config = define_config(project="p", default_machine="large-1x",
+                           retries={"default": {"min_timeout_in_ms": 10}},
+                           handle_error=lambda payload, error, params: None)
+    assert config.machine == "large-1x"
+    assert config.retries.default == {"min_timeout_ms": 10}
+    assert "catch_error" in config.global_hooks()
+    with pytest.raises(ConfigError, match="give machine or default_machine"):
+        define_config(project="p", machine="micro", default_machine="micro")
+    with pytest.raises(ConfigError, match="hook on_success needs 4 arguments"):
+        define_config(project="p", on_success=lambda a, b, c, d: None)
+    with pytest.raises(ConfigError, match="unknown retry option"):
+        define_config(project="p", retries={"default": {"min_timeout": 1}})
