@@ -244,3 +244,27 @@ def test_config_twins_and_refusals() -> None:
         define_config(project="p", on_success=lambda a, b, c, d: None)
     with pytest.raises(ConfigError, match="unknown retry option"):
         define_config(project="p", retries={"default": {"min_timeout": 1}})
+
+
+def test_task_is_generic_in_payload_and_output(tmp_path: Path) -> None:
+    """A type checker sees ``Task[Payload, Output]``: a wrong payload is an error and
+    ``trigger_and_wait(...).unwrap()`` is the output type."""
+    from mypy import api
+
+    snippet = tmp_path / "typed.py"
+    snippet.write_text(
+        "from typing import reveal_type\n"
+        "from worker import task\n"
+        "@task(id='child')\n"
+        "async def child(payload: dict[str, int], ctx: object) -> list[str]:\n"
+        "    return []\n"
+        "async def parent() -> None:\n"
+        "    reveal_type((await child.trigger_and_wait({'a': 1})).unwrap())\n"
+        "    await child.trigger_and_wait('wrong')\n"
+    )
+    out, _, status = api.run([str(snippet), "--cache-dir", str(tmp_path / "cache"),
+                              "--no-error-summary"])
+    assert status == 1, out
+    assert 'Revealed type is "builtins.list[builtins.str]"' in out or \
+        'Revealed type is "list[str]"' in out, out
+    assert 'incompatible type "str"; expected "dict[str, int] | None"' in out, out
