@@ -188,3 +188,18 @@ async def test_ai_tool_formats_and_calls(sdk: Project) -> None:
     assert run.status == "COMPLETED" and run.output == {"city": "Oslo", "days": 2, "sunny": True}
 
 
+
+
+async def test_subscription_with_typed_streams(sdk: Project) -> None:
+    from pydantic import BaseModel
+
+    class Token(BaseModel):
+        text: str
+
+    handle = await tasks.trigger("streamer", None)
+    parts = [p async for p in runs.subscribe_to_run(handle).with_streams({"openai": Token})]
+    chunks = [p.chunk for p in parts if p.type == "openai"]
+    assert chunks == [Token(text="Hello"), Token(text=" "), Token(text="world")]
+    snapshots = [p.run for p in parts if p.type == "run"]
+    assert snapshots and snapshots[-1] is not None and snapshots[-1].status == "COMPLETED"
+    assert snapshots[-1].output == {"seen": ["Hello", " ", "world"], "count": 3}

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -111,8 +112,83 @@ def _id(value: Any) -> str:
     )
 
 
-def subscribe_to_run(run: Any, *, access_token: str | None = None) -> AsyncIterator[Run]:
-    return _runs(f"/realtime/v1/runs/{client.path_segment(_id(run))}", None, access_token)
+@dataclass(frozen=True)
+class StreamPart:
+    """One part of a subscription ``with_streams``: ``type`` is ``"run"`` (``run`` set) or the
+    stream key (``chunk`` set, parsed by the stream's type when one was given)."""
+
+    type: str
+    run: Run | None = None
+    chunk: Any = None
+
+
+class RunSubscription:
+    """``runs.subscribe_to_run(id)``: an async iterator of :class:`Run` snapshots;
+    ``.with_streams("openai")`` (or ``{"openai": ChunkModel}`` for typed chunks) also yields the
+    chunks of those streams, as Trigger.dev's ``subscribeToRun(id).withStreams()``."""
+
+    def __init__(self, run_id: str, access_token: str | None) -> None:
+        self.run_id, self.access_token = run_id, access_token
+        self._snapshots: AsyncIterator[Run] | None = None
+
+    def __aiter__(self) -> RunSubscription:
+        return self
+
+    async def __anext__(self) -> Run:
+        if self._snapshots is None:
+            self._snapshots = _runs(f"/realtime/v1/runs/{client.path_segment(self.run_id)}",
+                                    None, self.access_token)
+        return await self._snapshots.__anext__()
+
+    async def with_streams(self, *keys: Any) -> AsyncIterator[StreamPart]:
+        from worker.sdk.schemas import adapt
+
+        types: dict[str, Any] = {}
+        for key in keys:
+            if isinstance(key, dict):
+                types.update({k: adapt(v) if v is not None else None for k, v in key.items()})
+            else:
+                types[str(key)] = None
+        if not types:
+            raise ValueError("with_streams needs the stream keys: with_streams('openai')")
+        parts: asyncio.Queue[StreamPart | BaseException | None] = asyncio.Queue()
+
+        async def pump_run() -> None:
+            async for run in self:
+                parts.put_nowait(StreamPart("run", run=run))
+
+        async def pump_stream(key: str, parse: Any) -> None:
+            async for chunk in streams.read(self.run_id, key, access_token=self.access_token):
+                parts.put_nowait(StreamPart(key, chunk=parse.model_validate(chunk)
+                                            if parse is not None else chunk))
+
+        async def guarded(coro: Any) -> None:
+            try:
+                await coro
+            except BaseException as exc:  # handed to the reader, raised there
+                parts.put_nowait(exc)
+            finally:
+                parts.put_nowait(None)
+
+        pumps = [asyncio.ensure_future(guarded(pump_run()))]
+        pumps += [asyncio.ensure_future(guarded(pump_stream(k, t))) for k, t in types.items()]
+        running = len(pumps)
+        try:
+            while running:
+                item = await parts.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            for pump in pumps:
+                pump.cancel()
+
+
+def subscribe_to_run(run: Any, *, access_token: str | None = None) -> RunSubscription:
+    return RunSubscription(_id(run), access_token)
 
 
 def subscribe_to_runs_with_tag(
