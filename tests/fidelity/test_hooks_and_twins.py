@@ -268,3 +268,59 @@ def test_task_is_generic_in_payload_and_output(tmp_path: Path) -> None:
     assert 'Revealed type is "builtins.list[builtins.str]"' in out or \
         'Revealed type is "list[str]"' in out, out
     assert 'incompatible type "str"; expected "dict[str, int] | None"' in out, out
+
+
+async def test_retry_on_throw_and_fetch() -> None:
+    import http.server
+    import threading
+
+    from worker import AbortTaskRunError, retry
+
+    calls: list[tuple[int, int]] = []
+
+    async def flaky(attempt: int, max_attempts: int) -> str:
+        calls.append((attempt, max_attempts))
+        if attempt < 3:
+            raise RuntimeError("not yet")
+        return "done"
+
+    assert await retry.on_throw(flaky, max_attempts=4, min_timeout_in_ms=1, factor=1) == "done"
+    assert calls == [(1, 4), (2, 4), (3, 4)]
+
+    def abort() -> None:
+        calls.append((0, 0))
+        raise AbortTaskRunError("stop")
+
+    calls.clear()
+    with pytest.raises(AbortTaskRunError):
+        await retry.on_throw(abort, max_attempts=5, min_timeout_in_ms=1)
+    assert calls == [(0, 0)]  # never retried
+
+    statuses = [503, 503, 200]
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.path)
+            status = statuses.pop(0) if statuses else 200
+            self.send_response(status)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/x"
+        response = await retry.fetch(url, retry={"by_status": {
+            "500-599": {"max_attempts": 3, "min_timeout_in_ms": 1, "factor": 1}}})
+        assert response.status_code == 200 and seen == ["/x", "/x", "/x"]
+        statuses[:] = [500, 500, 500]
+        response = await retry.fetch(url, retry={"by_status": {
+            "500-599": {"max_attempts": 2, "min_timeout_in_ms": 1}}})
+        assert response.status_code == 500 and len(seen) == 5  # gave up after 2 attempts
+    finally:
+        server.shutdown()

@@ -2,14 +2,16 @@
 ``retry.fetch``), with the same backoff options as task retries (worker/common/retry.py).
 
 ``await retry.on_throw(fn, max_attempts=3)`` calls ``fn`` (sync or async; it may take
-``attempt``, the 1-based attempt number) until it returns, sleeping between attempts; the last
-error is raised. ``AbortTaskRunError`` and the errors that stop a run (max duration, cancel) are
-never retried.
+``attempt``, the 1-based attempt number, and ``max_attempts``) until it returns, sleeping between
+attempts; the last error is raised. ``AbortTaskRunError`` and the errors that stop a run (max
+duration, cancel) are never retried. Unlike Trigger.dev (which waits with ``wait.until``), the
+sleep is in-process: a long backoff holds the executor instead of checkpointing.
 
 ``await retry.fetch(url, method="GET", retry={...}, **httpx_options)`` is an HTTP request
 (``httpx``) retried on connection errors and on the statuses named in ``retry["by_status"]``
-(``{"500-599": {"max_attempts": 5}}``; ``429`` honours ``Retry-After``); the default retries
-connection errors, ``429`` and ``5xx`` three times. Returns the last ``httpx.Response``.
+(``{"500-599": {"max_attempts": 5}}``; ``Retry-After`` in seconds is honoured); the default
+retries connection errors and timeouts, ``408``, ``409``, ``429`` and ``5xx`` three times.
+Returns the last ``httpx.Response``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from worker.sdk.task import TaskDefinitionError, normalize_retry
 NEVER_RETRIED = (AbortTaskRunError, MaxDurationExceededError, TaskRunCanceledError)
 DEFAULT_ON_THROW = {"max_attempts": 3, "factor": 2, "min_timeout_ms": 1000,
                     "max_timeout_ms": 60000, "randomize": True}
-DEFAULT_BY_STATUS: dict[str, dict[str, Any]] = {"429": {}, "500-599": {}}
+DEFAULT_BY_STATUS: dict[str, dict[str, Any]] = {"408-409": {}, "429": {}, "500-599": {}}
 
 
 def _options(options: dict[str, Any]) -> dict[str, Any]:
@@ -36,12 +38,13 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(str(exc)) from None
 
 
-async def _call(fn: Callable[..., Any], attempt: int) -> Any:
+async def _call(fn: Callable[..., Any], attempt: int, max_attempts: int) -> Any:
     try:
-        wants_attempt = "attempt" in inspect.signature(fn).parameters
+        names = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        wants_attempt = False
-    result = fn(attempt=attempt) if wants_attempt else fn()
+        names = {}  # type: ignore[assignment]
+    offered = {"attempt": attempt, "max_attempts": max_attempts}
+    result = fn(**{k: v for k, v in offered.items() if k in names})
     if inspect.isawaitable(result):
         result = await result
     return result
@@ -61,7 +64,7 @@ class Retry:
         attempt = 1
         while True:
             try:
-                return await _call(fn, attempt)
+                return await _call(fn, attempt, int(opts["max_attempts"]))
             except NEVER_RETRIED:
                 raise
             except Exception:
