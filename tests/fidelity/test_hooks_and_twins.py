@@ -300,7 +300,7 @@ async def test_retry_on_throw_and_fetch() -> None:
     seen: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             seen.append(self.path)
             status = statuses.pop(0) if statuses else 200
             self.send_response(status)
