@@ -27,6 +27,7 @@ from worker.sdk.task import Queue, Task, queue, schema_task, task
 if TYPE_CHECKING:
     from worker.sdk import idempotency_keys as idempotency_keys
     from worker.sdk.ai import ai
+    from worker.sdk.alerts import alerts
     from worker.sdk.auth import auth
     from worker.sdk.client import BatchHandle, RunHandle, configure
     from worker.sdk.config import define_config
@@ -70,6 +71,7 @@ _LAZY = {
     "retry": "worker.sdk.retry",
     "usage": "worker.sdk.usage",
     "ai": "worker.sdk.ai",
+    "alerts": "worker.sdk.alerts",
 }
 
 __all__ = [
@@ -92,6 +94,7 @@ __all__ = [
     "TaskRunResult",
     "WaitpointTimeoutError",
     "ai",
+    "alerts",
     "auth",
     "batch",
     "configure",

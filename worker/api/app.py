@@ -32,6 +32,7 @@ from worker.engine.leases import LeaseSettings
 from worker.engine.migrate import migrate
 from worker.engine.notifier import Notifier
 from worker.engine.realtime import RealtimeHub
+from worker.engine.services.alerter import AlertSettings, run_alerter
 from worker.engine.services.cron_trigger import run_cron_trigger
 from worker.engine.services.expirer import run_expirer
 from worker.engine.services.rescuer import run_rescuer
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(run_expirer(app.state.pool, settings.expirer_interval)),
             asyncio.create_task(run_waitpoint_timer(app.state.pool, settings.scheduler_max_sleep)),
             asyncio.create_task(run_cron_trigger(app.state.pool)),
+            asyncio.create_task(run_alerter(app.state.pool, AlertSettings.from_env())),
         ]
         try:
             yield

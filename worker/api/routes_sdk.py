@@ -1,5 +1,6 @@
 """Endpoints behind SDK twins of Trigger.dev v4 (issue 20): run tags added from inside a run,
-and who may trigger (the secret key, or a public token scoped ``trigger:tasks:<id>``).
+who may trigger (the secret key, or a public token scoped ``trigger:tasks:<id>``), alert
+channels, ``whoami``. Shapes in docs/api.md.
 """
 
 from __future__ import annotations
@@ -8,16 +9,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from worker.api.auth import AuthError
-from worker.api.bodies import read_json
+from worker.api.auth import AuthError, authenticate
+from worker.api.bodies import read_json, read_model
 from worker.api.routes_realtime import principal
-from worker.engine import public_tokens, run_tags
+from worker.engine import alerts, public_tokens, run_tags
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.public_tokens import InvalidToken, Principal
 
 router = APIRouter()
 Auth = Annotated[Principal, Depends(principal)]
+Env = Annotated[Environment, Depends(authenticate)]
 
 
 async def trigger_permission(request: Request, who: Principal, task_id: str) -> Environment:
@@ -42,3 +44,26 @@ async def add_run_tags(run_id: str, request: Request, who: Auth) -> dict[str, An
         raise EngineError('body must be {"tags": ["tag", ...]}')
     tags = run_tags.check_tags(body.get("tags"))
     return {"tags": await run_tags.add_tags(request.app.state.pool, who.env, run_id, tags)}
+
+
+@router.get("/api/v1/whoami")
+async def whoami(env: Env) -> dict[str, Any]:
+    return {"project": {"id": env.project_id, "ref": env.project_ref},
+            "environment": {"id": env.id, "slug": env.slug, "type": env.type}}
+
+
+@router.post("/api/v1/alerts")
+async def create_alert_channel(request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, alerts.ChannelBody)
+    return (await alerts.create_channel(request.app.state.pool, env, body)).public()
+
+
+@router.get("/api/v1/alerts")
+async def list_alert_channels(request: Request, env: Env) -> dict[str, Any]:
+    return {"data": [c.public() for c in await alerts.list_channels(request.app.state.pool, env)]}
+
+
+@router.delete("/api/v1/alerts/{channel_id}")
+async def delete_alert_channel(channel_id: str, request: Request, env: Env) -> dict[str, Any]:
+    await alerts.delete_channel(request.app.state.pool, env, channel_id)
+    return {"id": channel_id, "deleted": True}

@@ -1,9 +1,10 @@
 """``usage``: compute time and an estimated cost of the current run (Trigger.dev's ``usage``).
 
 The cost is an *estimate* from the machine preset (ctx.machine.name) at Trigger.dev's cloud list
-prices (:data:`CENTS_PER_MS`) plus its per-run base cost; this engine bills nothing. Time is the
-wall-clock time of the current attempt's execution (earlier attempts are not counted:
-``total`` covers this attempt).
+prices (:data:`CENTS_PER_MS`) plus its per-run base cost; this engine bills nothing. Time is CPU
+time, as in Trigger.dev: the executor process runs one attempt at a time, so its CPU time since
+the attempt started is the attempt's (waits cost nothing). Earlier attempts are not counted:
+``total`` covers this attempt.
 
 ``usage.get_current()`` → :class:`Usage`; ``with usage.measure() as m: ...`` then
 ``m.duration_ms`` / ``m.cost_in_cents``; or Trigger.dev's form
@@ -68,18 +69,18 @@ class Measurement:
     cost_in_cents: float = 0.0
 
     def __enter__(self) -> Measurement:
-        self.started = time.perf_counter()
+        self.started = time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        compute = _compute((time.perf_counter() - self.started) * 1000)
+        compute = _compute((time.process_time() - self.started) * 1000)
         self.duration_ms, self.cost_in_cents = compute.duration_ms, compute.cost_in_cents
 
 
 class UsageApi:
     def get_current(self) -> Usage:
-        started = _attempt_started[-1] if _attempt_started else time.perf_counter()
-        attempt = _compute((time.perf_counter() - started) * 1000)
+        started = _attempt_started[-1] if _attempt_started else time.process_time()
+        attempt = _compute((time.process_time() - started) * 1000)
         return Usage(attempt, attempt, BASE_COST_IN_CENTS,
                      BASE_COST_IN_CENTS + attempt.cost_in_cents)
 
@@ -97,7 +98,7 @@ class UsageApi:
 
 
 async def _started(ctx: Any) -> None:
-    _attempt_started[:] = [time.perf_counter()]
+    _attempt_started[:] = [time.process_time()]
 
 
 attempt_hooks.on_attempt_start(_started)

@@ -1,4 +1,5 @@
--- SDK twins of Trigger.dev v4 surface (issue 20): one-time public trigger tokens and alerts.
+-- SDK twins of Trigger.dev v4 surface (issue 20): one-time public trigger tokens, alerts,
+-- deployments.
 
 -- A one-time-use public token (auth.create_trigger_public_token, the default) is spent by
 -- recording its id; a second use finds the row and is refused. Rows are useless once the token
@@ -34,15 +35,33 @@ CREATE TABLE alert_deliveries (
     subject_id      text NOT NULL,  -- the run id or the version id
     body            jsonb NOT NULL,
     attempts        int NOT NULL DEFAULT 0,
+    -- a sender claims a row by moving this ahead, so two API processes never send it together
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_error      text,
     sent_at         timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (channel_id, alert_type, subject_id)
 );
-CREATE INDEX alert_deliveries_unsent ON alert_deliveries (id) WHERE sent_at IS NULL;
+CREATE INDEX alert_deliveries_unsent ON alert_deliveries (next_attempt_at) WHERE sent_at IS NULL;
 
 -- The alerter's scan position over finished runs (one row per service, key 'runs').
 CREATE TABLE alert_cursors (
     name            text PRIMARY KEY,
     position        timestamptz NOT NULL
 );
+
+-- The alerter's scan for runs that failed since its cursor.
+CREATE INDEX runs_failed_idx ON runs (completed_at)
+    WHERE status IN ('COMPLETED_WITH_ERRORS', 'CRASHED', 'SYSTEM_FAILURE', 'TIMED_OUT');
+
+-- `trigger deploy`: a version registered from the CLI, then promoted (made current) when healthy.
+CREATE TABLE deployments (
+    id              text PRIMARY KEY,
+    environment_id  uuid NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+    version_id      uuid NOT NULL REFERENCES worker_versions (id) ON DELETE CASCADE,
+    status          text NOT NULL CHECK (status IN ('REGISTERED', 'DEPLOYED', 'FAILED')),
+    image           text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    promoted_at     timestamptz
+);
+CREATE INDEX deployments_env ON deployments (environment_id, created_at DESC);
