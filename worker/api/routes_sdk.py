@@ -1,6 +1,6 @@
 """Endpoints behind SDK twins of Trigger.dev v4 (issue 20): run tags added from inside a run,
 who may trigger (the secret key, or a public token scoped ``trigger:tasks:<id>``), alert
-channels, ``whoami``. Shapes in docs/api.md.
+channels, deployments (``trigger deploy``), ``whoami``. Shapes in docs/api.md.
 """
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
 
 from worker.api.auth import AuthError, authenticate
 from worker.api.bodies import read_json, read_model
 from worker.api.routes_realtime import principal
-from worker.engine import alerts, public_tokens, run_tags
+from worker.engine import alerts, deployments, public_tokens, run_tags
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.public_tokens import InvalidToken, Principal
@@ -67,3 +68,26 @@ async def list_alert_channels(request: Request, env: Env) -> dict[str, Any]:
 async def delete_alert_channel(channel_id: str, request: Request, env: Env) -> dict[str, Any]:
     await alerts.delete_channel(request.app.state.pool, env, channel_id)
     return {"id": channel_id, "deleted": True}
+
+
+class DeploymentBody(BaseModel):
+    content_hash: str = Field(alias="contentHash", min_length=1, max_length=128)
+    tasks: list[dict[str, Any]] = Field(min_length=1)
+    image: str | None = Field(default=None, max_length=500)
+
+
+@router.post("/api/v1/deployments")
+async def register_deployment(request: Request, env: Env) -> dict[str, Any]:
+    body = await read_model(request, DeploymentBody)
+    return await deployments.register(request.app.state.pool, env, body.content_hash,
+                                      body.tasks, body.image)
+
+
+@router.get("/api/v1/deployments/{deployment_id}")
+async def retrieve_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, Any]:
+    return await deployments.retrieve(request.app.state.pool, env, deployment_id)
+
+
+@router.post("/api/v1/deployments/{deployment_id}/promote")
+async def promote_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, Any]:
+    return await deployments.promote(request.app.state.pool, env, deployment_id)

@@ -5,6 +5,7 @@ Validated by pydantic so that a bad key fails with a message naming it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -37,6 +38,50 @@ class RetriesConfig(BaseModel):
             raise ValueError(str(exc)) from None
 
 
+class BuildConfig(BaseModel):
+    """``build``: what ``trigger deploy`` puts in the worker image (the Python answer to
+    Trigger.dev's ``aptGet`` / ``ffmpeg`` / ``additionalFiles`` / ``additionalPackages``
+    extensions). See worker/dockerfile.py."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Debian packages (``apt-get install``), e.g. ``["ffmpeg", "libpq5"]``
+    system_packages: list[str] = Field(default_factory=list)
+    #: pip requirement specifiers, e.g. ``["httpx>=0.27", "pandas==2.2.2"]``
+    pip_packages: list[str] = Field(default_factory=list)
+    #: files or folders (relative to the project) copied beside the task dirs
+    files: list[str] = Field(default_factory=list)
+    #: the base image
+    base_image: str = "python:3.11-slim"
+    #: how the image gets trigger-worker itself (a pip requirement)
+    worker_requirement: str = "trigger-worker"
+
+    @field_validator("system_packages")
+    @classmethod
+    def _debian_names(cls, value: list[str]) -> list[str]:
+        bad = [p for p in value if not re.fullmatch(r"[a-z0-9][a-z0-9+.\-]*(=[\w.+:~-]+)?", p)]
+        if bad:
+            raise ValueError(f"not Debian package names: {bad}")
+        return value
+
+    @field_validator("pip_packages", "worker_requirement")
+    @classmethod
+    def _requirements(cls, value: Any) -> Any:
+        items = [value] if isinstance(value, str) else value
+        bad = [p for p in items if not p or any(c in p for c in "\n\r\"'`$;&|")]
+        if bad:
+            raise ValueError(f"not pip requirement specifiers: {bad}")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _relative(cls, value: list[str]) -> list[str]:
+        bad = [f for f in value if not f or f.startswith("/") or ".." in f.split("/")]
+        if bad:
+            raise ValueError(f"build files must be paths inside the project: {bad}")
+        return value
+
+
 class Config(BaseModel):
     """The validated project configuration."""
 
@@ -53,6 +98,7 @@ class Config(BaseModel):
     concurrency: int = Field(default=10, ge=1, le=1000)
     max_runs_per_process: int = Field(default=1000, ge=1)
     max_memory_per_process: int | None = Field(default=None, description="MiB of RSS")
+    build: BuildConfig = Field(default_factory=BuildConfig)
     # global hooks
     init: Callable[..., Any] | None = None
     on_start: Callable[..., Any] | None = None
