@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from worker.sdk.ai import ai
     from worker.sdk.alerts import alerts
     from worker.sdk.auth import auth
+    from worker.sdk.background import heartbeats, wait_until
     from worker.sdk.client import BatchHandle, RunHandle, configure
     from worker.sdk.config import define_config
     from worker.sdk.context import locals
@@ -72,6 +73,8 @@ _LAZY = {
     "usage": "worker.sdk.usage",
     "ai": "worker.sdk.ai",
     "alerts": "worker.sdk.alerts",
+    "wait_until": "worker.sdk.background",
+    "heartbeats": "worker.sdk.background",
 }
 
 __all__ = [
@@ -99,6 +102,7 @@ __all__ = [
     "batch",
     "configure",
     "define_config",
+    "heartbeats",
     "idempotency_keys",
     "locals",
     "logger",
@@ -116,6 +120,7 @@ __all__ = [
     "tasks",
     "usage",
     "wait",
+    "wait_until",
 ]
 
 

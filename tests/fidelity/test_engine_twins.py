@@ -171,7 +171,45 @@ async def test_trigger_public_token_triggers_one_task_once(sdk: Project) -> None
         assert caught.value.status in (401, 403)
 
 
+async def test_batch_trigger_token_and_async_iterable_items(sdk: Project) -> None:
+    token = await auth.create_batch_trigger_public_token("double")
+
+    async def payloads():  # Trigger.dev also batches from async iterables
+        for n in (7, 8):
+            yield n
+
+    async with auth.with_auth(access_token=token):
+        handle = await tasks.batch_trigger("double", payloads())
+        with pytest.raises(AuthenticationError, match="already used"):
+            await tasks.batch_trigger("double", [1])
+    assert handle.run_count == 2
+    finished = [await runs.poll(r, poll_interval=0.1, timeout=60) for r in handle.runs]
+    assert [r.output for r in finished] == [14, 16]
+    many = await auth.create_batch_trigger_public_token("double", multiple_use=True)
+    async with auth.with_auth(access_token=many):
+        with pytest.raises(ApiError) as caught:
+            await tasks.trigger("double", 1)  # a batch token does not trigger one run
+        assert caught.value.status == 403
+
+
+async def test_trigger_and_subscribe_and_defined_streams(sdk: Project) -> None:
+    from pydantic import BaseModel
+
+    from worker.sdk.task import Task
+
+    class Token(BaseModel):
+        text: str
+
+    streamer = Task(id="streamer", run=lambda payload: None)
+    snapshots = [run async for run in streamer.trigger_and_subscribe(None)]
+    assert snapshots[-1].status == "COMPLETED" and snapshots[-1].output["count"] == 3
+    openai = streams.define("openai", schema=Token)
+    assert [c async for c in openai.read(snapshots[-1].id)] == [
+        Token(text="Hello"), Token(text=" "), Token(text="world")]
+
+
 async def test_replay_handle_names_the_task(sdk: Project) -> None:
+    configure(base_url=sdk.api.url, access_token=sdk.key)  # Trigger.dev's names
     handle = await tasks.trigger("double", 4)
     replayed = await runs.replay(handle)
     assert replayed.id != handle.id and replayed.task_identifier == "double"

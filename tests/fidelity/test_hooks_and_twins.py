@@ -30,7 +30,24 @@ from typing import TypedDict
 
 from pydantic import TypeAdapter
 
-from worker import idempotency_keys, logger, schema_task, task, usage
+import asyncio
+
+from worker import heartbeats, idempotency_keys, logger, schema_task, task, tasks, usage
+from worker import wait_until
+
+tasks.on_start("audit", lambda payload, params: logger.info(f"registered_on_start:{params.task}"))
+tasks.on_failure(lambda p, e, params: logger.info(f"registered_on_failure:{e}"))
+
+
+@task(id="bg")
+async def bg(payload):
+    async def later():
+        await asyncio.sleep(0.05)
+        logger.info("wait_until done")
+
+    wait_until(later())
+    await heartbeats.yield_()
+    return "returned"
 
 
 @task(id="ts-failure", retry={"max_attempts": 1},
@@ -132,6 +149,10 @@ async def test_positional_hooks_run_in_triggerdev_order(project: Path) -> None:
         assert "on_complete:False:run_f" in messages  # (payload, result, params)
         assert "cleanup:ts-failure:1" in messages  # v4's single params object
         assert "global_on_start:ts-failure" in messages  # config hook (payload, params)
+        # tasks.on_start / tasks.on_failure: after the config's hook, before the task's
+        assert messages.index("registered_on_start:ts-failure") == \
+            messages.index("global_on_start:ts-failure") + 1
+        assert "registered_on_failure:boom" in messages
 
         done = await h.execute("ts-success", {}, run_id="run_s")
         assert done["ok"] is True, done
@@ -157,6 +178,13 @@ async def test_literal_sdk_calls_inside_a_run(project: Path) -> None:
         assert span["name"] == "step" and span["status"] == "ok"
         assert span["attributes"] == {"rows": 3, "done": True} and span["duration_ms"] >= 0
         assert by_message["span call"]["attributes"]["span"]["status"] == "ok"
+
+
+async def test_wait_until_settles_before_the_attempt_completes(project: Path) -> None:
+    async with Harness(project) as h:
+        done = await h.execute("bg", None, run_id="run_bg")
+        assert done["ok"] is True
+        assert "wait_until done" in h.messages("run_bg")  # logged before the completion
 
 
 async def test_handle_error_alias_and_retry_twins(project: Path) -> None:

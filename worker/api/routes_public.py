@@ -47,8 +47,9 @@ async def trigger_task(
 
 
 @router.post("/api/v1/tasks/{task_id}/batch")
-async def batch_trigger_task(task_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[str, Any]:
     body = await read_model(request, BatchBody)
+    env = await trigger_permission(request, who, task_id, batch=True)
     items = [item.model_copy(update={"task": task_id}) for item in body.expanded_items()]
     return await triggering.batch_trigger(
         request.app.state.pool, env, items, _request_key(request), body.options
@@ -56,11 +57,12 @@ async def batch_trigger_task(task_id: str, request: Request, env: Env) -> dict[s
 
 
 @router.post("/api/v2/tasks/batch")
-async def batch_trigger(request: Request, env: Env) -> dict[str, Any]:
+async def batch_trigger(request: Request, who: Auth) -> dict[str, Any]:
     body = await read_model(request, BatchBody)
     missing = [i for i, item in enumerate(body.items) if not item.task]
     if missing:
         raise EngineError(f"items {missing} have no 'task': each item names the task to run")
+    env = await trigger_permission(request, who, [str(i.task) for i in body.items], batch=True)
     items: list[BatchItem] = body.expanded_items()
     return await triggering.batch_trigger(
         request.app.state.pool, env, items, _request_key(request), body.options

@@ -23,11 +23,15 @@ Auth = Annotated[Principal, Depends(principal)]
 Env = Annotated[Environment, Depends(authenticate)]
 
 
-async def trigger_permission(request: Request, who: Principal, task_id: str) -> Environment:
-    """The environment to trigger ``task_id`` in: the secret key may trigger anything; a public
-    token only the tasks its ``trigger:tasks[:<id>]`` scopes name, and a one-time token once."""
+async def trigger_permission(request: Request, who: Principal, task_ids: str | list[str],
+                             batch: bool = False) -> Environment:
+    """The environment to trigger in: the secret key may trigger anything; a public token only
+    the tasks its ``trigger:tasks[:<id>]`` scopes name (``batchTrigger:`` for batches), and a
+    one-time token once."""
     if who.scopes is not None:
-        who.require(f"trigger:tasks:{task_id}", "trigger:tasks")
+        action = "batchTrigger" if batch else "trigger"
+        for task_id in [task_ids] if isinstance(task_ids, str) else sorted(set(task_ids)):
+            who.require(f"{action}:tasks:{task_id}", f"{action}:tasks")
         try:
             await public_tokens.spend(request.app.state.pool, who)
         except InvalidToken as exc:

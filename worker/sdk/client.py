@@ -57,9 +57,17 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient
 
 
 def configure(
-    api_url: str | None = None, secret_key: str | None = None, timeout: float | None = None
+    api_url: str | None = None,
+    secret_key: str | None = None,
+    timeout: float | None = None,
+    *,
+    base_url: str | None = None,
+    access_token: str | None = None,
 ) -> None:
-    """Set the API URL / secret key / request timeout for this process (overrides the env)."""
+    """Set the API URL / secret key / request timeout for this process (overrides the env).
+    ``base_url`` / ``access_token`` are Trigger.dev's names for the first two."""
+    api_url = api_url if api_url is not None else base_url
+    secret_key = secret_key if secret_key is not None else access_token
     if api_url is not None:
         _settings["api_url"] = api_url
     if secret_key is not None:
@@ -385,12 +393,14 @@ def split_item(item: Any) -> tuple[Any, dict[str, Any]]:
     return item, {}
 
 
-async def batch_trigger(task_id: str, items: list[Any], **options: Any) -> BatchHandle:
-    """Trigger one run of ``task_id`` per item (payloads or ``{payload, options}`` dicts).
+async def batch_trigger(task_id: str, items: Any, **options: Any) -> BatchHandle:
+    """Trigger one run of ``task_id`` per item (payloads or ``{payload, options}`` dicts); items
+    may be a list, any iterable or an async iterable (read to the end first).
 
     ``idempotency_key``/``idempotency_key_ttl`` apply to the batch; any other option is a
     default for every item, which the item's own options override.
     """
+    items = await collect_items(items)
     batch_opts = {k: options.pop(k) for k in list(options) if k in BATCH_OPTIONS}
     parts = []
     for item in items:
@@ -404,6 +414,17 @@ async def batch_trigger(task_id: str, items: list[Any], **options: Any) -> Batch
         idempotency_key=str(uuid.uuid4()),
     )
     return batch_handle(response.json(), task_id)
+
+
+async def collect_items(items: Any) -> list[Any]:
+    """A batch's items as a list (Trigger.dev also takes AsyncIterables and streams)."""
+    if isinstance(items, list):
+        return items
+    if hasattr(items, "__aiter__"):
+        return [item async for item in items]
+    if isinstance(items, str | bytes | dict) or not hasattr(items, "__iter__"):
+        raise TypeError("batch items must be a list, an iterable or an async iterable")
+    return list(items)
 
 
 def batch_body(parts: list[bytes], batch_opts: dict[str, Any]) -> bytes:

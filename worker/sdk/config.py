@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from worker.sdk.task import (
+    HOOK_NAMES,
     MACHINE_PRESETS,
     TaskDefinitionError,
     normalize_hooks,
@@ -119,7 +120,12 @@ class Config(BaseModel):
         return value
 
     def global_hooks(self) -> dict[str, Callable[..., Any]]:
-        return {n: getattr(self, n) for n in GLOBAL_HOOKS if getattr(self, n) is not None}
+        """The config's hooks, each combined with those registered with ``tasks.on_*``
+        (worker/sdk/global_hooks.py)."""
+        from worker.sdk.global_hooks import combined
+
+        found = {n: combined(n, getattr(self, n, None)) for n in HOOK_NAMES}
+        return {n: h for n, h in found.items() if h is not None}
 
 
 GLOBAL_HOOKS = (

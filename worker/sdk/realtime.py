@@ -236,6 +236,9 @@ async def _aiter(source: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[An
 class Streams:
     """The ``streams`` namespace."""
 
+    def define(self, id: str, schema: Any = None) -> StreamDefinition:
+        return StreamDefinition(id, schema)
+
     async def append(self, key: str, value: Any, *, run_id: str | None = None) -> None:
         await _post(_current_run_id(run_id), key, [value], False)
 
@@ -304,6 +307,29 @@ class Streams:
 
 
 streams = Streams()
+
+
+class StreamDefinition:
+    """``streams.define("llm")`` (Trigger.dev's ``streams.define<T>({id})``): the stream calls
+    with the key bound; ``schema`` (any ``schema_task`` schema kind) parses read chunks."""
+
+    def __init__(self, id: str, schema: Any = None) -> None:
+        from worker.sdk.schemas import adapt
+
+        self.id = id
+        self.schema = adapt(schema) if schema is not None else None
+
+    async def pipe(self, source: AsyncIterable[Any] | Iterable[Any], *,
+                   run_id: str | None = None) -> int:
+        return await streams.pipe(self.id, source, run_id=run_id)
+
+    async def append(self, value: Any, *, run_id: str | None = None) -> None:
+        await streams.append(self.id, value, run_id=run_id)
+
+    async def read(self, run: Any, *, access_token: str | None = None,
+                   after: int = 0) -> AsyncIterator[Any]:
+        async for chunk in streams.read(run, self.id, access_token=access_token, after=after):
+            yield self.schema.model_validate(chunk) if self.schema is not None else chunk
 
 
 class PipedStream:

@@ -151,6 +151,14 @@ class Task(Generic[P, O]):
 
         return await client.trigger(self.id, payload, **options)
 
+    async def trigger_and_subscribe(self, payload: P | None = None, **options: Any) -> Any:
+        """Trigger, then yield the run's snapshots (``Run``) until it is final."""
+        from worker.sdk import realtime
+
+        handle = await self.trigger(payload, **options)
+        async for run in realtime.subscribe_to_run(handle.id):
+            yield run
+
     async def batch_trigger(self, items: list[Any], **options: Any) -> BatchHandle:
         """``items``: payloads, or dicts ``{"payload": ..., "options": {...}}``."""
         from worker.sdk import client

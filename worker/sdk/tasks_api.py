@@ -19,11 +19,35 @@ from worker.sdk import client
 from worker.sdk.client import BatchHandle, RunHandle, path_segment
 
 
+def _global_hook(kind: str) -> Any:
+    """A ``tasks.<kind>([name,] fn)`` method registering a global hook."""
+
+    def register(self: Any, name_or_fn: Any, fn: Any = None) -> Any:
+        from worker.sdk.global_hooks import register as add
+
+        return add(kind, name_or_fn, fn)
+
+    register.__name__ = kind
+    return register
+
+
 class Tasks:
     """``await tasks.trigger("hello-world", payload, tags=["x"])`` from application code."""
 
     async def trigger(self, task_id: str, payload: Any = None, **options: Any) -> RunHandle:
         return await client.trigger(task_id, payload, **options)
+
+    # global hooks (Trigger.dev's tasks.onStart(...) & co.): tasks.on_start([name,] fn)
+    middleware = _global_hook("middleware")
+    on_start = _global_hook("on_start")
+    on_start_attempt = _global_hook("on_start_attempt")
+    on_success = _global_hook("on_success")
+    on_failure = _global_hook("on_failure")
+    on_complete = _global_hook("on_complete")
+    on_wait = _global_hook("on_wait")
+    on_resume = _global_hook("on_resume")
+    on_cancel = _global_hook("on_cancel")
+    catch_error = _global_hook("catch_error")
 
     async def trigger_and_wait(self, task_id: str, payload: Any = None, **options: Any) -> Any:
         from worker.sdk import subtasks
@@ -109,8 +133,10 @@ def _item_task(item: Any, index: int) -> str:
 class BatchApi:
     """``batch.trigger([{"id": task_id, "payload": ..., "options": {...}}])``, ``.retrieve``."""
 
-    async def trigger(self, items: list[dict[str, Any]], **options: Any) -> BatchHandle:
-        """One run per item, each naming its task (``"id"`` or ``"task"``); order kept."""
+    async def trigger(self, items: Any, **options: Any) -> BatchHandle:
+        """One run per item, each naming its task (``"id"`` or ``"task"``); order kept. Items
+        may also come from an (async) iterable."""
+        items = await client.collect_items(items)
         batch_opts = {k: options.pop(k) for k in list(options) if k in client.BATCH_OPTIONS}
         parts = []
         for index, item in enumerate(items):
