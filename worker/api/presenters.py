@@ -50,6 +50,10 @@ def present_run(row: dict[str, Any], *, full: bool = True) -> dict[str, Any]:
         "isCanceled": status == "CANCELED",
         "metadata": row["metadata"],
     }
+    if status == "PENDING_VERSION":  # why it waits, and for what (docs/run-states.md)
+        run["statusReason"] = row.get("status_reason") or (
+            f"no connected worker has task {row['task_id']!r} (or its queue "
+            f"{row['queue']!r} is not declared yet)")
     if full:
         run.update(
             payload=_packet(row["payload"], row["payload_type"]),

@@ -177,6 +177,8 @@ class JournalBody(BaseModel):
 class CheckpointBody(BaseModel):
     instance_id: str
     attempt_number: int = Field(ge=1)
+    #: execution time the attempt has used so far (waits excluded): the resume carries it
+    execution_ms: int | None = Field(default=None, ge=0)
 
 
 @router.post("/engine/v1/runs/{run_id}/wait")
@@ -238,6 +240,7 @@ async def journal(run_id: str, request: Request, env: Env) -> dict[str, Any]:
 async def checkpoint(run_id: str, request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, CheckpointBody)
     suspended = await waitpoints.checkpoint(
-        request.app.state.pool, env, run_id, body.instance_id, body.attempt_number
+        request.app.state.pool, env, run_id, body.instance_id, body.attempt_number,
+        execution_ms=body.execution_ms,
     )
     return {"suspended": suspended}

@@ -36,6 +36,11 @@ class RunIdsBody(BaseModel):
     run_ids: list[str] = Field(max_length=10_000)
 
 
+class HeartbeatBody(RunIdsBody):
+    #: the worker is shutting down: it serves no version from now on
+    stopping: bool = False
+
+
 class CompleteBody(BaseModel):
     instance_id: uuid.UUID
     completions: list[dict[str, Any]] = Field(max_length=1000)
@@ -81,9 +86,10 @@ async def dequeue(request: Request, env: Env) -> dict[str, Any]:
 
 @router.post("/heartbeat")
 async def heartbeat(request: Request, env: Env) -> dict[str, Any]:
-    body = await read_model(request, RunIdsBody)
+    body = await read_model(request, HeartbeatBody)
     state = request.app.state
-    return await leases.heartbeat(state.pool, state.lease, env, str(body.instance_id), body.run_ids)
+    return await leases.heartbeat(state.pool, state.lease, env, str(body.instance_id), body.run_ids,
+                                  stopping=body.stopping)
 
 
 @router.post("/complete")

@@ -124,6 +124,8 @@ def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
         "lease_expires_at": _iso(row["lease_expires_at"]),
         "is_final_attempt": row["attempt_number"] >= row["max_attempts"],
         "resumed": row["resumed"],
+        # execution time the attempt used before its checkpoint: max_duration spans resumes
+        "execution_ms": int(row.get("attempt_execution_ms") or 0) if row["resumed"] else 0,
         "journal": [],
         "ctx": {
             "run": {
@@ -191,6 +193,7 @@ async def dequeue(
         "limit": max_runs,
         "instance_id": instance_id,
         "lease_seconds": settings.lease_seconds,
+        "live_seconds": LIVE_WORKER_SECONDS,
     }
     while True:
         if gone is not None and await gone():
@@ -222,6 +225,7 @@ async def heartbeat(
     env: Environment,
     instance_id: str,
     run_ids: list[str],
+    stopping: bool = False,
 ) -> dict[str, Any]:
     params = {
         "run_ids": run_ids,
@@ -231,6 +235,10 @@ async def heartbeat(
     }
     async with pool.connection() as conn, conn.transaction():
         rows = await (await conn.execute(Q.heartbeat, params)).fetchall()
+        if stopping:  # a worker shutting down serves nothing: its runs may migrate at once
+            await conn.execute(Q.worker_stopped, {"instance_id": instance_id})
+            return {"lost": [r for r in run_ids if r not in {x["id"] for x in rows}],
+                    "canceled": []}
         worker = await (
             await conn.execute(
                 Q.touch_worker,

@@ -95,12 +95,15 @@ async def cancel(pool: Pool, env: Environment, run_id: str) -> list[str]:
 
 async def replay(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
     """A new run of the same task with the same payload, tags and metadata, on the newest
-    version (not pinned to the original's)."""
+    version (not pinned to the original's).
+
+    The metadata is the one given when the original was triggered (``seed_metadata``), as in
+    Trigger.dev: what the original's code changed since is not carried over."""
     original = await retrieve(pool, env, run_id)
     body = TriggerBody(
         payload=original["payload"],
         payload_type=original["payload_type"],
-        options=TriggerOptions(tags=original["tags"], metadata=original["metadata"]),
+        options=TriggerOptions(tags=original["tags"], metadata=original["seed_metadata"]),
     )
     if body.payload_type == "application/json" and body.payload is not None:
         import orjson

@@ -127,7 +127,8 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> di
                 cancel_hooks.append(loop.create_task(attempt.run_on_cancel(_promise(job))))
             job.cancel("canceled")
 
-        timer.start(float(limit) if limit else None, job, attempt.signal, on_cancel)
+        timer.start(float(limit) if limit else None, job, attempt.signal, on_cancel,
+                    used=float(run.get("execution_ms") or 0) / 1000)
         try:
             completion = await job
         except durable.Suspended:
@@ -187,6 +188,8 @@ def _wire_durable_waits(attempt: Attempt, run: dict[str, Any], channel: Sink) ->
     state.on_wait.append(on_wait)
     state.on_resume.append(on_resume)
     state.pause_clock, state.resume_clock = pause, resume
+    state.execution_ms = lambda: int(timer.execution_seconds() * 1000)
+    state.resumed = bool(run.get("resumed"))
 
 
 def _promise(job: asyncio.Task[Any]) -> asyncio.Future[Any]:

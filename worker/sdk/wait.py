@@ -115,7 +115,7 @@ class Wait:
 
     async def _until(self, when: datetime, seconds: float, key: str | None, ttl: Any) -> None:
         if seconds <= IN_PROCESS_SECONDS and key is None:
-            await asyncio.sleep(seconds)
+            await durable.sleep_in_process(seconds, {"type": "duration", "date": when})
             return
         seq, entry = durable.replayed("wait_duration", None)
         await durable.block(

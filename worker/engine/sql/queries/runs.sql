@@ -28,7 +28,7 @@ INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, pa
                   queue, concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
                   machine, version_id, idempotency_key, idempotency_key_expires_at, tags,
                   metadata, batch_id, parent_run_id, root_run_id, is_test, debounce_key,
-                  debounce_deadline, replayed_from, batch_index)
+                  debounce_deadline, replayed_from, batch_index, seed_metadata)
 VALUES (%(id)s::text, %(environment_id)s::uuid, %(task_id)s::text, %(status)s::text,
         %(payload)s::text, %(payload_type)s::text, %(payload_offloaded)s::boolean,
         %(queue)s::text, %(concurrency_key)s::text,
@@ -38,7 +38,8 @@ VALUES (%(id)s::text, %(environment_id)s::uuid, %(task_id)s::text, %(status)s::t
         %(idempotency_key)s::text, %(idempotency_key_expires_at)s::timestamptz,
         %(tags)s::text[], %(metadata)s::jsonb, %(batch_id)s::text, %(parent_run_id)s::text,
         %(root_run_id)s::text, %(is_test)s::boolean, %(debounce_key)s::text,
-        %(debounce_deadline)s::timestamptz, %(replayed_from)s::text, %(batch_index)s::int)
+        %(debounce_deadline)s::timestamptz, %(replayed_from)s::text, %(batch_index)s::int,
+        %(metadata)s::jsonb)
 ON CONFLICT DO NOTHING
 RETURNING id, status, environment_id
 )
@@ -64,6 +65,8 @@ SET run_at = least(%(run_at)s::timestamptz, coalesce(debounce_deadline, 'infinit
     payload_type = CASE WHEN %(trailing)s::boolean THEN %(payload_type)s::text
                         ELSE payload_type END,
     metadata = CASE WHEN %(trailing)s::boolean THEN %(metadata)s::jsonb ELSE metadata END,
+    seed_metadata = CASE WHEN %(trailing)s::boolean THEN %(metadata)s::jsonb
+                         ELSE seed_metadata END,
     tags = CASE WHEN %(trailing)s::boolean THEN %(tags)s::text[] ELSE tags END,
     max_attempts = CASE WHEN %(trailing)s::boolean THEN %(max_attempts)s::int
                         ELSE max_attempts END,
