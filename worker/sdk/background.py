@@ -38,6 +38,11 @@ async def _settle(ctx: Any) -> dict[str, Any] | None:
     return None
 
 
+async def _before_checkpoint(ctx: Any) -> None:
+    """A checkpointing process completes nothing: settle before it stops."""
+    await _settle(ctx)
+
+
 class Heartbeats:
     def __init__(self) -> None:
         self._last = time.time()
@@ -52,4 +57,5 @@ class Heartbeats:
 
 
 attempt_hooks.on_attempt_end(_settle)
+attempt_hooks.on_checkpoint(_before_checkpoint)
 heartbeats = Heartbeats()

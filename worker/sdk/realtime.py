@@ -390,10 +390,16 @@ async def _settle_pipes(ctx: Any) -> dict[str, Any] | None:
     return None
 
 
+async def _before_checkpoint(ctx: Any) -> None:
+    """A checkpointing process completes nothing: finish the pipes before it stops."""
+    await _settle_pipes(ctx)
+
+
 def _register() -> None:
     from worker.sdk import attempt_hooks
 
     attempt_hooks.on_attempt_end(_settle_pipes)
+    attempt_hooks.on_checkpoint(_before_checkpoint)
 
 
 _register()
