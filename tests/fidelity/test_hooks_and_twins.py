@@ -75,12 +75,19 @@ async def ts_success(payload, ctx):
     with logger.trace("step", {"rows": 3}) as span:
         span.set_attribute("done", True)
     doubled = await logger.trace("call", lambda span: 21 * 2)
+    started = logger.start_span("manual", {"k": 1})
+    started.end()
     with usage.measure() as measured:
         sum(range(1000))
     current = usage.get_current()
     return {"same": key == plain, "len": len(key), "doubled": doubled,
             "measured": measured.duration_ms >= 0,
             "cost": current.total_cost_in_cents > current.base_cost_in_cents}
+
+
+@task(id="on-preset", machine={"preset": "large-1x"})
+def on_preset(payload):
+    return None
 
 
 @task(id="ts-handle-error",
@@ -178,6 +185,7 @@ async def test_literal_sdk_calls_inside_a_run(project: Path) -> None:
         assert span["name"] == "step" and span["status"] == "ok"
         assert span["attributes"] == {"rows": 3, "done": True} and span["duration_ms"] >= 0
         assert by_message["span call"]["attributes"]["span"]["status"] == "ok"
+        assert by_message["span manual"]["attributes"]["span"]["attributes"] == {"k": 1}
 
 
 async def test_wait_until_settles_before_the_attempt_completes(project: Path) -> None:
@@ -194,6 +202,7 @@ async def test_handle_error_alias_and_retry_twins(project: Path) -> None:
         assert retry == {"max_attempts": 5, "min_timeout_ms": 1234, "max_timeout_ms": 5000,
                          "factor": 1, "randomize": False}
         assert by_id["ts-success"]["machine"] == "medium-1x"  # config default_machine
+        assert by_id["on-preset"]["machine"] == "large-1x"  # Trigger.dev's {"preset": ...}
         fatal = await h.execute("ts-handle-error", {"msg": "fatal"}, retry=retry,
                                 max_attempts=5)
         assert fatal["skipped_retrying"] is True and fatal["retry"] is None

@@ -90,5 +90,11 @@ class TaskLogger:
 
         return trace(name, fn, attributes)
 
+    def start_span(self, name: str, attributes: Any = None) -> Any:
+        """A span ended by ``span.end()`` (worker/sdk/tracing.py)."""
+        from worker.sdk.tracing import start_span
+
+        return start_span(name, attributes)
+
 
 logger = TaskLogger()

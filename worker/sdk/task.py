@@ -239,6 +239,13 @@ def _build(
         q = Queue(**q)
     retry = normalize_retry(options.pop("retry", None), f"task {id!r}")
     machine = options.pop("machine", None)
+    if isinstance(machine, dict):  # Trigger.dev's {preset}; its cpu/memory form is deprecated
+        if set(machine) != {"preset"}:
+            raise TaskDefinitionError(
+                f"task {id!r}: machine takes a preset name (or {{'preset': name}}); cpu/memory "
+                f"are not supported, pick the preset that fits: {sorted(MACHINE_PRESETS)}"
+            )
+        machine = machine["preset"]
     if machine is not None and machine not in MACHINE_PRESETS:
         raise TaskDefinitionError(
             f"task {id!r}: unknown machine {machine!r}; one of {sorted(MACHINE_PRESETS)}"

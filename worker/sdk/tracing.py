@@ -12,6 +12,8 @@ replace :func:`_record` without changing task code. The forms::
     async def parse(text): ...
 
     rows = await logger.trace("fetch", lambda span: fetch(url))   # Trigger.dev's form
+
+    span = logger.start_span("upload"); ...; span.end()           # logger.startSpan
 """
 
 from __future__ import annotations
@@ -98,6 +100,19 @@ async def _traced_call(name: str, fn: Any, attributes: dict[str, Any] | None) ->
         if inspect.isawaitable(result):
             result = await result
         return result
+
+
+class StartedSpan(Span):
+    """``logger.start_span(name)`` (Trigger.dev's ``logger.startSpan``): ends with ``end()``."""
+
+    def end(self, error: BaseException | None = None) -> None:
+        _record(self, error)
+
+
+def start_span(name: str, attributes: Any = None) -> StartedSpan:
+    if not isinstance(name, str) or not name:
+        raise ValueError("logger.start_span needs a span name")
+    return StartedSpan(name, dict(attributes or {}))
 
 
 def trace(name: str, fn: Any = None, attributes: Any = None) -> Any:
