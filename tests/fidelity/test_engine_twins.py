@@ -169,6 +169,12 @@ async def test_trigger_public_token_triggers_one_task_once(sdk: Project) -> None
         with pytest.raises(ApiError) as caught:
             await runs.retrieve(handle.id)  # a trigger token reads nothing
         assert caught.value.status in (401, 403)
+        # nor links a run to a parent it could then block, resume or write the journal of
+        reply = await client._client().post(
+            "/api/v1/tasks/double/trigger",
+            json={"payload": 1, "options": {"parentRunId": handle.id, "journalSeq": 0}},
+            headers={"authorization": f"Bearer {many}"})
+        assert reply.status_code == 403 and "parentRunId" in reply.text
 
 
 async def test_batch_trigger_token_and_async_iterable_items(sdk: Project) -> None:

@@ -32,7 +32,7 @@ async def trigger_task(
     task_id: str, request: Request, response: Response, who: Auth
 ) -> dict[str, Any]:
     body = await read_model(request, TriggerBody)
-    env = await trigger_permission(request, who, task_id)
+    env = await trigger_permission(request, who, task_id, options=(body.options,))
     key = request.headers.get("idempotency-key")
     if key and body.options.idempotency_key is None:
         body.options.idempotency_key = key
@@ -49,7 +49,8 @@ async def trigger_task(
 @router.post("/api/v1/tasks/{task_id}/batch")
 async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[str, Any]:
     body = await read_model(request, BatchBody)
-    env = await trigger_permission(request, who, task_id, batch=True)
+    env = await trigger_permission(request, who, task_id, batch=True,
+                                   options=(body.options, *(i.options for i in body.items)))
     items = [item.model_copy(update={"task": task_id}) for item in body.expanded_items()]
     return await triggering.batch_trigger(
         request.app.state.pool, env, items, _request_key(request), body.options
@@ -62,7 +63,8 @@ async def batch_trigger(request: Request, who: Auth) -> dict[str, Any]:
     missing = [i for i, item in enumerate(body.items) if not item.task]
     if missing:
         raise EngineError(f"items {missing} have no 'task': each item names the task to run")
-    env = await trigger_permission(request, who, [str(i.task) for i in body.items], batch=True)
+    env = await trigger_permission(request, who, [str(i.task) for i in body.items], batch=True,
+                                   options=(body.options, *(i.options for i in body.items)))
     items: list[BatchItem] = body.expanded_items()
     return await triggering.batch_trigger(
         request.app.state.pool, env, items, _request_key(request), body.options
