@@ -248,6 +248,7 @@ async def spend(pool: Pool, who: Principal) -> None:
               "expires_at": datetime.fromtimestamp(who.expires_at, UTC)}
     async with pool.connection() as conn:
         row = await (await conn.execute(Q.spend_public_token, params)).fetchone()
+        await conn.execute(Q.forget_spent_public_tokens, {"environment_id": who.env.id})
         await conn.commit()
     if row is None:
         raise InvalidToken("this one-time public token was already used; create a new one")

@@ -3,13 +3,14 @@
 
 -- A one-time-use public token (auth.create_trigger_public_token, the default) is spent by
 -- recording its id; a second use finds the row and is refused. Rows are useless once the token
--- expired, so they can be deleted after expires_at.
+-- expired, so each spend deletes the environment's expired ones.
 CREATE TABLE spent_public_tokens (
     token_id        text PRIMARY KEY,
     environment_id  uuid NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
     expires_at      timestamptz NOT NULL,
     spent_at        timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX spent_public_tokens_expiry ON spent_public_tokens (environment_id, expires_at);
 
 -- Alert channels of an environment: where a failed run (or a deploy) is reported.
 CREATE TABLE alert_channels (

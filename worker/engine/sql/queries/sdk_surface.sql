@@ -17,7 +17,8 @@ ON CONFLICT (token_id) DO NOTHING
 RETURNING token_id;
 
 -- name: forget_spent_public_tokens
-DELETE FROM spent_public_tokens WHERE expires_at < now();
+DELETE FROM spent_public_tokens
+WHERE environment_id = %(environment_id)s::uuid AND expires_at < now();
 
 -- name: insert_deployment
 INSERT INTO deployments (id, environment_id, version_id, status, image)
