@@ -22,6 +22,7 @@ from worker.api import (
     routes_queues,
     routes_realtime,
     routes_schedules,
+    routes_sdk,
     routes_waitpoints,
     routes_worker,
 )
@@ -33,6 +34,7 @@ from worker.engine.leases import LeaseSettings
 from worker.engine.migrate import migrate
 from worker.engine.notifier import Notifier
 from worker.engine.realtime import RealtimeHub
+from worker.engine.services.alerter import AlertSettings, run_alerter
 from worker.engine.services.cron_trigger import run_cron_trigger
 from worker.engine.services.expirer import run_expirer
 from worker.engine.services.rescuer import run_rescuer
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(run_waitpoint_timer(app.state.pool, settings.scheduler_max_sleep)),
             asyncio.create_task(run_cron_trigger(app.state.pool)),
             asyncio.create_task(run_version_sweep(app.state.pool, settings.rescuer_interval)),
+            asyncio.create_task(run_alerter(app.state.pool, AlertSettings.from_env())),
         ]
         try:
             yield
@@ -123,4 +126,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_realtime.router)
     app.include_router(routes_queues.router)
     app.include_router(routes_waitpoints.router)
+    app.include_router(routes_sdk.router)
     return app

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
 from worker.api.presenters import present_run
+from worker.api.routes_sdk import Auth, trigger_permission
 from worker.common.statuses import INTERNAL_STATUSES
 from worker.engine import public_tokens, runs, triggering
 from worker.engine.errors import EngineError
@@ -28,9 +29,10 @@ def _request_key(request: Request) -> str | None:
 
 @router.post("/api/v1/tasks/{task_id}/trigger")
 async def trigger_task(
-    task_id: str, request: Request, response: Response, env: Env
+    task_id: str, request: Request, response: Response, who: Auth
 ) -> dict[str, Any]:
     body = await read_model(request, TriggerBody)
+    env = await trigger_permission(request, who, task_id, options=(body.options,))
     key = request.headers.get("idempotency-key")
     if key and body.options.idempotency_key is None:
         body.options.idempotency_key = key
@@ -45,8 +47,10 @@ async def trigger_task(
 
 
 @router.post("/api/v1/tasks/{task_id}/batch")
-async def batch_trigger_task(task_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[str, Any]:
     body = await read_model(request, BatchBody)
+    env = await trigger_permission(request, who, task_id, batch=True,
+                                   options=(body.options, *(i.options for i in body.items)))
     items = [item.model_copy(update={"task": task_id}) for item in body.expanded_items()]
     return await triggering.batch_trigger(
         request.app.state.pool, env, items, _request_key(request), body.options
@@ -54,11 +58,13 @@ async def batch_trigger_task(task_id: str, request: Request, env: Env) -> dict[s
 
 
 @router.post("/api/v2/tasks/batch")
-async def batch_trigger(request: Request, env: Env) -> dict[str, Any]:
+async def batch_trigger(request: Request, who: Auth) -> dict[str, Any]:
     body = await read_model(request, BatchBody)
     missing = [i for i, item in enumerate(body.items) if not item.task]
     if missing:
         raise EngineError(f"items {missing} have no 'task': each item names the task to run")
+    env = await trigger_permission(request, who, [str(i.task) for i in body.items], batch=True,
+                                   options=(body.options, *(i.options for i in body.items)))
     items: list[BatchItem] = body.expanded_items()
     return await triggering.batch_trigger(
         request.app.state.pool, env, items, _request_key(request), body.options

@@ -307,7 +307,8 @@ async def create_public_token(request: Request, who: Auth) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise EngineError('body must be {"scopes": [...], "expirationTime": "15m"}')
     created = await public_tokens.create_token(
-        request.app.state.pool, who.env, body.get("scopes"), body.get("expirationTime")
+        request.app.state.pool, who.env, body.get("scopes"), body.get("expirationTime"),
+        one_time=body.get("oneTimeUse") is True,
     )
     return {"token": created["token"], "expiresAt": created["claims"]["exp"]}
 

@@ -3,7 +3,10 @@
 Claims follow Trigger.dev (reference §3.9): ``{sub: <environment id>, pub: true, scopes: [...],
 iat, exp, iss, aud}``. Scopes are flat strings ``action:resource[:id]``: ``read:runs`` (every
 run), ``read:runs:<run id>``, ``read:tags:<tag>``, ``read:batch:<batch id>``,
-``read:tasks:<task id>``, ``write:waitpoints:<token id>``.
+``read:tasks:<task id>``, ``write:waitpoints:<token id>``, ``trigger:tasks:<task id>`` (may
+trigger that task: ``auth.create_trigger_public_token``). A token created with ``oneTimeUse``
+carries ``otu: true`` and a ``jti``; triggering with it spends the ``jti`` (a second trigger is
+refused), as Trigger.dev's trigger tokens are single-use by default.
 
 Signing secret: Trigger.dev signs with the environment's secret key, but we store keys only as
 hashes, so each environment gets a random 32-byte secret kept server-side
@@ -20,7 +23,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -161,11 +164,11 @@ async def _secret(pool: Pool, environment_id: str) -> tuple[bytes, Environment] 
 
 
 async def create_token(
-    pool: Pool, env: Environment, scopes: Any, expiration: Any = None
+    pool: Pool, env: Environment, scopes: Any, expiration: Any = None, one_time: bool = False
 ) -> dict[str, Any]:
     scopes = check_scopes(scopes)
     now = int(time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "sub": env.id,
         "pub": True,
         "scopes": scopes,
@@ -174,6 +177,8 @@ async def create_token(
         "iss": ISSUER,
         "aud": AUDIENCE,
     }
+    if one_time:
+        claims.update(otu=True, jti=secrets.token_urlsafe(16))
     found = await _secret(pool, env.id)
     assert found is not None
     return {"token": encode(claims, found[0]), "claims": claims}
@@ -195,6 +200,9 @@ class Principal:
 
     env: Environment
     scopes: frozenset[str] | None = None
+    #: a one-time-use token's id (``jti``) and expiry (epoch seconds); None otherwise
+    one_time_id: str | None = None
+    expires_at: float = 0.0
 
     def allows(self, *scopes: str) -> bool:
         """True for a secret key, or when the token holds any of ``scopes``."""
@@ -227,4 +235,20 @@ async def verify(pool: Pool, token: str) -> Principal:
     if found is None:
         raise InvalidToken("public access token names no known environment")
     claims = decode(token, found[0])
-    return Principal(found[1], frozenset(claims.get("scopes") or []))
+    one_time = str(claims["jti"]) if claims.get("otu") and claims.get("jti") else None
+    return Principal(found[1], frozenset(claims.get("scopes") or []), one_time,
+                     float(claims["exp"]))
+
+
+async def spend(pool: Pool, who: Principal) -> None:
+    """Spend a one-time token (no-op for others); refuse one that was already used."""
+    if who.one_time_id is None:
+        return
+    params = {"token_id": who.one_time_id, "environment_id": who.env.id,
+              "expires_at": datetime.fromtimestamp(who.expires_at, UTC)}
+    async with pool.connection() as conn:
+        row = await (await conn.execute(Q.spend_public_token, params)).fetchone()
+        await conn.execute(Q.forget_spent_public_tokens, {"environment_id": who.env.id})
+        await conn.commit()
+    if row is None:
+        raise InvalidToken("this one-time public token was already used; create a new one")

@@ -109,7 +109,8 @@ async def replay(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
         import orjson
 
         body.payload = orjson.loads(body.payload)
-    return await triggering.trigger(pool, env, original["task_id"], body, replayed_from=run_id)
+    result = await triggering.trigger(pool, env, original["task_id"], body, replayed_from=run_id)
+    return {**result, "taskIdentifier": original["task_id"]}
 
 
 async def reschedule(pool: Pool, env: Environment, run_id: str, run_at: datetime) -> None:

@@ -162,7 +162,7 @@ class Attempt:
     def _parse_payload(self) -> Any:
         data = loads(self.run.get("payload"), self.run.get("payload_type") or "application/json")
         if self.task.schema is not None:
-            return self.task.schema.model_validate(data)  # type: ignore[attr-defined]
+            return self.task.schema.model_validate(data)
         return data
 
     async def _body(self) -> dict[str, Any]:

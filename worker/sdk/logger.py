@@ -65,21 +65,47 @@ def set_sink(sink: Sink | None) -> None:
     _sink = sink or _default_sink
 
 
+def _attributes(given: Any, keywords: dict[str, Any]) -> dict[str, Any]:
+    """Trigger.dev's positional attributes object (``logger.info("msg", {"user_id": 1})``)
+    merged with keyword attributes; a non-mapping positional value is kept under ``value``."""
+    if given is None:
+        return keywords
+    if isinstance(given, Mapping):
+        return {**given, **keywords}
+    return {"value": given, **keywords}
+
+
 class TaskLogger:
-    def debug(self, message: str, **attributes: Any) -> None:
-        _sink("debug", redact_text(str(message)), redact(attributes))
+    """``logger.info("msg", {"user_id": 1})`` or ``logger.info("msg", user_id=1)``."""
 
-    def log(self, message: str, **attributes: Any) -> None:
-        _sink("log", redact_text(str(message)), redact(attributes))
+    def debug(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+        _sink("debug", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def info(self, message: str, **attributes: Any) -> None:
-        _sink("info", redact_text(str(message)), redact(attributes))
+    def log(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+        _sink("log", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def warn(self, message: str, **attributes: Any) -> None:
-        _sink("warn", redact_text(str(message)), redact(attributes))
+    def info(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+        _sink("info", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def error(self, message: str, **attributes: Any) -> None:
-        _sink("error", redact_text(str(message)), redact(attributes))
+    def warn(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+        _sink("warn", redact_text(str(message)), redact(_attributes(attributes, kw)))
+
+    def error(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+        _sink("error", redact_text(str(message)), redact(_attributes(attributes, kw)))
+
+    def trace(self, name: str, fn: Any = None, /, attributes: Any = None) -> Any:
+        """A span (worker/sdk/tracing.py): ``with``/``async with logger.trace("name") as
+        span``, ``@logger.trace("name")``, or Trigger.dev's ``await logger.trace("name", fn)``
+        where ``fn(span)``. The span is recorded in the run's logs when it ends."""
+        from worker.sdk.tracing import trace
+
+        return trace(name, fn, attributes)
+
+    def start_span(self, name: str, attributes: Any = None) -> Any:
+        """A span ended by ``span.end()`` (worker/sdk/tracing.py)."""
+        from worker.sdk.tracing import start_span
+
+        return start_span(name, attributes)
 
 
 logger = TaskLogger()

@@ -231,11 +231,12 @@ class Metadata(_Target):
         )
         _state.current = apply_operations(response.json().get("metadata") or {}, _state.ops)
 
-    async def stream(self, key: str, source: Any) -> int:
-        """Pipe an (async) iterable to the run's stream ``key``; see ``worker.streams``."""
-        from worker.sdk.realtime import streams
+    async def stream(self, key: str, source: Any) -> Any:
+        """Pipe an (async) iterable to the run's stream ``key`` and return a
+        :class:`~worker.sdk.realtime.PipedStream` of the chunks as they are piped."""
+        from worker.sdk.realtime import PipedStream
 
-        return await streams.pipe(key, source)
+        return PipedStream(key, source)
 
 
 metadata = Metadata()
