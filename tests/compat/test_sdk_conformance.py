@@ -27,7 +27,7 @@ import asyncio
 import datetime as dt
 import os
 
-from worker import schedules, task, wait
+from worker import queue, schedules, task, wait
 
 
 @task(id="compat-echo")
@@ -55,6 +55,11 @@ async def wait_token(payload, ctx):
 @task(id="compat-env")
 async def env(payload, ctx):
     return {"value": os.environ.get(payload["name"])}
+
+
+@task(id="compat-queued", queue=queue("compat-queue", concurrency_limit=5))
+async def queued(payload, ctx):
+    return payload
 
 
 compat_scheduled = schedules.task(id="compat-scheduled", run=lambda payload, ctx: None)

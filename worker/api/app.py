@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from worker.api import (
+    routes_batches_v2,
     routes_metadata,
     routes_public,
     routes_queues,
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
         app.state.key_cache = {}
         app.state.realtime = RealtimeHub(settings.database_url)  # connects on first subscriber
+        app.state.electric = None  # shape-protocol change logs, made on first use
         services = [
             asyncio.create_task(run_rescuer(app.state.pool, settings.rescuer_interval)),
             asyncio.create_task(run_scheduler(app.state.pool, settings.scheduler_max_sleep)),
@@ -77,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await service
             await app.state.notifier.stop()
+            if getattr(app.state, "electric", None) is not None:
+                await app.state.electric.stop()
             await app.state.realtime.stop()
             await app.state.pool.close()
 
@@ -115,4 +119,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_realtime.router)
     app.include_router(routes_queues.router)
     app.include_router(routes_waitpoints.router)
+    app.include_router(routes_batches_v2.router)
     return app

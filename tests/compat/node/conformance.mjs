@@ -63,8 +63,9 @@ function check(condition, message) {
 /** Fetch raw JSON with the secret key and parse it with one of the SDK's schemas. */
 async function raw(path, schema, token = accessToken) {
   const response = await fetch(`${baseURL}${path}`, { headers: { Authorization: `Bearer ${token}` } });
-  check(response.ok, `${path}: HTTP ${response.status} ${await response.text()}`);
-  const body = await response.json();
+  const text = await response.text();
+  check(response.ok, `${path}: HTTP ${response.status} ${text}`);
+  const body = JSON.parse(text);
   const parsed = schema.safeParse(body);
   check(parsed.success, `${path}: schema: ${parsed.error?.message}`);
   return parsed.data;
