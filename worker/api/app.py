@@ -16,6 +16,7 @@ from fastapi.responses import Response
 
 from worker.api import (
     routes_batches_v2,
+    routes_envvars,
     routes_metadata,
     routes_public,
     routes_queues,
@@ -120,4 +121,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_queues.router)
     app.include_router(routes_waitpoints.router)
     app.include_router(routes_batches_v2.router)
+    app.include_router(routes_envvars.router)
     return app

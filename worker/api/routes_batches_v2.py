@@ -99,10 +99,9 @@ async def retrieve_batch_v2(batch_id: str, request: Request) -> dict[str, Any]:
     who.require("read:runs", f"read:batch:{batch_id}")
     row = await batches.retrieve(request.app.state.pool, who.env, batch_id)
     errors = list(row["processing_errors"] or [])
+    status = "PARTIAL_FAILED" if errors else "COMPLETED"
     if row["sealed_at"] is None:
         status = "PENDING"
-    else:
-        status = "PARTIAL_FAILED" if errors else "COMPLETED"
     processing: dict[str, Any] = {"errors": errors}
     if row["sealed_at"] is not None:
         processing["completedAt"] = row["sealed_at"].isoformat()

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
-from worker.engine import leases
+from worker.engine import env_vars, leases
 from worker.engine.keys import Environment
 
 router = APIRouter(prefix="/engine/v1/worker")
@@ -76,6 +76,11 @@ async def dequeue(request: Request, env: Env) -> dict[str, Any]:
         body.wait_ms,
         gone=request.is_disconnected,
     )
+    if runs:  # the environment's variables, set by the executor for each run (routes_envvars)
+        variables = await env_vars.for_runs(state.pool, env)
+        if variables:
+            for run in runs:
+                run["env_vars"] = variables
     return {"runs": runs}
 
 

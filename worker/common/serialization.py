@@ -14,13 +14,14 @@ Two wire forms (reference §3.10, ``IOPacket {data, dataType}``):
     (the root value itself is transformed) or ``{path: tree}``. Paths are dot-joined keys with
     ``\\`` and ``.`` escaped by a backslash. SuperJSON's own types are used where Python has an
     exact match: ``"Date"`` (datetime -> its ISO text, offset and microseconds kept, which
-    JavaScript's ``new Date`` reads), ``"set"`` (set/frozenset -> list), ``"map"`` (dict with non-str keys -> list of
-    ``[key, value]`` pairs), ``"bigint"`` (ints beyond 64 bits -> decimal string), ``"number"``
-    (NaN/±Infinity -> ``"NaN"``, ``"Infinity"``, ``"-Infinity"``). Python-only types are
-    ``["custom", name]``: ``date``/``time`` (ISO text, tz and microseconds kept),
+    JavaScript's ``new Date`` reads), ``"set"`` (set/frozenset -> list), ``"map"`` (dict with
+    non-str keys -> list of ``[key, value]`` pairs), ``"bigint"`` (ints beyond 64 bits ->
+    decimal string), ``"number"`` (NaN/±Infinity -> ``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``). Python-only types are ``["custom", name]``: ``date``/``time`` (ISO text,
+    tz and microseconds kept),
     ``timedelta`` (``[days, seconds, microseconds]``), ``UUID`` (text), ``Decimal`` (text),
-    ``bytes`` (base64); Trigger.dev's TypeScript SDK cannot read these custom types. Reading also
-accepts ``["custom", "datetime"]`` (older data) and ``"undefined"``.
+    ``bytes`` (base64); Trigger.dev's TypeScript SDK cannot read these custom types. Reading
+    also accepts ``["custom", "datetime"]`` (older data) and ``"undefined"``.
 
 Pydantic models and dataclasses are written as their fields (they load back as dicts); enums
 as their value. Anything else raises ``TypeError`` naming the type and where it is

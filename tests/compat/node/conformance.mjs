@@ -220,9 +220,9 @@ await call("tasks.batchTrigger", async () => {
 });
 
 await call("runs.subscribeToBatch (every status to final)", async () => {
-  const token = await auth.createPublicToken({ scopes: { read: { batch: batchHandle.id } } });
+  const token = await auth.createPublicToken({ scopes: { read: { batch: batchHandle.batchId } } });
   await auth.withAuth({ accessToken: token }, async () => {
-    const seen = await collect(runs.subscribeToBatch(batchHandle.id), allFinal(2));
+    const seen = await collect(runs.subscribeToBatch(batchHandle.batchId), allFinal(2));
     check(Object.keys(seen).length === 2, `saw ${JSON.stringify(seen)}`);
     for (const statuses of Object.values(seen)) {
       check(statuses[statuses.length - 1] === "COMPLETED", `saw ${JSON.stringify(seen)}`);
@@ -231,9 +231,9 @@ await call("runs.subscribeToBatch (every status to final)", async () => {
 });
 
 await call("batch.retrieve", async () => {
-  const got = await batch.retrieve(batchHandle.id);
+  const got = await batch.retrieve(batchHandle.batchId);
   check(got.runCount === 2 && got.runs.length === 2, `batch ${JSON.stringify(got)}`);
-  await raw(`/api/v2/batches/${batchHandle.id}`, RetrieveBatchV2Response);
+  await raw(`/api/v2/batches/${batchHandle.batchId}`, RetrieveBatchV2Response);
 });
 
 // --- realtime -----------------------------------------------------------------------------
@@ -334,6 +334,9 @@ await call("envvars.create / list / retrieve / update / del + task sees it", asy
   await envvars.create(projectRef, "dev", { name, value: "hello" });
   check((await envvars.list(projectRef, "dev")).some((v) => v.name === name), "list");
   check((await envvars.retrieve(projectRef, "dev", name)).value === "hello", "retrieve");
+  // SDK 4.8.3 bug: outside a task, envvars.update reads a global `name` instead of its
+  // argument (`$name = name` in envvars.js); give it that global so the call reaches us.
+  globalThis.name = name;
   await envvars.update(projectRef, "dev", name, { value: "bonjour" });
   const h = await tasks.trigger("compat-env", { name });
   const run = await runs.poll(h.id, { pollIntervalMs: 200 });
