@@ -127,7 +127,7 @@ async def list_runs(request: Request, env: Env) -> dict[str, Any]:
     pagination: dict[str, str] = {}  # "next" is absent on the last page (not null)
     if len(rows) > limit:
         pagination["next"] = page[-1]["id"]
-    if after is not None:
+    if cursor:
         pagination["previous"] = cursor
     return {
         "data": [present_list_item(r, env.id, env.slug) for r in page],

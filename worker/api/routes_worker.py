@@ -76,12 +76,18 @@ async def dequeue(request: Request, env: Env) -> dict[str, Any]:
         body.wait_ms,
         gone=request.is_disconnected,
     )
-    if runs:  # the environment's variables, set by the executor for each run (routes_envvars)
-        variables = await env_vars.for_runs(state.pool, env)
+    await _with_env_vars(state.pool, env, runs)
+    return {"runs": runs}
+
+
+async def _with_env_vars(pool: Any, env: Environment, runs: list[dict[str, Any]]) -> None:
+    """The environment's variables (routes_envvars) on each leased run: its executor sets them
+    for that run only."""
+    if runs:
+        variables = await env_vars.for_runs(pool, env)
         if variables:
             for run in runs:
                 run["env_vars"] = variables
-    return {"runs": runs}
 
 
 @router.post("/heartbeat")
@@ -98,6 +104,8 @@ async def complete(request: Request, env: Env) -> dict[str, Any]:
     results = await leases.complete(
         state.pool, env, str(body.instance_id), body.completions, state.lease.lease_seconds
     )
+    # an attempt retried in place starts from the result's "next" message, a leased run too
+    await _with_env_vars(state.pool, env, [r["next"] for r in results if r.get("next")])
     return {"results": results}
 
 

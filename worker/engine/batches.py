@@ -45,15 +45,16 @@ async def create(
     """Phase 1: the batch row (or the one an idempotency key already names)."""
     if not 1 <= run_count <= MAX_BATCH_ITEMS:
         raise EngineError(f"runCount must be between 1 and {MAX_BATCH_ITEMS}")
+    batch_id = new_id("batch")
     async with pool.connection() as conn, conn.transaction():
         params = {
-            "id": new_id("batch"),
+            "id": batch_id,
             "environment_id": env.id,
             "run_count": run_count,
             "idempotency_key": idempotency_key,
         }
         if await (await conn.execute(Q.insert_open_batch, params)).fetchone():
-            return CreatedBatch(params["id"], run_count, False)
+            return CreatedBatch(batch_id, run_count, False)
         row = await (await conn.execute(Q.find_batch_by_key, params)).fetchone()
     if row is None:
         raise EngineError("could not create the batch under key contention; retry the request")
