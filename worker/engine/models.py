@@ -171,6 +171,7 @@ class TriggerBody(_Camel):
     def _options_payload_type(self) -> TriggerBody:
         if self.payload_type is None and self.options.payload_type is not None:
             self.payload_type = self.options.payload_type
+        _no_store(self.payload_type)
         return self
 
 
@@ -184,7 +185,16 @@ class BatchItem(_Camel):
     def _options_payload_type(self) -> BatchItem:
         if self.payload_type is None and self.options.payload_type is not None:
             self.payload_type = self.options.payload_type
+        _no_store(self.payload_type)
         return self
+
+
+def _no_store(payload_type: str | None) -> None:
+    if payload_type == "application/store":
+        raise ValueError(
+            "payloads offloaded to object storage (application/store) are not supported: "
+            "keep Trigger.dev SDK payloads under 512 KB so they are sent inline"
+        )
 
 
 class BatchOptions(_Camel):
