@@ -27,7 +27,7 @@ import asyncio
 import datetime as dt
 import os
 
-from worker import queue, schedules, task, wait
+from worker import queue, schedules, task, tasks, wait
 
 
 @task(id="compat-echo")
@@ -50,6 +50,12 @@ async def slow(payload, ctx):
 async def wait_token(payload, ctx):
     result = await wait.for_token(payload["token"])
     return result.output
+
+
+@task(id="compat-parent")
+async def parent(payload, ctx):
+    child = await tasks.trigger("compat-echo", {"from": "parent"})
+    return {"child": child.id}
 
 
 @task(id="compat-env")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
 from worker.api.presenters import present_list_item, present_run
+from worker.api.related_runs import related_runs
 from worker.api.routes_realtime import principal
 from worker.common.statuses import INTERNAL_STATUSES
 from worker.engine import public_tokens, runs, triggering
@@ -80,6 +81,7 @@ async def retrieve_run(run_id: str, request: Request) -> dict[str, Any]:
     row = await runs.retrieve(request.app.state.pool, who.env, run_id)
     if not who.can_read_run(row):
         raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
+    row["related_runs"] = await related_runs(request.app.state.pool, who.env, row)
     return present_run(row)
 
 

@@ -145,6 +145,16 @@ await call("runs.retrieve with the trigger's x-trigger-jwt", async () => {
   });
 });
 
+await call("runs.retrieve relatedRuns (a Python task's child)", async () => {
+  const h = await tasks.trigger("compat-parent", {});
+  const parent = await runs.poll(h.id, { pollIntervalMs: 200 });
+  const childId = parent.output?.child;
+  const child = await runs.retrieve(childId);
+  check(child.depth === 1 && child.relatedRuns.parent?.id === h.id, JSON.stringify(child.relatedRuns));
+  const again = await runs.retrieve(h.id);
+  check(again.relatedRuns.children?.some((c) => c.id === childId), JSON.stringify(again.relatedRuns));
+});
+
 await call("tasks.trigger (idempotencyKey again → cached)", async () => {
   const again = await tasks.trigger("compat-echo", { name: "Other" }, { idempotencyKey: `${tag}-idem` });
   check(again.id === handle.id, `new run ${again.id} for a used key`);

@@ -196,3 +196,11 @@ WITH RECURSIVE chain(id, parent, depth) AS (
     WHERE c.depth < 100
 )
 SELECT max(depth) AS depth FROM chain;
+
+-- name: run_children
+-- The runs a run triggered (for relatedRuns.children), oldest first.
+SELECT r.*, v.version AS version_name, r.attempt_number AS attempt_count
+FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
+WHERE r.parent_run_id = %(id)s::text AND r.environment_id = %(environment_id)s::uuid
+ORDER BY r.created_at, r.id
+LIMIT 100;
