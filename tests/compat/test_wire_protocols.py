@@ -155,3 +155,15 @@ def _project_ref(api_server: ApiServer, environment_id: str) -> str:
         ).fetchone()
     assert row is not None
     return str(row[0])
+
+
+def test_run_environment_sets_variables_for_one_run_only(monkeypatch: Any) -> None:
+    import os
+
+    from worker.runtime.run_env import run_environment
+
+    monkeypatch.setenv("KEPT", "worker's own")
+    monkeypatch.delenv("ADDED", raising=False)
+    with run_environment({"KEPT": "the run's", "ADDED": "1"}):
+        assert os.environ["KEPT"] == "the run's" and os.environ["ADDED"] == "1"
+    assert os.environ["KEPT"] == "worker's own" and "ADDED" not in os.environ

@@ -333,6 +333,8 @@ await call("queues.list / retrieve / pause / resume / override / reset", async (
   const byName = await queues.retrieve({ type: "task", name: "compat-echo" });
   check(byName.name === "compat-echo" && byName.type === "task", JSON.stringify(byName));
   await raw(`/api/v1/queues/${byName.id}?type=id`, QueueItem);
+  // by id: the SDK encodes the "/" of "task/compat-echo" twice
+  check((await queues.retrieve(byName.id)).id === byName.id, "retrieve by id");
   check((await queues.pause({ type: "task", name: "compat-echo" })).paused, "pause");
   check(!(await queues.resume({ type: "task", name: "compat-echo" })).paused, "resume");
   const overridden = await queues.overrideConcurrencyLimit({ type: "custom", name: "compat-queue" }, 3);
