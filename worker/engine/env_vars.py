@@ -4,6 +4,7 @@ each leased run to the executor, which sets them for that run only (docs/api.md)
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from worker.engine.errors import Conflict, EngineError, NotFound
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 MAX_VALUE_BYTES = 64 * 1024
 MAX_VARIABLES = 500
@@ -57,14 +59,19 @@ async def list_vars(pool: Pool, env: Environment) -> list[EnvVar]:
         rows = await cur.fetchall()
     if rows and not secret_box.available():
         raise EncryptionNotConfigured("environment variables need TRIGGER_ENCRYPTION_KEY")
-    return [
-        EnvVar(
-            row["name"],
-            secret_box.open_sealed(bytes(row["value_ciphertext"]), _context(env, row["name"])),
-            row["is_secret"],
-        )
-        for row in rows
-    ]
+    out = []
+    for row in rows:
+        try:
+            sealed = bytes(row["value_ciphertext"])
+            value = secret_box.open_sealed(sealed, _context(env, row["name"]))
+        except Exception:  # InvalidTag: sealed under another key
+            raise EncryptionNotConfigured(
+                f"environment variable {row['name']} was encrypted with another "
+                "TRIGGER_ENCRYPTION_KEY; set the key it was written with, or set the variable "
+                "again"
+            ) from None
+        out.append(EnvVar(row["name"], value, row["is_secret"]))
+    return out
 
 
 async def get(pool: Pool, env: Environment, name: str) -> EnvVar:
@@ -119,8 +126,10 @@ async def delete(pool: Pool, env: Environment, name: str) -> None:
 
 
 async def for_runs(pool: Pool, env: Environment) -> dict[str, str]:
-    """What executors set for the environment's runs (empty if none, or no encryption key)."""
+    """What executors set for the environment's runs. Variables that cannot be decrypted are
+    reported in the API's log and left out: runs go on rather than every dequeue failing."""
     try:
         return {v.name: v.value for v in await list_vars(pool, env)}
-    except EncryptionNotConfigured:
+    except EncryptionNotConfigured as exc:
+        log.warning("runs of %s get no environment variables: %s", env.slug, exc.message)
         return {}
