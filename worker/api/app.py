@@ -17,6 +17,8 @@ from fastapi.responses import Response
 from worker.api import (
     guards,
     openapi_doc,
+    routes_batches_v2,
+    routes_envvars,
     routes_metadata,
     routes_public,
     routes_queues,
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.key_cache = {}
         app.state.public_url = settings.public_url
         app.state.realtime = RealtimeHub(settings.database_url)  # connects on first subscriber
+        app.state.electric = None  # shape-protocol change logs, made on first use
         services = [
             asyncio.create_task(run_rescuer(app.state.pool, settings.rescuer_interval)),
             asyncio.create_task(run_scheduler(app.state.pool, settings.scheduler_max_sleep)),
@@ -85,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await service
             await app.state.notifier.stop()
+            if getattr(app.state, "electric", None) is not None:
+                await app.state.electric.stop()
             await app.state.realtime.stop()
             await app.state.pool.close()
 
@@ -127,4 +132,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_queues.router)
     app.include_router(routes_waitpoints.router)
     app.include_router(routes_sdk.router)
+    app.include_router(routes_batches_v2.router)
+    app.include_router(routes_envvars.router)
     return app

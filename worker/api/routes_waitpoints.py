@@ -16,6 +16,7 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_body, read_json, read_model
+from worker.api.presenters_tokens import present_token
 from worker.api.routes_realtime import principal
 from worker.common.limits import check_text
 from worker.engine import public_tokens, waitpoints
@@ -131,10 +132,15 @@ async def list_tokens(request: Request, env: Env) -> dict[str, Any]:
         limit=limit + 1,
     )
     page = rows[:limit]
-    return {
-        "data": [waitpoints.present(r) for r in page],
-        "pagination": {"next": page[-1]["id"] if len(rows) > limit else None},
-    }
+    base = str(request.base_url).rstrip("/")
+    pool = request.app.state.pool
+    data = [
+        present_token(r, await waitpoints.callback_url(pool, env, base, r["id"])) for r in page
+    ]
+    pagination: dict[str, str] = {}  # "next" is absent on the last page (not null)
+    if len(rows) > limit:
+        pagination["next"] = page[-1]["id"]
+    return {"data": data, "pagination": pagination}
 
 
 @router.get("/api/v1/waitpoints/tokens/{waitpoint_id}")
@@ -142,7 +148,9 @@ async def retrieve_token(waitpoint_id: str, request: Request, env: Env) -> dict[
     row = await waitpoints.get(request.app.state.pool, env, waitpoint_id)
     if row["type"] != "TOKEN":
         raise NotFound(f"waitpoint token {waitpoint_id!r} not found in this environment")
-    return waitpoints.present(row)
+    base = str(request.base_url).rstrip("/")
+    url = await waitpoints.callback_url(request.app.state.pool, env, base, row["id"])
+    return present_token(row, url)
 
 
 @router.post("/api/v1/waitpoints/tokens/{waitpoint_id}/complete")

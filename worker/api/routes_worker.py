@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
-from worker.engine import leases
+from worker.engine import env_vars, leases
 from worker.engine.keys import Environment
 
 router = APIRouter(prefix="/engine/v1/worker")
@@ -81,7 +81,18 @@ async def dequeue(request: Request, env: Env) -> dict[str, Any]:
         body.wait_ms,
         gone=request.is_disconnected,
     )
+    await _with_env_vars(state.pool, env, runs)
     return {"runs": runs}
+
+
+async def _with_env_vars(pool: Any, env: Environment, runs: list[dict[str, Any]]) -> None:
+    """The environment's variables (routes_envvars) on each leased run: its executor sets them
+    for that run only."""
+    if runs:
+        variables = await env_vars.for_runs(pool, env)
+        if variables:
+            for run in runs:
+                run["env_vars"] = variables
 
 
 @router.post("/heartbeat")
@@ -99,6 +110,8 @@ async def complete(request: Request, env: Env) -> dict[str, Any]:
     results = await leases.complete(
         state.pool, env, str(body.instance_id), body.completions, state.lease.lease_seconds
     )
+    # an attempt retried in place starts from the result's "next" message, a leased run too
+    await _with_env_vars(state.pool, env, [r["next"] for r in results if r.get("next")])
     return {"results": results}
 
 

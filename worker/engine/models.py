@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from worker.common.limits import (
@@ -129,6 +129,15 @@ class TriggerOptions(_Camel):
     journal_seq: int | None = Field(default=None, ge=0)
     test: bool = False
     debounce: DebounceOptions | None = None
+    # Sent by Trigger.dev's SDK on every trigger (docs/api.md, "Trigger.dev SDK"): the payload's
+    # type (used when the body has no top-level payloadType), its size, the original key and
+    # its scope. Accepted; only payload_type changes anything.
+    payload_type: str | None = None
+    payload_size: int | None = Field(default=None, ge=0)
+    idempotency_key_options: dict[str, Any] | None = None
+    metadata_type: str | None = None
+    region: str | None = None
+    external_deployment_id: str | None = None
 
     @field_validator("concurrency_key", mode="before")
     @classmethod
@@ -238,12 +247,20 @@ class TriggerOptions(_Camel):
 
 class TriggerBody(_Camel):
     """``POST /api/v1/tasks/{task_id}/trigger``: ``payload`` is any JSON; with ``payloadType``
-    other than ``application/json`` it is the serialised text (e.g. application/super+json)."""
+    other than ``application/json`` it is the serialised text (e.g. application/super+json).
+    Trigger.dev's SDK puts ``payloadType`` in ``options``; it means the same."""
 
     payload: Any = None
     payload_type: str | None = None
     options: TriggerOptions = Field(default_factory=TriggerOptions)
     context: Any = None
+
+    @model_validator(mode="after")
+    def _options_payload_type(self) -> TriggerBody:
+        if self.payload_type is None and self.options.payload_type is not None:
+            self.payload_type = self.options.payload_type
+        _no_store(self.payload_type)
+        return self
 
 
 class BatchItem(_Camel):
@@ -251,6 +268,21 @@ class BatchItem(_Camel):
     payload: Any = None
     payload_type: str | None = None
     options: TriggerOptions = Field(default_factory=TriggerOptions)
+
+    @model_validator(mode="after")
+    def _options_payload_type(self) -> BatchItem:
+        if self.payload_type is None and self.options.payload_type is not None:
+            self.payload_type = self.options.payload_type
+        _no_store(self.payload_type)
+        return self
+
+
+def _no_store(payload_type: str | None) -> None:
+    if payload_type == "application/store":
+        raise ValueError(
+            "payloads offloaded to object storage (application/store) are not supported: "
+            "keep Trigger.dev SDK payloads under 512 KB so they are sent inline"
+        )
 
 
 class BatchOptions(_Camel):

@@ -8,15 +8,18 @@ trigger that task: ``auth.create_trigger_public_token``). A token created with `
 carries ``otu: true`` and a ``jti``; triggering with it spends the ``jti`` (a second trigger is
 refused), as Trigger.dev's trigger tokens are single-use by default.
 
-Signing secret: Trigger.dev signs with the environment's secret key, but we store keys only as
-hashes, so each environment gets a random 32-byte secret kept server-side
-(``environment_secrets``), created on first use and cached per process. It never leaves the
-server; neither it nor any token is logged.
+Signing secret: tokens this server makes (``POST /api/v1/auth/public-tokens``, the
+``x-trigger-jwt`` of a trigger) are signed with a random 32-byte secret per environment kept
+server-side (``environment_secrets``), created on first use and cached per process. Trigger.dev's
+SDK signs tokens itself with the secret key (``auth.createPublicToken``): those verify against
+the environment's secret keys, which the server keeps encrypted with its encryption key
+(worker/engine/secret_box.py) beside their hashes. Neither secrets nor tokens are logged.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import re
@@ -28,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from worker.engine import secret_box
 from worker.engine.db import Pool
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
@@ -223,7 +227,33 @@ class Principal:
             )
 
 
+#: decrypted secret keys per environment, for this long (a revoked key stops verifying then)
+KEY_CACHE_SECONDS = 30.0
+_keys: dict[str, tuple[float, list[bytes]]] = {}
+
+
+async def _env_keys(pool: Pool, environment_id: str) -> list[bytes]:
+    """The environment's secret keys (decrypted), which Trigger.dev's SDK signs tokens with."""
+    hit = _keys.get(environment_id)
+    if hit and hit[0] > time.monotonic():
+        return hit[1]
+    async with pool.connection() as conn:
+        cur = await conn.execute(Q.env_key_ciphertexts, {"environment_id": environment_id})
+        rows = await cur.fetchall()
+    keys = []
+    for row in rows:
+        try:
+            context = b"api-key:" + bytes(row["key_hash"])
+            keys.append(secret_box.open_sealed(bytes(row["key_ciphertext"]), context).encode())
+        except Exception:  # another encryption key, or no key configured: cannot verify
+            continue
+    _keys[environment_id] = (time.monotonic() + KEY_CACHE_SECONDS, keys)
+    return keys
+
+
 async def verify(pool: Pool, token: str) -> Principal:
+    """A token we signed (environment secret) or one a client signed with a secret key of the
+    environment (``auth.createPublicToken`` in Trigger.dev's SDK)."""
     claims = unverified_claims(token)
     env_id = claims.get("sub")
     if not isinstance(env_id, str):
@@ -234,7 +264,17 @@ async def verify(pool: Pool, token: str) -> Principal:
         raise InvalidToken("public access token names no known environment") from None
     if found is None:
         raise InvalidToken("public access token names no known environment")
-    claims = decode(token, found[0])
+    try:
+        claims = decode(token, found[0])
+    except InvalidToken as exc:
+        if "signature" not in str(exc):
+            raise
+        for key in await _env_keys(pool, env_id):
+            with contextlib.suppress(InvalidToken):
+                claims = decode(token, key)
+                break
+        else:
+            raise
     one_time = str(claims["jti"]) if claims.get("otu") and claims.get("jti") else None
     return Principal(found[1], frozenset(claims.get("scopes") or []), one_time,
                      float(claims["exp"]))

@@ -66,14 +66,16 @@ def _decide(
     """
     code = error_code(error)
     final = Outcome(retry=False, status=final_status_for(error))
-    if max_attempts is None or attempt_number >= min(max_attempts, MAX_ATTEMPTS_HARD_CAP):
-        return final
     if code == TASK_PROCESS_OOM_KILLED:
-        # out of memory retries only on a bigger machine (retry.out_of_memory.machine)
+        # Out of memory retries only on the machine named by retry.out_of_memory.machine, and
+        # whenever it differs from the current one: like Trigger.dev's engine, the run's
+        # max_attempts does not count here (the move happens at most once per machine).
         bigger = ((locked_retry or {}).get("out_of_memory") or {}).get("machine")
-        if bigger and bigger != machine:
+        if bigger and bigger != machine and attempt_number < MAX_ATTEMPTS_HARD_CAP:
             delay = next_retry_delay_ms(locked_retry or {}, attempt_number)
             return Outcome(retry=True, delay_ms=delay, machine=bigger)
+        return final
+    if max_attempts is None or attempt_number >= min(max_attempts, MAX_ATTEMPTS_HARD_CAP):
         return final
     if skipped_retrying or code in NON_RETRYABLE_CODES:
         return final

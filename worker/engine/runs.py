@@ -21,7 +21,11 @@ async def retrieve(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
         if row is None:
             raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
         attempts = await (await conn.execute(Q.list_attempts, {"id": run_id})).fetchall()
-    return {**row, "payload": row["run_payload"], "attempts": attempts}
+        depth = 0
+        if row["parent_run_id"] is not None:
+            found = await (await conn.execute(Q.run_depth, {"id": run_id})).fetchone()
+            depth = int(found["depth"]) if found else 1
+    return {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
 
 
 async def retrieve_batch(pool: Pool, env: Environment, batch_id: str) -> dict[str, Any]:
@@ -45,10 +49,11 @@ async def list_runs(
     *,
     statuses: list[str] | None = None,
     task_ids: list[str] | None = None,
-    tag: str | None = None,
+    tags: list[str] | None = None,
     batch_id: str | None = None,
-    queue: str | None = None,
-    version: str | None = None,
+    queues: list[str] | None = None,
+    versions: list[str] | None = None,
+    is_test: bool | None = None,
     created_from: datetime | None = None,
     created_to: datetime | None = None,
     after: tuple[datetime, str] | None = None,
@@ -58,10 +63,11 @@ async def list_runs(
         "environment_id": env.id,
         "statuses": statuses,
         "task_ids": task_ids,
-        "tag": tag,
+        "tags": tags,
         "batch_id": batch_id,
-        "queue": queue,
-        "version": version,
+        "queues": queues,
+        "versions": versions,
+        "is_test": is_test,
         "created_from": created_from,
         "created_to": created_to,
         "after_created": after[0] if after else None,

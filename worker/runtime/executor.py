@@ -28,6 +28,7 @@ from worker.common.serialization import loads
 from worker.runtime.attempt import Attempt, failed_completion
 from worker.runtime.capture import RunCapture
 from worker.runtime.framing import recv_sync, send_sync
+from worker.runtime.run_env import run_environment
 from worker.runtime.timeout import timer
 from worker.sdk import attempt_hooks, durable
 from worker.sdk.context import (
@@ -229,7 +230,8 @@ def serve(socket_path: str, discovered: Any) -> int:
             return 0
         if message.get("type") != "execute":
             continue
-        completion = loop.run_until_complete(run_attempt(message["run"], discovered, channel))
+        with run_environment(message["run"].get("env_vars")):
+            completion = loop.run_until_complete(run_attempt(message["run"], discovered, channel))
         recycle = bool(completion.pop("_recycle", False))
         channel.send({"type": "completion", "completion": completion, "rss": _rss_bytes(),
                       "recycle": recycle})
