@@ -42,6 +42,7 @@ from worker.engine.services.alerter import AlertSettings, run_alerter
 from worker.engine.services.cron_trigger import run_cron_trigger
 from worker.engine.services.expirer import run_expirer
 from worker.engine.services.rescuer import run_rescuer
+from worker.engine.services.retention import run_retention
 from worker.engine.services.scheduler import run_scheduler
 from worker.engine.services.versions import run_version_sweep
 from worker.engine.services.waitpoint_timer import run_waitpoint_timer
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(run_cron_trigger(app.state.pool)),
             asyncio.create_task(run_version_sweep(app.state.pool, settings.rescuer_interval)),
             asyncio.create_task(run_alerter(app.state.pool, AlertSettings.from_env())),
+            asyncio.create_task(run_retention(app.state.pool)),
         ]
         try:
             yield

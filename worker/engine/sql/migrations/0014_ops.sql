@@ -44,3 +44,12 @@ CREATE TRIGGER environment_secrets_changed
 -- Retention (worker/engine/services/retention.py): finished runs older than this many days are
 -- deleted; NULL = the server's TRIGGER_RETENTION_DAYS.
 ALTER TABLE environments ADD COLUMN retention_days integer CHECK (retention_days > 0);
+-- Its scans: finished runs by age per environment; leaf-first (no child left) checks; the
+-- ON DELETE SET NULL of schedule ticks (without an index, each deleted run scans them all).
+CREATE INDEX runs_finished_idx ON runs (environment_id, completed_at)
+    WHERE completed_at IS NOT NULL;
+CREATE INDEX runs_root_idx ON runs (root_run_id) WHERE root_run_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS schedule_ticks_run_idx ON schedule_ticks (run_id)
+    WHERE run_id IS NOT NULL;
+CREATE INDEX waitpoints_finished_idx ON waitpoints (environment_id, completed_at)
+    WHERE status <> 'WAITING' AND run_id IS NULL;
