@@ -184,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
     from worker.cli_keys import add_commands as add_key_commands  # keys
+    from worker.cli_ops import add_commands as add_ops_commands  # mcp, retention
 
     add_key_commands(sub)
+    add_ops_commands(sub)
     return parser
 
 

@@ -26,6 +26,7 @@ from worker.api import (
     routes_realtime,
     routes_schedules,
     routes_sdk,
+    routes_tasks,
     routes_waitpoints,
     routes_worker,
 )
@@ -142,4 +143,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_batches_v2.router)
     app.include_router(routes_envvars.router)
     app.include_router(routes_keys.router)
+    app.include_router(routes_tasks.router)
     return app
