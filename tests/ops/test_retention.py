@@ -110,3 +110,33 @@ async def test_old_finished_runs_go_with_what_hangs_off_them(
             await pool.close()
             if created_spans:
                 db.execute("DROP TABLE run_spans")
+
+
+def test_cli_sets_an_environment_retention(api_server: ApiServer, project: Project) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "DATABASE_URL": api_server.database_url, "PYTHONPATH": str(ROOT)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "worker.cli", "retention", "set", *args],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    def days() -> int | None:
+        with psycopg.connect(api_server.database_url) as db:
+            row = db.execute("SELECT e.retention_days FROM environments e JOIN projects p ON "
+                             "p.id = e.project_id WHERE p.ref = %s AND e.slug = 'prod'",
+                             (project.ref,)).fetchone()
+        assert row is not None
+        return row[0]
+
+    done = cli("--project", project.ref, "--env", "prod", "--days", "7")
+    assert done.returncode == 0, done.stderr
+    assert days() == 7
+    assert cli("--project", project.ref, "--env", "prod", "--days", "0").returncode == 0
+    assert days() is None
+    missing = cli("--project", "nope", "--env", "prod", "--days", "3")
+    assert missing.returncode != 0 and "no environment" in missing.stderr
