@@ -379,6 +379,7 @@ class Supervisor(Reporting):
                        "task_id": run.get("task_id")})
             return
         completion["_task_id"] = run.get("task_id")
+        completion["_max_attempts"] = run.get("max_attempts")
         self.completions.append(completion)
         self.completed.set()
 
