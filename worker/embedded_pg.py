@@ -65,13 +65,17 @@ class EmbeddedPostgres:
             self.handle.cleanup_mode = None
 
 
-def start(data: Path) -> EmbeddedPostgres:
-    """Start (or join) the server whose data lives in ``data`` (created on first use)."""
+def start(data: Path, *, shared: bool = False) -> EmbeddedPostgres:
+    """Start (or join) the server whose data lives in ``data`` (created on first use).
+
+    ``shared``: several processes may use the server at once (the test suite); pgserver stops
+    it when the last of them exits. Otherwise the caller stops it (:meth:`stop`).
+    """
     module = _module()
     data.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kwargs: dict[str, Any] = {"cleanup_mode": None}
+        kwargs: dict[str, Any] = {"cleanup_mode": "stop" if shared else None}
         version_of = getattr(module, "pgdata_version", None)
         if version_of is not None:
             # a folder made by an older Postgres keeps running on that major version

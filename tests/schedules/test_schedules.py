@@ -87,7 +87,7 @@ def test_imperative_crud_dedup_and_validation(
 
 def test_a_plain_task_takes_no_schedule(api: httpx.Client) -> None:
     register(api, [{"id": "plain", "trigger_source": "standard"},
-                   {"id": "ticking", "trigger_source": "schedule"}], "plain-vs-scheduled-1")
+                   {"id": "ticking", "trigger_source": "schedule"}], "0000000000c1")
     refused = api.post("/api/v1/schedules", json={"task": "plain", "cron": "0 * * * *"})
     assert refused.status_code == 400, refused.text
     assert "not a scheduled task" in refused.json()["error"]
