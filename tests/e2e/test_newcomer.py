@@ -34,6 +34,19 @@ async def always_fails(payload, ctx):
 """
 
 
+VERSIONED = """
+from worker import task, wait
+
+VERSION = {version}
+
+
+@task(id="adopted")
+async def adopted(payload, ctx):
+    await wait.for_token(payload["token"])
+    return dict(version=VERSION)
+"""
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for name in ("TRIGGER_API_URL", "TRIGGER_SECRET_KEY", "TASKS_DATABASE_URL",
@@ -121,11 +134,12 @@ def test_init_project_passes_its_test_and_runs_through_trigger_dev(
     # a user's own worker.py must not shadow the package in trigger dev's processes
     (project / "worker.py").write_text("raise SystemExit('the project worker.py was imported')\n")
     (project / "trigger" / "flaky.py").write_text(FLAKY)
+    (project / "trigger" / "versioned.py").write_text(VERSIONED.format(version=1))
     log = tmp_path / "dev.log"
-    dev = _start_dev(project, log, DATABASE_URL=database_url)
+    dev = _start_dev(project, log, DATABASE_URL=database_url, TRIGGER_CHECKPOINT_AFTER="0")
     try:
         url, key = _ready(dev, log)
-        assert "with 3 task(s)" in log.read_text()  # the real count, not "?"
+        assert "with 4 task(s)" in log.read_text()  # the real count, not "?"
         ignore = project / ".trigger" / ".gitignore"
         assert ignore.read_text().strip().endswith("*")
         assert (project / ".trigger" / "keys.json").stat().st_mode & 0o777 == 0o600
@@ -146,6 +160,8 @@ def test_init_project_passes_its_test_and_runs_through_trigger_dev(
         assert "ValueError: boom: the payload was 7" in text, text
         assert re.search(r"flaky\.py:\d+ in always_fails", text), text
 
+        _a_resume_after_a_reload_runs_and_records_the_new_version(client, project, log)
+
         everyone = _tree(dev.pid)
         dev.send_signal(signal.SIGTERM)
         dev.wait(30)
@@ -153,6 +169,27 @@ def test_init_project_passes_its_test_and_runs_through_trigger_dev(
     finally:
         if dev.poll() is None:
             dev.kill()
+
+
+def _a_resume_after_a_reload_runs_and_records_the_new_version(
+    client: httpx.Client, project: Path, log: Path
+) -> None:
+    """docs/run-states.md, "Versions": a run checkpointed on v1 resumes after a save on v2's
+    code, and records v2 (it neither waits forever for v1 nor claims v1 while running v2)."""
+    token = client.post("/api/v1/waitpoints/tokens", json={}).json()["id"]
+    run_id = trigger(client, "adopted", {"token": token})
+    wait_for(lambda: client.get(f"/api/v3/runs/{run_id}").json()["status"] == "WAITING",
+             what="the run to checkpoint on its token")
+    first = client.get(f"/api/v3/runs/{run_id}").json()["version"]
+    (project / "trigger" / "versioned.py").write_text(VERSIONED.format(version=2))
+    wait_for(lambda: log.read_text().count("worker ready") >= 2, what="the reload")
+    newest = re.findall(r"worker ready: version (\S+)", log.read_text())[-1]
+    assert newest != first
+    done = client.post(f"/api/v1/waitpoints/tokens/{token}/complete", json={"data": {}})
+    assert done.status_code == 200, done.text
+    run = wait_final(client, run_id)
+    assert run["status"] == "COMPLETED" and run["output"] == {"version": 2}, run
+    assert run["version"] == newest
 
 
 def _postmaster(project: Path) -> psutil.Process:

@@ -170,8 +170,14 @@ async def dequeue(
     max_runs: int,
     wait_ms: int,
     gone: Callable[[], Awaitable[bool]] | None = None,
+    adopt: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none."""
+    """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none.
+
+    ``adopt``: versions the worker replaced by a hot reload (``trigger dev``); their runs are
+    leased as runs of ``versions[0]`` and record it, since that is the code they run on
+    (docs/run-states.md, "Versions").
+    """
     if not versions:
         raise EngineError("versions must list at least one registered version id")
     max_runs = max(1, min(max_runs, 100))
@@ -188,6 +194,7 @@ async def dequeue(
         "newest": versions[0],
         "versions": versions,
         "newest_tasks": newest_tasks,
+        "adopt": [v for v in adopt or [] if v in versions],
         "limit": max_runs,
         "instance_id": instance_id,
         "lease_seconds": settings.lease_seconds,

@@ -58,11 +58,14 @@ class WorkerApi:
         return result
 
     async def dequeue(self, versions: list[str], max_runs: int,
-                      wait_ms: int) -> list[dict[str, Any]]:
-        result = await self.post("/dequeue", {
+                      wait_ms: int, adopt: list[str] | None = None) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {
             "instance_id": self.instance_id, "versions": versions,
             "max_runs": max(1, min(max_runs, 100)), "wait_ms": wait_ms,
-        }, timeout=wait_ms / 1000 + 30, attempts=1)
+        }
+        if adopt:
+            body["adopt"] = adopt
+        result = await self.post("/dequeue", body, timeout=wait_ms / 1000 + 30, attempts=1)
         runs: list[dict[str, Any]] = result.get("runs") or []
         return runs
 

@@ -108,6 +108,9 @@ class Supervisor(Reporting):
         self.server = ExecutorServer(os.path.join(self.tmpdir, "executors.sock"))
         self.current: Pool | None = None
         self.old: list[Pool] = []
+        #: version ids replaced by a hot reload, newest first: their runs (a retry, a resume
+        #: after a checkpoint) are adopted by the current version, which records it
+        self.replaced: list[str] = []
         self.inflight: dict[str, InFlight] = {}
         self.completions: list[dict[str, Any]] = []
         self.logs: list[dict[str, Any]] = []
@@ -219,6 +222,10 @@ class Supervisor(Reporting):
                     await pool.close()
                 return
             self.current = pool
+            if current.version_id != pool.version_id:
+                self.replaced = [current.version_id,
+                                 *[v for v in self.replaced if v != current.version_id]][:100]
+            self.replaced = [v for v in self.replaced if v != pool.version_id]
             current.drain()
             self.old.insert(0, current)
             self.capacity.set()
@@ -272,10 +279,11 @@ class Supervisor(Reporting):
                 continue
             pool = self.current
             assert pool is not None
-            versions = [pool.version_id] + [p.version_id for p in self.old
-                                            if p.version_id != pool.version_id]
+            versions = [pool.version_id, *self.replaced] + [p.version_id for p in self.old
+                                                           if p.version_id != pool.version_id]
             try:
-                runs = await self.api.dequeue(list(dict.fromkeys(versions)), free, self.wait_ms)
+                runs = await self.api.dequeue(list(dict.fromkeys(versions)), free, self.wait_ms,
+                                              adopt=self.replaced)
                 backoff = 0.5
             except Exception as exc:
                 self.emit({"type": "error", "message": f"dequeue failed: {exc}"})
@@ -318,11 +326,11 @@ class Supervisor(Reporting):
         task.add_done_callback(self._run_tasks.discard)
 
     async def _start(self, run: dict[str, Any]) -> None:
-        # Runs locked to an old version still draining are run by the current version's pool
-        # (the engine only hands us versions we listed); in-flight runs stay where they are.
+        # Runs of a version a reload replaced come adopted (re-locked to the current version by
+        # the engine, so the version they record is the code they run); in-flight runs stay
+        # where they are.
         run_id = str(run["run_id"])
-        pool = self.current
-        assert pool is not None
+        pool = await self._pool_for(run)
         try:
             ex = await pool.acquire(run)
         except PoolUnavailable as exc:
@@ -339,6 +347,20 @@ class Supervisor(Reporting):
         task = asyncio.get_running_loop().create_task(self._execute(flight))
         self._run_tasks.add(task)
         task.add_done_callback(self._run_tasks.discard)
+
+    async def _pool_for(self, run: dict[str, Any]) -> Pool:
+        """The current pool. A run leased for a version a reload has registered but not yet
+        switched to (the engine adopts on registration) waits for that switch, so the version
+        it records is the code it runs."""
+        pool = self.current
+        assert pool is not None
+        wanted = run.get("version_id")
+        deadline = time.monotonic() + 10
+        while (wanted and pool.version_id != wanted and self._reloading.locked()
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.01)
+            pool = self.current or pool
+        return pool
 
     async def _execute(self, flight: InFlight) -> None:
         run, pool, ex = flight.run, flight.pool, flight.executor

@@ -4,9 +4,18 @@
 -- name: dequeue
 -- Leases the runs trigger_pick_runs_v1 picks (limits, pauses, round-robin) and starts their
 -- attempt. A run is locked to the version of its first lease; unlocked runs go to the newest.
-WITH candidates AS (
-    SELECT r.id, r.task_id, r.resuming, coalesce(r.version_id, %(newest)s::uuid) AS version_id
-    FROM runs r
+-- Runs of versions the worker replaced by a hot reload are adopted by the version it runs now:
+-- those it lists in adopt, and versions[0] itself when the worker registered a newer version
+-- while this long-poll was waiting (me.version_id: its registration, docs/run-states.md).
+WITH me AS (
+    SELECT coalesce((SELECT version_id FROM workers
+                     WHERE instance_id = %(instance_id)s::uuid), %(newest)s::uuid) AS version_id
+), candidates AS (
+    SELECT r.id, r.task_id, r.resuming,
+           CASE WHEN r.version_id IS NULL OR r.version_id = ANY(%(adopt)s::uuid[])
+                     OR (r.version_id = %(newest)s::uuid AND me.version_id <> %(newest)s::uuid)
+                THEN me.version_id ELSE r.version_id END AS version_id
+    FROM runs r CROSS JOIN me
     -- = ANY(ARRAY(...)): the picked ids are looked up by primary key, whatever the queue depth
     WHERE r.id = ANY(ARRAY(SELECT run_id FROM trigger_pick_runs_v1(
               %(environment_id)s::uuid, %(versions)s::uuid[], %(newest_tasks)s::text[],
