@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sysconfig
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -12,13 +14,22 @@ from rich.markup import escape
 LEVEL_STYLE = {"debug": "dim", "log": "white", "info": "cyan", "warn": "yellow", "error": "red"}
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<fn>\S+)')
 _RETRY_OUTCOMES = {"RETRY_QUEUED", "RETRY_IMMEDIATELY"}
+#: frames here are not "where" a task failed: the standard library, installed packages, us
+_LIBRARY_DIRS = tuple(
+    {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    | {str(Path(__file__).resolve().parent)}
+)
+
+
+def _is_library(file: str) -> bool:
+    return file.startswith(_LIBRARY_DIRS) or "site-packages" in file
 
 
 def describe_error(error: Any) -> str:
     """``Name: first line of the message (at file:line in function)`` for a wire error.
 
-    "Where" is the innermost frame outside this package (the task's own code), else the
-    innermost frame.
+    "Where" is the innermost frame of the task's own code (not the standard library, an
+    installed package or this one), else the innermost frame.
     """
     if not isinstance(error, dict):
         return str(error or "")
@@ -26,7 +37,7 @@ def describe_error(error: Any) -> str:
     lines = str(error.get("message") or "").strip().splitlines()
     text = f"{name}: {lines[0]}" if lines else str(name)
     frames = list(_FRAME.finditer(str(error.get("stackTrace") or "")))
-    own = [f for f in frames if "/worker/" not in f["file"] and "site-packages" not in f["file"]]
+    own = [f for f in frames if not _is_library(f["file"])]
     chosen = own or frames
     if chosen:
         frame = chosen[-1]

@@ -30,7 +30,7 @@ class DequeueBody(BaseModel):
     max_runs: int = Field(default=1, ge=1, le=100)
     wait_ms: int = Field(default=0, ge=0, le=30_000)
     #: versions this worker replaced by a hot reload: their runs move to versions[0]
-    adopt: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+    adopt: list[uuid.UUID] | None = Field(default=None, max_length=1000)
 
 
 class RunIdsBody(BaseModel):
@@ -77,7 +77,7 @@ async def dequeue(request: Request, env: Env) -> dict[str, Any]:
         body.max_runs,
         body.wait_ms,
         gone=request.is_disconnected,
-        adopt=[str(v) for v in body.adopt],
+        adopt=None if body.adopt is None else [str(v) for v in body.adopt],
     )
     return {"runs": runs}
 

@@ -174,9 +174,9 @@ async def dequeue(
 ) -> list[dict[str, Any]]:
     """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none.
 
-    ``adopt``: versions the worker replaced by a hot reload (``trigger dev``); their runs are
-    leased as runs of ``versions[0]`` and record it, since that is the code they run on
-    (docs/run-states.md, "Versions").
+    ``adopt``: given by a worker that hot-reloads (``trigger dev``), the versions it replaced;
+    their runs are leased as runs of the version it runs now and record it, since that is the
+    code they run (docs/run-states.md, "Versions").
     """
     if not versions:
         raise EngineError("versions must list at least one registered version id")
@@ -195,6 +195,7 @@ async def dequeue(
         "versions": versions,
         "newest_tasks": newest_tasks,
         "adopt": [v for v in adopt or [] if v in versions],
+        "adopting": adopt is not None,
         "limit": max_runs,
         "instance_id": instance_id,
         "lease_seconds": settings.lease_seconds,

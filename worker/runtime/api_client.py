@@ -63,7 +63,7 @@ class WorkerApi:
             "instance_id": self.instance_id, "versions": versions,
             "max_runs": max(1, min(max_runs, 100)), "wait_ms": wait_ms,
         }
-        if adopt:
+        if adopt is not None:
             body["adopt"] = adopt
         result = await self.post("/dequeue", body, timeout=wait_ms / 1000 + 30, attempts=1)
         runs: list[dict[str, Any]] = result.get("runs") or []

@@ -283,7 +283,7 @@ class Supervisor(Reporting):
                                                            if p.version_id != pool.version_id]
             try:
                 runs = await self.api.dequeue(list(dict.fromkeys(versions)), free, self.wait_ms,
-                                              adopt=self.replaced)
+                                              adopt=self.replaced if self.watch else None)
                 backoff = 0.5
             except Exception as exc:
                 self.emit({"type": "error", "message": f"dequeue failed: {exc}"})

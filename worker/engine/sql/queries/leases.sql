@@ -5,16 +5,21 @@
 -- Leases the runs trigger_pick_runs_v1 picks (limits, pauses, round-robin) and starts their
 -- attempt. A run is locked to the version of its first lease; unlocked runs go to the newest.
 -- Runs of versions the worker replaced by a hot reload are adopted by the version it runs now:
--- those it lists in adopt, and versions[0] itself when the worker registered a newer version
--- while this long-poll was waiting (me.version_id: its registration, docs/run-states.md).
+-- those it lists in adopt, and (for a reloading worker, one that sends adopt) versions[0] itself
+-- when it registered a newer version while this long-poll was waiting (me.version_id: its
+-- registration; docs/run-states.md).
 WITH me AS (
     SELECT coalesce((SELECT version_id FROM workers
                      WHERE instance_id = %(instance_id)s::uuid), %(newest)s::uuid) AS version_id
 ), candidates AS (
     SELECT r.id, r.task_id, r.resuming,
-           CASE WHEN r.version_id IS NULL OR r.version_id = ANY(%(adopt)s::uuid[])
-                     OR (r.version_id = %(newest)s::uuid AND me.version_id <> %(newest)s::uuid)
-                THEN me.version_id ELSE r.version_id END AS version_id
+           CASE WHEN %(adopting)s::bool AND me.version_id <> %(newest)s::uuid
+                     AND (r.version_id IS NULL OR r.version_id = %(newest)s::uuid
+                          OR r.version_id = ANY(%(adopt)s::uuid[]))
+                THEN me.version_id
+                WHEN r.version_id IS NULL OR r.version_id = ANY(%(adopt)s::uuid[])
+                THEN %(newest)s::uuid
+                ELSE r.version_id END AS version_id
     FROM runs r CROSS JOIN me
     -- = ANY(ARRAY(...)): the picked ids are looked up by primary key, whatever the queue depth
     WHERE r.id = ANY(ARRAY(SELECT run_id FROM trigger_pick_runs_v1(
