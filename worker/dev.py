@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import importlib.util
 import json
 import os
 import signal
@@ -68,7 +69,7 @@ def lock_project(project_dir: Path) -> IO[str]:
         pid = handle.read().strip() or "?"
         handle.close()
         raise DevError(
-            f"another `trigger dev` (pid {pid}) is running in {project_dir}; stop it first"
+            f"another trigger dev (pid {pid}) is running in {project_dir}; stop it first"
         ) from None
     handle.seek(0)
     handle.truncate()
@@ -180,12 +181,18 @@ def run_dev(project_dir: Path, port: int, concurrency: int | None) -> int:
 
     project_dir = project_dir.resolve()
     if not (project_dir / CONFIG_FILE).is_file():
-        raise DevError(f"no {CONFIG_FILE} in {project_dir}: run `trigger init` to create a project "
+        raise DevError(f"no {CONFIG_FILE} in {project_dir}: run 'trigger init' to create a project "
                        "here, or pass --project-dir")
     try:
         config = load_config(project_dir)
     except DiscoveryError as exc:
         raise DevError(str(exc)) from None
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        from worker.embedded_pg import INSTALL_HINT
+
+        raise DevError(f"trigger dev runs the API, which needs {' and '.join(missing)}: "
+                       f"{INSTALL_HINT}")
     # SIGTERM and SIGHUP (a closed terminal) stop us like Ctrl-C, at every stage; so does the
     # death of our parent (Linux), which would otherwise leave us running with no terminal.
     for sig in (signal.SIGTERM, signal.SIGHUP):
