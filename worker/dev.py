@@ -210,27 +210,29 @@ def run_dev(project_dir: Path, port: int, concurrency: int | None) -> int:
     try:
         database_url = os.environ.get("DATABASE_URL")
         tasks_url = os.environ.get("TASKS_DATABASE_URL") or database_url
-        if database_url:
+        data = None if database_url else state_dir(project_dir) / "pgdata"
+        # first of all, so that nothing we start can outlive us
+        watchdog = _start_watchdog(project_dir, data)
+        if data is None:
             console.line("using DATABASE_URL")
         else:
             from worker import embedded_pg
 
-            data = state_dir(project_dir) / "pgdata"
             console.line(f"starting embedded Postgres in {data}")
             try:
                 pg = embedded_pg.start(data)
             except embedded_pg.EmbeddedPostgresUnavailable as exc:
                 raise DevError(str(exc)) from None
-            watchdog = _start_watchdog(data)
             database_url = pg.url
             tasks_url = os.environ.get("TASKS_DATABASE_URL") or embedded_pg.ensure_database(
                 pg.url, TASKS_DATABASE)
+        assert database_url is not None
         from worker.engine.migrate import migrate
 
         migrate(database_url)
         keys = dev_keys(project_dir, database_url, config.project)
         api = start_api_process(database_url, host, port, state_dir(project_dir))
-        if watchdog is not None and watchdog.stdin is not None:
+        if watchdog.stdin is not None:
             watchdog.stdin.write(f"api {api.pid}\n".encode())
             watchdog.stdin.flush()
         wait_healthy(api_url, port, api)
@@ -264,12 +266,14 @@ def run_dev(project_dir: Path, port: int, concurrency: int | None) -> int:
     return code
 
 
-def _start_watchdog(pgdata: Path) -> subprocess.Popen[bytes]:
+def _start_watchdog(project_dir: Path, pgdata: Path | None) -> subprocess.Popen[bytes]:
+    """:mod:`worker.devwatch`: cleans up after us if we die without cleaning up ourselves."""
+    extra = ["--pgdata", str(pgdata)] if pgdata is not None else []
     return subprocess.Popen(
-        [sys.executable, "-P", "-m", "worker.devwatch", "--pgdata", str(pgdata)],
+        [sys.executable, "-P", "-m", "worker.devwatch", *extra],
         stdin=subprocess.PIPE,
         start_new_session=True,
-        cwd=pgdata.parent,
+        cwd=state_dir(project_dir),
     )
 
 
