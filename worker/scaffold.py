@@ -76,7 +76,7 @@ from trigger.example import hello_world
 
 
 async def test_hello_world():
-    result = await run_task(hello_world, {"name": "Ada"})
+    result = await run_task(hello_world, {"name": "Ada"}, config=".")  # trigger_config.py hooks
     assert result.ok, result.error
     assert result.output == {"message": "Hello, Ada!"}
     assert "Saying hello" in result.messages
