@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,10 +26,12 @@ from worker.api import (
     routes_realtime,
     routes_schedules,
     routes_sdk,
+    routes_traces,
     routes_waitpoints,
     routes_worker,
 )
 from worker.api.auth import AuthError
+from worker.api.observability import RequestContextMiddleware, configure_logging
 from worker.api.settings import Settings
 from worker.engine.db import open_pool
 from worker.engine.errors import EngineError
@@ -58,6 +61,8 @@ class ORJSONResponse(Response):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    if os.environ.get("TRIGGER_LOG_FORMAT"):  # `trigger api` (and each of its workers)
+        configure_logging(os.environ["TRIGGER_LOG_FORMAT"])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     guards.install(app)
+    app.add_middleware(RequestContextMiddleware)
     app.openapi = lambda: openapi_doc.build(app)  # type: ignore[method-assign]
 
     @app.exception_handler(EngineError)
@@ -134,4 +140,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_sdk.router)
     app.include_router(routes_batches_v2.router)
     app.include_router(routes_envvars.router)
+    app.include_router(routes_traces.router)
     return app
