@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -167,3 +169,136 @@ def test_external_traceparent_is_honoured(
     assert tree["traceId"] == outside_trace == got["Attempt 1"].trace_id
     assert tree["rootSpan"]["parentId"] == outside_span
     assert got["Attempt 1"].parent_span_id == tree["rootSpan"]["id"]
+
+
+LIFECYCLE = """
+import asyncio, os
+from pathlib import Path
+from worker import step, task, wait
+
+
+@task(id="obs-napper")
+async def napper(payload, ctx):
+    charged = await step("charge", lambda: 7)
+    await wait.for_(seconds=6)              # durable: checkpoints at once, replays after
+    return {"charged": charged, "pid": os.getpid()}
+
+
+@task(id="obs-doomed", retry={"max_attempts": 1})
+async def doomed(payload, ctx):
+    Path(payload["pidfile"]).write_text(str(os.getpid()))
+    await asyncio.sleep(120)
+"""
+
+
+def test_checkpoint_and_resume_continue_one_trace(
+    api_server: ApiServer, tmp_path: Path, workers: list[WorkerProcess], collector: Collector
+) -> None:
+    project = make_project(tmp_path, api_server, {"life.py": LIFECYCLE})
+    workers.append(start_worker(project, name="a", **_collector_env(collector)))
+    with project.client() as client:
+        run_id = trigger(client, "obs-napper", {})
+        run = wait_final(client, run_id)
+        assert run["status"] == "COMPLETED", run
+        tree = wait_tree(client, run_id, 6)
+    spans = collector.of_run(run_id)
+    deadline = time.monotonic() + 20
+    while sum(s.name == "Attempt 1" for s in spans) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        spans = collector.of_run(run_id)
+    attempts = [s for s in spans if s.name == "Attempt 1"]
+    assert len(attempts) == 2, [s.name for s in spans]  # before the checkpoint, after it
+    assert {s.trace_id for s in spans} == {tree["traceId"]}
+    first = next(s for s in attempts if s.attributes.get("trigger.checkpointed"))
+    resumed = next(s for s in attempts if s.attributes.get("trigger.resumed"))
+    assert first.span_id != resumed.span_id
+    assert first.parent_span_id == resumed.parent_span_id == tree["rootSpan"]["id"]
+    # the step ran once (the replay returned its journaled result without a second span)
+    assert [s.name for s in spans].count("step charge") == 1
+    wait_span = next(s for s in spans if s.name == "wait wait_duration")
+    assert wait_span.parent_span_id == first.span_id
+    assert wait_span.attributes["trigger.checkpointed"] is True
+    resume_span = next(s for s in spans if s.name == "resume wait_duration")
+    assert resume_span.parent_span_id == resumed.span_id
+    assert all(s.status_code != 2 for s in spans)
+    assert [c["message"] for c in tree["rootSpan"]["children"]] == ["Attempt 1", "Attempt 1"]
+
+
+def test_killed_executor_attempt_span_is_closed_with_an_error(
+    api_server: ApiServer, tmp_path: Path, workers: list[WorkerProcess], collector: Collector
+) -> None:
+    project = make_project(tmp_path, api_server, {"life.py": LIFECYCLE})
+    workers.append(start_worker(project, **_collector_env(collector)))
+    pidfile = tmp_path / "doomed.pid"
+    with project.client() as client:
+        run_id = trigger(client, "obs-doomed", {"pidfile": str(pidfile)})
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text():
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        run = wait_final(client, run_id)
+        assert run["status"] == "CRASHED", run
+        tree = wait_tree(client, run_id, 2)
+    root = tree["rootSpan"]
+    assert root["data"]["isError"] and not root["data"]["isPartial"]
+    [attempt] = [c for c in root["children"] if c["message"] == "Attempt 1"]
+    assert attempt["data"]["isError"] and attempt["data"]["status"] == "ERROR"
+    assert attempt["data"]["properties"]["trigger.recorded_by"] == "supervisor"
+    assert attempt["data"]["events"][0]["name"] == "exception"
+    # the id the executor would have used: nothing it exported before dying is orphaned
+    assert attempt["parentId"] == root["id"]
+
+
+INSTRUMENTED = """
+import os
+import httpx, psycopg
+from worker import task
+
+
+@task(id="obs-io")
+async def io(payload, ctx):
+    async with httpx.AsyncClient() as client:
+        status = (await client.get(os.environ["TRIGGER_API_URL"] + "/healthz")).status_code
+    with psycopg.connect(payload["dsn"]) as conn:
+        one = conn.execute("SELECT 1 AS one").fetchone()[0]
+    return {"status": status, "one": one}
+"""
+
+INSTRUMENTED_CONFIG = """
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+from worker import define_config
+
+config = define_config(project={ref!r}, dirs=["trigger"], max_duration=60, telemetry={{
+    "instrumentations": [HTTPXClientInstrumentor(), PsycopgInstrumentor()],
+    "resource": {{"deployment.environment": "test"}},
+}})
+"""
+
+
+def test_httpx_and_psycopg_spans_nest_under_the_attempt(
+    api_server: ApiServer, tmp_path: Path, workers: list[WorkerProcess], collector: Collector
+) -> None:
+    project = make_project(tmp_path, api_server, {"io.py": INSTRUMENTED})
+    (project.dir / "trigger_config.py").write_text(INSTRUMENTED_CONFIG.format(ref=project.ref))
+    workers.append(start_worker(project, **_collector_env(collector)))
+    with project.client() as client:
+        run_id = trigger(client, "obs-io", {"dsn": api_server.database_url})
+        run = wait_final(client, run_id)
+        assert run["status"] == "COMPLETED" and run["output"] == {"status": 200, "one": 1}, run
+        got = wait_spans(collector, run_id, {"Attempt 1", "GET"})
+        deadline = time.monotonic() + 20
+        while not any(s.attributes.get("db.system") == "postgresql"
+                      for s in collector.of_run(run_id)):
+            assert time.monotonic() < deadline, [s.name for s in collector.of_run(run_id)]
+            time.sleep(0.1)
+        tree = wait_tree(client, run_id, 4)
+    attempt = got["Attempt 1"]
+    http = got["GET"]
+    sql = next(s for s in collector.of_run(run_id) if s.attributes.get("db.system") == "postgresql")
+    assert http.parent_span_id == attempt.span_id and sql.parent_span_id == attempt.span_id
+    assert "SELECT" in sql.name or "SELECT" in str(sql.attributes.get("db.statement"))
+    assert attempt.resource["deployment.environment"] == "test"
+    [attempt_node] = tree["rootSpan"]["children"]
+    assert {c["id"] for c in attempt_node["children"]} >= {http.span_id, sql.span_id}
