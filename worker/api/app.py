@@ -21,6 +21,7 @@ from worker.api import (
     routes_batches_v2,
     routes_envvars,
     routes_metadata,
+    routes_metrics,
     routes_public,
     routes_queues,
     routes_realtime,
@@ -141,4 +142,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_batches_v2.router)
     app.include_router(routes_envvars.router)
     app.include_router(routes_traces.router)
+    app.include_router(routes_metrics.router)
     return app

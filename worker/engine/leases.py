@@ -22,7 +22,7 @@ from worker.common.errors import internal_error
 from worker.common.machines import MACHINE_PRESETS
 from worker.common.statuses import API_STATUS
 from worker.engine import metadata as run_metadata
-from worker.engine import schedules, trace_context, waitpoints
+from worker.engine import metrics, schedules, trace_context, waitpoints
 from worker.engine.completions import Refused, clean_completion, clean_log
 from worker.engine.db import Conn, Pool
 from worker.engine.errors import EngineError
@@ -209,8 +209,10 @@ async def dequeue(
             return []  # the worker hung up: leasing now would strand the runs until expiry
         woken = notifier.event(env.id)
         async with pool.connection() as conn:
+            started = time.perf_counter()
             rows = await (await conn.execute(Q.dequeue, params)).fetchall()
             await conn.commit()
+            metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
         if rows:
             messages = [_dequeued_message(row, env) for row in rows]
             resumed = [m for m, row in zip(messages, rows, strict=True) if row["resumed"]]

@@ -177,7 +177,9 @@ class Supervisor(Reporting):
         try:
             reply = await self.api.register(manifest["content_hash"], manifest["tasks"], {
                 "host": socket.gethostname(), "pid": os.getpid(),
-                "runtime": "python", "project_dir": str(self.project_dir)})
+                "runtime": "python", "project_dir": str(self.project_dir),
+                # run slots of this replica (/metrics: free slots)
+                "concurrency": self._concurrency(manifest)})
         except BaseException:
             await zygote.stop()
             raise
