@@ -33,6 +33,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.console import DevConsole
 
     api_url = os.environ.get("TRIGGER_API_URL", "http://127.0.0.1:3030")
+    if args.metrics_port:  # worker/runtime/worker_metrics.py
+        os.environ["TRIGGER_WORKER_METRICS_PORT"] = str(args.metrics_port)
     console = DevConsole(api_url)
     on_event = console.event
     if not sys.stdout.isatty() and os.environ.get("TRIGGER_VERBOSE") != "1":
@@ -150,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wrk.add_argument("--project-dir", default=".")
     wrk.add_argument("--concurrency", type=int, default=None)
+    wrk.add_argument("--metrics-port", type=int, default=None,
+                     help="serve this replica's Prometheus metrics on 127.0.0.1:PORT")
     wrk.set_defaults(func=cmd_worker)
 
     api = sub.add_parser("api", help="run the API server (DATABASE_URL)")

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,3 +146,50 @@ def test_trigger_logs_and_runs_show_print_a_run(
                              env={**os.environ, "TRIGGER_API_URL": api_server.url,
                                   "TRIGGER_SECRET_KEY": project.key, "PYTHONPATH": str(ROOT)})
     assert missing.returncode != 0 and "not found" in missing.stderr
+
+
+BLOCKER = """
+import asyncio
+from pathlib import Path
+from worker import task
+
+
+@task(id="obs-blocker")
+async def blocker(payload, ctx):
+    while not Path(payload["go"]).exists():
+        await asyncio.sleep(0.05)
+    return "done"
+"""
+
+
+def test_worker_metrics_port_serves_busy_executors_and_recycles(
+    api_server: ApiServer, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    from tests.conftest import free_port
+
+    project = make_project(tmp_path, api_server, {"b.py": BLOCKER}, max_runs_per_process=1)
+    port = free_port()
+    workers.append(start_worker(project, TRIGGER_WORKER_METRICS_PORT=str(port)))
+
+    def worker_scrape() -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        return {line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+                for line in text.splitlines() if line and not line.startswith("#")}
+
+    go = tmp_path / "go"
+    with project.client() as client:
+        run_id = trigger(client, "obs-blocker", {"go": str(go)})
+        deadline = time.monotonic() + 30
+        while worker_scrape().get("trigger_worker_executors_busy") != 1:
+            assert time.monotonic() < deadline, worker_scrape()
+            time.sleep(0.05)
+        assert worker_scrape()["trigger_worker_runs_inflight"] == 1
+        go.write_text("go")
+        assert wait_final(client, run_id)["status"] == "COMPLETED"
+    deadline = time.monotonic() + 30
+    while worker_scrape().get('trigger_worker_executor_recycles_total{reason="max_runs"}') != 1:
+        assert time.monotonic() < deadline, worker_scrape()
+        time.sleep(0.05)
+    after = worker_scrape()
+    assert after["trigger_worker_executors_busy"] == 0
+    assert after["trigger_worker_executor_kills_total"] == 0

@@ -132,6 +132,9 @@ class Supervisor(Reporting):
         #: once instead of after a /dequeue round trip (default: the pool's size; 0 = none)
         self.prefetch = int(_env_float("TRIGGER_PREFETCH", -1))
         self.dropped_logs = 0
+        #: recycles and kills of the pools a reload retired (worker_metrics.py)
+        self.retired_recycles: dict[str, int] = {}
+        self.retired_kills = 0
         self._reload_started: float | None = None
         self._run_tasks: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
@@ -252,6 +255,9 @@ class Supervisor(Reporting):
             for pool in list(self.old):
                 if pool.drained() or (pool.zygote.dead.is_set() and not pool.executors):
                     self.old.remove(pool)
+                    for reason, n in pool.recycled.items():
+                        self.retired_recycles[reason] = self.retired_recycles.get(reason, 0) + n
+                    self.retired_kills += pool.killed
                     await pool.close()
             cur = self.current
             if cur is not None and cur.zygote.dead.is_set() and not self.stopping:
@@ -499,6 +505,11 @@ class Supervisor(Reporting):
 
     async def run(self) -> None:
         await self.server.start()
+        metrics_port = os.environ.get("TRIGGER_WORKER_METRICS_PORT")
+        if metrics_port:
+            from worker.runtime import worker_metrics
+
+            worker_metrics.serve(self, int(metrics_port))
         background: list[asyncio.Task[Any]] = []
         dequeue: asyncio.Task[Any] | None = None
         try:
