@@ -183,8 +183,8 @@ async def _read(pool: Pool) -> list[Any]:
             executing.add_metric(list(key), exec_queue.pop(key, 0))
             if row["queue_limit"] is not None:
                 queue_limit.add_metric(list(key), row["queue_limit"])
-    for key, n in exec_queue.items():  # executing in a queue with no queues row
-        executing.add_metric(list(key), n)
+    for leftover, n in exec_queue.items():  # executing in a queue with no queues row
+        executing.add_metric(list(leftover), n)
     per_env: dict[tuple[str, str], int] = {}
     for row in workers:
         labels = [row["project"], row["slug"], str(row["instance_id"])]
@@ -192,8 +192,8 @@ async def _read(pool: Pool) -> list[Any]:
         worker_free.add_metric(labels, max(0, row["slots"] - row["busy"]))
         per_env[(row["project"], row["slug"])] = per_env.get((row["project"], row["slug"]),
                                                              0) + 1
-    for key, n in per_env.items():
-        connected.add_metric(list(key), n)
+    for env_pair, n in per_env.items():
+        connected.add_metric(list(env_pair), n)
     return [runs, depth, oldest, executing, queue_limit, env_exec, env_limit, worker_slots,
             worker_free, connected]
 

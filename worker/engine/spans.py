@@ -74,7 +74,7 @@ def attributes_of(pairs: Any, limit: int = MAX_ATTRIBUTES) -> dict[str, Any]:
         if len(out) >= limit:
             break
         out[clean_text(kv.key[:1024])] = _any_value(kv.value)
-    return clean_json(out)  # type: ignore[no-any-return]
+    return dict(clean_json(out))
 
 
 def _time(nanos: int) -> datetime:

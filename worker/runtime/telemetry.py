@@ -165,7 +165,7 @@ def attempt_span(run: dict[str, Any]) -> Iterator[Any]:
         int(trace_id, 16), int(parent_span, 16), is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED))))
     _state.ids.next_span_id = int(attempt_span_id(run), 16)
-    attributes = {"ctx.run.id": str(run["run_id"]),
+    attributes: dict[str, Any] = {"ctx.run.id": str(run["run_id"]),
                   "ctx.attempt.number": int(run.get("attempt_number") or 1),
                   "ctx.task.id": str(run.get("task_id")),
                   "trigger.span.kind": "attempt",

@@ -8,6 +8,7 @@ serialiser (so a datetime returned by a task comes back a datetime).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import datetime as dt
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
@@ -218,10 +219,11 @@ class Runs:
         return dict(response.json()["trace"])
 
     async def logs(self, run: str | RunHandle | Run, *, level: str | None = None,
-                   limit: int | None = None, after: str | None = None) -> list[dict[str, Any]]:
+                   limit: int | None = None,
+                   after: str | None = None) -> builtins.list[dict[str, Any]]:
         """The run's log lines in order (``level``: the lowest level returned, e.g. "warn");
         ``after``: a line id, to get only newer lines."""
-        found: list[dict[str, Any]] = []
+        found: builtins.list[dict[str, Any]] = []
         cursor = after
         while limit is None or len(found) < limit:
             params = {"limit": str(min(1000, (limit or 1000) - len(found)))}

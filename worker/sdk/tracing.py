@@ -139,7 +139,7 @@ class _Trace:
 
     def _open(self) -> Span:
         self._cm = operation(self.name, self.attributes)
-        return self._cm.__enter__()  # type: ignore[no-any-return]
+        return self._cm.__enter__()
 
     def _close(self, error: BaseException | None) -> None:
         cm, self._cm = self._cm, None
