@@ -47,6 +47,7 @@ from worker.engine.services.rescuer import run_rescuer
 from worker.engine.services.scheduler import run_scheduler
 from worker.engine.services.versions import run_version_sweep
 from worker.engine.services.waitpoint_timer import run_waitpoint_timer
+from worker.engine.spans import run_span_retention
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(run_cron_trigger(app.state.pool)),
             asyncio.create_task(run_version_sweep(app.state.pool, settings.rescuer_interval)),
             asyncio.create_task(run_alerter(app.state.pool, AlertSettings.from_env())),
+            asyncio.create_task(run_span_retention(app.state.pool)),
         ]
         try:
             yield

@@ -76,3 +76,13 @@ SELECT id, run_id, attempt_number, level, message, attributes, logged_at, span_i
 WHERE run_id = ANY(%(run_ids)s::text[])
 ORDER BY id
 LIMIT %(limit)s::int;
+
+-- name: delete_expired_spans
+-- Retention (TRIGGER_SPAN_RETENTION_DAYS): oldest first, a bounded batch per statement
+-- (run_spans_received_idx), so a sweep never holds a long lock.
+DELETE FROM run_spans
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM run_spans
+    WHERE received_at < now() - make_interval(days => %(days)s::int)
+    ORDER BY received_at
+    LIMIT %(batch)s::int));
