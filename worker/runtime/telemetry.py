@@ -39,7 +39,7 @@ from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_spa
 from worker.sdk.context import current_context
 
 #: ms between batch exports (short: a run's trace should be readable right after it ends)
-EXPORT_DELAY_MS = float(os.environ.get("TRIGGER_OTEL_EXPORT_DELAY_MS", "500"))
+EXPORT_DELAY_MS = float(os.environ.get("TRIGGER_OTEL_EXPORT_DELAY_MS", "1000"))
 _LEVELS = {"debug": 5, "log": 9, "info": 9, "warn": 13, "error": 17}
 
 

@@ -1,17 +1,20 @@
 -- Observability (docs/api.md, "Traces"): spans and logs of runs, and /metrics.
 
--- name: runs_of_environment
-SELECT id FROM runs
-WHERE id = ANY(%(run_ids)s::text[]) AND environment_id = %(environment_id)s::uuid;
-
--- name: insert_span
+-- name: insert_spans
+-- A batch of spans in one statement; only spans of runs of the environment are kept (the
+-- join: primary-key lookups), a span already stored (an exporter retrying) is skipped.
 INSERT INTO run_spans (trace_id, span_id, parent_span_id, run_id, environment_id, name, kind,
                        start_time, end_time, status_code, status_message, attributes, events,
                        scope)
-VALUES (%(trace_id)s::text, %(span_id)s::text, %(parent_span_id)s::text, %(run_id)s::text,
-        %(environment_id)s::uuid, %(name)s::text, %(kind)s::smallint,
-        %(start_time)s::timestamptz, %(end_time)s::timestamptz, %(status_code)s::smallint,
-        %(status_message)s::text, %(attributes)s::jsonb, %(events)s::jsonb, %(scope)s::text)
+SELECT s.trace_id, s.span_id, s.parent_span_id, s.run_id, r.environment_id, s.name, s.kind,
+       s.start_time, s.end_time, s.status_code, s.status_message,
+       coalesce(s.attributes, '{}'), coalesce(s.events, '[]'), s.scope
+FROM jsonb_to_recordset(%(spans)s::jsonb)
+     AS s(trace_id text, span_id text, parent_span_id text, run_id text, name text,
+          kind smallint, start_time timestamptz, end_time timestamptz, status_code smallint,
+          status_message text, attributes jsonb, events jsonb, scope text)
+JOIN runs r ON r.id = s.run_id AND r.environment_id = %(environment_id)s::uuid
+WHERE r.id = ANY(%(run_ids)s::text[])
 ON CONFLICT (trace_id, span_id) DO NOTHING;
 
 -- name: trace_run
@@ -78,11 +81,10 @@ ORDER BY id
 LIMIT %(limit)s::int;
 
 -- name: delete_expired_spans
--- Retention (TRIGGER_SPAN_RETENTION_DAYS): oldest first, a bounded batch per statement
--- (run_spans_received_idx), so a sweep never holds a long lock.
+-- Retention (TRIGGER_SPAN_RETENTION_DAYS): a bounded batch per statement (found through the
+-- BRIN index run_spans_received_idx), so a sweep never holds a long lock.
 DELETE FROM run_spans
 WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM run_spans
     WHERE received_at < now() - make_interval(days => %(days)s::int)
-    ORDER BY received_at
     LIMIT %(batch)s::int));
