@@ -266,12 +266,14 @@ async def io(payload, ctx):
 """
 
 INSTRUMENTED_CONFIG = """
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from worker import define_config
 
 config = define_config(project={ref!r}, dirs=["trigger"], max_duration=60, telemetry={{
     "instrumentations": [HTTPXClientInstrumentor(), PsycopgInstrumentor()],
+    "exporters": [OTLPSpanExporter(endpoint={collector!r})],
     "resource": {{"deployment.environment": "test"}},
 }})
 """
@@ -281,8 +283,10 @@ def test_httpx_and_psycopg_spans_nest_under_the_attempt(
     api_server: ApiServer, tmp_path: Path, workers: list[WorkerProcess], collector: Collector
 ) -> None:
     project = make_project(tmp_path, api_server, {"io.py": INSTRUMENTED})
-    (project.dir / "trigger_config.py").write_text(INSTRUMENTED_CONFIG.format(ref=project.ref))
-    workers.append(start_worker(project, **_collector_env(collector)))
+    # the collector is one of the config's exporters here (no OTEL_* variables)
+    (project.dir / "trigger_config.py").write_text(INSTRUMENTED_CONFIG.format(
+        ref=project.ref, collector=f"{collector.url}/v1/traces"))
+    workers.append(start_worker(project))
     with project.client() as client:
         run_id = trigger(client, "obs-io", {"dsn": api_server.database_url})
         run = wait_final(client, run_id)
