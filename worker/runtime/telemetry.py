@@ -59,15 +59,9 @@ class _RunAttributes(SpanProcessor):
     the API files it under the run."""
 
     def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
-        ctx = current_context()
-        if ctx is None:
-            return
-        data = ctx.to_dict()
-        run = data.get("run") or {}
-        span.set_attribute("ctx.run.id", str(run.get("id")))
-        span.set_attribute("ctx.attempt.number", int((data.get("attempt") or {}).get("number")
-                                                     or 1))
-        span.set_attribute("ctx.task.id", str((data.get("task") or {}).get("id")))
+        # an executor runs one attempt at a time: its ids are set once per attempt
+        if _state.run_attributes is not None and current_context() is not None:
+            span.set_attributes(_state.run_attributes)
 
     def on_end(self, span: ReadableSpan) -> None:
         pass
@@ -79,6 +73,8 @@ class Telemetry:
         self.logger: Any = None
         self.log_provider: Any = None
         self.ids = _PresetIds()
+        #: ``ctx.run.id``, ``ctx.attempt.number``, ``ctx.task.id`` of the attempt running now
+        self.run_attributes: dict[str, Any] | None = None
 
 
 _state = Telemetry()
@@ -165,11 +161,11 @@ def attempt_span(run: dict[str, Any]) -> Iterator[Any]:
         int(trace_id, 16), int(parent_span, 16), is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED))))
     _state.ids.next_span_id = int(attempt_span_id(run), 16)
-    attributes: dict[str, Any] = {"ctx.run.id": str(run["run_id"]),
-                  "ctx.attempt.number": int(run.get("attempt_number") or 1),
-                  "ctx.task.id": str(run.get("task_id")),
-                  "trigger.span.kind": "attempt",
-                  "trigger.resumed": bool(run.get("resumed"))}
+    _state.run_attributes = {"ctx.run.id": str(run["run_id"]),
+                             "ctx.attempt.number": int(run.get("attempt_number") or 1),
+                             "ctx.task.id": str(run.get("task_id"))}
+    attributes: dict[str, Any] = {**_state.run_attributes, "trigger.span.kind": "attempt",
+                                  "trigger.resumed": bool(run.get("resumed"))}
     tracer = otel.get_tracer("trigger.dev")
     span = tracer.start_span(attempt_span_name(run), context=parent, attributes=attributes)
     token = otel_context.attach(otel.set_span_in_context(span))
@@ -194,6 +190,7 @@ def end_attempt(span: Any, completion: dict[str, Any]) -> None:
                                                      or error.get("type")))
         span.set_status(Status(StatusCode.ERROR, message[:1000]))
     span.end()
+    _state.run_attributes = None
 
 
 def flush() -> None:
