@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.conftest import ApiServer
 from tests.e2e.conftest import WorkerProcess, make_project, start_worker, trigger, wait_final
@@ -169,6 +170,10 @@ def test_external_traceparent_is_honoured(
     assert tree["traceId"] == outside_trace == got["Attempt 1"].trace_id
     assert tree["rootSpan"]["parentId"] == outside_span
     assert got["Attempt 1"].parent_span_id == tree["rootSpan"]["id"]
+    # the SDK (its export threads) lives in the executors, never in the zygote they fork from
+    [zygote] = psutil.Process(workers[0].process.pid).children()
+    assert zygote.num_threads() == 1
+    assert any(executor.num_threads() > 1 for executor in workers[0].executors())
 
 
 LIFECYCLE = """
