@@ -311,3 +311,26 @@ def test_httpx_and_psycopg_spans_nest_under_the_attempt(
     assert attempt.resource["deployment.environment"] == "test"
     [attempt_node] = tree["rootSpan"]["children"]
     assert {c["id"] for c in attempt_node["children"]} >= {http.span_id, sql.span_id}
+
+
+def test_a_lost_worker_attempt_span_is_closed_by_the_engine(
+    api_server: ApiServer, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    project = make_project(tmp_path, api_server, {"life.py": LIFECYCLE})
+    worker = start_worker(project)
+    workers.append(worker)
+    pidfile = tmp_path / "doomed.pid"
+    with project.client() as client:
+        run_id = trigger(client, "obs-doomed", {"pidfile": str(pidfile)})
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text():
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        worker.signal_all(signal.SIGKILL)  # the whole replica: nobody left to close the span
+        run = wait_final(client, run_id)  # rescued once its 3 s lease expires
+        assert run["status"] in ("CRASHED", "SYSTEM_FAILURE", "FAILED"), run
+        tree = wait_tree(client, run_id, 2)
+    [attempt] = [c for c in tree["rootSpan"]["children"] if c["message"] == "Attempt 1"]
+    assert attempt["data"]["isError"] and attempt["parentId"] == tree["rootSpan"]["id"]
+    assert attempt["data"]["properties"]["trigger.recorded_by"] == "engine"
+    assert attempt["data"]["properties"]["trigger.error.type"] == "TASK_RUN_STALLED_EXECUTING"

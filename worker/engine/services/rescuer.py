@@ -39,6 +39,10 @@ async def rescue_expired(pool: Pool, limit: int = 100) -> int:
                 "and its lease expired",
             )
             outcome, status, _ = await fail_attempt(conn, run, error)
+            # the dead worker's attempt span, closed here (docs/api.md, "Traces and logs")
+            await conn.execute(Q.insert_rescued_attempt_span, {
+                "run_id": row["id"], "attempt_number": row["attempt_number"],
+                "message": error["message"]})
             log.warning("rescued run %s: %s (%s)", row["id"], outcome, status)
     return len(rows)
 

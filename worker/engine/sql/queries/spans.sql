@@ -88,3 +88,24 @@ WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM run_spans
     WHERE received_at < now() - make_interval(days => %(days)s::int)
     LIMIT %(batch)s::int));
+
+-- name: insert_rescued_attempt_span
+-- A worker that died with its executors (host lost, SIGKILL of the whole replica) never closes
+-- its attempt's span: the rescuer records it, from the attempt's start to now, as an error.
+INSERT INTO run_spans (trace_id, span_id, parent_span_id, run_id, environment_id, name,
+                       start_time, end_time, status_code, status_message, attributes, events)
+SELECT r.trace_id, substr(md5(random()::text || r.id), 1, 16), r.span_id, r.id,
+       r.environment_id, 'Attempt ' || %(attempt_number)s::int,
+       coalesce(a.started_at, r.started_at, now()), now(), 2, %(message)s::text,
+       jsonb_build_object('ctx.run.id', r.id, 'ctx.attempt.number', %(attempt_number)s::int,
+                          'ctx.task.id', r.task_id, 'trigger.span.kind', 'attempt',
+                          'trigger.error.type', 'TASK_RUN_STALLED_EXECUTING',
+                          'trigger.recorded_by', 'engine'),
+       jsonb_build_array(jsonb_build_object(
+           'name', 'exception', 'time', now(),
+           'attributes', jsonb_build_object('exception.type', 'TASK_RUN_STALLED_EXECUTING',
+                                            'exception.message', %(message)s::text)))
+FROM runs r
+LEFT JOIN run_attempts a ON a.run_id = r.id AND a.number = %(attempt_number)s::int
+WHERE r.id = %(run_id)s::text AND r.trace_id IS NOT NULL
+ON CONFLICT DO NOTHING;
