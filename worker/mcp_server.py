@@ -3,7 +3,7 @@
 It is a client of the API (``TRIGGER_API_URL``, ``TRIGGER_SECRET_KEY``): each tool is one or two
 HTTP calls, so it sees exactly what the key's environment allows. Tools: ``list_tasks`` (with
 payload schemas), ``trigger_task``, ``get_run`` (status, output, error), ``get_run_logs``,
-``list_runs`` (filters), ``cancel_run``, ``replay_run``. Errors come back as tool errors carrying
+``get_run_trace``, ``list_runs`` (filters), ``cancel_run``, ``replay_run``. Errors come back as tool errors carrying
 the API's message.
 """
 
@@ -70,11 +70,21 @@ def build_server(api_url: str, secret_key: str) -> MCPServer:
     async def get_run(run_id: str) -> dict[str, Any]:
         return dict(await api.call("GET", f"/api/v3/runs/{run_id}"))
 
-    @server.tool(description="A run's log lines in order (after: the last line id already "
-                             "seen, for the next page).")
-    async def get_run_logs(run_id: str, after: int = 0, limit: int = 200) -> dict[str, Any]:
-        return dict(await api.call("GET", f"/api/v1/runs/{run_id}/logs",
-                                   params={"after": after, "limit": limit}))
+    @server.tool(description="A run's log lines, oldest first (cursor: the previous page's "
+                             "pagination.next; level: that level and above).")
+    async def get_run_logs(run_id: str, cursor: str | None = None, limit: int = 100,
+                           level: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        if level:
+            params["level"] = level
+        return dict(await api.call("GET", f"/api/v1/runs/{run_id}/logs", params=params))
+
+    @server.tool(description="A run's trace: the span tree of the run and the runs below it "
+                             "(attempts, children, logs).")
+    async def get_run_trace(run_id: str) -> dict[str, Any]:
+        return dict(await api.call("GET", f"/api/v1/runs/{run_id}/trace"))
 
     @server.tool(description="Runs, newest first. Filters: status (e.g. 'COMPLETED', "
                              "'FAILED', 'EXECUTING', comma-separated), task, tag; limit 1..100.")

@@ -67,8 +67,8 @@ async def test_mcp_tools_against_a_real_api_and_worker(
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         names = {tool.name for tool in (await session.list_tools()).tools}
-        assert names >= {"list_tasks", "trigger_task", "get_run", "get_run_logs", "list_runs",
-                         "cancel_run", "replay_run"}
+        assert names >= {"list_tasks", "trigger_task", "get_run", "get_run_logs",
+                         "get_run_trace", "list_runs", "cancel_run", "replay_run"}
 
         tasks = {t["id"]: t for t in _result(await session.call_tool("list_tasks", {}))["data"]}
         assert set(tasks) == {"greet", "slow"}
@@ -83,6 +83,8 @@ async def test_mcp_tools_against_a_real_api_and_worker(
         assert run["output"] == {"text": "hello ada hello ada"}
         logs = _result(await session.call_tool("get_run_logs", {"run_id": made["id"]}))["data"]
         assert any(line["message"] == "greeting" for line in logs)
+        trace = _result(await session.call_tool("get_run_trace", {"run_id": made["id"]}))
+        assert trace["trace"]["rootSpan"]["runId"] == made["id"]
 
         bad = await session.call_tool("trigger_task", {"task_id": "greet", "payload": {}})
         assert bad.is_error and "name" in bad.content[0].text  # the API's message, kept

@@ -7,12 +7,13 @@ and wait on the child's (or batch's) waitpoint, in place or across a checkpoint.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import orjson
 
-from worker.sdk import client, durable
+from worker.sdk import client, durable, tracing
 from worker.sdk.wait import decode_output
 
 
@@ -47,14 +48,30 @@ class TaskRunResult(Generic[T]):
 
 @dataclass
 class BatchResult:
+    """The children's results in item order: ``for r in result``, ``result[0]``, ``len``,
+    ``result.runs``; ``result.unwrap()`` is every output (raising on the first failure)."""
+
     id: str
     runs: list[TaskRunResult[Any]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[TaskRunResult]:
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __getitem__(self, index: int) -> TaskRunResult:
+        return self.runs[index]
+
+    def unwrap(self) -> list[Any]:
+        return [r.unwrap() for r in self.runs]
 
 
 def _wait_entry(waitpoint_id: str) -> dict[str, Any]:
     return {"waitpoint": {"id": waitpoint_id, "status": "WAITING"}}
 
 
+@tracing.durable_operation("trigger_and_wait")
 async def trigger_and_wait(
     task_id: str, payload: Any = None, **options: Any
 ) -> TaskRunResult[Any]:
@@ -83,6 +100,7 @@ async def trigger_and_wait(
     return TaskRunResult(ok=True, id=run_id, task_identifier=task_id, output=value)
 
 
+@tracing.durable_operation("batch_trigger_and_wait")
 async def batch_trigger_and_wait(items: list[dict[str, Any]]) -> BatchResult:
     """``items``: ``{"task": id, "payload": ..., "options": {...}}``; results in item order."""
     tasks = [str(item["task"]) for item in items]

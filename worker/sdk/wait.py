@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from worker.common.serialization import dumps, loads
-from worker.sdk import durable
+from worker.sdk import durable, tracing
 
 #: waits up to this long sleep in the process: no server call, no checkpoint
 IN_PROCESS_SECONDS = 5.0
@@ -213,15 +213,17 @@ class Wait:
         data["output"] = decode_output(data.get("output"), data.get("outputType"))
         return data
 
-    async def list_tokens(
+    def list_tokens(
         self,
         *,
         status: str | None = None,
         idempotency_key: str | None = None,
         tags: list[str] | None = None,
         limit: int = 25,
-    ) -> list[dict[str, Any]]:
-        from worker.sdk import client
+    ) -> Any:
+        """``await wait.list_tokens()`` → the first page of ``limit`` tokens (iterable,
+        ``.data``); ``async for token in wait.list_tokens()`` → every token, page by page."""
+        from worker.sdk.pagination import Page, PageList
 
         params = {"page[size]": str(limit)}
         if status:
@@ -230,13 +232,21 @@ class Wait:
             params["filter[idempotencyKey]"] = idempotency_key
         if tags:
             params["filter[tags]"] = ",".join(tags)
-        response = await client.request("GET", "/api/v1/waitpoints/tokens", params=params)
-        return list(response.json()["data"])
+
+        async def fetch(cursor: str | None) -> Page[dict[str, Any]]:
+            from worker.sdk import client
+
+            query = {**params, "page[after]": cursor} if cursor else params
+            body = (await client.request("GET", "/api/v1/waitpoints/tokens", params=query)).json()
+            return Page(list(body["data"]), (body.get("pagination") or {}).get("next"))
+
+        return PageList(fetch)
 
 
 wait = Wait()
 
 
+@tracing.durable_operation("step")
 async def step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn(*args, **kwargs)`` once per run: its result is journaled, and a replay after a
     checkpoint returns the recorded result instead of running it again.
