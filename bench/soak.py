@@ -273,7 +273,8 @@ class Soak:
                                           headers={"x-trigger-request-idempotency-key":
                                                    request_key})
                 if reply.status_code < 500:
-                    reply.raise_for_status()
+                    if reply.status_code >= 400:
+                        raise RuntimeError(f"{method} {path}: {reply.status_code} {reply.text}")
                     return reply.json()
             time.sleep(0.1)
         raise RuntimeError(f"{method} {path} failed for 20 s")

@@ -4,7 +4,7 @@ ledger (table soak_ledger, in the soak's own database) so the checks do not trus
 TASKS = '''
 import os, time, asyncio
 import psycopg
-from worker import task, queue, wait, step
+from worker import task, queue, wait, step, schedules
 
 LEDGER = os.environ["SOAK_LEDGER_URL"]
 RETRY = {"max_attempts": 6, "min_timeout_ms": 100, "max_timeout_ms": 500, "factor": 2}
@@ -74,7 +74,7 @@ async def parent(payload, ctx):
     return [one, *[r.unwrap() for r in many.runs]]
 
 
-@task(id="ticker", retry=RETRY)
+@schedules.task(id="ticker", retry=RETRY)
 async def ticker(payload, ctx):
     ledger(ctx, "tick")
     return "tick"

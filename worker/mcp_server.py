@@ -3,8 +3,8 @@
 It is a client of the API (``TRIGGER_API_URL``, ``TRIGGER_SECRET_KEY``): each tool is one or two
 HTTP calls, so it sees exactly what the key's environment allows. Tools: ``list_tasks`` (with
 payload schemas), ``trigger_task``, ``get_run`` (status, output, error), ``get_run_logs``,
-``get_run_trace``, ``list_runs`` (filters), ``cancel_run``, ``replay_run``. Errors come back as tool errors carrying
-the API's message.
+``get_run_trace``, ``list_runs`` (filters), ``cancel_run``, ``replay_run``. Errors come back as
+tool errors carrying the API's message.
 """
 
 from __future__ import annotations
