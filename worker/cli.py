@@ -308,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.cli_keys import add_commands as add_key_commands  # keys
     from worker.cli_ops import add_commands as add_ops_commands  # mcp, retention
 
-    add_key_commands(sub)
-    add_ops_commands(sub)
+    add_key_commands(sub, _HelpFormatter)
+    add_ops_commands(sub, _HelpFormatter)
     return parser
 
 

@@ -158,14 +158,17 @@ def cmd_rotate_signing_secret(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: Any) -> None:
-    keys = sub.add_parser("keys", help="API keys and worker tokens (TRIGGER_SECRET_KEY, or "
-                                       "--project/--env with DATABASE_URL)")
+def add_commands(sub: Any, formatter: Any = argparse.HelpFormatter) -> None:
+    help_keys = ("API keys and worker tokens (TRIGGER_SECRET_KEY, or --project/--env with "
+                 "DATABASE_URL)")
+    keys = sub.add_parser("keys", help=help_keys, description=help_keys,
+                          formatter_class=formatter)
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help_: str
                 ) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = keys_sub.add_parser(name, help=help_)
+        parser: argparse.ArgumentParser = keys_sub.add_parser(
+            name, help=help_, description=help_, formatter_class=formatter)
         parser.add_argument("--project", default=None, help="project ref (database mode)")
         parser.add_argument("--env", default=None, choices=["dev", "staging", "prod"],
                             help="environment (database mode)")
@@ -175,14 +178,15 @@ def add_commands(sub: Any) -> None:
     lst = command("list", cmd_list, "list keys: prefix, name, created, last used")
     lst.add_argument("--all", action="store_true", help="also revoked and expired keys")
     create = command("create", cmd_create, "create a key (printed once)")
-    create.add_argument("--name", default="default")
-    create.add_argument("--type", default="secret", choices=["secret", "worker"])
+    create.add_argument("--name", default="default", help="a name to tell keys apart")
+    create.add_argument("--type", default="secret", choices=["secret", "worker"],
+                        help="secret: the whole API; worker: the worker protocol only")
     create.add_argument("--key", default=None,
                         help="register this key instead of generating one (database mode)")
     revoke = command("revoke", cmd_revoke, "revoke a key now (every API replica within a second)")
-    revoke.add_argument("id")
+    revoke.add_argument("id", help="the key's id (trigger keys list)")
     rotate = command("rotate", cmd_rotate, "a new key; the old one works for a grace period")
-    rotate.add_argument("id")
+    rotate.add_argument("id", help="the key's id (trigger keys list)")
     rotate.add_argument("--grace", default=None, help="grace period, e.g. 1h (default 24h)")
     command("rotate-signing-secret", cmd_rotate_signing_secret,
             "new public-token signing secret (tokens signed before stay valid until expiry)")

@@ -46,14 +46,20 @@ def cmd_retention_set(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: Any) -> None:
-    mcp = sub.add_parser("mcp", help="Model Context Protocol server over stdio "
-                                     "(TRIGGER_API_URL, TRIGGER_SECRET_KEY)")
+def add_commands(sub: Any, formatter: Any = argparse.HelpFormatter) -> None:
+    def parser(parent: Any, name: str, help_: str) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_, description=help_, formatter_class=formatter)
+        return made
+
+    mcp = parser(sub, "mcp", "Model Context Protocol server over stdio (TRIGGER_API_URL, "
+                             "TRIGGER_SECRET_KEY)")
     mcp.set_defaults(func=cmd_mcp)
-    retention = sub.add_parser("retention", help="how long finished runs are kept")
+    retention = parser(sub, "retention", "how long finished runs are kept")
     retention_sub = retention.add_subparsers(dest="retention_command", required=True)
-    set_ = retention_sub.add_parser("set", help="per-environment retention (DATABASE_URL)")
-    set_.add_argument("--project", required=True)
-    set_.add_argument("--env", required=True, choices=["dev", "staging", "prod"])
+    set_ = parser(retention_sub, "set", "per-environment retention (DATABASE_URL)")
+    set_.add_argument("--project", required=True, help="project ref")
+    set_.add_argument("--env", required=True, choices=["dev", "staging", "prod"],
+                      help="environment")
     set_.add_argument("--days", type=int, required=True, help="0: back to the server default")
     set_.set_defaults(func=cmd_retention_set)
