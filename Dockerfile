@@ -12,6 +12,8 @@ WORKDIR /app
 # Dependencies first so code edits do not reinstall them.
 COPY pyproject.toml README.md ./
 COPY worker ./worker
+# DL3013 (pin versions): ".[server]" is this source tree, not a package from an index
+# hadolint ignore=DL3013
 RUN pip install ".[server]" \
     && useradd --create-home --uid 1000 trigger
 

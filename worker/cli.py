@@ -78,10 +78,12 @@ def wait_for_api(api_url: str, key: str, patience: float) -> None:
             time.sleep(min(delay, left))
             delay = min(delay * 2, 10.0)
             continue
-        if reply.status_code in (401, 403):
+        # 403: a worker token, valid but not for this endpoint (worker/api/auth.py)
+        if reply.status_code == 401:
             raise SystemExit(
-                f"the API at {api_url} refused TRIGGER_SECRET_KEY ({reply.status_code}): use a "
-                "key that trigger project create (or trigger dev) printed"
+                f"the API at {api_url} refused the key (401): use a worker token "
+                "(TRIGGER_WORKER_TOKEN) or a key that trigger project create (or trigger dev) "
+                "printed"
             )
         return
 
@@ -90,11 +92,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.runtime.pool import DiscoveryFailed
     from worker.runtime.supervisor import main as worker_main
 
-    key = os.environ.get("TRIGGER_SECRET_KEY")
+    # a worker token (production) or, in development, the secret key (worker/api/auth.py)
+    key = os.environ.get("TRIGGER_WORKER_TOKEN") or os.environ.get("TRIGGER_SECRET_KEY")
     if not key:
         raise SystemExit(
-            "TRIGGER_SECRET_KEY is not set: use the environment's secret key "
-            "(trigger project create <ref> prints them)"
+            "TRIGGER_WORKER_TOKEN is not set: create one with `trigger keys create --type "
+            "worker` (a dev environment's TRIGGER_SECRET_KEY also works)"
         )
     project_dir = Path(args.project_dir)
     if not (project_dir / "trigger_config.py").is_file():
@@ -302,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub, _HelpFormatter)
     add_run_commands(sub, _HelpFormatter)
+    from worker.cli_keys import add_commands as add_key_commands  # keys
+    from worker.cli_ops import add_commands as add_ops_commands  # mcp, retention
+
+    add_key_commands(sub, _HelpFormatter)
+    add_ops_commands(sub, _HelpFormatter)
     return parser
 
 

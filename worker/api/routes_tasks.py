@@ -1,0 +1,35 @@
+"""``GET /api/v1/tasks``: the environment's current tasks with their payload schemas, for
+operators and tools (the MCP server, worker/mcp_server.py; docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from worker.api.auth import authenticate
+from worker.engine.keys import Environment
+from worker.engine.queries import Q
+
+router = APIRouter()
+Env = Annotated[Environment, Depends(authenticate)]
+#: definition key (the worker's manifest) → wire name
+_SHOWN = {"queue": "queue", "machine": "machine", "max_duration": "maxDuration",
+          "retry": "retry", "description": "description"}
+
+
+@router.get("/api/v1/tasks")
+async def list_tasks(request: Request, env: Env) -> dict[str, Any]:
+    """The environment's current task definitions (the last version registered or promoted)."""
+    async with request.app.state.pool.connection() as conn:
+        rows = await (await conn.execute(Q.list_env_tasks, {"environment_id": env.id})
+                      ).fetchall()
+    data = []
+    for row in rows:
+        definition = row["definition"] or {}
+        item = {"id": row["task_id"], "version": row["version"]}
+        item.update({wire: definition[k] for k, wire in _SHOWN.items()
+                     if definition.get(k) is not None})
+        item["payloadSchema"] = definition.get("payload_schema")
+        data.append(item)
+    return {"data": data}
