@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from worker.api import (
+    dashboard,
     guards,
     openapi_doc,
     routes_batches_v2,
@@ -134,4 +135,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_sdk.router)
     app.include_router(routes_batches_v2.router)
     app.include_router(routes_envvars.router)
+    dashboard.mount(app)
     return app
