@@ -25,10 +25,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.runtime.supervisor import main as worker_main
 
-    if not os.environ.get("TRIGGER_SECRET_KEY"):
+    # a worker token (production) or, in development, the secret key (worker/api/auth.py)
+    credential = os.environ.get("TRIGGER_WORKER_TOKEN") or os.environ.get("TRIGGER_SECRET_KEY")
+    if not credential:
         raise SystemExit(
-            "TRIGGER_SECRET_KEY is not set: use the environment's secret key "
-            "(trigger project create <ref> prints them)"
+            "TRIGGER_WORKER_TOKEN is not set: create one with `trigger keys create --type "
+            "worker` (a dev environment's TRIGGER_SECRET_KEY also works)"
         )
     from worker.console import DevConsole
 
@@ -47,7 +49,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker_main(
         Path(args.project_dir),
         api_url,
-        os.environ["TRIGGER_SECRET_KEY"],
+        credential,
         concurrency=args.concurrency,
         watch=False,
         on_event=on_event,
@@ -181,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.cli_deploy import add_commands  # login, whoami, deploy
 
     add_commands(sub)
+    from worker.cli_keys import add_commands as add_key_commands  # keys
+
+    add_key_commands(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, ApiServer, free_port, stop_process
 from tests.hardening.conftest import assert_clear_4xx, protocol_worker, trigger
+from worker.engine.keys import create_worker_token, hash_key
 
 Db = psycopg.Connection[dict[str, Any]]
 NUL = "\u0000"
@@ -165,7 +166,13 @@ def test_request_key_reused_for_another_task_is_a_conflict(
 def test_a_dev_key_cannot_dequeue_with_a_prod_version(
     client: httpx.Client, api_server: ApiServer, project_keys: dict[str, str]
 ) -> None:
-    prod = protocol_worker(api_server, project_keys["prod"], "v")
+    with psycopg.connect(api_server.database_url) as conn:
+        row = conn.execute("SELECT p.ref FROM api_keys k JOIN environments e ON e.id = "
+                           "k.environment_id JOIN projects p ON p.id = e.project_id "
+                           "WHERE k.key_hash = %s", (hash_key(project_keys["prod"]),)).fetchone()
+    assert row is not None
+    prod_token = create_worker_token(api_server.database_url, row[0], "prod")
+    prod = protocol_worker(api_server, prod_token, "v")  # production: a worker token
     dev = protocol_worker(api_server, project_keys["dev"], "v")
     run_id = trigger(client, "v")
     answer = dev.http.post("/engine/v1/worker/dequeue", json={

@@ -20,6 +20,7 @@ from worker.api import (
     openapi_doc,
     routes_batches_v2,
     routes_envvars,
+    routes_keys,
     routes_metadata,
     routes_public,
     routes_queues,
@@ -29,8 +30,9 @@ from worker.api import (
     routes_waitpoints,
     routes_worker,
 )
-from worker.api.auth import AuthError
+from worker.api.auth import AuthError, FailureThrottle, KeyCache
 from worker.api.settings import Settings
+from worker.api.stream_caps import StreamCaps
 from worker.engine.db import open_pool
 from worker.engine.errors import EngineError
 from worker.engine.leases import LeaseSettings
@@ -67,7 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.notifier = Notifier(settings.database_url)
         await app.state.notifier.start()
         app.state.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
-        app.state.key_cache = {}
+        app.state.key_cache = KeyCache(settings.database_url)
+        await app.state.key_cache.start()
+        app.state.auth_throttle = FailureThrottle()
+        app.state.caps = StreamCaps.from_env()
         app.state.public_url = settings.public_url
         app.state.realtime = RealtimeHub(settings.database_url)  # connects on first subscriber
         app.state.electric = None  # shape-protocol change logs, made on first use
@@ -89,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await service
             await app.state.notifier.stop()
+            await app.state.key_cache.stop()
             if getattr(app.state, "electric", None) is not None:
                 await app.state.electric.stop()
             await app.state.realtime.stop()
@@ -106,13 +112,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(EngineError)
     async def engine_error(_: Request, exc: EngineError) -> ORJSONResponse:
-        return ORJSONResponse({"error": exc.message}, status_code=exc.status)
+        headers = getattr(exc, "headers", None)  # e.g. Retry-After on a 429
+        return ORJSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(AuthError)
     async def auth_error(_: Request, exc: AuthError) -> ORJSONResponse:
-        return ORJSONResponse(
-            {"error": exc.message}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-        )
+        return ORJSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> ORJSONResponse:
@@ -135,5 +140,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_sdk.router)
     app.include_router(routes_batches_v2.router)
     app.include_router(routes_envvars.router)
+    app.include_router(routes_keys.router)
     dashboard.mount(app)
     return app

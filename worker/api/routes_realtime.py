@@ -145,9 +145,11 @@ async def _run_events(
         hub(request).unsubscribe(sub)
 
 
-def _streaming(body: AsyncIterator[bytes]) -> StreamingResponse:
+def _streaming(request: Request, who: Principal, body: AsyncIterator[bytes]
+               ) -> StreamingResponse:
+    """An SSE response, counted against the environment's stream cap (api/stream_caps.py)."""
     return StreamingResponse(
-        body,
+        request.app.state.caps.stream(who.env.id, body),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
@@ -170,7 +172,7 @@ async def subscribe_run(run_id: str, request: Request, who: Auth) -> Response:
         row = await realtime.run_row(pool, who.env, run_id)
         return [row] if row else []
 
-    return _streaming(
+    return _streaming(request, who,
         _run_events(
             request,
             who,
@@ -198,7 +200,7 @@ async def subscribe_tag(request: Request, who: Auth) -> Response:
         row = await realtime.run_row(pool, who.env, run_id)
         return row if row and tag in (row["tags"] or []) else None
 
-    return _streaming(
+    return _streaming(request, who,
         _run_events(
             request,
             who,
@@ -219,7 +221,7 @@ async def subscribe_batch(batch_id: str, request: Request, who: Auth) -> Respons
         return await routes_electric.serve(
             request, who, routes_electric.batch_shape(request, who, batch_id)
         )
-    return _streaming(
+    return _streaming(request, who,
         _run_events(
             request,
             who,
@@ -304,7 +306,7 @@ async def read_stream(run_id: str, stream: str, request: Request, who: Auth) -> 
         after = int(request.headers.get("last-event-id") or 0)
     except ValueError:
         raise EngineError("Last-Event-ID must be the integer id of the last chunk read") from None
-    return _streaming(_stream_events(request, who, run_id, stream, after))
+    return _streaming(request, who, _stream_events(request, who, run_id, stream, after))
 
 
 # --- public access tokens ------------------------------------------------------------------

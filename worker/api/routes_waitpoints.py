@@ -255,9 +255,10 @@ async def wait_for_waitpoint(waitpoint_id: str, request: Request, env: Env) -> d
     except ValueError:
         raise EngineError("timeout_ms must be an integer") from None
     state = request.app.state
-    row = await waitpoints.wait_until_done(
-        state.pool, state.notifier, env, waitpoint_id, timeout_ms / 1000
-    )
+    async with state.caps.poll(env.id):
+        row = await waitpoints.wait_until_done(
+            state.pool, state.notifier, env, waitpoint_id, timeout_ms / 1000
+        )
     return waitpoints.present(row)
 
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from worker.api.auth import authenticate
+from worker.api.auth import authenticate_worker
 from worker.api.bodies import read_model
 from worker.engine import env_vars, leases
 from worker.engine.keys import Environment
 
 router = APIRouter(prefix="/engine/v1/worker")
-Env = Annotated[Environment, Depends(authenticate)]
+Env = Annotated[Environment, Depends(authenticate_worker)]
 
 
 class RegisterBody(BaseModel):
@@ -70,17 +71,18 @@ async def register(request: Request, env: Env) -> dict[str, Any]:
 async def dequeue(request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, DequeueBody)
     state = request.app.state
-    runs = await leases.dequeue(
-        state.pool,
-        state.notifier,
-        state.lease,
-        env,
-        str(body.instance_id),
-        [str(v) for v in body.versions],
-        body.max_runs,
-        body.wait_ms,
-        gone=request.is_disconnected,
-    )
+    async with state.caps.poll(env.id) if body.wait_ms else contextlib.nullcontext():
+        runs = await leases.dequeue(
+            state.pool,
+            state.notifier,
+            state.lease,
+            env,
+            str(body.instance_id),
+            [str(v) for v in body.versions],
+            body.max_runs,
+            body.wait_ms,
+            gone=request.is_disconnected,
+        )
     await _with_env_vars(state.pool, env, runs)
     return {"runs": runs}
 

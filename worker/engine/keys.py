@@ -7,11 +7,17 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
 
 from worker.engine import secret_box
+from worker.engine.errors import Conflict, EngineError, NotFound
 from worker.engine.queries import Q
 
 ENV_TYPES = {"dev": "DEVELOPMENT", "staging": "STAGING", "prod": "PRODUCTION"}
@@ -36,7 +42,20 @@ def new_secret_key(slug: str) -> str:
     return f"tr_{short}_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
 
 
-def check_key_format(slug: str, key: str) -> None:
+def new_worker_token() -> str:
+    """``tr_wkr_`` + 32 alphanumerics: opens the worker protocol of one environment only."""
+    return WORKER_PREFIX + "".join(secrets.choice(_ALNUM) for _ in range(32))
+
+
+WORKER_PREFIX = "tr_wkr_"
+
+
+def check_key_format(slug: str, key: str, kind: str = "secret") -> None:
+    if kind == "worker":
+        if not key.startswith(WORKER_PREFIX) or len(key) < 27 or not key.isascii():
+            raise ValueError(f"a worker token must look like {WORKER_PREFIX}<at least 20 "
+                             "letters or digits>")
+        return
     prefix = {"dev": "tr_dev_", "staging": "tr_stg_", "prod": "tr_prod_"}[slug]
     if not key.startswith(prefix) or len(key) < len(prefix) + 20 or not key.isascii():
         raise ValueError(
@@ -87,3 +106,199 @@ def create_project(url: str, ref: str, keys: dict[str, str] | None = None) -> di
                 },
             )
     return keys
+
+
+# --- managing keys (API /api/v1/keys, `trigger keys`) ----------------------------------------
+
+KINDS = ("secret", "worker")
+#: how long a rotated key keeps working unless told otherwise
+DEFAULT_GRACE_SECONDS = 24 * 3600
+MAX_GRACE_SECONDS = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key as listed: never the key itself, only its first characters."""
+
+    id: str
+    name: str
+    kind: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ApiKey:
+        return cls(str(row["id"]), row["name"], row["kind"], row["key_prefix"],
+                   row["created_at"], row["last_used_at"], row["expires_at"], row["revoked_at"])
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None:
+            return "expired" if self.expires_at <= datetime.now(UTC) else "expiring"
+        return "active"
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A new key: ``plaintext`` is shown this once and never stored."""
+
+    key: ApiKey
+    plaintext: str
+
+
+@dataclass(frozen=True)
+class RotatedKey:
+    created: CreatedKey
+    previous: ApiKey
+
+
+Conn = AsyncConnection[DictRow]
+
+
+def _key_id(key_id: str) -> str:
+    try:
+        return str(uuid.UUID(key_id))
+    except ValueError:
+        raise NotFound(f"no key {key_id!r} in this environment (ids are UUIDs)") from None
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
+        raise EngineError("name must be a string of 1 to 100 characters")
+    return name.strip()
+
+
+async def environment_id(conn: Conn, project_ref: str, slug: str) -> str:
+    row = await (await conn.execute(Q.env_by_ref, {"project_ref": project_ref, "slug": slug})
+                 ).fetchone()
+    if row is None:
+        raise NotFound(f"no environment {slug!r} in project {project_ref!r} "
+                       "(trigger project create makes one)")
+    return str(row["id"])
+
+
+async def create_key(conn: Conn, env: Environment | str, name: str = "default",
+                     kind: str = "secret", given: str | None = None,
+                     expires_at: datetime | None = None) -> CreatedKey:
+    """A new secret key or worker token for the environment (``given``: register that key,
+    idempotently, e.g. a worker token from a deployment's Secret)."""
+    if kind not in KINDS:
+        raise EngineError(f"type must be one of {', '.join(KINDS)}, got {kind!r}")
+    name = check_name(name)
+    env_id = env.id if isinstance(env, Environment) else env
+    slug = env.slug if isinstance(env, Environment) else await _slug(conn, env_id)
+    if given is not None:
+        try:
+            check_key_format(slug, given, kind)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+    plaintext = given or (new_worker_token() if kind == "worker" else new_secret_key(slug))
+    digest = hash_key(plaintext)
+    row = await (await conn.execute(Q.create_api_key, {
+        "key_hash": digest, "environment_id": env_id, "key_prefix": plaintext[:11],
+        "key_ciphertext": seal_key(plaintext, digest) if kind == "secret" else None,
+        "name": name, "kind": kind, "expires_at": expires_at,
+    })).fetchone()
+    if row is None:  # the same key is registered elsewhere, or as another kind
+        raise Conflict("this key is already registered for another environment or kind")
+    return CreatedKey(ApiKey.from_row(row), plaintext)
+
+
+async def _slug(conn: Conn, env_id: str) -> str:
+    row = await (await conn.execute("SELECT slug FROM environments WHERE id = %s::uuid",
+                                    (env_id,))).fetchone()
+    if row is None:
+        raise NotFound(f"no environment {env_id}")
+    return str(row["slug"])
+
+
+async def list_keys(conn: Conn, env_id: str, include_revoked: bool = False) -> list[ApiKey]:
+    cur = await conn.execute(Q.list_api_keys, {"environment_id": env_id,
+                                               "include_revoked": include_revoked})
+    return [ApiKey.from_row(row) for row in await cur.fetchall()]
+
+
+async def _locked(conn: Conn, env_id: str, key_id: str) -> ApiKey:
+    row = await (await conn.execute(Q.get_api_key, {"environment_id": env_id,
+                                                    "id": _key_id(key_id)})).fetchone()
+    if row is None:
+        raise NotFound(f"no key {key_id} in this environment")
+    return ApiKey.from_row(row)
+
+
+async def revoke_key(conn: Conn, env_id: str, key_id: str) -> ApiKey:
+    """Revoke at once (every API process drops it from its cache on the NOTIFY the update
+    fires). The environment's last live secret key cannot be revoked: rotate it instead."""
+    key = await _locked(conn, env_id, key_id)
+    if key.status in ("revoked", "expired"):
+        raise Conflict(f"key {key.id} is already {key.status}")
+    if key.kind == "secret":
+        params = {"environment_id": env_id, "id": key.id}
+        row = await (await conn.execute(Q.other_live_secret_keys, params)).fetchone()
+        if row is None or row["n"] == 0:
+            raise Conflict("this is the environment's last live secret key: create or rotate "
+                           "to a new one before revoking it")
+    row = await (await conn.execute(Q.revoke_api_key, {"environment_id": env_id, "id": key.id})
+                 ).fetchone()
+    assert row is not None
+    return ApiKey.from_row(row)
+
+
+async def rotate_key(conn: Conn, env_id: str, key_id: str,
+                     grace_seconds: float = DEFAULT_GRACE_SECONDS) -> RotatedKey:
+    """A new key of the same name and kind; the old one keeps working ``grace_seconds``."""
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise EngineError("gracePeriod must be between 0 seconds and 30 days")
+    old = await _locked(conn, env_id, key_id)
+    if old.status in ("revoked", "expired"):
+        raise Conflict(f"key {old.id} is already {old.status}: create a new key instead")
+    created = await create_key(conn, env_id, old.name, old.kind)
+    until = datetime.now(UTC) + timedelta(seconds=grace_seconds)
+    row = await (await conn.execute(Q.expire_api_key, {"environment_id": env_id, "id": old.id,
+                                                       "expires_at": until})).fetchone()
+    assert row is not None
+    return RotatedKey(created, ApiKey.from_row(row))
+
+
+@dataclass(frozen=True)
+class SecretRotation:
+    rotated_at: datetime
+    previous_valid_until: datetime
+
+
+async def rotate_signing_secret(conn: Conn, env_id: str) -> SecretRotation:
+    """A new public-token signing secret; tokens signed with the previous one verify until
+    they expire (at most the longest token lifetime). One previous secret is kept: rotating
+    again drops the one before."""
+    from worker.engine.public_tokens import MAX_EXPIRY_SECONDS
+
+    params = {"environment_id": env_id, "jwt_secret": secrets.token_bytes(32),
+              "grace_seconds": float(MAX_EXPIRY_SECONDS)}
+    await conn.execute(Q.ensure_env_secret, {"environment_id": env_id,
+                                             "jwt_secret": secrets.token_bytes(32)})
+    row = await (await conn.execute(Q.rotate_env_secret, params)).fetchone()
+    assert row is not None
+    return SecretRotation(row["rotated_at"], row["previous_valid_until"])
+
+
+def create_worker_token(url: str, project_ref: str, slug: str, name: str = "workers",
+                        given: str | None = None) -> str:
+    """A worker token for environment ``slug`` of ``project_ref`` (for scripts and tests;
+    not for use inside a running event loop)."""
+    import asyncio
+
+    from psycopg.rows import dict_row
+
+    async def run() -> str:
+        async with await AsyncConnection.connect(url, row_factory=dict_row) as conn:
+            env_id = await environment_id(conn, project_ref, slug)
+            created = await create_key(conn, env_id, name, "worker", given=given)
+            await conn.commit()
+            return created.plaintext
+
+    return asyncio.run(run())

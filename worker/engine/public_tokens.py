@@ -140,6 +140,28 @@ def check_scopes(scopes: Any) -> list[str]:
 # --- the signing secret ---------------------------------------------------------------------
 
 _secrets: dict[str, tuple[bytes, Environment]] = {}
+_keys: dict[str, tuple[float, list[bytes]]] = {}
+#: the previous signing secret after a rotation (None: there is none), per environment
+_previous: dict[str, bytes | None] = {}
+
+
+def forget_environment(environment_id: str | None) -> None:
+    """Drop what this process cached of an environment's secrets (None: of every one); the
+    API's key cache calls this on the ``trigger_keys`` notification of a rotation."""
+    for cache in (_secrets, _previous, _keys):
+        if environment_id is None:
+            cache.clear()
+        else:
+            cache.pop(environment_id, None)
+
+
+async def _previous_secret(pool: Pool, environment_id: str) -> bytes | None:
+    if environment_id not in _previous:
+        async with pool.connection() as conn:
+            cur = await conn.execute(Q.previous_env_secret, {"environment_id": environment_id})
+            row = await cur.fetchone()
+        _previous[environment_id] = bytes(row["previous_secret"]) if row else None
+    return _previous[environment_id]
 
 
 async def _secret(pool: Pool, environment_id: str) -> tuple[bytes, Environment] | None:
@@ -229,7 +251,6 @@ class Principal:
 
 #: decrypted secret keys per environment, for this long (a revoked key stops verifying then)
 KEY_CACHE_SECONDS = 30.0
-_keys: dict[str, tuple[float, list[bytes]]] = {}
 
 
 async def _env_keys(pool: Pool, environment_id: str) -> list[bytes]:
@@ -269,7 +290,9 @@ async def verify(pool: Pool, token: str) -> Principal:
     except InvalidToken as exc:
         if "signature" not in str(exc):
             raise
-        for key in await _env_keys(pool, env_id):
+        previous = await _previous_secret(pool, env_id)
+        candidates = ([previous] if previous else []) + await _env_keys(pool, env_id)
+        for key in candidates:
             with contextlib.suppress(InvalidToken):
                 claims = decode(token, key)
                 break
