@@ -159,3 +159,22 @@ def test_security_headers(page: Page, dash: Dash) -> None:
     csp = answer.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert answer.headers["x-frame-options"] == "DENY"
+
+
+def test_key_created_shown_once_and_revoked_is_refused(page: Page, dash: Dash) -> None:
+    page.goto(dash.url("keys"))
+    page.get_by_label("Name").fill("ci-robot")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.get_by_label("Secret").input_value()
+    assert secret.startswith("tr_dev_")
+    runs_url = f"{dash.api.url}/api/v1/runs"
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert httpx.get(runs_url, headers=headers).status_code == 200
+    page.goto(dash.url("keys"))
+    assert secret not in page.content()  # shown once: the list has only its prefix
+    page.once("dialog", lambda dialog: dialog.accept())
+    row = page.locator("tr[data-key]").filter(has_text="ci-robot")
+    row.get_by_role("button", name="Revoke").click()
+    expect(page.locator(".notice")).to_contain_text("Revoked ci-robot")
+    wait_for(lambda: httpx.get(runs_url, headers=headers).status_code == 401,
+             timeout=2, what="the API to refuse the revoked key")

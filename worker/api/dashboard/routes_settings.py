@@ -11,9 +11,10 @@ from pydantic import ValidationError
 
 from worker.api.dashboard.cron_words import describe
 from worker.api.dashboard.web import PREFIX, CsrfDep, EnvDep, Page, SessionDep, back_to, render
-from worker.engine import schedules
+from worker.engine import keys, schedules
 from worker.engine.cron import parse
 from worker.engine.errors import EngineError
+from worker.engine.keys import CreatedKey
 from worker.engine.schedules import ScheduleBody
 
 router = APIRouter(prefix=PREFIX + "/{project}/{env}", include_in_schema=False)
@@ -94,4 +95,48 @@ async def schedule_action(
 
 @router.get("/keys")
 async def keys_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLResponse:
-    return render("keys.html", Page(session, env, "keys"))
+    return await _keys(request, Page(session, env, "keys"))
+
+
+async def _keys(
+    request: Request, page: Page, created: CreatedKey | None = None, error: str | None = None
+) -> HTMLResponse:
+    async with request.app.state.pool.connection() as conn:
+        listed = await keys.list_keys(conn, page.env.id, include_revoked=True)
+    return render(
+        "keys.html",
+        page,
+        keys=listed,
+        created=created,
+        notice=request.query_params.get("notice"),
+        error=error or request.query_params.get("error"),
+    )
+
+
+@router.post("/keys")
+async def create_key(
+    request: Request,
+    session: CsrfDep,
+    env: EnvDep,
+    name: Annotated[str, Form()] = "dashboard",
+    kind: Annotated[str, Form()] = "secret",
+) -> HTMLResponse:
+    """The new key is shown in this response only (no redirect: it must not be in a URL)."""
+    page = Page(session, env, "keys")
+    try:
+        async with request.app.state.pool.connection() as conn, conn.transaction():
+            created = await keys.create_key(conn, env, name, kind)
+    except EngineError as exc:
+        return await _keys(request, page, error=exc.message)
+    return await _keys(request, page, created=created)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: str, _: CsrfDep, env: EnvDep) -> Response:
+    here = f"{PREFIX}/{env.project_ref}/{env.slug}/keys"
+    try:
+        async with request.app.state.pool.connection() as conn, conn.transaction():
+            revoked = await keys.revoke_key(conn, env.id, key_id)
+    except EngineError as exc:
+        return back_to(here, error=exc.message)
+    return back_to(here, notice=f"Revoked {revoked.name} ({revoked.prefix}…).")
