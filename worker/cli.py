@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.cli_keys import add_commands as add_key_commands  # keys
 
     add_key_commands(sub)
+    from worker.cli_users import add_commands as add_user_commands  # users (dashboard)
+
+    add_user_commands(sub)
     return parser
 
 

@@ -119,6 +119,9 @@ def run_dev(project_dir: Path, port: int, concurrency: int | None) -> int:
         console.line(f"API        [bold]{api_url}[/bold]  (OpenAPI: {api_url}/docs)")
         console.line(f"project    [bold]{config.project}[/bold]  environment dev")
         console.line(f"secret key [bold]{keys['dev']}[/bold]  (TRIGGER_SECRET_KEY)")
+        from worker.api.dashboard.access import create_login_link
+
+        console.line(f"dashboard  [bold]{create_login_link(database_url, api_url)}[/bold]")
         os.environ["TRIGGER_API_URL"] = api_url
         os.environ["TRIGGER_SECRET_KEY"] = keys["dev"]
         uvloop.run(

@@ -61,10 +61,6 @@ async def quick(payload, ctx):
     return payload
 """
 
-if not Path(CHROMIUM).exists():  # .ci/run installs it
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
-
-
 @dataclass
 class Dash:
     project: Project
@@ -93,6 +89,8 @@ def dash(api_server: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():  # .ci/run installs it
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield browser

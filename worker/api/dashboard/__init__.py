@@ -3,6 +3,8 @@ server-sent events, behind a login; mounted on the API app by :func:`mount`."""
 
 from __future__ import annotations
 
+import inspect
+
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
@@ -40,7 +42,8 @@ def mount(app: FastAPI) -> None:
     async def engine_error(request: Request, exc: EngineError) -> Response:
         """On a dashboard page an engine error is a page saying what went wrong."""
         if not request.url.path.startswith(PREFIX + "/"):
-            return await json_engine_error(request, exc)  # type: ignore[no-any-return]
+            answer = json_engine_error(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
         return render("problem.html", None, status_code=exc.status, error=exc.message)
 
     for module in (routes_auth, routes_runs, routes_pages, routes_settings):

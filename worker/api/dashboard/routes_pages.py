@@ -49,7 +49,9 @@ async def _tasks(request: Request, env_id: str) -> list[dict[str, Any]]:
 async def test_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLResponse:
     tasks = await _tasks(request, env.id)
     chosen = request.query_params.get("task") or (tasks[0]["task_id"] if tasks else "")
-    definition = next((t["definition"] for t in tasks if t["task_id"] == chosen), {})
+    definition: dict[str, Any] = next(
+        (t["definition"] for t in tasks if t["task_id"] == chosen), {}
+    )
     schema = definition.get("payload_schema")
     example = example_of(schema) if schema else {}
     return render(
