@@ -37,7 +37,7 @@ SELECT 'run_' || lpad(g::text, 12, '0'),
        %(env)s::uuid,
        'task-' || (g %% 20),
        CASE WHEN g %% 1000 = 0 THEN 'PENDING'
-            WHEN g %% 20 = 1 THEN 'COMPLETED_WITH_ERRORS'
+            WHEN g %% 17 = 1 THEN 'COMPLETED_WITH_ERRORS'
             WHEN g %% 997 = 3 THEN 'CANCELED'
             ELSE 'COMPLETED_SUCCESSFULLY' END,
        '{}', 'task/task-' || (g %% 20), g,
@@ -53,7 +53,7 @@ FROM generate_series(1, %(total)s) g
 FILTERS: list[tuple[str, dict[str, str]]] = [
     ("no filter (first page)", {}),
     ("keyset page in the middle", {"after": "MIDDLE"}),
-    ("status FAILED (5 %)", {"status": "FAILED"}),
+    ("status FAILED (6 %)", {"status": "FAILED"}),
     ("status QUEUED (0.1 %)", {"status": "QUEUED"}),
     ("task (5 %)", {"task": "task-7"}),
     ("tag, rare (0.1 %)", {"tag": "customer-42"}),

@@ -1,7 +1,7 @@
 """Browser tests of the dashboard: Debian's Chromium driven by Playwright, against a real API,
 a real worker process and Postgres. Screenshots go to the test's artifacts folder
-(``TRIGGER_ARTIFACTS``, default the pytest temp dir) and, with ``TRIGGER_SCREENSHOTS_DIR``
-set, to that folder too (how docs/screenshots/ is made)."""
+(``TRIGGER_ARTIFACTS``, default the pytest temp dir); with ``TRIGGER_SCREENSHOTS_DIR`` set, the
+README's ones are copied there too (``TRIGGER_SCREENSHOTS_DIR=docs/screenshots``)."""
 
 from __future__ import annotations
 
@@ -117,9 +117,10 @@ def page(browser: Browser, dash: Dash, request: pytest.FixtureRequest) -> Iterat
     context.close()
 
 
-def shot(page: Page, dash: Dash, name: str) -> Path:
+def shot(page: Page, dash: Dash, name: str, publish: bool = False) -> Path:
+    """A screenshot artifact; ``publish``: also one for the README (TRIGGER_SCREENSHOTS_DIR)."""
     path = dash.artifacts / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
-    if target := os.environ.get("TRIGGER_SCREENSHOTS_DIR"):
+    if publish and (target := os.environ.get("TRIGGER_SCREENSHOTS_DIR")):
         shutil.copy(path, Path(target) / path.name)
     return path

@@ -34,7 +34,7 @@ def test_test_page_runs_task_and_detail_goes_live_to_completed(page: Page, dash:
     assert page.evaluate("performance.timeOrigin") == loaded_at, "the page was reloaded"
     expect(page.locator("#h-output + pre")).to_contain_text('"hello": "Ada"')
     expect(page.locator(".props")).to_contain_text("from-test-page")
-    shot(page, dash, "run-detail")
+    shot(page, dash, "run-detail", publish=True)
 
 
 def test_failed_run_shows_error_stack_and_each_attempt(page: Page, dash: Dash) -> None:
@@ -48,6 +48,7 @@ def test_failed_run_shows_error_stack_and_each_attempt(page: Page, dash: Dash) -
     expect(page.locator("pre.stack")).to_contain_text("ValueError")
     expect(page.locator("tr.attempt")).to_have_count(2)
     expect(page.locator(".timeline")).to_contain_text("Retrying")
+    shot(page, dash, "run-failed", publish=True)
 
 
 def test_token_completed_from_tokens_page_finishes_the_run(page: Page, dash: Dash) -> None:
@@ -90,7 +91,7 @@ def test_bulk_replay_two_runs_from_the_list(page: Page, dash: Dash) -> None:
     page.goto(dash.url("runs?tag=bulk-me"))
     for run_id in originals:
         page.get_by_label(f"Select {run_id}").check()
-    shot(page, dash, "runs-list")
+    shot(page, dash, "runs-list", publish=True)
     page.get_by_role("button", name="Replay").click()
     expect(page.locator(".notice")).to_contain_text("Replayed 2 runs")
     with dash.project.client() as client:
