@@ -60,14 +60,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from worker.api.observability import configure_logging
+
     _database_url()
+    os.environ["TRIGGER_LOG_FORMAT"] = args.log_format  # for uvicorn's worker processes too
+    configure_logging(args.log_format, args.log_level)
     uvicorn.run(
         "worker.api.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level="info",
+        log_level=args.log_level,
+        log_config=None,  # our handlers (worker/api/observability.py)
         proxy_headers=True,
     )
     return 0
@@ -153,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="0.0.0.0")
     api.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3030")))
     api.add_argument("--workers", type=int, default=1)
+    api.add_argument("--log-format", choices=("text", "json"),
+                     default=os.environ.get("TRIGGER_LOG_FORMAT", "text"))
+    api.add_argument("--log-level", default="info",
+                     choices=("debug", "info", "warning", "error"))
     api.set_defaults(func=cmd_api)
 
     mig = sub.add_parser("migrate", help="apply the engine's database migrations (DATABASE_URL)")
@@ -181,11 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_project_create)
 
     from worker.cli_deploy import add_commands  # login, whoami, deploy
+    from worker.cli_runs import add_commands as add_run_commands  # runs list/show, logs
 
     add_commands(sub)
     from worker.cli_keys import add_commands as add_key_commands  # keys
 
     add_key_commands(sub)
+    add_run_commands(sub)
     from worker.cli_users import add_commands as add_user_commands  # users (dashboard)
 
     add_user_commands(sub)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,15 +23,18 @@ from worker.api import (
     routes_envvars,
     routes_keys,
     routes_metadata,
+    routes_metrics,
     routes_public,
     routes_queues,
     routes_realtime,
     routes_schedules,
     routes_sdk,
+    routes_traces,
     routes_waitpoints,
     routes_worker,
 )
 from worker.api.auth import AuthError, FailureThrottle, KeyCache
+from worker.api.observability import RequestContextMiddleware, configure_logging
 from worker.api.settings import Settings
 from worker.api.stream_caps import StreamCaps
 from worker.engine.db import open_pool
@@ -61,6 +65,8 @@ class ORJSONResponse(Response):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    if os.environ.get("TRIGGER_LOG_FORMAT"):  # `trigger api` (and each of its workers)
+        configure_logging(os.environ["TRIGGER_LOG_FORMAT"])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -108,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     guards.install(app)
+    app.add_middleware(RequestContextMiddleware)
     app.openapi = lambda: openapi_doc.build(app)  # type: ignore[method-assign]
 
     @app.exception_handler(EngineError)
@@ -141,5 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_batches_v2.router)
     app.include_router(routes_envvars.router)
     app.include_router(routes_keys.router)
+    app.include_router(routes_traces.router)
+    app.include_router(routes_metrics.router)
     dashboard.mount(app)
     return app

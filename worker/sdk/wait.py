@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from worker.common.serialization import dumps, loads
-from worker.sdk import durable
+from worker.sdk import durable, tracing
 
 #: waits up to this long sleep in the process: no server call, no checkpoint
 IN_PROCESS_SECONDS = 5.0
@@ -237,6 +237,7 @@ class Wait:
 wait = Wait()
 
 
+@tracing.durable_operation("step")
 async def step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn(*args, **kwargs)`` once per run: its result is journaled, and a replay after a
     checkpoint returns the recorded result instead of running it again.

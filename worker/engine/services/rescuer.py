@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from worker.common.errors import TASK_RUN_STALLED_EXECUTING, internal_error
+from worker.engine import metrics
 from worker.engine.db import Pool
 from worker.engine.leases import fail_attempt
 from worker.engine.queries import Q
@@ -45,8 +46,8 @@ async def rescue_expired(pool: Pool, limit: int = 100) -> int:
 async def run_rescuer(pool: Pool, interval: float) -> None:
     while True:
         try:
-            while await rescue_expired(pool) > 0:
-                pass
+            while (rescued := await rescue_expired(pool)) > 0:
+                metrics.RESCUES.inc(rescued)
         except asyncio.CancelledError:
             raise
         except Exception:
