@@ -33,7 +33,16 @@ def test_test_page_runs_task_and_detail_goes_live_to_completed(page: Page, dash:
     expect(page.locator(".run-status")).to_contain_text("COMPLETED", timeout=30_000)
     assert page.evaluate("performance.timeOrigin") == loaded_at, "the page was reloaded"
     expect(page.locator("#h-output + pre")).to_contain_text('"hello": "Ada"')
-    expect(page.locator(".props")).to_contain_text("from-test-page")
+    expect(page.locator(".props").first).to_contain_text("from-test-page")
+    # the trace waterfall: the run's span and its attempt's, once the worker has exported them
+    def attempt_span_shown() -> bool:
+        page.reload()
+        return page.locator(".span-name", has_text="Attempt 1").count() == 1
+
+    wait_for(attempt_span_shown, timeout=20, what="the attempt span in the waterfall")
+    span = page.locator("li.span").filter(has_text="Attempt 1")
+    span.locator("summary").click()
+    expect(span.locator("pre.json")).to_contain_text("ctx.attempt.number")
     shot(page, dash, "run-detail", publish=True)
 
 

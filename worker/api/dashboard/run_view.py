@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from worker.api.dashboard import waterfall
+from worker.api.dashboard.waterfall import Waterfall
 from worker.api.presenters import decode_packet
 from worker.common.statuses import API_STATUS, FINAL_STATUSES
 from worker.engine import runs
@@ -46,6 +48,7 @@ class RunDetail:
     children: list[dict[str, Any]]
     waits: list[Wait]
     logs: list[dict[str, Any]] = field(default_factory=list)
+    trace: Waterfall | None = None
 
     @property
     def final(self) -> bool:
@@ -131,4 +134,5 @@ async def load(
         children=children,
         waits=waits,
         logs=logs,
+        trace=await waterfall.load(pool, env, run_id),
     )
