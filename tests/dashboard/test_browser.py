@@ -188,3 +188,49 @@ def test_key_created_shown_once_and_revoked_is_refused(page: Page, dash: Dash) -
     expect(page.locator(".notice")).to_contain_text("Revoked ci-robot")
     wait_for(lambda: httpx.get(runs_url, headers=headers).status_code == 401,
              timeout=2, what="the API to refuse the revoked key")
+
+
+def test_runs_list_shows_new_runs_live_and_env_switch(page: Page, dash: Dash) -> None:
+    page.goto(dash.url("runs?tag=live-list"))
+    expect(page.locator("tbody")).to_contain_text("No runs match")
+    loaded_at = page.evaluate("performance.timeOrigin")
+    with dash.project.client() as client:
+        run_id = trigger(client, "quick", {"live": True}, tags=["live-list"])
+    row = page.locator(f"tr[data-run='{run_id}']")
+    expect(row).to_be_visible()
+    expect(row).to_contain_text("COMPLETED")
+    assert page.evaluate("performance.timeOrigin") == loaded_at, "the page was reloaded"
+    page.get_by_role("navigation", name="Environment").get_by_role("link", name="prod").click()
+    page.wait_for_url(re.compile(r"/prod/runs"))
+    expect(page.locator("tbody")).to_contain_text("No runs match")  # prod has none
+
+
+def test_schedules_create_describe_deactivate_delete(page: Page, dash: Dash) -> None:
+    page.goto(dash.url("schedules"))
+    page.get_by_label("Task").fill("quick")
+    page.get_by_label("Cron (5 fields)").fill("*/5 * * * *")
+    page.get_by_label("Timezone").fill("Europe/Paris")
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator(".notice")).to_contain_text("Created sched_")
+    row = page.locator("tr[data-schedule]").filter(has_text="quick")
+    expect(row).to_contain_text("every 5 minutes")
+    expect(row).to_contain_text("Europe/Paris")
+    expect(row.locator("ul li")).to_have_count(5)
+    row.get_by_role("link", name="Edit").click()
+    page.get_by_label("Cron (5 fields)").fill("0 9 * * 1-5")
+    page.get_by_role("button", name="Save").click()
+    row = page.locator("tr[data-schedule]").filter(has_text="quick")
+    expect(row).to_contain_text("at 09:00 on weekdays")
+    row.get_by_role("button", name="Deactivate").click()
+    expect(page.locator("tr[data-schedule]").filter(has_text="quick")).to_contain_text("inactive")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("tr[data-schedule]").filter(has_text="quick").get_by_role(
+        "button", name="Delete").click()
+    expect(page.locator("tr[data-schedule]")).to_have_count(0)
+
+
+def test_workers_page_shows_the_replica_and_version(page: Page, dash: Dash) -> None:
+    page.goto(dash.url("workers"))
+    expect(page.locator("table").first).to_contain_text(str(dash.worker.process.pid))
+    expect(page.locator("table").nth(1)).to_contain_text("greet")
+    expect(page.locator("table").nth(1)).to_contain_text("current")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -45,7 +46,8 @@ def _body(task: str, cron: str, timezone: str, dedup: str) -> ScheduleBody:
         task=task.strip(),
         cron=cron.strip(),
         timezone=timezone.strip() or "UTC",
-        deduplication_key=dedup.strip() or None,
+        # the API requires a key (it makes creating idempotent); a form may leave it empty
+        deduplication_key=dedup.strip() or f"dashboard-{uuid.uuid4().hex[:12]}",
     )
 
 
