@@ -80,7 +80,8 @@ def dash(api_server: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
     root = tmp_path_factory.mktemp("dash")
     project = make_project(root, api_server, {"tasks.py": TASKS})
     create_user(api_server.database_url, USER, PASSWORD)
-    worker = start_worker(project, "dash", concurrency=4)
+    # token waits checkpoint after 0.5 s (not 10): the token test sees WAITING sooner
+    worker = start_worker(project, "dash", concurrency=4, TRIGGER_CHECKPOINT_AFTER="0.5")
     artifacts = Path(os.environ.get("TRIGGER_ARTIFACTS", root / "artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
     yield Dash(project, worker, artifacts)

@@ -80,7 +80,8 @@ def test_users_create_cli_then_login_and_logout(api_server: ApiServer) -> None:
 
 def test_admin_password_from_the_environment(database_url: str, tmp_path: Path) -> None:
     api = start_api(database_url, tmp_path / "api.log",
-                    TRIGGER_DASHBOARD_PASSWORD="admin-secret-42")
+                    TRIGGER_DASHBOARD_PASSWORD="admin-secret-42",
+                    TRIGGER_AUTH_FAILURES_PER_MINUTE="3")
     try:
         base = f"{api.url}/dashboard"
         with Browserish() as browser:
@@ -90,8 +91,13 @@ def test_admin_password_from_the_environment(database_url: str, tmp_path: Path) 
             assert ok.status_code == 303 and "trigger_session" in browser.cookies
         with Browserish() as browser:
             form = browser.get(f"{base}/login")
-            bad = browser.post(f"{base}/login", data={
-                "username": "admin", "password": "admin-secret-43", "csrf": _csrf(form)})
-            assert bad.status_code == 401
+            for _ in range(3):
+                form = browser.post(f"{base}/login", data={
+                    "username": "admin", "password": "admin-secret-43", "csrf": _csrf(form)})
+                assert form.status_code == 401
+            # guessing is throttled per address: now even the right password waits
+            held = browser.post(f"{base}/login", data={
+                "username": "admin", "password": "admin-secret-42", "csrf": _csrf(form)})
+            assert held.status_code == 429 and "too many failed" in held.text
     finally:
         stop_process(api.process)

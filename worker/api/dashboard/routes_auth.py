@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from worker.api.auth import FailureThrottle, Throttled
 from worker.api.dashboard import access
 from worker.api.dashboard.web import (
     HERE,
@@ -62,7 +63,15 @@ async def login(
     if not access.same_token(csrf, request.cookies.get(LOGIN_CSRF_COOKIE) or ""):
         return _login_page("The form expired; please try again.", status=403)
     pool = request.app.state.pool
+    # failed logins count with failed API keys per client address (worker/api/auth.py)
+    throttle: FailureThrottle = request.app.state.auth_throttle
+    address = request.client.host if request.client else "unknown"
+    try:
+        throttle.check(address)
+    except Throttled as exc:
+        return _login_page(exc.message, status=429)
     if not await access.verify_password(pool, username, password):
+        throttle.failed(address)
         return _login_page("Wrong username or password.", status=401)
     response = RedirectResponse(f"{PREFIX}/", status_code=303)
     _set_session(response, await access.open_session(pool, username))
