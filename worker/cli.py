@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_commands(sub, _HelpFormatter)
     add_ops_commands(sub, _HelpFormatter)
+    from worker.cli_users import add_commands as add_user_commands  # users (dashboard)
+
+    add_user_commands(sub, _HelpFormatter)
     return parser
 
 

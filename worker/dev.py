@@ -257,6 +257,9 @@ def run_dev(project_dir: Path, port: int, concurrency: int | None) -> int:
         console.line(f"secret key [bold]{keys['dev']}[/bold]  (TRIGGER_SECRET_KEY)")
         if pg is not None:
             console.line(f"tasks DB   [bold]{tasks_url}[/bold]  (TASKS_DATABASE_URL)")
+        from worker.api.dashboard.access import create_login_link
+
+        console.line(f"dashboard  [bold]{create_login_link(database_url, api_url)}[/bold]")
         os.environ["TRIGGER_API_URL"] = api_url
         os.environ["TRIGGER_SECRET_KEY"] = keys["dev"]
         if tasks_url:

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from worker.api import (
+    dashboard,
     guards,
     openapi_doc,
     routes_batches_v2,
@@ -155,4 +156,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_tasks.router)
     app.include_router(routes_traces.router)
     app.include_router(routes_metrics.router)
+    dashboard.mount(app)
     return app
