@@ -159,6 +159,8 @@ class WaitBody(BaseModel):
     seq: int = Field(ge=0)
     kind: str = Field(min_length=1, max_length=64)
     instance_id: str | None = None
+    #: the attempt doing the operation: refused once it has ended (journals are per attempt)
+    attempt_number: int | None = Field(default=None, ge=1)
     waitpoint_id: str | None = None
     #: DURATION waits: when the wait ends (ISO timestamp or duration from now)
     until: str | int | float | datetime | None = None
@@ -172,6 +174,7 @@ class JournalBody(BaseModel):
     key: str | None = Field(default=None, max_length=512)
     outcome: Any = None
     instance_id: str | None = None
+    attempt_number: int | None = Field(default=None, ge=1)
 
 
 class CheckpointBody(BaseModel):
@@ -201,6 +204,7 @@ async def wait(run_id: str, request: Request, env: Env) -> dict[str, Any]:
         until=until,
         idempotency_key=body.idempotency_key,
         idempotency_key_ttl=body.idempotency_key_ttl,
+        attempt_number=body.attempt_number,
     )
     return waitpoints.present(row)
 
@@ -230,6 +234,7 @@ async def journal(run_id: str, request: Request, env: Env) -> dict[str, Any]:
         body.kind,
         body.key,
         body.outcome,
+        body.attempt_number,
     )
     return {"seq": entry["seq"], "kind": entry["kind"], "key": entry["key"]}
 

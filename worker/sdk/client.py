@@ -336,6 +336,7 @@ async def trigger(task_id: str, payload: Any = None, **options: Any) -> RunHandl
         if entry is not None:
             return RunHandle(id=entry["outcome"]["id"], task_identifier=task_id, is_cached=True)
         wire["journalSeq"] = seq
+        wire["parentAttempt"] = durable.state().attempt_number
     body = b"{" + encode_payload(payload) + b',"options":' + orjson.dumps(wire)
     response = await request(
         "POST",

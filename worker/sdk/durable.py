@@ -1,11 +1,15 @@
 """Durable operations inside a run: the journal, in-place waits and checkpoints (design §5).
 
-Every durable operation of a run (a wait, a child trigger, a token, a memoised step) takes the
-next sequence number. A fresh run records each operation in the engine's journal; a resumed run
-*replays*: ``run`` starts over and each operation finds its recorded outcome at its position and
-returns it at once, until execution passes the last one. An operation that does not match the
-recorded one at its position (another kind, another child task, another step name) fails the
-run with NON_DETERMINISTIC.
+Every durable operation of an attempt (a wait, a child trigger, a token, a memoised step) takes
+the next sequence number. A fresh attempt records each operation in the engine's journal; a
+resumed attempt *replays*: ``run`` starts over and each operation finds its recorded outcome at
+its position and returns it at once, until execution passes the last one. An operation that
+does not match the recorded one at its position (another kind, another child task, another step
+name) fails the run with NON_DETERMINISTIC.
+
+Each attempt has its own journal (docs/run-states.md, "Retries and the journal"): a retry runs
+the task from the top and does every operation anew (waits wait again, children are triggered
+again, steps run again); idempotency keys are how an operation happens once across attempts.
 
 A wait on a token or a child is held in place for up to ``checkpoint_after`` seconds
 (``TRIGGER_CHECKPOINT_AFTER``, default 10): most children finish in milliseconds. Past that,
@@ -160,6 +164,7 @@ async def record(seq: int, kind: str, key: str | None, outcome: Any) -> None:
             "key": key,
             "outcome": outcome,
             "instance_id": run.instance_id,
+            "attempt_number": run.attempt_number,
         },
     )
 
@@ -217,7 +222,12 @@ async def block(
         if run.pause_clock:
             run.pause_clock()
         if entry is None or waitpoint_id is None:
-            body: dict[str, Any] = {"seq": seq, "kind": kind, "instance_id": run.instance_id}
+            body: dict[str, Any] = {
+                "seq": seq,
+                "kind": kind,
+                "instance_id": run.instance_id,
+                "attempt_number": run.attempt_number,
+            }
             if waitpoint_id is not None:
                 body["waitpoint_id"] = waitpoint_id
             else:

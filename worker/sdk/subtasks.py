@@ -1,7 +1,8 @@
 """Triggering from inside a run, durably: ``trigger_and_wait``, ``batch_trigger_and_wait``.
 
-Both journal the trigger in the parent (a replay after a checkpoint does not trigger again)
-and wait on the child's (or batch's) waitpoint, in place or across a checkpoint.
+Both journal the trigger in the parent's attempt (a replay after a checkpoint does not trigger
+again; a retry does, unless an idempotency key says otherwise) and wait on the child's (or
+batch's) waitpoint, in place or across a checkpoint.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ async def trigger_and_wait(task_id: str, payload: Any = None, **options: Any) ->
     seq, entry = durable.replayed("trigger_and_wait", task_id)
     if entry is None:
         wire = client.with_parent(client.wire_options(options))
-        wire.update(resumeParentOnCompletion=True, journalSeq=seq)
+        wire.update(
+            resumeParentOnCompletion=True,
+            journalSeq=seq,
+            parentAttempt=durable.state().attempt_number,
+        )
         body = b"{" + client.encode_payload(payload) + b',"options":' + orjson.dumps(wire) + b"}"
         response = await client.request(
             "POST",
@@ -96,7 +101,12 @@ async def batch_trigger_and_wait(items: list[dict[str, Any]]) -> BatchResult:
                 + b"}"
             )
         run = durable.state()
-        options = {"parentRunId": run.run_id, "resumeParentOnCompletion": True, "journalSeq": seq}
+        options = {
+            "parentRunId": run.run_id,
+            "resumeParentOnCompletion": True,
+            "journalSeq": seq,
+            "parentAttempt": run.attempt_number,
+        }
         body = b'{"items":[' + b",".join(parts) + b'],"options":' + orjson.dumps(options) + b"}"
         response = await client.request(
             "POST", "/api/v2/tasks/batch", content=body, idempotency_key=str(uuid.uuid4())
