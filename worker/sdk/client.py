@@ -68,9 +68,26 @@ def configure(
     _clients.clear()  # the next request builds a client with the new settings
 
 
+#: which of several comma-separated API URLs this process uses now (see :func:`_fail_over`)
+_url_index = 0
+
+
 def api_url() -> str:
+    """The API URL in use. ``TRIGGER_API_URL`` may list replicas, comma-separated: requests go
+    to one and move to the next when it cannot be reached."""
     url = _settings["api_url"] or os.environ.get("TRIGGER_API_URL") or DEFAULT_API_URL
-    return str(url).rstrip("/")
+    urls = [u.strip().rstrip("/") for u in str(url).split(",") if u.strip()] or [DEFAULT_API_URL]
+    return urls[_url_index % len(urls)]
+
+
+async def _fail_over() -> None:
+    """This loop's API could not be reached: use the next URL (if several) from now on."""
+    global _url_index
+    url = _settings["api_url"] or os.environ.get("TRIGGER_API_URL") or ""
+    if "," not in str(url):
+        return
+    _url_index += 1
+    await aclose()  # the next request builds a client for the next URL
 
 
 def _secret_key() -> str:
@@ -186,19 +203,19 @@ async def request(
     """Send one logical request (retrying as documented); return the 2xx response."""
     import httpx
 
-    client = _client()
     headers = {"content-type": "application/json"} if content is not None else {}
     if idempotency_key:
         headers[REQUEST_IDEMPOTENCY_HEADER] = idempotency_key
     for attempt in range(MAX_RETRIES + 1):
         response: httpx.Response | None = None
         try:
-            response = await client.request(
+            response = await _client().request(
                 method, path, content=content, params=params, headers=headers
             )
         except httpx.TransportError as exc:
             if attempt == MAX_RETRIES:
                 raise ApiError(0, f"cannot reach the API at {api_url()}: {exc!r}") from exc
+            await _fail_over()
         else:
             if response.status_code < 400:
                 return response
