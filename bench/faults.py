@@ -12,8 +12,8 @@ drain without faults, and the database is checked:
 - recorded twice: a run with more than one completed attempt;
 - false NON_DETERMINISTIC: a run or attempt whose error says NON_DETERMINISTIC (every task here
   is deterministic, so each one is false);
-- reconnect: after an API replica came back healthy, how long until a worker pointed at it
-  started its next attempt.
+- reconnect (measured after the drain, 3 times): API replica 0 is killed for 2.5 s while runs
+  queue up; once it is healthy again, how long until a worker pointed at it starts one.
 
 ``--code`` runs the API and the workers from another checkout (e.g. main's, for "before"); the
 database is migrated by that code too.
@@ -211,6 +211,7 @@ def _psql(url: str, code: Path, script: str) -> str:
     done = subprocess.run(
         [sys.executable, "-c", script],
         env=_env(code, DATABASE_URL=url),
+        cwd=code,  # `python -c` puts the working directory first on sys.path
         check=True,
         capture_output=True,
         text=True,
@@ -242,6 +243,28 @@ def _instances(conn: psycopg.Connection[Any], pids: list[int]) -> list[str]:
         "SELECT instance_id::text FROM workers WHERE (metadata->>'pid')::int = ANY(%s)", (pids,)
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def _reconnect_probe(
+    apis: list[Api], workers: list[Worker], url: str, client: httpx.Client, counts: Counts
+) -> None:
+    """Kill API 0 for 2.5 s while runs queue up through API 1 (whose only worker is frozen, so
+    the runs wait); once API 0 is healthy again, time how long its workers take to start one."""
+    others = [w for w in workers if w.api is not apis[0]]
+    for worker in others:
+        worker.signal(signal.SIGSTOP)
+    try:
+        apis[0].kill()
+        rng = random.Random(0)
+        for _ in range(10):
+            _trigger(client, rng, "quick")
+        time.sleep(2.5)
+        apis[0].start()
+        back = apis[0].wait_healthy()
+        _reconnect(url, [w for w in workers if w.api is apis[0]], back, counts)
+    finally:
+        for worker in others:
+            worker.signal(signal.SIGCONT)
 
 
 def _reconnect(url: str, workers: list[Worker], since: float, counts: Counts) -> None:
@@ -299,8 +322,7 @@ def _inject(
                 api.kill()
                 time.sleep(2.5)
                 api.start()
-                back = api.wait_healthy()
-                _reconnect(url, [w for w in workers if w.api is api], back, counts)
+                api.wait_healthy()
             counts.add(kind)
         finally:
             busy.clear()
@@ -308,8 +330,8 @@ def _inject(
     threading.Thread(target=later, daemon=True).start()
 
 
-def _trigger(client: httpx.Client, rng: random.Random) -> str:
-    kind = rng.choices(["nap", "parent", "quick"], weights=[4, 2, 4])[0]
+def _trigger(client: httpx.Client, rng: random.Random, kind: str | None = None) -> str:
+    kind = kind or rng.choices(["nap", "parent", "quick"], weights=[4, 2, 4])[0]
     payloads: dict[str, dict[str, Any]] = {
         "nap": {"raise": rng.random() < 0.3},
         "parent": {"child_fails": rng.random() < 0.3},
@@ -341,10 +363,14 @@ def _check(url: str, run_ids: list[str]) -> dict[str, Any]:
             (run_ids,),
         ).fetchall()
     statuses: dict[str, int] = {}
+    errors: dict[str, int] = {}
     lost = len(run_ids) - len(rows)
     twice = nondeterministic = 0
     for _, status, error, completed, attempt_errors in rows:
         statuses[status] = statuses.get(status, 0) + 1
+        if status != "COMPLETED_SUCCESSFULLY" and error:
+            message = str(json.loads(error).get("message", error))[:40]
+            errors[message] = errors.get(message, 0) + 1
         lost += status not in FINAL
         twice += completed > 1
         nondeterministic += "NON_DETERMINISTIC" in f"{error} {attempt_errors}"
@@ -354,6 +380,7 @@ def _check(url: str, run_ids: list[str]) -> dict[str, Any]:
         "lost": lost,
         "recorded_twice": twice,
         "false_non_deterministic": nondeterministic,
+        "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:8]),
     }
 
 
@@ -423,10 +450,12 @@ def main(argv: list[str] | None = None) -> int:
                     _inject(rng, apis, workers, counts, url, busy)
                     next_fault = now + args.interval
                 time.sleep(max(0.0, started + len(run_ids) / args.rate - time.monotonic()))
-        while busy.is_set():
-            time.sleep(0.1)
-        _drain(url, run_ids, args.drain)
-        result = _check(url, run_ids)
+            while busy.is_set():
+                time.sleep(0.1)
+            _drain(url, run_ids, args.drain)
+            result = _check(url, run_ids)
+            for _ in range(3):
+                _reconnect_probe(apis, workers, url, second, counts)
         result["faults"] = counts.faults
         if counts.reconnect_s:
             result["reconnect_s"] = {
