@@ -29,7 +29,7 @@ from tests.e2e.conftest import (
 TASKS = """
 import json, os, signal, time
 from pydantic import BaseModel
-from worker import task, schema_task, wait, step, batch, idempotency_keys
+from worker import task, schema_task, wait, step, batch, idempotency_keys, queue
 
 FAST_RETRY = {"max_attempts": 3, "min_timeout_ms": 100, "randomize": False}
 
@@ -115,6 +115,19 @@ async def numbered(payload, ctx):
 @task(id="echo")
 async def echo(payload, ctx):
     return payload
+
+
+solo = queue("solo", concurrency_limit=1)
+
+
+@task(id="solo-parent", queue=solo)
+async def solo_parent(payload, ctx):
+    return (await solo_child.trigger_and_wait(7)).unwrap()
+
+
+@task(id="solo-child", queue=solo)
+async def solo_child(payload, ctx):
+    return payload * 6
 
 
 @task(id="batch-parent", retry={"max_attempts": 1})
@@ -346,3 +359,17 @@ def test_a_waited_batch_with_a_refused_item_fails_clearly(
     assert "item 1 (numbered)" in error, error
     listed = client.get("/api/v1/runs", params={"filter[taskIdentifier]": "numbered,echo"})
     assert listed.json()["data"] == []
+
+
+def test_a_parent_whose_child_is_still_queued_checkpoints_at_once(
+    api_server: ApiServer, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """Parent and child share a limit-1 queue: the child cannot start while the parent holds
+    the slot. The parent sees its child still queued and checkpoints at once, instead of
+    holding the slot for ``checkpoint_after`` (an hour here: a deadlock until then)."""
+    project = _project(tmp_path, api_server)
+    workers.append(start_worker(project, TRIGGER_CHECKPOINT_AFTER="3600"))
+    client = project.client()
+    run = wait_final(client, trigger(client, "solo-parent"), timeout=30)
+    assert run["status"] == "COMPLETED", run
+    assert run["output"] == 42

@@ -92,6 +92,13 @@ def checkpoint_after() -> float:
     return float(os.environ.get("TRIGGER_CHECKPOINT_AFTER", "10"))
 
 
+#: a child that has not started this long after its trigger is queued (behind a concurrency
+#: limit, a delay, a missing version): the parent checkpoints at once instead of holding its
+#: executor and slot for ``checkpoint_after`` (which is what blocks a limit-1 queue)
+CHILD_START_PROBE_SECONDS = 0.5
+_NOT_STARTED = frozenset({"QUEUED", "DELAYED", "PENDING_VERSION"})
+
+
 async def _begin(ctx: Any) -> None:
     data = ctx.to_dict() if hasattr(ctx, "to_dict") else dict(ctx)
     journal = {int(e["seq"]): e for e in data.get("journal") or []}
@@ -202,8 +209,12 @@ async def block(
     idempotency_key: str | None = None,
     idempotency_key_ttl: str | None = None,
     checkpoint_now: bool = False,
+    child_run_id: str | None = None,
 ) -> WaitOutcome:
-    """Wait durably for a waitpoint: replayed, in place, or across a checkpoint."""
+    """Wait durably for a waitpoint: replayed, in place, or across a checkpoint.
+
+    With ``child_run_id`` (a wait for one child run) the run checkpoints as soon as that child
+    is seen still queued after :data:`CHILD_START_PROBE_SECONDS`."""
     run = state()
     if run.waiting:
         raise ConcurrentWaitError(
@@ -243,9 +254,22 @@ async def block(
             done = None
         assert waitpoint_id is not None
         deadline = time.monotonic() + (0 if checkpoint_now else checkpoint_after())
+        probe_at = (
+            time.monotonic() + CHILD_START_PROBE_SECONDS
+            if child_run_id is not None and deadline - time.monotonic() > CHILD_START_PROBE_SECONDS
+            else None
+        )
         while done is None:
+            if probe_at is not None and time.monotonic() >= probe_at:
+                probe_at = None
+                assert child_run_id is not None
+                child = await _get(f"/api/v3/runs/{child_run_id}", {})
+                if child.get("status") in _NOT_STARTED:
+                    deadline = time.monotonic()  # checkpoint now
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if probe_at is not None:
+                remaining = min(remaining, max(0.0, probe_at - time.monotonic()))
+            if deadline - time.monotonic() <= 0:
                 suspended = await _post(
                     f"/engine/v1/runs/{run.run_id}/checkpoint",
                     {

@@ -74,7 +74,12 @@ async def trigger_and_wait(task_id: str, payload: Any = None, **options: Any) ->
     else:
         run_id, waitpoint_id = entry["outcome"]["id"], entry["outcome"]["waitpointId"]
     done = await durable.block(
-        seq, entry, "trigger_and_wait", {"type": "task", "runId": run_id}, waitpoint_id=waitpoint_id
+        seq,
+        entry,
+        "trigger_and_wait",
+        {"type": "task", "runId": run_id},
+        waitpoint_id=waitpoint_id,
+        child_run_id=run_id,
     )
     value = decode_output(done.output, done.output_type)
     if done.is_error:
