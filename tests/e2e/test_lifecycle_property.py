@@ -122,11 +122,12 @@ def _kill_an_executor(rng: random.Random, worker: WorkerProcess) -> bool:
     return False
 
 
-@pytest.mark.parametrize("seed", [11, 29])
+@pytest.mark.parametrize("seed", [161, 85])
 def test_random_lifecycles_keep_the_invariants(
     api_server: ApiServer, tmp_path: Path, workers: list[WorkerProcess], seed: int
 ) -> None:
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # the sequence of actions: the same whatever their effects
+    pick = random.Random(seed + 1)  # which executor to kill (how many there are varies)
     project = make_project(tmp_path, api_server, {"tasks.py": TASKS})
     worker = start_worker(project, concurrency=4, TRIGGER_CHECKPOINT_AFTER="0.3")
     workers.append(worker)
@@ -160,7 +161,7 @@ def test_random_lifecycles_keep_the_invariants(
             assert reply.status_code == 200, reply.text
             programs[reply.json()["id"]] = programs[original]
         elif action == "kill" and kills < 3:
-            kills += _kill_an_executor(rng, worker)
+            kills += _kill_an_executor(pick, worker)
         else:
             action = "nothing"
         done[action] = done.get(action, 0) + 1
@@ -180,7 +181,6 @@ def test_random_lifecycles_keep_the_invariants(
         time.sleep(0.3)
 
     details = {r: client.get(f"/api/v3/runs/{r}").json() for r in programs}
-    print(seed, done, {r: (programs[r], d["status"], d["attemptCount"]) for r, d in details.items()})
     for run_id, run in details.items():
         text = json.dumps(run)
         assert "NON_DETERMINISTIC" not in text, run
