@@ -24,6 +24,9 @@ from worker.engine.keys import create_project
 from worker.engine.migrate import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
+# The server's encryption key (worker/engine/secret_box.py), for this process (which registers
+# keys) and the API processes it starts.
+os.environ.setdefault("TRIGGER_ENCRYPTION_KEY", "7e" * 32)
 
 
 def _server_url() -> tuple[str, object | None]:

@@ -26,17 +26,23 @@ from worker.sdk.task import Queue, Task, queue, schema_task, task
 
 if TYPE_CHECKING:
     from worker.sdk import idempotency_keys as idempotency_keys
+    from worker.sdk.ai import ai
+    from worker.sdk.alerts import alerts
     from worker.sdk.auth import auth
+    from worker.sdk.background import heartbeats, wait_until
     from worker.sdk.client import BatchHandle, RunHandle, configure
     from worker.sdk.config import define_config
     from worker.sdk.context import locals
     from worker.sdk.metadata import metadata
     from worker.sdk.queues import queues
     from worker.sdk.realtime import streams
+    from worker.sdk.retry import retry
     from worker.sdk.runs import Run, runs
     from worker.sdk.schedules import ScheduledPayload, schedules
-    from worker.sdk.subtasks import SubtaskUnwrapError
+    from worker.sdk.subtasks import SubtaskUnwrapError, TaskRunResult
+    from worker.sdk.tags import tags
     from worker.sdk.tasks_api import batch, tasks
+    from worker.sdk.usage import usage
     from worker.sdk.wait import WaitpointTimeoutError, step, wait
 
 #: public name -> module that defines it (imported on first access)
@@ -61,6 +67,14 @@ _LAZY = {
     "step": "worker.sdk.wait",
     "WaitpointTimeoutError": "worker.sdk.wait",
     "SubtaskUnwrapError": "worker.sdk.subtasks",
+    "TaskRunResult": "worker.sdk.subtasks",
+    "tags": "worker.sdk.tags",
+    "retry": "worker.sdk.retry",
+    "usage": "worker.sdk.usage",
+    "ai": "worker.sdk.ai",
+    "alerts": "worker.sdk.alerts",
+    "wait_until": "worker.sdk.background",
+    "heartbeats": "worker.sdk.background",
 }
 
 __all__ = [
@@ -80,25 +94,33 @@ __all__ = [
     "SubtaskUnwrapError",
     "Task",
     "TaskRunCanceledError",
+    "TaskRunResult",
     "WaitpointTimeoutError",
+    "ai",
+    "alerts",
     "auth",
     "batch",
     "configure",
     "define_config",
+    "heartbeats",
     "idempotency_keys",
     "locals",
     "logger",
     "metadata",
     "queue",
     "queues",
+    "retry",
     "runs",
     "schedules",
     "schema_task",
     "step",
     "streams",
+    "tags",
     "task",
     "tasks",
+    "usage",
     "wait",
+    "wait_until",
 ]
 
 

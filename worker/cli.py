@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="register this prod key instead of generating one (env TRIGGER_PROD_SECRET_KEY)",
     )
     create.set_defaults(func=cmd_project_create)
+
+    from worker.cli_deploy import add_commands  # login, whoami, deploy
+
+    add_commands(sub)
     return parser
 
 

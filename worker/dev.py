@@ -16,6 +16,7 @@ import httpx
 import uvloop
 
 from worker.console import DevConsole
+from worker.engine import secret_box
 from worker.engine.keys import create_project
 from worker.engine.migrate import migrate
 
@@ -32,8 +33,22 @@ def embedded_database(project_dir: Path) -> tuple[str, Any]:
     return server.get_uri(), server
 
 
+def dev_encryption_key(project_dir: Path) -> None:
+    """Set ``TRIGGER_ENCRYPTION_KEY`` (worker/engine/secret_box.py) unless the environment has
+    one: generated once and kept in ``.trigger/encryption.key``."""
+    if os.environ.get(secret_box.ENV_VAR):
+        return
+    path = project_dir / STATE_DIR / "encryption.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secret_box.new_key())
+        path.chmod(0o600)
+    os.environ[secret_box.ENV_VAR] = path.read_text().strip()
+
+
 def dev_keys(project_dir: Path, database_url: str, project_ref: str) -> dict[str, str]:
     """The project's keys, kept in ``.trigger/keys.json`` so they survive restarts."""
+    dev_encryption_key(project_dir)
     path = project_dir / STATE_DIR / "keys.json"
     saved: dict[str, str] = {}
     if path.exists():

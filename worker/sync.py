@@ -78,8 +78,8 @@ class _Batch:
     def trigger(self, items: list[dict[str, Any]], **options: Any) -> BatchHandle:
         return _run(_tasks.batch.trigger(items, **options))
 
-    def trigger_by_task(self, task_id: str, items: list[Any], **options: Any) -> BatchHandle:
-        return _run(_tasks.batch.trigger_by_task(task_id, items, **options))
+    def trigger_by_task(self, items: list[dict[str, Any]], **options: Any) -> BatchHandle:
+        return _run(_tasks.batch.trigger_by_task(items, **options))
 
     def retrieve(self, batch_id: str | BatchHandle) -> Batch:
         return _run(_tasks.batch.retrieve(batch_id))

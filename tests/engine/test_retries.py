@@ -73,6 +73,31 @@ def test_out_of_memory_retries_on_the_bigger_machine(
     assert client.get(f"/api/v3/runs/{run_id}").json()["status"] == "CRASHED"
 
 
+def test_out_of_memory_moves_machine_even_without_max_attempts(
+    env: tuple[httpx.Client, str], api_server: ApiServer
+) -> None:
+    """Trigger.dev retries an OOM on the named machine whatever the run's max_attempts (none
+    here, or used up), with the delay of the retry options over the defaults."""
+    client, key = env
+    retry = {"out_of_memory": {"machine": "medium-1x"}, "min_timeout_ms": 20, "randomize": False}
+    worker = ProtocolWorker(api_server.url, key, ["greedy"], retry=retry, machine="small-1x")
+    oom = {"type": "INTERNAL_ERROR", "code": "TASK_PROCESS_OOM_KILLED", "message": "rss"}
+    run_id = _trigger(client, "greedy")
+    [first] = worker.dequeue()
+    assert worker.complete(first, ok=False, error=oom)["outcome"] == "RETRY_QUEUED"
+    [second] = worker.dequeue(wait_ms=5000)
+    assert second["machine"] == "medium-1x" and second["attempt_number"] == 2
+    assert worker.complete(second, ok=False, error=oom)["status"] == "CRASHED"
+    # a run whose one attempt is used up still moves
+    capped = client.post(
+        "/api/v1/tasks/greedy/trigger", json={"payload": 1, "options": {"maxAttempts": 1}}
+    ).json()["id"]
+    [only] = worker.dequeue()
+    assert only["run_id"] == capped
+    assert worker.complete(only, ok=False, error=oom)["outcome"] == "RETRY_QUEUED"
+    assert client.get(f"/api/v3/runs/{run_id}").json()["status"] == "CRASHED"
+
+
 def test_heartbeat_says_which_lost_runs_were_canceled(
     env: tuple[httpx.Client, str], api_server: ApiServer
 ) -> None:

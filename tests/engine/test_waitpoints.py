@@ -95,7 +95,12 @@ def test_a_run_waiting_on_a_token_checkpoints_and_resumes(
     token = client.post("/api/v1/waitpoints/tokens", json={}).json()
     wait = client.post(
         f"/engine/v1/runs/{run_id}/wait",
-        json={"seq": 0, "kind": "wait_token", "waitpoint_id": token["id"]},
+        json={
+            "seq": 0,
+            "instance_id": worker.instance_id,
+            "kind": "wait_token",
+            "waitpoint_id": token["id"],
+        },
     ).json()
     assert wait["status"] == "WAITING"
     assert _checkpoint(client, worker, run)
@@ -124,7 +129,12 @@ def test_completed_before_checkpoint_means_no_suspend(
     token = client.post("/api/v1/waitpoints/tokens", json={}).json()
     client.post(
         f"/engine/v1/runs/{run_id}/wait",
-        json={"seq": 0, "kind": "wait_token", "waitpoint_id": token["id"]},
+        json={
+            "seq": 0,
+            "instance_id": worker.instance_id,
+            "kind": "wait_token",
+            "waitpoint_id": token["id"],
+        },
     )
     client.post(f"/api/v1/waitpoints/tokens/{token['id']}/complete", json={"data": 1})
     polled = client.get(f"/engine/v1/waitpoints/{token['id']}/wait", params={"timeout_ms": 100})
@@ -142,7 +152,13 @@ def test_duration_wait_resumes_after_its_time(
     [run] = worker.dequeue()
     wp = client.post(
         f"/engine/v1/runs/{run_id}/wait",
-        json={"seq": 0, "kind": "wait_duration", "until": "1s", "idempotency_key": "nap"},
+        json={
+            "seq": 0,
+            "instance_id": worker.instance_id,
+            "kind": "wait_duration",
+            "until": "1s",
+            "idempotency_key": "nap",
+        },
     ).json()
     assert wp["type"] == "DURATION"
     assert _checkpoint(client, worker, run)
@@ -153,7 +169,13 @@ def test_duration_wait_resumes_after_its_time(
     # an idempotent wait that already happened does not wait again
     again = client.post(
         f"/engine/v1/runs/{run_id}/wait",
-        json={"seq": 1, "kind": "wait_duration", "until": "1h", "idempotency_key": "nap"},
+        json={
+            "seq": 1,
+            "instance_id": worker.instance_id,
+            "kind": "wait_duration",
+            "until": "1h",
+            "idempotency_key": "nap",
+        },
     ).json()
     assert again["id"] == wp["id"] and again["status"] == "COMPLETED"
 
@@ -235,17 +257,35 @@ def test_a_different_operation_at_a_journal_position_is_refused(
     worker.dequeue()
     first = client.post(
         f"/engine/v1/runs/{run_id}/journal",
-        json={"seq": 0, "kind": "step", "key": "charge", "outcome": 42},
+        json={
+            "seq": 0,
+            "instance_id": worker.instance_id,
+            "kind": "step",
+            "key": "charge",
+            "outcome": 42,
+        },
     )
     assert first.status_code == 200
     same = client.post(
         f"/engine/v1/runs/{run_id}/journal",
-        json={"seq": 0, "kind": "step", "key": "charge", "outcome": 43},
+        json={
+            "seq": 0,
+            "instance_id": worker.instance_id,
+            "kind": "step",
+            "key": "charge",
+            "outcome": 43,
+        },
     )
     assert same.status_code == 200
     other = client.post(
         f"/engine/v1/runs/{run_id}/journal",
-        json={"seq": 0, "kind": "step", "key": "refund", "outcome": 1},
+        json={
+            "seq": 0,
+            "instance_id": worker.instance_id,
+            "kind": "step",
+            "key": "refund",
+            "outcome": 1,
+        },
     )
     assert other.status_code == 409
     assert "NON_DETERMINISTIC" in other.json()["error"] and "charge" in other.json()["error"]

@@ -15,11 +15,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from worker.api import (
+    guards,
+    openapi_doc,
+    routes_batches_v2,
+    routes_envvars,
     routes_metadata,
     routes_public,
     routes_queues,
     routes_realtime,
     routes_schedules,
+    routes_sdk,
     routes_waitpoints,
     routes_worker,
 )
@@ -31,10 +36,12 @@ from worker.engine.leases import LeaseSettings
 from worker.engine.migrate import migrate
 from worker.engine.notifier import Notifier
 from worker.engine.realtime import RealtimeHub
+from worker.engine.services.alerter import AlertSettings, run_alerter
 from worker.engine.services.cron_trigger import run_cron_trigger
 from worker.engine.services.expirer import run_expirer
 from worker.engine.services.rescuer import run_rescuer
 from worker.engine.services.scheduler import run_scheduler
+from worker.engine.services.versions import run_version_sweep
 from worker.engine.services.waitpoint_timer import run_waitpoint_timer
 
 log = logging.getLogger(__name__)
@@ -60,13 +67,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.notifier.start()
         app.state.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
         app.state.key_cache = {}
+        app.state.public_url = settings.public_url
         app.state.realtime = RealtimeHub(settings.database_url)  # connects on first subscriber
+        app.state.electric = None  # shape-protocol change logs, made on first use
         services = [
             asyncio.create_task(run_rescuer(app.state.pool, settings.rescuer_interval)),
             asyncio.create_task(run_scheduler(app.state.pool, settings.scheduler_max_sleep)),
             asyncio.create_task(run_expirer(app.state.pool, settings.expirer_interval)),
             asyncio.create_task(run_waitpoint_timer(app.state.pool, settings.scheduler_max_sleep)),
             asyncio.create_task(run_cron_trigger(app.state.pool)),
+            asyncio.create_task(run_version_sweep(app.state.pool, settings.rescuer_interval)),
+            asyncio.create_task(run_alerter(app.state.pool, AlertSettings.from_env())),
         ]
         try:
             yield
@@ -77,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await service
             await app.state.notifier.stop()
+            if getattr(app.state, "electric", None) is not None:
+                await app.state.electric.stop()
             await app.state.realtime.stop()
             await app.state.pool.close()
 
@@ -86,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
     )
+
+    guards.install(app)
+    app.openapi = lambda: openapi_doc.build(app)  # type: ignore[method-assign]
 
     @app.exception_handler(EngineError)
     async def engine_error(_: Request, exc: EngineError) -> ORJSONResponse:
@@ -115,4 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_realtime.router)
     app.include_router(routes_queues.router)
     app.include_router(routes_waitpoints.router)
+    app.include_router(routes_sdk.router)
+    app.include_router(routes_batches_v2.router)
+    app.include_router(routes_envvars.router)
     return app

@@ -10,12 +10,16 @@ from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
-from worker.api.presenters import present_run
+from worker.api.presenters import present_list_item, present_run
+from worker.api.related_runs import related_runs
+from worker.api.routes_realtime import principal
+from worker.api.routes_sdk import Auth, trigger_permission
 from worker.common.statuses import INTERNAL_STATUSES
 from worker.engine import public_tokens, runs, triggering
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.models import BatchBody, BatchItem, TriggerBody, parse_duration, parse_when
+from worker.engine.public_tokens import Forbidden
 
 router = APIRouter()
 Env = Annotated[Environment, Depends(authenticate)]
@@ -28,9 +32,10 @@ def _request_key(request: Request) -> str | None:
 
 @router.post("/api/v1/tasks/{task_id}/trigger")
 async def trigger_task(
-    task_id: str, request: Request, response: Response, env: Env
+    task_id: str, request: Request, response: Response, who: Auth
 ) -> dict[str, Any]:
     body = await read_model(request, TriggerBody)
+    env = await trigger_permission(request, who, task_id, options=(body.options,))
     key = request.headers.get("idempotency-key")
     if key and body.options.idempotency_key is None:
         body.options.idempotency_key = key
@@ -45,8 +50,10 @@ async def trigger_task(
 
 
 @router.post("/api/v1/tasks/{task_id}/batch")
-async def batch_trigger_task(task_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[str, Any]:
     body = await read_model(request, BatchBody)
+    env = await trigger_permission(request, who, task_id, batch=True,
+                                   options=(body.options, *(i.options for i in body.items)))
     items = [item.model_copy(update={"task": task_id}) for item in body.expanded_items()]
     return await triggering.batch_trigger(
         request.app.state.pool, env, items, _request_key(request), body.options
@@ -54,11 +61,13 @@ async def batch_trigger_task(task_id: str, request: Request, env: Env) -> dict[s
 
 
 @router.post("/api/v2/tasks/batch")
-async def batch_trigger(request: Request, env: Env) -> dict[str, Any]:
+async def batch_trigger(request: Request, who: Auth) -> dict[str, Any]:
     body = await read_model(request, BatchBody)
     missing = [i for i, item in enumerate(body.items) if not item.task]
     if missing:
         raise EngineError(f"items {missing} have no 'task': each item names the task to run")
+    env = await trigger_permission(request, who, [str(i.task) for i in body.items], batch=True,
+                                   options=(body.options, *(i.options for i in body.items)))
     items: list[BatchItem] = body.expanded_items()
     return await triggering.batch_trigger(
         request.app.state.pool, env, items, _request_key(request), body.options
@@ -71,8 +80,15 @@ async def retrieve_batch(batch_id: str, request: Request, env: Env) -> dict[str,
 
 
 @router.get("/api/v3/runs/{run_id}")
-async def retrieve_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
-    return present_run(await runs.retrieve(request.app.state.pool, env, run_id))
+async def retrieve_run(run_id: str, request: Request) -> dict[str, Any]:
+    """The secret key, or a public access token that may read this run (the ``x-trigger-jwt``
+    of its trigger, or one made by ``auth.createPublicToken``)."""
+    who = await principal(request)
+    row = await runs.retrieve(request.app.state.pool, who.env, run_id)
+    if not who.can_read_run(row):
+        raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
+    row["related_runs"] = await related_runs(request.app.state.pool, who.env, row)
+    return present_run(row)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -95,37 +111,50 @@ async def list_runs(request: Request, env: Env) -> dict[str, Any]:
     if not 1 <= limit <= 100:
         raise EngineError("page[size] must be an integer between 1 and 100")
     after = None
-    if cursor := query.get("page[after]"):
+    cursor = query.get("page[after]")
+    if cursor:
         after = await _cursor_of(request, env, cursor)
     created_from, created_to = _created_range(query)
+    is_test = query.get("filter[isTest]")
     rows = await runs.list_runs(
         request.app.state.pool,
         env,
         statuses=statuses,
         task_ids=_csv(query.get("filter[taskIdentifier]")),
-        tag=query.get("filter[tag]"),
+        tags=_csv(query.get("filter[tag]")),
         batch_id=query.get("filter[batch]"),
-        queue=query.get("filter[queue]"),
-        version=query.get("filter[version]"),
+        queues=_csv(query.get("filter[queue]")),
+        versions=_csv(query.get("filter[version]")),
+        is_test=None if is_test is None else is_test.lower() == "true",
         created_from=created_from,
         created_to=created_to,
         after=after,
         limit=limit + 1,
     )
     page = rows[:limit]
+    pagination: dict[str, str] = {}  # "next" is absent on the last page (not null)
+    if len(rows) > limit:
+        pagination["next"] = page[-1]["id"]
+    if cursor:
+        pagination["previous"] = cursor
     return {
-        "data": [present_run(r, full=False) for r in page],
-        "pagination": {"next": page[-1]["id"] if len(rows) > limit else None},
+        "data": [present_list_item(r, env.id, env.slug) for r in page],
+        "pagination": pagination,
     }
 
 
 def _timestamp(name: str, value: str | None) -> datetime | None:
+    """ISO-8601, or milliseconds since the epoch (what Trigger.dev's SDK sends)."""
     if value is None:
         return None
+    if value.isdigit():
+        return datetime.fromtimestamp(int(value) / 1000, UTC)
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise EngineError(f"{name} must be an ISO-8601 timestamp, got {value!r}") from None
+        raise EngineError(
+            f"{name} must be an ISO-8601 timestamp or epoch milliseconds, got {value!r}"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 

@@ -4,6 +4,7 @@ default queue by the task id)."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
@@ -11,52 +12,97 @@ from pydantic import BaseModel, Field
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
 from worker.engine import queues
+from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 
 router = APIRouter(prefix="/api/v1/queues")
 Env = Annotated[Environment, Depends(authenticate)]
 
 
-def _name(name: str, request: Request) -> str:
-    return f"task/{name}" if request.query_params.get("type") == "task" else name
+def _name(name: str, kind: str | None) -> str:
+    """The queue's full name. Trigger.dev's SDK encodes a ``/`` in a name twice (``%252F``)
+    and says what the name is with ``type``: ``task`` (a task id), ``custom``, or ``id``."""
+    name = unquote(name)
+    return f"task/{name}" if kind == "task" and not name.startswith("task/") else name
+
+
+def _sdk(queue: dict[str, Any]) -> dict[str, Any]:
+    """Trigger.dev's ``QueueItem``: a task queue is named by its task id; when the override
+    was made is not tracked (null)."""
+    if queue["type"] == "task":
+        queue["name"] = queue["name"].removeprefix("task/")
+    queue["concurrency"].update(overriddenAt=None, overriddenBy=None)
+    return queue
 
 
 class PauseBody(BaseModel):
     action: Literal["pause", "resume"]
+    type: Literal["task", "custom", "id"] | None = None
 
 
 class OverrideBody(BaseModel):
     concurrency_limit: int = Field(alias="concurrencyLimit", ge=0, le=100_000)
+    type: Literal["task", "custom", "id"] | None = None
+
+
+class ResetBody(BaseModel):
+    type: Literal["task", "custom", "id"] | None = None
+
+
+def _int(request: Request, name: str, default: int) -> int:
+    try:
+        value = int(request.query_params.get(name, default))
+    except ValueError:
+        raise EngineError(f"{name} must be a positive integer") from None
+    if value < 1:
+        raise EngineError(f"{name} must be a positive integer")
+    return value
 
 
 @router.get("")
 async def list_queues(request: Request, env: Env) -> dict[str, Any]:
-    return {"data": await queues.list_queues(request.app.state.pool, env)}
+    """``?page=1&perPage=25`` (the whole list when neither is given)."""
+    found = await queues.list_queues(request.app.state.pool, env)
+    page = _int(request, "page", 1)
+    per_page = _int(request, "perPage", max(len(found), 1))
+    items = found[(page - 1) * per_page : page * per_page]
+    return {
+        "data": [_sdk(q) for q in items],
+        "pagination": {
+            "currentPage": page,
+            "totalPages": max(1, -(-len(found) // per_page)),
+            "count": len(found),
+        },
+    }
 
 
 @router.post("/{name:path}/pause")
 async def pause(name: str, request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, PauseBody)
-    queue = _name(name, request)
+    queue = _name(name, body.type or request.query_params.get("type"))
     await queues.set_paused(request.app.state.pool, env, queue, body.action == "pause")
-    return await queues.retrieve(request.app.state.pool, env, queue)
+    return _sdk(await queues.retrieve(request.app.state.pool, env, queue))
 
 
 @router.post("/{name:path}/concurrency/override")
 async def override(name: str, request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, OverrideBody)
-    queue = _name(name, request)
+    queue = _name(name, body.type or request.query_params.get("type"))
     await queues.override_limit(request.app.state.pool, env, queue, body.concurrency_limit)
-    return await queues.retrieve(request.app.state.pool, env, queue)
+    return _sdk(await queues.retrieve(request.app.state.pool, env, queue))
 
 
 @router.post("/{name:path}/concurrency/reset")
 async def reset(name: str, request: Request, env: Env) -> dict[str, Any]:
-    queue = _name(name, request)
+    kind = request.query_params.get("type")
+    if await request.body():
+        kind = (await read_model(request, ResetBody)).type or kind
+    queue = _name(name, kind)
     await queues.override_limit(request.app.state.pool, env, queue, None)
-    return await queues.retrieve(request.app.state.pool, env, queue)
+    return _sdk(await queues.retrieve(request.app.state.pool, env, queue))
 
 
 @router.get("/{name:path}")
 async def retrieve(name: str, request: Request, env: Env) -> dict[str, Any]:
-    return await queues.retrieve(request.app.state.pool, env, _name(name, request))
+    queue = _name(name, request.query_params.get("type"))
+    return _sdk(await queues.retrieve(request.app.state.pool, env, queue))

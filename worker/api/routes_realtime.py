@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
+from worker.api import routes_electric
 from worker.api.auth import AuthError, authenticate
 from worker.api.bodies import read_json
 from worker.api.presenters import present_run
@@ -153,13 +154,17 @@ def _streaming(body: AsyncIterator[bytes]) -> StreamingResponse:
 
 
 @router.get("/realtime/v1/runs/{run_id}")
-async def subscribe_run(run_id: str, request: Request, who: Auth) -> StreamingResponse:
+async def subscribe_run(run_id: str, request: Request, who: Auth) -> Response:
     pool = request.app.state.pool
     first = await realtime.run_row(pool, who.env, run_id)
     if first is None:
         raise NotFound(f"run {run_id!r} not found in the {who.env.slug} environment")
     if not who.can_read_run(first):
         raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
+    if "offset" in request.query_params:  # Trigger.dev's SDK: ElectricSQL's shape protocol
+        return await routes_electric.serve(
+            request, who, routes_electric.run_shape(request, who, run_id)
+        )
 
     async def snapshot() -> list[dict[str, Any]]:
         row = await realtime.run_row(pool, who.env, run_id)
@@ -178,8 +183,10 @@ async def subscribe_run(run_id: str, request: Request, who: Auth) -> StreamingRe
 
 
 @router.get("/realtime/v1/runs")
-async def subscribe_tag(request: Request, who: Auth) -> StreamingResponse:
+async def subscribe_tag(request: Request, who: Auth) -> Response:
     """``?tags=a`` (one tag); ``&stopWhenFinished=true`` ends once every run seen is final."""
+    if "offset" in request.query_params:  # Trigger.dev's SDK: ElectricSQL's shape protocol
+        return await routes_electric.serve(request, who, routes_electric.tag_shape(request, who))
     tag = request.query_params.get("tags") or request.query_params.get("tag")
     if not tag or "," in tag:
         raise EngineError("pass exactly one tag: /realtime/v1/runs?tags=<tag>")
@@ -204,10 +211,14 @@ async def subscribe_tag(request: Request, who: Auth) -> StreamingResponse:
 
 
 @router.get("/realtime/v1/batches/{batch_id}")
-async def subscribe_batch(batch_id: str, request: Request, who: Auth) -> StreamingResponse:
+async def subscribe_batch(batch_id: str, request: Request, who: Auth) -> Response:
     who.require("read:runs", f"read:batch:{batch_id}")
     pool = request.app.state.pool
     await realtime.batch_runs(pool, who.env, batch_id)  # 404 before the stream starts
+    if "offset" in request.query_params:  # Trigger.dev's SDK: ElectricSQL's shape protocol
+        return await routes_electric.serve(
+            request, who, routes_electric.batch_shape(request, who, batch_id)
+        )
     return _streaming(
         _run_events(
             request,
@@ -307,9 +318,17 @@ async def create_public_token(request: Request, who: Auth) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise EngineError('body must be {"scopes": [...], "expirationTime": "15m"}')
     created = await public_tokens.create_token(
-        request.app.state.pool, who.env, body.get("scopes"), body.get("expirationTime")
+        request.app.state.pool, who.env, body.get("scopes"), body.get("expirationTime"),
+        one_time=body.get("oneTimeUse") is True,
     )
     return {"token": created["token"], "expiresAt": created["claims"]["exp"]}
+
+
+@router.post("/api/v1/auth/jwt/claims")
+async def jwt_claims_to_sign(who: Auth) -> dict[str, Any]:
+    """The claims Trigger.dev's SDK signs into a public token with the secret key."""
+    secret_key_only(who)
+    return {"sub": who.env.id, "pub": True}
 
 
 @router.get("/api/v1/auth/jwt/claims")

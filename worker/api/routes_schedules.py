@@ -63,6 +63,7 @@ async def deactivate_schedule(schedule_id: str, request: Request, env: Env) -> d
 
 
 @router.get("/timezones")
-async def list_timezones(request: Request, env: Env) -> dict[str, Any]:
+async def list_timezones(request: Request) -> dict[str, Any]:
+    """Public, as in Trigger.dev (its SDK sends no key): the IANA names are no secret."""
     exclude = request.query_params.get("excludeUtc", "false").lower() == "true"
     return {"timezones": timezones(exclude_utc=exclude)}

@@ -12,20 +12,39 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from worker.api.auth import authenticate
-from worker.api.bodies import MAX_BODY_BYTES, read_json, read_model
+from worker.api.bodies import read_body, read_json, read_model
+from worker.api.presenters_tokens import present_token
 from worker.api.routes_realtime import principal
+from worker.common.limits import check_text
 from worker.engine import public_tokens, waitpoints
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.keys import Environment
-from worker.engine.models import MAX_PAYLOAD_BYTES, MAX_TAGS, parse_when
+from worker.engine.models import (
+    MAX_PAYLOAD_BYTES,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    parse_duration,
+    parse_when,
+)
 from worker.engine.public_tokens import Principal
 
 router = APIRouter()
 Env = Annotated[Environment, Depends(authenticate)]
 Who = Annotated[Principal, Depends(principal)]
+
+def public_base_url(request: Request) -> str:
+    """Where clients reach this API: TRIGGER_PUBLIC_URL, else the address the server listens
+    on. Never the request's Host header, which the caller controls."""
+    configured: str | None = getattr(request.app.state, "public_url", None)
+    if configured:
+        return configured
+    host, port = request.scope.get("server") or ("127.0.0.1", 3030)
+    host = f"[{host}]" if ":" in str(host) else host
+    return f"http://{host}:{port}"
+
 
 #: lifetime of the public token returned with a new waitpoint token
 TOKEN_EXPIRY = "24h"
@@ -57,6 +76,12 @@ async def create_token(request: Request, env: Env) -> dict[str, Any]:
     tags = [body.tags] if isinstance(body.tags, str) else body.tags
     if len(tags) > MAX_TAGS:
         raise EngineError(f"at most {MAX_TAGS} tags per waitpoint token")
+    for tag in tags:  # the same rule as run tags
+        if not 1 <= len(tag) <= MAX_TAG_LENGTH:
+            raise EngineError(f"each waitpoint tag must be 1..{MAX_TAG_LENGTH} characters")
+        check_text(tag, "a waitpoint tag", MAX_TAG_LENGTH)
+    if body.idempotency_key is not None:
+        check_text(body.idempotency_key, "idempotencyKey")
     try:
         row, cached = await waitpoints.create_token(
             request.app.state.pool,
@@ -68,7 +93,7 @@ async def create_token(request: Request, env: Env) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise EngineError(str(exc)) from None
-    base = str(request.base_url).rstrip("/")
+    base = public_base_url(request)
     token = await public_tokens.create_token(
         request.app.state.pool, env, [f"write:waitpoints:{row['id']}"], TOKEN_EXPIRY
     )
@@ -107,10 +132,15 @@ async def list_tokens(request: Request, env: Env) -> dict[str, Any]:
         limit=limit + 1,
     )
     page = rows[:limit]
-    return {
-        "data": [waitpoints.present(r) for r in page],
-        "pagination": {"next": page[-1]["id"] if len(rows) > limit else None},
-    }
+    base = str(request.base_url).rstrip("/")
+    pool = request.app.state.pool
+    data = [
+        present_token(r, await waitpoints.callback_url(pool, env, base, r["id"])) for r in page
+    ]
+    pagination: dict[str, str] = {}  # "next" is absent on the last page (not null)
+    if len(rows) > limit:
+        pagination["next"] = page[-1]["id"]
+    return {"data": data, "pagination": pagination}
 
 
 @router.get("/api/v1/waitpoints/tokens/{waitpoint_id}")
@@ -118,7 +148,9 @@ async def retrieve_token(waitpoint_id: str, request: Request, env: Env) -> dict[
     row = await waitpoints.get(request.app.state.pool, env, waitpoint_id)
     if row["type"] != "TOKEN":
         raise NotFound(f"waitpoint token {waitpoint_id!r} not found in this environment")
-    return waitpoints.present(row)
+    base = str(request.base_url).rstrip("/")
+    url = await waitpoints.callback_url(request.app.state.pool, env, base, row["id"])
+    return present_token(row, url)
 
 
 @router.post("/api/v1/waitpoints/tokens/{waitpoint_id}/complete")
@@ -143,8 +175,8 @@ async def token_callback(waitpoint_id: str, digest: str, request: Request) -> An
         env = await waitpoints.verify_callback(request.app.state.pool, waitpoint_id, digest)
     except PermissionError:
         return JSONResponse({"error": "invalid callback URL signature"}, status_code=401)
-    raw = await request.body()
-    if len(raw) > min(MAX_BODY_BYTES, MAX_PAYLOAD_BYTES):
+    raw = await read_body(request)
+    if len(raw) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge("callback body is too large")
     data = await read_json(request) if raw else {}
     output, output_type = _encode_output(data)
@@ -158,7 +190,8 @@ async def token_callback(waitpoint_id: str, digest: str, request: Request) -> An
 class WaitBody(BaseModel):
     seq: int = Field(ge=0)
     kind: str = Field(min_length=1, max_length=64)
-    instance_id: str | None = None
+    #: the lease holder (ctx.worker.instance_id): a wait is fenced on the lease
+    instance_id: str = Field(min_length=1, max_length=64)
     #: the attempt doing the operation: refused once it has ended (journals are per attempt)
     attempt_number: int | None = Field(default=None, ge=1)
     waitpoint_id: str | None = None
@@ -167,19 +200,29 @@ class WaitBody(BaseModel):
     idempotency_key: str | None = Field(default=None, max_length=2048)
     idempotency_key_ttl: str | int | None = None
 
+    @field_validator("idempotency_key_ttl")
+    @classmethod
+    def _ttl(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_duration(value, "idempotency_key_ttl")  # refused here, not at insert
+        return value
+
 
 class JournalBody(BaseModel):
     seq: int = Field(ge=0)
     kind: str = Field(min_length=1, max_length=64)
     key: str | None = Field(default=None, max_length=512)
     outcome: Any = None
-    instance_id: str | None = None
+    #: the lease holder (ctx.worker.instance_id): a journal entry is fenced on the lease
+    instance_id: str = Field(min_length=1, max_length=64)
     attempt_number: int | None = Field(default=None, ge=1)
 
 
 class CheckpointBody(BaseModel):
     instance_id: str
     attempt_number: int = Field(ge=1)
+    #: execution time the attempt has used so far (waits excluded): the resume carries it
+    execution_ms: int | None = Field(default=None, ge=0)
 
 
 @router.post("/engine/v1/runs/{run_id}/wait")
@@ -243,6 +286,7 @@ async def journal(run_id: str, request: Request, env: Env) -> dict[str, Any]:
 async def checkpoint(run_id: str, request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, CheckpointBody)
     suspended = await waitpoints.checkpoint(
-        request.app.state.pool, env, run_id, body.instance_id, body.attempt_number
+        request.app.state.pool, env, run_id, body.instance_id, body.attempt_number,
+        execution_ms=body.execution_ms,
     )
     return {"suspended": suspended}

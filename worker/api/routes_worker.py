@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
-from worker.engine import leases
+from worker.engine import env_vars, leases
 from worker.engine.keys import Environment
 
 router = APIRouter(prefix="/engine/v1/worker")
@@ -36,13 +36,18 @@ class RunIdsBody(BaseModel):
     run_ids: list[str] = Field(max_length=10_000)
 
 
+class HeartbeatBody(RunIdsBody):
+    #: the worker is shutting down: it serves no version from now on
+    stopping: bool = False
+
+
 class CompleteBody(BaseModel):
     instance_id: uuid.UUID
-    completions: list[dict[str, Any]] = Field(max_length=1000)
+    completions: list[Any] = Field(max_length=1000)  # an item that is not an object: refused
 
 
 class LogsBody(BaseModel):
-    logs: list[dict[str, Any]] = Field(max_length=10_000)
+    logs: list[Any] = Field(max_length=10_000)  # a line that is not an object is skipped
 
 
 @router.post("/register")
@@ -76,23 +81,37 @@ async def dequeue(request: Request, env: Env) -> dict[str, Any]:
         body.wait_ms,
         gone=request.is_disconnected,
     )
+    await _with_env_vars(state.pool, env, runs)
     return {"runs": runs}
+
+
+async def _with_env_vars(pool: Any, env: Environment, runs: list[dict[str, Any]]) -> None:
+    """The environment's variables (routes_envvars) on each leased run: its executor sets them
+    for that run only."""
+    if runs:
+        variables = await env_vars.for_runs(pool, env)
+        if variables:
+            for run in runs:
+                run["env_vars"] = variables
 
 
 @router.post("/heartbeat")
 async def heartbeat(request: Request, env: Env) -> dict[str, Any]:
-    body = await read_model(request, RunIdsBody)
+    body = await read_model(request, HeartbeatBody)
     state = request.app.state
-    return await leases.heartbeat(state.pool, state.lease, env, str(body.instance_id), body.run_ids)
+    return await leases.heartbeat(state.pool, state.lease, env, str(body.instance_id), body.run_ids,
+                                  stopping=body.stopping)
 
 
 @router.post("/complete")
 async def complete(request: Request, env: Env) -> dict[str, Any]:
-    body = await read_model(request, CompleteBody)
+    body = await read_model(request, CompleteBody, max_depth=None)  # checked item by item
     state = request.app.state
     results = await leases.complete(
         state.pool, env, str(body.instance_id), body.completions, state.lease.lease_seconds
     )
+    # an attempt retried in place starts from the result's "next" message, a leased run too
+    await _with_env_vars(state.pool, env, [r["next"] for r in results if r.get("next")])
     return {"results": results}
 
 
@@ -107,5 +126,5 @@ async def release(request: Request, env: Env) -> dict[str, Any]:
 
 @router.post("/logs")
 async def logs(request: Request, env: Env) -> dict[str, Any]:
-    body = await read_model(request, LogsBody)
+    body = await read_model(request, LogsBody, max_depth=None)  # sanitised line by line
     return {"stored": await leases.store_logs(request.app.state.pool, env, body.logs)}

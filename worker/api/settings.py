@@ -29,6 +29,11 @@ class Settings:
     scheduler_max_sleep: float = 0.25
     expirer_interval: float = field(default_factory=lambda: _float("TRIGGER_EXPIRER_INTERVAL", 1.0))
     pool_size: int = 10
+    #: base URL clients reach this API at (waitpoint callback URLs are built on it); by
+    #: default the address the server listens on, never the request's Host header
+    public_url: str | None = field(
+        default_factory=lambda: (os.environ.get("TRIGGER_PUBLIC_URL") or "").rstrip("/") or None
+    )
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -13,12 +13,15 @@ Two wire forms (reference §3.10, ``IOPacket {data, dataType}``):
     ``[type]``, an inner node ``[type, {child_path: tree}]``, and at the root either one tree
     (the root value itself is transformed) or ``{path: tree}``. Paths are dot-joined keys with
     ``\\`` and ``.`` escaped by a backslash. SuperJSON's own types are used where Python has an
-    exact match: ``"set"`` (set/frozenset -> list), ``"map"`` (dict with non-str keys -> list of
-    ``[key, value]`` pairs), ``"bigint"`` (ints beyond 64 bits -> decimal string), ``"number"``
-    (NaN/±Infinity -> ``"NaN"``, ``"Infinity"``, ``"-Infinity"``). Python-only types are
-    ``["custom", name]``: ``datetime``/``date``/``time`` (ISO text, tz and microseconds kept),
+    exact match: ``"Date"`` (datetime -> its ISO text, offset and microseconds kept, which
+    JavaScript's ``new Date`` reads), ``"set"`` (set/frozenset -> list), ``"map"`` (dict with
+    non-str keys -> list of ``[key, value]`` pairs), ``"bigint"`` (ints beyond 64 bits ->
+    decimal string), ``"number"`` (NaN/±Infinity -> ``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``). Python-only types are ``["custom", name]``: ``date``/``time`` (ISO text,
+    tz and microseconds kept),
     ``timedelta`` (``[days, seconds, microseconds]``), ``UUID`` (text), ``Decimal`` (text),
-    ``bytes`` (base64). Reading also accepts SuperJSON's ``"Date"`` and ``"undefined"``.
+    ``bytes`` (base64); Trigger.dev's TypeScript SDK cannot read these custom types. Reading
+    also accepts ``["custom", "datetime"]`` (older data) and ``"undefined"``.
 
 Pydantic models and dataclasses are written as their fields (they load back as dicts); enums
 as their value. Anything else raises ``TypeError`` naming the type and where it is
@@ -204,7 +207,9 @@ class _Encoder:
 
 def _encode_scalar(obj: Any) -> tuple[Any, Any] | None:
     if isinstance(obj, dt.datetime):
-        return obj.isoformat(), [_custom("datetime")]
+        # SuperJSON's own Date, so Trigger.dev's SDK reads it; the ISO text keeps the offset
+        # and microseconds for Python readers (JavaScript keeps milliseconds)
+        return obj.isoformat(), ["Date"]
     if isinstance(obj, dt.date):
         return obj.isoformat(), [_custom("date")]
     if isinstance(obj, dt.time):

@@ -1,4 +1,6 @@
-"""Projects, environments and their secret keys (stored as SHA-256 digests only)."""
+"""Projects, environments and their secret keys: looked up by SHA-256 digest; also kept
+encrypted with the server's encryption key when one is set (worker/engine/secret_box.py), so
+public access tokens that Trigger.dev's SDK signs with the key can be verified."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from worker.engine import secret_box
 from worker.engine.queries import Q
 
 ENV_TYPES = {"dev": "DEVELOPMENT", "staging": "STAGING", "prod": "PRODUCTION"}
@@ -17,6 +20,14 @@ _ALNUM = string.ascii_letters + string.digits
 
 def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+def seal_key(key: str, digest: bytes) -> bytes | None:
+    """The key encrypted with the server's encryption key, or None when there is none
+    (then only its hash is stored, and client-signed public tokens cannot be verified)."""
+    if not secret_box.available():
+        return None
+    return secret_box.seal(key, b"api-key:" + digest)
 
 
 def new_secret_key(slug: str) -> str:
@@ -65,8 +76,14 @@ def create_project(url: str, ref: str, keys: dict[str, str] | None = None) -> di
             assert env is not None
             env_id = env[0]
             key = keys.setdefault(slug, new_secret_key(slug))
+            digest = hash_key(key)
             conn.execute(
                 Q.insert_key,
-                {"key_hash": hash_key(key), "environment_id": env_id, "key_prefix": key[:11]},
+                {
+                    "key_hash": digest,
+                    "environment_id": env_id,
+                    "key_prefix": key[:11],
+                    "key_ciphertext": seal_key(key, digest),
+                },
             )
     return keys

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from worker.common.errors import internal_error
@@ -21,14 +23,19 @@ from worker.common.machines import MACHINE_PRESETS
 from worker.common.statuses import API_STATUS
 from worker.engine import metadata as run_metadata
 from worker.engine import schedules, waitpoints
+from worker.engine.completions import Refused, clean_completion, clean_log
 from worker.engine.db import Conn, Pool
-from worker.engine.errors import EngineError, PayloadTooLarge
+from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
+from worker.engine.lease_guards import check_versions, deliverable
+from worker.engine.manifest import check_manifest
 from worker.engine.models import MAX_OUTPUT_BYTES
 from worker.engine.notifier import Notifier
 from worker.engine.queries import Q
 from worker.engine.retrying import decide
 from worker.engine.triggering import LIVE_WORKER_SECONDS
+
+log = logging.getLogger(__name__)
 
 #: retries due sooner than this run again on the same worker, keeping the lease (§2.4)
 IN_PLACE_RETRY_MS = 30_000
@@ -49,6 +56,7 @@ async def register(
     metadata: dict[str, Any],
 ) -> dict[str, Any]:
     """Record a code version (deduplicated by content hash) and its task definitions."""
+    check_manifest(tasks)
     ids = [t.get("id") for t in tasks]
     if any(not isinstance(i, str) or not i for i in ids):
         raise EngineError("every task in the manifest needs a non-empty string id")
@@ -124,6 +132,8 @@ def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
         "lease_expires_at": _iso(row["lease_expires_at"]),
         "is_final_attempt": row["attempt_number"] >= row["max_attempts"],
         "resumed": row["resumed"],
+        # execution time the attempt used before its checkpoint: max_duration spans resumes
+        "execution_ms": int(row.get("attempt_execution_ms") or 0) if row["resumed"] else 0,
         "journal": [],
         "ctx": {
             "run": {
@@ -158,8 +168,6 @@ def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
 
 #: version id -> its task ids (immutable once registered; bounded by the versions seen)
 _VERSION_TASKS: dict[str, list[str]] = {}
-
-
 async def dequeue(
     pool: Pool,
     notifier: Notifier,
@@ -174,6 +182,7 @@ async def dequeue(
     """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none."""
     if not versions:
         raise EngineError("versions must list at least one registered version id")
+    await check_versions(pool, env, versions)
     max_runs = max(1, min(max_runs, 100))
     deadline = time.monotonic() + max(0, min(wait_ms, 30_000)) / 1000
     newest_tasks = _VERSION_TASKS.get(versions[0])
@@ -191,6 +200,7 @@ async def dequeue(
         "limit": max_runs,
         "instance_id": instance_id,
         "lease_seconds": settings.lease_seconds,
+        "live_seconds": LIVE_WORKER_SECONDS,
     }
     while True:
         if gone is not None and await gone():
@@ -208,7 +218,10 @@ async def dequeue(
             for message in messages:
                 if message["run_id"] in found:
                     message["journal"] = message["ctx"]["journal"] = found[message["run_id"]]
-            return messages
+            ready, given_back = deliverable(messages)
+            if given_back:  # back to the queue at once: no run waits for its lease to expire
+                await release(pool, env, instance_id, given_back)
+            return ready
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return []
@@ -223,6 +236,7 @@ async def heartbeat(
     env: Environment,
     instance_id: str,
     run_ids: list[str],
+    stopping: bool = False,
 ) -> dict[str, Any]:
     params = {
         "run_ids": run_ids,
@@ -232,6 +246,10 @@ async def heartbeat(
     }
     async with pool.connection() as conn, conn.transaction():
         rows = await (await conn.execute(Q.heartbeat, params)).fetchall()
+        if stopping:  # a worker shutting down serves nothing: its runs may migrate at once
+            await conn.execute(Q.worker_stopped, {"instance_id": instance_id})
+            return {"lost": [r for r in run_ids if r not in {x["id"] for x in rows}],
+                    "canceled": []}
         worker = await (
             await conn.execute(
                 Q.touch_worker,
@@ -422,7 +440,7 @@ async def complete(
     pool: Pool,
     env: Environment,
     instance_id: str,
-    completions: list[dict[str, Any]],
+    completions: list[Any],
     in_place_lease: float | None = None,
 ) -> list[dict[str, Any]]:
     """Record a batch of attempt results in one transaction.
@@ -432,48 +450,65 @@ async def complete(
     """
     plain: list[dict[str, Any]] = []
     others: list[dict[str, Any]] = []
-    for item in completions:
-        output = item.get("output")
-        simple = (
-            item.get("ok") is True
-            and not item.get("metadata")
-            and isinstance(item.get("run_id"), str)
-            and isinstance(item.get("attempt_number"), int)
-            and (output is None or (isinstance(output, str) and len(output) <= MAX_OUTPUT_BYTES))
-        )
-        (plain if simple else others).append(item)
-    results = []
+    results: list[dict[str, Any]] = []
+    for raw in completions:
+        item = clean_completion(raw)  # worker.engine.completions: never an error of ours
+        if isinstance(item, Refused):
+            log.warning("completion refused: %s", item.reason)
+            results.append(item.result())
+        elif item["ok"] and not item.get("metadata"):
+            plain.append(item)
+        else:
+            others.append(item)
     async with pool.connection() as conn, conn.transaction():
         if plain:
-            rows = await (
-                await conn.execute(
-                    Q.complete_successes,
-                    {
-                        "items": Jsonb(plain),
-                        "run_ids": [item["run_id"] for item in plain],
-                        "environment_id": env.id,
-                        "instance_id": instance_id,
-                    },
-                )
-            ).fetchall()
-            finished = {row["id"] for row in rows}
-            results += [
-                {"run_id": item["run_id"], "outcome": "RUN_FINISHED", "status": "COMPLETED"}
-                if item["run_id"] in finished
-                else {"run_id": item["run_id"], "outcome": "LEASE_LOST"}
-                for item in plain
-            ]
-        for item in others:
             try:
-                async with conn.transaction():
-                    results.append(
-                        await _complete_one(conn, env, instance_id, item, in_place_lease)
-                    )
-            except PayloadTooLarge as exc:
-                results.append(
-                    {"run_id": item.get("run_id"), "outcome": "REFUSED", "error": exc.message}
-                )
+                async with conn.transaction():  # a savepoint: if it fails, item by item
+                    rows = await (
+                        await conn.execute(
+                            Q.complete_successes,
+                            {
+                                "items": Jsonb(plain),
+                                "run_ids": [item["run_id"] for item in plain],
+                                "environment_id": env.id,
+                                "instance_id": instance_id,
+                            },
+                        )
+                    ).fetchall()
+            except psycopg.Error:
+                log.exception("completing %d successes at once failed; one by one", len(plain))
+                others = plain + others
+            else:
+                finished = {row["id"] for row in rows}
+                results += [
+                    {"run_id": item["run_id"], "outcome": "RUN_FINISHED", "status": "COMPLETED"}
+                    if item["run_id"] in finished
+                    else {"run_id": item["run_id"], "outcome": "LEASE_LOST"}
+                    for item in plain
+                ]
+        for item in others:
+            results.append(await _complete_isolated(conn, env, instance_id, item, in_place_lease))
     return results
+
+
+async def _complete_isolated(
+    conn: Conn,
+    env: Environment,
+    instance_id: str,
+    item: dict[str, Any],
+    in_place_lease: float | None,
+) -> dict[str, Any]:
+    """One completion in its own savepoint. Should it fail anyway, it is tried once more
+    without its metadata (the result matters more), then refused; never the whole batch."""
+    for attempt in (item, {k: v for k, v in item.items() if k != "metadata"}):
+        try:
+            async with conn.transaction():
+                return await _complete_one(conn, env, instance_id, attempt, in_place_lease)
+        except EngineError as exc:
+            return {"run_id": item["run_id"], "outcome": "REFUSED", "error": exc.message}
+        except Exception:
+            log.exception("completion of run %s failed", item["run_id"])
+    return {"run_id": item["run_id"], "outcome": "REFUSED", "error": "internal error"}
 
 
 async def release(pool: Pool, env: Environment, instance_id: str, run_ids: list[str]) -> list[str]:
@@ -490,24 +525,32 @@ async def release(pool: Pool, env: Environment, instance_id: str, run_ids: list[
     return [r["id"] for r in rows]
 
 
-async def store_logs(pool: Pool, env: Environment, logs: list[dict[str, Any]]) -> int:
+async def store_logs(pool: Pool, env: Environment, logs: list[Any]) -> int:
+    """Store log lines, sanitised (worker.engine.completions.clean_log); should the batch
+    still fail, each line is stored on its own, so one bad line loses only itself."""
     now = datetime.now(UTC).isoformat()
-    rows = [
-        {
-            "run_id": entry.get("run_id"),
-            "attempt_number": entry.get("attempt_number", 0),
-            "level": entry.get("level", "info"),
-            "message": str(entry.get("message", "")),
-            "attributes": entry.get("attributes"),
-            "logged_at": entry.get("time") or now,
-        }
-        for entry in logs
-    ]
-    async with pool.connection() as conn, conn.transaction():
+    rows = [row for row in (clean_log(entry, now) for entry in logs) if row is not None]
+    if not rows:
+        return 0
+
+    async def insert(conn: Conn, lines: list[dict[str, Any]]) -> int:
         params = {
-            "logs": Jsonb(rows),
+            "logs": Jsonb(lines),
             "environment_id": env.id,
-            "run_ids": sorted({str(r["run_id"]) for r in rows}),
+            "run_ids": sorted({r["run_id"] for r in lines}),
         }
-        cur = await conn.execute(Q.insert_logs, params)
-        return cur.rowcount
+        async with conn.transaction():
+            return (await conn.execute(Q.insert_logs, params)).rowcount
+
+    async with pool.connection() as conn, conn.transaction():
+        try:
+            return await insert(conn, rows)
+        except psycopg.Error:
+            log.exception("storing %d log lines at once failed; line by line", len(rows))
+        stored = 0
+        for row in rows:
+            try:
+                stored += await insert(conn, [row])
+            except psycopg.Error as exc:
+                log.warning("log line of run %s dropped: %s", row["run_id"], exc)
+        return stored

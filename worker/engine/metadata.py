@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
+import psycopg
 from psycopg.types.json import Jsonb
 
 from worker.common import metadata_ops
+from worker.common.limits import LimitError, check_metadata
 from worker.engine.db import Conn, Pool
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.keys import Environment
@@ -37,16 +38,18 @@ def apply_operations(metadata: dict[str, Any] | None, operations: list[Any]) -> 
         return metadata_ops.apply_operations(metadata, operations)
     except metadata_ops.MetadataOperationError as exc:
         raise EngineError(str(exc)) from None
+    except (TypeError, ValueError) as exc:  # orjson: a value beyond what JSON can hold
+        raise EngineError(f"metadata cannot be stored as JSON: {exc}") from None
 
 
 def check_size(metadata: dict[str, Any], run_id: str) -> None:
-    size = len(orjson.dumps(metadata))
-    if size > MAX_METADATA_BYTES:
-        raise PayloadTooLarge(
-            f"metadata of run {run_id} would be {size} bytes; the limit is {MAX_METADATA_BYTES} "
-            "bytes (256 KiB). Keep large data elsewhere (a stream, your database) and store a "
-            "reference in metadata."
-        )
+    """The stored-JSON rule and the 256 KiB limit (worker.common.limits), for the result."""
+    try:
+        check_metadata(metadata, f"metadata of run {run_id}")
+    except LimitError as exc:
+        if exc.status == 413:
+            raise PayloadTooLarge(exc.message) from None
+        raise EngineError(exc.message) from None
 
 
 async def _apply(conn: Conn, env: Environment, run_id: str, operations: list[Any]) -> Any:
@@ -140,3 +143,5 @@ async def apply_completion(conn: Conn, env: Environment, run_id: Any, body: Any)
         log.warning(
             "run %s: metadata sent with the completion was dropped: %s", run_id, exc.message
         )
+    except psycopg.Error as exc:  # the savepoint is rolled back; the result is still recorded
+        log.warning("run %s: metadata sent with the completion was dropped: %s", run_id, exc)

@@ -7,8 +7,20 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from worker.common.limits import (
+    MAX_CONCURRENCY_KEY_LENGTH,
+    MAX_DURATION,
+    MAX_PRIORITY_SECONDS,
+    MAX_QUEUE_NAME_LENGTH,
+    MAX_RUN_DURATION_SECONDS,
+    LimitError,
+    check_metadata,
+    check_text,
+)
+from worker.common.machines import MACHINE_PRESETS
 
 MAX_PAYLOAD_BYTES = 3 * 1024 * 1024
 MAX_OUTPUT_BYTES = 10 * 1024 * 1024
@@ -26,11 +38,16 @@ def parse_duration(value: str | int | float, what: str) -> timedelta:
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"{what} must not be negative")
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value).strip())
-    if not match:
-        raise ValueError(f"{what} {value!r} is not a duration like '30s', '10m', '2h', '1d'")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value).strip())
+        if not match:
+            raise ValueError(f"{what} {value!r} is not a duration like '30s', '10m', '2h', '1d'")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    # huge numbers ("99999999999w", 1e20) must be a clear error, not an OverflowError
+    if not seconds <= MAX_DURATION.total_seconds():
+        raise LimitError(f"{what} {value!r} is longer than the limit of {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
 
 
 def parse_when(value: str | int | float | datetime, what: str) -> datetime:
@@ -39,6 +56,8 @@ def parse_when(value: str | int | float | datetime, what: str) -> datetime:
         with contextlib.suppress(ValueError):
             value = datetime.fromisoformat(value)
     if isinstance(value, datetime):
+        if value.year < 1970:  # Postgres holds it, but no run waits that long ago
+            raise ValueError(f"{what} {value.isoformat()} is before 1970")
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     return datetime.now(UTC) + parse_duration(value, what)
 
@@ -47,10 +66,19 @@ class _Camel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+def _checked_text(value: Any, what: str, max_length: int) -> Any:
+    return check_text(value, what, max_length) if isinstance(value, str) else value
+
+
 class DebounceOptions(_Camel):
     """Repeated triggers with one key push the one delayed run later (reference §1.12)."""
 
     key: str = Field(min_length=1, max_length=512)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return check_text(value, "debounce.key", 512)
     delay: str | int | float
     mode: Literal["leading", "trailing"] = "leading"
     max_delay: str | int | float | None = None
@@ -103,11 +131,79 @@ class TriggerOptions(_Camel):
     parent_attempt: int | None = Field(default=None, ge=1)
     test: bool = False
     debounce: DebounceOptions | None = None
+    # Sent by Trigger.dev's SDK on every trigger (docs/api.md, "Trigger.dev SDK"): the payload's
+    # type (used when the body has no top-level payloadType), its size, the original key and
+    # its scope. Accepted; only payload_type changes anything.
+    payload_type: str | None = None
+    payload_size: int | None = Field(default=None, ge=0)
+    idempotency_key_options: dict[str, Any] | None = None
+    metadata_type: str | None = None
+    region: str | None = None
+    external_deployment_id: str | None = None
 
     @field_validator("concurrency_key", mode="before")
     @classmethod
     def _key_as_text(cls, value: Any) -> Any:
-        return None if value is None else str(value)  # Trigger.dev coerces keys to strings
+        if value is None:
+            return None
+        if isinstance(value, dict | list):
+            raise ValueError("concurrencyKey must be a string (or a number)")
+        # Trigger.dev coerces keys to strings
+        return check_text(str(value), "concurrencyKey", MAX_CONCURRENCY_KEY_LENGTH)
+
+    @field_validator("idempotency_key", "lock_to_version", "parent_run_id")
+    @classmethod
+    def _names(cls, value: str | None, info: Any) -> str | None:
+        return _checked_text(value, to_camel(info.field_name), 2048)
+
+    @field_validator("idempotency_key_ttl")
+    @classmethod
+    def _key_ttl(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_duration(value, "idempotencyKeyTTL")
+        return value
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, value: float) -> float:
+        if not -MAX_PRIORITY_SECONDS <= value <= MAX_PRIORITY_SECONDS:
+            raise ValueError(
+                f"priority is seconds of head start, at most {MAX_PRIORITY_SECONDS:.0f} either way"
+            )
+        return value
+
+    @field_validator("max_duration")
+    @classmethod
+    def _max_duration(cls, value: float | None) -> float | None:
+        if value is not None and value > MAX_RUN_DURATION_SECONDS:
+            raise ValueError(f"maxDuration is at most {MAX_RUN_DURATION_SECONDS:.0f} seconds")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        name = value.get("name") if isinstance(value, dict) else value
+        if isinstance(value, dict) and name is not None and not isinstance(name, str):
+            raise ValueError('queue must be a name or {"name": "<queue name>"}')
+        if name is not None:
+            if not name:
+                raise ValueError("queue name must not be empty")
+            check_text(name, "queue name", MAX_QUEUE_NAME_LENGTH)
+        return value
+
+    @field_validator("machine")
+    @classmethod
+    def _machine(cls, value: str | None) -> str | None:
+        if value is not None and value not in MACHINE_PRESETS:
+            raise ValueError(f"machine {value[:64]!r} is not one of {sorted(MACHINE_PRESETS)}")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_metadata(value)  # the same rule and 256 KiB as the metadata PUT
+        return value
 
     @field_validator("ttl")
     @classmethod
@@ -125,6 +221,7 @@ class TriggerOptions(_Camel):
         for tag in tags:
             if not 1 <= len(tag) <= MAX_TAG_LENGTH:
                 raise ValueError(f"each tag must be 1..{MAX_TAG_LENGTH} characters")
+            check_text(tag, "a tag", MAX_TAG_LENGTH)
         return tags
 
     def queue_name(self) -> str | None:
@@ -152,12 +249,20 @@ class TriggerOptions(_Camel):
 
 class TriggerBody(_Camel):
     """``POST /api/v1/tasks/{task_id}/trigger``: ``payload`` is any JSON; with ``payloadType``
-    other than ``application/json`` it is the serialised text (e.g. application/super+json)."""
+    other than ``application/json`` it is the serialised text (e.g. application/super+json).
+    Trigger.dev's SDK puts ``payloadType`` in ``options``; it means the same."""
 
     payload: Any = None
     payload_type: str | None = None
     options: TriggerOptions = Field(default_factory=TriggerOptions)
     context: Any = None
+
+    @model_validator(mode="after")
+    def _options_payload_type(self) -> TriggerBody:
+        if self.payload_type is None and self.options.payload_type is not None:
+            self.payload_type = self.options.payload_type
+        _no_store(self.payload_type)
+        return self
 
 
 class BatchItem(_Camel):
@@ -165,6 +270,21 @@ class BatchItem(_Camel):
     payload: Any = None
     payload_type: str | None = None
     options: TriggerOptions = Field(default_factory=TriggerOptions)
+
+    @model_validator(mode="after")
+    def _options_payload_type(self) -> BatchItem:
+        if self.payload_type is None and self.options.payload_type is not None:
+            self.payload_type = self.options.payload_type
+        _no_store(self.payload_type)
+        return self
+
+
+def _no_store(payload_type: str | None) -> None:
+    if payload_type == "application/store":
+        raise ValueError(
+            "payloads offloaded to object storage (application/store) are not supported: "
+            "keep Trigger.dev SDK payloads under 512 KB so they are sent inline"
+        )
 
 
 class BatchOptions(_Camel):
@@ -179,6 +299,18 @@ class BatchOptions(_Camel):
             "idempotencyKeyTTL", "idempotencyKeyTtl", "idempotency_key_ttl"
         ),
     )
+
+    @field_validator("idempotency_key", "parent_run_id")
+    @classmethod
+    def _names(cls, value: str | None, info: Any) -> str | None:
+        return _checked_text(value, to_camel(info.field_name), 2048)
+
+    @field_validator("idempotency_key_ttl")
+    @classmethod
+    def _key_ttl(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_duration(value, "idempotencyKeyTTL")
+        return value
 
 
 class BatchBody(_Camel):

@@ -3,28 +3,35 @@
 Claims follow Trigger.dev (reference §3.9): ``{sub: <environment id>, pub: true, scopes: [...],
 iat, exp, iss, aud}``. Scopes are flat strings ``action:resource[:id]``: ``read:runs`` (every
 run), ``read:runs:<run id>``, ``read:tags:<tag>``, ``read:batch:<batch id>``,
-``read:tasks:<task id>``, ``write:waitpoints:<token id>``.
+``read:tasks:<task id>``, ``write:waitpoints:<token id>``, ``trigger:tasks:<task id>`` (may
+trigger that task: ``auth.create_trigger_public_token``). A token created with ``oneTimeUse``
+carries ``otu: true`` and a ``jti``; triggering with it spends the ``jti`` (a second trigger is
+refused), as Trigger.dev's trigger tokens are single-use by default.
 
-Signing secret: Trigger.dev signs with the environment's secret key, but we store keys only as
-hashes, so each environment gets a random 32-byte secret kept server-side
-(``environment_secrets``), created on first use and cached per process. It never leaves the
-server; neither it nor any token is logged.
+Signing secret: tokens this server makes (``POST /api/v1/auth/public-tokens``, the
+``x-trigger-jwt`` of a trigger) are signed with a random 32-byte secret per environment kept
+server-side (``environment_secrets``), created on first use and cached per process. Trigger.dev's
+SDK signs tokens itself with the secret key (``auth.createPublicToken``): those verify against
+the environment's secret keys, which the server keeps encrypted with its encryption key
+(worker/engine/secret_box.py) beside their hashes. Neither secrets nor tokens are logged.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from worker.engine import secret_box
 from worker.engine.db import Pool
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
@@ -108,7 +115,7 @@ def expiry_seconds(value: Any) -> float:
             seconds = datetime.fromisoformat(value).timestamp() - time.time()
         else:
             seconds = parse_duration(value, "expirationTime").total_seconds()
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise EngineError(
             f"expirationTime {value!r} is not a duration ('15m', '1h', seconds) or an ISO "
             f"datetime with offset: {exc}"
@@ -161,11 +168,11 @@ async def _secret(pool: Pool, environment_id: str) -> tuple[bytes, Environment] 
 
 
 async def create_token(
-    pool: Pool, env: Environment, scopes: Any, expiration: Any = None
+    pool: Pool, env: Environment, scopes: Any, expiration: Any = None, one_time: bool = False
 ) -> dict[str, Any]:
     scopes = check_scopes(scopes)
     now = int(time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "sub": env.id,
         "pub": True,
         "scopes": scopes,
@@ -174,6 +181,8 @@ async def create_token(
         "iss": ISSUER,
         "aud": AUDIENCE,
     }
+    if one_time:
+        claims.update(otu=True, jti=secrets.token_urlsafe(16))
     found = await _secret(pool, env.id)
     assert found is not None
     return {"token": encode(claims, found[0]), "claims": claims}
@@ -195,6 +204,9 @@ class Principal:
 
     env: Environment
     scopes: frozenset[str] | None = None
+    #: a one-time-use token's id (``jti``) and expiry (epoch seconds); None otherwise
+    one_time_id: str | None = None
+    expires_at: float = 0.0
 
     def allows(self, *scopes: str) -> bool:
         """True for a secret key, or when the token holds any of ``scopes``."""
@@ -215,7 +227,33 @@ class Principal:
             )
 
 
+#: decrypted secret keys per environment, for this long (a revoked key stops verifying then)
+KEY_CACHE_SECONDS = 30.0
+_keys: dict[str, tuple[float, list[bytes]]] = {}
+
+
+async def _env_keys(pool: Pool, environment_id: str) -> list[bytes]:
+    """The environment's secret keys (decrypted), which Trigger.dev's SDK signs tokens with."""
+    hit = _keys.get(environment_id)
+    if hit and hit[0] > time.monotonic():
+        return hit[1]
+    async with pool.connection() as conn:
+        cur = await conn.execute(Q.env_key_ciphertexts, {"environment_id": environment_id})
+        rows = await cur.fetchall()
+    keys = []
+    for row in rows:
+        try:
+            context = b"api-key:" + bytes(row["key_hash"])
+            keys.append(secret_box.open_sealed(bytes(row["key_ciphertext"]), context).encode())
+        except Exception:  # another encryption key, or no key configured: cannot verify
+            continue
+    _keys[environment_id] = (time.monotonic() + KEY_CACHE_SECONDS, keys)
+    return keys
+
+
 async def verify(pool: Pool, token: str) -> Principal:
+    """A token we signed (environment secret) or one a client signed with a secret key of the
+    environment (``auth.createPublicToken`` in Trigger.dev's SDK)."""
     claims = unverified_claims(token)
     env_id = claims.get("sub")
     if not isinstance(env_id, str):
@@ -226,5 +264,31 @@ async def verify(pool: Pool, token: str) -> Principal:
         raise InvalidToken("public access token names no known environment") from None
     if found is None:
         raise InvalidToken("public access token names no known environment")
-    claims = decode(token, found[0])
-    return Principal(found[1], frozenset(claims.get("scopes") or []))
+    try:
+        claims = decode(token, found[0])
+    except InvalidToken as exc:
+        if "signature" not in str(exc):
+            raise
+        for key in await _env_keys(pool, env_id):
+            with contextlib.suppress(InvalidToken):
+                claims = decode(token, key)
+                break
+        else:
+            raise
+    one_time = str(claims["jti"]) if claims.get("otu") and claims.get("jti") else None
+    return Principal(found[1], frozenset(claims.get("scopes") or []), one_time,
+                     float(claims["exp"]))
+
+
+async def spend(pool: Pool, who: Principal) -> None:
+    """Spend a one-time token (no-op for others); refuse one that was already used."""
+    if who.one_time_id is None:
+        return
+    params = {"token_id": who.one_time_id, "environment_id": who.env.id,
+              "expires_at": datetime.fromtimestamp(who.expires_at, UTC)}
+    async with pool.connection() as conn:
+        row = await (await conn.execute(Q.spend_public_token, params)).fetchone()
+        await conn.execute(Q.forget_spent_public_tokens, {"environment_id": who.env.id})
+        await conn.commit()
+    if row is None:
+        raise InvalidToken("this one-time public token was already used; create a new one")

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from worker.common.limits import json_problem
 from worker.engine.db import Pool
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.keys import Environment
@@ -180,6 +181,10 @@ async def append_chunks(
     and ordered as appended.
     """
     check_stream_name(stream)
+    for index, chunk in enumerate(chunks):  # the stored-JSON rule (text: a NUL is escaped)
+        problem = json_problem(chunk, nul_ok=True)
+        if problem:
+            raise EngineError(f"chunk {index} {problem}")
     datas = [orjson.dumps(c).decode() for c in chunks]
     dones = [False] * len(datas)
     if done:

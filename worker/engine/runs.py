@@ -21,7 +21,11 @@ async def retrieve(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
         if row is None:
             raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
         attempts = await (await conn.execute(Q.list_attempts, {"id": run_id})).fetchall()
-    return {**row, "payload": row["run_payload"], "attempts": attempts}
+        depth = 0
+        if row["parent_run_id"] is not None:
+            found = await (await conn.execute(Q.run_depth, {"id": run_id})).fetchone()
+            depth = int(found["depth"]) if found else 1
+    return {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
 
 
 async def retrieve_batch(pool: Pool, env: Environment, batch_id: str) -> dict[str, Any]:
@@ -45,10 +49,11 @@ async def list_runs(
     *,
     statuses: list[str] | None = None,
     task_ids: list[str] | None = None,
-    tag: str | None = None,
+    tags: list[str] | None = None,
     batch_id: str | None = None,
-    queue: str | None = None,
-    version: str | None = None,
+    queues: list[str] | None = None,
+    versions: list[str] | None = None,
+    is_test: bool | None = None,
     created_from: datetime | None = None,
     created_to: datetime | None = None,
     after: tuple[datetime, str] | None = None,
@@ -58,10 +63,11 @@ async def list_runs(
         "environment_id": env.id,
         "statuses": statuses,
         "task_ids": task_ids,
-        "tag": tag,
+        "tags": tags,
         "batch_id": batch_id,
-        "queue": queue,
-        "version": version,
+        "queues": queues,
+        "versions": versions,
+        "is_test": is_test,
         "created_from": created_from,
         "created_to": created_to,
         "after_created": after[0] if after else None,
@@ -95,18 +101,22 @@ async def cancel(pool: Pool, env: Environment, run_id: str) -> list[str]:
 
 async def replay(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
     """A new run of the same task with the same payload, tags and metadata, on the newest
-    version (not pinned to the original's)."""
+    version (not pinned to the original's).
+
+    The metadata is the one given when the original was triggered (``seed_metadata``), as in
+    Trigger.dev: what the original's code changed since is not carried over."""
     original = await retrieve(pool, env, run_id)
     body = TriggerBody(
         payload=original["payload"],
         payload_type=original["payload_type"],
-        options=TriggerOptions(tags=original["tags"], metadata=original["metadata"]),
+        options=TriggerOptions(tags=original["tags"], metadata=original["seed_metadata"]),
     )
     if body.payload_type == "application/json" and body.payload is not None:
         import orjson
 
         body.payload = orjson.loads(body.payload)
-    return await triggering.trigger(pool, env, original["task_id"], body, replayed_from=run_id)
+    result = await triggering.trigger(pool, env, original["task_id"], body, replayed_from=run_id)
+    return {**result, "taskIdentifier": original["task_id"]}
 
 
 async def reschedule(pool: Pool, env: Environment, run_id: str, run_at: datetime) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from worker.common.limits import MAX_PAGE, check_text
 from worker.engine.cron import CronError, parse, zone_info
 from worker.engine.db import Conn, Pool
 from worker.engine.errors import EngineError, NotFound
@@ -35,14 +36,21 @@ class ScheduleBody(BaseModel):
     external_id: str | None = Field(default=None, max_length=2048)
     timezone: str = "UTC"
 
+    @field_validator("task", "cron", "deduplication_key", "external_id", "timezone")
+    @classmethod
+    def _text(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else check_text(value, to_camel(info.field_name))
+
 
 def check_timing(cron: str, timezone: str) -> None:
     """Raise a 400 naming what is wrong with the pattern or the timezone."""
     try:
-        parse(cron)
+        pattern = parse(cron)
         zone_info(timezone)
     except CronError as exc:
         raise EngineError(str(exc)) from None
+    if pattern.next_after(datetime.now(UTC), timezone) is None:
+        raise EngineError(f"cron {cron!r} never fires (no such date): check its day and month")
 
 
 def next_tick(cron: str, timezone: str, after: datetime | None = None) -> datetime | None:
@@ -192,8 +200,8 @@ async def set_active(
 async def list_schedules(
     pool: Pool, env: Environment, page: int = 1, per_page: int = 10, task_id: str | None = None
 ) -> dict[str, Any]:
-    if page < 1 or not 1 <= per_page <= 100:
-        raise EngineError("page must be >= 1 and perPage between 1 and 100")
+    if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= 100:
+        raise EngineError(f"page must be 1..{MAX_PAGE} and perPage between 1 and 100")
     params = {
         "environment_id": env.id,
         "task_id": task_id,

@@ -9,9 +9,10 @@ from typing import Any
 import orjson
 from psycopg.types.json import Jsonb
 
+from worker.common.limits import LimitError, check_json, check_text, text_depth_may_exceed
 from worker.engine import waitpoints
 from worker.engine.db import Conn, Pool
-from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
+from worker.engine.errors import Conflict, EngineError, NotFound, PayloadTooLarge
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
 from worker.engine.models import (
@@ -40,10 +41,17 @@ def encode_payload(payload: Any, payload_type: str | None) -> tuple[str, str]:
     if payload_type and payload_type != "application/json":
         if not isinstance(payload, str):
             raise EngineError(f"payload must be a string when payloadType is {payload_type!r}")
+        if "\x00" in payload:
+            raise EngineError("a payload in text form must not contain a NUL character")
         text = payload
     else:
         payload_type = "application/json"
         text = orjson.dumps(payload).decode()
+        if text_depth_may_exceed(text):  # the stored-JSON rule (a NUL is escaped in text)
+            try:
+                check_json(payload, "payload", nul_ok=True)
+            except LimitError as exc:
+                raise EngineError(exc.message) from None
     if len(text) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(
             f"payload is {len(text)} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (3 MiB). "
@@ -256,11 +264,33 @@ async def _claim_request(
     ``response`` (what this request will answer unless it changes) and return None."""
     if key is None:
         return None
+    check_text(key, "x-trigger-request-idempotency-key")
     params = {"environment_id": env.id, "request_key": key, "response": Jsonb(response)}
     if await (await conn.execute(Q.claim_request_key, params)).fetchone():
         return None
     row = await (await conn.execute(Q.find_request_key, params)).fetchone()
     return row["response"] if row else None
+
+
+async def _same_request(
+    conn: Conn, key: str | None, cached: dict[str, Any], task_ids: set[str], batch: bool
+) -> dict[str, Any]:
+    """A request key answers again only for the same kind of request on the same tasks:
+    reusing it for another task (or a batch for a trigger) is a client bug, not a retry."""
+    if batch:
+        sent = {str(r.get("taskIdentifier")) for r in cached.get("runs") or []}
+        same = "runCount" in cached and sent == task_ids
+    else:
+        row = None
+        if "runCount" not in cached and cached.get("id"):
+            row = await (await conn.execute(Q.run_task_id, {"id": cached["id"]})).fetchone()
+        same = row is not None and {row["task_id"]} == task_ids
+    if not same:
+        raise Conflict(
+            f"x-trigger-request-idempotency-key {key!r} was already used for a different "
+            "request (another task or kind); use a new key for a new request"
+        )
+    return dict(cached)
 
 
 async def _save_request(
@@ -291,7 +321,7 @@ async def trigger(
     async with pool.connection() as conn, conn.transaction():
         cached = await _claim_request(conn, env, request_key, planned)
         if cached:
-            return dict(cached)
+            return await _same_request(conn, request_key, cached, {task_id}, batch=False)
         creator = RunCreator(conn, env)
         await creator.load_definitions([task_id])
         check_payload(task_id, creator.definition(task_id), body.payload, payload[1])
@@ -377,7 +407,8 @@ async def batch_trigger(
     async with pool.connection() as conn, conn.transaction():
         cached = await _claim_request(conn, env, request_key, {})
         if cached:
-            return dict(cached)
+            tasks = {item.task or "" for item in items}
+            return await _same_request(conn, request_key, cached, tasks, batch=True)
         creator = RunCreator(conn, env)
         await creator.load_definitions(sorted({item.task for item in items if item.task}))
         batch_id = new_id("batch")

@@ -354,7 +354,12 @@ async def record_outcome(
 
 
 async def checkpoint(
-    pool: Pool, env: Environment, run_id: str, instance_id: str, attempt_number: int
+    pool: Pool,
+    env: Environment,
+    run_id: str,
+    instance_id: str,
+    attempt_number: int,
+    execution_ms: int | None = None,
 ) -> bool:
     """Suspend a run whose waitpoints are still pending. Returns False (keep going) when
     they have all completed meanwhile, or raises when the lease is not held."""
@@ -374,6 +379,7 @@ async def checkpoint(
                 "run_id": run_id,
                 "instance_id": instance_id,
                 "attempt_number": attempt_number,
+                "execution_ms": execution_ms,
             },
         )
         if suspended is None:

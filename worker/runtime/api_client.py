@@ -103,9 +103,11 @@ class WorkerApi:
         runs: list[dict[str, Any]] = result.get("runs") or []
         return runs
 
-    async def heartbeat(self, run_ids: list[str]) -> dict[str, Any]:
-        result: dict[str, Any] = await self.post(
-            "/heartbeat", {"instance_id": self.instance_id, "run_ids": run_ids}, attempts=2)
+    async def heartbeat(self, run_ids: list[str], *, stopping: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"instance_id": self.instance_id, "run_ids": run_ids}
+        if stopping:  # the last word of a worker that shuts down: it serves no version now
+            body["stopping"] = True
+        result: dict[str, Any] = await self.post("/heartbeat", body, attempts=2)
         return result
 
     async def complete(self, completions: list[dict[str, Any]]) -> list[dict[str, Any]]:

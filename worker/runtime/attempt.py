@@ -2,6 +2,8 @@
 
     payload → (schema) → middleware chain (global, then task) wrapping:
         init (global then task, merged) → on_start (attempt 1) → on_start_attempt → run
+        (a resumed attempt — replayed after a checkpoint — skips on_start / on_start_attempt;
+        on_wait / on_resume are fired by the waits, see worker.sdk.durable)
         success: on_success → on_complete({ok: True, data}) → cleanup
         error:   catch_error (task, then global) → if final: on_failure →
                  on_complete({ok: False, error}); then cleanup
@@ -160,7 +162,7 @@ class Attempt:
     def _parse_payload(self) -> Any:
         data = loads(self.run.get("payload"), self.run.get("payload_type") or "application/json")
         if self.task.schema is not None:
-            return self.task.schema.model_validate(data)  # type: ignore[attr-defined]
+            return self.task.schema.model_validate(data)
         return data
 
     async def _body(self) -> dict[str, Any]:
@@ -169,9 +171,12 @@ class Attempt:
                 result = await call_hook(hook, self._available())
                 if isinstance(result, dict):
                     self.init = {**self.init, **result}
-            if self.attempt_number == 1:
-                await self._propagating("on_start")
-            await self._propagating("on_start_attempt")
+            # A checkpointed attempt resumes by replaying `run` from the top in a new process
+            # (init and middleware run again there); its start hooks ran when it began.
+            if not self.run.get("resumed"):
+                if self.attempt_number == 1:
+                    await self._propagating("on_start")
+                await self._propagating("on_start_attempt")
             output = await call_run(self.task.run, self.payload, self.ctx,
                                     {"init": self.init, "task": self.task.id,
                                      "signal": self.signal})

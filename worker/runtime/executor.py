@@ -28,6 +28,7 @@ from worker.common.serialization import loads
 from worker.runtime.attempt import Attempt, failed_completion
 from worker.runtime.capture import RunCapture
 from worker.runtime.framing import recv_sync, send_sync
+from worker.runtime.run_env import run_environment
 from worker.runtime.timeout import timer
 from worker.sdk import attempt_hooks, durable
 from worker.sdk.context import (
@@ -127,7 +128,8 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> di
                 cancel_hooks.append(loop.create_task(attempt.run_on_cancel(_promise(job))))
             job.cancel("canceled")
 
-        timer.start(float(limit) if limit else None, job, attempt.signal, on_cancel)
+        timer.start(float(limit) if limit else None, job, attempt.signal, on_cancel,
+                    used=float(run.get("execution_ms") or 0) / 1000)
         try:
             completion = await job
         except durable.Suspended:
@@ -187,6 +189,8 @@ def _wire_durable_waits(attempt: Attempt, run: dict[str, Any], channel: Sink) ->
     state.on_wait.append(on_wait)
     state.on_resume.append(on_resume)
     state.pause_clock, state.resume_clock = pause, resume
+    state.execution_ms = lambda: int(timer.execution_seconds() * 1000)
+    state.resumed = bool(run.get("resumed"))
 
 
 def _promise(job: asyncio.Task[Any]) -> asyncio.Future[Any]:
@@ -226,7 +230,8 @@ def serve(socket_path: str, discovered: Any) -> int:
             return 0
         if message.get("type") != "execute":
             continue
-        completion = loop.run_until_complete(run_attempt(message["run"], discovered, channel))
+        with run_environment(message["run"].get("env_vars")):
+            completion = loop.run_until_complete(run_attempt(message["run"], discovered, channel))
         recycle = bool(completion.pop("_recycle", False))
         channel.send({"type": "completion", "completion": completion, "rss": _rss_bytes(),
                       "recycle": recycle})

@@ -14,7 +14,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from worker.runtime.api_client import WorkerApi
+from worker.runtime.api_client import ProtocolError, WorkerApi
 
 if TYPE_CHECKING:
     from worker.runtime.supervisor import InFlight
@@ -23,9 +23,16 @@ if TYPE_CHECKING:
 MAX_PENDING_LOGS = 50_000
 
 
+def _refused_for_good(exc: ProtocolError) -> bool:
+    """A 4xx other than a timeout or rate limit: sending the same request again cannot help."""
+    return 400 <= exc.status < 500 and exc.status not in (408, 429)
+
+
 class Reporting:
     api: WorkerApi
     completions: list[dict[str, Any]]
+    #: the batch a /complete call is sending now: its runs are still ours and heartbeated
+    completing: list[dict[str, Any]]
     logs: list[dict[str, Any]]
     inflight: dict[str, InFlight]
     #: set when a completion is queued, so it is sent at once
@@ -81,15 +88,25 @@ class Reporting:
             return
         batch, self.completions = self.completions, []
         meta = {c["run_id"]: c.pop("_task_id", None) for c in batch}
+        self.completing = batch
         try:
-            results = await self.api.complete(batch)
+            try:
+                results = await self.api.complete(batch)
+            except ProtocolError as exc:
+                if not _refused_for_good(exc):
+                    raise
+                # the API will never take this batch as it is: each completion alone, so one
+                # that it refuses cannot hold back the others
+                results = await self._complete_one_by_one(batch)
         except Exception as exc:
+            self.completing = []
             self.emit({"type": "error", "message": f"complete failed: {exc}"})
             for c in batch:
                 c["_task_id"] = meta.get(c["run_id"])
             self.completions = batch + self.completions
             await asyncio.sleep(1.0)
             return
+        self.completing = []
         by_id = {r.get("run_id"): r for r in results}
         for c in batch:
             result = by_id.get(c["run_id"], {})
@@ -100,6 +117,19 @@ class Reporting:
                        "status": result.get("status"), "outcome": result.get("outcome"),
                        "duration_ms": c.get("duration_ms"),
                        "error": None if c["ok"] else c.get("error")})
+
+    async def _complete_one_by_one(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        for completion in batch:
+            try:
+                results += await self.api.complete([completion])
+            except ProtocolError as exc:
+                if not _refused_for_good(exc):
+                    raise
+                self.emit({"type": "error", "message":
+                           f"the API refused the completion of run {completion['run_id']}: {exc}"})
+                results.append({"run_id": completion["run_id"], "outcome": "REFUSED"})
+        return results
 
     async def _flush_logs(self) -> None:
         batch, self.logs = self.logs[:5000], self.logs[5000:]

@@ -80,10 +80,12 @@ class InFlight:
             self.paused_since = None
 
     def execution_seconds(self) -> float:
-        """Wall time of the attempt so far, minus its waits."""
+        """Execution time of the attempt so far, waits excluded, including what it used
+        before a checkpoint (the lease's ``execution_ms``)."""
         now = time.monotonic()
         waiting = self.paused_total + (now - self.paused_since if self.paused_since else 0.0)
-        return now - self.started - waiting
+        carried = float(self.run.get("execution_ms") or 0) / 1000
+        return carried + now - self.started - waiting
 
     @property
     def run_id(self) -> str:
@@ -110,6 +112,7 @@ class Supervisor(Reporting):
         self.old: list[Pool] = []
         self.inflight: dict[str, InFlight] = {}
         self.completions: list[dict[str, Any]] = []
+        self.completing: list[dict[str, Any]] = []
         self.logs: list[dict[str, Any]] = []
         self.capacity = asyncio.Event()
         self.completed = asyncio.Event()
@@ -272,10 +275,11 @@ class Supervisor(Reporting):
                 continue
             pool = self.current
             assert pool is not None
-            versions = [pool.version_id] + [p.version_id for p in self.old
-                                            if p.version_id != pool.version_id]
+            # Only the current version: an old one only finishes what it runs. A run locked to
+            # a version nobody serves any more migrates to this one when it is leased again
+            # (docs/run-states.md, "Versions").
             try:
-                runs = await self.api.dequeue(list(dict.fromkeys(versions)), free, self.wait_ms)
+                runs = await self.api.dequeue([pool.version_id], free, self.wait_ms)
                 failures = 0
             except Exception as exc:
                 self.emit({"type": "error", "message": f"dequeue failed: {exc}"})
@@ -318,8 +322,8 @@ class Supervisor(Reporting):
         task.add_done_callback(self._run_tasks.discard)
 
     async def _start(self, run: dict[str, Any]) -> None:
-        # Runs locked to an old version still draining are run by the current version's pool
-        # (the engine only hands us versions we listed); in-flight runs stay where they are.
+        # The engine hands us runs of the version we listed (in-place retries keep theirs;
+        # they run on the current code too); in-flight runs stay where they are.
         run_id = str(run["run_id"])
         pool = self.current
         assert pool is not None
@@ -418,6 +422,7 @@ class Supervisor(Reporting):
         ids = [f.run_id for f in self.inflight.values() if not f.lost]
         ids += list(self.starting)
         ids += [str(c["run_id"]) for c in self.completions]
+        ids += [str(c["run_id"]) for c in self.completing]  # a /complete call in flight
         return list(dict.fromkeys(ids))
 
     async def _heartbeat_loop(self) -> None:
@@ -543,6 +548,8 @@ class Supervisor(Reporting):
             await self._flush_logs()
         for task in background:
             task.cancel()
+        with contextlib.suppress(Exception):  # serving nothing now: our versions' runs move on
+            await self.api.heartbeat([], stopping=True)
         for task in list(self._run_tasks):
             task.cancel()
         pools = ([self.current] if self.current else []) + self.old

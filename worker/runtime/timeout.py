@@ -57,13 +57,24 @@ class AttemptTimer:
         self._pending_cancel = False
         self._remaining: float | None = None
         self._started = 0.0
+        #: execution time accounting (waits excluded), kept with or without a limit
+        self._carried = 0.0
+        self._paused_at: float | None = None
+        self._paused_total = 0.0
 
     # --- arming -----------------------------------------------------------------------
 
     def start(self, limit: float | None, task: asyncio.Task[Any],
               abort_signal: AbortSignal | None = None,
-              on_cancel: Callable[[], None] | None = None) -> None:
+              on_cancel: Callable[[], None] | None = None, used: float = 0.0) -> None:
+        """Arm the limit for an attempt that has already used ``used`` seconds of execution
+        (before a checkpoint: the resumed lease carries them)."""
         self.expired = False
+        self._started = time.monotonic()
+        self._carried = max(0.0, used)
+        self._paused_at = None
+        self._paused_total = 0.0
+        self._remaining = None
         self.canceled = False
         self._pending = False
         self._pending_cancel = False
@@ -79,8 +90,8 @@ class AttemptTimer:
         except ValueError:  # not the main thread (worker.testing from a thread): no limit
             self.limit = None
             return
-        self._started = time.monotonic()
-        signal.setitimer(signal.ITIMER_REAL, self.limit)
+        # a resumed attempt that has no time left stops at once
+        signal.setitimer(signal.ITIMER_REAL, max(0.001, self.limit - self._carried))
 
     def stop(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -94,16 +105,28 @@ class AttemptTimer:
         signal.signal(CANCEL_SIGNAL, self._on_cancel_signal)
 
     def pause(self) -> None:
-        """Stop the clock (a durable wait begins)."""
-        if self.limit is None or self.expired:
+        """Stop the clock (a wait begins)."""
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+        if self.limit is None or self.expired or self._remaining is not None:
             return
         remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0)
         self._remaining = remaining or 0.001
 
     def resume(self) -> None:
+        if self._paused_at is not None:
+            self._paused_total += time.monotonic() - self._paused_at
+            self._paused_at = None
         if self._remaining is not None and self.task is not None:
             signal.setitimer(signal.ITIMER_REAL, self._remaining)
             self._remaining = None
+
+    def execution_seconds(self) -> float:
+        """The attempt's execution time so far: what it used before a checkpoint plus this
+        process's time, waits excluded."""
+        now = time.monotonic()
+        paused = self._paused_total + (now - self._paused_at if self._paused_at else 0.0)
+        return self._carried + now - self._started - paused
 
     # --- critical sections ------------------------------------------------------------
 

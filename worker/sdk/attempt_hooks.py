@@ -2,7 +2,8 @@
 
 Features such as run metadata buffer state during an attempt; the executor calls
 :func:`attempt_started` before the task's hooks and :func:`attempt_ending` after the task has
-finished but before the completion is sent, so they can reset and flush. Whatever the end
+finished but before the completion is sent, so they can reset and flush; a run that
+checkpoints sends no completion, so :func:`checkpointing` runs before it does. Whatever the end
 callbacks return is merged into the completion message (e.g. ``{"metadata": {...}}``).
 """
 
@@ -16,6 +17,7 @@ EndCallback = Callable[[Any], Awaitable[dict[str, Any] | None]]
 
 _on_start: list[StartCallback] = []
 _on_end: list[EndCallback] = []
+_on_checkpoint: list[StartCallback] = []
 
 
 def on_attempt_start(callback: StartCallback) -> StartCallback:
@@ -28,6 +30,19 @@ def on_attempt_end(callback: EndCallback) -> EndCallback:
     if callback not in _on_end:
         _on_end.append(callback)
     return callback
+
+
+def on_checkpoint(callback: StartCallback) -> StartCallback:
+    """``callback(ctx)`` runs before the run checkpoints (its process will not complete the
+    attempt: buffered state must reach the engine now)."""
+    if callback not in _on_checkpoint:
+        _on_checkpoint.append(callback)
+    return callback
+
+
+async def checkpointing(ctx: Any) -> None:
+    for callback in _on_checkpoint:
+        await callback(ctx)
 
 
 async def attempt_started(ctx: Any) -> None:

@@ -61,5 +61,78 @@ class Auth:
         )
         return str(response.json()["token"])
 
+    async def create_trigger_public_token(
+        self, task: Any, *, multiple_use: bool = False, expiration_time: Any = "15m"
+    ) -> str:
+        """A token that may trigger ``task`` (a task id or task object, or a list of them) and
+        nothing else; single-use unless ``multiple_use=True`` (as in Trigger.dev). A browser
+        triggers with it through ``auth.with_auth(access_token=token)``."""
+        return await self._task_token("trigger", task, multiple_use, expiration_time)
+
+    async def _task_token(self, action: str, task: Any, multiple_use: bool,
+                          expiration_time: Any) -> str:
+        from worker.sdk import client
+
+        targets = task if isinstance(task, list | tuple) else [task]
+        ids = [getattr(t, "id", t) for t in targets]
+        if not ids or not all(isinstance(i, str) and i for i in ids):
+            raise TypeError("a task token needs a task id or task object (or a list of them)")
+        body = {"scopes": [f"{action}:tasks:{i}" for i in ids],
+                "expirationTime": _expiration(expiration_time), "oneTimeUse": not multiple_use}
+        response = await client.request(
+            "POST", "/api/v1/auth/public-tokens", content=orjson.dumps(body)
+        )
+        return str(response.json()["token"])
+
+    async def create_batch_trigger_public_token(
+        self, task: Any, *, multiple_use: bool = False, expiration_time: Any = "15m"
+    ) -> str:
+        """Like :meth:`create_trigger_public_token`, for batch triggers of ``task``."""
+        return await self._task_token("batchTrigger", task, multiple_use, expiration_time)
+
+    def with_auth(self, config: Any = None, fn: Any = None, /, *, access_token: str | None = None,
+                  base_url: str | None = None) -> Any:
+        """Use other credentials for the SDK calls made inside:
+        ``async with auth.with_auth(access_token=token): await tasks.trigger(...)`` or, as in
+        Trigger.dev, ``await auth.with_auth({"access_token": token}, fn)``."""
+        if isinstance(config, dict):
+            access_token = config.get("access_token", access_token)
+            base_url = config.get("base_url", base_url)
+        elif callable(config) and fn is None:
+            fn = config
+        scope = _WithAuth(access_token, base_url)
+        return scope if fn is None else scope.call(fn)
+
+
+class _WithAuth:
+    def __init__(self, access_token: str | None, base_url: str | None) -> None:
+        from worker.sdk.client import AuthOverride
+
+        self.override = AuthOverride(access_token, base_url)
+        self.tokens: list[Any] = []
+
+    def __enter__(self) -> None:
+        from worker.sdk.client import auth_override
+
+        self.tokens.append(auth_override.set(self.override))
+
+    def __exit__(self, *exc: object) -> None:
+        from worker.sdk.client import auth_override
+
+        auth_override.reset(self.tokens.pop())
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__()
+
+    async def call(self, fn: Any) -> Any:
+        with self:
+            result = fn()
+            if hasattr(result, "__await__"):
+                result = await result
+            return result
+
 
 auth = Auth()

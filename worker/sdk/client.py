@@ -22,6 +22,7 @@ objects come back the same way (``output`` + ``outputType``) and are decoded wit
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import os
 import random
@@ -56,9 +57,17 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient
 
 
 def configure(
-    api_url: str | None = None, secret_key: str | None = None, timeout: float | None = None
+    api_url: str | None = None,
+    secret_key: str | None = None,
+    timeout: float | None = None,
+    *,
+    base_url: str | None = None,
+    access_token: str | None = None,
 ) -> None:
-    """Set the API URL / secret key / request timeout for this process (overrides the env)."""
+    """Set the API URL / secret key / request timeout for this process (overrides the env).
+    ``base_url`` / ``access_token`` are Trigger.dev's names for the first two."""
+    api_url = api_url if api_url is not None else base_url
+    secret_key = secret_key if secret_key is not None else access_token
     if api_url is not None:
         _settings["api_url"] = api_url
     if secret_key is not None:
@@ -68,6 +77,19 @@ def configure(
     _clients.clear()  # the next request builds a client with the new settings
 
 
+@dataclass(frozen=True)
+class AuthOverride:
+    """``auth.with_auth``'s credentials for the requests made inside it (worker/sdk/auth.py)."""
+
+    access_token: str | None = None
+    base_url: str | None = None
+
+
+auth_override: contextvars.ContextVar[AuthOverride | None] = contextvars.ContextVar(
+    "trigger_auth_override", default=None
+)
+
+
 #: which of several comma-separated API URLs this process uses now (see :func:`_fail_over`)
 _url_index = 0
 
@@ -75,6 +97,9 @@ _url_index = 0
 def api_url() -> str:
     """The API URL in use. ``TRIGGER_API_URL`` may list replicas, comma-separated: requests go
     to one and move to the next when it cannot be reached."""
+    override = auth_override.get()
+    if override is not None and override.base_url:
+        return override.base_url.rstrip("/")
     url = _settings["api_url"] or os.environ.get("TRIGGER_API_URL") or DEFAULT_API_URL
     urls = [u.strip().rstrip("/") for u in str(url).split(",") if u.strip()] or [DEFAULT_API_URL]
     return urls[_url_index % len(urls)]
@@ -130,14 +155,17 @@ def _client() -> httpx.AsyncClient:
         import httpx
 
         timeout = float(_settings["timeout"] or 30.0)
+        headers = {"user-agent": USER_AGENT, "accept": "application/json"}
+        override = auth_override.get()
+        has_key = bool(_settings["secret_key"] or os.environ.get("TRIGGER_SECRET_KEY"))
+        if override is None or override.access_token is None or has_key:
+            headers["authorization"] = f"Bearer {_secret_key()}"
         client = httpx.AsyncClient(
             verify=ssl_context(),
-            base_url=api_url(),
-            headers={
-                "authorization": f"Bearer {_secret_key()}",
-                "user-agent": USER_AGENT,
-                "accept": "application/json",
-            },
+            base_url=str(
+                _settings["api_url"] or os.environ.get("TRIGGER_API_URL") or DEFAULT_API_URL
+            ),
+            headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         )
         _clients[loop] = client
@@ -204,6 +232,12 @@ async def request(
     import httpx
 
     headers = {"content-type": "application/json"} if content is not None else {}
+    override = auth_override.get()
+    if override is not None:
+        if override.access_token:
+            headers["authorization"] = f"Bearer {override.access_token}"
+        if override.base_url:
+            path = override.base_url.rstrip("/") + path
     if idempotency_key:
         headers[REQUEST_IDEMPOTENCY_HEADER] = idempotency_key
     for attempt in range(MAX_RETRIES + 1):
@@ -377,12 +411,14 @@ def split_item(item: Any) -> tuple[Any, dict[str, Any]]:
     return item, {}
 
 
-async def batch_trigger(task_id: str, items: list[Any], **options: Any) -> BatchHandle:
-    """Trigger one run of ``task_id`` per item (payloads or ``{payload, options}`` dicts).
+async def batch_trigger(task_id: str, items: Any, **options: Any) -> BatchHandle:
+    """Trigger one run of ``task_id`` per item (payloads or ``{payload, options}`` dicts); items
+    may be a list, any iterable or an async iterable (read to the end first).
 
     ``idempotency_key``/``idempotency_key_ttl`` apply to the batch; any other option is a
     default for every item, which the item's own options override.
     """
+    items = await collect_items(items)
     batch_opts = {k: options.pop(k) for k in list(options) if k in BATCH_OPTIONS}
     parts = []
     for item in items:
@@ -396,6 +432,17 @@ async def batch_trigger(task_id: str, items: list[Any], **options: Any) -> Batch
         idempotency_key=str(uuid.uuid4()),
     )
     return batch_handle(response.json(), task_id)
+
+
+async def collect_items(items: Any) -> list[Any]:
+    """A batch's items as a list (Trigger.dev also takes AsyncIterables and streams)."""
+    if isinstance(items, list):
+        return items
+    if hasattr(items, "__aiter__"):
+        return [item async for item in items]
+    if isinstance(items, str | bytes | dict) or not hasattr(items, "__iter__"):
+        raise TypeError("batch items must be a list, an iterable or an async iterable")
+    return list(items)
 
 
 def batch_body(parts: list[bytes], batch_opts: dict[str, Any]) -> bytes:

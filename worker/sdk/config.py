@@ -5,12 +5,19 @@ Validated by pydantic so that a bad key fails with a message naming it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from worker.sdk.task import MACHINE_PRESETS, RETRY_KEYS
+from worker.sdk.task import (
+    HOOK_NAMES,
+    MACHINE_PRESETS,
+    TaskDefinitionError,
+    normalize_hooks,
+    normalize_retry,
+)
 
 
 class ConfigError(ValueError):
@@ -26,8 +33,53 @@ class RetriesConfig(BaseModel):
     @field_validator("default")
     @classmethod
     def _known_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and not set(value) <= RETRY_KEYS:
-            raise ValueError(f"unknown retry option(s) {sorted(set(value) - RETRY_KEYS)}")
+        try:
+            return normalize_retry(value, "retries.default")
+        except TaskDefinitionError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class BuildConfig(BaseModel):
+    """``build``: what ``trigger deploy`` puts in the worker image (the Python answer to
+    Trigger.dev's ``aptGet`` / ``ffmpeg`` / ``additionalFiles`` / ``additionalPackages``
+    extensions). See worker/dockerfile.py."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Debian packages (``apt-get install``), e.g. ``["ffmpeg", "libpq5"]``
+    system_packages: list[str] = Field(default_factory=list)
+    #: pip requirement specifiers, e.g. ``["httpx>=0.27", "pandas==2.2.2"]``
+    pip_packages: list[str] = Field(default_factory=list)
+    #: files or folders (relative to the project) copied beside the task dirs
+    files: list[str] = Field(default_factory=list)
+    #: the base image
+    base_image: str = "python:3.11-slim"
+    #: how the image gets trigger-worker itself (a pip requirement)
+    worker_requirement: str = "trigger-worker"
+
+    @field_validator("system_packages")
+    @classmethod
+    def _debian_names(cls, value: list[str]) -> list[str]:
+        bad = [p for p in value if not re.fullmatch(r"[a-z0-9][a-z0-9+.\-]*(=[\w.+:~-]+)?", p)]
+        if bad:
+            raise ValueError(f"not Debian package names: {bad}")
+        return value
+
+    @field_validator("pip_packages", "worker_requirement")
+    @classmethod
+    def _requirements(cls, value: Any) -> Any:
+        items = [value] if isinstance(value, str) else value
+        bad = [p for p in items if not p or any(c in p for c in "\n\r\"'`$;&|")]
+        if bad:
+            raise ValueError(f"not pip requirement specifiers: {bad}")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _relative(cls, value: list[str]) -> list[str]:
+        bad = [f for f in value if not f or f.startswith("/") or ".." in f.split("/")]
+        if bad:
+            raise ValueError(f"build files must be paths inside the project: {bad}")
         return value
 
 
@@ -47,6 +99,7 @@ class Config(BaseModel):
     concurrency: int = Field(default=10, ge=1, le=1000)
     max_runs_per_process: int = Field(default=1000, ge=1)
     max_memory_per_process: int | None = Field(default=None, description="MiB of RSS")
+    build: BuildConfig = Field(default_factory=BuildConfig)
     # global hooks
     init: Callable[..., Any] | None = None
     on_start: Callable[..., Any] | None = None
@@ -67,23 +120,50 @@ class Config(BaseModel):
         return value
 
     def global_hooks(self) -> dict[str, Callable[..., Any]]:
-        names = (
-            "init",
-            "on_start",
-            "on_start_attempt",
-            "on_success",
-            "on_failure",
-            "on_complete",
-            "cleanup",
-            "catch_error",
-            "middleware",
-            "on_cancel",
-        )
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        """The config's hooks, each combined with those registered with ``tasks.on_*``
+        (worker/sdk/global_hooks.py)."""
+        from worker.sdk.global_hooks import combined
+
+        found = {n: combined(n, getattr(self, n, None)) for n in HOOK_NAMES}
+        return {n: h for n, h in found.items() if h is not None}
+
+
+GLOBAL_HOOKS = (
+    "init",
+    "on_start",
+    "on_start_attempt",
+    "on_success",
+    "on_failure",
+    "on_complete",
+    "cleanup",
+    "catch_error",
+    "middleware",
+    "on_cancel",
+)
+
+
+#: Trigger.dev's config keys spelled differently here (its literal twin → our key)
+CONFIG_TWINS = {"default_machine": "machine"}
 
 
 def define_config(**options: Any) -> Config:
-    """Validate the project's options; raise :class:`ConfigError` naming every bad key."""
+    """Validate the project's options; raise :class:`ConfigError` naming every bad key.
+
+    Trigger.dev's literal spellings are accepted too: ``default_machine`` (= ``machine``) and
+    the hook ``handle_error`` (= ``catch_error``). Hooks are checked as task hooks are
+    (worker/runtime/hooks.py): one that cannot be called is refused here.
+    """
+    for twin, key in CONFIG_TWINS.items():
+        if twin in options:
+            if key in options:
+                raise ConfigError(f"invalid trigger config: give {key} or {twin}, not both")
+            options[key] = options.pop(twin)
+    hook_options = {k: options.pop(k) for k in list(options)
+                    if k in GLOBAL_HOOKS or k == "handle_error"}
+    try:
+        options.update(normalize_hooks(hook_options, "trigger config"))
+    except TaskDefinitionError as exc:
+        raise ConfigError(f"invalid trigger config: {exc}") from None
     try:
         return Config(**options)
     except ValidationError as exc:

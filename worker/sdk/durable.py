@@ -72,6 +72,12 @@ class RunState:
     on_resume: list[Hook] = field(default_factory=list)
     pause_clock: Callable[[], None] | None = None
     resume_clock: Callable[[], None] | None = None
+    #: the attempt's execution time so far in ms, waits excluded (sent with a checkpoint)
+    execution_ms: Callable[[], int] | None = None
+    #: this process resumes the attempt after a checkpoint (set by the runtime)
+    resumed: bool = False
+    #: in-process sleeps (short duration waits) under way
+    sleeping: int = 0
 
     def take_seq(self) -> int:
         seq = self.next_seq
@@ -81,6 +87,11 @@ class RunState:
     @property
     def replaying(self) -> bool:
         return self.next_seq < len(self.journal)
+
+    def checkpointed_at(self, seq: int) -> bool:
+        """Is ``seq`` the wait this attempt checkpointed at? (A resumed run suspended at the
+        last operation of its journal: nothing is recorded after a checkpoint.)"""
+        return self.resumed and bool(self.journal) and seq == max(self.journal)
 
 
 _state: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
@@ -224,6 +235,11 @@ async def block(
     if entry is not None and entry.get("waitpoint"):
         done = _outcome(entry["waitpoint"])
         if done is not None:  # replay: the wait is over
+            if run.checkpointed_at(seq):
+                # the wait this attempt checkpointed at ends here: its on_wait ran in the
+                # process that checkpointed, its on_resume runs now (once per wait)
+                for hook in run.on_resume:
+                    await hook(wait_info)
             return done
         waitpoint_id = entry["waitpoint"]["id"]
     run.waiting = True
@@ -270,13 +286,20 @@ async def block(
             if probe_at is not None:
                 remaining = min(remaining, max(0.0, probe_at - time.monotonic()))
             if deadline - time.monotonic() <= 0:
-                suspended = await _post(
-                    f"/engine/v1/runs/{run.run_id}/checkpoint",
-                    {
-                        "instance_id": run.instance_id,
-                        "attempt_number": run.attempt_number,
-                    },
-                )
+                try:
+                    # this process sends no completion: buffered state (metadata) goes now
+                    await attempt_hooks.checkpointing(current_context())
+                except Exception:
+                    # nothing may be lost: keep waiting in place, try again later
+                    deadline = time.monotonic() + max(1.0, checkpoint_after())
+                    continue
+                checkpoint: dict[str, Any] = {
+                    "instance_id": run.instance_id,
+                    "attempt_number": run.attempt_number,
+                }
+                if run.execution_ms is not None:
+                    checkpoint["execution_ms"] = run.execution_ms()
+                suspended = await _post(f"/engine/v1/runs/{run.run_id}/checkpoint", checkpoint)
                 if suspended["suspended"]:
                     raise Suspended(waitpoint_id)
                 remaining = 0.0  # completed meanwhile: read it below
@@ -292,3 +315,32 @@ async def block(
         return done
     finally:
         run.waiting = False
+
+
+async def sleep_in_process(seconds: float, wait_info: dict[str, Any]) -> None:
+    """A short duration wait, slept in the process (no journal entry, no checkpoint). Like any
+    wait it runs the ``on_wait`` / ``on_resume`` hooks (once: not again when the code is
+    replayed after a checkpoint) and its time does not count towards ``max_duration``."""
+    import asyncio
+
+    run = _state.get()
+    if run is None or run.waiting or run.sleeping:
+        await asyncio.sleep(seconds)  # outside a run, or overlapping another wait
+        return
+    # Replayed after a checkpoint: this wait's hooks ran in the process that first slept it.
+    hooks = not run.replaying
+    run.sleeping += 1
+    try:
+        for hook in run.on_wait if hooks else []:
+            await hook(wait_info)
+        if run.pause_clock:
+            run.pause_clock()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            if run.resume_clock:
+                run.resume_clock()
+        for hook in run.on_resume if hooks else []:
+            await hook(wait_info)
+    finally:
+        run.sleeping -= 1

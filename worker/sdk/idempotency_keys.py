@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Generator
 from typing import Any, Literal
 
 from worker.sdk.context import current_context
@@ -17,9 +18,17 @@ Scope = Literal["run", "attempt", "global"]
 
 
 class IdempotencyKey(str):
-    """A key made by :func:`create`: used exactly as it is."""
+    """A key made by :func:`create`: used exactly as it is.
+
+    Awaitable (to itself), so Trigger.dev's ``await idempotencyKeys.create(...)`` translates
+    literally: ``key = await idempotency_keys.create("k")``; the plain call works as well.
+    """
 
     __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, IdempotencyKey]:
+        return self
+        yield  # unreachable: makes this a generator, so ``await key`` is ``key``
 
 
 def _scope_parts(scope: Scope) -> list[str]:

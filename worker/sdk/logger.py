@@ -3,7 +3,9 @@
 Inside a worker executor the runtime installs a sink that tags each record with the current run
 and ships it to the API; elsewhere records go to the standard ``logging`` module. Either way the
 values of attributes whose key looks secret (password, token, secret, key, auth, ...) are
-replaced by ``"[REDACTED]"`` before they leave the call, at any depth of nesting.
+replaced by ``"[REDACTED]"`` before they leave the call, at any depth of nesting, and the
+password of anything that looks like a URL with credentials (``postgresql://u:PASS@host``) is
+replaced in every string value and in the message.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ REDACTED = "[REDACTED]"
 #: ``Authorization``, ``private_key``, ``cookie``, ``credentials``
 _SECRET_KEY = re.compile(r"passw|secret|token|key|auth|cookie|credential", re.IGNORECASE)
 _MAX_DEPTH = 8
+#: ``scheme://user:password@`` (a DSN or URL carrying credentials): the password part
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)([^@\s]+)(@)")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` replaced."""
+    return _URL_PASSWORD.sub(rf"\1{REDACTED}\3", text) if "://" in text else text
 
 
 def is_secret_key(name: object) -> bool:
@@ -38,6 +47,8 @@ def redact(value: Any, depth: int = 0) -> Any:
         return {k: REDACTED if is_secret_key(k) else redact(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v, depth + 1) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
     return value
 
 
@@ -54,21 +65,47 @@ def set_sink(sink: Sink | None) -> None:
     _sink = sink or _default_sink
 
 
+def _attributes(given: Any, keywords: dict[str, Any]) -> dict[str, Any]:
+    """Trigger.dev's positional attributes object (``logger.info("msg", {"user_id": 1})``)
+    merged with keyword attributes; a non-mapping positional value is kept under ``value``."""
+    if given is None:
+        return keywords
+    if isinstance(given, Mapping):
+        return {**given, **keywords}
+    return {"value": given, **keywords}
+
+
 class TaskLogger:
-    def debug(self, message: str, **attributes: Any) -> None:
-        _sink("debug", str(message), redact(attributes))
+    """``logger.info("msg", {"user_id": 1})`` or ``logger.info("msg", user_id=1)``."""
 
-    def log(self, message: str, **attributes: Any) -> None:
-        _sink("log", str(message), redact(attributes))
+    def debug(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+        _sink("debug", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def info(self, message: str, **attributes: Any) -> None:
-        _sink("info", str(message), redact(attributes))
+    def log(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+        _sink("log", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def warn(self, message: str, **attributes: Any) -> None:
-        _sink("warn", str(message), redact(attributes))
+    def info(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+        _sink("info", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def error(self, message: str, **attributes: Any) -> None:
-        _sink("error", str(message), redact(attributes))
+    def warn(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+        _sink("warn", redact_text(str(message)), redact(_attributes(attributes, kw)))
+
+    def error(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+        _sink("error", redact_text(str(message)), redact(_attributes(attributes, kw)))
+
+    def trace(self, name: str, fn: Any = None, /, attributes: Any = None) -> Any:
+        """A span (worker/sdk/tracing.py): ``with``/``async with logger.trace("name") as
+        span``, ``@logger.trace("name")``, or Trigger.dev's ``await logger.trace("name", fn)``
+        where ``fn(span)``. The span is recorded in the run's logs when it ends."""
+        from worker.sdk.tracing import trace
+
+        return trace(name, fn, attributes)
+
+    def start_span(self, name: str, attributes: Any = None) -> Any:
+        """A span ended by ``span.end()`` (worker/sdk/tracing.py)."""
+        from worker.sdk.tracing import start_span
+
+        return start_span(name, attributes)
 
 
 logger = TaskLogger()

@@ -3,9 +3,11 @@
 Changes are synchronous and chainable (``metadata.set("progress", 0.5).increment("done")``):
 they apply at once to the local view (``metadata.current()``, ``metadata.get(k)``) and are
 buffered as operations, flushed to the API about once a second
-(``TRIGGER_RUN_METADATA_FLUSH_INTERVAL`` ms, default 1000) and finally with the attempt's
-completion. ``await metadata.flush()`` sends them now; ``await metadata.refresh()`` reloads the
-server's copy (which children may have changed through ``metadata.parent``).
+(``TRIGGER_RUN_METADATA_FLUSH_INTERVAL`` ms, default 1000), before the run checkpoints, and
+finally with the attempt's completion. When a checkpointed run resumes and replays the code
+before its wait, the replayed changes are skipped: they were applied before the checkpoint.
+``await metadata.flush()`` sends them now; ``await metadata.refresh()`` reloads the server's copy
+(which children may have changed through ``metadata.parent``).
 
 ``metadata.parent.*`` / ``metadata.root.*`` change the parent / root run (the run itself when it
 has none); increments from many children never lose updates (applied under a row lock).
@@ -28,7 +30,7 @@ from worker.common.metadata_ops import (
     MetadataOperationError,
     apply_operations,
 )
-from worker.sdk import attempt_hooks
+from worker.sdk import attempt_hooks, durable
 from worker.sdk.context import current_context
 
 
@@ -98,6 +100,12 @@ def _run_id() -> str | None:
     return run_id
 
 
+def _replaying() -> bool:
+    """Is the run replaying its journal after a checkpoint (not yet past its last entry)?"""
+    run = durable.maybe_state()
+    return run is not None and run.replaying
+
+
 class _Target:
     """Buffered changes to one run: the current one, its parent or its root."""
 
@@ -112,6 +120,11 @@ class _Target:
     def _op(self, op: dict[str, Any]) -> _Target:
         if _run_id() is None:
             return self  # outside a run: nothing to change
+        if _replaying():
+            # Code before a wait runs again when a checkpointed run resumes; its changes were
+            # flushed before the checkpoint and are in the metadata this attempt started
+            # from: applying them again would count an increment twice.
+            return self
         try:
             orjson.dumps(op)
         except TypeError as exc:
@@ -218,11 +231,12 @@ class Metadata(_Target):
         )
         _state.current = apply_operations(response.json().get("metadata") or {}, _state.ops)
 
-    async def stream(self, key: str, source: Any) -> int:
-        """Pipe an (async) iterable to the run's stream ``key``; see ``worker.streams``."""
-        from worker.sdk.realtime import streams
+    async def stream(self, key: str, source: Any) -> Any:
+        """Pipe an (async) iterable to the run's stream ``key`` and return a
+        :class:`~worker.sdk.realtime.PipedStream` of the chunks as they are piped."""
+        from worker.sdk.realtime import PipedStream
 
-        return await streams.pipe(key, source)
+        return PipedStream(key, source)
 
 
 metadata = Metadata()
@@ -261,5 +275,12 @@ async def _attempt_ending(ctx: Any) -> dict[str, Any] | None:
     return {"metadata": body} if body else None
 
 
+async def _before_checkpoint(ctx: Any) -> None:
+    """A run about to checkpoint sends no completion: flush now (raises if the API refuses,
+    and the run then keeps waiting in place rather than lose the changes)."""
+    await metadata.flush()
+
+
 attempt_hooks.on_attempt_start(_attempt_started)
 attempt_hooks.on_attempt_end(_attempt_ending)
+attempt_hooks.on_checkpoint(_before_checkpoint)

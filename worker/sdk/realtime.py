@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -111,8 +112,83 @@ def _id(value: Any) -> str:
     )
 
 
-def subscribe_to_run(run: Any, *, access_token: str | None = None) -> AsyncIterator[Run]:
-    return _runs(f"/realtime/v1/runs/{client.path_segment(_id(run))}", None, access_token)
+@dataclass(frozen=True)
+class StreamPart:
+    """One part of a subscription ``with_streams``: ``type`` is ``"run"`` (``run`` set) or the
+    stream key (``chunk`` set, parsed by the stream's type when one was given)."""
+
+    type: str
+    run: Run | None = None
+    chunk: Any = None
+
+
+class RunSubscription:
+    """``runs.subscribe_to_run(id)``: an async iterator of :class:`Run` snapshots;
+    ``.with_streams("openai")`` (or ``{"openai": ChunkModel}`` for typed chunks) also yields the
+    chunks of those streams, as Trigger.dev's ``subscribeToRun(id).withStreams()``."""
+
+    def __init__(self, run_id: str, access_token: str | None) -> None:
+        self.run_id, self.access_token = run_id, access_token
+        self._snapshots: AsyncIterator[Run] | None = None
+
+    def __aiter__(self) -> RunSubscription:
+        return self
+
+    async def __anext__(self) -> Run:
+        if self._snapshots is None:
+            self._snapshots = _runs(f"/realtime/v1/runs/{client.path_segment(self.run_id)}",
+                                    None, self.access_token)
+        return await self._snapshots.__anext__()
+
+    async def with_streams(self, *keys: Any) -> AsyncIterator[StreamPart]:
+        from worker.sdk.schemas import adapt
+
+        types: dict[str, Any] = {}
+        for key in keys:
+            if isinstance(key, dict):
+                types.update({k: adapt(v) if v is not None else None for k, v in key.items()})
+            else:
+                types[str(key)] = None
+        if not types:
+            raise ValueError("with_streams needs the stream keys: with_streams('openai')")
+        parts: asyncio.Queue[StreamPart | BaseException | None] = asyncio.Queue()
+
+        async def pump_run() -> None:
+            async for run in self:
+                parts.put_nowait(StreamPart("run", run=run))
+
+        async def pump_stream(key: str, parse: Any) -> None:
+            async for chunk in streams.read(self.run_id, key, access_token=self.access_token):
+                parts.put_nowait(StreamPart(key, chunk=parse.model_validate(chunk)
+                                            if parse is not None else chunk))
+
+        async def guarded(coro: Any) -> None:
+            try:
+                await coro
+            except BaseException as exc:  # handed to the reader, raised there
+                parts.put_nowait(exc)
+            finally:
+                parts.put_nowait(None)
+
+        pumps = [asyncio.ensure_future(guarded(pump_run()))]
+        pumps += [asyncio.ensure_future(guarded(pump_stream(k, t))) for k, t in types.items()]
+        running = len(pumps)
+        try:
+            while running:
+                item = await parts.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            for pump in pumps:
+                pump.cancel()
+
+
+def subscribe_to_run(run: Any, *, access_token: str | None = None) -> RunSubscription:
+    return RunSubscription(_id(run), access_token)
 
 
 def subscribe_to_runs_with_tag(
@@ -159,6 +235,9 @@ async def _aiter(source: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[An
 
 class Streams:
     """The ``streams`` namespace."""
+
+    def define(self, id: str, schema: Any = None) -> StreamDefinition:
+        return StreamDefinition(id, schema)
 
     async def append(self, key: str, value: Any, *, run_id: str | None = None) -> None:
         await _post(_current_run_id(run_id), key, [value], False)
@@ -228,3 +307,99 @@ class Streams:
 
 
 streams = Streams()
+
+
+class StreamDefinition:
+    """``streams.define("llm")`` (Trigger.dev's ``streams.define<T>({id})``): the stream calls
+    with the key bound; ``schema`` (any ``schema_task`` schema kind) parses read chunks."""
+
+    def __init__(self, id: str, schema: Any = None) -> None:
+        from worker.sdk.schemas import adapt
+
+        self.id = id
+        self.schema = adapt(schema) if schema is not None else None
+
+    async def pipe(self, source: AsyncIterable[Any] | Iterable[Any], *,
+                   run_id: str | None = None) -> int:
+        return await streams.pipe(self.id, source, run_id=run_id)
+
+    async def append(self, value: Any, *, run_id: str | None = None) -> None:
+        await streams.append(self.id, value, run_id=run_id)
+
+    async def read(self, run: Any, *, access_token: str | None = None,
+                   after: int = 0) -> AsyncIterator[Any]:
+        async for chunk in streams.read(run, self.id, access_token=access_token, after=after):
+            yield self.schema.model_validate(chunk) if self.schema is not None else chunk
+
+
+class PipedStream:
+    """What ``metadata.stream(key, source)`` returns: the source is piped to the run's stream
+    ``key`` in the background, and this yields the same chunks as they are piped, so Trigger.dev's
+    ``for await (const chunk of stream)`` translates to ``async for chunk in stream``.
+
+    ``await stream`` waits for the pipe to end and gives the number of chunks sent; an attempt
+    also waits for its unfinished pipes before it completes (so nothing is cut off), and a pipe
+    error is raised from the iteration / the ``await``.
+    """
+
+    def __init__(self, key: str, source: AsyncIterable[Any] | Iterable[Any],
+                 run_id: str | None = None) -> None:
+        self._chunks: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._pump(key, source, run_id))
+        _pending.add(self._task)
+        self._task.add_done_callback(_pending.discard)
+
+    async def _pump(self, key: str, source: AsyncIterable[Any] | Iterable[Any],
+                    run_id: str | None) -> int:
+        async def tee() -> AsyncIterator[Any]:
+            async for item in _aiter(source):
+                self._chunks.put_nowait((False, item))
+                yield item
+
+        try:
+            return await streams.pipe(key, tee(), run_id=run_id)
+        finally:
+            self._chunks.put_nowait((True, None))
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while True:
+            end, item = await self._chunks.get()
+            if end:
+                break
+            yield item
+        await self._task  # the pipe's error, if it failed
+
+    def __await__(self) -> Any:
+        return self._task.__await__()
+
+
+#: pipes started by metadata.stream that have not finished yet
+_pending: set[asyncio.Task[int]] = set()
+
+
+async def _settle_pipes(ctx: Any) -> dict[str, Any] | None:
+    """At the end of an attempt: let unfinished pipes finish (their errors were or will be
+    seen by the task; here they are only logged)."""
+    from worker.sdk.logger import logger
+
+    for task in list(_pending):
+        try:
+            await task
+        except Exception as exc:
+            logger.error(f"metadata.stream pipe failed: {type(exc).__name__}: {exc}")
+    return None
+
+
+async def _before_checkpoint(ctx: Any) -> None:
+    """A checkpointing process completes nothing: finish the pipes before it stops."""
+    await _settle_pipes(ctx)
+
+
+def _register() -> None:
+    from worker.sdk import attempt_hooks
+
+    attempt_hooks.on_attempt_end(_settle_pipes)
+    attempt_hooks.on_checkpoint(_before_checkpoint)
+
+
+_register()

@@ -35,6 +35,9 @@ def _time(value: Any) -> dt.datetime | None:
 def _decode(data: dict[str, Any], key: str) -> Any:
     value = data.get(key)
     data_type = data.get(f"{key}Type") or JSON
+    raw = data.get(f"raw{key.capitalize()}")  # the typed packet beside its JSON view
+    if isinstance(raw, str) and data_type != JSON:
+        return loads(raw, data_type)
     if data_type == JSON or not isinstance(value, str):
         return value
     return loads(value, data_type)

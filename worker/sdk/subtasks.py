@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -26,17 +26,21 @@ class SubtaskUnwrapError(Exception):
         self.task_id, self.run_id, self.error = task_id, run_id, error
 
 
+T = TypeVar("T")
+
+
 @dataclass
-class TaskRunResult:
-    """The result of a child run: ``ok`` with ``output``, or not ``ok`` with ``error``."""
+class TaskRunResult(Generic[T]):
+    """The result of a child run: ``ok`` with ``output``, or not ``ok`` with ``error``.
+    ``TaskRunResult[Output]`` when the task is a ``Task[Payload, Output]``."""
 
     ok: bool
     id: str
     task_identifier: str
-    output: Any = None
+    output: T = None  # type: ignore[assignment]  # None when not ok
     error: Any = None
 
-    def unwrap(self) -> Any:
+    def unwrap(self) -> T:
         if not self.ok:
             raise SubtaskUnwrapError(self.task_identifier, self.id, self.error)
         return self.output
@@ -45,14 +49,16 @@ class TaskRunResult:
 @dataclass
 class BatchResult:
     id: str
-    runs: list[TaskRunResult] = field(default_factory=list)
+    runs: list[TaskRunResult[Any]] = field(default_factory=list)
 
 
 def _wait_entry(waitpoint_id: str) -> dict[str, Any]:
     return {"waitpoint": {"id": waitpoint_id, "status": "WAITING"}}
 
 
-async def trigger_and_wait(task_id: str, payload: Any = None, **options: Any) -> TaskRunResult:
+async def trigger_and_wait(
+    task_id: str, payload: Any = None, **options: Any
+) -> TaskRunResult[Any]:
     seq, entry = durable.replayed("trigger_and_wait", task_id)
     if entry is None:
         wire = client.with_parent(client.wire_options(options))

@@ -7,13 +7,16 @@ runtime executes it (``worker.runtime``); the client triggers it (``worker.sdk.c
 
 from __future__ import annotations
 
-import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Protocol, TypeVar, overload
 
 from worker.common.machines import MACHINE_PRESETS
+
+if TYPE_CHECKING:
+    from worker.sdk.client import BatchHandle, RunHandle
+    from worker.sdk.subtasks import BatchResult, TaskRunResult
 
 HOOK_NAMES = (
     "middleware",
@@ -34,10 +37,65 @@ HOOK_NAMES = (
 RETRY_KEYS = frozenset(
     {"max_attempts", "factor", "min_timeout_ms", "max_timeout_ms", "randomize", "out_of_memory"}
 )
+#: Trigger.dev's literal spellings, accepted and stored under our names
+RETRY_TWINS = {"min_timeout_in_ms": "min_timeout_ms", "max_timeout_in_ms": "max_timeout_ms"}
+#: Trigger.dev's deprecated hook names, accepted as the current ones
+HOOK_ALIASES = {"handle_error": "catch_error"}
+
+#: a task's payload and output types: ``Task[Payload, Output]``
+P = TypeVar("P")
+O = TypeVar("O")  # noqa: E741
 
 
 class TaskDefinitionError(ValueError):
     """A task was declared with options that cannot work; the message says which and why."""
+
+
+def normalize_retry(retry: Any, where: str) -> dict[str, Any] | None:
+    """Retry options with Trigger.dev's literal key names mapped to ours; unknown keys refused."""
+    if retry is None:
+        return None
+    if not isinstance(retry, dict):
+        raise TaskDefinitionError(f"{where}: retry must be a dict of options, got {retry!r}")
+    out: dict[str, Any] = {}
+    for key, value in retry.items():
+        name = RETRY_TWINS.get(str(key), str(key))
+        if name in out:
+            raise TaskDefinitionError(f"{where}: retry gives {name} twice ({key!r} is its twin)")
+        out[name] = value
+    bad = sorted(set(retry) - RETRY_KEYS - set(RETRY_TWINS))
+    if bad:
+        raise TaskDefinitionError(
+            f"{where}: unknown retry option(s) {bad}; allowed: {sorted(RETRY_KEYS)} "
+            f"(or the twins {sorted(RETRY_TWINS)})"
+        )
+    return out
+
+
+def normalize_hooks(options: dict[str, Any], where: str) -> dict[str, Callable[..., Any]]:
+    """Pop the hook options (aliases mapped) and check each can be called (see
+    worker/runtime/hooks.py): a hook we cannot call is refused now, not when it fires."""
+    from worker.runtime.hooks import check_hook
+
+    for alias, name in HOOK_ALIASES.items():
+        if options.get(alias) is not None:
+            if options.get(name) is not None:
+                raise TaskDefinitionError(
+                    f"{where}: give {name} or {alias} (its old name), not both"
+                )
+            options[name] = options.pop(alias)
+        options.pop(alias, None)
+    hooks = {name: options.pop(name) for name in HOOK_NAMES if options.get(name) is not None}
+    for name in HOOK_NAMES:
+        options.pop(name, None)
+    for name, fn in hooks.items():
+        if not callable(fn):
+            raise TaskDefinitionError(f"{where}: hook {name} must be callable")
+        try:
+            check_hook(name, fn)
+        except ValueError as exc:
+            raise TaskDefinitionError(f"{where}: {exc}") from None
+    return hooks
 
 
 @dataclass(frozen=True)
@@ -62,8 +120,13 @@ def queue(name: str, concurrency_limit: int | None = None) -> Queue:
 
 
 @dataclass
-class Task:
-    """An exported task. Call ``await task.trigger(payload)`` to run it through the engine."""
+class Task(Generic[P, O]):
+    """An exported task. Call ``await task.trigger(payload)`` to run it through the engine.
+
+    ``Task[Payload, Output]``: the decorator infers both from ``run``'s annotations, so a type
+    checker sees ``(await t.trigger_and_wait(p)).unwrap()`` as ``Output`` and flags a wrong
+    payload.
+    """
 
     id: str
     run: Callable[..., Any]
@@ -73,7 +136,9 @@ class Task:
     max_duration: float | None = None
     ttl: str | int | None = None
     machine: str | None = None
-    schema: type | None = None
+    #: the payload schema, adapted to ``model_validate`` / ``model_json_schema``
+    #: (worker/sdk/schemas.py)
+    schema: Any = None
     hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)
     #: ``schedules.task``'s cron: ``{"pattern", "timezone", "environments"}`` (else None)
     schedule: dict[str, Any] | None = None
@@ -81,25 +146,33 @@ class Task:
     source: tuple[str, int] = ("<unknown>", 0)
 
     # --- triggering (implemented by the client; imported lazily to keep imports light) ------
-    async def trigger(self, payload: Any = None, **options: Any) -> Any:
+    async def trigger(self, payload: P | None = None, **options: Any) -> RunHandle:
         from worker.sdk import client
 
         return await client.trigger(self.id, payload, **options)
 
-    async def batch_trigger(self, items: list[Any], **options: Any) -> Any:
+    async def trigger_and_subscribe(self, payload: P | None = None, **options: Any) -> Any:
+        """Trigger, then yield the run's snapshots (``Run``) until it is final."""
+        from worker.sdk import realtime
+
+        handle = await self.trigger(payload, **options)
+        async for run in realtime.subscribe_to_run(handle.id):
+            yield run
+
+    async def batch_trigger(self, items: list[Any], **options: Any) -> BatchHandle:
         """``items``: payloads, or dicts ``{"payload": ..., "options": {...}}``."""
         from worker.sdk import client
 
         return await client.batch_trigger(self.id, items, **options)
 
-    async def trigger_and_wait(self, payload: Any = None, **options: Any) -> Any:
+    async def trigger_and_wait(self, payload: P | None = None, **options: Any) -> TaskRunResult[O]:
         """Trigger a child run and wait for its result (inside a run only): a
         ``TaskRunResult`` with ``ok``, ``output`` / ``error`` and ``unwrap()``."""
         from worker.sdk import subtasks
 
         return await subtasks.trigger_and_wait(self.id, payload, **options)
 
-    async def batch_trigger_and_wait(self, items: list[Any]) -> Any:
+    async def batch_trigger_and_wait(self, items: list[Any]) -> BatchResult:
         """Trigger one child per item and wait for all; results in item order."""
         from worker.sdk import client, subtasks
 
@@ -113,7 +186,7 @@ class Task:
         """What the worker registers with the engine for this task."""
         schema_json = None
         if self.schema is not None:
-            schema_json = self.schema.model_json_schema()  # type: ignore[attr-defined]
+            schema_json = self.schema.model_json_schema()
         return {
             "id": self.id,
             "description": self.description,
@@ -135,10 +208,10 @@ class Task:
 
 #: Every Task created in this interpreter, in creation order. Discovery compares it with the
 #: modules' exports to report tasks that were declared but not exported.
-_created: list[Task] = []
+_created: list[Task[Any, Any]] = []
 
 
-def created_tasks() -> list[Task]:
+def created_tasks() -> list[Task[Any, Any]]:
     return list(_created)
 
 
@@ -151,31 +224,28 @@ def _build(
     id: str,
     run: Callable[..., Any],
     source: tuple[str, int],
-    schema: type | None = None,
+    schema: Any = None,
     **options: Any,
-) -> Task:
+) -> Task[Any, Any]:
     if not isinstance(id, str) or not id.strip():
         raise TaskDefinitionError(f"{source[0]}:{source[1]}: task id must be a non-empty string")
     if not callable(run):
         raise TaskDefinitionError(f"task {id!r}: run must be a function, got {type(run).__name__}")
-    hooks = {name: options.pop(name) for name in HOOK_NAMES if options.get(name) is not None}
-    for name in HOOK_NAMES:
-        options.pop(name, None)
-    for name, fn in hooks.items():
-        if not callable(fn):
-            raise TaskDefinitionError(f"task {id!r}: hook {name} must be callable")
+    hooks = normalize_hooks(options, f"task {id!r}")
     q = options.pop("queue", None)
     if isinstance(q, str):
         q = Queue(q)
     elif isinstance(q, dict):
         q = Queue(**q)
-    retry = options.pop("retry", None)
-    if retry is not None and (not isinstance(retry, dict) or not set(retry) <= RETRY_KEYS):
-        bad = sorted(set(retry) - RETRY_KEYS) if isinstance(retry, dict) else retry
-        raise TaskDefinitionError(
-            f"task {id!r}: unknown retry option(s) {bad}; allowed: {sorted(RETRY_KEYS)}"
-        )
+    retry = normalize_retry(options.pop("retry", None), f"task {id!r}")
     machine = options.pop("machine", None)
+    if isinstance(machine, dict):  # Trigger.dev's {preset}; its cpu/memory form is deprecated
+        if set(machine) != {"preset"}:
+            raise TaskDefinitionError(
+                f"task {id!r}: machine takes a preset name (or {{'preset': name}}); cpu/memory "
+                f"are not supported, pick the preset that fits: {sorted(MACHINE_PRESETS)}"
+            )
+        machine = machine["preset"]
     if machine is not None and machine not in MACHINE_PRESETS:
         raise TaskDefinitionError(
             f"task {id!r}: unknown machine {machine!r}; one of {sorted(MACHINE_PRESETS)}"
@@ -189,7 +259,7 @@ def _build(
     ttl = options.pop("ttl", None)
     if options:
         raise TaskDefinitionError(f"task {id!r}: unknown option(s) {sorted(options)}")
-    task_obj = Task(
+    task_obj: Task[Any, Any] = Task(
         id=id,
         run=run,
         description=description,
@@ -206,39 +276,73 @@ def _build(
     return task_obj
 
 
+class TaskDecorator(Protocol):
+    """What ``@task(...)`` returns: infers ``Task[Payload, Output]`` from ``run``."""
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[P, ...], Awaitable[O]]) -> Task[P, O]: ...
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[P, ...], O]) -> Task[P, O]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[], Awaitable[O]]) -> Task[Any, O]: ...
+
+
+@overload
+def task(id: str, run: None = None, **options: Any) -> TaskDecorator: ...
+
+
+@overload
+def task(
+    id: str, run: Callable[Concatenate[P, ...], Awaitable[O]], **options: Any
+) -> Task[P, O]: ...
+
+
+@overload
+def task(id: str, run: Callable[..., Any], **options: Any) -> Task[Any, Any]: ...
+
+
 def task(id: str, run: Callable[..., Any] | None = None, **options: Any) -> Any:
     """Declare a task, as a decorator or in call form.
 
     ``@task(id="hello", max_duration=300, retry={"max_attempts": 3})`` above ``async def`` or
-    ``def`` ``run(payload, ctx)``; or ``hello = task(id="hello", run=fn, ...)``. Hook options
-    (``on_start``, ``on_success``, ``catch_error``, ...) are functions whose parameters are picked
-    by name from ``payload, ctx, output, error, result, init, task``.
+    ``def`` ``run(payload, ctx)``; or ``hello = task(id="hello", run=fn, ...)``. Hooks
+    (``on_start``, ``on_success``, ``catch_error``, ...) take their arguments by name
+    (``payload, ctx, output, error, result, init, task``) or in Trigger.dev's positional order
+    (``on_failure(payload, error, params)``); see worker/runtime/hooks.py.
     """
     if run is not None:
         return _build(id, run, _caller_source(2), **options)
     source = _caller_source(2)
 
-    def decorate(fn: Callable[..., Any]) -> Task:
+    def decorate(fn: Callable[..., Any]) -> Task[Any, Any]:
         return _build(id, fn, source, **options)
 
     return decorate
 
 
 def schema_task(
-    id: str, schema: type, run: Callable[..., Any] | None = None, **options: Any
+    id: str, schema: Any, run: Callable[..., Any] | None = None, **options: Any
 ) -> Any:
-    """A task whose payload is validated by a pydantic model before ``run`` gets it.
+    """A task whose payload is validated by ``schema`` before ``run`` gets it.
 
-    The worker parses the payload into ``schema`` (so ``run`` receives a model instance); the
-    manifest carries the model's JSON schema.
+    ``schema``: a pydantic model or ``TypeAdapter``, a dataclass, a ``TypedDict``, a JSON-schema
+    dict or a parsing function (worker/sdk/schemas.py). The worker parses the payload with it
+    (so ``run`` receives e.g. a model instance); the manifest carries its JSON schema where one
+    can be derived, and the API then refuses a bad payload at trigger time (422).
     """
-    if not (inspect.isclass(schema) and hasattr(schema, "model_validate")):
-        raise TaskDefinitionError(f"schema_task {id!r}: schema must be a pydantic BaseModel class")
+    from worker.sdk.schemas import adapt
+
+    try:
+        adapted = adapt(schema)
+    except Exception as exc:
+        raise TaskDefinitionError(f"schema_task {id!r}: {exc}") from None
     if run is not None:
-        return _build(id, run, _caller_source(2), schema=schema, **options)
+        return _build(id, run, _caller_source(2), schema=adapted, **options)
     source = _caller_source(2)
 
-    def decorate(fn: Callable[..., Any]) -> Task:
-        return _build(id, fn, source, schema=schema, **options)
+    def decorate(fn: Callable[..., Any]) -> Task[Any, Any]:
+        return _build(id, fn, source, schema=adapted, **options)
 
     return decorate

@@ -1,4 +1,10 @@
-"""``tasks`` (trigger by task id) and ``batch`` (multi-task batches, batch retrieval)."""
+"""``tasks`` (trigger by task id) and ``batch`` (multi-task batches, batch retrieval).
+
+Trigger.dev's batch family, twinned: ``batch.trigger`` / ``batch.trigger_by_id`` take items
+naming the task by id (``{"id": "my-task", "payload": ...}``); ``batch.trigger_by_task`` takes
+items holding the task object (``{"task": my_task, "payload": ...}``); the ``_and_wait`` forms
+(inside a run) wait for every run and return results in item order.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,35 @@ from worker.sdk import client
 from worker.sdk.client import BatchHandle, RunHandle, path_segment
 
 
+def _global_hook(kind: str) -> Any:
+    """A ``tasks.<kind>([name,] fn)`` method registering a global hook."""
+
+    def register(self: Any, name_or_fn: Any, fn: Any = None) -> Any:
+        from worker.sdk.global_hooks import register as add
+
+        return add(kind, name_or_fn, fn)
+
+    register.__name__ = kind
+    return register
+
+
 class Tasks:
     """``await tasks.trigger("hello-world", payload, tags=["x"])`` from application code."""
 
     async def trigger(self, task_id: str, payload: Any = None, **options: Any) -> RunHandle:
         return await client.trigger(task_id, payload, **options)
+
+    # global hooks (Trigger.dev's tasks.onStart(...) & co.): tasks.on_start([name,] fn)
+    middleware = _global_hook("middleware")
+    on_start = _global_hook("on_start")
+    on_start_attempt = _global_hook("on_start_attempt")
+    on_success = _global_hook("on_success")
+    on_failure = _global_hook("on_failure")
+    on_complete = _global_hook("on_complete")
+    on_wait = _global_hook("on_wait")
+    on_resume = _global_hook("on_resume")
+    on_cancel = _global_hook("on_cancel")
+    catch_error = _global_hook("catch_error")
 
     async def trigger_and_wait(self, task_id: str, payload: Any = None, **options: Any) -> Any:
         from worker.sdk import subtasks
@@ -26,6 +56,33 @@ class Tasks:
 
     async def batch_trigger(self, task_id: str, items: list[Any], **options: Any) -> BatchHandle:
         return await client.batch_trigger(task_id, items, **options)
+
+    async def batch_trigger_and_wait(self, task_id: str, items: list[Any]) -> Any:
+        """Inside a run: one child per item (payloads, or ``{"payload", "options"}``), waited
+        for; a ``BatchResult`` whose ``runs`` are in item order."""
+        from worker.sdk import subtasks
+
+        parts = []
+        for item in items:
+            payload, options = client.split_item(item)
+            parts.append({"task": task_id, "payload": payload, "options": options})
+        return await subtasks.batch_trigger_and_wait(parts)
+
+    async def trigger_and_poll(
+        self,
+        task_id: str,
+        payload: Any = None,
+        *,
+        poll_interval_ms: int = 1000,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Any:
+        """Trigger, then retrieve the run every ``poll_interval_ms`` until it is final; the
+        final ``Run``. Blocks the caller: not for HTTP handlers (use realtime instead)."""
+        from worker.sdk.runs import runs
+
+        handle = await client.trigger(task_id, payload, **options)
+        return await runs.poll(handle, poll_interval=poll_interval_ms / 1000, timeout=timeout)
 
 
 @dataclass
@@ -58,17 +115,32 @@ class Batch:
         )
 
 
+def _item_task(item: Any, index: int) -> str:
+    """The task id of a batch item: ``"id"`` (an id) or ``"task"`` (a task object or id)."""
+    if not isinstance(item, dict):
+        raise TypeError(
+            f"batch item {index} must be a dict like {{'id': 'my-task', 'payload': ...}}"
+        )
+    target = item.get("id") or item.get("task")
+    task_id = getattr(target, "id", target)
+    if not isinstance(task_id, str) or not task_id:
+        raise TypeError(
+            f"batch item {index} needs its task: 'id' (the task id) or 'task' (the task object)"
+        )
+    return task_id
+
+
 class BatchApi:
     """``batch.trigger([{"id": task_id, "payload": ..., "options": {...}}])``, ``.retrieve``."""
 
-    async def trigger(self, items: list[dict[str, Any]], **options: Any) -> BatchHandle:
-        """One run per item, each naming its task (``"id"`` or ``"task"``); order kept."""
+    async def trigger(self, items: Any, **options: Any) -> BatchHandle:
+        """One run per item, each naming its task (``"id"`` or ``"task"``); order kept. Items
+        may also come from an (async) iterable."""
+        items = await client.collect_items(items)
         batch_opts = {k: options.pop(k) for k in list(options) if k in client.BATCH_OPTIONS}
         parts = []
         for index, item in enumerate(items):
-            task_id = item.get("id") or item.get("task")
-            if not isinstance(task_id, str):
-                raise TypeError(f"batch item {index} needs the task id under 'id'")
+            task_id = _item_task(item, index)
             merged = client.with_parent(
                 client.wire_options({**options, **(item.get("options") or {})})
             )
@@ -98,17 +170,26 @@ class BatchApi:
         return await subtasks.batch_trigger_and_wait(
             [
                 {
-                    "task": item.get("id", item.get("task")),
+                    "task": _item_task(item, index),
                     "payload": item.get("payload"),
                     "options": item.get("options"),
                 }
-                for item in items
+                for index, item in enumerate(items)
             ]
         )
 
-    async def trigger_by_task(self, task_id: str, items: list[Any], **options: Any) -> BatchHandle:
-        """Same as ``tasks.batch_trigger``: many payloads for one task."""
-        return await client.batch_trigger(task_id, items, **options)
+    # Trigger.dev's names: by id (items name the task id) and by task (items hold the task)
+    trigger_by_id = trigger
+    trigger_by_id_and_wait = trigger_and_wait
+
+    async def trigger_by_task(self, items: list[dict[str, Any]], **options: Any) -> BatchHandle:
+        """``batch.trigger_by_task([{"task": child_task, "payload": ...}, ...])``: one run per
+        item, of the task object it holds."""
+        return await self.trigger(items, **options)
+
+    async def trigger_by_task_and_wait(self, items: list[dict[str, Any]]) -> Any:
+        """Inside a run: :meth:`trigger_by_task`, then wait for every run (item order)."""
+        return await self.trigger_and_wait(items)
 
     async def retrieve(self, batch_id: str | BatchHandle) -> Batch:
         ident = batch_id if isinstance(batch_id, str) else batch_id.batch_id

@@ -116,7 +116,7 @@ class Wait:
 
     async def _until(self, when: datetime, seconds: float, key: str | None, ttl: Any) -> None:
         if seconds <= IN_PROCESS_SECONDS and key is None:
-            await asyncio.sleep(seconds)
+            await durable.sleep_in_process(seconds, {"type": "duration", "date": when})
             return
         if key is not None:
             key = for_trigger(key)  # a plain string is scoped to the run, as for triggers

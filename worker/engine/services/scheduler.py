@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from worker.engine.db import Pool
 from worker.engine.queries import Q
+from worker.engine.triggering import LIVE_WORKER_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 async def promote_due(pool: Pool, limit: int = 1000) -> tuple[int, float | None]:
     """One sweep. Returns (runs promoted, seconds until the next due run or None)."""
     async with pool.connection() as conn, conn.transaction():
-        rows = await (await conn.execute(Q.promote_due_runs, {"limit": limit})).fetchall()
+        params = {"limit": limit, "live_seconds": LIVE_WORKER_SECONDS}
+        rows = await (await conn.execute(Q.promote_due_runs, params)).fetchall()
         for env_id in {str(r["environment_id"]) for r in rows}:
             await conn.execute(Q.notify_runs, {"environment_id": env_id})
         nxt = await (await conn.execute(Q.next_due_at)).fetchone()

@@ -21,6 +21,15 @@ ON CONFLICT (project_id, slug) DO UPDATE SET type = environments.type
 RETURNING id;
 
 -- name: insert_key
-INSERT INTO api_keys (key_hash, environment_id, key_prefix)
-VALUES (%(key_hash)s::bytea, %(environment_id)s::uuid, %(key_prefix)s::text)
-ON CONFLICT (key_hash) DO NOTHING;
+-- Registering a known key again stores its ciphertext if it had none (older rows).
+INSERT INTO api_keys (key_hash, environment_id, key_prefix, key_ciphertext)
+VALUES (%(key_hash)s::bytea, %(environment_id)s::uuid, %(key_prefix)s::text,
+        %(key_ciphertext)s::bytea)
+ON CONFLICT (key_hash) DO UPDATE
+SET key_ciphertext = coalesce(api_keys.key_ciphertext, EXCLUDED.key_ciphertext);
+
+-- name: env_key_ciphertexts
+-- The environment's live secret keys, encrypted, to verify tokens signed with one of them.
+SELECT key_hash, key_ciphertext FROM api_keys
+WHERE environment_id = %(environment_id)s::uuid AND revoked_at IS NULL
+  AND key_ciphertext IS NOT NULL;

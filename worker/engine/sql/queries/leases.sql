@@ -4,14 +4,41 @@
 -- name: dequeue
 -- Leases the runs trigger_pick_runs_v1 picks (limits, pauses, round-robin) and starts their
 -- attempt. A run is locked to the version of its first lease; unlocked runs go to the newest.
-WITH candidates AS (
-    SELECT r.id, r.task_id, r.resuming, coalesce(r.version_id, %(newest)s::uuid) AS version_id
+-- A lease-locked run whose version no live worker serves (orphaned: the code was replaced by
+-- a deploy or a hot reload) migrates to the newest version, if that has its task: the pick
+-- is offered the orphaned versions too (found by a loose scan of runs_locked_pending_idx).
+WITH RECURSIVE locked_versions AS (
+    (SELECT r.version_id FROM runs r
+     WHERE r.environment_id = %(environment_id)s::uuid AND r.status = 'PENDING'
+       AND r.version_id IS NOT NULL
+     ORDER BY r.version_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.version_id FROM runs r
+            WHERE r.environment_id = %(environment_id)s::uuid AND r.status = 'PENDING'
+              AND r.version_id > l.version_id
+            ORDER BY r.version_id LIMIT 1)
+    FROM locked_versions l WHERE l.version_id IS NOT NULL
+), orphaned AS (
+    SELECT l.version_id FROM locked_versions l
+    WHERE l.version_id IS NOT NULL AND NOT l.version_id = ANY(%(versions)s::uuid[])
+      AND NOT EXISTS (
+          SELECT 1 FROM workers w
+          WHERE w.environment_id = %(environment_id)s::uuid AND w.version_id = l.version_id
+            AND w.last_seen_at > now() - make_interval(secs => %(live_seconds)s::float8))
+), candidates AS (
+    SELECT r.id, r.task_id, r.resuming,
+           CASE WHEN r.version_id = ANY(%(versions)s::uuid[]) THEN r.version_id
+                ELSE %(newest)s::uuid END AS version_id
     FROM runs r
     -- = ANY(ARRAY(...)): the picked ids are looked up by primary key, whatever the queue depth
     WHERE r.id = ANY(ARRAY(SELECT run_id FROM trigger_pick_runs_v1(
-              %(environment_id)s::uuid, %(versions)s::uuid[], %(newest_tasks)s::text[],
-              %(limit)s::int)))
+              %(environment_id)s::uuid,
+              %(versions)s::uuid[] || ARRAY(SELECT version_id FROM orphaned),
+              %(newest_tasks)s::text[], %(limit)s::int)))
       AND r.status = 'PENDING'
+      -- a pinned run (trigger option `version`) never moves to another version
+      AND (r.version_id IS NULL OR r.version_id = ANY(%(versions)s::uuid[])
+           OR r.lease_locked_version)
     FOR UPDATE OF r SKIP LOCKED
 ), leased AS (
     UPDATE runs r
@@ -22,6 +49,9 @@ WITH candidates AS (
         lease_owner = %(instance_id)s::uuid,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::float8),
         version_id = c.version_id,
+        lease_locked_version = r.lease_locked_version OR r.version_id IS NULL
+                               OR r.version_id <> c.version_id,
+        status_reason = NULL,
         started_at = coalesce(r.started_at, now()),
         expires_at = NULL,
         updated_at = now(),
@@ -64,6 +94,12 @@ FROM before b
 WHERE w.instance_id = b.instance_id
 RETURNING w.version_id,
           b.last_seen_at < now() - make_interval(secs => %(live_seconds)s::float8) AS was_gone;
+
+-- name: worker_stopped
+-- A worker that shut down no longer counts as live: the versions only it served are orphaned
+-- at once (their runs migrate or wait in PENDING_VERSION), not a liveness window later.
+UPDATE workers SET last_seen_at = '-infinity'
+WHERE instance_id = %(instance_id)s::uuid;
 
 -- name: lock_leased_run
 -- The fence: a completion counts only from the lease holder, for the attempt it holds.
@@ -120,7 +156,9 @@ LIMIT %(limit)s::int
 FOR UPDATE SKIP LOCKED;
 
 -- name: promote_due_runs
--- Delays and retry backoffs that are over: back into the queue.
+-- Delays and retry backoffs that are over: back into the queue — or, for a delayed run whose
+-- task no connected worker has any more, into PENDING_VERSION (as at trigger time). Locked
+-- runs whose version nobody serves are left to the version sweep (park_unservable_runs).
 WITH due AS (
     SELECT id FROM runs
     WHERE status IN ('DELAYED', 'RETRYING_AFTER_FAILURE') AND run_at <= now()
@@ -128,7 +166,16 @@ WITH due AS (
     LIMIT %(limit)s::int
     FOR UPDATE SKIP LOCKED
 )
-UPDATE runs r SET status = 'PENDING', run_at = NULL, updated_at = now()
+UPDATE runs r
+SET status = CASE WHEN r.version_id IS NULL AND NOT EXISTS (
+                      SELECT 1 FROM workers w
+                      JOIN version_tasks vt ON vt.version_id = w.version_id
+                                           AND vt.task_id = r.task_id
+                      WHERE w.environment_id = r.environment_id
+                        AND w.last_seen_at > now() - make_interval(
+                                                 secs => %(live_seconds)s::float8))
+                  THEN 'PENDING_VERSION' ELSE 'PENDING' END,
+    run_at = NULL, updated_at = now()
 FROM due WHERE r.id = due.id
 RETURNING r.environment_id;
 

@@ -28,7 +28,7 @@ INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, pa
                   queue, concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
                   machine, version_id, idempotency_key, idempotency_key_expires_at, tags,
                   metadata, batch_id, parent_run_id, root_run_id, is_test, debounce_key,
-                  debounce_deadline, replayed_from, batch_index)
+                  debounce_deadline, replayed_from, batch_index, seed_metadata)
 VALUES (%(id)s::text, %(environment_id)s::uuid, %(task_id)s::text, %(status)s::text,
         %(payload)s::text, %(payload_type)s::text, %(payload_offloaded)s::boolean,
         %(queue)s::text, %(concurrency_key)s::text,
@@ -38,7 +38,8 @@ VALUES (%(id)s::text, %(environment_id)s::uuid, %(task_id)s::text, %(status)s::t
         %(idempotency_key)s::text, %(idempotency_key_expires_at)s::timestamptz,
         %(tags)s::text[], %(metadata)s::jsonb, %(batch_id)s::text, %(parent_run_id)s::text,
         %(root_run_id)s::text, %(is_test)s::boolean, %(debounce_key)s::text,
-        %(debounce_deadline)s::timestamptz, %(replayed_from)s::text, %(batch_index)s::int)
+        %(debounce_deadline)s::timestamptz, %(replayed_from)s::text, %(batch_index)s::int,
+        %(metadata)s::jsonb)
 ON CONFLICT DO NOTHING
 RETURNING id, status, environment_id
 )
@@ -64,6 +65,8 @@ SET run_at = least(%(run_at)s::timestamptz, coalesce(debounce_deadline, 'infinit
     payload_type = CASE WHEN %(trailing)s::boolean THEN %(payload_type)s::text
                         ELSE payload_type END,
     metadata = CASE WHEN %(trailing)s::boolean THEN %(metadata)s::jsonb ELSE metadata END,
+    seed_metadata = CASE WHEN %(trailing)s::boolean THEN %(metadata)s::jsonb
+                         ELSE seed_metadata END,
     tags = CASE WHEN %(trailing)s::boolean THEN %(tags)s::text[] ELSE tags END,
     max_attempts = CASE WHEN %(trailing)s::boolean THEN %(max_attempts)s::int
                         ELSE max_attempts END,
@@ -103,16 +106,18 @@ SELECT number, status, error, started_at, completed_at FROM run_attempts
 WHERE run_id = %(id)s::text ORDER BY number;
 
 -- name: list_runs
--- Cursor pagination on (created_at, id), newest first. Filters are optional (NULL = any).
+-- Cursor pagination on (created_at, id), newest first. Filters are optional (NULL = any);
+-- a list means any of its values (tags: a run with any of them).
 SELECT r.*, v.version AS version_name, r.attempt_number AS attempt_count
 FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
 WHERE r.environment_id = %(environment_id)s::uuid
   AND (%(statuses)s::text[] IS NULL OR r.status = ANY(%(statuses)s::text[]))
   AND (%(task_ids)s::text[] IS NULL OR r.task_id = ANY(%(task_ids)s::text[]))
-  AND (%(tag)s::text IS NULL OR %(tag)s::text = ANY(r.tags))
+  AND (%(tags)s::text[] IS NULL OR r.tags && %(tags)s::text[])
   AND (%(batch_id)s::text IS NULL OR r.batch_id = %(batch_id)s::text)
-  AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
-  AND (%(version)s::text IS NULL OR v.version = %(version)s::text)
+  AND (%(queues)s::text[] IS NULL OR r.queue = ANY(%(queues)s::text[]))
+  AND (%(versions)s::text[] IS NULL OR v.version = ANY(%(versions)s::text[]))
+  AND (%(is_test)s::boolean IS NULL OR r.is_test = %(is_test)s::boolean)
   AND (%(created_from)s::timestamptz IS NULL OR r.created_at >= %(created_from)s::timestamptz)
   AND (%(created_to)s::timestamptz IS NULL OR r.created_at <= %(created_to)s::timestamptz)
   AND (%(after_created)s::timestamptz IS NULL
@@ -184,3 +189,24 @@ SET status = 'EXPIRED', completed_at = now(), updated_at = now(), run_at = NULL,
                                'message', 'the run was not started before its TTL')
 FROM due WHERE r.id = due.id
 RETURNING r.id;
+
+-- name: run_task_id
+-- The task of a run a request key answered with (a key reused for another task is refused).
+SELECT task_id FROM runs WHERE id = %(id)s::text;
+-- name: run_depth
+-- How many parents a run has (0 for a root run).
+WITH RECURSIVE chain(id, parent, depth) AS (
+    SELECT id, parent_run_id, 0 FROM runs WHERE id = %(id)s::text
+    UNION ALL
+    SELECT r.id, r.parent_run_id, c.depth + 1 FROM runs r JOIN chain c ON r.id = c.parent
+    WHERE c.depth < 100
+)
+SELECT max(depth) AS depth FROM chain;
+
+-- name: run_children
+-- The runs a run triggered (for relatedRuns.children), oldest first.
+SELECT r.*, v.version AS version_name, r.attempt_number AS attempt_count
+FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
+WHERE r.parent_run_id = %(id)s::text AND r.environment_id = %(environment_id)s::uuid
+ORDER BY r.created_at, r.id
+LIMIT 100;

@@ -108,8 +108,10 @@ WHERE j.run_id = %(run_id)s::text AND j.attempt_number = %(attempt_number)s::int
 FOR SHARE OF w;
 
 -- name: suspend_run
+-- attempt_execution_ms: what the attempt used so far; the resumed lease carries it.
 UPDATE runs
 SET status = 'WAITING_TO_RESUME', lease_owner = NULL, lease_expires_at = NULL,
+    attempt_execution_ms = coalesce(%(execution_ms)s::bigint, attempt_execution_ms),
     updated_at = now()
 WHERE id = %(run_id)s::text AND status = 'EXECUTING'
   AND lease_owner = %(instance_id)s::uuid AND attempt_number = %(attempt_number)s::int

@@ -1,0 +1,35 @@
+"""``relatedRuns`` of a retrieved run (Trigger.dev's ``RelatedRunDetails``): its root, its
+parent and the runs it triggered, each with the common run fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.api.presenters import present_run
+from worker.engine.db import Pool
+from worker.engine.keys import Environment
+from worker.engine.queries import Q
+
+
+def _detail(row: dict[str, Any], depth: int) -> dict[str, Any]:
+    return {**present_run(row, full=False), "depth": depth}
+
+
+async def related_runs(pool: Pool, env: Environment, run: dict[str, Any]) -> dict[str, Any]:
+    related: dict[str, Any] = {}
+    depth = int(run.get("depth") or 0)
+    async with pool.connection() as conn:
+        for key, run_id, at in (
+            ("parent", run["parent_run_id"], depth - 1),
+            ("root", run["root_run_id"], 0),
+        ):
+            if run_id:
+                params = {"id": run_id, "environment_id": env.id}
+                found = await (await conn.execute(Q.get_run, params)).fetchone()
+                if found:
+                    related[key] = _detail(found, max(at, 0))
+        params = {"id": run["id"], "environment_id": env.id}
+        children = await (await conn.execute(Q.run_children, params)).fetchall()
+    if children:
+        related["children"] = [_detail(child, depth + 1) for child in children]
+    return related

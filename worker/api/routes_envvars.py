@@ -1,0 +1,100 @@
+"""Environment variables with Trigger.dev's paths: ``/api/v1/projects/{ref}/envvars/{env}``
+(``envvars.*`` of its SDK). A secret key manages its own environment's variables only."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.api.auth import authenticate
+from worker.api.bodies import read_model
+from worker.engine import env_vars
+from worker.engine.keys import Environment
+from worker.engine.public_tokens import Forbidden
+
+router = APIRouter(prefix="/api/v1/projects/{project_ref}/envvars/{slug}")
+Env = Annotated[Environment, Depends(authenticate)]
+REDACTED = "<redacted>"
+
+
+class CreateBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    value: str
+    is_secret: bool = Field(default=False, alias="isSecret")
+
+
+class UpdateBody(BaseModel):
+    value: str
+
+
+class ImportBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    variables: dict[str, str]
+    override: bool = False
+    is_secret: bool = Field(default=False, alias="isSecret")
+
+
+def _own(env: Environment, project_ref: str, slug: str) -> Environment:
+    if project_ref != env.project_ref or slug not in (env.slug, env.type.lower()):
+        raise Forbidden(
+            f"this secret key belongs to the {env.slug} environment of project "
+            f"{env.project_ref!r}; it manages only that environment's variables"
+        )
+    return env
+
+
+def _show(var: env_vars.EnvVar) -> dict[str, Any]:
+    return {"name": var.name, "value": REDACTED if var.is_secret else var.value,
+            "isSecret": var.is_secret}
+
+
+@router.get("")
+async def list_env_vars(project_ref: str, slug: str, request: Request, env: Env) -> list[Any]:
+    env = _own(env, project_ref, slug)
+    return [_show(v) for v in await env_vars.list_vars(request.app.state.pool, env)]
+
+
+@router.post("")
+async def create_env_var(project_ref: str, slug: str, request: Request, env: Env) -> Any:
+    env = _own(env, project_ref, slug)
+    body = await read_model(request, CreateBody)
+    await env_vars.create(request.app.state.pool, env, body.name, body.value, body.is_secret)
+    return {"success": True}
+
+
+@router.post("/import")
+async def import_env_vars(project_ref: str, slug: str, request: Request, env: Env) -> Any:
+    env = _own(env, project_ref, slug)
+    body = await read_model(request, ImportBody)
+    await env_vars.put_many(
+        request.app.state.pool, env, body.variables, secret=body.is_secret, overwrite=body.override
+    )
+    return {"success": True}
+
+
+@router.get("/{name}")
+async def retrieve_env_var(
+    project_ref: str, slug: str, name: str, request: Request, env: Env
+) -> Any:
+    env = _own(env, project_ref, slug)
+    return _show(await env_vars.get(request.app.state.pool, env, name))
+
+
+@router.put("/{name}")
+async def update_env_var(project_ref: str, slug: str, name: str, request: Request, env: Env) -> Any:
+    env = _own(env, project_ref, slug)
+    body = await read_model(request, UpdateBody)
+    await env_vars.update(request.app.state.pool, env, name, body.value)
+    return {"success": True}
+
+
+@router.delete("/{name}")
+async def delete_env_var(project_ref: str, slug: str, name: str, request: Request, env: Env) -> Any:
+    env = _own(env, project_ref, slug)
+    await env_vars.delete(request.app.state.pool, env, name)
+    return {"success": True}

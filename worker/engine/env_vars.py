@@ -1,0 +1,135 @@
+"""Environment variables of an environment: stored encrypted (worker/engine/secret_box.py),
+managed through Trigger.dev's ``/api/v1/projects/{ref}/envvars/{env}`` paths, and handed with
+each leased run to the executor, which sets them for that run only (docs/api.md)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from worker.engine import secret_box
+from worker.engine.db import Pool
+from worker.engine.errors import Conflict, EngineError, NotFound
+from worker.engine.keys import Environment
+from worker.engine.queries import Q
+
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+MAX_VALUE_BYTES = 64 * 1024
+MAX_VARIABLES = 500
+
+
+class EncryptionNotConfigured(EngineError):
+    status = 501
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    value: str
+    is_secret: bool
+
+
+def _context(env: Environment, name: str) -> bytes:
+    return f"env-var:{env.id}:{name}".encode()
+
+
+def _seal(env: Environment, name: str, value: str) -> bytes:
+    if not _NAME.match(name):
+        raise EngineError(
+            f"variable name {name!r} must be letters, digits and underscores, not starting "
+            "with a digit (at most 256 characters)"
+        )
+    if len(value.encode()) > MAX_VALUE_BYTES:
+        raise EngineError(f"the value of {name} is over {MAX_VALUE_BYTES} bytes")
+    try:
+        return secret_box.seal(value, _context(env, name))
+    except secret_box.EncryptionUnavailable as exc:
+        raise EncryptionNotConfigured(str(exc)) from None
+
+
+def _missing(env: Environment, name: str) -> NotFound:
+    return NotFound(f"environment variable {name!r} is not set in the {env.slug} environment")
+
+
+async def list_vars(pool: Pool, env: Environment) -> list[EnvVar]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(Q.list_env_vars, {"environment_id": env.id})
+        rows = await cur.fetchall()
+    if rows and not secret_box.available():
+        raise EncryptionNotConfigured("environment variables need TRIGGER_ENCRYPTION_KEY")
+    out = []
+    for row in rows:
+        try:
+            sealed = bytes(row["value_ciphertext"])
+            value = secret_box.open_sealed(sealed, _context(env, row["name"]))
+        except Exception:  # InvalidTag: sealed under another key
+            raise EncryptionNotConfigured(
+                f"environment variable {row['name']} was encrypted with another "
+                "TRIGGER_ENCRYPTION_KEY; set the key it was written with, or set the variable "
+                "again"
+            ) from None
+        out.append(EnvVar(row["name"], value, row["is_secret"]))
+    return out
+
+
+async def get(pool: Pool, env: Environment, name: str) -> EnvVar:
+    for var in await list_vars(pool, env):
+        if var.name == name:
+            return var
+    raise _missing(env, name)
+
+
+async def put_many(
+    pool: Pool, env: Environment, values: dict[str, str], *, secret: bool, overwrite: bool
+) -> None:
+    """Create (or, with ``overwrite``, replace) variables, all or none."""
+    sealed = {name: _seal(env, name, value) for name, value in values.items()}
+    async with pool.connection() as conn, conn.transaction():
+        for name, value in sealed.items():
+            await conn.execute(
+                Q.upsert_env_var,
+                {
+                    "environment_id": env.id,
+                    "name": name,
+                    "value": value,
+                    "is_secret": secret,
+                    "overwrite": overwrite,
+                },
+            )
+        count = await (await conn.execute(Q.list_env_vars, {"environment_id": env.id})).fetchall()
+        if len(count) > MAX_VARIABLES:
+            raise EngineError(f"at most {MAX_VARIABLES} variables per environment")
+
+
+async def create(pool: Pool, env: Environment, name: str, value: str, secret: bool) -> None:
+    existing = {v.name for v in await list_vars(pool, env)}
+    if name in existing:
+        raise Conflict(f"{name} is already set in the {env.slug} environment; update it instead")
+    await put_many(pool, env, {name: value}, secret=secret, overwrite=False)
+
+
+async def update(pool: Pool, env: Environment, name: str, value: str) -> None:
+    sealed = _seal(env, name, value)
+    async with pool.connection() as conn:
+        params = {"environment_id": env.id, "name": name, "value": sealed}
+        if await (await conn.execute(Q.update_env_var, params)).fetchone() is None:
+            raise _missing(env, name)
+
+
+async def delete(pool: Pool, env: Environment, name: str) -> None:
+    async with pool.connection() as conn:
+        params = {"environment_id": env.id, "name": name}
+        if await (await conn.execute(Q.delete_env_var, params)).fetchone() is None:
+            raise _missing(env, name)
+
+
+async def for_runs(pool: Pool, env: Environment) -> dict[str, str]:
+    """What executors set for the environment's runs. Variables that cannot be decrypted are
+    reported in the API's log and left out: runs go on rather than every dequeue failing."""
+    try:
+        return {v.name: v.value for v in await list_vars(pool, env)}
+    except EncryptionNotConfigured as exc:
+        log.warning("runs of %s get no environment variables: %s", env.slug, exc.message)
+        return {}

@@ -1,0 +1,60 @@
+"""``alerts``: where an environment's failed runs and deploys are reported (Trigger.dev's
+project alerts, configured here per environment through the API).
+
+``await alerts.create(name="ops", type="EMAIL", to=["ops@example.com"])``,
+``alerts.create(name="slack", type="SLACK", url=<incoming webhook>)``,
+``alerts.create(name="hook", type="WEBHOOK", url=..., secret=...)``; ``alert_types`` defaults to
+``["TASK_RUN_FAILED"]`` (add ``"DEPLOYMENT_SUCCESS"`` for deploys). ``alerts.list()``,
+``alerts.delete(id)``. The API's alerter sends them (worker/engine/services/alerter.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True)
+class AlertChannel:
+    id: str
+    name: str
+    type: str
+    alert_types: list[str]
+    properties: dict[str, Any]
+    enabled: bool
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> AlertChannel:
+        return cls(data["id"], data["name"], data["type"], list(data["alertTypes"]),
+                   dict(data["properties"]), bool(data["enabled"]))
+
+
+class Alerts:
+    async def create(self, *, name: str, type: str, alert_types: list[str] | None = None,
+                     to: list[str] | str | None = None, url: str | None = None,
+                     secret: str | None = None) -> AlertChannel:
+        from worker.sdk import client
+
+        props: dict[str, Any] = {"to": to} if type == "EMAIL" else {"url": url}
+        if secret is not None:
+            props["secret"] = secret
+        body = {"name": name, "type": type, "properties": props,
+                "alertTypes": alert_types or ["TASK_RUN_FAILED"]}
+        response = await client.request("POST", "/api/v1/alerts", content=orjson.dumps(body))
+        return AlertChannel.from_api(response.json())
+
+    async def list(self) -> list[AlertChannel]:
+        from worker.sdk import client
+
+        response = await client.request("GET", "/api/v1/alerts")
+        return [AlertChannel.from_api(c) for c in response.json()["data"]]
+
+    async def delete(self, channel_id: str) -> None:
+        from worker.sdk import client
+
+        await client.request("DELETE", f"/api/v1/alerts/{client.path_segment(channel_id)}")
+
+
+alerts = Alerts()
