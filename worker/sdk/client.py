@@ -100,6 +100,11 @@ def api_url() -> str:
     override = auth_override.get()
     if override is not None and override.base_url:
         return override.base_url.rstrip("/")
+    return _configured_url()
+
+
+def _configured_url() -> str:
+    """The configured API URL (of several, the one in use), whatever ``with_auth`` says."""
     url = _settings["api_url"] or os.environ.get("TRIGGER_API_URL") or DEFAULT_API_URL
     urls = [u.strip().rstrip("/") for u in str(url).split(",") if u.strip()] or [DEFAULT_API_URL]
     return urls[_url_index % len(urls)]
@@ -162,9 +167,7 @@ def _client() -> httpx.AsyncClient:
             headers["authorization"] = f"Bearer {_secret_key()}"
         client = httpx.AsyncClient(
             verify=ssl_context(),
-            base_url=str(
-                _settings["api_url"] or os.environ.get("TRIGGER_API_URL") or DEFAULT_API_URL
-            ),
+            base_url=_configured_url(),
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         )
