@@ -12,7 +12,7 @@ WORKDIR /app
 # Dependencies first so code edits do not reinstall them.
 COPY pyproject.toml README.md ./
 COPY worker ./worker
-RUN pip install . \
+RUN pip install ".[server]" \
     && useradd --create-home --uid 1000 trigger
 
 # The project: config and tasks (imported by the worker from /app).

@@ -6,6 +6,7 @@ Every test session gets its own fresh database, so the suite never touches exist
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -34,11 +35,17 @@ def _server_url() -> tuple[str, object | None]:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url, None
-    import pgserver
+    from worker import embedded_pg
 
-    data = Path(os.environ.get("TRIGGER_TEST_PGDATA", f"/tmp/trigger-test-pg-{os.getuid()}"))
-    server = pgserver.get_server(str(data), cleanup_mode="stop")
-    return server.get_uri(), server
+    data = Path(os.environ.get("TRIGGER_TEST_PGDATA") or default_test_pgdata())
+    server = embedded_pg.start(data, shared=True)
+    return server.url, server
+
+
+def default_test_pgdata() -> str:
+    """One embedded server folder per checkout (and user): two clones never share one."""
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:10]
+    return f"/tmp/trigger-test-pg-{os.getuid()}-{checkout}"
 
 
 def _with_database(url: str, dbname: str) -> str:

@@ -1,12 +1,31 @@
-"""The ``trigger`` command: dev, worker, api, migrate, project."""
+"""The trigger command: init, dev, worker, api, migrate, schedules, project.
+
+Expected failures (no config, API unreachable, a refused key, no database) end with one line
+on stderr and exit code 1, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+DESCRIPTION = (
+    "Durable background tasks in Python with Trigger.dev v4 semantics. "
+    "Start with 'trigger init' in an empty folder, then 'trigger dev'."
+)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trigger-worker")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _database_url() -> str:
@@ -16,23 +35,75 @@ def _database_url() -> str:
     return url
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from worker.scaffold import scaffold
+
+    target = Path(args.dir).resolve()
+    written, kept = scaffold(target, args.project)
+    for path in written:
+        print(f"  created  {path.relative_to(target)}")
+    for path in kept:
+        print(f"  kept     {path.relative_to(target)} (already there)")
+    where = "" if target == Path.cwd().resolve() else f"cd {args.dir} && "
+    print(f"\nnext: {where}trigger dev      (then, in another terminal: pytest)")
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from worker.dev import run_dev
 
     return run_dev(Path(args.project_dir), args.port, args.concurrency)
 
 
+def wait_for_api(api_url: str, key: str, patience: float) -> None:
+    """Until the API answers and accepts ``key``; retries with backoff for ``patience`` s."""
+    import httpx
+
+    deadline = time.monotonic() + patience
+    delay = 0.5
+    while True:
+        try:
+            reply = httpx.get(f"{api_url}/api/v1/queues", timeout=5,
+                              headers={"Authorization": f"Bearer {key}"})
+        except httpx.TransportError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SystemExit(
+                    f"cannot reach the API at {api_url} ({type(exc).__name__}) after "
+                    f"{patience:.0f} s: start it (trigger api / trigger dev) or set "
+                    "TRIGGER_API_URL"
+                ) from None
+            print(f"the API at {api_url} is not reachable yet; retrying in {delay:.1f} s",
+                  file=sys.stderr)
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 10.0)
+            continue
+        if reply.status_code in (401, 403):
+            raise SystemExit(
+                f"the API at {api_url} refused TRIGGER_SECRET_KEY ({reply.status_code}): use a "
+                "key that trigger project create (or trigger dev) printed"
+            )
+        return
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.runtime.pool import DiscoveryFailed
     from worker.runtime.supervisor import main as worker_main
 
-    if not os.environ.get("TRIGGER_SECRET_KEY"):
+    key = os.environ.get("TRIGGER_SECRET_KEY")
+    if not key:
         raise SystemExit(
             "TRIGGER_SECRET_KEY is not set: use the environment's secret key "
             "(trigger project create <ref> prints them)"
         )
+    project_dir = Path(args.project_dir)
+    if not (project_dir / "trigger_config.py").is_file():
+        raise SystemExit(f"no trigger_config.py in {project_dir.resolve()}: pass --project-dir "
+                         "or run trigger init")
     from worker.console import DevConsole
 
     api_url = os.environ.get("TRIGGER_API_URL", "http://127.0.0.1:3030")
+    wait_for_api(api_url, key, args.api_wait)
     console = DevConsole(api_url)
     on_event = console.event
     if not sys.stdout.isatty() and os.environ.get("TRIGGER_VERBOSE") != "1":
@@ -44,19 +115,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
             if event.get("type") not in quiet or event.get("ok") is False:
                 console.event(event)
 
-    worker_main(
-        Path(args.project_dir),
-        api_url,
-        os.environ["TRIGGER_SECRET_KEY"],
-        concurrency=args.concurrency,
-        watch=False,
-        on_event=on_event,
-    )
+    try:
+        worker_main(project_dir, api_url, key, concurrency=args.concurrency, watch=False,
+                    on_event=on_event)
+    except DiscoveryFailed as exc:
+        raise SystemExit(f"the project cannot be loaded: {exc}") from None
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    try:
+        import uvicorn
+    except ImportError:
+        raise SystemExit("the API needs the server extra: pip install 'trigger-worker[server]'")\
+            from None
 
     _database_url()
     uvicorn.run(
@@ -105,14 +177,7 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
     from worker.sdk.schedules import schedules
 
     async def fetch() -> list[Any]:
-        found: list[Any] = []
-        page = 1
-        while True:
-            result = await schedules.list(page=page, per_page=100, task=args.task)
-            found += result.data
-            if page >= result.total_pages:
-                return found
-            page += 1
+        return [s async for s in schedules.list(per_page=100, task=args.task)]
 
     try:
         rows = asyncio.run(fetch())
@@ -130,42 +195,82 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trigger", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to every option's help when it has a default."""
 
-    dev = sub.add_parser("dev", help="run the API and a hot-reloading worker locally")
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            "%(default)" not in text
+            and action.default not in (None, argparse.SUPPRESS, False)
+            and action.option_strings
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _parser(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, description=help, formatter_class=_HelpFormatter
+    )
+    return parser
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip().isdigit() else default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trigger", description=DESCRIPTION, formatter_class=_HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"trigger-worker {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = _parser(sub, "init", "create a project: config, an example task, a test, settings")
+    init.add_argument("dir", nargs="?", default=".", help="the project folder")
+    init.add_argument("--project", default=None,
+                      help="project ref (default: the folder's name)")
+    init.set_defaults(func=cmd_init)
+
+    dev = _parser(sub, "dev", "run Postgres, the API and a hot-reloading worker locally")
     dev.add_argument("--project-dir", default=".", help="folder with trigger_config.py")
-    dev.add_argument("--port", type=int, default=int(os.environ.get("TRIGGER_PORT", "3030")))
-    dev.add_argument("--concurrency", type=int, default=None)
+    dev.add_argument("--port", type=int, default=_env_int("TRIGGER_PORT", 3030),
+                     help="the API's port; 0 picks a free one (env TRIGGER_PORT)")
+    dev.add_argument("--concurrency", type=int, default=None,
+                     help="runs at once (default: the config's concurrency)")
     dev.set_defaults(func=cmd_dev)
 
-    wrk = sub.add_parser(
-        "worker", help="run a worker replica (TRIGGER_API_URL, TRIGGER_SECRET_KEY)"
-    )
-    wrk.add_argument("--project-dir", default=".")
-    wrk.add_argument("--concurrency", type=int, default=None)
+    wrk = _parser(sub, "worker", "run a worker replica (TRIGGER_API_URL, TRIGGER_SECRET_KEY)")
+    wrk.add_argument("--project-dir", default=".", help="folder with trigger_config.py")
+    wrk.add_argument("--concurrency", type=int, default=None,
+                     help="runs at once (default: TRIGGER_CONCURRENCY, else the config's)")
+    wrk.add_argument("--api-wait", type=float, default=float(_env_int("TRIGGER_API_WAIT", 60)),
+                     help="seconds to keep retrying an unreachable API at start "
+                          "(env TRIGGER_API_WAIT)")
     wrk.set_defaults(func=cmd_worker)
 
-    api = sub.add_parser("api", help="run the API server (DATABASE_URL)")
-    api.add_argument("--host", default="0.0.0.0")
-    api.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3030")))
-    api.add_argument("--workers", type=int, default=1)
+    api = _parser(sub, "api", "run the API server (DATABASE_URL)")
+    api.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    api.add_argument("--port", type=int, default=_env_int("PORT", 3030),
+                     help="port to listen on (env PORT)")
+    api.add_argument("--workers", type=int, default=1, help="API processes")
     api.set_defaults(func=cmd_api)
 
-    mig = sub.add_parser("migrate", help="apply the engine's database migrations (DATABASE_URL)")
+    mig = _parser(sub, "migrate", "apply the engine's database migrations (DATABASE_URL)")
     mig.set_defaults(func=cmd_migrate)
 
-    sched = sub.add_parser("schedules", help="list schedules (TRIGGER_API_URL, TRIGGER_SECRET_KEY)")
-    sched_sub = sched.add_subparsers(dest="schedules_command", required=True)
-    sched_list = sched_sub.add_parser("list", help="list the environment's schedules")
+    sched = _parser(sub, "schedules", "list schedules (TRIGGER_API_URL, TRIGGER_SECRET_KEY)")
+    sched_sub = sched.add_subparsers(dest="schedules_command", required=True, metavar="COMMAND")
+    sched_list = _parser(sched_sub, "list", "list the environment's schedules")
     sched_list.add_argument("--task", default=None, help="only this task's schedules")
     sched_list.set_defaults(func=cmd_schedules_list)
 
-    project = sub.add_parser("project", help="manage projects")
-    project_sub = project.add_subparsers(dest="project_command", required=True)
-    create = project_sub.add_parser("create", help="create a project; print its secret keys")
-    create.add_argument("ref")
+    project = _parser(sub, "project", "manage projects (DATABASE_URL)")
+    project_sub = project.add_subparsers(dest="project_command", required=True, metavar="COMMAND")
+    create = _parser(project_sub, "create", "create a project; print its secret keys")
+    create.add_argument("ref", help="the project's ref, e.g. my-project")
     create.add_argument(
         "--dev-key",
         default=os.environ.get("TRIGGER_DEV_SECRET_KEY"),
@@ -186,7 +291,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = _expected(exc)
+        if message is None:
+            raise
+        print(f"trigger {args.command}: {message}", file=sys.stderr)
+        return 1
+
+
+def _expected(exc: Exception) -> str | None:
+    """One line for the failures a user causes and can fix; None for bugs (a traceback)."""
+    try:
+        import psycopg
+
+        if isinstance(exc, psycopg.OperationalError):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"cannot connect to Postgres: {first}"
+    except ImportError:
+        pass
+    try:
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            return f"cannot reach the API: {exc}"
+    except ImportError:
+        pass
+    from worker.runtime.discovery import DiscoveryError
+
+    if isinstance(exc, DiscoveryError):
+        return str(exc)
+    return None
 
 
 if __name__ == "__main__":

@@ -2,13 +2,47 @@
 
 from __future__ import annotations
 
+import re
+import sysconfig
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 LEVEL_STYLE = {"debug": "dim", "log": "white", "info": "cyan", "warn": "yellow", "error": "red"}
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<fn>\S+)')
+_RETRY_OUTCOMES = {"RETRY_QUEUED", "RETRY_IMMEDIATELY"}
+#: frames here are not "where" a task failed: the standard library, installed packages, us
+_LIBRARY_DIRS = tuple(
+    {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    | {str(Path(__file__).resolve().parent)}
+)
+
+
+def _is_library(file: str) -> bool:
+    return file.startswith(_LIBRARY_DIRS) or "site-packages" in file
+
+
+def describe_error(error: Any) -> str:
+    """``Name: first line of the message (at file:line in function)`` for a wire error.
+
+    "Where" is the innermost frame of the task's own code (not the standard library, an
+    installed package or this one), else the innermost frame.
+    """
+    if not isinstance(error, dict):
+        return str(error or "")
+    name = error.get("name") or error.get("code") or error.get("type") or "Error"
+    lines = str(error.get("message") or "").strip().splitlines()
+    text = f"{name}: {lines[0]}" if lines else str(name)
+    frames = list(_FRAME.finditer(str(error.get("stackTrace") or "")))
+    own = [f for f in frames if not _is_library(f["file"])]
+    chosen = own or frames
+    if chosen:
+        frame = chosen[-1]
+        text += f" (at {frame['file']}:{frame['line']} in {frame['fn']})"
+    return text
 
 
 class DevConsole:
@@ -29,15 +63,7 @@ class DevConsole:
         if kind == "run_started":
             self.line(f"[blue]▶[/blue] {task} {run} attempt {event.get('attempt', 1)}")
         elif kind == "run_finished":
-            ok = event.get("ok")
-            mark = "[green]✔[/green]" if ok else "[red]✖[/red]"
-            status = event.get("status") or ("COMPLETED" if ok else "FAILED")
-            duration = event.get("duration_ms")
-            took = f" in {duration:.0f} ms" if isinstance(duration, int | float) else ""
-            self.line(
-                f"{mark} {task} {run} {escape(str(status))}{took} "
-                f"[dim]{self.api_url}/api/v3/runs/{event.get('run_id')}[/dim]"
-            )
+            self._finished(event, task, run)
         elif kind == "log":
             level = str(event.get("level", "info"))
             style = LEVEL_STYLE.get(level, "white")
@@ -48,9 +74,11 @@ class DevConsole:
                 f"[/{style}]{extra}"
             )
         elif kind == "version_registered":
+            tasks = event.get("tasks")
+            count = len(tasks) if isinstance(tasks, list) else event.get("task_count", "?")
             self.line(
                 f"[green]●[/green] worker ready: version {escape(str(event.get('version')))}"
-                f" with {event.get('task_count', '?')} task(s)"
+                f" with {count} task(s)"
             )
         elif kind == "reload_failed":
             self.line("[red]✖ reload failed; the previous version keeps serving:[/red]")
@@ -78,3 +106,23 @@ class DevConsole:
             self.line("stopped")
         else:
             self.line(f"[dim]{escape(str(event))}[/dim]")
+
+    def _finished(self, event: dict[str, Any], task: str, run: str) -> None:
+        ok = event.get("ok")
+        duration = event.get("duration_ms")
+        took = f" in {duration:.0f} ms" if isinstance(duration, int | float) else ""
+        if ok:
+            status = event.get("status") or "COMPLETED"
+            self.line(f"[green]✔[/green] {task} {run} {escape(str(status))}{took}")
+            return
+        error = escape(describe_error(event.get("error")))
+        if event.get("outcome") in _RETRY_OUTCOMES:
+            attempt = int(event.get("attempt") or 1)
+            delay = event.get("retry_delay_ms")
+            when = f" in {delay / 1000:.1f} s" if isinstance(delay, int | float) else ""
+            of = f"/{event['max_attempts']}" if event.get("max_attempts") else ""
+            self.line(f"[yellow]↻[/yellow] {task} {run} attempt {attempt} failed{took}: "
+                      f"[yellow]{error}[/yellow]; retrying{when} (attempt {attempt + 1}{of})")
+            return
+        status = event.get("status") or "FAILED"
+        self.line(f"[red]✖[/red] {task} {run} {escape(str(status))}{took}: [red]{error}[/red]")

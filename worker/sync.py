@@ -26,7 +26,8 @@ from worker.sdk import client
 from worker.sdk import runs as _runs
 from worker.sdk import tasks_api as _tasks
 from worker.sdk.client import BatchHandle, RunHandle, configure
-from worker.sdk.runs import Run, RunPage
+from worker.sdk.pagination import Page
+from worker.sdk.runs import Run
 from worker.sdk.tasks_api import Batch
 
 T = TypeVar("T")
@@ -86,12 +87,12 @@ class _Batch:
 
 
 class _SyncRunList:
-    """Iterate runs across pages; ``.pages()`` yields :class:`RunPage` objects."""
+    """Iterate runs across pages; ``.pages()`` yields :class:`Page` objects."""
 
     def __init__(self, inner: _runs.RunList) -> None:
         self._inner = inner
 
-    def pages(self) -> Iterator[RunPage]:
+    def pages(self) -> Iterator[Page[Run]]:
         agen = self._inner.pages()
         try:
             while True:

@@ -102,9 +102,12 @@ def _config(config: Config | str | Path | None) -> Config:
         return config
     if config is None:
         return Config(project="test")
-    from worker.runtime.discovery import load_config
+    from worker.runtime.discovery import CONFIG_FILE, load_config
 
-    return load_config(Path(config).resolve())
+    folder = Path(config).resolve()
+    # "." from a test folder: the nearest folder upwards that has the config (the project root)
+    found = next((f for f in (folder, *folder.parents) if (f / CONFIG_FILE).is_file()), folder)
+    return load_config(found)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,9 @@
-"""`trigger dev` (hot reload, Ctrl-C), discovery errors at the CLI, the shared `_db` pool."""
+"""`trigger dev` (hot reload, Ctrl-C), discovery errors at the CLI, the `worker.db` pool."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -119,7 +118,7 @@ def test_worker_refuses_a_project_with_discovery_errors(
 DB_TASK = """
 import os
 from worker import task
-from ._db import sql
+from worker.db import sql
 
 
 @task(id="backend")
@@ -133,8 +132,6 @@ def test_executors_never_share_a_db_connection(
     api_server: ApiServer, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     project = make_project(tmp_path, api_server, {"db.py": DB_TASK})
-    for helper in ("_db.py", "_env.py"):
-        shutil.copy(ROOT / "trigger" / helper, tmp_path / "trigger" / helper)
     workers.append(start_worker(project, concurrency=2, TASKS_DATABASE_URL=api_server.database_url))
     client = project.client()
     ids = [trigger(client, "backend") for _ in range(4)]

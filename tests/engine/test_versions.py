@@ -49,7 +49,9 @@ def test_a_retry_after_a_deploy_migrates_and_a_pinned_run_waits_with_a_reason(
 
     _stop(old)  # the deploy: version `old_name` is served by nobody now
     new = ProtocolWorker(api_server.url, key, ["mv"])
-    [again] = new.dequeue(max_runs=5)  # the locked run moves on; the pinned one does not
+    [again] = new.dequeue(max_runs=5, wait_ms=5000)
+    # the locked run moves on (the version sweep may have parked it for a moment between the
+    # stop and the new registration: the long-poll waits for its release); the pinned does not
     assert again["run_id"] == locked and again["attempt_number"] == 2
     assert again["version_id"] == new.version_id
     new.complete(again, ok=True, output='"moved"')

@@ -69,14 +69,33 @@ def test_imperative_crud_dedup_and_validation(
     assert bad.status_code == 400 and "minute: 61" in bad.json()["error"]
     bad_tz = api.post("/api/v1/schedules", json={**body, "timezone": "Nowhere/Else"})
     assert bad_tz.status_code == 400 and "unknown timezone" in bad_tz.json()["error"]
-    no_key = api.post("/api/v1/schedules", json={"task": "report", "cron": "* * * * *"})
-    assert no_key.status_code == 400 and "deduplicationKey" in no_key.json()["error"]
+    # the key is optional (as in Trigger.dev): without one, each call adds a schedule
+    no_key = [api.post("/api/v1/schedules", json={"task": "report", "cron": "* * * * *"})
+              for _ in range(2)]
+    assert [r.status_code for r in no_key] == [200, 200]
+    assert no_key[0].json()["id"] != no_key[1].json()["id"]
+    assert no_key[0].json()["deduplicationKey"] is None
+    for r in no_key:
+        api.delete(f"/api/v1/schedules/{r.json()['id']}")
     unknown = api.post("/api/v1/schedules", json={**body, "task": "nope"})
     assert unknown.status_code == 404
     assert "Europe/Paris" in api.get("/api/v1/timezones").json()["timezones"]
 
     assert api.delete(f"/api/v1/schedules/{created['id']}").status_code == 200
     assert api.get(f"/api/v1/schedules/{created['id']}").status_code == 404
+
+
+def test_a_plain_task_takes_no_schedule(api: httpx.Client) -> None:
+    register(api, [{"id": "plain", "trigger_source": "standard"},
+                   {"id": "ticking", "trigger_source": "schedule"}], "0000000000c1")
+    refused = api.post("/api/v1/schedules", json={"task": "plain", "cron": "0 * * * *"})
+    assert refused.status_code == 400, refused.text
+    assert "not a scheduled task" in refused.json()["error"]
+    accepted = api.post("/api/v1/schedules", json={"task": "ticking", "cron": "0 * * * *"})
+    assert accepted.status_code == 200, accepted.text
+    moved = api.put(f"/api/v1/schedules/{accepted.json()['id']}",
+                    json={"task": "plain", "cron": "0 * * * *"})
+    assert moved.status_code == 400 and "not a scheduled task" in moved.json()["error"]
 
 
 def test_declarative_schedules_follow_the_newest_manifest(api: httpx.Client) -> None:

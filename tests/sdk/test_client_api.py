@@ -148,3 +148,42 @@ async def test_sync_mirror(sdk: ProtocolWorker) -> None:
 def test_body_is_documented_wire_format() -> None:
     body = orjson.loads(b"{" + client.encode_payload({"a": 1}) + b"}")
     assert body == {"payload": {"a": 1}}
+
+
+async def test_every_list_is_awaitable_and_async_iterable(sdk: ProtocolWorker) -> None:
+    """One convention for lists (issue 12): ``await x.list()`` is a page, ``async for``
+    walks every page."""
+    from worker import queues, schedules
+
+    tag = f"l-{uuid.uuid4().hex[:8]}"
+    ids = [(await tasks.trigger(TASK, {"i": i}, tags=[tag])).id for i in range(3)]
+    page = await runs.list(tag=tag, page_size=2)
+    assert [r.id for r in page] == ids[::-1][:2] and len(page) == 2 and page.has_next_page
+    rest = await page.next_page()
+    assert rest is not None and [r.id for r in rest] == ids[:1] and not rest.has_next_page
+    assert [r.id async for r in runs.list(tag=tag, page_size=2)] == ids[::-1]
+
+    first = await schedules.list()
+    assert first.data == [] and first.total_pages >= 1
+    assert [s async for s in schedules.list()] == []
+    names = [q["name"] for q in await queues.list()]
+    assert f"task/{TASK}" in names
+    assert f"task/{TASK}" in [q["name"] async for q in queues.list()]
+
+
+async def test_poll_waits_on_the_run_not_on_a_timer(sdk: ProtocolWorker) -> None:
+    """A run completed while ``poll`` waits is returned although the poll interval is far
+    longer than the timeout: ``poll`` is woken by the run's change, not by a timer tick."""
+    handle = await tasks.trigger(TASK, {"n": 3})
+
+    async def complete_soon() -> None:
+        leased = await asyncio.to_thread(sdk.dequeue, 1, 5000)
+        await asyncio.sleep(0.3)  # poll is already waiting
+        data, data_type = dumps({"ok": 1})
+        await asyncio.to_thread(sdk.complete, leased[0], ok=True, output=data,
+                                output_type=data_type)
+
+    finisher = asyncio.ensure_future(complete_soon())
+    run = await runs.poll(handle.id, poll_interval=60, timeout=20)
+    await finisher
+    assert run.is_success and run.output == {"ok": 1}

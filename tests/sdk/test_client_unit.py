@@ -110,3 +110,14 @@ def test_public_surface() -> None:
     assert all(names)
     with pytest.raises(AttributeError):
         worker.nope  # noqa: B018
+
+
+def test_batch_trigger_and_wait_result_is_iterable_in_item_order() -> None:
+    from worker.sdk.subtasks import BatchResult, SubtaskUnwrapError, TaskRunResult
+
+    result = BatchResult("batch_1", [TaskRunResult(True, "run_a", "t", output=1),
+                                     TaskRunResult(False, "run_b", "t", error={"message": "x"})])
+    assert [r.id for r in result] == ["run_a", "run_b"] and len(result) == 2
+    assert result[0].output == 1 and not result[1].ok
+    with pytest.raises(SubtaskUnwrapError):
+        result.unwrap()

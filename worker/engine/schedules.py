@@ -22,6 +22,8 @@ from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
 DECLARATIVE_PREFIX = "declarative:"
+#: the key of a schedule created without one (hidden, like a declarative schedule's)
+AUTO_PREFIX = "auto:"
 UPCOMING = 5
 
 
@@ -71,7 +73,7 @@ def present(row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
         "type": row["type"],
         "task": row["task_id"],
         "active": row["active"],
-        "deduplicationKey": None if dedup.startswith(DECLARATIVE_PREFIX) else dedup,
+        "deduplicationKey": None if dedup.startswith((DECLARATIVE_PREFIX, AUTO_PREFIX)) else dedup,
         "externalId": row["external_id"],
         "generator": {"type": "CRON", "expression": row["cron"], "description": row["cron"]},
         "timezone": row["timezone"],
@@ -93,6 +95,25 @@ async def _get(conn: Conn, env: Environment, schedule_id: str) -> dict[str, Any]
     return row
 
 
+async def _scheduled_task(conn: Conn, env: Environment, task_id: str) -> None:
+    """Refuse a task that is not registered, or not declared with ``schedules.task``."""
+    found = await (
+        await conn.execute(Q.find_task, {"environment_id": env.id, "task_id": task_id})
+    ).fetchone()
+    if found is None:
+        raise NotFound(
+            f"task {task_id!r} is not registered in the {env.slug} environment; start a "
+            "worker that exports it before scheduling it"
+        )
+    # definitions registered before trigger_source existed say nothing: accepted as before
+    source = (found["definition"] or {}).get("trigger_source")
+    if source is not None and source != "schedule":
+        raise EngineError(
+            f"task {task_id!r} is not a scheduled task: declare it with "
+            "@schedules.task(id=...) to give it schedules"
+        )
+
+
 def _imperative_only(row: dict[str, Any], action: str) -> None:
     if row["type"] == "DECLARATIVE":
         raise EngineError(
@@ -102,33 +123,31 @@ def _imperative_only(row: dict[str, Any], action: str) -> None:
 
 
 async def create(pool: Pool, env: Environment, body: ScheduleBody) -> dict[str, Any]:
-    """Create an imperative schedule; the same deduplication key updates it instead."""
-    if not body.deduplication_key:
+    """Create an imperative schedule; the same deduplication key updates it instead.
+
+    Without a key every call adds a schedule (as in Trigger.dev, where the key is optional).
+    """
+    schedule_id = new_id("sched")
+    key = body.deduplication_key or AUTO_PREFIX + schedule_id
+    if body.deduplication_key and key.startswith((DECLARATIVE_PREFIX, AUTO_PREFIX)):
         raise EngineError(
-            "deduplicationKey is required: it identifies the schedule, so creating it again "
-            "with the same key updates it instead of adding a duplicate"
+            f"deduplicationKey must not start with {DECLARATIVE_PREFIX!r} or {AUTO_PREFIX!r}"
         )
-    if body.deduplication_key.startswith(DECLARATIVE_PREFIX):
-        raise EngineError(f"deduplicationKey must not start with {DECLARATIVE_PREFIX!r}")
     check_timing(body.cron, body.timezone)
     params = {
-        "id": new_id("sched"),
+        "id": schedule_id,
         "environment_id": env.id,
         "type": "IMPERATIVE",
         "task_id": body.task,
         "cron": body.cron,
         "timezone": body.timezone,
-        "deduplication_key": body.deduplication_key,
+        "deduplication_key": key,
         "external_id": body.external_id,
         "active": True,
         "next_run_at": next_tick(body.cron, body.timezone),
     }
     async with pool.connection() as conn, conn.transaction():
-        if await (await conn.execute(Q.find_task, {**params})).fetchone() is None:
-            raise NotFound(
-                f"task {body.task!r} is not registered in the {env.slug} environment; start a "
-                "worker that exports it before scheduling it"
-            )
+        await _scheduled_task(conn, env, body.task)
         row = await (await conn.execute(Q.upsert_schedule, params)).fetchone()
         assert row is not None
         if row["type"] == "DECLARATIVE":
@@ -148,6 +167,7 @@ async def update(
     async with pool.connection() as conn, conn.transaction():
         current = await _get(conn, env, schedule_id)
         _imperative_only(current, "updated")
+        await _scheduled_task(conn, env, body.task)
         row = await (
             await conn.execute(
                 Q.update_schedule,

@@ -96,10 +96,11 @@ class WorkerApi:
 
     async def dequeue(self, versions: list[str], max_runs: int,
                       wait_ms: int) -> list[dict[str, Any]]:
-        result = await self.post("/dequeue", {
+        body: dict[str, Any] = {
             "instance_id": self.instance_id, "versions": versions,
             "max_runs": max(1, min(max_runs, 100)), "wait_ms": wait_ms,
-        }, timeout=wait_ms / 1000 + 30, attempts=1)
+        }
+        result = await self.post("/dequeue", body, timeout=wait_ms / 1000 + 30, attempts=1)
         runs: list[dict[str, Any]] = result.get("runs") or []
         return runs
 

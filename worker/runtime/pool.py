@@ -58,7 +58,9 @@ class ZygoteProcess:
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker.runtime.zygote", "--project", str(self.project_dir),
+            # -P: the project folder (our cwd) is not put first on sys.path, so a user's own
+            # worker.py cannot shadow this package; discovery adds the project root itself
+            sys.executable, "-P", "-m", "worker.runtime.zygote", "--project", str(self.project_dir),
             "--socket", self.socket_path, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, env=env, cwd=str(self.project_dir),
             limit=64 * 1024 * 1024)

@@ -87,7 +87,8 @@ class Reporting:
         if not self.completions:
             return
         batch, self.completions = self.completions, []
-        meta = {c["run_id"]: c.pop("_task_id", None) for c in batch}
+        meta = {c["run_id"]: (c.pop("_task_id", None), c.pop("_max_attempts", None))
+                for c in batch}
         self.completing = batch
         try:
             try:
@@ -102,7 +103,7 @@ class Reporting:
             self.completing = []
             self.emit({"type": "error", "message": f"complete failed: {exc}"})
             for c in batch:
-                c["_task_id"] = meta.get(c["run_id"])
+                c["_task_id"], c["_max_attempts"] = meta.get(c["run_id"], (None, None))
             self.completions = batch + self.completions
             await asyncio.sleep(1.0)
             return
@@ -112,11 +113,14 @@ class Reporting:
             result = by_id.get(c["run_id"], {})
             if result.get("outcome") == "RETRY_IMMEDIATELY" and result.get("next"):
                 self._retry_here(result["next"])
-            self.emit({"type": "run_finished", "run_id": c["run_id"], "task_id": meta[c["run_id"]],
+            task_id, max_attempts = meta[c["run_id"]]
+            self.emit({"type": "run_finished", "run_id": c["run_id"], "task_id": task_id,
                        "attempt": c.get("attempt_number"), "ok": c["ok"],
                        "status": result.get("status"), "outcome": result.get("outcome"),
                        "duration_ms": c.get("duration_ms"),
-                       "error": None if c["ok"] else c.get("error")})
+                       "error": None if c["ok"] else c.get("error"),
+                       "retry_delay_ms": (c.get("retry") or {}).get("delay_ms"),
+                       "max_attempts": max_attempts})
 
     async def _complete_one_by_one(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []

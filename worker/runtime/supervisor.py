@@ -325,8 +325,7 @@ class Supervisor(Reporting):
         # The engine hands us runs of the version we listed (in-place retries keep theirs;
         # they run on the current code too); in-flight runs stay where they are.
         run_id = str(run["run_id"])
-        pool = self.current
-        assert pool is not None
+        pool = await self._pool_for(run)
         try:
             ex = await pool.acquire(run)
         except PoolUnavailable as exc:
@@ -343,6 +342,20 @@ class Supervisor(Reporting):
         task = asyncio.get_running_loop().create_task(self._execute(flight))
         self._run_tasks.add(task)
         task.add_done_callback(self._run_tasks.discard)
+
+    async def _pool_for(self, run: dict[str, Any]) -> Pool:
+        """The current pool. A run leased for a version a reload has registered but not yet
+        switched to (an orphaned run migrates to the newest registered version) waits for that
+        switch, so the version it records is the code it runs."""
+        pool = self.current
+        assert pool is not None
+        wanted = run.get("version_id")
+        deadline = time.monotonic() + 10
+        while (wanted and pool.version_id != wanted and self._reloading.locked()
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.01)
+            pool = self.current or pool
+        return pool
 
     async def _execute(self, flight: InFlight) -> None:
         run, pool, ex = flight.run, flight.pool, flight.executor
@@ -383,6 +396,7 @@ class Supervisor(Reporting):
                        "task_id": run.get("task_id")})
             return
         completion["_task_id"] = run.get("task_id")
+        completion["_max_attempts"] = run.get("max_attempts")
         self.completions.append(completion)
         self.completed.set()
 

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import orjson
 
 from worker.sdk import client
+from worker.sdk.pagination import Page, PageList
 
 
 def _path(name: str, suffix: str = "") -> str:
@@ -19,9 +20,14 @@ def _json(body: dict[str, Any]) -> bytes:
 
 
 class Queues:
-    async def list(self) -> list[dict[str, Any]]:
-        response = await client.request("GET", "/api/v1/queues")
-        return list(response.json()["data"])
+    def list(self) -> PageList[dict[str, Any]]:
+        """``await queues.list()`` → a page (iterable, ``.data``); ``async for q in ...``."""
+
+        async def fetch(_: Any) -> Page[dict[str, Any]]:
+            response = await client.request("GET", "/api/v1/queues")
+            return Page(list(response.json()["data"]))
+
+        return PageList(fetch)
 
     async def retrieve(self, name: str) -> dict[str, Any]:
         """``name`` is a queue name; a task's default queue is ``"task/<task id>"``."""

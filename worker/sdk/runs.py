@@ -8,11 +8,11 @@ serialiser (so a datetime returned by a task comes back a datetime).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -20,6 +20,7 @@ from worker.common.serialization import JSON, loads
 from worker.common.statuses import API_FINAL_STATUSES
 from worker.sdk import client
 from worker.sdk.client import RunHandle, path_segment
+from worker.sdk.pagination import Page, PageList
 
 QUEUED_STATUSES = frozenset({"QUEUED", "PENDING_VERSION", "DELAYED"})
 EXECUTING_STATUSES = frozenset({"EXECUTING", "DEQUEUED"})
@@ -124,47 +125,33 @@ class Run:
         return self.status == "CANCELED"
 
 
-@dataclass
-class RunPage:
+class RunPage(Page[Run]):
     """One page of :meth:`Runs.list`; ``next_cursor`` is None on the last page."""
 
-    data: list[Run]
-    next_cursor: str | None
+    @property
+    def next_cursor(self) -> str | None:
+        return str(self.next) if self.next is not None else None
 
 
 def _run_id(run: str | RunHandle | Run) -> str:
     return run if isinstance(run, str) else run.id
 
 
-class RunList:
-    """``async for run in runs.list(...)`` walks every page; ``.pages()`` yields page by page."""
+class RunList(PageList[Run]):
+    """``await runs.list(...)`` is the first page; ``async for run in runs.list(...)`` walks
+    every page (newest first); ``.pages()`` yields page by page (worker.sdk.pagination)."""
 
     def __init__(self, params: dict[str, str], limit: int | None) -> None:
-        self._params = params
-        self._limit = limit
-
-    async def pages(self) -> AsyncGenerator[RunPage, None]:
-        params = dict(self._params)
-        remaining = self._limit
-        while True:
-            response = await client.request("GET", "/api/v1/runs", params=params)
+        async def fetch(cursor: str | None) -> Page[Run]:
+            query = dict(params)
+            if cursor:
+                query["page[after]"] = cursor
+            response = await client.request("GET", "/api/v1/runs", params=query)
             body = response.json()
             runs = [Run.from_api(item) for item in body.get("data", [])]
-            cursor = (body.get("pagination") or {}).get("next")
-            if remaining is not None:
-                runs = runs[:remaining]
-                remaining -= len(runs)
-                if remaining <= 0:
-                    cursor = None
-            yield RunPage(runs, cursor)
-            if not cursor or not runs:
-                return
-            params["page[after]"] = cursor
+            return RunPage(runs, (body.get("pagination") or {}).get("next") or None)
 
-    async def __aiter__(self) -> AsyncIterator[Run]:
-        async for page in self.pages():
-            for run in page.data:
-                yield run
+        super().__init__(fetch, params.pop("page[after]", None), limit)
 
 
 class Runs:
@@ -239,19 +226,40 @@ class Runs:
         poll_interval: float = 1.0,
         timeout: float | None = None,
     ) -> Run:
-        """Retrieve the run until it is final; raise ``TimeoutError`` after ``timeout`` s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            current = await self.retrieve(run)
-            if current.is_completed:
-                return current
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"run {current.id} still {current.status} after {timeout} s")
-                await asyncio.sleep(min(poll_interval, left))
-            else:
+        """Wait until the run is final and return it; ``TimeoutError`` after ``timeout`` s.
+
+        Waits on the run's realtime stream (the API pushes every change as it is committed,
+        docs/api.md), so it returns as soon as the run ends, not at the next tick of a timer.
+        If the stream cannot be had, it retrieves the run every ``poll_interval`` s instead.
+        """
+        from worker.sdk import realtime
+        from worker.sdk.errors import ApiError, NotFoundError
+
+        run_id = _run_id(run)
+
+        async def until_final() -> Run:
+            try:
+                # an async generator: closed (its HTTP stream with it) when we return early
+                stream = cast(AsyncGenerator[Run, None], realtime.subscribe_to_run(run_id))
+                async with contextlib.aclosing(stream):
+                    async for current in stream:
+                        if current.is_completed:
+                            return await self.retrieve(run_id)
+            except NotFoundError:
+                raise
+            except ApiError:
+                pass  # no stream (an older API, a proxy that buffers): fall back to polling
+            while True:
+                current = await self.retrieve(run_id)
+                if current.is_completed:
+                    return current
                 await asyncio.sleep(poll_interval)
+
+        try:
+            return await asyncio.wait_for(until_final(), timeout)
+        except TimeoutError:
+            status = (await self.retrieve(run_id)).status
+            raise TimeoutError(f"run {run_id} still {status} after {timeout} s") from None
 
     # --- realtime (worker.sdk.realtime): async iterators of Run snapshots ------------------
 

@@ -11,6 +11,7 @@ and deleted when the task (or its ``cron``) goes away. Imperative::
 
     s = await schedules.create(task="nightly", cron="0 * * * *", deduplication_key="user-1",
                                timezone="America/New_York", external_id="user-1")
+    async for s in schedules.list(): ...        # every page; await schedules.list() is one
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from worker.sdk.pagination import Page, PageList
 from worker.sdk.task import Task, TaskDefinitionError, _build, _caller_source
 
 _ENVIRONMENTS = frozenset({"PRODUCTION", "STAGING", "PREVIEW", "DEVELOPMENT"})
@@ -137,11 +139,12 @@ class Schedule:
 
 
 @dataclass
-class SchedulePage:
-    data: list[Schedule]
-    current_page: int
-    total_pages: int
-    count: int
+class SchedulePage(Page[Schedule]):
+    """One page of :meth:`Schedules.list` (offset pagination, as Trigger.dev's)."""
+
+    current_page: int = 1
+    total_pages: int = 1
+    count: int = 0
 
 
 def _path(schedule: str | Schedule) -> str:
@@ -168,6 +171,7 @@ class Schedules:
         def build(fn: Callable[..., Any]) -> Task:
             built = _build(id, fn, source, schema=ScheduledPayload, **options)
             built.schedule = schedule
+            built.trigger_source = "schedule"
             return built
 
         return build(run) if run is not None else build
@@ -184,11 +188,12 @@ class Schedules:
         *,
         task: str,
         cron: str,
-        deduplication_key: str,
+        deduplication_key: str | None = None,
         external_id: str | None = None,
         timezone: str = "UTC",
     ) -> Schedule:
-        """Same ``deduplication_key`` in the same environment updates instead of creating."""
+        """Attach a cron schedule to a ``schedules.task``. With a ``deduplication_key``, creating
+        again with the same key (in the same environment) updates instead of adding one."""
         body = {
             "task": task,
             "cron": cron,
@@ -224,23 +229,32 @@ class Schedules:
     async def deactivate(self, schedule: str | Schedule) -> Schedule:
         return Schedule.from_api(await self._call("POST", _path(schedule) + "/deactivate"))
 
-    async def list(
+    def list(
         self, *, page: int = 1, per_page: int = 10, task: str | None = None
-    ) -> SchedulePage:
-        from worker.sdk import client
+    ) -> PageList[Schedule]:
+        """``await schedules.list()`` is one page (:class:`SchedulePage`); ``async for s in
+        schedules.list()`` walks every page from ``page`` on (worker.sdk.pagination)."""
 
-        params = {"page": str(page), "perPage": str(per_page)}
-        if task:
-            params["task"] = task
-        response = await client.request("GET", "/api/v1/schedules", params=params)
-        body = response.json()
-        pagination = body.get("pagination") or {}
-        return SchedulePage(
-            data=[Schedule.from_api(s) for s in body.get("data", [])],
-            current_page=int(pagination.get("currentPage", page)),
-            total_pages=int(pagination.get("totalPages", 1)),
-            count=int(pagination.get("count", 0)),
-        )
+        async def fetch(number: int) -> Page[Schedule]:
+            from worker.sdk import client
+
+            params = {"page": str(number), "perPage": str(per_page)}
+            if task:
+                params["task"] = task
+            response = await client.request("GET", "/api/v1/schedules", params=params)
+            body = response.json()
+            pagination = body.get("pagination") or {}
+            current = int(pagination.get("currentPage", number))
+            total = int(pagination.get("totalPages", 1))
+            return SchedulePage(
+                data=[Schedule.from_api(s) for s in body.get("data", [])],
+                next=current + 1 if current < total else None,
+                current_page=current,
+                total_pages=total,
+                count=int(pagination.get("count", 0)),
+            )
+
+        return PageList(fetch, page)
 
     async def timezones(self, *, exclude_utc: bool = False) -> builtins.list[str]:
         from worker.sdk import client

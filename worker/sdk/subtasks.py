@@ -8,6 +8,7 @@ batch's) waitpoint, in place or across a checkpoint.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -48,8 +49,23 @@ class TaskRunResult(Generic[T]):
 
 @dataclass
 class BatchResult:
+    """The children's results in item order: ``for r in result``, ``result[0]``, ``len``,
+    ``result.runs``; ``result.unwrap()`` is every output (raising on the first failure)."""
+
     id: str
     runs: list[TaskRunResult[Any]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[TaskRunResult]:
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __getitem__(self, index: int) -> TaskRunResult:
+        return self.runs[index]
+
+    def unwrap(self) -> list[Any]:
+        return [r.unwrap() for r in self.runs]
 
 
 def _wait_entry(waitpoint_id: str) -> dict[str, Any]:

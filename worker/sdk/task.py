@@ -142,6 +142,8 @@ class Task(Generic[P, O]):
     hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)
     #: ``schedules.task``'s cron: ``{"pattern", "timezone", "environments"}`` (else None)
     schedule: dict[str, Any] | None = None
+    #: ``"schedule"`` for ``schedules.task`` (only those take schedules), else ``"standard"``
+    trigger_source: str = "standard"
     #: where the task was declared: (absolute file path, line number)
     source: tuple[str, int] = ("<unknown>", 0)
 
@@ -201,6 +203,7 @@ class Task(Generic[P, O]):
             "machine": self.machine,
             "payload_schema": schema_json,
             "schedule": self.schedule,
+            "trigger_source": self.trigger_source,
             "file": self.source[0],
             "line": self.source[1],
         }

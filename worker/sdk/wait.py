@@ -217,15 +217,17 @@ class Wait:
         data["output"] = decode_output(data.get("output"), data.get("outputType"))
         return data
 
-    async def list_tokens(
+    def list_tokens(
         self,
         *,
         status: str | None = None,
         idempotency_key: str | None = None,
         tags: list[str] | None = None,
         limit: int = 25,
-    ) -> list[dict[str, Any]]:
-        from worker.sdk import client
+    ) -> Any:
+        """``await wait.list_tokens()`` → the first page of ``limit`` tokens (iterable,
+        ``.data``); ``async for token in wait.list_tokens()`` → every token, page by page."""
+        from worker.sdk.pagination import Page, PageList
 
         params = {"page[size]": str(limit)}
         if status:
@@ -234,8 +236,15 @@ class Wait:
             params["filter[idempotencyKey]"] = idempotency_key
         if tags:
             params["filter[tags]"] = ",".join(tags)
-        response = await client.request("GET", "/api/v1/waitpoints/tokens", params=params)
-        return list(response.json()["data"])
+
+        async def fetch(cursor: str | None) -> Page[dict[str, Any]]:
+            from worker.sdk import client
+
+            query = {**params, "page[after]": cursor} if cursor else params
+            body = (await client.request("GET", "/api/v1/waitpoints/tokens", params=query)).json()
+            return Page(list(body["data"]), (body.get("pagination") or {}).get("next"))
+
+        return PageList(fetch)
 
 
 wait = Wait()
