@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from worker.cli_deploy import add_commands  # login, whoami, deploy
 
-    add_commands(sub)
+    add_commands(sub, _HelpFormatter)
     return parser
 
 

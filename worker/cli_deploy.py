@@ -163,22 +163,26 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: Any, formatter: Any = argparse.HelpFormatter) -> None:
     """Add ``login``, ``whoami`` and ``deploy`` to the ``trigger`` parser (worker/cli.py)."""
-    login = sub.add_parser("login", help="store an API URL and secret key as a profile")
-    login.add_argument("--api-url", required=True)
+    login = sub.add_parser("login", help="store an API URL and secret key as a profile",
+                           formatter_class=formatter)
+    login.add_argument("--api-url", required=True, help="the API's base URL")
     login.add_argument("--key", required=True, help="the environment's secret key")
     login.add_argument("--profile", default=None, help=f"profile name (default {DEFAULT_PROFILE})")
     login.set_defaults(func=cmd_login)
 
-    who = sub.add_parser("whoami", help="show the project and environment of the credentials")
-    who.add_argument("--profile", default=None)
+    who = sub.add_parser("whoami", help="show the project and environment of the credentials",
+                         formatter_class=formatter)
+    who.add_argument("--profile", default=None,
+                     help=f"profile name (default {DEFAULT_PROFILE})")
     who.set_defaults(func=cmd_whoami)
 
     deploy = sub.add_parser("deploy", help="write the worker image's Dockerfile, register and "
-                                           "promote the version")
-    deploy.add_argument("--project-dir", default=".")
-    deploy.add_argument("--profile", default=None)
+                                           "promote the version", formatter_class=formatter)
+    deploy.add_argument("--project-dir", default=".", help="the project folder")
+    deploy.add_argument("--profile", default=None,
+                        help=f"profile name (default {DEFAULT_PROFILE})")
     deploy.add_argument("--build", action="store_true",
                         help="build the image with docker/podman before registering")
     deploy.add_argument("--image", default=None, help="image reference to record")

@@ -166,9 +166,9 @@ async def test_every_list_is_awaitable_and_async_iterable(sdk: ProtocolWorker) -
     first = await schedules.list()
     assert first.data == [] and first.total_pages >= 1
     assert [s async for s in schedules.list()] == []
-    names = [q["name"] for q in await queues.list()]
+    names = [q["id"] for q in await queues.list()]
     assert f"task/{TASK}" in names
-    assert f"task/{TASK}" in [q["name"] async for q in queues.list()]
+    assert f"task/{TASK}" in [q["id"] async for q in queues.list()]
 
 
 async def test_poll_waits_on_the_run_not_on_a_timer(sdk: ProtocolWorker) -> None:

@@ -140,6 +140,11 @@ class RunSubscription:
                                     None, self.access_token)
         return await self._snapshots.__anext__()
 
+    async def aclose(self) -> None:
+        """Stop the subscription (``contextlib.aclosing``): closes its HTTP stream."""
+        if self._snapshots is not None and hasattr(self._snapshots, "aclose"):
+            await self._snapshots.aclose()
+
     async def with_streams(self, *keys: Any) -> AsyncIterator[StreamPart]:
         from worker.sdk.schemas import adapt
 

@@ -25,11 +25,18 @@ WITH RECURSIVE locked_versions AS (
           SELECT 1 FROM workers w
           WHERE w.environment_id = %(environment_id)s::uuid AND w.version_id = l.version_id
             AND w.last_seen_at > now() - make_interval(secs => %(live_seconds)s::float8))
+), moved AS (
+    -- The worker registered a newer version while this long-poll waited (a hot reload): what
+    -- it leases now runs on that version's code, so it is locked to that version and records
+    -- it (pinned runs, and runs whose task the new version lacks, stay in the queue).
+    SELECT w.version_id FROM workers w
+    WHERE w.instance_id = %(instance_id)s::uuid AND NOT w.version_id = ANY(%(versions)s::uuid[])
 ), candidates AS (
     SELECT r.id, r.task_id, r.resuming,
-           CASE WHEN r.version_id = ANY(%(versions)s::uuid[]) THEN r.version_id
+           CASE WHEN m.version_id IS NOT NULL THEN m.version_id
+                WHEN r.version_id = ANY(%(versions)s::uuid[]) THEN r.version_id
                 ELSE %(newest)s::uuid END AS version_id
-    FROM runs r
+    FROM runs r LEFT JOIN moved m ON true
     -- = ANY(ARRAY(...)): the picked ids are looked up by primary key, whatever the queue depth
     WHERE r.id = ANY(ARRAY(SELECT run_id FROM trigger_pick_runs_v1(
               %(environment_id)s::uuid,
@@ -39,6 +46,10 @@ WITH RECURSIVE locked_versions AS (
       -- a pinned run (trigger option `version`) never moves to another version
       AND (r.version_id IS NULL OR r.version_id = ANY(%(versions)s::uuid[])
            OR r.lease_locked_version)
+      AND (m.version_id IS NULL
+           OR ((r.version_id IS NULL OR r.lease_locked_version)
+               AND EXISTS (SELECT 1 FROM version_tasks vt
+                           WHERE vt.version_id = m.version_id AND vt.task_id = r.task_id)))
     FOR UPDATE OF r SKIP LOCKED
 ), leased AS (
     UPDATE runs r
