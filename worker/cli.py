@@ -116,6 +116,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     api_url = os.environ.get("TRIGGER_API_URL", "http://127.0.0.1:3030")
     wait_for_api(api_url, key, args.api_wait)
+    if args.metrics_port:  # worker/runtime/worker_metrics.py
+        os.environ["TRIGGER_WORKER_METRICS_PORT"] = str(args.metrics_port)
     console = DevConsole(api_url)
     on_event = console.event
     if not sys.stdout.isatty() and os.environ.get("TRIGGER_VERBOSE") != "1":
@@ -142,14 +144,19 @@ def cmd_api(args: argparse.Namespace) -> int:
         raise SystemExit("the API needs the server extra: pip install 'trigger-worker[server]'")\
             from None
 
+    from worker.api.observability import configure_logging
+
     _database_url()
+    os.environ["TRIGGER_LOG_FORMAT"] = args.log_format  # for uvicorn's worker processes too
+    configure_logging(args.log_format, args.log_level)
     uvicorn.run(
         "worker.api.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level="info",
+        log_level=args.log_level,
+        log_config=None,  # our handlers (worker/api/observability.py)
         proxy_headers=True,
     )
     return 0
@@ -261,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     wrk.add_argument("--api-wait", type=float, default=float(_env_int("TRIGGER_API_WAIT", 60)),
                      help="seconds to keep retrying an unreachable API at start "
                           "(env TRIGGER_API_WAIT)")
+    wrk.add_argument("--metrics-port", type=int, default=None,
+                     help="serve this replica's Prometheus metrics on 127.0.0.1:PORT")
     wrk.set_defaults(func=cmd_worker)
 
     api = _parser(sub, "api", "run the API server (DATABASE_URL)")
@@ -268,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=_env_int("PORT", 3030),
                      help="port to listen on (env PORT)")
     api.add_argument("--workers", type=int, default=1, help="API processes")
+    api.add_argument("--log-format", choices=("text", "json"),
+                     default=os.environ.get("TRIGGER_LOG_FORMAT", "text"),
+                     help="server log lines: text, or JSON lines (env TRIGGER_LOG_FORMAT)")
+    api.add_argument("--log-level", default="info",
+                     choices=("debug", "info", "warning", "error"), help="lowest level logged")
     api.set_defaults(func=cmd_api)
 
     mig = _parser(sub, "migrate", "apply the engine's database migrations (DATABASE_URL)")
@@ -296,8 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_project_create)
 
     from worker.cli_deploy import add_commands  # login, whoami, deploy
+    from worker.cli_runs import add_commands as add_run_commands  # runs list/show, logs
 
     add_commands(sub, _HelpFormatter)
+    add_run_commands(sub, _HelpFormatter)
     return parser
 
 

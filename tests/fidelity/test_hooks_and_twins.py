@@ -181,11 +181,9 @@ async def test_literal_sdk_calls_inside_a_run(project: Path) -> None:
         by_message = {f["message"]: f for f in h.logs if f["run_id"] == "run_s"}
         assert by_message["attrs"]["attributes"] == {"user_id": 1, "api_key": "[REDACTED]",
                                                      "extra": 2}
-        span = by_message["span step"]["attributes"]["span"]
-        assert span["name"] == "step" and span["status"] == "ok"
-        assert span["attributes"] == {"rows": 3, "done": True} and span["duration_ms"] >= 0
-        assert by_message["span call"]["attributes"]["span"]["status"] == "ok"
-        assert by_message["span manual"]["attributes"]["span"]["attributes"] == {"k": 1}
+        # logger.trace spans are OpenTelemetry spans now, not log records (their export is
+        # tested in tests/observability)
+        assert not [m for m in by_message if m.startswith("span ")]
 
 
 async def test_wait_until_settles_before_the_attempt_completes(project: Path) -> None:

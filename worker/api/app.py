@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,15 +21,18 @@ from worker.api import (
     routes_batches_v2,
     routes_envvars,
     routes_metadata,
+    routes_metrics,
     routes_public,
     routes_queues,
     routes_realtime,
     routes_schedules,
     routes_sdk,
+    routes_traces,
     routes_waitpoints,
     routes_worker,
 )
 from worker.api.auth import AuthError
+from worker.api.observability import RequestContextMiddleware, configure_logging
 from worker.api.settings import Settings
 from worker.engine.db import open_pool
 from worker.engine.errors import EngineError
@@ -43,6 +47,7 @@ from worker.engine.services.rescuer import run_rescuer
 from worker.engine.services.scheduler import run_scheduler
 from worker.engine.services.versions import run_version_sweep
 from worker.engine.services.waitpoint_timer import run_waitpoint_timer
+from worker.engine.spans import run_span_retention
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ class ORJSONResponse(Response):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    if os.environ.get("TRIGGER_LOG_FORMAT"):  # `trigger api` (and each of its workers)
+        configure_logging(os.environ["TRIGGER_LOG_FORMAT"])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(run_cron_trigger(app.state.pool)),
             asyncio.create_task(run_version_sweep(app.state.pool, settings.rescuer_interval)),
             asyncio.create_task(run_alerter(app.state.pool, AlertSettings.from_env())),
+            asyncio.create_task(run_span_retention(app.state.pool)),
         ]
         try:
             yield
@@ -101,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     guards.install(app)
+    app.add_middleware(RequestContextMiddleware)
     app.openapi = lambda: openapi_doc.build(app)  # type: ignore[method-assign]
 
     @app.exception_handler(EngineError)
@@ -134,4 +143,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_sdk.router)
     app.include_router(routes_batches_v2.router)
     app.include_router(routes_envvars.router)
+    app.include_router(routes_traces.router)
+    app.include_router(routes_metrics.router)
     return app

@@ -129,6 +129,21 @@ def build(app: FastAPI) -> dict[str, Any]:
                     "description": text,
                     "content": {"application/json": {"schema": _ERROR}},
                 }
+            if path.startswith("/otel/"):  # OTLP/HTTP ingest (routes_traces.py): protobuf only
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/x-protobuf": {
+                        "schema": {"type": "string", "format": "binary"}}},
+                }
+                responses["200"] = {
+                    "description": "The OTLP Export…ServiceResponse",
+                    "content": {"application/x-protobuf": {
+                        "schema": {"type": "string", "format": "binary"}}},
+                }
+                responses["415"] = {
+                    "description": "Not protobuf: OTLP/HTTP here takes application/x-protobuf",
+                    "content": {"application/json": {"schema": _ERROR}},
+                }
     doc["components"]["schemas"].pop("HTTPValidationError", None)
     doc["components"]["schemas"].pop("ValidationError", None)
     app.openapi_schema = doc

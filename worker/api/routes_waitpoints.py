@@ -19,7 +19,7 @@ from worker.api.bodies import read_body, read_json, read_model
 from worker.api.presenters_tokens import present_token
 from worker.api.routes_realtime import principal
 from worker.common.limits import check_text
-from worker.engine import public_tokens, waitpoints
+from worker.engine import metrics, public_tokens, waitpoints
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.keys import Environment
 from worker.engine.models import (
@@ -289,4 +289,6 @@ async def checkpoint(run_id: str, request: Request, env: Env) -> dict[str, Any]:
         request.app.state.pool, env, run_id, body.instance_id, body.attempt_number,
         execution_ms=body.execution_ms,
     )
+    if suspended:
+        metrics.CHECKPOINTS.inc()
     return {"suspended": suspended}

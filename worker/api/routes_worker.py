@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
-from worker.engine import env_vars, leases
+from worker.engine import env_vars, leases, metrics
 from worker.engine.keys import Environment
 
 router = APIRouter(prefix="/engine/v1/worker")
@@ -82,6 +82,7 @@ async def dequeue(request: Request, env: Env) -> dict[str, Any]:
         gone=request.is_disconnected,
     )
     await _with_env_vars(state.pool, env, runs)
+    metrics.observe_dequeued(runs)
     return {"runs": runs}
 
 
@@ -110,6 +111,12 @@ async def complete(request: Request, env: Env) -> dict[str, Any]:
     results = await leases.complete(
         state.pool, env, str(body.instance_id), body.completions, state.lease.lease_seconds
     )
+    by_id = {c.get("run_id"): c for c in body.completions if isinstance(c, dict)}
+    for result in results:
+        if result.get("outcome") != "LEASE_LOST":
+            metrics.COMPLETIONS.labels(
+                outcome=metrics.completion_outcome(by_id.get(result.get("run_id")) or {},
+                                                   result)).inc()
     # an attempt retried in place starts from the result's "next" message, a leased run too
     await _with_env_vars(state.pool, env, [r["next"] for r in results if r.get("next")])
     return {"results": results}

@@ -11,6 +11,7 @@ sanitised the same way, never refused for their content.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,8 @@ from worker.common.limits import (
 )
 from worker.common.machines import MACHINE_PRESETS
 from worker.engine.models import MAX_OUTPUT_BYTES
+
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
 
 log = logging.getLogger(__name__)
 
@@ -161,4 +164,7 @@ def clean_log(entry: Any, now: str) -> dict[str, Any] | None:
         "message": clean_text(message if isinstance(message, str) else str(message)),
         "attributes": clean_json(attributes),
         "logged_at": _logged_at(entry.get("time"), now),
+        # the span current when the line was written (16 hex digits), for the trace view
+        "span_id": span if isinstance(span := entry.get("span_id"), str)
+        and _SPAN_ID.fullmatch(span) else None,
     }

@@ -22,7 +22,7 @@ from worker.common.errors import internal_error
 from worker.common.machines import MACHINE_PRESETS
 from worker.common.statuses import API_STATUS
 from worker.engine import metadata as run_metadata
-from worker.engine import schedules, waitpoints
+from worker.engine import metrics, schedules, trace_context, waitpoints
 from worker.engine.completions import Refused, clean_completion, clean_log
 from worker.engine.db import Conn, Pool
 from worker.engine.errors import EngineError
@@ -135,6 +135,8 @@ def _dequeued_message(row: dict[str, Any], env: Environment) -> dict[str, Any]:
         # execution time the attempt used before its checkpoint: max_duration spans resumes
         "execution_ms": int(row.get("attempt_execution_ms") or 0) if row["resumed"] else 0,
         "journal": [],
+        # the run's span: the parent of this attempt's span (worker/runtime/telemetry.py)
+        "traceparent": trace_context.of_row(row).traceparent,
         "ctx": {
             "run": {
                 "id": row["id"],
@@ -207,8 +209,10 @@ async def dequeue(
             return []  # the worker hung up: leasing now would strand the runs until expiry
         woken = notifier.event(env.id)
         async with pool.connection() as conn:
+            started = time.perf_counter()
             rows = await (await conn.execute(Q.dequeue, params)).fetchall()
             await conn.commit()
+            metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
         if rows:
             messages = [_dequeued_message(row, env) for row in rows]
             # The attempt replays its own journal: a resumed one, or one handed back (release)

@@ -10,7 +10,7 @@ import orjson
 from psycopg.types.json import Jsonb
 
 from worker.common.limits import LimitError, check_json, check_text, text_depth_may_exceed
-from worker.engine import waitpoints
+from worker.engine import trace_context, waitpoints
 from worker.engine.db import Conn, Pool
 from worker.engine.errors import Conflict, EngineError, NotFound, PayloadTooLarge
 from worker.engine.ids import new_id
@@ -116,13 +116,13 @@ class RunCreator:
             raise NotFound(f"version {name!r} does not exist in the {self.env.slug} environment")
         return str(row["id"])
 
-    async def _root_of(self, parent_run_id: str | None) -> str | None:
+    async def _parent(self, parent_run_id: str | None) -> dict[str, Any] | None:
         if parent_run_id is None:
             return None
         row = await self._fetch(Q.find_parent, {"id": parent_run_id, "environment_id": self.env.id})
         if row is None:
             raise NotFound(f"parent run {parent_run_id!r} not found in this environment")
-        return str(row["root_id"])
+        return row
 
     async def params(
         self,
@@ -149,6 +149,10 @@ class RunCreator:
         if ttl not in (None, 0, "0"):
             expires_at = (run_at or now) + parse_duration(ttl, "ttl")
         offloaded = len(payload[0]) > OFFLOAD_BYTES
+        parent = await self._parent(options.parent_run_id)
+        parent_trace = trace_context.of_row(parent) if parent else None
+        trace = trace_context.for_new_run(parent_trace.trace_id if parent_trace else None,
+                                          parent_trace.span_id if parent_trace else None)
         return {
             "environment_id": self.env.id,
             "task_id": task_id,
@@ -171,7 +175,7 @@ class RunCreator:
             "metadata": Jsonb(options.metadata) if options.metadata is not None else None,
             "batch_id": batch_id,
             "parent_run_id": options.parent_run_id,
-            "root_run_id": await self._root_of(options.parent_run_id),
+            "root_run_id": str(parent["root_id"]) if parent else None,
             "is_test": options.test,
             "debounce_key": debounce.key if debounce else None,
             "debounce_deadline": (
@@ -181,6 +185,9 @@ class RunCreator:
             ),
             "replayed_from": replayed_from,
             "batch_index": batch_index,
+            "trace_id": trace.trace_id,
+            "span_id": trace.span_id,
+            "parent_span_id": trace.parent_span_id,
         }
 
     async def create(

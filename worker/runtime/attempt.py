@@ -44,6 +44,7 @@ from worker.sdk.errors import (
 )
 from worker.sdk.logger import logger
 from worker.sdk.task import Task
+from worker.sdk.tracing import operation
 
 #: exceptions that stop an attempt from outside: never handled by hooks, always re-raised
 STOP = (MaxDurationExceededError, TaskRunCanceledError)
@@ -100,7 +101,8 @@ class Attempt:
     async def _swallowing(self, name: str, **extra: Any) -> None:
         for hook in self._hooks(name):
             try:
-                await call_hook(hook, self._available(**extra))
+                with _hook_span(name):
+                    await call_hook(hook, self._available(**extra))
             except STOP:
                 raise
             except Exception as exc:
@@ -113,7 +115,8 @@ class Attempt:
 
     async def _propagating(self, name: str, **extra: Any) -> None:
         for hook in self._hooks(name):
-            await call_hook(hook, self._available(**extra))
+            with _hook_span(name):
+                await call_hook(hook, self._available(**extra))
 
     # --- entry ---------------------------------------------------------------------------
 
@@ -168,7 +171,8 @@ class Attempt:
     async def _body(self) -> dict[str, Any]:
         try:
             for hook in self._hooks("init"):
-                result = await call_hook(hook, self._available())
+                with _hook_span("init"):
+                    result = await call_hook(hook, self._available())
                 if isinstance(result, dict):
                     self.init = {**self.init, **result}
             # A checkpointed attempt resumes by replaying `run` from the top in a new process
@@ -207,7 +211,8 @@ class Attempt:
         # since the run's result was already decided.
         for hook in self._hooks("cleanup"):
             try:
-                await call_hook(hook, self._available())
+                with _hook_span("cleanup"):
+                    await call_hook(hook, self._available())
             except STOP:
                 raise
             except Exception as exc:
@@ -251,9 +256,10 @@ class Attempt:
                                 self.globals.get("catch_error")) if h is not None]
         for hook in catchers:
             try:
-                decision = await call_hook(hook, self._available(
-                    error=exc, retry=retry, retry_delay_in_ms=delay,
-                    retry_at=None if delay is None else _at(delay)))
+                with _hook_span("catch_error"):
+                    decision = await call_hook(hook, self._available(
+                        error=exc, retry=retry, retry_delay_in_ms=delay,
+                        retry_at=None if delay is None else _at(delay)))
             except STOP:
                 raise
             except Exception as hook_exc:
@@ -315,6 +321,11 @@ class Attempt:
                 # a short retry runs again on this worker, keeping the lease (§2.4)
                 "retry_in_place": delay_ms is not None and delay_ms < IN_PLACE_RETRY_MS,
                 "skipped_retrying": skipped}
+
+
+def _hook_span(name: str) -> Any:
+    """A hook's span under the attempt span (worker/sdk/tracing.py)."""
+    return operation(f"{name}()", {"trigger.span.kind": "hook", "trigger.hook": name})
 
 
 def _at(delay_ms: int) -> datetime:

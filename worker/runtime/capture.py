@@ -13,7 +13,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from worker.runtime import telemetry
 from worker.sdk import logger as sdk_logger
+from worker.sdk.tracing import current_span_id
 
 LEVEL_RANK = {"debug": 10, "log": 20, "info": 20, "warn": 30, "error": 40, "none": 100}
 
@@ -64,8 +66,11 @@ class RunCapture:
                console: bool = False) -> None:
         if not console and LEVEL_RANK.get(level, 20) < self.min_rank:
             return
+        span_id = current_span_id()
+        telemetry.emit_log(level, message, attributes)
         self._emit({
             "type": "log",
+            "span_id": span_id,
             "run_id": self.run_id,
             "attempt_number": self.attempt,
             "level": level,

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from worker.common import errors as codes
 from worker.common.serialization import loads
+from worker.runtime import telemetry
 from worker.runtime.attempt import Attempt, failed_completion
 from worker.runtime.capture import RunCapture
 from worker.runtime.framing import recv_sync, send_sync
@@ -113,7 +114,7 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> di
                          discovered.config.log_level)
     completion: dict[str, Any] | None = None
     loop = asyncio.get_running_loop()
-    with capture:
+    with capture, telemetry.attempt_span(run) as span:
         try:
             await attempt_hooks.attempt_started(attempt.ctx)
         except Exception as exc:
@@ -156,6 +157,7 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> di
                 codes.MAX_DURATION_EXCEEDED,
                 f"Run exceeded maximum duration of {limit}s"))
         _merge(completion, await _attempt_ending(attempt.ctx))
+    telemetry.end_attempt(span, completion)
     end_run_locals(locals_token)
     reset_current_context(ctx_token)
     completion["duration_ms"] = int((time.monotonic() - started) * 1000)
@@ -223,15 +225,22 @@ def serve(socket_path: str, discovered: Any) -> int:
     sock.connect(socket_path)
     channel = Channel(sock)
     timer.install_cancel_handler()
+    from worker.sdk import client
+
+    # after the fork, in this process only (worker/runtime/telemetry.py)
+    telemetry.setup(discovered.config, client.api_url(), os.environ.get("TRIGGER_SECRET_KEY"))
     channel.send({"type": "hello", "pid": os.getpid(), "rss": _rss_bytes()})
     while True:
         message = recv_sync(sock)
         if message is None or message.get("type") == "shutdown":
+            telemetry.shutdown()
             return 0
         if message.get("type") != "execute":
             continue
         with run_environment(message["run"].get("env_vars")):
             completion = loop.run_until_complete(run_attempt(message["run"], discovered, channel))
         recycle = bool(completion.pop("_recycle", False))
+        if recycle:  # this process is about to go: its spans go first
+            telemetry.flush()
         channel.send({"type": "completion", "completion": completion, "rss": _rss_bytes(),
                       "recycle": recycle})

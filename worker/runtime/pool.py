@@ -172,6 +172,8 @@ class Pool:
         self.draining = False
         self.closed = False
         self.recycled = {"max_runs": 0, "memory": 0, "idle": 0}
+        #: busy executors killed (lost lease, overdue max_duration, out of memory)
+        self.killed = 0
         self._memory_warned = False
         self._spawning = 0
         self._wanted = 0
@@ -341,6 +343,7 @@ class Pool:
         """Kill a busy executor's group (lost run / overdue max_duration / out of memory)."""
         ex.retiring = True
         ex.kill()
+        self.killed += 1
         self.fill()
 
     # --- draining / closing ------------------------------------------------------------

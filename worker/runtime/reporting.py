@@ -53,7 +53,7 @@ class Reporting:
             self._on_clock(frame)
             return
         rec = {k: frame.get(k) for k in ("run_id", "attempt_number", "level", "message",
-                                         "attributes", "time")}
+                                         "attributes", "time", "span_id")}
         if len(self.logs) >= MAX_PENDING_LOGS:  # the API is down: never grow without bound
             del self.logs[: MAX_PENDING_LOGS // 10]
             self.dropped_logs += MAX_PENDING_LOGS // 10

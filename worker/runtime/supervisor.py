@@ -27,6 +27,7 @@ from worker.common import errors as codes
 from worker.common.machines import MACHINE_PRESETS
 from worker.runtime.api_client import WorkerApi, retry_delay
 from worker.runtime.attempt import failed_completion, oom_retry_machine
+from worker.runtime.crash_spans import died_attempt_request
 from worker.runtime.executor_link import group_rss
 from worker.runtime.pool import (
     DiscoveryFailed,
@@ -131,6 +132,9 @@ class Supervisor(Reporting):
         #: once instead of after a /dequeue round trip (default: the pool's size; 0 = none)
         self.prefetch = int(_env_float("TRIGGER_PREFETCH", -1))
         self.dropped_logs = 0
+        #: recycles and kills of the pools a reload retired (worker_metrics.py)
+        self.retired_recycles: dict[str, int] = {}
+        self.retired_kills = 0
         self._reload_started: float | None = None
         self._run_tasks: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
@@ -176,7 +180,9 @@ class Supervisor(Reporting):
         try:
             reply = await self.api.register(manifest["content_hash"], manifest["tasks"], {
                 "host": socket.gethostname(), "pid": os.getpid(),
-                "runtime": "python", "project_dir": str(self.project_dir)})
+                "runtime": "python", "project_dir": str(self.project_dir),
+                # run slots of this replica (/metrics: free slots)
+                "concurrency": self._concurrency(manifest)})
         except BaseException:
             await zygote.stop()
             raise
@@ -249,6 +255,9 @@ class Supervisor(Reporting):
             for pool in list(self.old):
                 if pool.drained() or (pool.zygote.dead.is_set() and not pool.executors):
                     self.old.remove(pool)
+                    for reason, n in pool.recycled.items():
+                        self.retired_recycles[reason] = self.retired_recycles.get(reason, 0) + n
+                    self.retired_kills += pool.killed
                     await pool.close()
             cur = self.current
             if cur is not None and cur.zygote.dead.is_set() and not self.stopping:
@@ -382,6 +391,7 @@ class Supervisor(Reporting):
             completion = frame["completion"]
         except ExecutorDied as died:
             completion = self._died_completion(flight, died)
+            self._record_died_attempt(flight, completion)
         except Exception as exc:
             completion = failed_completion(run, codes.internal_error(
                 codes.TASK_RUN_CRASHED, f"{type(exc).__name__}: {exc}"), skipped=False)
@@ -399,6 +409,26 @@ class Supervisor(Reporting):
         completion["_max_attempts"] = run.get("max_attempts")
         self.completions.append(completion)
         self.completed.set()
+
+    def _record_died_attempt(self, flight: InFlight, completion: dict[str, Any]) -> None:
+        """The executor could not close its attempt span: close it here (crash_spans.py)."""
+        body = died_attempt_request(flight.run, flight.started, completion.get("error") or {},
+                                    str(((flight.run.get("ctx") or {}).get("project") or {})
+                                        .get("ref") or ""))
+
+        async def send() -> None:
+            try:
+                reply = await self.api.http.post(
+                    "/otel/v1/traces", content=body,
+                    headers={"content-type": "application/x-protobuf"})
+                if reply.status_code >= 400:
+                    raise RuntimeError(f"HTTP {reply.status_code}: {reply.text[:200]}")
+            except Exception as exc:
+                self.emit({"type": "error", "message": f"recording the span failed: {exc}"})
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._run_tasks.add(task)
+        task.add_done_callback(self._run_tasks.discard)
 
     def _died_completion(self, flight: InFlight, died: ExecutorDied) -> dict[str, Any]:
         run = flight.run
@@ -489,6 +519,11 @@ class Supervisor(Reporting):
 
     async def run(self) -> None:
         await self.server.start()
+        metrics_port = os.environ.get("TRIGGER_WORKER_METRICS_PORT")
+        if metrics_port:
+            from worker.runtime import worker_metrics
+
+            worker_metrics.serve(self, int(metrics_port))
         background: list[asyncio.Task[Any]] = []
         dequeue: asyncio.Task[Any] | None = None
         try:

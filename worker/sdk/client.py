@@ -35,6 +35,7 @@ from urllib.parse import quote
 import orjson
 
 from worker.common.serialization import JSON, dumps
+from worker.sdk import tracing
 from worker.sdk.errors import ApiError, AuthenticationError, ConfigurationError, NotFoundError
 from worker.sdk.task import Queue
 
@@ -243,6 +244,9 @@ async def request(
             path = override.base_url.rstrip("/") + path
     if idempotency_key:
         headers[REQUEST_IDEMPOTENCY_HEADER] = idempotency_key
+    traceparent = tracing.current_traceparent()
+    if traceparent:  # a run triggered from here joins this trace (docs/api.md, "Traces")
+        headers["traceparent"] = traceparent
     for attempt in range(MAX_RETRIES + 1):
         response: httpx.Response | None = None
         try:
@@ -377,6 +381,7 @@ def with_parent(wire: dict[str, Any]) -> dict[str, Any]:
     return wire
 
 
+@tracing.durable_operation("trigger")
 async def trigger(task_id: str, payload: Any = None, **options: Any) -> RunHandle:
     """Trigger one run of ``task_id``; return at once with its handle.
 

@@ -83,6 +83,43 @@ class BuildConfig(BaseModel):
         return value
 
 
+class TelemetryConfig(BaseModel):
+    """``telemetry``: the snake_case twin of Trigger.dev's config key (docs/api.md, "Traces").
+
+    Set up in each executor after the fork (worker/runtime/telemetry.py), never in the zygote.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    #: instrumentor objects (``HTTPXClientInstrumentor()``, ``PsycopgInstrumentor()``, ...):
+    #: their ``instrument()`` is called in each executor
+    instrumentations: list[Any] = Field(default_factory=list)
+    #: extra span exporters (get the same spans as the API)
+    exporters: list[Any] = Field(default_factory=list)
+    #: log record exporters (``logger.*`` and ``print`` as OpenTelemetry log records)
+    log_exporters: list[Any] = Field(default_factory=list)
+    #: extra resource attributes of every span
+    resource: dict[str, Any] = Field(default_factory=dict)
+    #: False turns tracing off (so does ``TRIGGER_TELEMETRY=off`` in the worker's environment)
+    enabled: bool = True
+
+    @field_validator("instrumentations")
+    @classmethod
+    def _instrumentors(cls, value: list[Any]) -> list[Any]:
+        bad = [type(i).__name__ for i in value if not callable(getattr(i, "instrument", None))]
+        if bad:
+            raise ValueError(f"not instrumentors (no instrument() method): {bad}")
+        return value
+
+    @field_validator("exporters", "log_exporters")
+    @classmethod
+    def _exporters(cls, value: list[Any]) -> list[Any]:
+        bad = [type(e).__name__ for e in value if not callable(getattr(e, "export", None))]
+        if bad:
+            raise ValueError(f"not exporters (no export() method): {bad}")
+        return value
+
+
 class Config(BaseModel):
     """The validated project configuration."""
 
@@ -100,6 +137,7 @@ class Config(BaseModel):
     max_runs_per_process: int = Field(default=1000, ge=1)
     max_memory_per_process: int | None = Field(default=None, description="MiB of RSS")
     build: BuildConfig = Field(default_factory=BuildConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     # global hooks
     init: Callable[..., Any] | None = None
     on_start: Callable[..., Any] | None = None

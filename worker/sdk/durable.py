@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from worker.sdk import attempt_hooks
+from worker.sdk import attempt_hooks, tracing
 from worker.sdk.context import current_context
 
 NON_DETERMINISTIC = "NON_DETERMINISTIC"
@@ -209,6 +210,11 @@ def _outcome(waitpoint: dict[str, Any]) -> WaitOutcome | None:
     )
 
 
+def _wait_attributes(kind: str, seq: int, info: dict[str, Any]) -> dict[str, Any]:
+    return {"trigger.span.kind": "wait", "trigger.wait.kind": kind, "trigger.journal.seq": seq,
+            **{f"trigger.wait.{k}": v for k, v in info.items() if isinstance(v, str | int)}}
+
+
 async def block(
     seq: int,
     entry: dict[str, Any] | None,
@@ -238,10 +244,14 @@ async def block(
             if run.checkpointed_at(seq):
                 # the wait this attempt checkpointed at ends here: its on_wait ran in the
                 # process that checkpointed, its on_resume runs now (once per wait)
-                for hook in run.on_resume:
-                    await hook(wait_info)
+                with tracing.operation(f"resume {kind}", {
+                        **_wait_attributes(kind, seq, wait_info), "trigger.resumed": True}):
+                    for hook in run.on_resume:
+                        await hook(wait_info)
             return done
         waitpoint_id = entry["waitpoint"]["id"]
+    # the wait's span (replayed waits have none: their span was recorded when they ran)
+    span = tracing.Operation(f"wait {kind}", _wait_attributes(kind, seq, wait_info))
     run.waiting = True
     try:
         for hook in run.on_wait:
@@ -315,6 +325,7 @@ async def block(
         return done
     finally:
         run.waiting = False
+        span.finish(sys.exc_info()[1])
 
 
 async def sleep_in_process(seconds: float, wait_info: dict[str, Any]) -> None:
@@ -329,6 +340,8 @@ async def sleep_in_process(seconds: float, wait_info: dict[str, Any]) -> None:
         return
     # Replayed after a checkpoint: this wait's hooks ran in the process that first slept it.
     hooks = not run.replaying
+    span = tracing.Operation("wait for", {"trigger.span.kind": "wait", "trigger.wait.kind": "for",
+                                          "trigger.wait.seconds": seconds}) if hooks else None
     run.sleeping += 1
     try:
         for hook in run.on_wait if hooks else []:
@@ -344,3 +357,5 @@ async def sleep_in_process(seconds: float, wait_info: dict[str, Any]) -> None:
             await hook(wait_info)
     finally:
         run.sleeping -= 1
+        if span is not None:
+            span.finish(sys.exc_info()[1])

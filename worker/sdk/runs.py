@@ -8,6 +8,7 @@ serialiser (so a datetime returned by a task comes back a datetime).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import datetime as dt
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
@@ -197,6 +198,33 @@ class Runs:
         if after:
             params["page[after]"] = after
         return RunList(params, limit)
+
+    async def retrieve_trace(self, run: str | RunHandle | Run) -> dict[str, Any]:
+        """The run's trace (``{"traceId", "rootSpan": {...}}``, docs/api.md "Traces")."""
+        response = await client.request(
+            "GET", f"/api/v1/runs/{path_segment(_run_id(run))}/trace")
+        return dict(response.json()["trace"])
+
+    async def logs(self, run: str | RunHandle | Run, *, level: str | None = None,
+                   limit: int | None = None,
+                   after: str | None = None) -> builtins.list[dict[str, Any]]:
+        """The run's log lines in order (``level``: the lowest level returned, e.g. "warn");
+        ``after``: a line id, to get only newer lines."""
+        found: builtins.list[dict[str, Any]] = []
+        cursor = after
+        while limit is None or len(found) < limit:
+            params = {"limit": str(min(1000, (limit or 1000) - len(found)))}
+            if level:
+                params["level"] = level
+            if cursor:
+                params["cursor"] = cursor
+            page = (await client.request(
+                "GET", f"/api/v1/runs/{path_segment(_run_id(run))}/logs", params=params)).json()
+            found += page["data"]
+            cursor = page["pagination"]["next"]
+            if not cursor:
+                break
+        return found
 
     async def cancel(self, run: str | RunHandle | Run) -> str:
         """Cancel a run (and its in-progress children). Canceling a finished run is a no-op."""

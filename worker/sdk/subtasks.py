@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from worker.sdk import client, durable
+from worker.sdk import client, durable, tracing
 from worker.sdk.wait import decode_output
 
 
@@ -72,6 +72,7 @@ def _wait_entry(waitpoint_id: str) -> dict[str, Any]:
     return {"waitpoint": {"id": waitpoint_id, "status": "WAITING"}}
 
 
+@tracing.durable_operation("trigger_and_wait")
 async def trigger_and_wait(
     task_id: str, payload: Any = None, **options: Any
 ) -> TaskRunResult[Any]:
@@ -109,6 +110,7 @@ async def trigger_and_wait(
     return TaskRunResult(ok=True, id=run_id, task_identifier=task_id, output=value)
 
 
+@tracing.durable_operation("batch_trigger_and_wait")
 async def batch_trigger_and_wait(items: list[dict[str, Any]]) -> BatchResult:
     """``items``: ``{"task": id, "payload": ..., "options": {...}}``; results in item order."""
     tasks = [str(item["task"]) for item in items]

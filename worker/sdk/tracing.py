@@ -1,9 +1,9 @@
-"""``logger.trace``: a span around a block of task code, recorded in the run's logs.
+"""``logger.trace``: an OpenTelemetry span around a block of task code.
 
-This is a thin seam, not OpenTelemetry: a span is a name, attributes and a duration, written as
-one log record (level ``info``, message ``span <name>``, attributes ``{"span": {...}}``) when
-it ends, so it shows up in the run's logs beside the other records. A later exporter can
-replace :func:`_record` without changing task code. The forms::
+Spans are real OpenTelemetry spans (tracer ``trigger.dev``): inside an executor they nest under
+the attempt's span and are exported with it (worker/runtime/telemetry.py); elsewhere, with no
+SDK set up, the OpenTelemetry API makes them no-ops. The plain API
+(``trace.get_tracer(...).start_as_current_span``) nests the same way. The forms::
 
     with logger.trace("fetch", {"url": url}) as span:     # or ``async with``
         span.set_attribute("rows", 3)
@@ -14,55 +14,141 @@ replace :func:`_record` without changing task code. The forms::
     rows = await logger.trace("fetch", lambda span: fetch(url))   # Trigger.dev's form
 
     span = logger.start_span("upload"); ...; span.end()           # logger.startSpan
+
+:func:`operation` is the runtime's own span (hooks, waits, steps, child triggers): it records
+a checkpoint (:class:`worker.sdk.durable.Suspended`) as an attribute, not as an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
+from opentelemetry import trace as otel
+from opentelemetry.trace import Span, Status, StatusCode
 
-@dataclass
-class Span:
-    name: str
-    attributes: dict[str, Any] = field(default_factory=dict)
-    started: float = field(default_factory=time.perf_counter)
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        self.attributes[key] = value
-
-    def set_attributes(self, values: dict[str, Any]) -> None:
-        self.attributes.update(values)
+TRACER_NAME = "trigger.dev"
+#: the most attribute values a user span keeps (Trigger.dev's limit, enforced again on ingest)
+_MAX_ATTRIBUTES = 256
 
 
-def _record(span: Span, error: BaseException | None) -> None:
-    from worker.sdk import logger as log
+def tracer() -> otel.Tracer:
+    return otel.get_tracer(TRACER_NAME)
 
-    info = {"name": span.name, "duration_ms": round((time.perf_counter() - span.started) * 1000,
-                                                     3),
-            "status": "error" if error is not None else "ok", "attributes": span.attributes}
-    if error is not None:
-        info["error"] = f"{type(error).__name__}: {error}"
-    log._sink("info", f"span {span.name}", log.redact({"span": info}))
+
+def _otel_value(value: Any) -> Any:
+    """An attribute value OpenTelemetry accepts (str, bool, int, float or a list of one)."""
+    if isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, list | tuple) and all(isinstance(v, str | bool | int | float)
+                                               for v in value):
+        return list(value)
+    return str(value)
+
+
+def _attributes(values: dict[str, Any] | None) -> dict[str, Any]:
+    from worker.sdk.logger import redact
+
+    clean = redact(dict(values or {}))
+    return {str(k): _otel_value(v) for k, v in list(clean.items())[:_MAX_ATTRIBUTES]
+            if v is not None}
+
+
+def _fail(span: Span, error: BaseException) -> None:
+    from worker.sdk.durable import Suspended
+
+    if isinstance(error, Suspended):  # a checkpoint: the run goes on in another process
+        span.set_attribute("trigger.checkpointed", True)
+        return
+    span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+@contextlib.contextmanager
+def operation(name: str, attributes: dict[str, Any] | None = None) -> Iterator[Span]:
+    """A span of the runtime (hook, wait, step, child trigger) under the current span."""
+    with tracer().start_as_current_span(name, attributes=_attributes(attributes),
+                                        record_exception=False,
+                                        set_status_on_exception=False) as span:
+        try:
+            yield span
+        except BaseException as error:
+            _fail(span, error)
+            raise
+
+
+class Operation:
+    """:func:`operation` for code that cannot be indented into a ``with`` block: the span
+    is current from here until :meth:`finish`."""
+
+    def __init__(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        self._cm = operation(name, attributes)
+        self._cm.__enter__()
+
+    def finish(self, error: BaseException | None) -> None:
+        with contextlib.suppress(BaseException):
+            if error is None:
+                self._cm.__exit__(None, None, None)
+            else:
+                self._cm.__exit__(type(error), error, error.__traceback__)
+
+
+def durable_operation(kind: str) -> Any:
+    """Decorate a durable operation ``fn(name, ...)`` (step, child trigger): one span named
+    ``"<kind> <name>"`` when it runs, none when a resumed run replays it from the journal."""
+    def decorate(fn: Any) -> Any:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from worker.sdk.durable import maybe_state
+
+            state = maybe_state()
+            if state is not None and state.replaying:
+                return await fn(*args, **kwargs)
+            target = args[0] if args else kwargs.get("task_id", kwargs.get("name", ""))
+            if not isinstance(target, str):
+                target = "batch"
+            with operation(f"{kind} {target}", {"trigger.span.kind": kind,
+                                                 "trigger.target": target}):
+                return await fn(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, if one is recording (sent on triggers so a
+    child run joins this trace)."""
+    ctx = otel.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def current_span_id() -> str | None:
+    ctx = otel.get_current_span().get_span_context()
+    return f"{ctx.span_id:016x}" if ctx.is_valid else None
 
 
 class _Trace:
     def __init__(self, name: str, attributes: dict[str, Any] | None) -> None:
         self.name, self.attributes = name, dict(attributes or {})
-        self.span: Span | None = None
+        self._cm: Any = None
 
     def _open(self) -> Span:
-        self.span = Span(self.name, dict(self.attributes))
-        return self.span
+        self._cm = operation(self.name, self.attributes)
+        return self._cm.__enter__()
 
     def _close(self, error: BaseException | None) -> None:
-        if self.span is not None:
-            _record(self.span, error)
-            self.span = None
+        cm, self._cm = self._cm, None
+        if cm is not None:
+            if error is None:
+                cm.__exit__(None, None, None)
+            else:
+                with contextlib.suppress(BaseException):
+                    cm.__exit__(type(error), error, error.__traceback__)
 
     def __enter__(self) -> Span:
         return self._open()
@@ -102,11 +188,25 @@ async def _traced_call(name: str, fn: Any, attributes: dict[str, Any] | None) ->
         return result
 
 
-class StartedSpan(Span):
-    """``logger.start_span(name)`` (Trigger.dev's ``logger.startSpan``): ends with ``end()``."""
+class StartedSpan:
+    """``logger.start_span(name)`` (Trigger.dev's ``logger.startSpan``): ends with ``end()``.
+    It is not made current (like ``tracer.start_span``): spans started meanwhile do not nest
+    under it."""
+
+    def __init__(self, name: str, attributes: dict[str, Any]) -> None:
+        self.name = name
+        self.span = tracer().start_span(name, attributes=_attributes(attributes))
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.span.set_attributes(_attributes({key: value}))
+
+    def set_attributes(self, values: dict[str, Any]) -> None:
+        self.span.set_attributes(_attributes(values))
 
     def end(self, error: BaseException | None = None) -> None:
-        _record(self, error)
+        if error is not None:
+            _fail(self.span, error)
+        self.span.end()
 
 
 def start_span(name: str, attributes: Any = None) -> StartedSpan:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from worker.common.serialization import dumps, loads
-from worker.sdk import durable
+from worker.sdk import durable, tracing
 from worker.sdk.idempotency_keys import for_trigger
 
 #: waits up to this long sleep in the process: no server call, no checkpoint
@@ -250,6 +250,7 @@ class Wait:
 wait = Wait()
 
 
+@tracing.durable_operation("step")
 async def step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn(*args, **kwargs)`` once per attempt: its result is journaled, and a replay after
     a checkpoint returns the recorded result instead of running it again.

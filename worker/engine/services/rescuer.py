@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from worker.common.errors import TASK_RUN_STALLED_EXECUTING, internal_error
+from worker.engine import metrics
 from worker.engine.db import Pool
 from worker.engine.leases import fail_attempt
 from worker.engine.queries import Q
@@ -38,6 +39,10 @@ async def rescue_expired(pool: Pool, limit: int = 100) -> int:
                 "and its lease expired",
             )
             outcome, status, _ = await fail_attempt(conn, run, error)
+            # the dead worker's attempt span, closed here (docs/api.md, "Traces and logs")
+            await conn.execute(Q.insert_rescued_attempt_span, {
+                "run_id": row["id"], "attempt_number": row["attempt_number"],
+                "message": error["message"]})
             log.warning("rescued run %s: %s (%s)", row["id"], outcome, status)
     return len(rows)
 
@@ -45,8 +50,8 @@ async def rescue_expired(pool: Pool, limit: int = 100) -> int:
 async def run_rescuer(pool: Pool, interval: float) -> None:
     while True:
         try:
-            while await rescue_expired(pool) > 0:
-                pass
+            while (rescued := await rescue_expired(pool)) > 0:
+                metrics.RESCUES.inc(rescued)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -195,11 +195,11 @@ SELECT min(run_at) AS next_due FROM runs
 WHERE status IN ('DELAYED', 'RETRYING_AFTER_FAILURE');
 
 -- name: insert_logs
-INSERT INTO run_logs (run_id, attempt_number, level, message, attributes, logged_at)
-SELECT l.run_id, l.attempt_number, l.level, l.message, l.attributes, l.logged_at
+INSERT INTO run_logs (run_id, attempt_number, level, message, attributes, logged_at, span_id)
+SELECT l.run_id, l.attempt_number, l.level, l.message, l.attributes, l.logged_at, l.span_id
 FROM jsonb_to_recordset(%(logs)s::jsonb)
      AS l(run_id text, attempt_number int, level text, message text, attributes jsonb,
-          logged_at timestamptz)
+          logged_at timestamptz, span_id text)
 JOIN runs r ON r.id = l.run_id AND r.environment_id = %(environment_id)s::uuid
 WHERE r.id = ANY(%(run_ids)s::text[]);  -- primary-key lookups (see complete_successes)
 

@@ -28,7 +28,8 @@ INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, pa
                   queue, concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
                   machine, version_id, idempotency_key, idempotency_key_expires_at, tags,
                   metadata, batch_id, parent_run_id, root_run_id, is_test, debounce_key,
-                  debounce_deadline, replayed_from, batch_index, seed_metadata)
+                  debounce_deadline, replayed_from, batch_index, seed_metadata,
+                  trace_id, span_id, parent_span_id)
 VALUES (%(id)s::text, %(environment_id)s::uuid, %(task_id)s::text, %(status)s::text,
         %(payload)s::text, %(payload_type)s::text, %(payload_offloaded)s::boolean,
         %(queue)s::text, %(concurrency_key)s::text,
@@ -39,7 +40,7 @@ VALUES (%(id)s::text, %(environment_id)s::uuid, %(task_id)s::text, %(status)s::t
         %(tags)s::text[], %(metadata)s::jsonb, %(batch_id)s::text, %(parent_run_id)s::text,
         %(root_run_id)s::text, %(is_test)s::boolean, %(debounce_key)s::text,
         %(debounce_deadline)s::timestamptz, %(replayed_from)s::text, %(batch_index)s::int,
-        %(metadata)s::jsonb)
+        %(metadata)s::jsonb, %(trace_id)s::text, %(span_id)s::text, %(parent_span_id)s::text)
 ON CONFLICT DO NOTHING
 RETURNING id, status, environment_id
 )
@@ -77,7 +78,7 @@ SET run_at = least(%(run_at)s::timestamptz, coalesce(debounce_deadline, 'infinit
 WHERE id = %(id)s::text;
 
 -- name: find_parent
-SELECT id, coalesce(root_run_id, id) AS root_id FROM runs
+SELECT id, coalesce(root_run_id, id) AS root_id, trace_id, span_id FROM runs
 WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid;
 
 -- name: find_idempotent_run

@@ -1,0 +1,206 @@
+"""OpenTelemetry in an executor: providers, exporters and the attempt span (docs/api.md, "Traces").
+
+:func:`setup` runs in each executor AFTER the fork (never in the zygote: the SDK starts export
+threads, and instrumentations patch libraries the zygote's other children share). It sets:
+
+* a ``TracerProvider`` whose spans go, batched, over OTLP/HTTP (protobuf) to our API's
+  ``/otel/v1/traces`` (authenticated with the environment's key), and to every exporter of the
+  config's ``telemetry.exporters`` and, when ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set, to that collector too (same spans);
+* a ``LoggerProvider`` for ``logger.*`` / ``print`` records as OpenTelemetry log records
+  (with the current span's context) when ``telemetry.log_exporters`` or
+  ``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT`` name a destination.
+  The run's own log view is fed by the supervisor's log frames (they survive a SIGKILL of the
+  executor), each carrying its span id;
+* the config's ``telemetry.instrumentations`` (``instrument()`` on each).
+
+:func:`attempt_span` opens the attempt's span under the run's span (``traceparent`` of the
+dequeued run) with the id :func:`worker.runtime.trace_ids.attempt_span_id` gives, so the
+supervisor can close it in the executor's place if the process dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_span
+from worker.sdk.context import current_context
+
+#: ms between batch exports (short: a run's trace should be readable right after it ends)
+EXPORT_DELAY_MS = float(os.environ.get("TRIGGER_OTEL_EXPORT_DELAY_MS", "1000"))
+_LEVELS = {"debug": 5, "log": 9, "info": 9, "warn": 13, "error": 17}
+
+
+class _PresetIds(RandomIdGenerator):
+    """Random ids, except the next span id when one is preset (the attempt span)."""
+
+    def __init__(self) -> None:
+        self.next_span_id: int | None = None
+
+    def generate_span_id(self) -> int:
+        preset, self.next_span_id = self.next_span_id, None
+        return preset if preset is not None else super().generate_span_id()
+
+
+class _RunAttributes(SpanProcessor):
+    """Every span started during a run carries the run's ids (instrumentation spans too), so
+    the API files it under the run."""
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        # an executor runs one attempt at a time: its ids are set once per attempt
+        if _state.run_attributes is not None and current_context() is not None:
+            span.set_attributes(_state.run_attributes)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pass
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.tracer_provider: TracerProvider | None = None
+        self.logger: Any = None
+        self.log_provider: Any = None
+        self.ids = _PresetIds()
+        #: ``ctx.run.id``, ``ctx.attempt.number``, ``ctx.task.id`` of the attempt running now
+        self.run_attributes: dict[str, Any] | None = None
+
+
+_state = Telemetry()
+
+
+def enabled(config: Any) -> bool:
+    if os.environ.get("TRIGGER_TELEMETRY", "").lower() in ("0", "off", "false", "no"):
+        return False
+    return bool(getattr(getattr(config, "telemetry", None), "enabled", True))
+
+
+def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
+    """Providers, exporters and instrumentations of this executor (call after the fork)."""
+    if _state.tracer_provider is not None or not enabled(config):
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    telemetry = config.telemetry
+    resource = Resource.create({"service.name": config.project, "trigger.project": config.project,
+                                **{str(k): v for k, v in telemetry.resource.items()}})
+    provider = TracerProvider(resource=resource, id_generator=_state.ids)
+    provider.add_span_processor(_RunAttributes())
+    exporters: list[Any] = []
+    if api_url and secret_key:
+        exporters.append(OTLPSpanExporter(endpoint=api_url.rstrip("/") + "/otel/v1/traces",
+                                          headers={"authorization": f"Bearer {secret_key}"}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        exporters.append(OTLPSpanExporter())  # the standard variables configure it
+    exporters.extend(telemetry.exporters)
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter,
+                                                       schedule_delay_millis=EXPORT_DELAY_MS))
+    otel.set_tracer_provider(provider)
+    _state.tracer_provider = provider
+    _setup_logs(telemetry, resource)
+    for instrumentor in telemetry.instrumentations:
+        instrumentor.instrument(tracer_provider=provider)
+
+
+def _setup_logs(telemetry: Any, resource: Resource) -> None:
+    exporters = list(telemetry.log_exporters)
+    if os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+        exporters.append(OTLPLogExporter())
+    if not exporters:
+        return
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    provider = LoggerProvider(resource=resource)
+    for exporter in exporters:
+        provider.add_log_record_processor(
+            BatchLogRecordProcessor(exporter, schedule_delay_millis=EXPORT_DELAY_MS))
+    _state.log_provider = provider
+    _state.logger = provider.get_logger("trigger.dev")
+
+
+def emit_log(level: str, message: str, attributes: dict[str, Any]) -> None:
+    """One ``logger.*`` / ``print`` record as an OpenTelemetry log record (if configured)."""
+    if _state.logger is None:
+        return
+    from opentelemetry._logs import LogRecord, SeverityNumber
+
+    from worker.sdk.tracing import _otel_value
+
+    _state.logger.emit(LogRecord(
+        timestamp=time.time_ns(), context=otel_context.get_current(),
+        severity_text=level.upper(), severity_number=SeverityNumber(_LEVELS.get(level, 9)),
+        body=message, attributes={str(k): _otel_value(v) for k, v in attributes.items()}))
+
+
+@contextlib.contextmanager
+def attempt_span(run: dict[str, Any]) -> Iterator[Any]:
+    """The attempt's span, current for everything the attempt starts (yields None when
+    telemetry is off)."""
+    if _state.tracer_provider is None:
+        yield None
+        return
+    trace_id, parent_span = run_span(run)
+    parent = otel.set_span_in_context(NonRecordingSpan(SpanContext(
+        int(trace_id, 16), int(parent_span, 16), is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED))))
+    _state.ids.next_span_id = int(attempt_span_id(run), 16)
+    _state.run_attributes = {"ctx.run.id": str(run["run_id"]),
+                             "ctx.attempt.number": int(run.get("attempt_number") or 1),
+                             "ctx.task.id": str(run.get("task_id"))}
+    attributes: dict[str, Any] = {**_state.run_attributes, "trigger.span.kind": "attempt",
+                                  "trigger.resumed": bool(run.get("resumed"))}
+    tracer = otel.get_tracer("trigger.dev")
+    span = tracer.start_span(attempt_span_name(run), context=parent, attributes=attributes)
+    token = otel_context.attach(otel.set_span_in_context(span))
+    try:
+        yield span
+    finally:
+        otel_context.detach(token)
+
+
+def end_attempt(span: Any, completion: dict[str, Any]) -> None:
+    """Close the attempt span with the attempt's outcome."""
+    if span is None:
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    if completion.get("suspended"):
+        span.set_attribute("trigger.checkpointed", True)
+    elif not completion.get("ok"):
+        error = completion.get("error") or {}
+        message = str(error.get("message") or error.get("raw") or error.get("code") or "error")
+        span.set_attribute("trigger.error.type", str(error.get("code") or error.get("name")
+                                                     or error.get("type")))
+        span.set_status(Status(StatusCode.ERROR, message[:1000]))
+    span.end()
+    _state.run_attributes = None
+
+
+def flush() -> None:
+    if _state.tracer_provider is not None:
+        _state.tracer_provider.force_flush(5000)
+
+
+def shutdown() -> None:
+    """Flush and stop (the executor is exiting)."""
+    if _state.tracer_provider is not None:
+        _state.tracer_provider.shutdown()
+    if _state.log_provider is not None:
+        _state.log_provider.shutdown()
