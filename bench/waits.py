@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import statistics
 import sys
@@ -32,12 +33,14 @@ from worker.engine.migrate import migrate  # noqa: E402
 
 TASKS = '''
 import time
-from worker import task, wait
+from worker import task, wait, idempotency_keys
 
 
 @task(id="resume")
 async def resume(payload, ctx):
-    token = await wait.create_token(idempotency_key=payload["key"])
+    # the token the bench made beforehand: a global key (a plain string is the run's own)
+    key = idempotency_keys.create(payload["key"], scope="global")
+    token = await wait.create_token(idempotency_key=key)
     await wait.for_token(token)
     return {"resumed_at": time.time()}
 
@@ -59,7 +62,9 @@ def resume_latency(project: Project, samples: int, in_place: bool) -> list[float
     out = []
     for _ in range(samples):
         key = uuid.uuid4().hex
-        token = client.post("/api/v1/waitpoints/tokens", json={"idempotencyKey": key}).json()
+        global_key = hashlib.sha256(key.encode()).hexdigest()  # idempotency_keys.create, global
+        reply = client.post("/api/v1/waitpoints/tokens", json={"idempotencyKey": global_key})
+        token = reply.json()
         run_id = client.post("/api/v1/tasks/resume/trigger",
                              json={"payload": {"key": key}}).json()["id"]
         want = "EXECUTING" if in_place else "WAITING"

@@ -56,15 +56,27 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def wait_for_api(api_url: str, key: str, patience: float) -> None:
-    """Until the API answers and accepts ``key``; retries with backoff for ``patience`` s."""
+    """Until the API (any of several comma-separated URLs) answers and accepts ``key``;
+    retries with backoff for ``patience`` s."""
     import httpx
+
+    from worker.runtime.api_client import api_urls
 
     deadline = time.monotonic() + patience
     delay = 0.5
+    urls = api_urls(api_url)
     while True:
         try:
-            reply = httpx.get(f"{api_url}/api/v1/queues", timeout=5,
-                              headers={"Authorization": f"Bearer {key}"})
+            reply = None
+            for index, url in enumerate(urls):
+                try:
+                    reply = httpx.get(f"{url}/api/v1/queues", timeout=5,
+                                      headers={"Authorization": f"Bearer {key}"})
+                    break
+                except httpx.TransportError:
+                    if index == len(urls) - 1:
+                        raise
+            assert reply is not None
         except httpx.TransportError as exc:
             left = deadline - time.monotonic()
             if left <= 0:

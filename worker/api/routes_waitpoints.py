@@ -192,6 +192,8 @@ class WaitBody(BaseModel):
     kind: str = Field(min_length=1, max_length=64)
     #: the lease holder (ctx.worker.instance_id): a wait is fenced on the lease
     instance_id: str = Field(min_length=1, max_length=64)
+    #: the attempt doing the operation: refused once it has ended (journals are per attempt)
+    attempt_number: int | None = Field(default=None, ge=1)
     waitpoint_id: str | None = None
     #: DURATION waits: when the wait ends (ISO timestamp or duration from now)
     until: str | int | float | datetime | None = None
@@ -213,6 +215,7 @@ class JournalBody(BaseModel):
     outcome: Any = None
     #: the lease holder (ctx.worker.instance_id): a journal entry is fenced on the lease
     instance_id: str = Field(min_length=1, max_length=64)
+    attempt_number: int | None = Field(default=None, ge=1)
 
 
 class CheckpointBody(BaseModel):
@@ -244,6 +247,7 @@ async def wait(run_id: str, request: Request, env: Env) -> dict[str, Any]:
         until=until,
         idempotency_key=body.idempotency_key,
         idempotency_key_ttl=body.idempotency_key_ttl,
+        attempt_number=body.attempt_number,
     )
     return waitpoints.present(row)
 
@@ -274,6 +278,7 @@ async def journal(run_id: str, request: Request, env: Env) -> dict[str, Any]:
         body.kind,
         body.key,
         body.outcome,
+        body.attempt_number,
     )
     return {"seq": entry["seq"], "kind": entry["kind"], "key": entry["key"]}
 

@@ -215,12 +215,13 @@ async def dequeue(
             metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
         if rows:
             messages = [_dequeued_message(row, env) for row in rows]
-            resumed = [m for m, row in zip(messages, rows, strict=True) if row["resumed"]]
-            if resumed:  # a resumed run replays its journal
-                async with pool.connection() as conn:
-                    for message in resumed:
-                        entries = await waitpoints.journal(conn, message["run_id"])
-                        message["journal"] = message["ctx"]["journal"] = entries
+            # The attempt replays its own journal: a resumed one, or one handed back (release)
+            # and leased again. A new attempt has none: a retry runs from the top.
+            async with pool.connection() as conn:
+                found = await waitpoints.journals(conn, [m["run_id"] for m in messages])
+            for message in messages:
+                if message["run_id"] in found:
+                    message["journal"] = message["ctx"]["journal"] = found[message["run_id"]]
             ready, given_back = deliverable(messages)
             if given_back:  # back to the queue at once: no run waits for its lease to expire
                 await release(pool, env, instance_id, given_back)

@@ -127,6 +127,8 @@ class TriggerOptions(_Camel):
     resume_parent_on_completion: bool = False
     #: the parent's journal position for this trigger, so a replay does not trigger again
     journal_seq: int | None = Field(default=None, ge=0)
+    #: the parent's attempt journaling it: refused once that attempt has ended
+    parent_attempt: int | None = Field(default=None, ge=1)
     test: bool = False
     debounce: DebounceOptions | None = None
     # Sent by Trigger.dev's SDK on every trigger (docs/api.md, "Trigger.dev SDK"): the payload's
@@ -289,6 +291,7 @@ class BatchOptions(_Camel):
     parent_run_id: str | None = None
     resume_parent_on_completion: bool = False
     journal_seq: int | None = Field(default=None, ge=0)
+    parent_attempt: int | None = Field(default=None, ge=1)
     idempotency_key: str | None = Field(default=None, max_length=2000)
     idempotency_key_ttl: str | int | None = Field(
         default=None,

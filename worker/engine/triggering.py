@@ -347,6 +347,7 @@ async def trigger(
                     task_id,
                     wait=options.resume_parent_on_completion,
                     run_id=run_id,
+                    parent_attempt=options.parent_attempt,
                 )
             )
         await _save_request(conn, env, request_key, planned, response)
@@ -363,6 +364,7 @@ async def _link_to_parent(
     wait: bool,
     run_id: str | None = None,
     batch_id: str | None = None,
+    parent_attempt: int | None = None,
 ) -> dict[str, Any]:
     """Journal a child trigger in its parent (so a replay does not trigger it again) and, for
     ``*_and_wait``, create the waitpoint the parent waits on."""
@@ -388,7 +390,10 @@ async def _link_to_parent(
     if seq is not None:
         kind = ("batch_trigger" if batch_id else "trigger") + ("_and_wait" if wait else "")
         outcome = {"id": run_id or batch_id, "waitpointId": waitpoint_id}
-        await waitpoints.record(conn, parent_run_id, seq, kind, key, waitpoint_id, outcome)
+        attempt = await waitpoints.lock_parent(conn, env, parent_run_id, parent_attempt)
+        await waitpoints.record(
+            conn, parent_run_id, attempt, seq, kind, key, waitpoint_id, outcome
+        )
     return extra
 
 
@@ -402,7 +407,9 @@ async def batch_trigger(
     """Create a batch of runs, possibly of several tasks, in one transaction.
 
     An item that cannot be triggered (unknown task, payload too big, bad payload) gets an
-    ``error`` entry in ``runs`` at its index; the others are created.
+    ``error`` entry in ``runs`` at its index; the others are created. A batch its parent waits
+    for (``resumeParentOnCompletion``) is refused whole instead: the parent gets one result per
+    item, in item order, or an error saying which items were refused.
     """
     async with pool.connection() as conn, conn.transaction():
         cached = await _claim_request(conn, env, request_key, {})
@@ -438,6 +445,15 @@ async def batch_trigger(
                 runs.append({"taskIdentifier": task_id, "error": exc.message})
                 continue
             runs.append({"id": run_id, "taskIdentifier": task_id, "isCached": is_cached})
+        waited = options is not None and options.resume_parent_on_completion
+        refused = [(i, r) for i, r in enumerate(runs) if "id" not in r]
+        if waited and refused:
+            # The parent reads one result per item, in item order: a refused item would have
+            # none (and shift the others), so the whole batch is refused and nothing runs.
+            raise EngineError(
+                "batch trigger-and-wait refused, nothing was triggered: "
+                + "; ".join(f"item {i} ({r['taskIdentifier']}): {r['error']}" for i, r in refused)
+            )
         await creator.insert_plain(plain)
         response: dict[str, Any] = {"id": batch_id, "runCount": len(items), "runs": runs}
         if options and (options.resume_parent_on_completion or options.journal_seq is not None):
@@ -451,13 +467,8 @@ async def batch_trigger(
                     key,
                     wait=options.resume_parent_on_completion,
                     batch_id=batch_id,
+                    parent_attempt=options.parent_attempt,
                 )
             )
-            # items that failed to trigger never finish: an all-failed batch completes now
-            if options.resume_parent_on_completion and not any("id" in r for r in runs):
-                raise EngineError(
-                    "no item of the batch could be triggered: "
-                    + "; ".join(r["error"] for r in runs)
-                )
         await _save_request(conn, env, request_key, {}, response)
     return response

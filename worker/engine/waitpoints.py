@@ -223,7 +223,17 @@ async def wait_until_done(
 # --- the journal ------------------------------------------------------------------------------
 
 
-async def _lock_leased(conn: Conn, env: Environment, run_id: str, instance_id: str | None) -> None:
+async def _lock_leased(
+    conn: Conn,
+    env: Environment,
+    run_id: str,
+    instance_id: str | None,
+    attempt_number: int | None = None,
+) -> int:
+    """Lock an executing run for a durable operation; returns its current attempt number.
+
+    With ``attempt_number`` the operation is fenced to that attempt: a late request of an
+    attempt that has already ended (its worker froze past its lease) writes nothing."""
     run = await _fetch(conn, Q.lock_run_for_wait, {"run_id": run_id, "environment_id": env.id})
     if run is None:
         raise NotFound(f"run {run_id!r} not found in this environment")
@@ -231,20 +241,41 @@ async def _lock_leased(conn: Conn, env: Environment, run_id: str, instance_id: s
         instance_id is not None and str(run["lease_owner"]) != instance_id
     ):
         raise Conflict(f"run {run_id!r} is {run['status']}, not executing under this lease")
+    if attempt_number is not None and run["attempt_number"] != attempt_number:
+        raise Conflict(
+            f"run {run_id!r} is on attempt {run['attempt_number']}, not attempt {attempt_number}"
+        )
+    return int(run["attempt_number"])
+
+
+async def lock_parent(
+    conn: Conn, env: Environment, run_id: str, attempt_number: int | None
+) -> int:
+    """The attempt of a parent journaling a child trigger (fenced like :func:`_lock_leased`
+    when the parent says which attempt it is)."""
+    if attempt_number is not None:
+        return await _lock_leased(conn, env, run_id, None, attempt_number)
+    run = await _fetch(conn, Q.lock_run_for_wait, {"run_id": run_id, "environment_id": env.id})
+    if run is None:
+        raise NotFound(f"parent run {run_id!r} not found in this environment")
+    return int(run["attempt_number"])
 
 
 async def record(
     conn: Conn,
     run_id: str,
+    attempt_number: int,
     seq: int,
     kind: str,
     key: str | None = None,
     waitpoint_id: str | None = None,
     outcome: Any = None,
 ) -> dict[str, Any]:
-    """Add a journal entry, or check the one already at ``seq`` is the same operation."""
+    """Add an entry to the attempt's journal, or check the one already at ``seq`` is the same
+    operation (a replay after a checkpoint, or a retried request)."""
     params = {
         "run_id": run_id,
+        "attempt_number": attempt_number,
         "seq": seq,
         "kind": kind,
         "key": key,
@@ -256,8 +287,9 @@ async def record(
         assert existing is not None
         if existing["kind"] != kind or existing["key"] != key:
             raise Conflict(
-                f"NON_DETERMINISTIC: journal entry {seq} of run {run_id} is "
-                f"{existing['kind']}({existing['key']}), the run now does {kind}({key})"
+                f"NON_DETERMINISTIC: journal entry {seq} of run {run_id} (attempt "
+                f"{attempt_number}) is {existing['kind']}({existing['key']}), the run now does "
+                f"{kind}({key})"
             )
         return existing
     return params
@@ -274,11 +306,12 @@ async def wait_for(
     until: datetime | None = None,
     idempotency_key: str | None = None,
     idempotency_key_ttl: str | int | None = None,
+    attempt_number: int | None = None,
 ) -> dict[str, Any]:
     """Block a run on a waitpoint (a new DURATION one when ``until`` is given); returns the
     waitpoint, which may already be complete."""
     async with pool.connection() as conn, conn.transaction():
-        await _lock_leased(conn, env, run_id, instance_id)
+        attempt = await _lock_leased(conn, env, run_id, instance_id, attempt_number)
         if until is not None:
             row, _ = await create(
                 conn,
@@ -295,7 +328,7 @@ async def wait_for(
         )
         if waitpoint is None:
             raise NotFound(f"waitpoint {waitpoint_id!r} not found in this environment")
-        entry = await record(conn, run_id, seq, kind, None, waitpoint_id)
+        entry = await record(conn, run_id, attempt, seq, kind, None, waitpoint_id)
         if entry.get("waitpoint_id") != waitpoint_id:
             raise Conflict(
                 f"NON_DETERMINISTIC: journal entry {seq} of run {run_id} waits on "
@@ -313,10 +346,11 @@ async def record_outcome(
     kind: str,
     key: str | None,
     outcome: Any,
+    attempt_number: int | None = None,
 ) -> dict[str, Any]:
     async with pool.connection() as conn, conn.transaction():
-        await _lock_leased(conn, env, run_id, instance_id)
-        return await record(conn, run_id, seq, kind, key, outcome=outcome)
+        attempt = await _lock_leased(conn, env, run_id, instance_id, attempt_number)
+        return await record(conn, run_id, attempt, seq, kind, key, outcome=outcome)
 
 
 async def checkpoint(
@@ -330,8 +364,12 @@ async def checkpoint(
     """Suspend a run whose waitpoints are still pending. Returns False (keep going) when
     they have all completed meanwhile, or raises when the lease is not held."""
     async with pool.connection() as conn, conn.transaction():
-        await _lock_leased(conn, env, run_id, instance_id)
-        blocking = await (await conn.execute(Q.blocking_waitpoints, {"run_id": run_id})).fetchall()
+        await _lock_leased(conn, env, run_id, instance_id, attempt_number)
+        blocking = await (
+            await conn.execute(
+                Q.blocking_waitpoints, {"run_id": run_id, "attempt_number": attempt_number}
+            )
+        ).fetchall()
         if not any(w["status"] == "WAITING" for w in blocking):
             return False
         suspended = await _fetch(
@@ -350,23 +388,26 @@ async def checkpoint(
     return True
 
 
-async def journal(conn: Conn, run_id: str) -> list[dict[str, Any]]:
-    rows = await (await conn.execute(Q.journal_of, {"run_id": run_id})).fetchall()
-    return [
-        {
-            "seq": r["seq"],
-            "kind": r["kind"],
-            "key": r["key"],
-            "outcome": r["outcome"],
-            "waitpoint": None
-            if r["waitpoint_id"] is None
-            else {
-                "id": r["waitpoint_id"],
-                "status": r["waitpoint_status"],
-                "output": r["waitpoint_output"],
-                "output_type": r["waitpoint_output_type"],
-                "output_is_error": r["waitpoint_output_is_error"],
-            },
-        }
-        for r in rows
-    ]
+async def journals(conn: Conn, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The journals of the current attempts of ``run_ids`` (only runs that have one)."""
+    rows = await (await conn.execute(Q.journals_of, {"run_ids": run_ids})).fetchall()
+    found: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        found.setdefault(r["run_id"], []).append(
+            {
+                "seq": r["seq"],
+                "kind": r["kind"],
+                "key": r["key"],
+                "outcome": r["outcome"],
+                "waitpoint": None
+                if r["waitpoint_id"] is None
+                else {
+                    "id": r["waitpoint_id"],
+                    "status": r["waitpoint_status"],
+                    "output": r["waitpoint_output"],
+                    "output_type": r["waitpoint_output_type"],
+                    "output_is_error": r["waitpoint_output_is_error"],
+                },
+            }
+        )
+    return found

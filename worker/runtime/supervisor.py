@@ -25,7 +25,7 @@ from typing import Any
 
 from worker.common import errors as codes
 from worker.common.machines import MACHINE_PRESETS
-from worker.runtime.api_client import WorkerApi
+from worker.runtime.api_client import WorkerApi, retry_delay
 from worker.runtime.attempt import failed_completion, oom_retry_machine
 from worker.runtime.crash_spans import died_attempt_request
 from worker.runtime.executor_link import group_rss
@@ -274,7 +274,7 @@ class Supervisor(Reporting):
         return self.current.free_slots() + prefetch - len(self.starting)
 
     async def _dequeue_loop(self) -> None:
-        backoff = 0.5
+        failures = 0
         while not self.stopping:
             free = self._free_slots()
             if free <= 0:
@@ -289,11 +289,11 @@ class Supervisor(Reporting):
             # (docs/run-states.md, "Versions").
             try:
                 runs = await self.api.dequeue([pool.version_id], free, self.wait_ms)
-                backoff = 0.5
+                failures = 0
             except Exception as exc:
                 self.emit({"type": "error", "message": f"dequeue failed: {exc}"})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                failures += 1
+                await asyncio.sleep(retry_delay(failures))  # back within ~1 s of the API
                 continue
             for run in runs:
                 self.starting.add(str(run["run_id"]))

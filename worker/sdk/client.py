@@ -91,12 +91,34 @@ auth_override: contextvars.ContextVar[AuthOverride | None] = contextvars.Context
 )
 
 
+#: which of several comma-separated API URLs this process uses now (see :func:`_fail_over`)
+_url_index = 0
+
+
 def api_url() -> str:
+    """The API URL in use. ``TRIGGER_API_URL`` may list replicas, comma-separated: requests go
+    to one and move to the next when it cannot be reached."""
     override = auth_override.get()
     if override is not None and override.base_url:
         return override.base_url.rstrip("/")
+    return _configured_url()
+
+
+def _configured_url() -> str:
+    """The configured API URL (of several, the one in use), whatever ``with_auth`` says."""
     url = _settings["api_url"] or os.environ.get("TRIGGER_API_URL") or DEFAULT_API_URL
-    return str(url).rstrip("/")
+    urls = [u.strip().rstrip("/") for u in str(url).split(",") if u.strip()] or [DEFAULT_API_URL]
+    return urls[_url_index % len(urls)]
+
+
+async def _fail_over() -> None:
+    """This loop's API could not be reached: use the next URL (if several) from now on."""
+    global _url_index
+    url = _settings["api_url"] or os.environ.get("TRIGGER_API_URL") or ""
+    if "," not in str(url):
+        return
+    _url_index += 1
+    await aclose()  # the next request builds a client for the next URL
 
 
 def _secret_key() -> str:
@@ -146,9 +168,7 @@ def _client() -> httpx.AsyncClient:
             headers["authorization"] = f"Bearer {_secret_key()}"
         client = httpx.AsyncClient(
             verify=ssl_context(),
-            base_url=str(
-                _settings["api_url"] or os.environ.get("TRIGGER_API_URL") or DEFAULT_API_URL
-            ),
+            base_url=_configured_url(),
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         )
@@ -215,7 +235,6 @@ async def request(
     """Send one logical request (retrying as documented); return the 2xx response."""
     import httpx
 
-    client = _client()
     headers = {"content-type": "application/json"} if content is not None else {}
     override = auth_override.get()
     if override is not None:
@@ -231,12 +250,13 @@ async def request(
     for attempt in range(MAX_RETRIES + 1):
         response: httpx.Response | None = None
         try:
-            response = await client.request(
+            response = await _client().request(
                 method, path, content=content, params=params, headers=headers
             )
         except httpx.TransportError as exc:
             if attempt == MAX_RETRIES:
                 raise ApiError(0, f"cannot reach the API at {api_url()}: {exc!r}") from exc
+            await _fail_over()
         else:
             if response.status_code < 400:
                 return response
@@ -375,6 +395,7 @@ async def trigger(task_id: str, payload: Any = None, **options: Any) -> RunHandl
         if entry is not None:
             return RunHandle(id=entry["outcome"]["id"], task_identifier=task_id, is_cached=True)
         wire["journalSeq"] = seq
+        wire["parentAttempt"] = durable.state().attempt_number
     body = b"{" + encode_payload(payload) + b',"options":' + orjson.dumps(wire)
     response = await request(
         "POST",

@@ -1,11 +1,15 @@
 """Durable operations inside a run: the journal, in-place waits and checkpoints (design §5).
 
-Every durable operation of a run (a wait, a child trigger, a token, a memoised step) takes the
-next sequence number. A fresh run records each operation in the engine's journal; a resumed run
-*replays*: ``run`` starts over and each operation finds its recorded outcome at its position and
-returns it at once, until execution passes the last one. An operation that does not match the
-recorded one at its position (another kind, another child task, another step name) fails the
-run with NON_DETERMINISTIC.
+Every durable operation of an attempt (a wait, a child trigger, a token, a memoised step) takes
+the next sequence number. A fresh attempt records each operation in the engine's journal; a
+resumed attempt *replays*: ``run`` starts over and each operation finds its recorded outcome at
+its position and returns it at once, until execution passes the last one. An operation that
+does not match the recorded one at its position (another kind, another child task, another step
+name) fails the run with NON_DETERMINISTIC.
+
+Each attempt has its own journal (docs/run-states.md, "Retries and the journal"): a retry runs
+the task from the top and does every operation anew (waits wait again, children are triggered
+again, steps run again); idempotency keys are how an operation happens once across attempts.
 
 A wait on a token or a child is held in place for up to ``checkpoint_after`` seconds
 (``TRIGGER_CHECKPOINT_AFTER``, default 10): most children finish in milliseconds. Past that,
@@ -100,6 +104,13 @@ def checkpoint_after() -> float:
     return float(os.environ.get("TRIGGER_CHECKPOINT_AFTER", "10"))
 
 
+#: a child that has not started this long after its trigger is queued (behind a concurrency
+#: limit, a delay, a missing version): the parent checkpoints at once instead of holding its
+#: executor and slot for ``checkpoint_after`` (which is what blocks a limit-1 queue)
+CHILD_START_PROBE_SECONDS = 0.5
+_NOT_STARTED = frozenset({"QUEUED", "DELAYED", "PENDING_VERSION"})
+
+
 async def _begin(ctx: Any) -> None:
     data = ctx.to_dict() if hasattr(ctx, "to_dict") else dict(ctx)
     journal = {int(e["seq"]): e for e in data.get("journal") or []}
@@ -172,6 +183,7 @@ async def record(seq: int, kind: str, key: str | None, outcome: Any) -> None:
             "key": key,
             "outcome": outcome,
             "instance_id": run.instance_id,
+            "attempt_number": run.attempt_number,
         },
     )
 
@@ -214,8 +226,12 @@ async def block(
     idempotency_key: str | None = None,
     idempotency_key_ttl: str | None = None,
     checkpoint_now: bool = False,
+    child_run_id: str | None = None,
 ) -> WaitOutcome:
-    """Wait durably for a waitpoint: replayed, in place, or across a checkpoint."""
+    """Wait durably for a waitpoint: replayed, in place, or across a checkpoint.
+
+    With ``child_run_id`` (a wait for one child run) the run checkpoints as soon as that child
+    is seen still queued after :data:`CHILD_START_PROBE_SECONDS`."""
     run = state()
     if run.waiting:
         raise ConcurrentWaitError(
@@ -243,7 +259,12 @@ async def block(
         if run.pause_clock:
             run.pause_clock()
         if entry is None or waitpoint_id is None:
-            body: dict[str, Any] = {"seq": seq, "kind": kind, "instance_id": run.instance_id}
+            body: dict[str, Any] = {
+                "seq": seq,
+                "kind": kind,
+                "instance_id": run.instance_id,
+                "attempt_number": run.attempt_number,
+            }
             if waitpoint_id is not None:
                 body["waitpoint_id"] = waitpoint_id
             else:
@@ -259,9 +280,22 @@ async def block(
             done = None
         assert waitpoint_id is not None
         deadline = time.monotonic() + (0 if checkpoint_now else checkpoint_after())
+        probe_at = (
+            time.monotonic() + CHILD_START_PROBE_SECONDS
+            if child_run_id is not None and deadline - time.monotonic() > CHILD_START_PROBE_SECONDS
+            else None
+        )
         while done is None:
+            if probe_at is not None and time.monotonic() >= probe_at:
+                probe_at = None
+                assert child_run_id is not None
+                child = await _get(f"/api/v3/runs/{child_run_id}", {})
+                if child.get("status") in _NOT_STARTED:
+                    deadline = time.monotonic()  # checkpoint now
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if probe_at is not None:
+                remaining = min(remaining, max(0.0, probe_at - time.monotonic()))
+            if deadline - time.monotonic() <= 0:
                 try:
                     # this process sends no completion: buffered state (metadata) goes now
                     await attempt_hooks.checkpointing(current_context())

@@ -1,7 +1,8 @@
 """Triggering from inside a run, durably: ``trigger_and_wait``, ``batch_trigger_and_wait``.
 
-Both journal the trigger in the parent (a replay after a checkpoint does not trigger again)
-and wait on the child's (or batch's) waitpoint, in place or across a checkpoint.
+Both journal the trigger in the parent's attempt (a replay after a checkpoint does not trigger
+again; a retry does, unless an idempotency key says otherwise) and wait on the child's (or
+batch's) waitpoint, in place or across a checkpoint.
 """
 
 from __future__ import annotations
@@ -78,7 +79,11 @@ async def trigger_and_wait(
     seq, entry = durable.replayed("trigger_and_wait", task_id)
     if entry is None:
         wire = client.with_parent(client.wire_options(options))
-        wire.update(resumeParentOnCompletion=True, journalSeq=seq)
+        wire.update(
+            resumeParentOnCompletion=True,
+            journalSeq=seq,
+            parentAttempt=durable.state().attempt_number,
+        )
         body = b"{" + client.encode_payload(payload) + b',"options":' + orjson.dumps(wire) + b"}"
         response = await client.request(
             "POST",
@@ -92,7 +97,12 @@ async def trigger_and_wait(
     else:
         run_id, waitpoint_id = entry["outcome"]["id"], entry["outcome"]["waitpointId"]
     done = await durable.block(
-        seq, entry, "trigger_and_wait", {"type": "task", "runId": run_id}, waitpoint_id=waitpoint_id
+        seq,
+        entry,
+        "trigger_and_wait",
+        {"type": "task", "runId": run_id},
+        waitpoint_id=waitpoint_id,
+        child_run_id=run_id,
     )
     value = decode_output(done.output, done.output_type)
     if done.is_error:
@@ -120,7 +130,12 @@ async def batch_trigger_and_wait(items: list[dict[str, Any]]) -> BatchResult:
                 + b"}"
             )
         run = durable.state()
-        options = {"parentRunId": run.run_id, "resumeParentOnCompletion": True, "journalSeq": seq}
+        options = {
+            "parentRunId": run.run_id,
+            "resumeParentOnCompletion": True,
+            "journalSeq": seq,
+            "parentAttempt": run.attempt_number,
+        }
         body = b'{"items":[' + b",".join(parts) + b'],"options":' + orjson.dumps(options) + b"}"
         response = await client.request(
             "POST", "/api/v2/tasks/batch", content=body, idempotency_key=str(uuid.uuid4())

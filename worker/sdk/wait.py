@@ -18,6 +18,7 @@ import orjson
 
 from worker.common.serialization import dumps, loads
 from worker.sdk import durable, tracing
+from worker.sdk.idempotency_keys import for_trigger
 
 #: waits up to this long sleep in the process: no server call, no checkpoint
 IN_PROCESS_SECONDS = 5.0
@@ -117,6 +118,8 @@ class Wait:
         if seconds <= IN_PROCESS_SECONDS and key is None:
             await durable.sleep_in_process(seconds, {"type": "duration", "date": when})
             return
+        if key is not None:
+            key = for_trigger(key)  # a plain string is scoped to the run, as for triggers
         seq, entry = durable.replayed("wait_duration", None)
         await durable.block(
             seq,
@@ -148,7 +151,8 @@ class Wait:
                 return WaitpointToken(**entry["outcome"])
         body: dict[str, Any] = {
             "timeout": timeout.isoformat() if isinstance(timeout, datetime) else _ttl(timeout),
-            "idempotencyKey": idempotency_key,
+            # scoped like a trigger's key: a plain string inside a run is the run's own
+            "idempotencyKey": None if idempotency_key is None else for_trigger(idempotency_key),
             "idempotencyKeyTTL": _ttl(idempotency_key_ttl),
             "tags": [tags] if isinstance(tags, str) else list(tags or []),
         }
@@ -248,11 +252,14 @@ wait = Wait()
 
 @tracing.durable_operation("step")
 async def step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn(*args, **kwargs)`` once per run: its result is journaled, and a replay after a
-    checkpoint returns the recorded result instead of running it again.
+    """Run ``fn(*args, **kwargs)`` once per attempt: its result is journaled, and a replay after
+    a checkpoint returns the recorded result instead of running it again.
 
     Code before a wait runs again each time the run resumes; put side effects (charging a card,
-    sending an email) and expensive work in a step. The result must be serialisable.
+    sending an email) and expensive work in a step. A retry (a new attempt) runs the task from
+    the top, steps included, like everything else in it: make a side effect that must happen
+    once per run idempotent (e.g. pass the provider an idempotency key made with
+    ``idempotency_keys.create(..., scope="run")``). The result must be serialisable.
     """
     seq, entry = durable.replayed("step", name)
     if entry is not None:

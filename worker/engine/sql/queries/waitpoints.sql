@@ -75,29 +75,36 @@ WHERE id = %(run_id)s::text AND environment_id = %(environment_id)s::uuid
 FOR UPDATE;
 
 -- name: get_journal_entry
-SELECT * FROM run_journal WHERE run_id = %(run_id)s::text AND seq = %(seq)s::int;
+SELECT * FROM run_journal
+WHERE run_id = %(run_id)s::text AND attempt_number = %(attempt_number)s::int
+  AND seq = %(seq)s::int;
 
 -- name: insert_journal_entry
-INSERT INTO run_journal (run_id, seq, kind, key, waitpoint_id, outcome)
-VALUES (%(run_id)s::text, %(seq)s::int, %(kind)s::text, %(key)s::text,
-        %(waitpoint_id)s::text, %(outcome)s::jsonb)
-ON CONFLICT (run_id, seq) DO NOTHING
+-- Each attempt has its own journal (migration 0006): a retry numbers its operations from 0.
+INSERT INTO run_journal (run_id, attempt_number, seq, kind, key, waitpoint_id, outcome)
+VALUES (%(run_id)s::text, %(attempt_number)s::int, %(seq)s::int, %(kind)s::text,
+        %(key)s::text, %(waitpoint_id)s::text, %(outcome)s::jsonb)
+ON CONFLICT (run_id, attempt_number, seq) DO NOTHING
 RETURNING seq;
 
--- name: journal_of
--- A run's journal with the state of each waitpoint, for replay.
-SELECT j.seq, j.kind, j.key, j.waitpoint_id, j.outcome,
+-- name: journals_of
+-- The journals of the current attempts of leased runs, with the state of each waitpoint, for
+-- replay: a resumed attempt (or one handed back and leased again) gets its own operations,
+-- never an earlier attempt's.
+SELECT j.run_id, j.seq, j.kind, j.key, j.waitpoint_id, j.outcome,
        w.status AS waitpoint_status, w.output AS waitpoint_output,
        w.output_type AS waitpoint_output_type, w.output_is_error AS waitpoint_output_is_error
-FROM run_journal j LEFT JOIN waitpoints w ON w.id = j.waitpoint_id
-WHERE j.run_id = %(run_id)s::text
-ORDER BY j.seq;
+FROM runs r
+JOIN run_journal j ON j.run_id = r.id AND j.attempt_number = r.attempt_number
+LEFT JOIN waitpoints w ON w.id = j.waitpoint_id
+WHERE r.id = ANY(%(run_ids)s::text[])
+ORDER BY j.run_id, j.seq;
 
 -- name: blocking_waitpoints
--- Lock the waitpoints a run waits on (FOR SHARE) so a completion racing this checkpoint
--- either commits first (and is seen) or waits for it (and then resumes the run).
+-- Lock the waitpoints the run's current attempt waits on (FOR SHARE) so a completion racing
+-- this checkpoint either commits first (and is seen) or waits for it (and then resumes the run).
 SELECT w.id, w.status FROM run_journal j JOIN waitpoints w ON w.id = j.waitpoint_id
-WHERE j.run_id = %(run_id)s::text
+WHERE j.run_id = %(run_id)s::text AND j.attempt_number = %(attempt_number)s::int
 FOR SHARE OF w;
 
 -- name: suspend_run
@@ -115,7 +122,8 @@ RETURNING id;
 UPDATE runs r SET status = 'PENDING', resuming = true, updated_at = now()
 WHERE r.status = 'WAITING_TO_RESUME' AND r.updated_at < now() - interval '2 seconds'
   AND NOT EXISTS (SELECT 1 FROM run_journal j JOIN waitpoints w ON w.id = j.waitpoint_id
-                  WHERE j.run_id = r.id AND w.status = 'WAITING')
+                  WHERE j.run_id = r.id AND j.attempt_number = r.attempt_number
+                    AND w.status = 'WAITING')
 RETURNING r.environment_id;
 
 -- name: run_waitpoint_of
