@@ -24,7 +24,7 @@ USER, PASSWORD = "alice", "correct horse battery"
 TASKS = """
 import asyncio
 from pydantic import BaseModel
-from worker import schema_task, task, wait
+from worker import schedules, schema_task, task, wait
 
 
 class Greeting(BaseModel):
@@ -59,6 +59,11 @@ async def linger(payload, ctx):
 @task(id="quick", queue={"name": "lane"})
 async def quick(payload, ctx):
     return payload
+
+
+@schedules.task(id="nightly")
+async def nightly(payload, ctx):
+    return payload.timestamp.isoformat()
 """
 
 @dataclass

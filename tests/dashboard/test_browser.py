@@ -207,24 +207,24 @@ def test_runs_list_shows_new_runs_live_and_env_switch(page: Page, dash: Dash) ->
 
 def test_schedules_create_describe_deactivate_delete(page: Page, dash: Dash) -> None:
     page.goto(dash.url("schedules"))
-    page.get_by_label("Task").fill("quick")
+    page.get_by_label("Task").fill("nightly")
     page.get_by_label("Cron (5 fields)").fill("*/5 * * * *")
     page.get_by_label("Timezone").fill("Europe/Paris")
     page.get_by_role("button", name="Create").click()
     expect(page.locator(".notice")).to_contain_text("Created sched_")
-    row = page.locator("tr[data-schedule]").filter(has_text="quick")
+    row = page.locator("tr[data-schedule]").filter(has_text="nightly")
     expect(row).to_contain_text("every 5 minutes")
     expect(row).to_contain_text("Europe/Paris")
     expect(row.locator("ul li")).to_have_count(5)
     row.get_by_role("link", name="Edit").click()
     page.get_by_label("Cron (5 fields)").fill("0 9 * * 1-5")
     page.get_by_role("button", name="Save").click()
-    row = page.locator("tr[data-schedule]").filter(has_text="quick")
+    row = page.locator("tr[data-schedule]").filter(has_text="nightly")
     expect(row).to_contain_text("at 09:00 on weekdays")
     row.get_by_role("button", name="Deactivate").click()
-    expect(page.locator("tr[data-schedule]").filter(has_text="quick")).to_contain_text("inactive")
+    expect(page.locator("tr[data-schedule]").filter(has_text="nightly")).to_contain_text("inactive")
     page.once("dialog", lambda dialog: dialog.accept())
-    page.locator("tr[data-schedule]").filter(has_text="quick").get_by_role(
+    page.locator("tr[data-schedule]").filter(has_text="nightly").get_by_role(
         "button", name="Delete").click()
     expect(page.locator("tr[data-schedule]")).to_have_count(0)
 
