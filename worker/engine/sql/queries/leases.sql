@@ -33,7 +33,11 @@ WITH RECURSIVE locked_versions AS (
     WHERE w.instance_id = %(instance_id)s::uuid AND NOT w.version_id = ANY(%(versions)s::uuid[])
 ), candidates AS (
     SELECT r.id, r.task_id, r.resuming,
-           CASE WHEN m.version_id IS NOT NULL THEN m.version_id
+           CASE WHEN m.version_id IS NOT NULL
+                     AND (r.version_id IS NULL OR r.lease_locked_version)
+                     AND EXISTS (SELECT 1 FROM version_tasks vt
+                                 WHERE vt.version_id = m.version_id AND vt.task_id = r.task_id)
+                THEN m.version_id
                 WHEN r.version_id = ANY(%(versions)s::uuid[]) THEN r.version_id
                 ELSE %(newest)s::uuid END AS version_id
     FROM runs r LEFT JOIN moved m ON true
@@ -46,10 +50,6 @@ WITH RECURSIVE locked_versions AS (
       -- a pinned run (trigger option `version`) never moves to another version
       AND (r.version_id IS NULL OR r.version_id = ANY(%(versions)s::uuid[])
            OR r.lease_locked_version)
-      AND (m.version_id IS NULL
-           OR ((r.version_id IS NULL OR r.lease_locked_version)
-               AND EXISTS (SELECT 1 FROM version_tasks vt
-                           WHERE vt.version_id = m.version_id AND vt.task_id = r.task_id)))
     FOR UPDATE OF r SKIP LOCKED
 ), leased AS (
     UPDATE runs r
