@@ -28,7 +28,7 @@ WITH RECURSIVE locked_versions AS (
 ), moved AS (
     -- The worker registered a newer version while this long-poll waited (a hot reload): what
     -- it leases now runs on that version's code, so it is locked to that version and records
-    -- it records it (pinned runs, and runs whose task the new version lacks, keep theirs).
+    -- it (pinned runs, and runs whose task the new version lacks, keep theirs).
     SELECT w.version_id FROM workers w
     WHERE w.instance_id = %(instance_id)s::uuid AND NOT w.version_id = ANY(%(versions)s::uuid[])
 ), candidates AS (
