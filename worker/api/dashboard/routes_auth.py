@@ -101,7 +101,7 @@ async def logout(request: Request, _: CsrfDep) -> Response:
 @router.get("/")
 @router.get("")
 async def landing(request: Request, _: SessionDep) -> Response:
-    """The first project's dev environment (or its first environment)."""
+    """The newest project's dev environment (or its first environment)."""
     async with request.app.state.pool.connection() as conn:
         projects = await (await conn.execute(Q.dash_projects)).fetchall()
     if not projects:

@@ -40,9 +40,10 @@ FROM environments e JOIN projects p ON p.id = e.project_id
 WHERE p.ref = %(project)s::text AND e.slug = %(slug)s::text;
 
 -- name: dash_projects
+-- Newest first: the landing page opens the project made last (the one `trigger dev` just made).
 SELECT p.ref, array_agg(e.slug ORDER BY e.slug) AS slugs
 FROM projects p JOIN environments e ON e.project_id = p.id
-GROUP BY p.ref ORDER BY p.ref;
+GROUP BY p.ref, p.created_at ORDER BY p.created_at DESC, p.ref;
 
 -- name: dash_tasks
 SELECT task_id, definition FROM tasks
