@@ -1,4 +1,5 @@
-"""Error codes carried in a failed attempt and what each means for the run (reference §2.5).
+"""Error codes carried in a failed attempt and what each means for the run
+(docs/triggerdev-semantics.md, "Error codes").
 
 The wire form of an error (``TaskRunError``) is a dict:
 ``{"type": "BUILT_IN_ERROR", "name", "message", "stackTrace"}``,

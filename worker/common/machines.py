@@ -1,4 +1,4 @@
-"""Machine presets (reference §1.3): vCPUs and GiB of memory."""
+"""Machine presets (docs/triggerdev-semantics.md, "Machines"): vCPUs and GiB of memory."""
 
 MACHINE_PRESETS: dict[str, dict[str, float]] = {
     "micro": {"cpu": 0.25, "memory": 0.25},

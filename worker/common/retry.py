@@ -1,4 +1,5 @@
-"""The retry backoff formula of Trigger.dev v4 (reference §1.2), in one place."""
+"""The retry backoff formula of Trigger.dev v4 (docs/triggerdev-semantics.md, "Retries"), in one
+place."""
 
 from __future__ import annotations
 

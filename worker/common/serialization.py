@@ -1,6 +1,6 @@
 """Payload/output serialisation: ``dumps(obj) -> (data, data_type)``, ``loads(data, data_type)``.
 
-Two wire forms (reference §3.10, ``IOPacket {data, dataType}``):
+Two wire forms (docs/triggerdev-semantics.md, "IO packets"):
 
 ``application/json``
     Plain JSON, produced whenever the value is made only of ``dict`` (str keys), ``list``,

@@ -1,6 +1,7 @@
 """Run statuses: the internal ones the engine stores and the user-visible ones the API shows.
 
-Mirrors Trigger.dev v4 (reference §2.1). See docs/run-states.md for the state machine.
+Mirrors Trigger.dev v4 (docs/triggerdev-semantics.md, "Statuses"). See docs/run-states.md for the
+state machine.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Run metadata: a JSON object per run, changed by operations (reference §1.15).
+"""Run metadata: a JSON object per run, changed by operations (docs/triggerdev-semantics.md,
+"Metadata").
 
 Operations (wire form, Trigger.dev's ``RunMetadataChangeOperation``):
 

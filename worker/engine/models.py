@@ -70,8 +70,25 @@ def _checked_text(value: Any, what: str, max_length: int) -> Any:
     return check_text(value, what, max_length) if isinstance(value, str) else value
 
 
+class _KeyedOptions(_Camel):
+    """The key fields trigger and batch options share, checked once for both."""
+
+    @field_validator("idempotency_key", "parent_run_id", check_fields=False)
+    @classmethod
+    def _names(cls, value: str | None, info: Any) -> str | None:
+        return _checked_text(value, to_camel(info.field_name), 2048)
+
+    @field_validator("idempotency_key_ttl", check_fields=False)
+    @classmethod
+    def _key_ttl(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_duration(value, "idempotencyKeyTTL")
+        return value
+
+
 class DebounceOptions(_Camel):
-    """Repeated triggers with one key push the one delayed run later (reference §1.12)."""
+    """Repeated triggers with one key push the one delayed run later (docs/triggerdev-semantics.md,
+    "Trigger options")."""
 
     key: str = Field(min_length=1, max_length=512)
 
@@ -91,8 +108,8 @@ class DebounceOptions(_Camel):
         return value
 
 
-class TriggerOptions(_Camel):
-    """Options of one trigger (reference §1.12)."""
+class TriggerOptions(_KeyedOptions):
+    """Options of one trigger (docs/triggerdev-semantics.md, "Trigger options")."""
 
     idempotency_key: str | None = Field(default=None, max_length=2048)
     idempotency_key_ttl: str | int | None = Field(
@@ -151,17 +168,10 @@ class TriggerOptions(_Camel):
         # Trigger.dev coerces keys to strings
         return check_text(str(value), "concurrencyKey", MAX_CONCURRENCY_KEY_LENGTH)
 
-    @field_validator("idempotency_key", "lock_to_version", "parent_run_id")
+    @field_validator("lock_to_version")
     @classmethod
-    def _names(cls, value: str | None, info: Any) -> str | None:
+    def _version(cls, value: str | None, info: Any) -> str | None:
         return _checked_text(value, to_camel(info.field_name), 2048)
-
-    @field_validator("idempotency_key_ttl")
-    @classmethod
-    def _key_ttl(cls, value: str | int | None) -> str | int | None:
-        if value is not None:
-            parse_duration(value, "idempotencyKeyTTL")
-        return value
 
     @field_validator("priority")
     @classmethod
@@ -287,7 +297,7 @@ def _no_store(payload_type: str | None) -> None:
         )
 
 
-class BatchOptions(_Camel):
+class BatchOptions(_KeyedOptions):
     parent_run_id: str | None = None
     resume_parent_on_completion: bool = False
     journal_seq: int | None = Field(default=None, ge=0)
@@ -300,17 +310,6 @@ class BatchOptions(_Camel):
         ),
     )
 
-    @field_validator("idempotency_key", "parent_run_id")
-    @classmethod
-    def _names(cls, value: str | None, info: Any) -> str | None:
-        return _checked_text(value, to_camel(info.field_name), 2048)
-
-    @field_validator("idempotency_key_ttl")
-    @classmethod
-    def _key_ttl(cls, value: str | int | None) -> str | int | None:
-        if value is not None:
-            parse_duration(value, "idempotencyKeyTTL")
-        return value
 
 
 class BatchBody(_Camel):
@@ -319,7 +318,7 @@ class BatchBody(_Camel):
 
     def expanded_items(self) -> list[BatchItem]:
         """Items with the batch's idempotency key applied as ``<key>-<index>`` where they
-        have none of their own (reference §1.11)."""
+        have none of their own (docs/triggerdev-semantics.md, "Idempotency keys")."""
         key = self.options.idempotency_key
         if key is None:
             return self.items

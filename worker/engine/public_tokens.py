@@ -1,12 +1,12 @@
 """Public access tokens: short-lived HS256 JWTs a browser can use instead of the secret key.
 
-Claims follow Trigger.dev (reference §3.9): ``{sub: <environment id>, pub: true, scopes: [...],
-iat, exp, iss, aud}``. Scopes are flat strings ``action:resource[:id]``: ``read:runs`` (every
-run), ``read:runs:<run id>``, ``read:tags:<tag>``, ``read:batch:<batch id>``,
-``read:tasks:<task id>``, ``write:waitpoints:<token id>``, ``trigger:tasks:<task id>`` (may
-trigger that task: ``auth.create_trigger_public_token``). A token created with ``oneTimeUse``
-carries ``otu: true`` and a ``jti``; triggering with it spends the ``jti`` (a second trigger is
-refused), as Trigger.dev's trigger tokens are single-use by default.
+Claims follow Trigger.dev (docs/triggerdev-semantics.md, "Public access tokens"): ``{sub:
+<environment id>, pub: true, scopes: [...], iat, exp, iss, aud}``. Scopes are flat strings
+``action:resource[:id]``: ``read:runs`` (every run), ``read:runs:<run id>``, ``read:tags:<tag>``,
+``read:batch:<batch id>``, ``read:tasks:<task id>``, ``write:waitpoints:<token id>``,
+``trigger:tasks:<task id>`` (may trigger that task: ``auth.create_trigger_public_token``). A token
+created with ``oneTimeUse`` carries ``otu: true`` and a ``jti``; triggering with it spends the
+``jti`` (a second trigger is refused), as Trigger.dev's trigger tokens are single-use by default.
 
 Signing secret: tokens this server makes (``POST /api/v1/auth/public-tokens``, the
 ``x-trigger-jwt`` of a trigger) are signed with a random 32-byte secret per environment kept

@@ -1,4 +1,5 @@
-"""What happens to a run after a failed attempt (reference §2.4 engine side, §2.5)."""
+"""What happens to a run after a failed attempt (docs/triggerdev-semantics.md, "Retry decision",
+"Error codes")."""
 
 from __future__ import annotations
 

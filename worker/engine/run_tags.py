@@ -1,4 +1,5 @@
-"""Adding tags to a run after it was triggered (``tags.add`` inside a run, reference §1.13).
+"""Adding tags to a run after it was triggered (``tags.add`` inside a run,
+docs/triggerdev-semantics.md, "Tags").
 
 Tags keep their order, duplicates are dropped, and a run holds at most ``MAX_TAGS`` (as at
 trigger time): adding past the cap is refused whole, naming the cap, so no tag is silently lost.

@@ -1,5 +1,6 @@
 """Creating runs: one trigger or a batch, with idempotency keys, debounce, delays, TTLs,
-version pins, queues and concurrency keys (reference §1.11, §1.12, §4)."""
+version pins, queues and concurrency keys (docs/triggerdev-semantics.md, "Idempotency keys",
+"Trigger options", "Queues")."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from worker.engine.models import (
 from worker.engine.payload_schema import check_payload
 from worker.engine.queries import Q
 
-#: A run that ended in one of these gives its idempotency key back (reference §1.11).
+#: A run that ended in one of these gives its idempotency key back
+#: (docs/triggerdev-semantics.md, "Idempotency keys").
 RELEASES_KEY = frozenset(
     {"COMPLETED_WITH_ERRORS", "CRASHED", "SYSTEM_FAILURE", "TIMED_OUT", "EXPIRED"}
 )

@@ -1,4 +1,5 @@
-"""Waitpoints and the run journal: durable waits, tokens, checkpoints (design §5).
+"""Waitpoints and the run journal: durable waits, tokens, checkpoints (docs/architecture.md, "Waits
+and checkpoints").
 
 A run waits by recording a journal entry ``(seq, kind, waitpoint)``. Its executor waits for the
 waitpoint in place for a while; past that it *checkpoints*: the run becomes WAITING_TO_RESUME,

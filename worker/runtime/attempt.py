@@ -1,4 +1,4 @@
-"""One attempt of one run, in the order of reference §1.7.
+"""One attempt of one run, in the order of docs/triggerdev-semantics.md, "Hooks".
 
     payload → (schema) → middleware chain (global, then task) wrapping:
         init (global then task, merged) → on_start (attempt 1) → on_start_attempt → run
@@ -343,7 +343,8 @@ def _delay_until(when: Any) -> int:
 
 
 def oom_retry_machine(run: dict[str, Any], retry: dict[str, Any] | None = None) -> str | None:
-    """The machine an out-of-memory attempt retries on, or None (reference §2.4).
+    """The machine an out-of-memory attempt retries on, or None (docs/triggerdev-semantics.md,
+    "Retry decision").
 
     ``retry.out_of_memory.machine`` of the run's locked retry options, when it differs from the
     machine the attempt ran on and attempts remain.

@@ -3,7 +3,7 @@
 Runs once per code version, in the zygote (a fresh interpreter). The result is the manifest the
 supervisor registers, plus the in-memory task registry the forked executors inherit.
 
-Rules (design §3):
+Rules (docs/architecture.md, "Discovery"):
 * the project root goes on ``sys.path`` and every folder of ``config.dirs`` is imported as a
   package, so task files import each other either way (``from ._db import sql`` /
   ``from trigger._db import sql``);

@@ -1,10 +1,10 @@
 """The supervisor: leases runs from the API and runs them on warm executors.
 
-One asyncio (uvloop) process per worker replica (design §4). It starts a zygote per code
-version, registers the version's manifest, keeps ``concurrency`` executors warm, long-polls
-``/dequeue`` for as many runs as it has idle executors, heartbeats every held lease in one call,
-batches completions and logs, replaces executors that die (failing just their attempt), and on
-stop hands back unfinished leases (``/release``) and kills every process it started.
+One asyncio (uvloop) process per worker replica (docs/architecture.md, "Process model"). It starts a
+zygote per code version, registers the version's manifest, keeps ``concurrency`` executors warm,
+long-polls ``/dequeue`` for as many runs as it has idle executors, heartbeats every held lease in
+one call, batches completions and logs, replaces executors that die (failing just their attempt),
+and on stop hands back unfinished leases (``/release``) and kills every process it started.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ class AbortSignal:
         return str(await fut)
 
 
-# --- per-run locals (reference §1.8) ---------------------------------------------------------
+# --- per-run locals (docs/triggerdev-semantics.md, "Locals") ---
 
 
 class LocalKey:

@@ -1,4 +1,5 @@
-"""Durable operations inside a run: the journal, in-place waits and checkpoints (design §5).
+"""Durable operations inside a run: the journal, in-place waits and checkpoints
+(docs/architecture.md, "Waits and checkpoints").
 
 Every durable operation of an attempt (a wait, a child trigger, a token, a memoised step) takes
 the next sequence number. A fresh attempt records each operation in the engine's journal; a

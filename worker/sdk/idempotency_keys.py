@@ -1,4 +1,5 @@
-"""``idempotency_keys``: keys that make a trigger (or a wait) happen once (reference §1.11).
+"""``idempotency_keys``: keys that make a trigger (or a wait) happen once
+(docs/triggerdev-semantics.md, "Idempotency keys").
 
 ``create(key, scope=...)`` hashes the key parts with the scope's parts, SHA-256, hex:
 ``run`` (default) adds the current run's id, ``attempt`` the run id and attempt number,

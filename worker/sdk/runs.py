@@ -1,4 +1,5 @@
-"""``runs``: retrieve, list, cancel, replay, reschedule and poll runs (reference §1.14).
+"""``runs``: retrieve, list, cancel, replay, reschedule and poll runs
+(docs/triggerdev-semantics.md, "Runs").
 
 The API answers in camelCase (``taskIdentifier``, ``attemptCount``); :class:`Run` exposes
 snake_case attributes, timestamps as ``datetime`` and ``payload``/``output`` decoded with the

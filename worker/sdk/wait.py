@@ -1,4 +1,5 @@
-"""``wait``: durable waits and waitpoint tokens (reference §1.10, design §5).
+"""``wait``: durable waits and waitpoint tokens (docs/triggerdev-semantics.md, "Waits";
+docs/architecture.md, "Waits and checkpoints").
 
 Inside a run: ``await wait.for_(seconds=30)``, ``await wait.until(date=...)``,
 ``result = await wait.for_token(token)``. Waits of at most 5 seconds sleep in the process;

@@ -1,4 +1,5 @@
-"""The expirer: runs not started before their TTL end EXPIRED (reference §1.12 ``ttl``).
+"""The expirer: runs not started before their TTL end EXPIRED (docs/triggerdev-semantics.md,
+"Trigger options": ``ttl``).
 
 Dequeue also skips expired runs, so a run past its TTL never starts even between sweeps.
 """

@@ -1,4 +1,4 @@
--- Waitpoints (durable waits) and the run journal that checkpoints replay (design §5).
+-- Waitpoints (durable waits) and the run journal that checkpoints replay (docs/architecture.md, "Waits and checkpoints").
 
 -- A waitpoint is something runs can wait for: a moment (DURATION), an external signal (TOKEN),
 -- a child run (RUN) or a whole batch (BATCH). It completes once, with an output.
