@@ -101,6 +101,14 @@ async def wait_path(path: Path, timeout: float = 10) -> str:
     return path.read_text()
 
 
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (a process may exit between two psutil calls)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 async def test_cancel_while_running(api_server: Any, project_keys: dict[str, str],
                                     project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIGGER_CANCEL_GRACE", "0.5")
@@ -124,7 +132,7 @@ async def test_cancel_while_running(api_server: Any, project_keys: dict[str, str
             (await client.post(f"/api/v2/runs/{stubborn_id}/cancel")).raise_for_status()
             await w.wait_event("run_lost", run_id=stubborn_id, timeout=10)
             deadline = time.monotonic() + 10
-            while psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie":
+            while _alive(pid):
                 assert time.monotonic() < deadline, "the stubborn executor was not killed"
                 await asyncio.sleep(0.05)
             # the pool replaced it: the next run executes
