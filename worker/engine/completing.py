@@ -7,6 +7,7 @@ canceled) can never record a result.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -190,7 +191,7 @@ async def complete(
     pool: Pool,
     env: Environment,
     instance_id: str,
-    completions: list[object],
+    completions: Sequence[object],
     in_place_lease: float | None = None,
 ) -> list[CompletionResult]:
     """Record a batch of attempt results in one transaction.
@@ -262,7 +263,7 @@ async def _complete_isolated(
     return CompletionResult(item.run_id, Outcome.REFUSED, error="internal error")
 
 
-async def store_logs(pool: Pool, env: Environment, logs: list[object]) -> int:
+async def store_logs(pool: Pool, env: Environment, logs: Sequence[object]) -> int:
     """Store log lines, sanitised (worker.engine.completions.clean_log); should the batch
     still fail, each line is stored on its own, so one bad line loses only itself."""
     now = datetime.now(UTC).isoformat()
