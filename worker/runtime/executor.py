@@ -21,9 +21,11 @@ import os
 import resource
 import socket
 import time
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from worker.common import errors as codes
+from worker.common.protocol import Wire
 from worker.common.serialization import loads
 from worker.runtime import telemetry
 from worker.runtime.attempt import Attempt, failed_completion
@@ -41,6 +43,9 @@ from worker.sdk.context import (
 )
 from worker.sdk.errors import MaxDurationExceededError, TaskRunCanceledError
 from worker.sdk.logger import logger
+
+if TYPE_CHECKING:
+    from worker.runtime.discovery import Discovered
 
 #: seconds ``attempt_hooks.attempt_ending`` may take before the completion goes without it
 ENDING_TIMEOUT = 10.0
@@ -88,7 +93,16 @@ class Sink(Protocol):
     def send(self, message: dict[str, Any]) -> None: ...
 
 
-async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended: its completion (the wire message), and whether this executor
+    must be replaced (the attempt was stopped mid-flight: the process state is not trusted)."""
+
+    completion: Wire
+    recycle: bool = False
+
+
+async def run_attempt(run: Wire, discovered: Discovered, channel: Sink) -> AttemptEnd:
     """Run one attempt with max_duration and cancellation handled; always returns a completion.
 
     Order: ``attempt_hooks.attempt_started`` → the attempt (middleware, hooks, run) →
@@ -96,14 +110,14 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> di
     supervisor) starts the ``on_cancel`` hooks and cancels the attempt's asyncio task.
     """
     started = time.monotonic()
-    task_def = discovered.tasks.get(run.get("task_id"))
+    task_def = discovered.tasks.get(str(run.get("task_id")))
     if task_def is None:
         missing = failed_completion(run, codes.internal_error(
             codes.COULD_NOT_FIND_TASK,
             f"task {run.get('task_id')!r} is not in this version "
             f"(tasks: {sorted(discovered.tasks)})"))
         missing["duration_ms"] = 0
-        return missing
+        return AttemptEnd(missing)
     limit = run.get("max_duration")
     if limit is None:
         limit = task_def.max_duration or discovered.config.max_duration
@@ -161,9 +175,8 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> di
     end_run_locals(locals_token)
     reset_current_context(ctx_token)
     completion["duration_ms"] = int((time.monotonic() - started) * 1000)
-    if expired or canceled:
-        completion["_recycle"] = True  # stopped mid-flight: its state is not trustworthy
-    return completion
+    # stopped mid-flight: its state is not trustworthy
+    return AttemptEnd(completion, recycle=expired or canceled)
 
 
 def _wire_durable_waits(attempt: Attempt, run: dict[str, Any], channel: Sink) -> None:
@@ -215,7 +228,7 @@ def _promise(job: asyncio.Task[Any]) -> asyncio.Future[Any]:
     return fut
 
 
-def serve(socket_path: str, discovered: Any) -> int:
+def serve(socket_path: str, discovered: Discovered) -> int:
     """Main loop of an executor process; returns its exit code."""
     import uvloop
 
@@ -238,9 +251,8 @@ def serve(socket_path: str, discovered: Any) -> int:
         if message.get("type") != "execute":
             continue
         with run_environment(message["run"].get("env_vars")):
-            completion = loop.run_until_complete(run_attempt(message["run"], discovered, channel))
-        recycle = bool(completion.pop("_recycle", False))
-        if recycle:  # this process is about to go: its spans go first
+            end = loop.run_until_complete(run_attempt(message["run"], discovered, channel))
+        if end.recycle:  # this process is about to go: its spans go first
             telemetry.flush()
-        channel.send({"type": "completion", "completion": completion, "rss": _rss_bytes(),
-                      "recycle": recycle})
+        channel.send({"type": "completion", "completion": end.completion, "rss": _rss_bytes(),
+                      "recycle": end.recycle})
