@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from worker.common import errors as codes
 from worker.common.protocol import Wire
 from worker.common.serialization import loads
+from worker.common.settings import env_str
 from worker.runtime import telemetry
 from worker.runtime.attempt import Attempt, failed_completion
 from worker.runtime.capture import RunCapture
@@ -241,7 +242,7 @@ def serve(socket_path: str, discovered: Discovered) -> int:
     from worker.sdk import client
 
     # after the fork, in this process only (worker/runtime/telemetry.py)
-    telemetry.setup(discovered.config, client.api_url(), os.environ.get("TRIGGER_SECRET_KEY"))
+    telemetry.setup(discovered.config, client.api_url(), env_str("TRIGGER_SECRET_KEY"))
     channel.send({"type": "hello", "pid": os.getpid(), "rss": _rss_bytes()})
     while True:
         message = recv_sync(sock)

@@ -35,11 +35,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from worker.runtime.settings import WorkerSettings
 from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_span
 from worker.sdk.context import current_context
 
-#: ms between batch exports (short: a run's trace should be readable right after it ends)
-EXPORT_DELAY_MS = float(os.environ.get("TRIGGER_OTEL_EXPORT_DELAY_MS", "1000"))
 _LEVELS = {"debug": 5, "log": 9, "info": 9, "warn": 13, "error": 17}
 
 
@@ -80,15 +79,16 @@ class Telemetry:
 _state = Telemetry()
 
 
-def enabled(config: Any) -> bool:
-    if os.environ.get("TRIGGER_TELEMETRY", "").lower() in ("0", "off", "false", "no"):
+def enabled(config: Any, settings: WorkerSettings | None = None) -> bool:
+    if not (settings or WorkerSettings.from_env()).telemetry:
         return False
     return bool(getattr(getattr(config, "telemetry", None), "enabled", True))
 
 
 def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
     """Providers, exporters and instrumentations of this executor (call after the fork)."""
-    if _state.tracer_provider is not None or not enabled(config):
+    settings = WorkerSettings.from_env()  # validated by the supervisor at its start
+    if _state.tracer_provider is not None or not enabled(config, settings):
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -107,15 +107,15 @@ def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
     exporters.extend(telemetry.exporters)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter,
-                                                       schedule_delay_millis=EXPORT_DELAY_MS))
+                                                       schedule_delay_millis=settings.otel_export_delay_ms))
     otel.set_tracer_provider(provider)
     _state.tracer_provider = provider
-    _setup_logs(telemetry, resource)
+    _setup_logs(telemetry, resource, settings.otel_export_delay_ms)
     for instrumentor in telemetry.instrumentations:
         instrumentor.instrument(tracer_provider=provider)
 
 
-def _setup_logs(telemetry: Any, resource: Resource) -> None:
+def _setup_logs(telemetry: Any, resource: Resource, export_delay_ms: float) -> None:
     exporters = list(telemetry.log_exporters)
     if os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") or os.environ.get(
             "OTEL_EXPORTER_OTLP_ENDPOINT"):
@@ -130,7 +130,7 @@ def _setup_logs(telemetry: Any, resource: Resource) -> None:
     provider = LoggerProvider(resource=resource)
     for exporter in exporters:
         provider.add_log_record_processor(
-            BatchLogRecordProcessor(exporter, schedule_delay_millis=EXPORT_DELAY_MS))
+            BatchLogRecordProcessor(exporter, schedule_delay_millis=export_delay_ms))
     _state.log_provider = provider
     _state.logger = provider.get_logger("trigger.dev")
 
