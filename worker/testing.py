@@ -159,7 +159,7 @@ def _run(task: Task, payload: object, config: Config, *, run_id: str, attempt: i
     return DequeuedRun(run_id=run_id, attempt_number=attempt, task_id=task.id,
                        version_id="test", version="test", payload=data, payload_type=data_type,
                        max_attempts=total, retry=retry, max_duration=max_duration,
-                       machine=machine, ctx=ctx)
+                       machine=machine, ctx=ctx, is_final_attempt=attempt >= total)
 
 
 async def run_task(task: Task, payload: Any = None, *, config: Config | str | Path | None = None,

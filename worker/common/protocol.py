@@ -131,6 +131,8 @@ class DequeuedRun:
     max_duration: float | None
     machine: str
     ctx: RunContext
+    #: no retry follows this attempt (attempt_number reached max_attempts)
+    is_final_attempt: bool = False
     lease_expires_at: str | None = None
     #: replaying ``journal`` after a checkpoint
     resumed: bool = False
@@ -144,10 +146,6 @@ class DequeuedRun:
     env_vars: dict[str, str] | None = None
     #: an in-place retry (``RETRY_IMMEDIATELY``) starts after this delay
     delay_ms: int | None = None
-
-    @property
-    def is_final_attempt(self) -> bool:
-        return self.max_attempts is not None and self.attempt_number >= self.max_attempts
 
     def with_journal(self, journal: list[Wire]) -> DequeuedRun:
         return replace(self, journal=journal, ctx=replace(self.ctx, journal=journal))
@@ -183,6 +181,7 @@ class DequeuedRun:
             max_attempts=data.get("max_attempts"), retry=data.get("retry"),
             max_duration=data.get("max_duration"), machine=str(data.get("machine") or ""),
             ctx=RunContext.from_wire(data["ctx"]),
+            is_final_attempt=bool(data.get("is_final_attempt")),
             lease_expires_at=data.get("lease_expires_at"), resumed=bool(data.get("resumed")),
             execution_ms=int(data.get("execution_ms") or 0),
             journal=list(data.get("journal") or []), traceparent=data.get("traceparent"),

@@ -54,7 +54,9 @@ def dequeued_run(row: DictRow, env: Environment) -> DequeuedRun:
         version_id=str(row["version_id"]), version=row["version_name"],
         payload=row["run_payload"], payload_type=row["payload_type"],
         max_attempts=row["max_attempts"], retry=row["retry"], max_duration=row["max_duration"],
-        machine=machine, ctx=ctx, lease_expires_at=_iso(row["lease_expires_at"]),
+        machine=machine, ctx=ctx,
+        is_final_attempt=row["attempt_number"] >= row["max_attempts"],
+        lease_expires_at=_iso(row["lease_expires_at"]),
         resumed=resumed,
         # execution time the attempt used before its checkpoint: max_duration spans resumes
         execution_ms=int(row.get("attempt_execution_ms") or 0) if resumed else 0,

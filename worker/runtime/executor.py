@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from worker.common import errors as codes
-from worker.common.protocol import Wire
+from worker.common.protocol import DequeuedRun, Wire
 from worker.common.serialization import loads
 from worker.common.settings import env_str
 from worker.runtime import telemetry
@@ -103,29 +103,31 @@ class AttemptEnd:
     recycle: bool = False
 
 
-async def run_attempt(run: Wire, discovered: Discovered, channel: Sink) -> AttemptEnd:
-    """Run one attempt with max_duration and cancellation handled; always returns a completion.
+async def run_attempt(message: Wire, discovered: Discovered, channel: Sink) -> AttemptEnd:
+    """Run one attempt of the dequeued run ``message`` (docs/protocol.md) with max_duration and
+    cancellation handled; always returns a completion.
 
     Order: ``attempt_hooks.attempt_started`` → the attempt (middleware, hooks, run) →
     ``attempt_hooks.attempt_ending`` (merged into the completion). A cancel (SIGUSR1 from the
     supervisor) starts the ``on_cancel`` hooks and cancels the attempt's asyncio task.
     """
     started = time.monotonic()
-    task_def = discovered.tasks.get(str(run.get("task_id")))
+    run = DequeuedRun.from_wire(message)
+    task_def = discovered.tasks.get(run.task_id)
     if task_def is None:
         missing = failed_completion(run, codes.internal_error(
             codes.COULD_NOT_FIND_TASK,
-            f"task {run.get('task_id')!r} is not in this version "
+            f"task {run.task_id!r} is not in this version "
             f"(tasks: {sorted(discovered.tasks)})"))
         missing["duration_ms"] = 0
         return AttemptEnd(missing)
-    limit = run.get("max_duration")
+    limit = run.max_duration
     if limit is None:
         limit = task_def.max_duration or discovered.config.max_duration
-    attempt = Attempt(run, task_def, discovered.config)
+    attempt = Attempt(run, message["ctx"], task_def, discovered.config)
     ctx_token = set_current_context(attempt.ctx if isinstance(attempt.ctx, Context) else None)
     locals_token = begin_run_locals()
-    capture = RunCapture(channel.send, run["run_id"], attempt.attempt_number,
+    capture = RunCapture(channel.send, run.run_id, attempt.attempt_number,
                          discovered.config.log_level)
     completion: dict[str, Any] | None = None
     loop = asyncio.get_running_loop()
@@ -145,12 +147,12 @@ async def run_attempt(run: Wire, discovered: Discovered, channel: Sink) -> Attem
             job.cancel("canceled")
 
         timer.start(float(limit) if limit else None, job, attempt.signal, on_cancel,
-                    used=float(run.get("execution_ms") or 0) / 1000)
+                    used=run.execution_ms / 1000)
         try:
             completion = await job
         except durable.Suspended:
             # checkpointed: the engine holds the run now; nothing to complete
-            completion = {"run_id": run["run_id"], "attempt_number": attempt.attempt_number,
+            completion = {"run_id": run.run_id, "attempt_number": attempt.attempt_number,
                           "suspended": True}
         except (asyncio.CancelledError, MaxDurationExceededError, TaskRunCanceledError):
             completion = None
@@ -180,13 +182,13 @@ async def run_attempt(run: Wire, discovered: Discovered, channel: Sink) -> Attem
     return AttemptEnd(completion, recycle=expired or canceled)
 
 
-def _wire_durable_waits(attempt: Attempt, run: dict[str, Any], channel: Sink) -> None:
+def _wire_durable_waits(attempt: Attempt, run: DequeuedRun, channel: Sink) -> None:
     """Give the run's durable state (``worker.sdk.durable``) the attempt's wait hooks, and a
     clock that stops while the run waits, here and in the supervisor's backstop."""
     state = durable.maybe_state()
     if state is None:
         return
-    run_id = run["run_id"]
+    run_id = run.run_id
 
     async def on_wait(info: dict[str, Any]) -> None:
         await attempt.propagate_hook("on_wait", wait=info)
@@ -206,7 +208,7 @@ def _wire_durable_waits(attempt: Attempt, run: dict[str, Any], channel: Sink) ->
     state.on_resume.append(on_resume)
     state.pause_clock, state.resume_clock = pause, resume
     state.execution_ms = lambda: int(timer.execution_seconds() * 1000)
-    state.resumed = bool(run.get("resumed"))
+    state.resumed = run.resumed
 
 
 def _promise(job: asyncio.Task[Any]) -> asyncio.Future[Any]:

@@ -47,7 +47,7 @@ class InFlight:
 
     def died_completion(self, died: ExecutorDied) -> Wire:
         """The failed completion of an attempt whose executor died (killed by us or not)."""
-        run = self.run.to_wire()
+        run = self.run
         if self.timed_out:
             return failed_completion(run, codes.internal_error(
                 codes.MAX_DURATION_EXCEEDED,

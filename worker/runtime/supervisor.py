@@ -189,7 +189,7 @@ class Supervisor:
             completion = flight.died_completion(died)
             self._record_died_attempt(flight, completion)
         except Exception as exc:
-            completion = failed_completion(run.to_wire(), codes.internal_error(
+            completion = failed_completion(run, codes.internal_error(
                 codes.TASK_RUN_CRASHED, f"{type(exc).__name__}: {exc}"), skipped=False)
         completion.setdefault("duration_ms", int((time.monotonic() - flight.started) * 1000))
         self.runs.inflight.pop(flight.run_id, None)
@@ -205,7 +205,7 @@ class Supervisor:
 
     def _record_died_attempt(self, flight: InFlight, completion: Wire) -> None:
         """The executor could not close its attempt span: close it here (crash_spans.py)."""
-        body = died_attempt_request(flight.run.to_wire(), flight.started,
+        body = died_attempt_request(flight.run, flight.started,
                                     completion.get("error") or {}, flight.run.ctx.project.ref)
 
         async def send() -> None:

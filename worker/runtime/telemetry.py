@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from worker.common.protocol import DequeuedRun
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_span
 from worker.sdk.context import current_context
@@ -73,7 +74,7 @@ class Telemetry:
         self.log_provider: Any = None
         self.ids = _PresetIds()
         #: ``ctx.run.id``, ``ctx.attempt.number``, ``ctx.task.id`` of the attempt running now
-        self.run_attributes: dict[str, Any] | None = None
+        self.run_attributes: dict[str, str | int] | None = None
 
 
 _state = Telemetry()
@@ -150,7 +151,7 @@ def emit_log(level: str, message: str, attributes: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def attempt_span(run: dict[str, Any]) -> Iterator[Any]:
+def attempt_span(run: DequeuedRun) -> Iterator[Any]:
     """The attempt's span, current for everything the attempt starts (yields None when
     telemetry is off)."""
     if _state.tracer_provider is None:
@@ -161,11 +162,11 @@ def attempt_span(run: dict[str, Any]) -> Iterator[Any]:
         int(trace_id, 16), int(parent_span, 16), is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED))))
     _state.ids.next_span_id = int(attempt_span_id(run), 16)
-    _state.run_attributes = {"ctx.run.id": str(run["run_id"]),
-                             "ctx.attempt.number": int(run.get("attempt_number") or 1),
-                             "ctx.task.id": str(run.get("task_id"))}
-    attributes: dict[str, Any] = {**_state.run_attributes, "trigger.span.kind": "attempt",
-                                  "trigger.resumed": bool(run.get("resumed"))}
+    _state.run_attributes = {"ctx.run.id": run.run_id,
+                             "ctx.attempt.number": run.attempt_number,
+                             "ctx.task.id": run.task_id}
+    attributes: dict[str, str | int | bool] = {
+        **_state.run_attributes, "trigger.span.kind": "attempt", "trigger.resumed": run.resumed}
     tracer = otel.get_tracer("trigger.dev")
     span = tracer.start_span(attempt_span_name(run), context=parent, attributes=attributes)
     token = otel_context.attach(otel.set_span_in_context(span))
