@@ -11,7 +11,8 @@
 Errors in on_success / on_failure / on_complete are logged and swallowed; catch_error raising is
 HANDLE_ERROR_ERROR; an error escaping a middleware is TASK_MIDDLEWARE_ERROR. The retry decision
 (docs/triggerdev-semantics.md, "Retry decision") is made here; the engine applies it.
-max_duration and cancellation are handled by the caller (:func:`worker.runtime.executor.run_attempt`): hooks other than ``on_cancel`` never run
+max_duration and cancellation are handled by the caller
+(:func:`worker.runtime.executor.run_attempt`): hooks other than ``on_cancel`` never run
 for a timed-out or canceled attempt.
 
 ``MemoryError`` / ``OutOfMemoryError`` raised by the task become ``TASK_PROCESS_OOM_KILLED``:
