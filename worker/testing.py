@@ -191,7 +191,7 @@ async def run_task(task: Task, payload: Any = None, *, config: Config | str | Pa
         message = run.to_wire()
         if ctx:  # the caller's overrides of any context field
             message["ctx"] = _merge(message["ctx"], ctx)
-        completion = (await run_attempt(message, discovered, collector)).completion
+        completion = (await run_attempt(message, discovered, collector)).wire()
         delay = (completion.get("retry") or {}).get("delay_ms")
         if retries and not completion["ok"] and delay is not None and not run.is_final_attempt:
             number += 1

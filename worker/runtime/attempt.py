@@ -25,11 +25,12 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from worker.common import errors as codes
-from worker.common.protocol import DequeuedRun, Wire
+from worker.common.protocol import Completion, DequeuedRun, Wire
 from worker.common.retry import MAX_ATTEMPTS_HARD_CAP, next_retry_delay_ms
 from worker.common.serialization import dumps, loads
 from worker.runtime.hooks import call_hook, call_run
@@ -54,7 +55,7 @@ STOP = (MaxDurationExceededError, TaskRunCanceledError)
 IN_PLACE_RETRY_MS = 30_000
 
 
-def error_to_wire(error: Any) -> dict[str, Any]:
+def error_to_wire(error: object) -> Wire:
     """TaskRunError wire form of an exception (or of a replacement given by catch_error)."""
     if isinstance(error, dict) and "type" in error:
         return error
@@ -74,7 +75,7 @@ class _Outcome:
     """What the inner part of the chain produced (middleware sees only ``next()``)."""
 
     def __init__(self) -> None:
-        self.completion: dict[str, Any] | None = None
+        self.completion: Completion | None = None
 
 
 class Attempt:
@@ -123,7 +124,7 @@ class Attempt:
 
     # --- entry ---------------------------------------------------------------------------
 
-    async def execute(self) -> dict[str, Any]:
+    async def execute(self) -> Completion:
         try:
             self.payload = self._parse_payload()
         except Exception as exc:
@@ -171,7 +172,7 @@ class Attempt:
             return self.task.schema.model_validate(data)
         return data
 
-    async def _body(self) -> dict[str, Any]:
+    async def _body(self) -> Completion:
         try:
             for hook in self._hooks("init"):
                 with _hook_span("init"):
@@ -195,7 +196,7 @@ class Attempt:
             return await self._on_error(exc)
         return await self._on_success(output)
 
-    async def _on_success(self, output: Any) -> dict[str, Any]:
+    async def _on_success(self, output: Any) -> Completion:
         try:
             data, data_type = dumps(output)
         except Exception as exc:
@@ -206,8 +207,8 @@ class Attempt:
         await self._swallowing("on_success", output=output)
         await self._swallowing("on_complete", result={"ok": True, "data": output})
         await self._cleanup()
-        return {"run_id": self.run.run_id, "attempt_number": self.attempt_number, "ok": True,
-                "output": data, "output_type": data_type}
+        return Completion(self.run.run_id, self.attempt_number, True, output=data,
+                          output_type=data_type)
 
     async def _cleanup(self) -> None:
         # Reference: cleanup errors propagate; we log them but keep the attempt's outcome,
@@ -224,13 +225,13 @@ class Attempt:
 
     # --- failure path (docs/triggerdev-semantics.md, "Retry decision") ------------------
 
-    def _retry_options(self) -> dict[str, Any]:
+    def _retry_options(self) -> Wire:
         retry = dict(self.run.retry or self.task.retry or self.config.retries.default or {})
         if self.run.max_attempts is not None:
             retry["max_attempts"] = self.run.max_attempts
         return retry
 
-    def _default_skip(self, exc: BaseException, retry: dict[str, Any]) -> bool:
+    def _default_skip(self, exc: BaseException, retry: Wire) -> bool:
         if isinstance(exc, AbortTaskRunError | NonDeterministicError | ConcurrentWaitError):
             return True  # retrying cannot help
         if isinstance(exc, ApiError) and 400 <= exc.status < 500 and exc.status not in (408, 429):
@@ -240,13 +241,13 @@ class Attempt:
             return True
         return self._no_attempts_left(retry)
 
-    def _no_attempts_left(self, retry: dict[str, Any]) -> bool:
+    def _no_attempts_left(self, retry: Wire) -> bool:
         max_attempts = int(retry.get("max_attempts") or 1)
         if self.run.is_final_attempt:
             return True
         return self.attempt_number >= min(max_attempts, MAX_ATTEMPTS_HARD_CAP)
 
-    async def _on_error(self, exc: Exception) -> dict[str, Any]:
+    async def _on_error(self, exc: Exception) -> Completion:
         retry = self._retry_options()
         if isinstance(exc, MemoryError | OutOfMemoryError):
             return await self._out_of_memory(exc, retry)
@@ -292,7 +293,7 @@ class Attempt:
         await self._cleanup()
         return self._failed(wire, delay_ms=delay)
 
-    async def _out_of_memory(self, exc: BaseException, retry: dict[str, Any]) -> dict[str, Any]:
+    async def _out_of_memory(self, exc: BaseException, retry: Wire) -> Completion:
         wire = codes.internal_error(codes.TASK_PROCESS_OOM_KILLED,
                                     f"{type(exc).__name__}: {exc}",
                                     "".join(traceback.format_exception(exc)))
@@ -300,30 +301,26 @@ class Attempt:
         if machine is None:
             return await self._finish_failure(wire, skipped=True, exc=exc)
         await self._cleanup()
-        failed = self._failed(wire)
-        failed["retry_machine"] = machine
-        return failed
+        return replace(self._failed(wire), retry_machine=machine)
 
     async def run_on_cancel(self, run_promise: Any) -> None:
         """``on_cancel`` hooks (global, then the task's); errors are logged."""
         await self._swallowing("on_cancel", run_promise=run_promise)
 
-    async def _finish_failure(self, wire: dict[str, Any], *, skipped: bool,
-                              exc: BaseException) -> dict[str, Any]:
+    async def _finish_failure(self, wire: Wire, *, skipped: bool,
+                              exc: BaseException) -> Completion:
         await self._swallowing("on_failure", error=exc)
         await self._swallowing("on_complete", result={"ok": False, "error": exc})
         await self._cleanup()
         return self._failed(wire, skipped=skipped)
 
-    def _failed(self, error: dict[str, Any], *, skipped: bool = False,
-                delay_ms: int | None = None) -> dict[str, Any]:
-        return {"run_id": self.run.run_id, "attempt_number": self.attempt_number,
-                "ok": False, "error": error,
-                "retry": None if delay_ms is None else {"delay_ms": delay_ms},
-                # a short retry runs again on this worker, keeping the lease (docs/protocol.md,
-                # "/complete")
-                "retry_in_place": delay_ms is not None and delay_ms < IN_PLACE_RETRY_MS,
-                "skipped_retrying": skipped}
+    def _failed(self, error: Wire, *, skipped: bool = False,
+                delay_ms: int | None = None) -> Completion:
+        return Completion(self.run.run_id, self.attempt_number, False, error=error,
+                          retry_delay_ms=delay_ms, skipped_retrying=skipped,
+                          # a short retry runs again on this worker, keeping the lease
+                          # (docs/protocol.md, "/complete")
+                          retry_in_place=delay_ms is not None and delay_ms < IN_PLACE_RETRY_MS)
 
 
 def _hook_span(name: str) -> Any:
@@ -363,7 +360,7 @@ def oom_retry_machine(run: DequeuedRun, retry: Wire | None = None) -> str | None
     return str(machine)
 
 
-def failed_completion(run: DequeuedRun, error: Wire, *, skipped: bool = True) -> Wire:
+def failed_completion(run: DequeuedRun, error: Wire, *, skipped: bool = True) -> Completion:
     """A failed completion built outside an Attempt (unknown task, timeout, crash)."""
-    return {"run_id": run.run_id, "attempt_number": run.attempt_number,
-            "ok": False, "error": error, "retry": None, "skipped_retrying": skipped}
+    return Completion(run.run_id, run.attempt_number, False, error=error,
+                      skipped_retrying=skipped)

@@ -21,11 +21,11 @@ import os
 import resource
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from worker.common import errors as codes
-from worker.common.protocol import DequeuedRun, Wire
+from worker.common.protocol import Completion, DequeuedRun, Wire
 from worker.common.serialization import loads
 from worker.common.settings import env_str
 from worker.runtime import telemetry
@@ -50,9 +50,6 @@ if TYPE_CHECKING:
 
 #: seconds ``attempt_hooks.attempt_ending`` may take before the completion goes without it
 ENDING_TIMEOUT = 10.0
-#: completion keys an ``attempt_ending`` callback may not overwrite
-_CORE_KEYS = frozenset({"run_id", "attempt_number", "ok", "output", "output_type", "error",
-                        "retry", "skipped_retrying", "duration_ms"})
 
 
 class Channel:
@@ -84,10 +81,10 @@ async def _attempt_ending(ctx: Any) -> dict[str, Any]:
         return {}
 
 
-def _merge(completion: dict[str, Any], extra: dict[str, Any]) -> None:
-    for key, value in extra.items():
-        if key not in _CORE_KEYS:
-            completion[key] = value
+def _merge(completion: Completion, extra: Wire) -> Completion:
+    """What the SDK adds when an attempt ends: its metadata changes (worker.sdk.metadata)."""
+    metadata = extra.get("metadata")
+    return replace(completion, metadata=metadata) if metadata else completion
 
 
 class Sink(Protocol):
@@ -96,11 +93,21 @@ class Sink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class AttemptEnd:
-    """How an attempt ended: its completion (the wire message), and whether this executor
-    must be replaced (the attempt was stopped mid-flight: the process state is not trusted)."""
+    """How an attempt ended: its completion, and whether this executor must be replaced (the
+    attempt was stopped mid-flight: the process state is not trusted)."""
 
-    completion: Wire
+    run_id: str
+    attempt_number: int
+    #: None: the attempt checkpointed (suspended): the engine holds the run, nothing to report
+    completion: Completion | None
     recycle: bool = False
+
+    def wire(self) -> Wire:
+        """The ``completion`` of the executor's frame to the supervisor."""
+        if self.completion is None:
+            return {"run_id": self.run_id, "attempt_number": self.attempt_number,
+                    "suspended": True}
+        return self.completion.to_wire()
 
 
 async def run_attempt(message: Wire, discovered: Discovered, channel: Sink) -> AttemptEnd:
@@ -119,8 +126,7 @@ async def run_attempt(message: Wire, discovered: Discovered, channel: Sink) -> A
             codes.COULD_NOT_FIND_TASK,
             f"task {run.task_id!r} is not in this version "
             f"(tasks: {sorted(discovered.tasks)})"))
-        missing["duration_ms"] = 0
-        return AttemptEnd(missing)
+        return AttemptEnd(run.run_id, run.attempt_number, replace(missing, duration_ms=0))
     limit = run.max_duration
     if limit is None:
         limit = task_def.max_duration or discovered.config.max_duration
@@ -129,7 +135,8 @@ async def run_attempt(message: Wire, discovered: Discovered, channel: Sink) -> A
     locals_token = begin_run_locals()
     capture = RunCapture(channel.send, run.run_id, attempt.attempt_number,
                          discovered.config.log_level)
-    completion: dict[str, Any] | None = None
+    completion: Completion | None = None
+    suspended = False
     loop = asyncio.get_running_loop()
     with capture, telemetry.attempt_span(run) as span:
         try:
@@ -152,8 +159,7 @@ async def run_attempt(message: Wire, discovered: Discovered, channel: Sink) -> A
             completion = await job
         except durable.Suspended:
             # checkpointed: the engine holds the run now; nothing to complete
-            completion = {"run_id": run.run_id, "attempt_number": attempt.attempt_number,
-                          "suspended": True}
+            suspended = True
         except (asyncio.CancelledError, MaxDurationExceededError, TaskRunCanceledError):
             completion = None
         except BaseException as exc:  # a bug in the runtime itself: fail the attempt, loudly
@@ -169,17 +175,20 @@ async def run_attempt(message: Wire, discovered: Discovered, channel: Sink) -> A
             await asyncio.gather(*cancel_hooks, return_exceptions=True)
             completion = failed_completion(run, codes.internal_error(
                 codes.TASK_RUN_CANCELLED, "the run was canceled while it executed"))
-        elif expired or completion is None:
+        elif expired or (completion is None and not suspended):
             completion = failed_completion(run, codes.internal_error(
                 codes.MAX_DURATION_EXCEEDED,
                 f"Run exceeded maximum duration of {limit}s"))
-        _merge(completion, await _attempt_ending(attempt.ctx))
+        extra = await _attempt_ending(attempt.ctx)
+        if completion is not None:
+            completion = _merge(completion, extra)
     telemetry.end_attempt(span, completion)
     end_run_locals(locals_token)
     reset_current_context(ctx_token)
-    completion["duration_ms"] = int((time.monotonic() - started) * 1000)
+    if completion is not None:
+        completion = replace(completion, duration_ms=int((time.monotonic() - started) * 1000))
     # stopped mid-flight: its state is not trustworthy
-    return AttemptEnd(completion, recycle=expired or canceled)
+    return AttemptEnd(run.run_id, run.attempt_number, completion, recycle=expired or canceled)
 
 
 def _wire_durable_waits(attempt: Attempt, run: DequeuedRun, channel: Sink) -> None:
@@ -221,10 +230,9 @@ def _promise(job: asyncio.Task[Any]) -> asyncio.Future[Any]:
             return
         result = None
         if not t.cancelled() and t.exception() is None:
-            completion = t.result()
-            if completion.get("ok"):
-                result = loads(completion.get("output"),
-                               completion.get("output_type") or "application/json")
+            completion: Completion = t.result()
+            if completion.ok:
+                result = loads(completion.output, completion.output_type or "application/json")
         fut.set_result(result)
 
     job.add_done_callback(done)
@@ -257,5 +265,5 @@ def serve(socket_path: str, discovered: Discovered) -> int:
             end = loop.run_until_complete(run_attempt(message["run"], discovered, channel))
         if end.recycle:  # this process is about to go: its spans go first
             telemetry.flush()
-        channel.send({"type": "completion", "completion": end.completion, "rss": _rss_bytes(),
+        channel.send({"type": "completion", "completion": end.wire(), "rss": _rss_bytes(),
                       "recycle": end.recycle})

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from worker.common import errors as codes
-from worker.common.protocol import DequeuedRun, Wire
+from worker.common.protocol import Completion, DequeuedRun
 from worker.runtime.attempt import failed_completion, oom_retry_machine
 from worker.runtime.pool import Executor, ExecutorDied, Pool
 
@@ -45,7 +45,7 @@ class InFlight:
     def run_id(self) -> str:
         return self.run.run_id
 
-    def died_completion(self, died: ExecutorDied) -> Wire:
+    def died_completion(self, died: ExecutorDied) -> Completion:
         """The failed completion of an attempt whose executor died (killed by us or not)."""
         run = self.run
         if self.timed_out:
@@ -58,10 +58,7 @@ class InFlight:
                 codes.TASK_PROCESS_OOM_KILLED,
                 f"The task process used more than the {limit_mib} MiB of machine "
                 f"{self.run.machine!r} and was killed (pid {died.pid})"), skipped=False)
-            retry_machine = oom_retry_machine(run)
-            if retry_machine:
-                completion["retry_machine"] = retry_machine
-            return completion
+            return replace(completion, retry_machine=oom_retry_machine(run))
         return failed_completion(run, died.wire_error(), skipped=False)
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from worker.common.protocol import CompletionResult, DequeuedRun, Outcome, Wire
+from worker.common.protocol import Completion, CompletionResult, DequeuedRun, Outcome, Wire
 from worker.runtime.api_client import ProtocolError, WorkerApi
 from worker.runtime.inflight import RunTable
 
@@ -31,13 +31,13 @@ class Finished:
     """A completion waiting for ``/complete``, with what the worker's events say about its run
     (kept beside the wire message, never sent)."""
 
-    completion: Wire
+    completion: Completion
     task_id: str
     max_attempts: int | None
 
     @property
     def run_id(self) -> str:
-        return str(self.completion["run_id"])
+        return self.completion.run_id
 
 
 def _refused_for_good(exc: ProtocolError) -> bool:
@@ -115,7 +115,7 @@ class Reporter:
             return
         batch, self.completions = self.completions, []
         self.completing = batch
-        wires = [f.completion for f in batch]
+        wires = [f.completion.to_wire() for f in batch]
         try:
             try:
                 results = [CompletionResult.from_wire(r) for r in await self.api.complete(wires)]
@@ -139,13 +139,11 @@ class Reporter:
                 self.retry_here(result.next)
             c = item.completion
             self.emit({"type": "run_finished", "run_id": item.run_id, "task_id": item.task_id,
-                       "attempt": c.get("attempt_number"), "ok": c["ok"],
+                       "attempt": c.attempt_number, "ok": c.ok,
                        "status": result.status if result else None,
                        "outcome": result.outcome.value if result else None,
-                       "duration_ms": c.get("duration_ms"),
-                       "error": None if c["ok"] else c.get("error"),
-                       "retry_delay_ms": (c.get("retry") or {}).get("delay_ms"),
-                       "max_attempts": item.max_attempts})
+                       "duration_ms": c.duration_ms, "error": None if c.ok else c.error,
+                       "retry_delay_ms": c.retry_delay_ms, "max_attempts": item.max_attempts})
 
     async def _complete_one_by_one(self, batch: list[Wire]) -> list[CompletionResult]:
         results: list[CompletionResult] = []

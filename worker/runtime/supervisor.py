@@ -22,11 +22,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 
 from worker.common import errors as codes
 from worker.common.machines import MACHINE_PRESETS
-from worker.common.protocol import DequeuedRun, Wire
+from worker.common.protocol import Completion, DequeuedRun, Wire
 from worker.runtime import leasing, worker_metrics
 from worker.runtime.api_client import WorkerApi
 from worker.runtime.attempt import failed_completion
@@ -181,32 +182,35 @@ class Supervisor:
                 break
         if budget is None:
             await asyncio.wait({job})
-        completion: Wire
+        completion: Completion | None
         try:
-            frame = await job
-            completion = frame["completion"]
+            sent: Wire = (await job)["completion"]
+            # None: checkpointed (the executor's frame says "suspended")
+            completion = None if sent.get("suspended") else Completion.from_wire(sent)
         except ExecutorDied as died:
             completion = flight.died_completion(died)
             self._record_died_attempt(flight, completion)
         except Exception as exc:
             completion = failed_completion(run, codes.internal_error(
                 codes.TASK_RUN_CRASHED, f"{type(exc).__name__}: {exc}"), skipped=False)
-        completion.setdefault("duration_ms", int((time.monotonic() - flight.started) * 1000))
         self.runs.inflight.pop(flight.run_id, None)
         self.capacity.set()
         if flight.lost:
             return  # the engine no longer gives this run to us: never report it
-        if completion.get("suspended"):
+        if completion is None:
             # checkpointed: the engine already released the lease; it resumes elsewhere
             self.emit({"type": "run_suspended", "run_id": flight.run_id,
                        "task_id": run.task_id})
             return
+        if completion.duration_ms is None:
+            completion = replace(
+                completion, duration_ms=int((time.monotonic() - flight.started) * 1000))
         self.reporter.finished(Finished(completion, run.task_id, run.max_attempts))
 
-    def _record_died_attempt(self, flight: InFlight, completion: Wire) -> None:
+    def _record_died_attempt(self, flight: InFlight, completion: Completion) -> None:
         """The executor could not close its attempt span: close it here (crash_spans.py)."""
-        body = died_attempt_request(flight.run, flight.started,
-                                    completion.get("error") or {}, flight.run.ctx.project.ref)
+        body = died_attempt_request(flight.run, flight.started, completion.error or {},
+                                    flight.run.ctx.project.ref)
 
         async def send() -> None:
             try:

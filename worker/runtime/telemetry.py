@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from worker.common.protocol import DequeuedRun
+from worker.common.protocol import Completion, DequeuedRun
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_span
 from worker.sdk.context import current_context
@@ -176,16 +176,16 @@ def attempt_span(run: DequeuedRun) -> Iterator[Any]:
         otel_context.detach(token)
 
 
-def end_attempt(span: Any, completion: dict[str, Any]) -> None:
-    """Close the attempt span with the attempt's outcome."""
+def end_attempt(span: Any, completion: Completion | None) -> None:
+    """Close the attempt span with the attempt's outcome (None: it checkpointed)."""
     if span is None:
         return
     from opentelemetry.trace import Status, StatusCode
 
-    if completion.get("suspended"):
+    if completion is None:
         span.set_attribute("trigger.checkpointed", True)
-    elif not completion.get("ok"):
-        error = completion.get("error") or {}
+    elif not completion.ok:
+        error = completion.error or {}
         message = str(error.get("message") or error.get("raw") or error.get("code") or "error")
         span.set_attribute("trigger.error.type", str(error.get("code") or error.get("name")
                                                      or error.get("type")))
