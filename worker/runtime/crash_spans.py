@@ -10,13 +10,16 @@ ended.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from worker.common.protocol import DequeuedRun, Wire
 from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_span
 
+if TYPE_CHECKING:
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-def _kv(key: str, value: Any) -> Any:
+
+def _kv(key: str, value: str | int | bool) -> KeyValue:
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
     if isinstance(value, bool):
