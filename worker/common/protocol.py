@@ -146,6 +146,9 @@ class DequeuedRun:
     env_vars: dict[str, str] | None = None
     #: an in-place retry (``RETRY_IMMEDIATELY``) starts after this delay
     delay_ms: int | None = None
+    #: the object :meth:`from_wire` read (the value is frozen, so it stays true): the supervisor
+    #: hands a leased run on to its executor as it came, without building it again
+    _wire: Wire | None = field(default=None, init=False, repr=False, compare=False)
 
     def with_journal(self, journal: list[Wire]) -> DequeuedRun:
         return replace(self, journal=journal, ctx=replace(self.ctx, journal=journal))
@@ -154,6 +157,8 @@ class DequeuedRun:
         return replace(self, ctx=replace(self.ctx, run=replace(self.ctx.run, metadata=None)))
 
     def to_wire(self) -> Wire:
+        if self._wire is not None:
+            return self._wire
         wire: Wire = {
             "run_id": self.run_id, "attempt_number": self.attempt_number,
             "task_id": self.task_id, "version_id": self.version_id, "version": self.version,
@@ -173,7 +178,7 @@ class DequeuedRun:
 
     @classmethod
     def from_wire(cls, data: Wire) -> DequeuedRun:
-        return cls(
+        run = cls(
             run_id=str(data["run_id"]), attempt_number=int(data["attempt_number"]),
             task_id=str(data["task_id"]), version_id=str(data["version_id"]),
             version=str(data.get("version") or ""), payload=data.get("payload"),
@@ -187,6 +192,8 @@ class DequeuedRun:
             journal=list(data.get("journal") or []), traceparent=data.get("traceparent"),
             env_vars=data.get("env_vars"), delay_ms=data.get("delay_ms"),
         )
+        object.__setattr__(run, "_wire", data)
+        return run
 
 
 # --- heartbeat / release -------------------------------------------------------------------
