@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field, replace
 
 from worker.common import errors as codes
 from worker.common.protocol import Completion, DequeuedRun
 from worker.runtime.attempt import failed_completion, oom_retry_machine
+from worker.runtime.executor_link import group_rss
 from worker.runtime.pool import Executor, ExecutorDied, Pool
 
 
@@ -45,6 +47,15 @@ class InFlight:
     def run_id(self) -> str:
         return self.run.run_id
 
+    async def kill_after(self, grace: float) -> None:
+        """A canceled run gets ``grace`` seconds (on_cancel hooks, finally blocks) to end
+        before its executor's group is killed."""
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self.executor.run is self.run:
+            await asyncio.sleep(0.05)
+        if self.executor.run is self.run and self.executor.alive:
+            self.pool.kill(self.executor)
+
     def died_completion(self, died: ExecutorDied) -> Completion:
         """The failed completion of an attempt whose executor died (killed by us or not)."""
         run = self.run
@@ -80,3 +91,14 @@ class RunTable:
 
     def __len__(self) -> int:
         return len(self.inflight)
+
+    async def enforce_memory(self) -> None:
+        """Kill an executor whose process group outgrows its run's machine preset (OOM)."""
+        while True:
+            await asyncio.sleep(0.2)
+            for flight in list(self.inflight.values()):
+                if flight.memory_limit is None or flight.lost or flight.out_of_memory:
+                    continue
+                if group_rss(flight.executor.pid) > flight.memory_limit:
+                    flight.out_of_memory = True
+                    flight.pool.kill(flight.executor)

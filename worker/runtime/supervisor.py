@@ -33,7 +33,6 @@ from worker.runtime.api_client import WorkerApi
 from worker.runtime.attempt import failed_completion
 from worker.runtime.background import Background
 from worker.runtime.crash_spans import died_attempt_request
-from worker.runtime.executor_link import group_rss
 from worker.runtime.inflight import InFlight, RunTable
 from worker.runtime.pool import ExecutorDied, ExecutorServer, Pool, PoolUnavailable
 from worker.runtime.reload import watch_project
@@ -224,17 +223,6 @@ class Supervisor:
 
         self.background.start(send())
 
-    async def _memory_loop(self) -> None:
-        """Kill an executor whose process group outgrows its run's machine preset (OOM)."""
-        while True:
-            await asyncio.sleep(0.2)
-            for flight in list(self.runs.inflight.values()):
-                if flight.memory_limit is None or flight.lost or flight.out_of_memory:
-                    continue
-                if group_rss(flight.executor.pid) > flight.memory_limit:
-                    flight.out_of_memory = True
-                    flight.pool.kill(flight.executor)
-
     # --- leases ------------------------------------------------------------------------
 
     def _held(self) -> list[str]:
@@ -264,14 +252,7 @@ class Supervisor:
             return
         flight.executor.cancel()
         self.emit({"type": "run_lost", "run_id": run_id, "task_id": flight.run.task_id})
-        self.background.start(self._kill_after_grace(flight))
-
-    async def _kill_after_grace(self, flight: InFlight) -> None:
-        deadline = time.monotonic() + self.settings.cancel_grace
-        while time.monotonic() < deadline and flight.executor.run is flight.run:
-            await asyncio.sleep(0.05)
-        if flight.executor.run is flight.run and flight.executor.alive:
-            flight.pool.kill(flight.executor)
+        self.background.start(flight.kill_after(self.settings.cancel_grace))
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -288,7 +269,7 @@ class Supervisor:
             services: list[Coroutine[object, object, None]] = [
                 leasing.heartbeat_loop(self.api, interval=lambda: self.versions.heartbeat_seconds,
                                        held=self._held, lose=self._lose, emit=self.emit),
-                self.reporter.flush_loop(), self.versions.janitor(), self._memory_loop(),
+                self.reporter.flush_loop(), self.versions.janitor(), self.runs.enforce_memory(),
                 self._announce_ready()]
             if self.watch:
                 services.append(watch_project(
