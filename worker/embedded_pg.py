@@ -14,6 +14,7 @@ import signal
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 INSTALL_HINT = "pip install 'trigger-worker[server]'"
@@ -23,7 +24,7 @@ class EmbeddedPostgresUnavailable(RuntimeError):
     """Neither embedded-Postgres package is installed."""
 
 
-def _module() -> Any:
+def _module() -> ModuleType:
     # platformdirs warns (RuntimeDirWarning) at import when XDG_RUNTIME_DIR is unset; the
     # packages fall back to /tmp on their own, so the warning only adds noise to every start.
     with warnings.catch_warnings():
@@ -75,7 +76,7 @@ def start(data: Path, *, shared: bool = False) -> EmbeddedPostgres:
     data.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kwargs: dict[str, Any] = {"cleanup_mode": "stop" if shared else None}
+        kwargs: dict[str, object] = {"cleanup_mode": "stop" if shared else None}
         version_of = getattr(module, "pgdata_version", None)
         if version_of is not None:
             # a folder made by an older Postgres keeps running on that major version
