@@ -4,7 +4,8 @@
   package may not import, no import cycles inside a package;
 - no module of ``worker/`` is longer than :data:`MAX_LINES`;
 - every environment variable the code names is in the README's "Configuration" table, and the
-  table lists nothing the code no longer reads;
+  table lists nothing the code no longer reads; the code reads them through
+  ``worker/common/settings.py`` only;
 - no comment cites a document outside the repository.
 
 ``python -m tests.arch_counts`` prints the ``Any`` / ``dict[str, Any]`` / ``.get("`` counts.
@@ -61,7 +62,9 @@ def test_common_forbids_every_other_module_of_ours() -> None:
     (contract,) = [c for c in _contracts() if c.get("source_modules") == ["worker.common"]]
     graph = grimp.build_graph("worker")
     others = {m for m in graph.find_children("worker")} - {"worker.common", "worker.__main__"}
-    assert set(contract["forbidden_modules"]) == others  # type: ignore[arg-type]
+    listed = set(contract["forbidden_modules"])  # type: ignore[call-overload]
+    assert listed == others, f"list in pyproject.toml: {sorted(others - listed)}; " \
+                             f"gone: {sorted(listed - others)}"
     assert not any(graph.direct_import_exists(importer=m, imported="worker")
                    for m in graph.find_descendants("worker.common"))
 
@@ -117,6 +120,50 @@ def test_every_variable_the_code_reads_is_documented() -> None:
 def test_the_configuration_table_lists_only_variables_in_use() -> None:
     stale = variables_in_readme() - set(variables_in_code()) - READ_BY_LIBRARIES
     assert not stale, f"the README documents variables nothing reads: {sorted(stale)}"
+
+
+SETTINGS_MODULE = WORKER / "common" / "settings.py"
+
+
+def _is_environ(node: ast.expr) -> bool:
+    """``os.environ`` or a bare ``environ``."""
+    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+        isinstance(node, ast.Name) and node.id == "environ")
+
+
+def _raw_reads(tree: ast.Module) -> list[tuple[int, str]]:
+    """``os.environ.get(X)``, ``os.environ[X]`` (read), ``os.getenv(X)`` where X is a
+    variable's name, literally or through a module constant."""
+    constants = {target.id: node.value.value for node in tree.body
+                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                 and isinstance(node.value.value, str)
+                 for target in node.targets if isinstance(target, ast.Name)}
+
+    def name_of(arg: ast.expr) -> str | None:
+        value = arg.value if isinstance(arg, ast.Constant) else (
+            constants.get(arg.id) if isinstance(arg, ast.Name) else None)
+        return value if isinstance(value, str) and ENV_NAME.match(value) else None
+
+    reads = []
+    for node in ast.walk(tree):
+        key: ast.expr | None = None
+        if isinstance(node, ast.Call) and node.args and isinstance(node.func, ast.Attribute):
+            func = node.func
+            if (func.attr == "get" and _is_environ(func.value)) or func.attr == "getenv":
+                key = node.args[0]
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) \
+                and _is_environ(node.value):
+            key = node.slice
+        if key is not None and (name := name_of(key)):
+            reads.append((node.lineno, name))
+    return reads
+
+
+def test_the_environment_is_read_through_settings_only() -> None:
+    raw = [f"{path.relative_to(ROOT)}:{line}: {name}" for path in _modules()
+           if path != SETTINGS_MODULE
+           for line, name in _raw_reads(ast.parse(path.read_text()))]
+    assert not raw, "read these with worker/common/settings.py:\n" + "\n".join(raw)
 
 
 # --- the project stands on its own ----------------------------------------------------------------
