@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Protocol
 
 INSTALL_HINT = "pip install 'trigger-worker[server]'"
 
@@ -46,17 +46,20 @@ def _module() -> ModuleType:
             ) from None
 
 
+class _Handle(Protocol):
+    """pgserver's server handle, as far as we use it after start."""
+
+    #: "stop": pgserver stops the server at exit (when no other handle is left); None: never
+    cleanup_mode: str | None
+
+
 @dataclass
 class EmbeddedPostgres:
     """A running embedded server: ``url`` (a Unix-socket URI) and how to stop it."""
 
     data: Path
     url: str
-    pid: int | None
-    handle: Any
-
-    def url_for(self, dbname: str) -> str:
-        return with_database(self.url, dbname)
+    handle: _Handle
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: sessions are closed, nothing is lost)."""
@@ -84,10 +87,7 @@ def start(data: Path, *, shared: bool = False) -> EmbeddedPostgres:
             if found is not None:
                 kwargs["postgres_version"] = found
         handle = module.get_server(str(data), **kwargs)
-    pid = None
-    with contextlib.suppress(Exception):
-        pid = handle.get_pid()
-    return EmbeddedPostgres(data.resolve(), handle.get_uri(), pid, handle)
+    return EmbeddedPostgres(data.resolve(), handle.get_uri(), handle)
 
 
 def stop_pgdata(data: Path, timeout: float = 20) -> None:
