@@ -10,9 +10,9 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from worker.cli_settings import LOG_FORMATS, CliSettings
 from worker.common.conventions import CONFIG_FILE
@@ -132,7 +132,7 @@ def cmd_worker(args: argparse.Namespace, settings: CliSettings) -> int:
         # costs ~10% of the supervisor at high rates. Failures and worker events still print.
         quiet = {"run_started", "run_finished", "log", "run_suspended"}
 
-        def on_event(event: dict[str, Any]) -> None:
+        def on_event(event: Mapping[str, object]) -> None:
             if event.get("type") not in quiet or event.get("ok") is False:
                 console.event(event)
 
