@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from worker.api import (
     dashboard,
+    errors,
     guards,
     openapi_doc,
     routes_batches_v2,
@@ -124,8 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(EngineError)
     async def engine_error(_: Request, exc: EngineError) -> ORJSONResponse:
-        headers = getattr(exc, "headers", None)  # e.g. Retry-After on a 429
-        return ORJSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
+        return ORJSONResponse({"error": exc.message}, status_code=errors.status_of(exc),
+                              headers=errors.headers_of(exc))
 
     @app.exception_handler(AuthError)
     async def auth_error(_: Request, exc: AuthError) -> ORJSONResponse:

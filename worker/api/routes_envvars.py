@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
 from worker.engine import env_vars
+from worker.engine.errors import Forbidden
 from worker.engine.keys import Environment
-from worker.engine.public_tokens import Forbidden
 
 router = APIRouter(prefix="/api/v1/projects/{project_ref}/envvars/{slug}")
 Env = Annotated[Environment, Depends(authenticate)]

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Request
 from worker.api.bodies import read_json
 from worker.api.routes_realtime import Auth, secret_key_only
 from worker.engine import metadata
-from worker.engine.errors import EngineError
-from worker.engine.public_tokens import Forbidden
+from worker.engine.errors import EngineError, Forbidden
 
 router = APIRouter(prefix="/api/v1")
 

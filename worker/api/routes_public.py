@@ -16,10 +16,9 @@ from worker.api.routes_realtime import principal
 from worker.api.routes_sdk import Auth, trigger_permission
 from worker.common.statuses import INTERNAL_STATUSES
 from worker.engine import public_tokens, runs, triggering
-from worker.engine.errors import EngineError
+from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
 from worker.engine.models import BatchBody, BatchItem, TriggerBody, parse_duration, parse_when
-from worker.engine.public_tokens import Forbidden
 
 router = APIRouter()
 Env = Annotated[Environment, Depends(authenticate)]

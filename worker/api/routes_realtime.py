@@ -22,8 +22,8 @@ from worker.api.bodies import read_json
 from worker.api.presenters import present_run
 from worker.common.statuses import FINAL_STATUSES
 from worker.engine import public_tokens, realtime
-from worker.engine.errors import EngineError, NotFound
-from worker.engine.public_tokens import Forbidden, InvalidToken, Principal
+from worker.engine.errors import EngineError, Forbidden, NotFound
+from worker.engine.public_tokens import InvalidToken, Principal
 
 router = APIRouter()
 KEEPALIVE_SECONDS = 15.0

@@ -14,9 +14,9 @@ from worker.api.auth import AuthError, authenticate
 from worker.api.bodies import read_json, read_model
 from worker.api.routes_realtime import principal
 from worker.engine import alerts, deployments, public_tokens, run_tags
-from worker.engine.errors import EngineError
+from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
-from worker.engine.public_tokens import Forbidden, InvalidToken, Principal
+from worker.engine.public_tokens import InvalidToken, Principal
 
 router = APIRouter()
 Auth = Annotated[Principal, Depends(principal)]

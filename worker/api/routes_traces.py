@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from worker.api.auth import authenticate
 from worker.api.bodies import read_body
 from worker.engine import leases, spans, trace_view
-from worker.engine.errors import EngineError
+from worker.engine.errors import EngineError, Kind
 from worker.engine.keys import Environment
 
 router = APIRouter()
@@ -24,7 +24,7 @@ PROTOBUF = "application/x-protobuf"
 
 
 class UnsupportedMediaType(EngineError):
-    status = 415
+    kind = Kind.unsupported
 
 
 def _protobuf(request: Request) -> None:

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from worker.engine.errors import EngineError
+from worker.engine.errors import EngineError, Kind
 
 
 class TooManyStreams(EngineError):
-    status = 429
-    headers = {"Retry-After": "5"}
+    kind = Kind.too_many
+    retry_after = 5
 
 
 def _int(name: str, default: int) -> int:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from worker.engine import secret_box
 from worker.engine.db import Pool
-from worker.engine.errors import Conflict, EngineError, NotFound
+from worker.engine.errors import Conflict, EngineError, Kind, NotFound
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
@@ -21,7 +21,7 @@ MAX_VARIABLES = 500
 
 
 class EncryptionNotConfigured(EngineError):
-    status = 501
+    kind = Kind.not_configured
 
 
 @dataclass(frozen=True)

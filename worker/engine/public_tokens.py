@@ -33,7 +33,7 @@ import orjson
 
 from worker.engine import secret_box
 from worker.engine.db import Pool
-from worker.engine.errors import EngineError
+from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
 from worker.engine.models import parse_duration
 from worker.engine.queries import Q
@@ -48,10 +48,6 @@ _HEADER = {"alg": "HS256", "typ": "JWT"}
 
 class InvalidToken(Exception):
     """The token is malformed, forged or expired (the API answers 401)."""
-
-
-class Forbidden(EngineError):
-    status = 403
 
 
 def _b64(data: bytes) -> str:
