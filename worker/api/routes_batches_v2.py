@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from worker.api.auth import authenticate
 from worker.api.bodies import MAX_BODY_BYTES, read_model, validate
 from worker.api.routes_realtime import principal
-from worker.engine import batches, public_tokens
+from worker.api.state import engine_of
 from worker.engine.errors import EngineError, PayloadTooLarge
 from worker.engine.keys import Environment
 from worker.engine.models import BatchItem
@@ -40,11 +40,9 @@ async def create_batch(request: Request, response: Response, env: Env) -> dict[s
             "resumeParentOnCompletion is not supported for two-phase batches: wait for a "
             "batch from a Python task with batch.trigger_and_wait"
         )
-    created = await batches.create(
-        request.app.state.pool, env, body.run_count, body.idempotency_key
+    created = await engine_of(request).create_batch(env, body.run_count, body.idempotency_key
     )
-    token = await public_tokens.create_token(
-        request.app.state.pool, env, [f"read:batch:{created.id}"], "1h"
+    token = await engine_of(request).create_public_token(env, [f"read:batch:{created.id}"], "1h"
     )
     response.headers["x-trigger-jwt"] = token["token"]
     out: dict[str, Any] = {
@@ -81,7 +79,7 @@ async def stream_batch_items(batch_id: str, request: Request, env: Env) -> dict[
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"request body is over the limit of {MAX_BODY_BYTES} bytes")
-    result = await batches.add_items(request.app.state.pool, env, batch_id, _items(raw))
+    result = await engine_of(request).add_batch_items(env, batch_id, _items(raw))
     out: dict[str, Any] = {
         "id": result.id,
         "itemsAccepted": result.accepted,
@@ -97,7 +95,7 @@ async def stream_batch_items(batch_id: str, request: Request, env: Env) -> dict[
 async def retrieve_batch_v2(batch_id: str, request: Request) -> dict[str, Any]:
     who = await principal(request)
     who.require("read:runs", f"read:batch:{batch_id}")
-    row = await batches.retrieve(request.app.state.pool, who.env, batch_id)
+    row = await engine_of(request).retrieve_batch(who.env, batch_id)
     errors = list(row["processing_errors"] or [])
     status = "PARTIAL_FAILED" if errors else "COMPLETED"
     if row["sealed_at"] is None:

@@ -25,6 +25,7 @@ from fastapi.responses import Response
 
 from worker.api import electric_rows
 from worker.api.electric_log import ElectricLogs, EnvLog, Session
+from worker.api.state import api_state, engine_of
 from worker.common.statuses import FINAL_STATUSES
 from worker.engine import realtime
 from worker.engine.errors import EngineError
@@ -39,11 +40,10 @@ Row = dict[str, Any]
 
 
 def logs(request: Request) -> ElectricLogs:
-    state = request.app.state
-    if getattr(state, "electric", None) is None:
-        state.electric = ElectricLogs(state.realtime)
-    found: ElectricLogs = state.electric
-    return found
+    state = api_state(request)
+    if state.electric is None:
+        state.electric = ElectricLogs(state.engine.realtime)
+    return state.electric
 
 
 class Shape:
@@ -64,7 +64,7 @@ class Shape:
 
 
 def run_shape(request: Request, who: Principal, run_id: str) -> Shape:
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
 
     async def snapshot() -> list[Row]:
         row = await realtime.run_row(pool, who.env, run_id)
@@ -92,7 +92,7 @@ def tag_shape(request: Request, who: Principal) -> Shape:
             since = datetime.now(UTC) - parse_duration(created, "createdAt")
         except ValueError as exc:
             raise EngineError(str(exc)) from None
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
 
     def covers(row: Row) -> bool:
         return (
@@ -114,7 +114,7 @@ def tag_shape(request: Request, who: Principal) -> Shape:
 
 def batch_shape(request: Request, who: Principal, batch_id: str) -> Shape:
     who.require("read:runs", f"read:batch:{batch_id}")
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     return Shape(
         f"batch:{batch_id}",
         lambda: realtime.batch_runs(pool, who.env, batch_id),
@@ -206,7 +206,7 @@ async def _changes(
     offset: int,
 ) -> tuple[list[dict[str, Any]], int]:
     """The changes after ``offset`` for this shape, at most one per run; the new offset."""
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     messages: list[dict[str, Any]] = []
     in_response: set[str] = set()
     rows: dict[str, Row | None] = {}

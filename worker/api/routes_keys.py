@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
+from worker.api.state import engine_of
 from worker.engine import keys
 from worker.engine.errors import EngineError
 from worker.engine.keys import ApiKey, CreatedKey, Environment
@@ -67,7 +68,7 @@ def _grace_seconds(value: str | int | float | None) -> float:
 async def list_keys(request: Request, env: Env) -> dict[str, Any]:
     """``?includeRevoked=true`` also lists revoked and expired keys."""
     include = request.query_params.get("includeRevoked", "false").lower() == "true"
-    async with request.app.state.pool.connection() as conn:
+    async with engine_of(request).pool.connection() as conn:
         found = await keys.list_keys(conn, env.id, include)
     return {"data": [present(k) for k in found]}
 
@@ -75,7 +76,7 @@ async def list_keys(request: Request, env: Env) -> dict[str, Any]:
 @router.post("", status_code=201)
 async def create_key(request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, CreateBody)
-    async with request.app.state.pool.connection() as conn:
+    async with engine_of(request).pool.connection() as conn:
         created = await keys.create_key(conn, env, body.name, body.type)
         await conn.commit()
     return _present_created(created)
@@ -83,7 +84,7 @@ async def create_key(request: Request, env: Env) -> dict[str, Any]:
 
 @router.delete("/{key_id}")
 async def revoke_key(key_id: str, request: Request, env: Env) -> dict[str, Any]:
-    async with request.app.state.pool.connection() as conn:
+    async with engine_of(request).pool.connection() as conn:
         revoked = await keys.revoke_key(conn, env.id, key_id)
         await conn.commit()
     return present(revoked)
@@ -92,7 +93,7 @@ async def revoke_key(key_id: str, request: Request, env: Env) -> dict[str, Any]:
 # before /{key_id}/rotate, which would take "signing-secret" for a key id
 @router.post("/signing-secret/rotate")
 async def rotate_signing_secret(request: Request, env: Env) -> dict[str, Any]:
-    async with request.app.state.pool.connection() as conn:
+    async with engine_of(request).pool.connection() as conn:
         done = await keys.rotate_signing_secret(conn, env.id)
         await conn.commit()
     return {"rotatedAt": done.rotated_at, "previousValidUntil": done.previous_valid_until}
@@ -104,7 +105,7 @@ async def rotate_key(key_id: str, request: Request, env: Env) -> dict[str, Any]:
     has_body = request.headers.get("content-length", "0") != "0"
     body = await read_model(request, RotateBody) if has_body else RotateBody()
     grace = _grace_seconds(body.grace_period)
-    async with request.app.state.pool.connection() as conn:
+    async with engine_of(request).pool.connection() as conn:
         rotated = await keys.rotate_key(conn, env.id, key_id, grace)
         await conn.commit()
     return {**_present_created(rotated.created), "previous": present(rotated.previous)}

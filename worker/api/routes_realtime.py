@@ -20,6 +20,7 @@ from worker.api import routes_electric
 from worker.api.auth import AuthError, authenticate
 from worker.api.bodies import read_json
 from worker.api.presenters import present_run
+from worker.api.state import api_state, engine_of
 from worker.common.statuses import FINAL_STATUSES
 from worker.engine import public_tokens, realtime
 from worker.engine.errors import EngineError, Forbidden, NotFound
@@ -37,7 +38,7 @@ async def principal(request: Request) -> Principal:
     credential = credential.strip()
     if scheme.lower() == "bearer" and public_tokens.looks_like_jwt(credential):
         try:
-            return await public_tokens.verify(request.app.state.pool, credential)
+            return await engine_of(request).verify_public_token(credential)
         except InvalidToken as exc:
             raise AuthError(str(exc)) from None
     return Principal(await authenticate(request))
@@ -54,7 +55,7 @@ def secret_key_only(who: Principal, *scopes: str) -> None:
 
 def hub(request: Request) -> realtime.RealtimeHub:
     """The process's hub (created in the app lifespan; it connects on first use)."""
-    hub_: realtime.RealtimeHub = request.app.state.realtime
+    hub_: realtime.RealtimeHub = engine_of(request).realtime
     return hub_
 
 
@@ -149,7 +150,7 @@ def _streaming(request: Request, who: Principal, body: AsyncIterator[bytes]
                ) -> StreamingResponse:
     """An SSE response, counted against the environment's stream cap (api/stream_caps.py)."""
     return StreamingResponse(
-        request.app.state.caps.stream(who.env.id, body),
+        api_state(request).caps.stream(who.env.id, body),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
@@ -157,7 +158,7 @@ def _streaming(request: Request, who: Principal, body: AsyncIterator[bytes]
 
 @router.get("/realtime/v1/runs/{run_id}")
 async def subscribe_run(run_id: str, request: Request, who: Auth) -> Response:
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     first = await realtime.run_row(pool, who.env, run_id)
     if first is None:
         raise NotFound(f"run {run_id!r} not found in the {who.env.slug} environment")
@@ -194,7 +195,7 @@ async def subscribe_tag(request: Request, who: Auth) -> Response:
         raise EngineError("pass exactly one tag: /realtime/v1/runs?tags=<tag>")
     who.require("read:runs", f"read:tags:{tag}")
     stop = request.query_params.get("stopWhenFinished", "false").lower() == "true"
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
 
     async def fetch(run_id: str) -> dict[str, Any] | None:
         row = await realtime.run_row(pool, who.env, run_id)
@@ -215,7 +216,7 @@ async def subscribe_tag(request: Request, who: Auth) -> Response:
 @router.get("/realtime/v1/batches/{batch_id}")
 async def subscribe_batch(batch_id: str, request: Request, who: Auth) -> Response:
     who.require("read:runs", f"read:batch:{batch_id}")
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     await realtime.batch_runs(pool, who.env, batch_id)  # 404 before the stream starts
     if "offset" in request.query_params:  # Trigger.dev's SDK: ElectricSQL's shape protocol
         return await routes_electric.serve(
@@ -243,9 +244,7 @@ async def append_stream(run_id: str, stream: str, request: Request, who: Auth) -
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("chunks", []), list):
         raise EngineError('body must be {"chunks": [<json values>], "done": <bool>}')
-    return await realtime.append_chunks(
-        request.app.state.pool,
-        who.env,
+    return await engine_of(request).append_stream(who.env,
         run_id,
         stream,
         body.get("chunks") or [],
@@ -256,7 +255,7 @@ async def append_stream(run_id: str, stream: str, request: Request, who: Auth) -
 async def _stream_events(
     request: Request, who: Principal, run_id: str, stream: str, after: int
 ) -> AsyncIterator[bytes]:
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     sub = await hub(request).subscribe(who.env.id)
     try:
         while True:
@@ -299,7 +298,7 @@ async def _stream_events(
 async def read_stream(run_id: str, stream: str, request: Request, who: Auth) -> StreamingResponse:
     """Every chunk from the start (or after ``Last-Event-ID``), then live ones, as SSE."""
     realtime.check_stream_name(stream)
-    brief = await realtime.run_brief(request.app.state.pool, who.env, run_id)
+    brief = await engine_of(request).run_brief(who.env, run_id)
     if not who.can_read_run(brief):
         raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
     try:
@@ -319,8 +318,8 @@ async def create_public_token(request: Request, who: Auth) -> dict[str, Any]:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise EngineError('body must be {"scopes": [...], "expirationTime": "15m"}')
-    created = await public_tokens.create_token(
-        request.app.state.pool, who.env, body.get("scopes"), body.get("expirationTime"),
+    created = await engine_of(request).create_public_token(
+        who.env, body.get("scopes"), body.get("expirationTime"),
         one_time=body.get("oneTimeUse") is True,
     )
     return {"token": created["token"], "expiresAt": created["claims"]["exp"]}

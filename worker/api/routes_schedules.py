@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
+from worker.api.state import engine_of
 from worker.engine import schedules
 from worker.engine.cron import timezones
 from worker.engine.errors import EngineError
@@ -20,7 +21,7 @@ Env = Annotated[Environment, Depends(authenticate)]
 @router.post("/schedules")
 async def create_schedule(request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, schedules.ScheduleBody)
-    return await schedules.create(request.app.state.pool, env, body)
+    return await engine_of(request).create_schedule(env, body)
 
 
 @router.get("/schedules")
@@ -31,35 +32,34 @@ async def list_schedules(request: Request, env: Env) -> dict[str, Any]:
         per_page = int(query.get("perPage", "10"))
     except ValueError:
         raise EngineError("page and perPage must be integers") from None
-    return await schedules.list_schedules(
-        request.app.state.pool, env, page, per_page, query.get("task")
+    return await engine_of(request).list_schedules(env, page, per_page, query.get("task")
     )
 
 
 @router.get("/schedules/{schedule_id}")
 async def retrieve_schedule(schedule_id: str, request: Request, env: Env) -> dict[str, Any]:
-    return await schedules.retrieve(request.app.state.pool, env, schedule_id)
+    return await engine_of(request).retrieve_schedule(env, schedule_id)
 
 
 @router.put("/schedules/{schedule_id}")
 async def update_schedule(schedule_id: str, request: Request, env: Env) -> dict[str, Any]:
     body = await read_model(request, schedules.ScheduleBody)
-    return await schedules.update(request.app.state.pool, env, schedule_id, body)
+    return await engine_of(request).update_schedule(env, schedule_id, body)
 
 
 @router.delete("/schedules/{schedule_id}")
 async def delete_schedule(schedule_id: str, request: Request, env: Env) -> dict[str, Any]:
-    return await schedules.delete(request.app.state.pool, env, schedule_id)
+    return await engine_of(request).delete_schedule(env, schedule_id)
 
 
 @router.post("/schedules/{schedule_id}/activate")
 async def activate_schedule(schedule_id: str, request: Request, env: Env) -> dict[str, Any]:
-    return await schedules.set_active(request.app.state.pool, env, schedule_id, True)
+    return await engine_of(request).set_schedule_active(env, schedule_id, True)
 
 
 @router.post("/schedules/{schedule_id}/deactivate")
 async def deactivate_schedule(schedule_id: str, request: Request, env: Env) -> dict[str, Any]:
-    return await schedules.set_active(request.app.state.pool, env, schedule_id, False)
+    return await engine_of(request).set_schedule_active(env, schedule_id, False)
 
 
 @router.get("/timezones")

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from worker.api.auth import authenticate
+from worker.api.state import engine_of
+from worker.engine.db import fetch_all
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
@@ -21,9 +23,8 @@ _SHOWN = {"queue": "queue", "machine": "machine", "max_duration": "maxDuration",
 @router.get("/api/v1/tasks")
 async def list_tasks(request: Request, env: Env) -> dict[str, Any]:
     """The environment's current task definitions (the last version registered or promoted)."""
-    async with request.app.state.pool.connection() as conn:
-        rows = await (await conn.execute(Q.list_env_tasks, {"environment_id": env.id})
-                      ).fetchall()
+    async with engine_of(request).pool.connection() as conn:
+        rows = await fetch_all(conn, Q.list_env_tasks, {"environment_id": env.id})
     data = []
     for row in rows:
         definition = row["definition"] or {}

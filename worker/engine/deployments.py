@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from worker.engine.db import Pool
+from worker.engine.db import Pool, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -38,26 +38,36 @@ async def register(pool: Pool, env: Environment, content_hash: str, tasks: list[
         raise EngineError("the manifest lists a task id twice")
     params = {"environment_id": env.id, "content_hash": content_hash}
     async with pool.connection() as conn, conn.transaction():
-        row = await (await conn.execute(Q.insert_version, params)).fetchone()
+        row = await fetch_one(conn, Q.insert_version, params)
         if row is None:
-            row = await (await conn.execute(Q.find_version, params)).fetchone()
+            row = await fetch_one(conn, Q.find_version, params)
         assert row is not None
         version_id, version = str(row["id"]), row["version"]
         for definition in tasks:
             await conn.execute(Q.insert_version_task, {
                 "version_id": version_id, "task_id": definition["id"],
                 "definition": Jsonb(definition)})
-        created = await (await conn.execute(Q.insert_deployment, {
-            "id": new_id("deployment"), "environment_id": env.id, "version_id": version_id,
-            "image": image})).fetchone()
+        created = await fetch_one(
+            conn,
+            Q.insert_deployment,
+            {
+                "id": new_id("deployment"),
+                "environment_id": env.id,
+                "version_id": version_id,
+                "image": image,
+            },
+        )
     assert created is not None
     return present({**created, "version": version})
 
 
 async def retrieve(pool: Pool, env: Environment, deployment_id: str) -> dict[str, Any]:
     async with pool.connection() as conn:
-        row = await (await conn.execute(
-            Q.get_deployment, {"id": deployment_id, "environment_id": env.id})).fetchone()
+        row = await fetch_one(
+            conn,
+            Q.get_deployment,
+            {"id": deployment_id, "environment_id": env.id},
+        )
     if row is None:
         raise NotFound(f"deployment {deployment_id!r} not found in the {env.slug} environment")
     return present(row)
@@ -65,15 +75,17 @@ async def retrieve(pool: Pool, env: Environment, deployment_id: str) -> dict[str
 
 async def promote(pool: Pool, env: Environment, deployment_id: str) -> dict[str, Any]:
     async with pool.connection() as conn, conn.transaction():
-        row = await (await conn.execute(
-            Q.lock_deployment, {"id": deployment_id, "environment_id": env.id})).fetchone()
+        row = await fetch_one(
+            conn,
+            Q.lock_deployment,
+            {"id": deployment_id, "environment_id": env.id},
+        )
         if row is None:
             raise NotFound(f"deployment {deployment_id!r} not found in the {env.slug} environment")
         if row["status"] == "DEPLOYED":
             return await retrieve(pool, env, deployment_id)
         version_id = str(row["version_id"])
-        tasks = await (await conn.execute(
-            Q.list_version_tasks, {"version_id": version_id})).fetchall()
+        tasks = await fetch_all(conn, Q.list_version_tasks, {"version_id": version_id})
         for task in tasks:
             definition = task["definition"]
             await conn.execute(Q.upsert_task, {
@@ -84,8 +96,7 @@ async def promote(pool: Pool, env: Environment, deployment_id: str) -> dict[str,
                 "environment_id": env.id,
                 "name": queue.get("name") or f"task/{task['task_id']}",
                 "concurrency_limit": queue.get("concurrency_limit")})
-        done = await (await conn.execute(Q.mark_deployment_deployed,
-                                         {"id": deployment_id})).fetchone()
+        done = await fetch_one(conn, Q.mark_deployment_deployed, {"id": deployment_id})
         assert done is not None
         body = {"deploymentId": deployment_id, "version": row["version"],
                 "environment": env.slug, "project": env.project_ref,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.engine.db import Pool
+from worker.engine.db import Pool, fetch_all, fetch_one
 from worker.engine.errors import NotFound
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
@@ -39,8 +39,8 @@ async def list_queues(
     pool: Pool, env: Environment, name: str | None = None
 ) -> list[dict[str, Any]]:
     async with pool.connection() as conn:
-        cur = await conn.execute(Q.list_queues, {"environment_id": env.id, "name": name})
-        return [_present(row, env.concurrency_limit) for row in await cur.fetchall()]
+        rows = await fetch_all(conn, Q.list_queues, {"environment_id": env.id, "name": name})
+    return [_present(row, env.concurrency_limit) for row in rows]
 
 
 async def retrieve(pool: Pool, env: Environment, name: str) -> dict[str, Any]:
@@ -52,7 +52,7 @@ async def retrieve(pool: Pool, env: Environment, name: str) -> dict[str, Any]:
 
 async def _update(pool: Pool, env: Environment, query: str, params: dict[str, Any]) -> None:
     async with pool.connection() as conn, conn.transaction():
-        row = await (await conn.execute(query, {"environment_id": env.id, **params})).fetchone()
+        row = await fetch_one(conn, query, {"environment_id": env.id, **params})
         if row is None:
             raise NotFound(f"queue {params['name']!r} not found in the {env.slug} environment")
         await conn.execute(Q.notify_runs, {"environment_id": env.id})  # a slot may be free now

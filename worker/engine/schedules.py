@@ -15,7 +15,7 @@ from pydantic.alias_generators import to_camel
 
 from worker.common.limits import MAX_PAGE, check_text
 from worker.engine.cron import CronError, parse, zone_info
-from worker.engine.db import Conn, Pool
+from worker.engine.db import Conn, Pool, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -87,9 +87,7 @@ def present(row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
 
 
 async def _get(conn: Conn, env: Environment, schedule_id: str) -> dict[str, Any]:
-    row = await (
-        await conn.execute(Q.get_schedule, {"id": schedule_id, "environment_id": env.id})
-    ).fetchone()
+    row = await fetch_one(conn, Q.get_schedule, {"id": schedule_id, "environment_id": env.id})
     if row is None:
         raise NotFound(f"schedule {schedule_id!r} not found in the {env.slug} environment")
     return row
@@ -97,9 +95,7 @@ async def _get(conn: Conn, env: Environment, schedule_id: str) -> dict[str, Any]
 
 async def _scheduled_task(conn: Conn, env: Environment, task_id: str) -> None:
     """Refuse a task that is not registered, or not declared with ``schedules.task``."""
-    found = await (
-        await conn.execute(Q.find_task, {"environment_id": env.id, "task_id": task_id})
-    ).fetchone()
+    found = await fetch_one(conn, Q.find_task, {"environment_id": env.id, "task_id": task_id})
     if found is None:
         raise NotFound(
             f"task {task_id!r} is not registered in the {env.slug} environment; start a "
@@ -148,7 +144,7 @@ async def create(pool: Pool, env: Environment, body: ScheduleBody) -> dict[str, 
     }
     async with pool.connection() as conn, conn.transaction():
         await _scheduled_task(conn, env, body.task)
-        row = await (await conn.execute(Q.upsert_schedule, params)).fetchone()
+        row = await fetch_one(conn, Q.upsert_schedule, params)
         assert row is not None
         if row["type"] == "DECLARATIVE":
             raise EngineError("that deduplicationKey belongs to a declarative schedule")
@@ -168,22 +164,21 @@ async def update(
         current = await _get(conn, env, schedule_id)
         _imperative_only(current, "updated")
         await _scheduled_task(conn, env, body.task)
-        row = await (
-            await conn.execute(
-                Q.update_schedule,
-                {
-                    "id": schedule_id,
-                    "environment_id": env.id,
-                    "task_id": body.task,
-                    "cron": body.cron,
-                    "timezone": body.timezone,
-                    "external_id": body.external_id,
-                    "next_run_at": (
-                        next_tick(body.cron, body.timezone) if current["active"] else None
-                    ),
-                },
-            )
-        ).fetchone()
+        row = await fetch_one(
+            conn,
+            Q.update_schedule,
+            {
+                "id": schedule_id,
+                "environment_id": env.id,
+                "task_id": body.task,
+                "cron": body.cron,
+                "timezone": body.timezone,
+                "external_id": body.external_id,
+                "next_run_at": (
+                    next_tick(body.cron, body.timezone) if current["active"] else None
+                ),
+            },
+        )
     assert row is not None
     return present(row)
 
@@ -191,9 +186,11 @@ async def update(
 async def delete(pool: Pool, env: Environment, schedule_id: str) -> dict[str, Any]:
     async with pool.connection() as conn, conn.transaction():
         _imperative_only(await _get(conn, env, schedule_id), "deleted")
-        row = await (
-            await conn.execute(Q.delete_schedule, {"id": schedule_id, "environment_id": env.id})
-        ).fetchone()
+        row = await fetch_one(
+            conn,
+            Q.delete_schedule,
+            {"id": schedule_id, "environment_id": env.id},
+        )
     assert row is not None
     return present(row)
 
@@ -212,7 +209,7 @@ async def set_active(
         }
         if current["active"] == active:
             return present(current)
-        row = await (await conn.execute(Q.set_schedule_active, params)).fetchone()
+        row = await fetch_one(conn, Q.set_schedule_active, params)
     assert row is not None
     return present(row)
 
@@ -229,8 +226,8 @@ async def list_schedules(
         "offset": (page - 1) * per_page,
     }
     async with pool.connection() as conn:
-        rows = await (await conn.execute(Q.list_schedules, params)).fetchall()
-        total = await (await conn.execute(Q.count_schedules, params)).fetchone()
+        rows = await fetch_all(conn, Q.list_schedules, params)
+        total = await fetch_one(conn, Q.count_schedules, params)
     count = int(total["total"]) if total else 0
     return {
         "data": [present(r) for r in rows],
@@ -274,7 +271,7 @@ async def sync_declarative(
     Called inside the registration transaction. An older version registering again (a replica
     of a previous deploy restarting) changes nothing, so schedules never flip back.
     """
-    newest = await (await conn.execute(Q.newest_version, {"environment_id": env.id})).fetchone()
+    newest = await fetch_one(conn, Q.newest_version, {"environment_id": env.id})
     if newest is None or str(newest["id"]) != version_id:
         return
     keep: list[str] = []

@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 from worker.common.limits import LimitError, check_json, check_text, text_depth_may_exceed
 from worker.engine import trace_context, waitpoints
-from worker.engine.db import Conn, Pool
+from worker.engine.db import Conn, Pool, fetch_all, fetch_one
 from worker.engine.errors import Conflict, EngineError, NotFound, PayloadTooLarge
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -73,15 +73,9 @@ class RunCreator:
         self._definitions: dict[str, dict[str, Any]] = {}
 
     async def load_definitions(self, task_ids: list[str]) -> None:
-        cur = await self.conn.execute(
-            Q.find_tasks,
-            {
-                "environment_id": self.env.id,
-                "task_ids": task_ids,
-                "live_seconds": LIVE_WORKER_SECONDS,
-            },
-        )
-        for row in await cur.fetchall():
+        params = {"environment_id": self.env.id, "task_ids": task_ids,
+                  "live_seconds": LIVE_WORKER_SECONDS}
+        for row in await fetch_all(self.conn, Q.find_tasks, params):
             self._definitions[row["task_id"]] = row["definition"]
             self._live[row["task_id"]] = row["live"]
             # the default queue of a registered task is declared with it
@@ -97,21 +91,19 @@ class RunCreator:
                 "(trigger dev / trigger worker)"
             ) from None
 
-    async def _fetch(self, query: str, params: dict[str, Any]) -> dict[str, Any] | None:
-        return await (await self.conn.execute(query, params)).fetchone()
-
     async def _ready_status(self, task_id: str, queue: str) -> str:
         """PENDING, or PENDING_VERSION while no connected worker has the task or the queue
         is not declared yet."""
         if queue not in self._queues:
-            row = await self._fetch(Q.queue_exists, {"environment_id": self.env.id, "name": queue})
+            params = {"environment_id": self.env.id, "name": queue}
+            row = await fetch_one(self.conn, Q.queue_exists, params)
             self._queues[queue] = bool(row and row["exists"])
         return "PENDING" if self._live.get(task_id) and self._queues[queue] else "PENDING_VERSION"
 
     async def _version_id(self, name: str | None) -> str | None:
         if name is None:
             return None
-        row = await self._fetch(
+        row = await fetch_one(self.conn, 
             Q.find_version_by_name, {"environment_id": self.env.id, "version": name}
         )
         if row is None:
@@ -121,7 +113,8 @@ class RunCreator:
     async def _parent(self, parent_run_id: str | None) -> dict[str, Any] | None:
         if parent_run_id is None:
             return None
-        row = await self._fetch(Q.find_parent, {"id": parent_run_id, "environment_id": self.env.id})
+        params = {"id": parent_run_id, "environment_id": self.env.id}
+        row = await fetch_one(self.conn, Q.find_parent, params)
         if row is None:
             raise NotFound(f"parent run {parent_run_id!r} not found in this environment")
         return row
@@ -210,7 +203,8 @@ class RunCreator:
                 return cached, True
             params["id"] = run_id or new_id("run")
             run_id = None  # a retry after a lost race needs a fresh id
-            if await self._fetch(Q.insert_run, params):  # notifies the dequeues when PENDING
+            # notifies the dequeues when PENDING
+            if await fetch_one(self.conn, Q.insert_run, params):
                 if params["payload_offloaded"]:
                     await self.conn.execute(
                         Q.insert_packet, {"run_id": params["id"], "payload": payload[0]}
@@ -232,7 +226,7 @@ class RunCreator:
         """The run an idempotency or debounce key maps to, if it should be reused."""
         base = {"environment_id": self.env.id, "task_id": task_id}
         if options.idempotency_key is not None:
-            row = await self._fetch(
+            row = await fetch_one(self.conn, 
                 Q.find_idempotent_run, {**base, "idempotency_key": options.idempotency_key}
             )
             if row:
@@ -241,7 +235,7 @@ class RunCreator:
                     return str(row["id"])
                 await self.conn.execute(Q.clear_idempotency_key, {"id": row["id"]})
         if options.debounce is not None:
-            row = await self._fetch(
+            row = await fetch_one(self.conn, 
                 Q.find_debounced_run, {**base, "debounce_key": options.debounce.key}
             )
             if row:
@@ -275,9 +269,9 @@ async def _claim_request(
         return None
     check_text(key, "x-trigger-request-idempotency-key")
     params = {"environment_id": env.id, "request_key": key, "response": Jsonb(response)}
-    if await (await conn.execute(Q.claim_request_key, params)).fetchone():
+    if await fetch_one(conn, Q.claim_request_key, params):
         return None
-    row = await (await conn.execute(Q.find_request_key, params)).fetchone()
+    row = await fetch_one(conn, Q.find_request_key, params)
     return row["response"] if row else None
 
 
@@ -292,7 +286,7 @@ async def _same_request(
     else:
         row = None
         if "runCount" not in cached and cached.get("id"):
-            row = await (await conn.execute(Q.run_task_id, {"id": cached["id"]})).fetchone()
+            row = await fetch_one(conn, Q.run_task_id, {"id": cached["id"]})
         same = row is not None and {row["task_id"]} == task_ids
     if not same:
         raise Conflict(
@@ -377,7 +371,7 @@ async def _link_to_parent(
     if wait:
         found = None
         if run_id is not None:  # a cached child may already have its waitpoint
-            found = await (await conn.execute(Q.run_waitpoint_of, {"run_id": run_id})).fetchone()
+            found = await fetch_one(conn, Q.run_waitpoint_of, {"run_id": run_id})
         if found is None:
             found, _ = await waitpoints.create(
                 conn, env, "RUN" if run_id else "BATCH", run_id=run_id, batch_id=batch_id

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from worker.api.dashboard.cron_words import describe
 from worker.api.dashboard.web import PREFIX, CsrfDep, EnvDep, Page, SessionDep, back_to, render
+from worker.api.state import engine_of
 from worker.engine import keys, schedules
 from worker.engine.cron import parse
 from worker.engine.errors import EngineError
@@ -23,7 +24,7 @@ router = APIRouter(prefix=PREFIX + "/{project}/{env}", include_in_schema=False)
 
 @router.get("/schedules")
 async def schedules_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLResponse:
-    listed = await schedules.list_schedules(request.app.state.pool, env, 1, 100)
+    listed = await engine_of(request).list_schedules(env, 1, 100)
     now = datetime.now(UTC)
     rows = []
     for item in listed["data"]:
@@ -63,7 +64,7 @@ async def save_schedule(
     schedule_id: Annotated[str, Form()] = "",
 ) -> Response:
     here = f"{PREFIX}/{env.project_ref}/{env.slug}/schedules"
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     try:
         body = _body(task, cron, timezone, deduplication_key)
         if schedule_id:
@@ -82,7 +83,7 @@ async def schedule_action(
     request: Request, schedule_id: str, action: str, _: CsrfDep, env: EnvDep
 ) -> Response:
     here = f"{PREFIX}/{env.project_ref}/{env.slug}/schedules"
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     try:
         if action in ("activate", "deactivate"):
             await schedules.set_active(pool, env, schedule_id, action == "activate")
@@ -103,7 +104,7 @@ async def keys_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLR
 async def _keys(
     request: Request, page: Page, created: CreatedKey | None = None, error: str | None = None
 ) -> HTMLResponse:
-    async with request.app.state.pool.connection() as conn:
+    async with engine_of(request).pool.connection() as conn:
         listed = await keys.list_keys(conn, page.env.id, include_revoked=True)
     return render(
         "keys.html",
@@ -126,7 +127,7 @@ async def create_key(
     """The new key is shown in this response only (no redirect: it must not be in a URL)."""
     page = Page(session, env, "keys")
     try:
-        async with request.app.state.pool.connection() as conn, conn.transaction():
+        async with engine_of(request).pool.connection() as conn, conn.transaction():
             created = await keys.create_key(conn, env, name, kind)
     except EngineError as exc:
         return await _keys(request, page, error=exc.message)
@@ -137,7 +138,7 @@ async def create_key(
 async def revoke_key(request: Request, key_id: str, _: CsrfDep, env: EnvDep) -> Response:
     here = f"{PREFIX}/{env.project_ref}/{env.slug}/keys"
     try:
-        async with request.app.state.pool.connection() as conn, conn.transaction():
+        async with engine_of(request).pool.connection() as conn, conn.transaction():
             revoked = await keys.revoke_key(conn, env.id, key_id)
     except EngineError as exc:
         return back_to(here, error=exc.message)

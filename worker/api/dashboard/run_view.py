@@ -12,7 +12,7 @@ from worker.api.dashboard.waterfall import Waterfall
 from worker.api.presenters import decode_packet
 from worker.common.statuses import API_STATUS, FINAL_STATUSES
 from worker.engine import runs
-from worker.engine.db import Pool
+from worker.engine.db import Pool, fetch_all
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
@@ -107,18 +107,14 @@ async def load(
     run = await runs.retrieve(pool, env, run_id)
     params = {"id": run_id, "environment_id": env.id}
     async with pool.connection() as conn:
-        children = await (await conn.execute(Q.dash_run_children, params)).fetchall()
-        wait_rows = await (await conn.execute(Q.dash_run_waits, params)).fetchall()
-        logs = await (
-            await conn.execute(
-                Q.dash_run_logs,
-                {
-                    "id": run_id,
-                    "level": level if level in LEVELS else None,
-                    "search": search or None,
-                },
-            )
-        ).fetchall()
+        children = await fetch_all(conn, Q.dash_run_children, params)
+        wait_rows = await fetch_all(conn, Q.dash_run_waits, params)
+        logs = await fetch_all(
+            conn,
+            Q.dash_run_logs,
+            {"id": run_id, "level": level if level in LEVELS else None,
+             "search": search or None},
+        )
     waits = [
         Wait(w["id"], w["type"], w["status"], w["complete_after"], w["run_id"] or w["batch_id"])
         for w in wait_rows
