@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
@@ -22,13 +22,12 @@ from worker.api.bodies import read_json
 from worker.api.presenters import present_run
 from worker.api.state import api_state, engine_of
 from worker.common.statuses import FINAL_STATUSES
-from worker.engine import public_tokens, realtime
+from worker.engine import public_tokens, realtime, run_feed
 from worker.engine.errors import EngineError, Forbidden, NotFound
 from worker.engine.public_tokens import InvalidToken, Principal
 
 router = APIRouter()
 KEEPALIVE_SECONDS = 15.0
-TAG_SNAPSHOT = 100
 
 
 async def principal(request: Request) -> Principal:
@@ -64,86 +63,19 @@ def _sse(event: str, data: Any, event_id: Any = None) -> bytes:
     return f"{head}event: {event}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-def _as_of(row: dict[str, Any], change: realtime.RunChange) -> dict[str, Any]:
-    """The row as it was at ``change`` when the row has moved on since (keeps every status
-    a run went through, in order, even when a subscriber reads late)."""
-    if change.updated_us >= row["updated_us"] or change.status == row["status"]:
-        return row
-    past = dict(row, status=change.status, updated_us=change.updated_us)
-    if change.status not in FINAL_STATUSES:
-        past.update(output=None, output_type=None, completed_at=None)
-    return past
-
-
-class _Watch:
-    """Which runs a subscription follows and when it is over."""
-
-    def __init__(self, until_final: Callable[[dict[str, str]], bool] | None) -> None:
-        self.seen_us: dict[str, int] = {}
-        self.statuses: dict[str, str] = {}
-        self.until_final = until_final
-
-    def fresh(self, row: dict[str, Any]) -> bool:
-        return row["updated_us"] > self.seen_us.get(row["id"], -1)
-
-    def record(self, row: dict[str, Any]) -> None:
-        self.seen_us[row["id"]] = row["updated_us"]
-        self.statuses[row["id"]] = row["status"]
-
-    def finished(self) -> bool:
-        return self.until_final is not None and self.until_final(self.statuses)
-
-
-def _all_final(statuses: dict[str, str]) -> bool:
-    return bool(statuses) and all(s in FINAL_STATUSES for s in statuses.values())
-
-
-async def _run_events(
-    request: Request,
-    who: Principal,
-    snapshot: Callable[[], Any],
-    follows: Callable[[realtime.RunChange], bool],
-    fetch: Callable[[str], Any],
-    watch: _Watch,
-) -> AsyncIterator[bytes]:
-    """Snapshot first, then every change, as SSE ``run`` events; ``end`` when finished."""
-    sub = await hub(request).subscribe(who.env.id)
+async def _run_events(request: Request, who: Principal, feed: run_feed.Feed
+                      ) -> AsyncIterator[bytes]:
+    """The feed as SSE: ``run`` events numbered from 1, keepalive comments, ``end``."""
     counter = 0
-    try:
-        # Subscribed before the snapshot, so no change can fall in between.
-        resync = True
-        while True:
-            if resync:
-                for row in await snapshot():
-                    if who.can_read_run(row) and watch.fresh(row):
-                        watch.record(row)
-                        counter += 1
-                        yield _sse("run", present_run(row), counter)
-                resync = False
-            if watch.finished():
-                yield _sse("end", {})
-                return
-            try:
-                item = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_SECONDS)
-            except TimeoutError:
-                yield b": keepalive\n\n"
-                continue
-            if item is realtime.RESYNC:
-                resync = True
-                continue
-            if not isinstance(item, realtime.RunChange) or not follows(item):
-                continue
-            if item.updated_us <= watch.seen_us.get(item.run_id, -1):
-                continue  # already sent (the snapshot was newer)
-            row = await fetch(item.run_id)
-            if row is None or not who.can_read_run(row):
-                continue
-            row = _as_of(row, item)
-            watch.record(row)
+    async for item in run_feed.follow(hub(request), who.env, feed, who.can_read_run,
+                                      KEEPALIVE_SECONDS):
+        if item == "keepalive":
+            yield b": keepalive\n\n"
+        elif item == "end":
+            yield _sse("end", {})
+        else:
             counter += 1
-            yield _sse("run", present_run(row), counter)
-    finally:
-        hub(request).unsubscribe(sub)
+            yield _sse("run", present_run(item), counter)
 
 
 def _streaming(request: Request, who: Principal, body: AsyncIterator[bytes]
@@ -169,20 +101,8 @@ async def subscribe_run(run_id: str, request: Request, who: Auth) -> Response:
             request, who, routes_electric.run_shape(request, who, run_id)
         )
 
-    async def snapshot() -> list[dict[str, Any]]:
-        row = await realtime.run_row(pool, who.env, run_id)
-        return [row] if row else []
-
     return _streaming(request, who,
-        _run_events(
-            request,
-            who,
-            snapshot,
-            follows=lambda change: change.run_id == run_id,
-            fetch=lambda rid: realtime.run_row(pool, who.env, rid),
-            watch=_Watch(_all_final),
-        )
-    )
+                      _run_events(request, who, run_feed.of_run(pool, who.env, run_id)))
 
 
 @router.get("/realtime/v1/runs")
@@ -197,20 +117,8 @@ async def subscribe_tag(request: Request, who: Auth) -> Response:
     stop = request.query_params.get("stopWhenFinished", "false").lower() == "true"
     pool = engine_of(request).pool
 
-    async def fetch(run_id: str) -> dict[str, Any] | None:
-        row = await realtime.run_row(pool, who.env, run_id)
-        return row if row and tag in (row["tags"] or []) else None
-
-    return _streaming(request, who,
-        _run_events(
-            request,
-            who,
-            snapshot=lambda: realtime.runs_with_tag(pool, who.env, tag, TAG_SNAPSHOT),
-            follows=lambda change: True,
-            fetch=fetch,
-            watch=_Watch(_all_final if stop else None),
-        )
-    )
+    feed = run_feed.of_tag(pool, who.env, tag, until_final=stop)
+    return _streaming(request, who, _run_events(request, who, feed))
 
 
 @router.get("/realtime/v1/batches/{batch_id}")
@@ -223,15 +131,7 @@ async def subscribe_batch(batch_id: str, request: Request, who: Auth) -> Respons
             request, who, routes_electric.batch_shape(request, who, batch_id)
         )
     return _streaming(request, who,
-        _run_events(
-            request,
-            who,
-            snapshot=lambda: realtime.batch_runs(pool, who.env, batch_id),
-            follows=lambda change: change.batch_id == batch_id,
-            fetch=lambda rid: realtime.run_row(pool, who.env, rid),
-            watch=_Watch(_all_final),
-        )
-    )
+                      _run_events(request, who, run_feed.of_batch(pool, who.env, batch_id)))
 
 
 # --- streams -------------------------------------------------------------------------------

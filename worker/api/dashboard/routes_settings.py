@@ -12,12 +12,12 @@ from pydantic import ValidationError
 
 from worker.api.dashboard.cron_words import describe
 from worker.api.dashboard.web import PREFIX, CsrfDep, EnvDep, Page, SessionDep, back_to, render
+from worker.api.schedule_shapes import ScheduleBody, present
 from worker.api.state import engine_of
 from worker.engine import keys, schedules
 from worker.engine.cron import parse
 from worker.engine.errors import EngineError
 from worker.engine.keys import CreatedKey
-from worker.engine.schedules import ScheduleBody
 
 router = APIRouter(prefix=PREFIX + "/{project}/{env}", include_in_schema=False)
 
@@ -26,11 +26,9 @@ router = APIRouter(prefix=PREFIX + "/{project}/{env}", include_in_schema=False)
 async def schedules_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLResponse:
     listed = await engine_of(request).list_schedules(env, 1, 100)
     now = datetime.now(UTC)
-    rows = []
-    for item in listed["data"]:
-        upcoming = parse(item["generator"]["expression"]).upcoming(now, item["timezone"], 5)
-        rows.append({**item, "words": describe(item["generator"]["expression"]),
-                     "next_five": upcoming})
+    rows = [{**present(schedule, now), "words": describe(schedule.cron),
+             "next_five": parse(schedule.cron).upcoming(now, schedule.timezone, 5)}
+            for schedule in listed.schedules]
     editing = request.query_params.get("edit")
     return render(
         "schedules.html",
@@ -68,14 +66,14 @@ async def save_schedule(
     try:
         body = _body(task, cron, timezone, deduplication_key)
         if schedule_id:
-            await schedules.update(pool, env, schedule_id, body)
+            await schedules.update(pool, env, schedule_id, body.spec())
             return back_to(here, notice=f"Saved {schedule_id}.")
-        created = await schedules.create(pool, env, body)
+        created = await schedules.create(pool, env, body.spec())
     except ValidationError as exc:
         return back_to(here, error="; ".join(e["msg"] for e in exc.errors()))
     except EngineError as exc:
         return back_to(here, error=exc.message)
-    return back_to(here, notice=f"Created {created['id']}.")
+    return back_to(here, notice=f"Created {created.id}.")
 
 
 @router.post("/schedules/{schedule_id}/{action}")
