@@ -16,7 +16,7 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_body, read_json, read_model
-from worker.api.presenters_tokens import present_token
+from worker.api.presenters_tokens import present_token, present_waitpoint
 from worker.api.routes_realtime import principal
 from worker.api.state import api_state, engine_of
 from worker.common.limits import check_text
@@ -242,7 +242,7 @@ async def wait(run_id: str, request: Request, env: Env) -> dict[str, Any]:
         idempotency_key_ttl=body.idempotency_key_ttl,
         attempt_number=body.attempt_number,
     )
-    return waitpoints.present(row)
+    return present_waitpoint(row)
 
 
 @router.get("/engine/v1/waitpoints/{waitpoint_id}/wait")
@@ -253,7 +253,7 @@ async def wait_for_waitpoint(waitpoint_id: str, request: Request, env: Env) -> d
         raise EngineError("timeout_ms must be an integer") from None
     async with api_state(request).caps.poll(env.id):
         row = await engine_of(request).wait_until_done(env, waitpoint_id, timeout_ms / 1000)
-    return waitpoints.present(row)
+    return present_waitpoint(row)
 
 
 @router.post("/engine/v1/runs/{run_id}/journal")

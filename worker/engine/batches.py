@@ -18,7 +18,7 @@ from worker.engine.keys import Environment
 from worker.engine.models import MAX_BATCH_ITEMS, BatchItem
 from worker.engine.payload_schema import check_payload
 from worker.engine.queries import Q
-from worker.engine.triggering import RunCreator, encode_payload
+from worker.engine.run_creator import RunCreator, encode_payload
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ async def gauges(pool: Pool, cache_seconds: float) -> list[Any]:
 
 
 async def _read(pool: Pool) -> list[Any]:
-    from worker.engine.triggering import LIVE_WORKER_SECONDS
+    from worker.engine.run_creator import LIVE_WORKER_SECONDS
 
     async with pool.connection() as conn:
         queued = await fetch_all(conn, Q.metrics_queued)

@@ -31,29 +31,6 @@ from worker.engine.queries import Q
 DEFAULT_KEY_TTL = timedelta(days=30)
 
 
-def present(row: dict[str, Any]) -> dict[str, Any]:
-    """A waitpoint as the API shows it (camelCase)."""
-
-    def iso(value: Any) -> Any:
-        return value.isoformat() if value is not None else None
-
-    return {
-        "id": row["id"],
-        "type": row["type"],
-        "status": row["status"],
-        "output": row["output"],
-        "outputType": row["output_type"],
-        "outputIsError": row["output_is_error"],
-        "idempotencyKey": row["idempotency_key"],
-        "idempotencyKeyExpiresAt": iso(row["idempotency_key_expires_at"]),
-        "timeoutAt": iso(row["complete_after"]) if row["type"] == "TOKEN" else None,
-        "completeAfter": iso(row["complete_after"]),
-        "tags": row["tags"],
-        "createdAt": iso(row["created_at"]),
-        "completedAt": iso(row["completed_at"]),
-    }
-
-
 async def create(
     conn: Conn,
     env: Environment,

@@ -25,13 +25,13 @@ from typing import Any
 
 import orjson
 
-from worker.engine import triggering
 from worker.engine.cron import parse
 from worker.engine.db import Conn, Pool, fetch_all, fetch_one
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.models import TriggerOptions
 from worker.engine.queries import Q
+from worker.engine.run_creator import RunCreator
 from worker.engine.schedules import UPCOMING
 from worker.engine.services.periodic import periodic, until_due
 
@@ -70,7 +70,7 @@ async def _fire(conn: Conn, schedule: dict[str, Any], tick: datetime) -> str | N
         return None
     env = await _environment(conn, schedule["environment_id"])
     task_id = schedule["task_id"]
-    creator = triggering.RunCreator(conn, env)
+    creator = RunCreator(conn, env)
     await creator.load_definitions([task_id])
     try:
         async with conn.transaction():  # savepoint: a refused run leaves the tick recorded

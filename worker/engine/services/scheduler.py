@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from worker.engine.db import Pool, fetch_all, fetch_one
 from worker.engine.queries import Q
+from worker.engine.run_creator import LIVE_WORKER_SECONDS
 from worker.engine.services.periodic import periodic, until_due
-from worker.engine.triggering import LIVE_WORKER_SECONDS
 
 
 async def promote_due(pool: Pool, limit: int = 1000) -> tuple[int, float | None]:

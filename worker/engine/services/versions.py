@@ -15,8 +15,8 @@ import logging
 
 from worker.engine.db import Pool, fetch_all
 from worker.engine.queries import Q
+from worker.engine.run_creator import LIVE_WORKER_SECONDS
 from worker.engine.services.periodic import periodic
-from worker.engine.triggering import LIVE_WORKER_SECONDS
 
 log = logging.getLogger(__name__)
 
