@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return ORJSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, object]:
         return {"ok": True}
 
     app.include_router(routes_public.router)

@@ -79,13 +79,13 @@ _ERROR_STATUSES = {
 _PUBLIC = {"/api/v1/waitpoints/tokens/{waitpoint_id}/callback/{digest}"}
 
 
-def _schema_of(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+def _schema_of(model: type[BaseModel], components: dict[str, Any]) -> dict[str, object]:
     schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
     components.update(schema.pop("$defs", {}))
     return schema
 
 
-def build(app: FastAPI) -> dict[str, Any]:
+def build(app: FastAPI) -> dict[str, object]:
     if app.openapi_schema:
         return app.openapi_schema
     doc = get_openapi(title=app.title, version=app.version, routes=app.routes)

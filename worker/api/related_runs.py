@@ -3,20 +3,18 @@ parent and the runs it triggered, each with the common run fields."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from worker.api.presenters import present_run
-from worker.engine.db import Pool, fetch_all, fetch_one
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
 
-def _detail(row: dict[str, Any], depth: int) -> dict[str, Any]:
+def _detail(row: Row, depth: int) -> dict[str, object]:
     return {**present_run(row, full=False), "depth": depth}
 
 
-async def related_runs(pool: Pool, env: Environment, run: dict[str, Any]) -> dict[str, Any]:
-    related: dict[str, Any] = {}
+async def related_runs(pool: Pool, env: Environment, run: Row) -> dict[str, object]:
+    related: dict[str, object] = {}
     depth = int(run.get("depth") or 0)
     async with pool.connection() as conn:
         for key, run_id, at in (

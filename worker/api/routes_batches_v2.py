@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
@@ -32,7 +32,7 @@ class CreateBatchBody(BaseModel):
 
 
 @router.post("/api/v3/batches")
-async def create_batch(request: Request, response: Response, env: Env) -> dict[str, Any]:
+async def create_batch(request: Request, response: Response, env: Env) -> dict[str, object]:
     body = await read_model(request, CreateBatchBody)
     if body.resume_parent_on_completion:
         # a TypeScript parent run cannot run here, so nothing could wait for the batch
@@ -45,7 +45,7 @@ async def create_batch(request: Request, response: Response, env: Env) -> dict[s
     token = await engine_of(request).create_public_token(env, [f"read:batch:{created.id}"], "1h"
     )
     response.headers["x-trigger-jwt"] = token["token"]
-    out: dict[str, Any] = {
+    out: dict[str, object] = {
         "id": created.id,
         "runCount": created.run_count,
         "isCached": created.is_cached,
@@ -72,7 +72,7 @@ def _items(raw: bytes) -> list[tuple[int, BatchItem]]:
 
 
 @router.post("/api/v3/batches/{batch_id}/items")
-async def stream_batch_items(batch_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def stream_batch_items(batch_id: str, request: Request, env: Env) -> dict[str, object]:
     """NDJSON body, one ``{"index", "task", "payload", "options"}`` per line."""
     raw = b""
     async for chunk in request.stream():
@@ -80,7 +80,7 @@ async def stream_batch_items(batch_id: str, request: Request, env: Env) -> dict[
         if len(raw) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"request body is over the limit of {MAX_BODY_BYTES} bytes")
     result = await engine_of(request).add_batch_items(env, batch_id, _items(raw))
-    out: dict[str, Any] = {
+    out: dict[str, object] = {
         "id": result.id,
         "itemsAccepted": result.accepted,
         "itemsDeduplicated": result.deduplicated,
@@ -92,7 +92,7 @@ async def stream_batch_items(batch_id: str, request: Request, env: Env) -> dict[
 
 
 @router.get("/api/v2/batches/{batch_id}")
-async def retrieve_batch_v2(batch_id: str, request: Request) -> dict[str, Any]:
+async def retrieve_batch_v2(batch_id: str, request: Request) -> dict[str, object]:
     who = await principal(request)
     who.require("read:runs", f"read:batch:{batch_id}")
     row = await engine_of(request).retrieve_batch(who.env, batch_id)
@@ -100,10 +100,10 @@ async def retrieve_batch_v2(batch_id: str, request: Request) -> dict[str, Any]:
     status = "PARTIAL_FAILED" if errors else "COMPLETED"
     if row["sealed_at"] is None:
         status = "PENDING"
-    processing: dict[str, Any] = {"errors": errors}
+    processing: dict[str, object] = {"errors": errors}
     if row["sealed_at"] is not None:
         processing["completedAt"] = row["sealed_at"].isoformat()
-    out: dict[str, Any] = {
+    out: dict[str, object] = {
         "id": row["id"],
         "status": status,
         "createdAt": row["created_at"].isoformat(),

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from fastapi import Request
@@ -28,6 +27,7 @@ from worker.api.electric_log import ElectricLogs, EnvLog, Session
 from worker.api.state import api_state, engine_of
 from worker.common.statuses import FINAL_STATUSES
 from worker.engine import realtime
+from worker.engine.db import Row
 from worker.engine.errors import EngineError
 from worker.engine.models import parse_duration
 from worker.engine.public_tokens import Principal
@@ -36,7 +36,6 @@ from worker.engine.public_tokens import Principal
 LIVE_SECONDS = 20.0
 SNAPSHOT_LIMIT = 100
 
-Row = dict[str, Any]
 
 
 def logs(request: Request) -> ElectricLogs:
@@ -134,7 +133,7 @@ def _as_of(row: Row, change: realtime.RunChange) -> Row:
 
 
 def _respond(
-    messages: list[dict[str, Any]], handle: str, offset: int, *, live: bool, status: int = 200
+    messages: list[dict[str, object]], handle: str, offset: int, *, live: bool, status: int = 200
 ) -> Response:
     headers = {
         "electric-handle": handle,
@@ -204,10 +203,10 @@ async def _changes(
     env_log: EnvLog,
     session: Session,
     offset: int,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[dict[str, object]], int]:
     """The changes after ``offset`` for this shape, at most one per run; the new offset."""
     pool = engine_of(request).pool
-    messages: list[dict[str, Any]] = []
+    messages: list[dict[str, object]] = []
     in_response: set[str] = set()
     rows: dict[str, Row | None] = {}
     for entry in env_log.after(offset):

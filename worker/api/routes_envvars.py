@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,19 +49,19 @@ def _own(env: Environment, project_ref: str, slug: str) -> Environment:
     return env
 
 
-def _show(var: env_vars.EnvVar) -> dict[str, Any]:
+def _show(var: env_vars.EnvVar) -> dict[str, object]:
     return {"name": var.name, "value": REDACTED if var.is_secret else var.value,
             "isSecret": var.is_secret}
 
 
 @router.get("")
-async def list_env_vars(project_ref: str, slug: str, request: Request, env: Env) -> list[Any]:
+async def list_env_vars(project_ref: str, slug: str, request: Request, env: Env) -> list[object]:
     env = _own(env, project_ref, slug)
     return [_show(v) for v in await engine_of(request).list_env_vars(env)]
 
 
 @router.post("")
-async def create_env_var(project_ref: str, slug: str, request: Request, env: Env) -> Any:
+async def create_env_var(project_ref: str, slug: str, request: Request, env: Env) -> object:
     env = _own(env, project_ref, slug)
     body = await read_model(request, CreateBody)
     await engine_of(request).create_env_var(env, body.name, body.value, body.is_secret)
@@ -69,7 +69,7 @@ async def create_env_var(project_ref: str, slug: str, request: Request, env: Env
 
 
 @router.post("/import")
-async def import_env_vars(project_ref: str, slug: str, request: Request, env: Env) -> Any:
+async def import_env_vars(project_ref: str, slug: str, request: Request, env: Env) -> object:
     env = _own(env, project_ref, slug)
     body = await read_model(request, ImportBody)
     await engine_of(request).put_env_vars(env, body.variables, secret=body.is_secret,
@@ -80,13 +80,14 @@ async def import_env_vars(project_ref: str, slug: str, request: Request, env: En
 @router.get("/{name}")
 async def retrieve_env_var(
     project_ref: str, slug: str, name: str, request: Request, env: Env
-) -> Any:
+) -> object:
     env = _own(env, project_ref, slug)
     return _show(await engine_of(request).retrieve_env_var(env, name))
 
 
 @router.put("/{name}")
-async def update_env_var(project_ref: str, slug: str, name: str, request: Request, env: Env) -> Any:
+async def update_env_var(project_ref: str, slug: str, name: str, request: Request,
+                         env: Env) -> object:
     env = _own(env, project_ref, slug)
     body = await read_model(request, UpdateBody)
     await engine_of(request).update_env_var(env, name, body.value)
@@ -94,7 +95,8 @@ async def update_env_var(project_ref: str, slug: str, name: str, request: Reques
 
 
 @router.delete("/{name}")
-async def delete_env_var(project_ref: str, slug: str, name: str, request: Request, env: Env) -> Any:
+async def delete_env_var(project_ref: str, slug: str, name: str, request: Request,
+                         env: Env) -> object:
     env = _own(env, project_ref, slug)
     await engine_of(request).delete_env_var(env, name)
     return {"success": True}

@@ -3,7 +3,7 @@ docs/api.md, "Keys"), and rotation of its public-token signing secret. Needs a s
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,7 +34,7 @@ class RotateBody(BaseModel):
     grace_period: str | int | float | None = Field(default=None, alias="gracePeriod")
 
 
-def present(key: ApiKey) -> dict[str, Any]:
+def present(key: ApiKey) -> dict[str, object]:
     return {
         "id": key.id,
         "name": key.name,
@@ -48,7 +48,7 @@ def present(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def _present_created(created: CreatedKey) -> dict[str, Any]:
+def _present_created(created: CreatedKey) -> dict[str, object]:
     return {**present(created.key), "key": created.plaintext}
 
 
@@ -65,7 +65,7 @@ def _grace_seconds(value: str | int | float | None) -> float:
 
 
 @router.get("")
-async def list_keys(request: Request, env: Env) -> dict[str, Any]:
+async def list_keys(request: Request, env: Env) -> dict[str, object]:
     """``?includeRevoked=true`` also lists revoked and expired keys."""
     include = request.query_params.get("includeRevoked", "false").lower() == "true"
     async with engine_of(request).pool.connection() as conn:
@@ -74,7 +74,7 @@ async def list_keys(request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.post("", status_code=201)
-async def create_key(request: Request, env: Env) -> dict[str, Any]:
+async def create_key(request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, CreateBody)
     async with engine_of(request).pool.connection() as conn:
         created = await keys.create_key(conn, env, body.name, body.type)
@@ -83,7 +83,7 @@ async def create_key(request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.delete("/{key_id}")
-async def revoke_key(key_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def revoke_key(key_id: str, request: Request, env: Env) -> dict[str, object]:
     async with engine_of(request).pool.connection() as conn:
         revoked = await keys.revoke_key(conn, env.id, key_id)
         await conn.commit()
@@ -92,7 +92,7 @@ async def revoke_key(key_id: str, request: Request, env: Env) -> dict[str, Any]:
 
 # before /{key_id}/rotate, which would take "signing-secret" for a key id
 @router.post("/signing-secret/rotate")
-async def rotate_signing_secret(request: Request, env: Env) -> dict[str, Any]:
+async def rotate_signing_secret(request: Request, env: Env) -> dict[str, object]:
     async with engine_of(request).pool.connection() as conn:
         done = await keys.rotate_signing_secret(conn, env.id)
         await conn.commit()
@@ -100,7 +100,7 @@ async def rotate_signing_secret(request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.post("/{key_id}/rotate", status_code=201)
-async def rotate_key(key_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def rotate_key(key_id: str, request: Request, env: Env) -> dict[str, object]:
     """Body optional: ``{"gracePeriod": "1h"}``."""
     has_body = request.headers.get("content-length", "0") != "0"
     body = await read_model(request, RotateBody) if has_body else RotateBody()

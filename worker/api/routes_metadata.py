@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 
 from worker.api.bodies import read_json
@@ -15,7 +13,7 @@ router = APIRouter(prefix="/api/v1")
 
 
 @router.get("/runs/{run_id}/metadata")
-async def get_metadata(run_id: str, request: Request, who: Auth) -> dict[str, Any]:
+async def get_metadata(run_id: str, request: Request, who: Auth) -> dict[str, object]:
     row = await engine_of(request).retrieve_metadata(who.env, run_id)
     if not who.can_read_run(row):
         raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
@@ -23,7 +21,7 @@ async def get_metadata(run_id: str, request: Request, who: Auth) -> dict[str, An
 
 
 @router.put("/runs/{run_id}/metadata")
-async def put_metadata(run_id: str, request: Request, who: Auth) -> dict[str, Any]:
+async def put_metadata(run_id: str, request: Request, who: Auth) -> dict[str, object]:
     """Body ``{metadata?, operations?, parentOperations?, rootOperations?}``; the new metadata
     of the run is returned."""
     secret_key_only(who, f"write:runs:{run_id}")

@@ -32,7 +32,7 @@ def _request_key(request: Request) -> str | None:
 @router.post("/api/v1/tasks/{task_id}/trigger")
 async def trigger_task(
     task_id: str, request: Request, response: Response, who: Auth
-) -> dict[str, Any]:
+) -> dict[str, object]:
     body = await read_model(request, TriggerBody)
     env = await trigger_permission(request, who, task_id, options=(body.options,))
     key = request.headers.get("idempotency-key")
@@ -47,7 +47,7 @@ async def trigger_task(
 
 
 @router.post("/api/v1/tasks/{task_id}/batch")
-async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[str, Any]:
+async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[str, object]:
     body = await read_model(request, BatchBody)
     env = await trigger_permission(request, who, task_id, batch=True,
                                    options=(body.options, *(i.options for i in body.items)))
@@ -57,7 +57,7 @@ async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[
 
 
 @router.post("/api/v2/tasks/batch")
-async def batch_trigger(request: Request, who: Auth) -> dict[str, Any]:
+async def batch_trigger(request: Request, who: Auth) -> dict[str, object]:
     body = await read_model(request, BatchBody)
     missing = [i for i, item in enumerate(body.items) if not item.task]
     if missing:
@@ -70,12 +70,12 @@ async def batch_trigger(request: Request, who: Auth) -> dict[str, Any]:
 
 
 @router.get("/api/v1/batches/{batch_id}")
-async def retrieve_batch(batch_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def retrieve_batch(batch_id: str, request: Request, env: Env) -> dict[str, object]:
     return await engine_of(request).retrieve_batch_runs(env, batch_id)
 
 
 @router.get("/api/v3/runs/{run_id}")
-async def retrieve_run(run_id: str, request: Request) -> dict[str, Any]:
+async def retrieve_run(run_id: str, request: Request) -> dict[str, object]:
     """The secret key, or a public access token that may read this run (the ``x-trigger-jwt``
     of its trigger, or one made by ``auth.createPublicToken``)."""
     who = await principal(request)
@@ -91,7 +91,7 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 @router.get("/api/v1/runs")
-async def list_runs(request: Request, env: Env) -> dict[str, Any]:
+async def list_runs(request: Request, env: Env) -> dict[str, object]:
     query = request.query_params
     statuses = None
     if api_statuses := _csv(query.get("filter[status]")):
@@ -169,13 +169,13 @@ async def _cursor_of(request: Request, env: Environment, run_id: str) -> tuple[d
 
 
 @router.post("/api/v2/runs/{run_id}/cancel")
-async def cancel_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def cancel_run(run_id: str, request: Request, env: Env) -> dict[str, object]:
     canceled = await engine_of(request).cancel_run(env, run_id)
     return {"id": run_id, "canceled": canceled}
 
 
 @router.post("/api/v1/runs/{run_id}/replay")
-async def replay_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def replay_run(run_id: str, request: Request, env: Env) -> dict[str, object]:
     return await engine_of(request).replay_run(env, run_id)
 
 
@@ -184,7 +184,7 @@ class RescheduleBody(BaseModel):
 
 
 @router.post("/api/v1/runs/{run_id}/reschedule")
-async def reschedule_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def reschedule_run(run_id: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, RescheduleBody)
     try:
         run_at = parse_when(body.delay, "delay")
@@ -199,7 +199,7 @@ class ResetKeyBody(BaseModel):
 
 
 @router.post("/api/v1/idempotencyKeys/{key}/reset")
-async def reset_idempotency_key(key: str, request: Request, env: Env) -> dict[str, Any]:
+async def reset_idempotency_key(key: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, ResetKeyBody)
     reset = await engine_of(request).reset_idempotency_key(env, body.task_identifier, key)
     return {"id": key, "runs": reset}

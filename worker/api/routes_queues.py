@@ -3,7 +3,7 @@ default queue by the task id)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Request
@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
 from worker.api.state import engine_of
+from worker.engine.db import Row
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 
@@ -26,7 +27,7 @@ def _name(name: str, kind: str | None) -> str:
     return f"task/{name}" if kind == "task" and not name.startswith("task/") else name
 
 
-def _sdk(queue: dict[str, Any]) -> dict[str, Any]:
+def _sdk(queue: Row) -> dict[str, object]:
     """Trigger.dev's ``QueueItem``: a task queue is named by its task id; when the override
     was made is not tracked (null)."""
     if queue["type"] == "task":
@@ -60,7 +61,7 @@ def _int(request: Request, name: str, default: int) -> int:
 
 
 @router.get("")
-async def list_queues(request: Request, env: Env) -> dict[str, Any]:
+async def list_queues(request: Request, env: Env) -> dict[str, object]:
     """``?page=1&perPage=25`` (the whole list when neither is given)."""
     found = await engine_of(request).list_queues(env)
     page = _int(request, "page", 1)
@@ -77,7 +78,7 @@ async def list_queues(request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.post("/{name:path}/pause")
-async def pause(name: str, request: Request, env: Env) -> dict[str, Any]:
+async def pause(name: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, PauseBody)
     queue = _name(name, body.type or request.query_params.get("type"))
     await engine_of(request).pause_queue(env, queue, body.action == "pause")
@@ -85,7 +86,7 @@ async def pause(name: str, request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.post("/{name:path}/concurrency/override")
-async def override(name: str, request: Request, env: Env) -> dict[str, Any]:
+async def override(name: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, OverrideBody)
     queue = _name(name, body.type or request.query_params.get("type"))
     await engine_of(request).override_queue_limit(env, queue, body.concurrency_limit)
@@ -93,7 +94,7 @@ async def override(name: str, request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.post("/{name:path}/concurrency/reset")
-async def reset(name: str, request: Request, env: Env) -> dict[str, Any]:
+async def reset(name: str, request: Request, env: Env) -> dict[str, object]:
     kind = request.query_params.get("type")
     if await request.body():
         kind = (await read_model(request, ResetBody)).type or kind
@@ -103,6 +104,6 @@ async def reset(name: str, request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.get("/{name:path}")
-async def retrieve(name: str, request: Request, env: Env) -> dict[str, Any]:
+async def retrieve(name: str, request: Request, env: Env) -> dict[str, object]:
     queue = _name(name, request.query_params.get("type"))
     return _sdk(await engine_of(request).retrieve_queue(env, queue))

@@ -138,7 +138,7 @@ async def subscribe_batch(batch_id: str, request: Request, who: Auth) -> Respons
 
 
 @router.post("/realtime/v1/streams/{run_id}/{stream}")
-async def append_stream(run_id: str, stream: str, request: Request, who: Auth) -> dict[str, Any]:
+async def append_stream(run_id: str, stream: str, request: Request, who: Auth) -> dict[str, object]:
     """Body ``{"chunks": [json, ...], "done": false}``."""
     secret_key_only(who, f"write:runs:{run_id}")
     body = await read_json(request)
@@ -212,7 +212,7 @@ async def read_stream(run_id: str, stream: str, request: Request, who: Auth) -> 
 
 
 @router.post("/api/v1/auth/public-tokens")
-async def create_public_token(request: Request, who: Auth) -> dict[str, Any]:
+async def create_public_token(request: Request, who: Auth) -> dict[str, object]:
     """Body ``{"scopes": ["read:runs:run_…"], "expirationTime": "15m"}`` → ``{"token"}``."""
     secret_key_only(who)
     body = await read_json(request)
@@ -226,14 +226,14 @@ async def create_public_token(request: Request, who: Auth) -> dict[str, Any]:
 
 
 @router.post("/api/v1/auth/jwt/claims")
-async def jwt_claims_to_sign(who: Auth) -> dict[str, Any]:
+async def jwt_claims_to_sign(who: Auth) -> dict[str, object]:
     """The claims Trigger.dev's SDK signs into a public token with the secret key."""
     secret_key_only(who)
     return {"sub": who.env.id, "pub": True}
 
 
 @router.get("/api/v1/auth/jwt/claims")
-async def jwt_claims(who: Auth) -> dict[str, Any]:
+async def jwt_claims(who: Auth) -> dict[str, object]:
     return {
         "sub": who.env.id,
         "pub": who.scopes is not None,

@@ -49,7 +49,7 @@ async def trigger_permission(request: Request, who: Principal, task_ids: str | l
 
 
 @router.post("/api/v1/runs/{run_id}/tags")
-async def add_run_tags(run_id: str, request: Request, who: Auth) -> dict[str, Any]:
+async def add_run_tags(run_id: str, request: Request, who: Auth) -> dict[str, object]:
     """Body ``{"tags": ["a", "b"]}`` → ``{"tags": [every tag of the run]}``."""
     if who.scopes is not None:
         who.require(f"write:runs:{run_id}", "write:runs")
@@ -61,24 +61,24 @@ async def add_run_tags(run_id: str, request: Request, who: Auth) -> dict[str, An
 
 
 @router.get("/api/v1/whoami")
-async def whoami(env: Env) -> dict[str, Any]:
+async def whoami(env: Env) -> dict[str, object]:
     return {"project": {"id": env.project_id, "ref": env.project_ref},
             "environment": {"id": env.id, "slug": env.slug, "type": env.type}}
 
 
 @router.post("/api/v1/alerts")
-async def create_alert_channel(request: Request, env: Env) -> dict[str, Any]:
+async def create_alert_channel(request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, alerts.ChannelBody)
     return (await engine_of(request).create_alert_channel(env, body)).public()
 
 
 @router.get("/api/v1/alerts")
-async def list_alert_channels(request: Request, env: Env) -> dict[str, Any]:
+async def list_alert_channels(request: Request, env: Env) -> dict[str, object]:
     return {"data": [c.public() for c in await engine_of(request).list_alert_channels(env)]}
 
 
 @router.delete("/api/v1/alerts/{channel_id}")
-async def delete_alert_channel(channel_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def delete_alert_channel(channel_id: str, request: Request, env: Env) -> dict[str, object]:
     await engine_of(request).delete_alert_channel(env, channel_id)
     return {"id": channel_id, "deleted": True}
 
@@ -90,17 +90,17 @@ class DeploymentBody(BaseModel):
 
 
 @router.post("/api/v1/deployments")
-async def register_deployment(request: Request, env: Env) -> dict[str, Any]:
+async def register_deployment(request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, DeploymentBody)
     return await engine_of(request).register_deployment(env, body.content_hash,
                                       body.tasks, body.image)
 
 
 @router.get("/api/v1/deployments/{deployment_id}")
-async def retrieve_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def retrieve_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, object]:
     return await engine_of(request).retrieve_deployment(env, deployment_id)
 
 
 @router.post("/api/v1/deployments/{deployment_id}/promote")
-async def promote_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def promote_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, object]:
     return await engine_of(request).promote_deployment(env, deployment_id)

@@ -3,7 +3,7 @@ operators and tools (the MCP server, worker/mcp_server.py; docs/api.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
@@ -21,7 +21,7 @@ _SHOWN = {"queue": "queue", "machine": "machine", "max_duration": "maxDuration",
 
 
 @router.get("/api/v1/tasks")
-async def list_tasks(request: Request, env: Env) -> dict[str, Any]:
+async def list_tasks(request: Request, env: Env) -> dict[str, object]:
     """The environment's current task definitions (the last version registered or promoted)."""
     async with engine_of(request).pool.connection() as conn:
         rows = await fetch_all(conn, Q.list_env_tasks, {"environment_id": env.id})

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -67,7 +67,7 @@ async def otlp_logs(request: Request, env: Env) -> Response:
 
 
 @router.get("/api/v1/runs/{run_id}/trace")
-async def run_trace(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def run_trace(run_id: str, request: Request, env: Env) -> dict[str, object]:
     return await engine_of(request).trace_tree(env, run_id)
 
 
@@ -81,7 +81,7 @@ def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
 
 
 @router.get("/api/v1/runs/{run_id}/events")
-async def run_events(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def run_events(run_id: str, request: Request, env: Env) -> dict[str, object]:
     """The trace's spans, flat and in order; ``limit`` (≤ 5000) and ``cursor`` page them."""
     limit = _int(request, "limit", 500, 1, 5000)
     start = _int(request, "cursor", 0, 0, trace_view.MAX_SPANS)
@@ -94,7 +94,7 @@ async def run_events(run_id: str, request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.get("/api/v1/runs/{run_id}/logs")
-async def run_logs(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def run_logs(run_id: str, request: Request, env: Env) -> dict[str, object]:
     level = request.query_params.get("level")
     if level is not None and level not in trace_view.LEVEL_RANK:
         raise EngineError(f"level must be one of {sorted(trace_view.LEVEL_RANK)}")
@@ -106,7 +106,7 @@ async def run_logs(run_id: str, request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.get("/api/v1/runs/{run_id}/spans/{span_id}")
-async def run_span(run_id: str, span_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def run_span(run_id: str, span_id: str, request: Request, env: Env) -> dict[str, object]:
     if len(span_id) != 16 or any(c not in "0123456789abcdef" for c in span_id):
         raise EngineError("spanId is 16 lowercase hex digits")
     return await engine_of(request).trace_span(env, run_id, span_id)

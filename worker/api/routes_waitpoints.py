@@ -72,7 +72,7 @@ def _encode_output(data: Any) -> tuple[str, str]:
 
 
 @router.post("/api/v1/waitpoints/tokens")
-async def create_token(request: Request, env: Env) -> dict[str, Any]:
+async def create_token(request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, CreateToken)
     tags = [body.tags] if isinstance(body.tags, str) else body.tags
     if len(tags) > MAX_TAGS:
@@ -104,7 +104,7 @@ async def create_token(request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.get("/api/v1/waitpoints/tokens")
-async def list_tokens(request: Request, env: Env) -> dict[str, Any]:
+async def list_tokens(request: Request, env: Env) -> dict[str, object]:
     query = request.query_params
     status = query.get("filter[status]")
     if status is not None and status not in ("WAITING", "COMPLETED", "TIMED_OUT"):
@@ -140,7 +140,7 @@ async def list_tokens(request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.get("/api/v1/waitpoints/tokens/{waitpoint_id}")
-async def retrieve_token(waitpoint_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def retrieve_token(waitpoint_id: str, request: Request, env: Env) -> dict[str, object]:
     row = await engine_of(request).retrieve_waitpoint(env, waitpoint_id)
     if row["type"] != "TOKEN":
         raise NotFound(f"waitpoint token {waitpoint_id!r} not found in this environment")
@@ -150,7 +150,7 @@ async def retrieve_token(waitpoint_id: str, request: Request, env: Env) -> dict[
 
 
 @router.post("/api/v1/waitpoints/tokens/{waitpoint_id}/complete")
-async def complete_token(waitpoint_id: str, request: Request, who: Who) -> dict[str, Any]:
+async def complete_token(waitpoint_id: str, request: Request, who: Who) -> dict[str, object]:
     """With the secret key, or a public token scoped ``write:waitpoints:<id>`` (browsers)."""
     who.require(f"write:waitpoints:{waitpoint_id}", "write:waitpoints")
     body = await read_model(request, CompleteToken)
@@ -221,7 +221,7 @@ class CheckpointBody(BaseModel):
 
 
 @router.post("/engine/v1/runs/{run_id}/wait")
-async def wait(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def wait(run_id: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, WaitBody)
     if (body.until is None) == (body.waitpoint_id is None):
         raise EngineError("give either waitpoint_id (an existing waitpoint) or until (a duration)")
@@ -246,7 +246,7 @@ async def wait(run_id: str, request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.get("/engine/v1/waitpoints/{waitpoint_id}/wait")
-async def wait_for_waitpoint(waitpoint_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def wait_for_waitpoint(waitpoint_id: str, request: Request, env: Env) -> dict[str, object]:
     try:
         timeout_ms = int(request.query_params.get("timeout_ms", "10000"))
     except ValueError:
@@ -257,7 +257,7 @@ async def wait_for_waitpoint(waitpoint_id: str, request: Request, env: Env) -> d
 
 
 @router.post("/engine/v1/runs/{run_id}/journal")
-async def journal(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def journal(run_id: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, JournalBody)
     entry = await engine_of(request).record_outcome(env,
         run_id,
@@ -272,7 +272,7 @@ async def journal(run_id: str, request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.post("/engine/v1/runs/{run_id}/checkpoint")
-async def checkpoint(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def checkpoint(run_id: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, CheckpointBody)
     suspended = await engine_of(request).checkpoint(
         env, run_id, body.instance_id, body.attempt_number,

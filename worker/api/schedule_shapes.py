@@ -12,7 +12,7 @@ from worker.engine.schedules import Schedule, SchedulePage, ScheduleSpec
 
 
 class ScheduleBody(BaseModel):
-    """``POST /api/v1/schedules`` and ``PUT /api/v1/schedules/{id}``."""
+    """``POST /api/v1/schedules`` and ``PUT /api/v1/schedules/{id}`` (camelCase on the wire)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 

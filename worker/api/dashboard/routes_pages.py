@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from worker.api.dashboard.web import PREFIX, CsrfDep, EnvDep, Page, SessionDep, back_to, render
 from worker.api.state import engine_of
 from worker.engine import queues
-from worker.engine.db import fetch_all
+from worker.engine.db import Row, fetch_all
 from worker.engine.errors import EngineError
 from worker.engine.models import MAX_PAYLOAD_BYTES, TriggerBody, TriggerOptions
 from worker.engine.queries import Q
@@ -41,7 +41,7 @@ def example_of(schema: Any, depth: int = 0) -> Any:
     return simple.get(str(kind))
 
 
-async def _tasks(request: Request, env_id: str) -> list[dict[str, Any]]:
+async def _tasks(request: Request, env_id: str) -> list[Row]:
     async with engine_of(request).pool.connection() as conn:
         return list(await fetch_all(conn, Q.dash_tasks, {"environment_id": env_id}))
 

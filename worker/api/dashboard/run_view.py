@@ -12,7 +12,7 @@ from worker.api.dashboard.waterfall import Waterfall
 from worker.api.presenters import decode_packet
 from worker.common.statuses import API_STATUS, FINAL_STATUSES
 from worker.engine import runs
-from worker.engine.db import Pool, fetch_all
+from worker.engine.db import Pool, Row, fetch_all
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
@@ -38,7 +38,7 @@ class Wait:
 
 @dataclass
 class RunDetail:
-    run: dict[str, Any]
+    run: Row
     status: str
     payload: Any
     output: Any
@@ -68,7 +68,7 @@ class RunDetail:
         return " ".join([self.run["id"], *(c["id"] for c in self.children)])
 
 
-def _timeline(run: dict[str, Any], waits: list[dict[str, Any]]) -> list[Event]:
+def _timeline(run: Row, waits: list[dict[str, Any]]) -> list[Event]:
     events = [Event(run["created_at"], "Triggered", f"queue {run['queue']}")]
     if run.get("run_at") and run["status"] == "DELAYED":
         events.append(Event(run["created_at"], "Delayed", f"until {run['run_at']:%H:%M:%S}"))
