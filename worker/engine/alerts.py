@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.engine.db import Pool, fetch_all, fetch_one
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -85,7 +85,7 @@ def _check(body: ChannelBody) -> dict[str, Any]:
     return out
 
 
-def _channel(row: dict[str, Any]) -> Channel:
+def _channel(row: Row) -> Channel:
     return Channel(row["id"], row["name"], row["type"], dict(row["properties"]),
                    list(row["alert_types"]), bool(row["enabled"]))
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from worker.engine.db import Pool, fetch_all, fetch_one
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -110,7 +110,7 @@ async def add_items(
     return result
 
 
-async def retrieve(pool: Pool, env: Environment, batch_id: str) -> dict[str, Any]:
+async def retrieve(pool: Pool, env: Environment, batch_id: str) -> Row:
     async with pool.connection() as conn:
         params = {"id": batch_id, "environment_id": env.id}
         row = await fetch_one(conn, Q.get_batch_v2, params)

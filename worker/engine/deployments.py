@@ -13,14 +13,14 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from worker.engine.db import Pool, fetch_all, fetch_one
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
 
-def present(row: dict[str, Any]) -> dict[str, Any]:
+def present(row: Row) -> Row:
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
 
@@ -30,7 +30,7 @@ def present(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def register(pool: Pool, env: Environment, content_hash: str, tasks: list[dict[str, Any]],
-                   image: str | None) -> dict[str, Any]:
+                   image: str | None) -> Row:
     ids = [t.get("id") for t in tasks]
     if not ids or any(not isinstance(i, str) or not i for i in ids):
         raise EngineError("a deployment needs tasks, each with a non-empty string id")
@@ -61,7 +61,7 @@ async def register(pool: Pool, env: Environment, content_hash: str, tasks: list[
     return present({**created, "version": version})
 
 
-async def retrieve(pool: Pool, env: Environment, deployment_id: str) -> dict[str, Any]:
+async def retrieve(pool: Pool, env: Environment, deployment_id: str) -> Row:
     async with pool.connection() as conn:
         row = await fetch_one(
             conn,
@@ -73,7 +73,7 @@ async def retrieve(pool: Pool, env: Environment, deployment_id: str) -> dict[str
     return present(row)
 
 
-async def promote(pool: Pool, env: Environment, deployment_id: str) -> dict[str, Any]:
+async def promote(pool: Pool, env: Environment, deployment_id: str) -> Row:
     async with pool.connection() as conn, conn.transaction():
         row = await fetch_one(
             conn,

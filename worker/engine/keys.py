@@ -144,7 +144,7 @@ class ApiKey:
     revoked_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ApiKey:
+    def from_row(cls, row: Row) -> ApiKey:
         return cls(str(row["id"]), row["name"], row["kind"], row["key_prefix"],
                    row["created_at"], row["last_used_at"], row["expires_at"], row["revoked_at"])
 

@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 
 from worker.common import metadata_ops
 from worker.common.limits import LimitError, check_metadata
-from worker.engine.db import Conn, Pool, fetch_one
+from worker.engine.db import Conn, Pool, Row, fetch_one
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
@@ -117,7 +117,7 @@ async def update(pool: Pool, env: Environment, run_id: str, body: dict[str, Any]
         return await apply_in(conn, env, run_id, body)
 
 
-async def retrieve(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
+async def retrieve(pool: Pool, env: Environment, run_id: str) -> Row:
     async with pool.connection() as conn:
         row = await fetch_one(conn, Q.get_run_metadata, {"id": run_id, "environment_id": env.id})
     if row is None:

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.engine.db import Pool, fetch_all
+from worker.engine.db import Pool, Row, fetch_all
 from worker.engine.queries import Q
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -76,7 +76,7 @@ def completion_outcome(completion: Any, result: dict[str, Any]) -> str:
     return "failed"
 
 
-def observe_dequeued(runs: list[dict[str, Any]]) -> None:
+def observe_dequeued(runs: list[Row]) -> None:
     """Count leased runs; a first attempt's start latency (trigger → now)."""
     from datetime import UTC, datetime
 

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from worker.engine import secret_box
-from worker.engine.db import Pool, fetch_all, fetch_one
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
 from worker.engine.models import parse_duration
@@ -222,7 +222,7 @@ class Principal:
         """True for a secret key, or when the token holds any of ``scopes``."""
         return self.scopes is None or any(s in self.scopes for s in scopes)
 
-    def can_read_run(self, run: dict[str, Any]) -> bool:
+    def can_read_run(self, run: Row) -> bool:
         wanted = ["read:runs", f"read:runs:{run['id']}", f"read:tasks:{run['task_id']}"]
         wanted += [f"read:tags:{tag}" for tag in run.get("tags") or []]
         if run.get("batch_id"):

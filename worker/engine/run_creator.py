@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 from worker.common.limits import LimitError, check_json, text_depth_may_exceed
 from worker.engine import trace_context
-from worker.engine.db import Conn, fetch_all, fetch_one
+from worker.engine.db import Conn, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -106,7 +106,7 @@ class RunCreator:
             raise NotFound(f"version {name!r} does not exist in the {self.env.slug} environment")
         return str(row["id"])
 
-    async def _parent(self, parent_run_id: str | None) -> dict[str, Any] | None:
+    async def _parent(self, parent_run_id: str | None) -> Row | None:
         if parent_run_id is None:
             return None
         params = {"id": parent_run_id, "environment_id": self.env.id}
@@ -123,7 +123,7 @@ class RunCreator:
         batch_id: str | None = None,
         replayed_from: str | None = None,
         batch_index: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Row:
         """The insert_run parameters of one run (no id yet)."""
         definition = self.definition(task_id)
         now = datetime.now(UTC)
@@ -209,7 +209,7 @@ class RunCreator:
             # lost a race with a concurrent trigger using the same key: read the winner
         raise EngineError("could not create the run under key contention; retry the request")
 
-    async def insert_plain(self, rows: list[dict[str, Any]]) -> None:
+    async def insert_plain(self, rows: list[Row]) -> None:
         """Insert runs that need no key lookups (no idempotency or debounce key, payload
         inline) in one pipelined round trip: the bulk path of a batch."""
         if rows:
@@ -217,7 +217,7 @@ class RunCreator:
                 await cur.executemany(Q.insert_run, rows)
 
     async def _existing(
-        self, task_id: str, options: TriggerOptions, params: dict[str, Any]
+        self, task_id: str, options: TriggerOptions, params: Row
     ) -> str | None:
         """The run an idempotency or debounce key maps to, if it should be reused."""
         base = {"environment_id": self.env.id, "task_id": task_id}

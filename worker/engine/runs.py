@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from worker.engine import triggering
-from worker.engine.db import Pool, fetch_all, fetch_one
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import Conflict, NotFound
 from worker.engine.keys import Environment
 from worker.engine.models import TriggerBody, TriggerOptions
 from worker.engine.queries import Q
 
 
-async def retrieve(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
+async def retrieve(pool: Pool, env: Environment, run_id: str) -> Row:
     async with pool.connection() as conn:
         params = {"id": run_id, "environment_id": env.id}
         row = await fetch_one(conn, Q.get_run, params)
@@ -27,7 +26,7 @@ async def retrieve(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
     return {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
 
 
-async def retrieve_batch(pool: Pool, env: Environment, batch_id: str) -> dict[str, Any]:
+async def retrieve_batch(pool: Pool, env: Environment, batch_id: str) -> Row:
     async with pool.connection() as conn:
         params = {"id": batch_id, "environment_id": env.id}
         row = await fetch_one(conn, Q.get_batch, params)
@@ -57,7 +56,7 @@ async def list_runs(
     created_to: datetime | None = None,
     after: tuple[datetime, str] | None = None,
     limit: int = 25,
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     params = {
         "environment_id": env.id,
         "statuses": statuses,
@@ -98,7 +97,7 @@ async def cancel(pool: Pool, env: Environment, run_id: str) -> list[str]:
     return canceled
 
 
-async def replay(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
+async def replay(pool: Pool, env: Environment, run_id: str) -> Row:
     """A new run of the same task with the same payload, tags and metadata, on the newest
     version (not pinned to the original's).
 

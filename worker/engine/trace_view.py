@@ -14,7 +14,7 @@ from typing import Any
 
 from worker.common.statuses import FINAL_STATUSES
 from worker.engine import trace_context
-from worker.engine.db import Pool, fetch_all, fetch_one
+from worker.engine.db import Conn, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import NotFound
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
@@ -36,7 +36,7 @@ def _ms(start: datetime, end: datetime) -> float:
     return round((end - start).total_seconds() * 1000, 3)
 
 
-def run_node(row: dict[str, Any]) -> dict[str, Any]:
+def run_node(row: Row) -> Row:
     """The synthesised span of a run (trigger → final status)."""
     trace = trace_context.of_row(row)
     final = row["status"] in FINAL_STATUSES
@@ -60,7 +60,7 @@ def run_node(row: dict[str, Any]) -> dict[str, Any]:
             "runId": row["id"], "message": row["task_id"], "data": data, "children": []}
 
 
-def span_node(row: dict[str, Any]) -> dict[str, Any]:
+def span_node(row: Row) -> Row:
     attributes = row["attributes"] or {}
     duration = _ms(row["start_time"], row["end_time"])
     data = {
@@ -76,13 +76,13 @@ def span_node(row: dict[str, Any]) -> dict[str, Any]:
             "runId": row["run_id"], "message": row["name"], "data": data, "children": []}
 
 
-def log_entry(row: dict[str, Any]) -> dict[str, Any]:
+def log_entry(row: Row) -> Row:
     return {"id": str(row["id"]), "attemptNumber": row["attempt_number"], "level": row["level"],
             "message": row["message"], "attributes": row["attributes"] or {},
             "time": _iso(row["logged_at"]), "spanId": row["span_id"]}
 
 
-async def _run_row(conn: Any, env: Environment, run_id: str) -> dict[str, Any]:
+async def _run_row(conn: Conn, env: Environment, run_id: str) -> Row:
     row = await fetch_one(conn, Q.trace_run, {"run_id": run_id, "environment_id": env.id})
     if row is None:
         raise NotFound(f"run {run_id!r} not found in this environment")

@@ -20,7 +20,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from worker.engine import public_tokens
-from worker.engine.db import Conn, Pool, fetch_all, fetch_one
+from worker.engine.db import Conn, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import Conflict, EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -42,7 +42,7 @@ async def create(
     tags: list[str] | None = None,
     run_id: str | None = None,
     batch_id: str | None = None,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[Row, bool]:
     """Create a waitpoint in the caller's transaction; returns (row, is_cached).
 
     With an idempotency key an existing, unexpired waitpoint of the same type is returned
@@ -110,7 +110,7 @@ async def create_token(
     idempotency_key: str | None,
     idempotency_key_ttl: str | int | None,
     tags: list[str],
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[Row, bool]:
     timeout_at = None
     if timeout is not None:
         from worker.engine.models import parse_when
@@ -148,7 +148,7 @@ async def complete_token(
     return done is not None
 
 
-async def get(pool: Pool, env: Environment, waitpoint_id: str) -> dict[str, Any]:
+async def get(pool: Pool, env: Environment, waitpoint_id: str) -> Row:
     async with pool.connection() as conn:
         row = await fetch_one(conn, Q.get_waitpoint, {"id": waitpoint_id, "environment_id": env.id})
     if row is None:
@@ -165,7 +165,7 @@ async def list_tokens(
     tags: list[str] | None,
     after: tuple[datetime, str] | None,
     limit: int,
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     params = {
         "environment_id": env.id,
         "status": status,
@@ -181,7 +181,7 @@ async def list_tokens(
 
 async def wait_until_done(
     pool: Pool, notifier: Notifier, env: Environment, waitpoint_id: str, timeout_s: float
-) -> dict[str, Any]:
+) -> Row:
     """Long-poll: the waitpoint once it is no longer WAITING, or as it is after ``timeout_s``."""
     deadline = time.monotonic() + max(0.0, min(timeout_s, 30.0))
     while True:
@@ -244,7 +244,7 @@ async def record(
     key: str | None = None,
     waitpoint_id: str | None = None,
     outcome: Any = None,
-) -> dict[str, Any]:
+) -> Row:
     """Add an entry to the attempt's journal, or check the one already at ``seq`` is the same
     operation (a replay after a checkpoint, or a retried request)."""
     params = {
@@ -281,7 +281,7 @@ async def wait_for(
     idempotency_key: str | None = None,
     idempotency_key_ttl: str | int | None = None,
     attempt_number: int | None = None,
-) -> dict[str, Any]:
+) -> Row:
     """Block a run on a waitpoint (a new DURATION one when ``until`` is given); returns the
     waitpoint, which may already be complete."""
     async with pool.connection() as conn, conn.transaction():
@@ -321,7 +321,7 @@ async def record_outcome(
     key: str | None,
     outcome: Any,
     attempt_number: int | None = None,
-) -> dict[str, Any]:
+) -> Row:
     async with pool.connection() as conn, conn.transaction():
         attempt = await _lock_leased(conn, env, run_id, instance_id, attempt_number)
         return await record(conn, run_id, attempt, seq, kind, key, outcome=outcome)
@@ -362,10 +362,10 @@ async def checkpoint(
     return True
 
 
-async def journals(conn: Conn, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+async def journals(conn: Conn, run_ids: list[str]) -> dict[str, list[Row]]:
     """The journals of the current attempts of ``run_ids`` (only runs that have one)."""
     rows = await fetch_all(conn, Q.journals_of, {"run_ids": run_ids})
-    found: dict[str, list[dict[str, Any]]] = {}
+    found: dict[str, list[Row]] = {}
     for r in rows:
         found.setdefault(r["run_id"], []).append(
             {

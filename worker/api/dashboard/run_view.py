@@ -121,7 +121,7 @@ async def load(
     ]
     return RunDetail(
         run=run,
-        status=API_STATUS.get(run["status"], run["status"]),
+        status=API_STATUS.get(run["status"]) or str(run["status"]),
         payload=decode_packet(run["payload"], run["payload_type"]),
         output=decode_packet(run["output"], run["output_type"]),
         error=run["error"],

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from worker.common.statuses import API_STATUS
-from worker.engine.db import Pool, fetch_all, fetch_one
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.queries import Q
 from worker.engine.services.periodic import periodic
 from worker.engine.settings import AlertSettings
@@ -60,7 +60,7 @@ def _send_email(settings: AlertSettings, to: list[str], subject: str, text: str)
         smtp.send_message(msg)
 
 
-async def deliver(settings: AlertSettings, row: dict[str, Any]) -> None:
+async def deliver(settings: AlertSettings, row: Row) -> None:
     """Send one claimed delivery; raise on failure."""
     import httpx
 

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from worker.engine.cron import parse
-from worker.engine.db import Conn, Pool, fetch_all, fetch_one
+from worker.engine.db import Conn, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.models import TriggerOptions
@@ -38,7 +38,7 @@ from worker.engine.services.periodic import periodic, until_due
 log = logging.getLogger(__name__)
 
 
-def _payload(schedule: dict[str, Any], tick: datetime) -> str:
+def _payload(schedule: Row, tick: datetime) -> str:
     """The run payload of Trigger.dev scheduled tasks (camelCase JSON, ISO timestamps)."""
     cron = parse(schedule["cron"])
     last = schedule["last_run_at"]
@@ -63,7 +63,7 @@ async def _environment(conn: Conn, environment_id: Any) -> Environment:
     return Environment.from_row(row)
 
 
-async def _fire(conn: Conn, schedule: dict[str, Any], tick: datetime) -> str | None:
+async def _fire(conn: Conn, schedule: Row, tick: datetime) -> str | None:
     """Create the run of one tick (inside the caller's transaction). None if already fired."""
     claimed = await fetch_one(conn, Q.claim_tick, {"schedule_id": schedule["id"], "tick": tick})
     if claimed is None:
