@@ -68,34 +68,27 @@ def _grace_seconds(value: str | int | float | None) -> float:
 async def list_keys(request: Request, env: Env) -> dict[str, object]:
     """``?includeRevoked=true`` also lists revoked and expired keys."""
     include = request.query_params.get("includeRevoked", "false").lower() == "true"
-    async with engine_of(request).pool.connection() as conn:
-        found = await keys.list_keys(conn, env.id, include)
+    found = await engine_of(request).list_api_keys(env, include)
     return {"data": [present(k) for k in found]}
 
 
 @router.post("", status_code=201)
 async def create_key(request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, CreateBody)
-    async with engine_of(request).pool.connection() as conn:
-        created = await keys.create_key(conn, env, body.name, body.type)
-        await conn.commit()
+    created = await engine_of(request).create_api_key(env, body.name, body.type)
     return _present_created(created)
 
 
 @router.delete("/{key_id}")
 async def revoke_key(key_id: str, request: Request, env: Env) -> dict[str, object]:
-    async with engine_of(request).pool.connection() as conn:
-        revoked = await keys.revoke_key(conn, env.id, key_id)
-        await conn.commit()
+    revoked = await engine_of(request).revoke_api_key(env, key_id)
     return present(revoked)
 
 
 # before /{key_id}/rotate, which would take "signing-secret" for a key id
 @router.post("/signing-secret/rotate")
 async def rotate_signing_secret(request: Request, env: Env) -> dict[str, object]:
-    async with engine_of(request).pool.connection() as conn:
-        done = await keys.rotate_signing_secret(conn, env.id)
-        await conn.commit()
+    done = await engine_of(request).rotate_signing_secret(env)
     return {"rotatedAt": done.rotated_at, "previousValidUntil": done.previous_valid_until}
 
 
@@ -105,7 +98,5 @@ async def rotate_key(key_id: str, request: Request, env: Env) -> dict[str, objec
     has_body = request.headers.get("content-length", "0") != "0"
     body = await read_model(request, RotateBody) if has_body else RotateBody()
     grace = _grace_seconds(body.grace_period)
-    async with engine_of(request).pool.connection() as conn:
-        rotated = await keys.rotate_key(conn, env.id, key_id, grace)
-        await conn.commit()
+    rotated = await engine_of(request).rotate_api_key(env, key_id, grace)
     return {**_present_created(rotated.created), "previous": present(rotated.previous)}

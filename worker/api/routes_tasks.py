@@ -9,9 +9,7 @@ from fastapi import APIRouter, Depends, Request
 
 from worker.api.auth import authenticate
 from worker.api.state import engine_of
-from worker.engine.db import fetch_all
 from worker.engine.keys import Environment
-from worker.engine.queries import Q
 
 router = APIRouter()
 Env = Annotated[Environment, Depends(authenticate)]
@@ -23,8 +21,7 @@ _SHOWN = {"queue": "queue", "machine": "machine", "max_duration": "maxDuration",
 @router.get("/api/v1/tasks")
 async def list_tasks(request: Request, env: Env) -> dict[str, object]:
     """The environment's current task definitions (the last version registered or promoted)."""
-    async with engine_of(request).pool.connection() as conn:
-        rows = await fetch_all(conn, Q.list_env_tasks, {"environment_id": env.id})
+    rows = await engine_of(request).list_tasks(env)
     data = []
     for row in rows:
         definition = row["definition"] or {}

@@ -104,3 +104,10 @@ async def promote(pool: Pool, env: Environment, deployment_id: str) -> Row:
         await conn.execute(Q.queue_deploy_alerts, {
             "deployment_id": deployment_id, "environment_id": env.id, "body": Jsonb(body)})
     return present({**done, "version": row["version"]})
+
+
+async def current_tasks(pool: Pool, env: Environment) -> list[Row]:
+    """The environment's current task definitions (the last version registered or promoted):
+    ``task_id``, ``version``, ``definition``."""
+    async with pool.connection() as conn:
+        return await fetch_all(conn, Q.list_env_tasks, {"environment_id": env.id})

@@ -39,6 +39,7 @@ from worker.engine import (
     waitpoints,
 )
 from worker.engine.db import Pool, Row, open_pool
+from worker.engine.keys import Environment
 from worker.engine.leases import LeaseSettings
 from worker.engine.notifier import Notifier
 from worker.engine.realtime import RealtimeHub
@@ -156,7 +157,7 @@ class Engine:
     record_outcome = action(waitpoints.record_outcome)
     checkpoint = action(waitpoints.checkpoint)
 
-    async def wait_until_done(self, env: keys.Environment, waitpoint_id: str,
+    async def wait_until_done(self, env: Environment, waitpoint_id: str,
                               timeout_s: float) -> Row:
         return await waitpoints.wait_until_done(self.pool, self.notifier, env, waitpoint_id,
                                                 timeout_s)
@@ -184,7 +185,8 @@ class Engine:
     delete_env_var = action(env_vars.delete)
     env_vars_for_runs = action(env_vars.for_runs)
 
-    # -- alert channels, deployments (alerts.py, deployments.py)
+    # -- alert channels, deployments, task definitions (alerts.py, deployments.py)
+    list_tasks = action(deployments.current_tasks)
     create_alert_channel = action(alerts.create_channel)
     list_alert_channels = action(alerts.list_channels)
     delete_alert_channel = action(alerts.delete_channel)
@@ -194,6 +196,28 @@ class Engine:
 
     # -- keys and public access tokens (keys.py, public_tokens.py)
     resolve_key = action(keys.resolve_key)
+
+    async def list_api_keys(self, env: Environment, include_revoked: bool) -> list[keys.ApiKey]:
+        async with self.pool.connection() as conn:
+            return await keys.list_keys(conn, env.id, include_revoked)
+
+    async def create_api_key(self, env: Environment, name: str, kind: str) -> keys.CreatedKey:
+        async with self.pool.connection() as conn, conn.transaction():
+            return await keys.create_key(conn, env, name, kind)
+
+    async def revoke_api_key(self, env: Environment, key_id: str) -> keys.ApiKey:
+        async with self.pool.connection() as conn, conn.transaction():
+            return await keys.revoke_key(conn, env.id, key_id)
+
+    async def rotate_api_key(self, env: Environment, key_id: str,
+                             grace_seconds: float) -> keys.RotatedKey:
+        async with self.pool.connection() as conn, conn.transaction():
+            return await keys.rotate_key(conn, env.id, key_id, grace_seconds)
+
+    async def rotate_signing_secret(self, env: Environment) -> keys.SecretRotation:
+        async with self.pool.connection() as conn, conn.transaction():
+            return await keys.rotate_signing_secret(conn, env.id)
+
     create_public_token = action(public_tokens.create_token)
     run_token = action(public_tokens.run_token)
     verify_public_token = action(public_tokens.verify)
