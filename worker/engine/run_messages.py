@@ -18,7 +18,7 @@ from worker.common.protocol import (
     RunInfo,
     TaskInfo,
 )
-from worker.engine import trace_context
+from worker.common import trace_context
 from worker.engine.keys import Environment
 
 

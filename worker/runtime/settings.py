@@ -46,6 +46,9 @@ class WorkerSettings:
     otel_export_delay_ms: float = 1000.0
     #: False turns tracing off in executors
     telemetry: bool = True
+    #: the standard OTLP variables name a collector of the user's (the exporter reads them)
+    otlp_traces: bool = False
+    otlp_logs: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -77,6 +80,10 @@ class WorkerSettings:
             otel_export_delay_ms=env_float("TRIGGER_OTEL_EXPORT_DELAY_MS", 1000.0, minimum=0,
                                            environ=e),
             telemetry=env_bool("TRIGGER_TELEMETRY", True, environ=e),
+            otlp_traces=bool(env_str("OTEL_EXPORTER_OTLP_ENDPOINT", environ=e)
+                             or env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", environ=e)),
+            otlp_logs=bool(env_str("OTEL_EXPORTER_OTLP_ENDPOINT", environ=e)
+                           or env_str("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", environ=e)),
         )
 
     def with_overrides(self, *, api_url: str | None = None, secret_key: str | None = None,

@@ -2,9 +2,8 @@
 
 One asyncio (uvloop) process per worker replica (docs/architecture.md, "Process model"). Its
 parts, each given only what it needs: :class:`~worker.runtime.versions.Versions` (zygotes, the
-registered manifest, warm pools, hot reload), :mod:`~worker.runtime.leasing` (the ``/dequeue``
-long-poll and the heartbeat of every held lease in one call), the
-:class:`~worker.runtime.inflight.RunTable` of held runs and the
+registered manifest, warm pools, hot reload), :mod:`~worker.runtime.leasing` (``/dequeue``
+and one heartbeat call for every held lease), the ``inflight.RunTable`` of held runs and the
 :class:`~worker.runtime.reporter.Reporter` (batched completions and logs). The supervisor itself
 starts runs on executors, replaces executors that die (failing just their attempt), enforces
 max_duration and machine memory, and on stop hands back unfinished leases (``/release``) and

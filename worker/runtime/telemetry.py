@@ -22,7 +22,6 @@ supervisor can close it in the executor's place if the process dies.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -102,8 +101,7 @@ def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
     if api_url and secret_key:
         exporters.append(OTLPSpanExporter(endpoint=api_url.rstrip("/") + "/otel/v1/traces",
                                           headers={"authorization": f"Bearer {secret_key}"}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    if settings.otlp_traces:
         exporters.append(OTLPSpanExporter())  # the standard variables configure it
     exporters.extend(telemetry.exporters)
     for exporter in exporters:
@@ -111,15 +109,14 @@ def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
                                                        schedule_delay_millis=settings.otel_export_delay_ms))
     otel.set_tracer_provider(provider)
     _state.tracer_provider = provider
-    _setup_logs(telemetry, resource, settings.otel_export_delay_ms)
+    _setup_logs(telemetry, resource, settings)
     for instrumentor in telemetry.instrumentations:
         instrumentor.instrument(tracer_provider=provider)
 
 
-def _setup_logs(telemetry: Any, resource: Resource, export_delay_ms: float) -> None:
+def _setup_logs(telemetry: Any, resource: Resource, settings: WorkerSettings) -> None:
     exporters = list(telemetry.log_exporters)
-    if os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_ENDPOINT"):
+    if settings.otlp_logs:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 
         exporters.append(OTLPLogExporter())
@@ -131,7 +128,7 @@ def _setup_logs(telemetry: Any, resource: Resource, export_delay_ms: float) -> N
     provider = LoggerProvider(resource=resource)
     for exporter in exporters:
         provider.add_log_record_processor(
-            BatchLogRecordProcessor(exporter, schedule_delay_millis=export_delay_ms))
+            BatchLogRecordProcessor(exporter, schedule_delay_millis=settings.otel_export_delay_ms))
     _state.log_provider = provider
     _state.logger = provider.get_logger("trigger.dev")
 

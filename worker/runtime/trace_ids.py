@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from worker.common.protocol import DequeuedRun
-from worker.engine.trace_context import derived, parse_traceparent
+from worker.common.trace_context import derived, parse_traceparent
 
 
 def run_span(run: DequeuedRun) -> tuple[str, str]:
