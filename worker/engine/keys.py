@@ -24,6 +24,9 @@ from worker.engine.queries import Q
 ENV_TYPES = {"dev": "DEVELOPMENT", "staging": "STAGING", "prod": "PRODUCTION"}
 _ALNUM = string.ascii_letters + string.digits
 
+#: the longest lifetime of a public access token (worker/engine/public_tokens.py)
+MAX_EXPIRY_SECONDS = 30 * 24 * 3600
+
 
 def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
@@ -294,8 +297,6 @@ async def rotate_signing_secret(conn: Conn, env_id: str) -> SecretRotation:
     """A new public-token signing secret; tokens signed with the previous one verify until
     they expire (at most the longest token lifetime). One previous secret is kept: rotating
     again drops the one before."""
-    from worker.engine.public_tokens import MAX_EXPIRY_SECONDS
-
     params = {"environment_id": env_id, "jwt_secret": secrets.token_bytes(32),
               "grace_seconds": float(MAX_EXPIRY_SECONDS)}
     await conn.execute(Q.ensure_env_secret, {"environment_id": env_id,

@@ -34,14 +34,13 @@ import orjson
 from worker.engine import secret_box
 from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, Forbidden
-from worker.engine.keys import Environment
+from worker.engine.keys import MAX_EXPIRY_SECONDS, Environment
 from worker.engine.models import parse_duration
 from worker.engine.queries import Q
 
 ISSUER = "https://id.trigger.dev"
 AUDIENCE = "https://api.trigger.dev"
 DEFAULT_EXPIRY_SECONDS = 15 * 60
-MAX_EXPIRY_SECONDS = 30 * 24 * 3600
 _SCOPE = re.compile(r"^(read|write|trigger|batchTrigger):[A-Za-z]+(:.+)?$")
 _HEADER = {"alg": "HS256", "typ": "JWT"}
 

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from psycopg.types.json import Jsonb
 
-from worker.common.limits import LimitError, check_json, text_depth_may_exceed
 from worker.common import trace_context
+from worker.common.limits import LimitError, check_json, text_depth_may_exceed
 from worker.engine.db import Conn, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.ids import new_id

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from psycopg.rows import DictRow
 
+from worker.common import trace_context
 from worker.common.machines import DEFAULT_MACHINE
 from worker.common.protocol import (
     AttemptInfo,
@@ -18,7 +19,6 @@ from worker.common.protocol import (
     RunInfo,
     TaskInfo,
 )
-from worker.common import trace_context
 from worker.engine.keys import Environment
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.common.statuses import FINAL_STATUSES
 from worker.common import trace_context
+from worker.common.statuses import FINAL_STATUSES
 from worker.engine.db import Conn, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import NotFound
 from worker.engine.keys import Environment
