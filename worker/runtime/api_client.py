@@ -8,11 +8,13 @@ about a second of its API's return (an API restart is the common outage, and it 
 
 from __future__ import annotations
 
-import asyncio
 import random
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
+
+from worker.sdk.settings import api_urls
+from worker.sdk.transport import RetryPolicy, send_with_retries
 
 PREFIX = "/engine/v1/worker"
 #: the longest pause between two tries of a request (and between two dequeues that failed)
@@ -25,19 +27,31 @@ def retry_delay(failures: int) -> float:
     return min(MAX_DELAY, 0.1 * 2 ** max(0, failures - 1)) * random.uniform(0.75, 1.0)
 
 
-def api_urls(api_url: str) -> list[str]:
-    urls = [u.strip().rstrip("/") for u in api_url.split(",") if u.strip()]
-    if not urls:
-        raise ValueError("no API URL given (TRIGGER_API_URL)")
-    return urls
+__all__ = ["MAX_DELAY", "ProtocolError", "WorkerApi", "api_urls", "retry_delay"]
+
+#: the worker's statuses worth another try: every 5xx, request timeout, rate limited
+_RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
+#: a proxy or a replica going down: the next try goes to another replica
+_FAIL_OVER_STATUSES = frozenset({502, 503, 504})
 
 
 class ProtocolError(Exception):
-    """The API refused a worker request (4xx other than 408/429): retrying will not help."""
+    """The API refused a worker request (4xx other than 408/429: retrying will not help), or
+    it still failed after the last try."""
 
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"{status}: {body[:500]}")
         self.status = status
+
+
+def _refuse(response: httpx.Response) -> NoReturn:
+    raise ProtocolError(response.status_code, response.text)
+
+
+def _policy(attempts: int) -> RetryPolicy:
+    return RetryPolicy(attempts=attempts, retry_statuses=_RETRY_STATUSES,
+                       delay=lambda attempt, _response: retry_delay(attempt + 1),
+                       fail_over_statuses=_FAIL_OVER_STATUSES)
 
 
 class WorkerApi:
@@ -60,32 +74,23 @@ class WorkerApi:
     def http(self) -> httpx.AsyncClient:
         return self.clients[self.current]
 
-    def _fail_over(self) -> None:
+    async def _fail_over(self) -> None:
         self.current = (self.current + 1) % len(self.clients)
 
     async def post(self, path: str, body: dict[str, Any], *, timeout: float | None = None,
                    attempts: int = 5) -> Any:
         """POST with retries on transport errors and 5xx/408/429 (quick backoff, moving to the
-        next API replica when this one cannot be reached)."""
-        for attempt in range(attempts):
-            try:
-                response = await self.http.post(
-                    PREFIX + path, json=body,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
-                if response.status_code < 400:
-                    return response.json()
-                if response.status_code < 500 and response.status_code not in (408, 429):
-                    raise ProtocolError(response.status_code, response.text)
-                error: Exception = ProtocolError(response.status_code, response.text)
-                if response.status_code in (502, 503, 504):
-                    self._fail_over()  # a proxy or a replica going down: try another
-            except httpx.TransportError as exc:
-                error = exc
-                self._fail_over()
-            if attempt == attempts - 1:
-                raise error
-            await asyncio.sleep(retry_delay(attempt + 1))
-        raise AssertionError("unreachable")
+        next API replica when this one cannot be reached): the SDK transport's retry loop."""
+        response = await send_with_retries(
+            lambda: self.http.post(
+                PREFIX + path, json=body,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT),
+            _policy(attempts),
+            fail_over=self._fail_over,
+            refuse=_refuse,
+            unreachable=lambda exc: exc,
+        )
+        return response.json()
 
     async def register(self, content_hash: str, tasks: list[dict[str, Any]],
                        metadata: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,9 @@ from typing import Any
 
 import orjson
 
+from worker.sdk.context import current_context
 from worker.sdk.task import Task
+from worker.sdk.tasks_api import tasks
 
 
 class ToolRunError(RuntimeError):
@@ -46,9 +48,6 @@ class AiTool:
 
     async def call(self, arguments: Any, *, poll_interval_ms: int = 500,
                    timeout: float | None = None) -> Any:
-        from worker.sdk.context import current_context
-        from worker.sdk.tasks_api import tasks
-
         payload = orjson.loads(arguments) if isinstance(arguments, str | bytes) else arguments
         if current_context() is not None:
             return (await self.task.trigger_and_wait(payload)).unwrap()

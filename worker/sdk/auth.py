@@ -16,7 +16,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import orjson
+from worker.sdk import transport
+from worker.sdk.transport import AuthOverride, auth_override
 
 
 def flatten_scopes(scopes: Any) -> list[str]:
@@ -53,11 +54,9 @@ class Auth:
     async def create_public_token(self, *, scopes: Any, expiration_time: Any = "15m") -> str:
         """A JWT granting ``scopes`` until ``expiration_time`` (``"15m"``, ``"1h"``, seconds,
         ``timedelta`` or ``datetime``; at most 30 days)."""
-        from worker.sdk import client
-
         body = {"scopes": flatten_scopes(scopes), "expirationTime": _expiration(expiration_time)}
-        response = await client.request(
-            "POST", "/api/v1/auth/public-tokens", content=orjson.dumps(body)
+        response = await transport.request(
+            "POST", "/api/v1/auth/public-tokens", json=body
         )
         return str(response.json()["token"])
 
@@ -71,16 +70,14 @@ class Auth:
 
     async def _task_token(self, action: str, task: Any, multiple_use: bool,
                           expiration_time: Any) -> str:
-        from worker.sdk import client
-
         targets = task if isinstance(task, list | tuple) else [task]
         ids = [getattr(t, "id", t) for t in targets]
         if not ids or not all(isinstance(i, str) and i for i in ids):
             raise TypeError("a task token needs a task id or task object (or a list of them)")
         body = {"scopes": [f"{action}:tasks:{i}" for i in ids],
                 "expirationTime": _expiration(expiration_time), "oneTimeUse": not multiple_use}
-        response = await client.request(
-            "POST", "/api/v1/auth/public-tokens", content=orjson.dumps(body)
+        response = await transport.request(
+            "POST", "/api/v1/auth/public-tokens", json=body
         )
         return str(response.json()["token"])
 
@@ -106,18 +103,15 @@ class Auth:
 
 class _WithAuth:
     def __init__(self, access_token: str | None, base_url: str | None) -> None:
-        from worker.sdk.client import AuthOverride
 
         self.override = AuthOverride(access_token, base_url)
         self.tokens: list[Any] = []
 
     def __enter__(self) -> None:
-        from worker.sdk.client import auth_override
 
         self.tokens.append(auth_override.set(self.override))
 
     def __exit__(self, *exc: object) -> None:
-        from worker.sdk.client import auth_override
 
         auth_override.reset(self.tokens.pop())
 

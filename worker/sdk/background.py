@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from worker.sdk import attempt_hooks
+from worker.sdk.logger import logger
 
 _pending: set[asyncio.Future[Any]] = set()
 
@@ -28,8 +29,6 @@ def wait_until(awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
 
 
 async def _settle(ctx: Any) -> dict[str, Any] | None:
-    from worker.sdk.logger import logger
-
     for future in list(_pending):
         try:
             await future

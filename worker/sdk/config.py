@@ -11,13 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from worker.sdk.task import (
-    HOOK_NAMES,
-    MACHINE_PRESETS,
-    TaskDefinitionError,
-    normalize_hooks,
-    normalize_retry,
-)
+from worker.common.machines import MACHINE_PRESETS
+from worker.sdk.definitions import TaskDefinitionError
+from worker.sdk.global_hooks import combined
+from worker.sdk.task import HOOK_NAMES, normalize_hooks, normalize_retry
 
 
 class ConfigError(ValueError):
@@ -160,8 +157,6 @@ class Config(BaseModel):
     def global_hooks(self) -> dict[str, Callable[..., Any]]:
         """The config's hooks, each combined with those registered with ``tasks.on_*``
         (worker/sdk/global_hooks.py)."""
-        from worker.sdk.global_hooks import combined
-
         found = {n: combined(n, getattr(self, n, None)) for n in HOOK_NAMES}
         return {n: h for n, h in found.items() if h is not None}
 

@@ -117,7 +117,7 @@ class AbortSignal:
 
     async def wait(self) -> str:
         """Return once the attempt is aborted (at once if it already is)."""
-        import asyncio
+        import asyncio  # lazy: ``import worker`` imports this module and must not load asyncio
 
         if self.aborted:
             return str(self.reason)

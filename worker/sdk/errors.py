@@ -49,3 +49,8 @@ class NotFoundError(ApiError):
 
 class ConfigurationError(RuntimeError):
     """The SDK is not configured (TRIGGER_API_URL / TRIGGER_SECRET_KEY) or misconfigured."""
+
+
+class Suspended(BaseException):
+    """Raised inside a task when its run has checkpointed; the executor reports it and the
+    run resumes (replays) once its waitpoints complete. Never catch it (worker/sdk/durable.py)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from worker.sdk.task import HOOK_NAMES, TaskDefinitionError
+from worker.sdk.definitions import TaskDefinitionError
+from worker.sdk.task import HOOK_NAMES
 
 #: hook kind -> {registration name: function}, in registration order
 _registry: dict[str, dict[str, Callable[..., Any]]] = {}
@@ -20,6 +21,8 @@ _registry: dict[str, dict[str, Callable[..., Any]]] = {}
 
 def register(kind: str, name_or_fn: str | Callable[..., Any],
              fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    # lazy: the hook-signature rules live in the runtime, which the SDK does not import at
+    # import time (task files import the SDK; the runtime imports the SDK)
     from worker.runtime.hooks import check_hook
 
     if kind not in HOOK_NAMES:
@@ -43,7 +46,7 @@ def combined(kind: str, first: Callable[..., Any] | None) -> Callable[..., Any] 
     hooks = [h for h in [first, *_registry.get(kind, {}).values()] if h is not None]
     if len(hooks) <= 1:
         return hooks[0] if hooks else None
-    from worker.runtime.hooks import call_hook
+    from worker.runtime.hooks import call_hook  # lazy: see register()
 
     if kind == "middleware":
         async def chain(**available: Any) -> None:

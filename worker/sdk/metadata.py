@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from typing import Any
 
 import orjson
@@ -30,8 +29,11 @@ from worker.common.metadata_ops import (
     MetadataOperationError,
     apply_operations,
 )
-from worker.sdk import attempt_hooks, durable
+from worker.sdk import attempt_hooks, durable, transport
 from worker.sdk.context import current_context
+from worker.sdk.realtime import PipedStream
+from worker.sdk.settings import sdk_settings
+from worker.sdk.transport import path_segment
 
 
 class MetadataTooLargeError(ValueError):
@@ -39,11 +41,7 @@ class MetadataTooLargeError(ValueError):
 
 
 def _flush_interval() -> float:
-    raw = os.environ.get("TRIGGER_RUN_METADATA_FLUSH_INTERVAL")
-    try:
-        return max(0.05, float(raw) / 1000) if raw else 1.0
-    except ValueError:
-        return 1.0
+    return sdk_settings().metadata_flush_interval
 
 
 class _State:
@@ -97,7 +95,7 @@ def _run_id() -> str | None:
     run_id = ctx.to_dict().get("run", {}).get("id")
     if run_id and _state.run_id is None:
         _state.reset(run_id, ctx.to_dict().get("run", {}).get("metadata"))
-    return run_id
+    return str(run_id) if run_id else None
 
 
 def _replaying() -> bool:
@@ -196,8 +194,6 @@ class Metadata(_Target):
 
     async def flush(self) -> None:
         """Send the buffered changes now (they are retried at the next flush on failure)."""
-        from worker.sdk import client
-
         run_id = _run_id()
         if run_id is None or _state.lock is None:
             return
@@ -206,10 +202,10 @@ class Metadata(_Target):
             if body is None:
                 return
             try:
-                response = await client.request(
+                response = await transport.request(
                     "PUT",
-                    f"/api/v1/runs/{client.path_segment(run_id)}/metadata",
-                    content=orjson.dumps(body),
+                    f"/api/v1/runs/{path_segment(run_id)}/metadata",
+                    json=body,
                 )
             except BaseException:
                 _state.put_back(body)
@@ -221,20 +217,17 @@ class Metadata(_Target):
 
     async def refresh(self) -> None:
         """Reload the run's metadata from the API (buffered changes are kept on top)."""
-        from worker.sdk import client
-
         run_id = _run_id()
         if run_id is None:
             return
-        response = await client.request(
-            "GET", f"/api/v1/runs/{client.path_segment(run_id)}/metadata"
+        response = await transport.request(
+            "GET", f"/api/v1/runs/{path_segment(run_id)}/metadata"
         )
         _state.current = apply_operations(response.json().get("metadata") or {}, _state.ops)
 
     async def stream(self, key: str, source: Any) -> Any:
         """Pipe an (async) iterable to the run's stream ``key`` and return a
         :class:`~worker.sdk.realtime.PipedStream` of the chunks as they are piped."""
-        from worker.sdk.realtime import PipedStream
 
         return PipedStream(key, source)
 

@@ -20,85 +20,26 @@ import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from worker.sdk import client
+from worker.sdk import attempt_hooks, transport
 from worker.sdk.context import current_context
-from worker.sdk.errors import ApiError
+from worker.sdk.logger import logger
+from worker.sdk.run_models import Run
+from worker.sdk.schemas import adapt
+from worker.sdk.sse import sse_events
+from worker.sdk.transport import path_segment
 
-if TYPE_CHECKING:
-    from worker.sdk.runs import Run
-
-RECONNECTS = 3
 #: how long a pipe waits to batch chunks into one request (lower = lower latency)
 PIPE_LINGER_SECONDS = 0.05
 PIPE_MAX_BATCH = 256
 
 
-async def sse_events(
-    path: str,
-    params: dict[str, str] | None = None,
-    access_token: str | None = None,
-    last_event_id: str | None = None,
-) -> AsyncIterator[tuple[str, str, str | None]]:
-    """``(event, data, id)`` from an SSE endpoint; reconnects (with Last-Event-ID) on drops."""
-    import httpx
-
-    attempts = 0
-    while True:
-        headers = {"accept": "text/event-stream"}
-        if access_token:
-            headers["authorization"] = f"Bearer {access_token}"
-        if last_event_id:
-            headers["last-event-id"] = last_event_id
-        try:
-            async with client._client().stream(
-                "GET",
-                path,
-                params=params,
-                headers=headers,
-                timeout=httpx.Timeout(10.0, read=60.0),
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    client._raise_for(response)
-                event, ident = "message", None
-                data: list[str] = []
-                async for line in response.aiter_lines():
-                    if not line:
-                        if data:
-                            if ident is not None:
-                                last_event_id = ident
-                            yield event, "\n".join(data), ident
-                            if event == "end":
-                                return
-                        event, data, ident = "message", [], None
-                    elif line.startswith(":"):
-                        continue
-                    else:
-                        name, _, value = line.partition(":")
-                        value = value[1:] if value.startswith(" ") else value
-                        if name == "event":
-                            event = value
-                        elif name == "data":
-                            data.append(value)
-                        elif name == "id":
-                            ident = value
-                return  # the server closed the stream without "end"
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            attempts += 1
-            if attempts > RECONNECTS:
-                raise ApiError(0, f"realtime connection to {path} lost: {exc!r}") from exc
-            await asyncio.sleep(0.5 * attempts)
-
-
 async def _runs(
     path: str, params: dict[str, str] | None, access_token: str | None
 ) -> AsyncIterator[Run]:
-    from worker.sdk.runs import Run
-
     async for event, data, _ in sse_events(path, params, access_token):
         if event == "run":
             yield Run.from_api(orjson.loads(data))
@@ -136,7 +77,7 @@ class RunSubscription:
 
     async def __anext__(self) -> Run:
         if self._snapshots is None:
-            self._snapshots = _runs(f"/realtime/v1/runs/{client.path_segment(self.run_id)}",
+            self._snapshots = _runs(f"/realtime/v1/runs/{path_segment(self.run_id)}",
                                     None, self.access_token)
         return await self._snapshots.__anext__()
 
@@ -146,8 +87,6 @@ class RunSubscription:
             await self._snapshots.aclose()
 
     async def with_streams(self, *keys: Any) -> AsyncIterator[StreamPart]:
-        from worker.sdk.schemas import adapt
-
         types: dict[str, Any] = {}
         for key in keys:
             if isinstance(key, dict):
@@ -206,7 +145,7 @@ def subscribe_to_runs_with_tag(
 
 
 def subscribe_to_batch(batch: Any, *, access_token: str | None = None) -> AsyncIterator[Run]:
-    return _runs(f"/realtime/v1/batches/{client.path_segment(_id(batch))}", None, access_token)
+    return _runs(f"/realtime/v1/batches/{path_segment(_id(batch))}", None, access_token)
 
 
 # --- streams -------------------------------------------------------------------------------
@@ -223,10 +162,9 @@ def _current_run_id(run_id: str | None) -> str:
 
 
 async def _post(run_id: str, key: str, chunks: list[Any], done: bool) -> int:
-    path = f"/realtime/v1/streams/{client.path_segment(run_id)}/{client.path_segment(key)}"
-    body = orjson.dumps({"chunks": chunks, "done": done})
-    response = await client.request("POST", path, content=body)
-    return int(response.json()["seq"])
+    path = f"/realtime/v1/streams/{path_segment(run_id)}/{path_segment(key)}"
+    data = await transport.json("POST", path, json={"chunks": chunks, "done": done})
+    return int(data["seq"])
 
 
 async def _aiter(source: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
@@ -303,7 +241,7 @@ class Streams:
     ) -> AsyncIterator[Any]:
         """Every chunk of the run's stream from the start (or after seq ``after``), then live
         ones, decoded from JSON; ends when the stream is closed or the run finished."""
-        path = f"/realtime/v1/streams/{client.path_segment(_id(run))}/{client.path_segment(key)}"
+        path = f"/realtime/v1/streams/{path_segment(_id(run))}/{path_segment(key)}"
         async for event, data, _ in sse_events(
             path, None, access_token, str(after) if after else None
         ):
@@ -319,8 +257,6 @@ class StreamDefinition:
     with the key bound; ``schema`` (any ``schema_task`` schema kind) parses read chunks."""
 
     def __init__(self, id: str, schema: Any = None) -> None:
-        from worker.sdk.schemas import adapt
-
         self.id = id
         self.schema = adapt(schema) if schema is not None else None
 
@@ -385,8 +321,6 @@ _pending: set[asyncio.Task[int]] = set()
 async def _settle_pipes(ctx: Any) -> dict[str, Any] | None:
     """At the end of an attempt: let unfinished pipes finish (their errors were or will be
     seen by the task; here they are only logged)."""
-    from worker.sdk.logger import logger
-
     for task in list(_pending):
         try:
             await task
@@ -400,11 +334,5 @@ async def _before_checkpoint(ctx: Any) -> None:
     await _settle_pipes(ctx)
 
 
-def _register() -> None:
-    from worker.sdk import attempt_hooks
-
-    attempt_hooks.on_attempt_end(_settle_pipes)
-    attempt_hooks.on_checkpoint(_before_checkpoint)
-
-
-_register()
+attempt_hooks.on_attempt_end(_settle_pipes)
+attempt_hooks.on_checkpoint(_before_checkpoint)

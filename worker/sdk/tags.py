@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from worker.sdk import transport
+from worker.sdk.context import current_context
 from worker.sdk.errors import ApiError
 from worker.sdk.logger import logger
+from worker.sdk.transport import path_segment
 
 
 class Tags:
     async def add(self, tags: str | list[str], *, run_id: str | None = None) -> list[str] | None:
         """Add ``tags`` to the run; return all of its tags (None when refused and ignored)."""
-        from worker.sdk import client
-        from worker.sdk.context import current_context
 
         if run_id is None:
             ctx = current_context()
@@ -29,10 +28,10 @@ class Tags:
             run_id = str(ctx.run.id)
         items = [tags] if isinstance(tags, str) else list(tags)
         try:
-            response = await client.request(
+            response = await transport.request(
                 "POST",
-                f"/api/v1/runs/{client.path_segment(run_id)}/tags",
-                content=orjson.dumps({"tags": items}),
+                f"/api/v1/runs/{path_segment(run_id)}/tags",
+                json={"tags": items},
             )
         except ApiError as exc:
             if exc.status != 400:

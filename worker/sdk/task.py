@@ -8,15 +8,18 @@ runtime executes it (``worker.runtime``); the client triggers it (``worker.sdk.c
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, Protocol, TypeVar, overload
 
 from worker.common.machines import MACHINE_PRESETS
+from worker.sdk.definitions import Queue, TaskDefinitionError
+from worker.sdk.schemas import adapt
 
 if TYPE_CHECKING:
-    from worker.sdk.client import BatchHandle, RunHandle
+    from worker.sdk.run_models import Run
     from worker.sdk.subtasks import BatchResult, TaskRunResult
+    from worker.sdk.triggering import BatchHandle, RunHandle
 
 HOOK_NAMES = (
     "middleware",
@@ -47,10 +50,6 @@ P = TypeVar("P")
 O = TypeVar("O")  # noqa: E741
 
 
-class TaskDefinitionError(ValueError):
-    """A task was declared with options that cannot work; the message says which and why."""
-
-
 def normalize_retry(retry: Any, where: str) -> dict[str, Any] | None:
     """Retry options with Trigger.dev's literal key names mapped to ours; unknown keys refused."""
     if retry is None:
@@ -75,6 +74,7 @@ def normalize_retry(retry: Any, where: str) -> dict[str, Any] | None:
 def normalize_hooks(options: dict[str, Any], where: str) -> dict[str, Callable[..., Any]]:
     """Pop the hook options (aliases mapped) and check each can be called (see
     worker/runtime/hooks.py): a hook we cannot call is refused now, not when it fires."""
+    # lazy: the hook-signature rules live in the runtime, which ``import worker`` must not load
     from worker.runtime.hooks import check_hook
 
     for alias, name in HOOK_ALIASES.items():
@@ -96,27 +96,6 @@ def normalize_hooks(options: dict[str, Any], where: str) -> dict[str, Callable[.
         except ValueError as exc:
             raise TaskDefinitionError(f"{where}: {exc}") from None
     return hooks
-
-
-@dataclass(frozen=True)
-class Queue:
-    """A named queue shared by the tasks that name it. ``concurrency_limit=None`` is unbounded."""
-
-    name: str
-    concurrency_limit: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
-            raise TaskDefinitionError("queue name must be a non-empty string")
-        limit = self.concurrency_limit
-        if limit is not None and (not isinstance(limit, int) or not 0 <= limit <= 100_000):
-            raise TaskDefinitionError(
-                f"queue {self.name!r}: concurrency_limit must be an int in 0..100000 or None"
-            )
-
-
-def queue(name: str, concurrency_limit: int | None = None) -> Queue:
-    return Queue(name, concurrency_limit)
 
 
 @dataclass
@@ -147,13 +126,18 @@ class Task(Generic[P, O]):
     #: where the task was declared: (absolute file path, line number)
     source: tuple[str, int] = ("<unknown>", 0)
 
-    # --- triggering (implemented by the client; imported lazily to keep imports light) ------
-    async def trigger(self, payload: P | None = None, **options: Any) -> RunHandle:
-        from worker.sdk import client
+    # --- triggering: worker/sdk/triggering.py and worker/sdk/subtasks.py. Imported when first
+    # called, not at the top: ``import worker`` imports this module and must stay cheap (no
+    # asyncio, no HTTP client; tests/sdk/test_client_unit.py checks it).
+    async def trigger(self, payload: P | None = None, **options: Any) -> RunHandle[O]:
+        from worker.sdk import triggering
 
-        return await client.trigger(self.id, payload, **options)
+        handle: RunHandle[O] = await triggering.trigger(self.id, payload, **options)
+        return handle
 
-    async def trigger_and_subscribe(self, payload: P | None = None, **options: Any) -> Any:
+    async def trigger_and_subscribe(
+        self, payload: P | None = None, **options: Any
+    ) -> AsyncIterator[Run]:
         """Trigger, then yield the run's snapshots (``Run``) until it is final."""
         from worker.sdk import realtime
 
@@ -161,28 +145,28 @@ class Task(Generic[P, O]):
         async for run in realtime.subscribe_to_run(handle.id):
             yield run
 
-    async def batch_trigger(self, items: list[Any], **options: Any) -> BatchHandle:
+    async def batch_trigger(self, items: list[Any], **options: Any) -> BatchHandle[O]:
         """``items``: payloads, or dicts ``{"payload": ..., "options": {...}}``."""
-        from worker.sdk import client
+        from worker.sdk import triggering
 
-        return await client.batch_trigger(self.id, items, **options)
+        handle: BatchHandle[O] = await triggering.batch_trigger(self.id, items, **options)
+        return handle
 
     async def trigger_and_wait(self, payload: P | None = None, **options: Any) -> TaskRunResult[O]:
         """Trigger a child run and wait for its result (inside a run only): a
         ``TaskRunResult`` with ``ok``, ``output`` / ``error`` and ``unwrap()``."""
         from worker.sdk import subtasks
 
-        return await subtasks.trigger_and_wait(self.id, payload, **options)
+        result: TaskRunResult[O] = await subtasks.trigger_and_wait(self.id, payload, **options)
+        return result
 
-    async def batch_trigger_and_wait(self, items: list[Any]) -> BatchResult:
+    async def batch_trigger_and_wait(self, items: list[Any]) -> BatchResult[O]:
         """Trigger one child per item and wait for all; results in item order."""
-        from worker.sdk import client, subtasks
+        from worker.sdk import subtasks
 
-        parts = []
-        for item in items:
-            payload, options = client.split_item(item)
-            parts.append({"task": self.id, "payload": payload, "options": options})
-        return await subtasks.batch_trigger_and_wait(parts)
+        result: BatchResult[O] = await subtasks.batch_trigger_and_wait(
+            subtasks.child_items(self.id, items))
+        return result
 
     def manifest(self) -> dict[str, Any]:
         """What the worker registers with the engine for this task."""
@@ -335,8 +319,6 @@ def schema_task(
     (so ``run`` receives e.g. a model instance); the manifest carries its JSON schema where one
     can be derived, and the API then refuses a bad payload at trigger time (422).
     """
-    from worker.sdk.schemas import adapt
-
     try:
         adapted = adapt(schema)
     except Exception as exc:

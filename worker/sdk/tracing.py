@@ -16,7 +16,7 @@ SDK set up, the OpenTelemetry API makes them no-ops. The plain API
     span = logger.start_span("upload"); ...; span.end()           # logger.startSpan
 
 :func:`operation` is the runtime's own span (hooks, waits, steps, child triggers): it records
-a checkpoint (:class:`worker.sdk.durable.Suspended`) as an attribute, not as an error.
+a checkpoint (:class:`worker.sdk.errors.Suspended`) as an attribute, not as an error.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from typing import Any
 
 from opentelemetry import trace as otel
 from opentelemetry.trace import Span, Status, StatusCode
+
+from worker.sdk.errors import Suspended
+from worker.sdk.redaction import redact
 
 TRACER_NAME = "trigger.dev"
 #: the most attribute values a user span keeps (Trigger.dev's limit, enforced again on ingest)
@@ -51,16 +54,12 @@ def _otel_value(value: Any) -> Any:
 
 
 def _attributes(values: dict[str, Any] | None) -> dict[str, Any]:
-    from worker.sdk.logger import redact
-
     clean = redact(dict(values or {}))
     return {str(k): _otel_value(v) for k, v in list(clean.items())[:_MAX_ATTRIBUTES]
             if v is not None}
 
 
 def _fail(span: Span, error: BaseException) -> None:
-    from worker.sdk.durable import Suspended
-
     if isinstance(error, Suspended):  # a checkpoint: the run goes on in another process
         span.set_attribute("trigger.checkpointed", True)
         return
@@ -97,27 +96,6 @@ class Operation:
                 self._cm.__exit__(type(error), error, error.__traceback__)
 
 
-def durable_operation(kind: str) -> Any:
-    """Decorate a durable operation ``fn(name, ...)`` (step, child trigger): one span named
-    ``"<kind> <name>"`` when it runs, none when a resumed run replays it from the journal."""
-    def decorate(fn: Any) -> Any:
-        @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from worker.sdk.durable import maybe_state
-
-            state = maybe_state()
-            if state is not None and state.replaying:
-                return await fn(*args, **kwargs)
-            target = args[0] if args else kwargs.get("task_id", kwargs.get("name", ""))
-            if not isinstance(target, str):
-                target = "batch"
-            with operation(f"{kind} {target}", {"trigger.span.kind": kind,
-                                                 "trigger.target": target}):
-                return await fn(*args, **kwargs)
-        return wrapper
-    return decorate
-
-
 def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, if one is recording (sent on triggers so a
     child run joins this trace)."""
@@ -135,7 +113,7 @@ def current_span_id() -> str | None:
 class _Trace:
     def __init__(self, name: str, attributes: dict[str, Any] | None) -> None:
         self.name, self.attributes = name, dict(attributes or {})
-        self._cm: Any = None
+        self._cm: contextlib.AbstractContextManager[Span] | None = None
 
     def _open(self) -> Span:
         self._cm = operation(self.name, self.attributes)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.sdk import attempt_hooks
+from worker.sdk.context import current_context
 
 #: US cents per millisecond of each preset (Trigger.dev cloud prices per second / 1000 * 100)
 CENTS_PER_MS = {
@@ -50,8 +51,6 @@ class Usage:
 
 
 def _machine() -> str:
-    from worker.sdk.context import current_context
-
     ctx = current_context()
     machine = ctx.get("machine") if ctx is not None else None
     name = machine.get("name") if machine is not None else None

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
-from worker.common.serialization import dumps, loads
-from worker.sdk import durable, tracing
+from worker.common.serialization import JSON, dumps, loads
+from worker.sdk import durable, transport
+from worker.sdk.durable import durable_operation
 from worker.sdk.idempotency_keys import for_trigger
+from worker.sdk.pagination import Page, PageList
+from worker.sdk.transport import path_segment, payload_members
 
 #: waits up to this long sleep in the process: no server call, no checkpoint
 IN_PROCESS_SECONDS = 5.0
@@ -149,7 +150,7 @@ class Wait:
         if in_run:
             seq, entry = durable.replayed("create_token", None)
             if entry is not None:
-                return WaitpointToken(**entry["outcome"])
+                return WaitpointToken(**entry.outcome)
         body: dict[str, Any] = {
             "timeout": timeout.isoformat() if isinstance(timeout, datetime) else _ttl(timeout),
             # scoped like a trigger's key: a plain string inside a run is the run's own
@@ -157,12 +158,10 @@ class Wait:
             "idempotencyKeyTTL": _ttl(idempotency_key_ttl),
             "tags": [tags] if isinstance(tags, str) else list(tags or []),
         }
-        from worker.sdk import client
-
-        response = await client.request(
+        response = await transport.request(
             "POST",
             "/api/v1/waitpoints/tokens",
-            content=orjson.dumps({k: v for k, v in body.items() if v is not None}),
+            json={k: v for k, v in body.items() if v is not None},
         )
         data = response.json()
         token = WaitpointToken(
@@ -194,25 +193,20 @@ class Wait:
 
     async def complete_token(self, token: WaitpointToken | str, data: Any = None) -> bool:
         """Complete a token (inside or outside runs); completing twice is harmless."""
-        from worker.sdk import client
-
         token_id = token.id if isinstance(token, WaitpointToken) else token
-        text, data_type = dumps(data)
-        if data_type != "application/json":
+        if dumps(data)[1] != JSON:
             raise TypeError("token data must be plain JSON")
-        await client.request(
+        await transport.request(
             "POST",
-            f"/api/v1/waitpoints/tokens/{client.path_segment(token_id)}/complete",
-            content=b'{"data":' + text.encode() + b"}",
+            f"/api/v1/waitpoints/tokens/{path_segment(token_id)}/complete",
+            json=payload_members(data, key="data"),
         )
         return True
 
     async def retrieve_token(self, token: WaitpointToken | str) -> dict[str, Any]:
-        from worker.sdk import client
-
         token_id = token.id if isinstance(token, WaitpointToken) else token
-        response = await client.request(
-            "GET", f"/api/v1/waitpoints/tokens/{client.path_segment(token_id)}"
+        response = await transport.request(
+            "GET", f"/api/v1/waitpoints/tokens/{path_segment(token_id)}"
         )
         data = dict(response.json())
         data["output"] = decode_output(data.get("output"), data.get("outputType"))
@@ -228,8 +222,6 @@ class Wait:
     ) -> Any:
         """``await wait.list_tokens()`` → the first page of ``limit`` tokens (iterable,
         ``.data``); ``async for token in wait.list_tokens()`` → every token, page by page."""
-        from worker.sdk.pagination import Page, PageList
-
         params = {"page[size]": str(limit)}
         if status:
             params["filter[status]"] = status
@@ -239,10 +231,8 @@ class Wait:
             params["filter[tags]"] = ",".join(tags)
 
         async def fetch(cursor: str | None) -> Page[dict[str, Any]]:
-            from worker.sdk import client
-
             query = {**params, "page[after]": cursor} if cursor else params
-            body = (await client.request("GET", "/api/v1/waitpoints/tokens", params=query)).json()
+            body = await transport.json("GET", "/api/v1/waitpoints/tokens", params=query)
             return Page(list(body["data"]), (body.get("pagination") or {}).get("next"))
 
         return PageList(fetch)
@@ -251,7 +241,7 @@ class Wait:
 wait = Wait()
 
 
-@tracing.durable_operation("step")
+@durable_operation("step")
 async def step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn(*args, **kwargs)`` once per attempt: its result is journaled, and a replay after
     a checkpoint returns the recorded result instead of running it again.
@@ -264,7 +254,7 @@ async def step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """
     seq, entry = durable.replayed("step", name)
     if entry is not None:
-        recorded = entry["outcome"]
+        recorded = entry.outcome
         return loads(recorded["data"], recorded["type"])
     result = fn(*args, **kwargs)
     if asyncio.iscoroutine(result):
