@@ -8,28 +8,16 @@ worker/sdk/triggering.py, for code that calls ``client.trigger(...)`` or
 from __future__ import annotations
 
 from worker.sdk import transport
-from worker.sdk.transport import (
-    AuthOverride,
-    aclose,
-    api_url,
-    auth_override,
-    configure,
-    path_segment,
-    request,
-    ssl_context,
-)
+from worker.sdk.transport import aclose, api_url, configure, request, ssl_context
 from worker.sdk.triggering import BatchHandle, RunHandle, batch_trigger, trigger
 
 __all__ = [
-    "AuthOverride",
     "BatchHandle",
     "RunHandle",
     "aclose",
     "api_url",
-    "auth_override",
     "batch_trigger",
     "configure",
-    "path_segment",
     "request",
     "ssl_context",
     "trigger",

@@ -27,13 +27,14 @@ import contextvars
 import functools
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 from worker.sdk import attempt_hooks, tracing, transport
 from worker.sdk.context import current_context
 from worker.sdk.errors import Suspended
+from worker.sdk.journal import JournalEntry, Waitpoint
 from worker.sdk.settings import sdk_settings
 
 NON_DETERMINISTIC = "NON_DETERMINISTIC"
@@ -56,50 +57,6 @@ class ConcurrentWaitError(Exception):
 
 
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Waitpoint:
-    """A waitpoint's state as the SDK needs it to wait."""
-
-    id: str
-    status: str
-    output: str | None = None
-    output_type: str | None = None
-    is_error: bool = False
-
-    @classmethod
-    def from_api(cls, data: Mapping[str, Any]) -> Waitpoint:
-        """The engine's HTTP answer (camelCase, docs/api.md)."""
-        return cls(id=data["id"], status=str(data.get("status") or "WAITING"),
-                   output=data.get("output"), output_type=data.get("outputType"),
-                   is_error=bool(data.get("outputIsError")))
-
-    @classmethod
-    def from_journal(cls, data: Mapping[str, Any]) -> Waitpoint:
-        """A journal entry's waitpoint in the dequeued run (snake_case, docs/protocol.md)."""
-        return cls(id=data["id"], status=str(data.get("status") or "WAITING"),
-                   output=data.get("output"), output_type=data.get("output_type"),
-                   is_error=bool(data.get("output_is_error")))
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    """One recorded durable operation of the attempt (docs/protocol.md, "Journal")."""
-
-    seq: int
-    kind: str
-    key: str | None
-    #: what the operation recorded (a child's ids, a token, a step's result)
-    outcome: Any
-    waitpoint: Waitpoint | None = None
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> JournalEntry:
-        waitpoint = data.get("waitpoint")
-        return cls(seq=int(data["seq"]), kind=data["kind"], key=data.get("key"),
-                   outcome=data.get("outcome"),
-                   waitpoint=None if not waitpoint else Waitpoint.from_journal(waitpoint))
 
 
 @dataclass

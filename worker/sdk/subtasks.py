@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from worker.sdk import durable, transport
-from worker.sdk.durable import JournalEntry, Waitpoint, durable_operation
+from worker.sdk.durable import durable_operation
+from worker.sdk.journal import JournalEntry, Waitpoint
 from worker.sdk.transport import path_segment
 from worker.sdk.trigger_options import split_item, wire_options, with_parent
 from worker.sdk.triggering import ChildItem, item_body

@@ -193,13 +193,16 @@ class Task(Generic[P, O]):
         }
 
 
-#: Every Task created in this interpreter, in creation order. Discovery compares it with the
-#: modules' exports to report tasks that were declared but not exported.
+#: Every Task created in this interpreter, in creation order (read it with created_tasks()).
 _created: list[Task[Any, Any]] = []
 
 
-def created_tasks() -> list[Task[Any, Any]]:
-    return list(_created)
+def created_tasks(since: int = 0) -> list[Task[Any, Any]]:
+    """The tasks created in this interpreter, in creation order, from the ``since``-th on (a
+    copy). Discovery notes ``len(created_tasks())`` before importing the project's modules and
+    compares ``created_tasks(that)`` with their exports, to report tasks declared but not
+    exported."""
+    return _created[since:]
 
 
 def _caller_source(depth: int) -> tuple[str, int]:
