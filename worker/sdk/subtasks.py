@@ -10,13 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 from worker.sdk import durable, transport
 from worker.sdk.durable import durable_operation
 from worker.sdk.journal import JournalEntry, Waitpoint
 from worker.sdk.transport import path_segment
-from worker.sdk.trigger_options import split_item, wire_options, with_parent
+from worker.sdk.trigger_options import TriggerOptions, split_item, wire_options, with_parent
 from worker.sdk.triggering import ChildItem, item_body
 from worker.sdk.wait import decode_output
 
@@ -79,7 +79,7 @@ def _wait_entry(seq: int, kind: str, key: str, waitpoint_id: str) -> JournalEntr
 
 @durable_operation("trigger_and_wait")
 async def trigger_and_wait(
-    task_id: str, payload: object = None, **options: Any
+    task_id: str, payload: object = None, **options: Unpack[TriggerOptions]
 ) -> TaskRunResult[Any]:
     seq, entry = durable.replayed("trigger_and_wait", task_id)
     if entry is None:

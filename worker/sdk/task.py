@@ -10,7 +10,16 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Protocol,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
 from worker.common.machines import MACHINE_PRESETS
 from worker.sdk.definitions import Queue, TaskDefinitionError
@@ -19,6 +28,7 @@ from worker.sdk.schemas import adapt
 if TYPE_CHECKING:
     from worker.sdk.run_models import Run
     from worker.sdk.subtasks import BatchResult, TaskRunResult
+    from worker.sdk.trigger_options import TriggerOptions
     from worker.sdk.triggering import BatchHandle, RunHandle
 
 HOOK_NAMES = (
@@ -129,14 +139,16 @@ class Task(Generic[P, O]):
     # --- triggering: worker/sdk/triggering.py and worker/sdk/subtasks.py. Imported when first
     # called, not at the top: ``import worker`` imports this module and must stay cheap (no
     # asyncio, no HTTP client; tests/sdk/test_client_unit.py checks it).
-    async def trigger(self, payload: P | None = None, **options: Any) -> RunHandle[O]:
+    async def trigger(
+        self, payload: P | None = None, **options: Unpack[TriggerOptions]
+    ) -> RunHandle[O]:
         from worker.sdk import triggering
 
         handle: RunHandle[O] = await triggering.trigger(self.id, payload, **options)
         return handle
 
     async def trigger_and_subscribe(
-        self, payload: P | None = None, **options: Any
+        self, payload: P | None = None, **options: Unpack[TriggerOptions]
     ) -> AsyncIterator[Run]:
         """Trigger, then yield the run's snapshots (``Run``) until it is final."""
         from worker.sdk import realtime
@@ -145,14 +157,18 @@ class Task(Generic[P, O]):
         async for run in realtime.subscribe_to_run(handle.id):
             yield run
 
-    async def batch_trigger(self, items: list[Any], **options: Any) -> BatchHandle[O]:
+    async def batch_trigger(
+        self, items: list[Any], **options: Unpack[TriggerOptions]
+    ) -> BatchHandle[O]:
         """``items``: payloads, or dicts ``{"payload": ..., "options": {...}}``."""
         from worker.sdk import triggering
 
         handle: BatchHandle[O] = await triggering.batch_trigger(self.id, items, **options)
         return handle
 
-    async def trigger_and_wait(self, payload: P | None = None, **options: Any) -> TaskRunResult[O]:
+    async def trigger_and_wait(
+        self, payload: P | None = None, **options: Unpack[TriggerOptions]
+    ) -> TaskRunResult[O]:
         """Trigger a child run and wait for its result (inside a run only): a
         ``TaskRunResult`` with ``ok``, ``output`` / ``error`` and ``unwrap()``."""
         from worker.sdk import subtasks

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from worker.sdk import subtasks, transport, triggering
 from worker.sdk.global_hooks import register as add_global_hook
@@ -19,7 +19,7 @@ from worker.sdk.run_models import Run
 from worker.sdk.runs import runs
 from worker.sdk.subtasks import BatchResult, TaskRunResult
 from worker.sdk.transport import path_segment
-from worker.sdk.trigger_options import collect_items
+from worker.sdk.trigger_options import TriggerOptions, collect_items
 from worker.sdk.triggering import BatchHandle, ChildItem, RunHandle
 
 
@@ -36,7 +36,9 @@ def _global_hook(kind: str) -> Callable[..., Any]:
 class Tasks:
     """``await tasks.trigger("hello-world", payload, tags=["x"])`` from application code."""
 
-    async def trigger(self, task_id: str, payload: object = None, **options: Any) -> RunHandle[Any]:
+    async def trigger(
+        self, task_id: str, payload: object = None, **options: Unpack[TriggerOptions]
+    ) -> RunHandle[Any]:
         return await triggering.trigger(task_id, payload, **options)
 
     # global hooks (Trigger.dev's tasks.onStart(...) & co.): tasks.on_start([name,] fn)
@@ -52,12 +54,12 @@ class Tasks:
     catch_error = _global_hook("catch_error")
 
     async def trigger_and_wait(
-        self, task_id: str, payload: object = None, **options: Any
+        self, task_id: str, payload: object = None, **options: Unpack[TriggerOptions]
     ) -> TaskRunResult[Any]:
         return await subtasks.trigger_and_wait(task_id, payload, **options)
 
     async def batch_trigger(
-        self, task_id: str, items: list[Any], **options: Any
+        self, task_id: str, items: list[Any], **options: Unpack[TriggerOptions]
     ) -> BatchHandle[Any]:
         return await triggering.batch_trigger(task_id, items, **options)
 
@@ -73,7 +75,7 @@ class Tasks:
         *,
         poll_interval_ms: int = 1000,
         timeout: float | None = None,
-        **options: Any,
+        **options: Unpack[TriggerOptions],
     ) -> Run:
         """Trigger, then retrieve the run every ``poll_interval_ms`` until it is final; the
         final ``Run``. Blocks the caller: not for HTTP handlers (use realtime instead)."""
@@ -136,7 +138,7 @@ def _child(item: object, index: int) -> ChildItem:
 class BatchApi:
     """``batch.trigger([{"id": task_id, "payload": ..., "options": {...}}])``, ``.retrieve``."""
 
-    async def trigger(self, items: object, **options: Any) -> BatchHandle[Any]:
+    async def trigger(self, items: object, **options: Unpack[TriggerOptions]) -> BatchHandle[Any]:
         """One run per item, each naming its task (``"id"`` or ``"task"``); order kept. Items
         may also come from an (async) iterable."""
         collected = await collect_items(items)
@@ -155,7 +157,7 @@ class BatchApi:
     trigger_by_id_and_wait = trigger_and_wait
 
     async def trigger_by_task(
-        self, items: list[dict[str, Any]], **options: Any
+        self, items: list[dict[str, Any]], **options: Unpack[TriggerOptions]
     ) -> BatchHandle[Any]:
         """``batch.trigger_by_task([{"task": child_task, "payload": ...}, ...])``: one run per
         item, of the task object it holds."""

@@ -4,13 +4,42 @@ object (docs/api.md, "Trigger options"), and batch items split into payload and 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from typing import TypedDict
 
 from worker.common.serialization import JSON, dumps
 from worker.sdk.context import current_context
 from worker.sdk.definitions import Queue
 from worker.sdk.idempotency_keys import for_trigger
 from worker.sdk.transport import JsonObject
+
+Duration = str | int | float | dt.timedelta
+
+
+class TriggerOptions(TypedDict, total=False):
+    """The keyword options of ``trigger`` & co. (Trigger.dev's, in snake_case). None means
+    "not given". In a batch, the idempotency key options are the batch's own; the others are
+    defaults for each item."""
+
+    idempotency_key: str | None
+    idempotency_key_ttl: Duration | None
+    #: ``"1h"``, seconds, a timedelta, or a datetime to run at
+    delay: Duration | dt.datetime | None
+    ttl: Duration | None
+    tags: str | Sequence[str] | None
+    priority: int | None
+    queue: str | Queue | None
+    concurrency_key: str | None
+    max_attempts: int | None
+    max_duration: int | float | None
+    machine: str | None
+    #: a JSON object
+    metadata: Mapping[str, object] | None
+    version: str | None
+    lock_to_version: str | None
+    #: ``{"key": ..., "delay": ..., "mode": ..., "max_delay": ...}``
+    debounce: Mapping[str, object] | None
+
 
 _OPTION_NAMES = {
     "idempotency_key": "idempotencyKey",

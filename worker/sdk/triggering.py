@@ -10,13 +10,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 from worker.sdk import durable, transport
 from worker.sdk.durable import durable_operation
 from worker.sdk.transport import JsonObject, path_segment, payload_members
 from worker.sdk.trigger_options import (
     BATCH_OPTIONS,
+    TriggerOptions,
     collect_items,
     split_item,
     wire_options,
@@ -67,7 +68,9 @@ def item_body(payload: object, options: JsonObject, task_id: str | None = None) 
 
 
 @durable_operation("trigger")
-async def trigger(task_id: str, payload: object = None, **options: Any) -> RunHandle[Any]:
+async def trigger(
+    task_id: str, payload: object = None, **options: Unpack[TriggerOptions]
+) -> RunHandle[Any]:
     """Trigger one run of ``task_id``; return at once with its handle."""
     wire = with_parent(wire_options(options))
     if durable.maybe_state() is not None:
@@ -91,9 +94,10 @@ async def trigger(task_id: str, payload: object = None, **options: Any) -> RunHa
     )
 
 
-def _batch_options(options: dict[str, object]) -> dict[str, object]:
-    """Pop the options of the batch itself out of ``options`` (the rest are item defaults)."""
-    return {k: options.pop(k) for k in list(options) if k in BATCH_OPTIONS}
+def _split_options(options: TriggerOptions) -> tuple[dict[str, object], dict[str, object]]:
+    """The options of the batch itself, and the rest (defaults for each item)."""
+    batch = {k: v for k, v in options.items() if k in BATCH_OPTIONS}
+    return batch, {k: v for k, v in options.items() if k not in BATCH_OPTIONS}
 
 
 def batch_body(items: list[JsonObject], batch_opts: Mapping[str, object]) -> JsonObject:
@@ -102,7 +106,9 @@ def batch_body(items: list[JsonObject], batch_opts: Mapping[str, object]) -> Jso
     return {"items": items, "options": wire} if wire else {"items": items}
 
 
-async def batch_trigger(task_id: str, items: object, **options: Any) -> BatchHandle[Any]:
+async def batch_trigger(
+    task_id: str, items: object, **options: Unpack[TriggerOptions]
+) -> BatchHandle[Any]:
     """Trigger one run of ``task_id`` per item (payloads or ``{payload, options}`` dicts); items
     may be a list, any iterable or an async iterable (read to the end first).
 
@@ -110,11 +116,11 @@ async def batch_trigger(task_id: str, items: object, **options: Any) -> BatchHan
     default for every item, which the item's own options override.
     """
     collected = await collect_items(items)
-    batch_opts = _batch_options(options)
+    batch_opts, defaults = _split_options(options)
     bodies = []
     for item in collected:
         payload, item_opts = split_item(item)
-        bodies.append(item_body(payload, with_parent(wire_options({**options, **item_opts}))))
+        bodies.append(item_body(payload, with_parent(wire_options({**defaults, **item_opts}))))
     data = await transport.json(
         "POST",
         f"/api/v1/tasks/{path_segment(task_id)}/batch",
@@ -124,11 +130,13 @@ async def batch_trigger(task_id: str, items: object, **options: Any) -> BatchHan
     return batch_handle(data, task_id)
 
 
-async def batch_trigger_tasks(items: list[ChildItem], **options: Any) -> BatchHandle[Any]:
+async def batch_trigger_tasks(
+    items: list[ChildItem], **options: Unpack[TriggerOptions]
+) -> BatchHandle[Any]:
     """One run per item, of several tasks (``batch.trigger``)."""
-    batch_opts = _batch_options(options)
+    batch_opts, defaults = _split_options(options)
     bodies = [
-        item_body(item.payload, with_parent(wire_options({**options, **item.options})), item.task)
+        item_body(item.payload, with_parent(wire_options({**defaults, **item.options})), item.task)
         for item in items
     ]
     data = await transport.json(
