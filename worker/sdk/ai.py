@@ -46,7 +46,7 @@ class AiTool:
         return {"name": self.name, "description": self.description,
                 "input_schema": self.parameters}
 
-    async def call(self, arguments: Any, *, poll_interval_ms: int = 500,
+    async def call(self, arguments: object, *, poll_interval_ms: int = 500,
                    timeout: float | None = None) -> Any:
         payload = orjson.loads(arguments) if isinstance(arguments, str | bytes) else arguments
         if current_context() is not None:

@@ -40,17 +40,17 @@ def on_checkpoint(callback: StartCallback) -> StartCallback:
     return callback
 
 
-async def checkpointing(ctx: Any) -> None:
+async def checkpointing(ctx: object) -> None:
     for callback in _on_checkpoint:
         await callback(ctx)
 
 
-async def attempt_started(ctx: Any) -> None:
+async def attempt_started(ctx: object) -> None:
     for callback in _on_start:
         await callback(ctx)
 
 
-async def attempt_ending(ctx: Any) -> dict[str, Any]:
+async def attempt_ending(ctx: object) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     for callback in _on_end:
         extra.update(await callback(ctx) or {})

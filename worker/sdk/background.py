@@ -28,7 +28,7 @@ def wait_until(awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
     return future
 
 
-async def _settle(ctx: Any) -> dict[str, Any] | None:
+async def _settle(ctx: object) -> dict[str, Any] | None:
     for future in list(_pending):
         try:
             await future
@@ -37,7 +37,7 @@ async def _settle(ctx: Any) -> dict[str, Any] | None:
     return None
 
 
-async def _before_checkpoint(ctx: Any) -> None:
+async def _before_checkpoint(ctx: object) -> None:
     """A checkpointing process completes nothing: settle before it stops."""
     await _settle(ctx)
 

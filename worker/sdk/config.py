@@ -64,7 +64,7 @@ class BuildConfig(BaseModel):
 
     @field_validator("pip_packages", "worker_requirement")
     @classmethod
-    def _requirements(cls, value: Any) -> Any:
+    def _requirements(cls, value: str | list[str]) -> str | list[str]:
         items = [value] if isinstance(value, str) else value
         bad = [p for p in items if not p or any(c in p for c in "\n\r\"'`$;&|")]
         if bad:

@@ -32,7 +32,7 @@ class AttrView(Mapping[str, Any]):
                 f"{type(self).__name__} has no field {name!r} (fields: {sorted(self._data)})"
             ) from None
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("ctx is read-only")
 
     def __getitem__(self, key: str) -> Any:
@@ -44,7 +44,7 @@ class AttrView(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._data)
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: str, default: object = None) -> Any:
         return _wrap(self._data.get(key, default))
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,7 +60,7 @@ class Context(AttrView):
     __slots__ = ()
 
 
-def _wrap(value: Any) -> Any:
+def _wrap(value: object) -> Any:
     if isinstance(value, dict):
         return AttrView(value)
     return value
@@ -165,7 +165,7 @@ class Locals:
             _locals.set(store)
         return store
 
-    def get(self, key: LocalKey, default: Any = None) -> Any:
+    def get(self, key: LocalKey, default: object = None) -> Any:
         return self._store().get(key.id, default)
 
     def get_or_throw(self, key: LocalKey) -> Any:
@@ -174,7 +174,7 @@ class Locals:
             raise KeyError(f"local {key.id!r} was not set in this run")
         return store[key.id]
 
-    def set(self, key: LocalKey, value: Any) -> Any:
+    def set(self, key: LocalKey, value: object) -> Any:
         self._store()[key.id] = value
         return value
 

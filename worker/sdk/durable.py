@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 from worker.sdk import attempt_hooks, tracing, transport
-from worker.sdk.context import current_context
+from worker.sdk.context import Context, current_context
 from worker.sdk.errors import Suspended
 from worker.sdk.journal import JournalEntry, Waitpoint
 from worker.sdk.settings import sdk_settings
@@ -112,8 +112,10 @@ CHILD_START_PROBE_SECONDS = 0.5
 _NOT_STARTED = frozenset({"QUEUED", "DELAYED", "PENDING_VERSION"})
 
 
-async def _begin(ctx: Any) -> None:
-    data = ctx.to_dict() if hasattr(ctx, "to_dict") else dict(ctx)
+async def _begin(ctx: Context | None) -> None:
+    if ctx is None:
+        return
+    data = ctx.to_dict()
     journal = {e.seq: e for e in map(JournalEntry.from_wire, data.get("journal") or [])}
     _state.set(
         RunState(

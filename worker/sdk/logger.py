@@ -35,7 +35,7 @@ def set_sink(sink: Sink | None) -> None:
     _sink = sink or _default_sink
 
 
-def _attributes(given: Any, keywords: dict[str, Any]) -> dict[str, Any]:
+def _attributes(given: object, keywords: dict[str, Any]) -> dict[str, Any]:
     """Trigger.dev's positional attributes object (``logger.info("msg", {"user_id": 1})``)
     merged with keyword attributes; a non-mapping positional value is kept under ``value``."""
     if given is None:
@@ -48,22 +48,24 @@ def _attributes(given: Any, keywords: dict[str, Any]) -> dict[str, Any]:
 class TaskLogger:
     """``logger.info("msg", {"user_id": 1})`` or ``logger.info("msg", user_id=1)``."""
 
-    def debug(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+    def debug(self, message: str, attributes: object = None, /, **kw: Any) -> None:
         _sink("debug", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def log(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+    def log(self, message: str, attributes: object = None, /, **kw: Any) -> None:
         _sink("log", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def info(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+    def info(self, message: str, attributes: object = None, /, **kw: Any) -> None:
         _sink("info", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def warn(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+    def warn(self, message: str, attributes: object = None, /, **kw: Any) -> None:
         _sink("warn", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def error(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+    def error(self, message: str, attributes: object = None, /, **kw: Any) -> None:
         _sink("error", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def trace(self, name: str, fn: Any = None, /, attributes: Any = None) -> Any:
+    def trace(
+        self, name: str, fn: object = None, /, attributes: Mapping[str, object] | None = None
+    ) -> Any:
         """A span (worker/sdk/tracing.py): ``with``/``async with logger.trace("name") as
         span``, ``@logger.trace("name")``, or Trigger.dev's ``await logger.trace("name", fn)``
         where ``fn(span)``. The span is recorded in the run's logs when it ends."""
@@ -72,7 +74,7 @@ class TaskLogger:
 
         return trace(name, fn, attributes)
 
-    def start_span(self, name: str, attributes: Any = None) -> Any:
+    def start_span(self, name: str, attributes: Mapping[str, object] | None = None) -> Any:
         """A span ended by ``span.end()`` (worker/sdk/tracing.py)."""
         from worker.sdk.tracing import start_span  # lazy: see trace()
 

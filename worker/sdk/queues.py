@@ -19,7 +19,7 @@ class Queues:
     def list(self) -> PageList[dict[str, Any]]:
         """``await queues.list()`` → a page (iterable, ``.data``); ``async for q in ...``."""
 
-        async def fetch(_: Any) -> Page[dict[str, Any]]:
+        async def fetch(_: object) -> Page[dict[str, Any]]:
             response = await transport.request("GET", "/api/v1/queues")
             return Page(list(response.json()["data"]))
 

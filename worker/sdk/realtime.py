@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from worker.sdk import attempt_hooks, transport
 from worker.sdk.context import current_context
 from worker.sdk.logger import logger
 from worker.sdk.run_models import Run
-from worker.sdk.schemas import adapt
+from worker.sdk.schemas import SchemaLike, adapt
 from worker.sdk.sse import sse_events
 from worker.sdk.transport import path_segment
 
@@ -45,7 +45,7 @@ async def _runs(
             yield Run.from_api(orjson.loads(data))
 
 
-def _id(value: Any) -> str:
+def _id(value: object) -> str:
     return (
         value
         if isinstance(value, str)
@@ -101,12 +101,12 @@ class RunSubscription:
             async for run in self:
                 parts.put_nowait(StreamPart("run", run=run))
 
-        async def pump_stream(key: str, parse: Any) -> None:
+        async def pump_stream(key: str, parse: SchemaLike | None) -> None:
             async for chunk in streams.read(self.run_id, key, access_token=self.access_token):
                 parts.put_nowait(StreamPart(key, chunk=parse.model_validate(chunk)
                                             if parse is not None else chunk))
 
-        async def guarded(coro: Any) -> None:
+        async def guarded(coro: Awaitable[None]) -> None:
             try:
                 await coro
             except BaseException as exc:  # handed to the reader, raised there
@@ -131,7 +131,7 @@ class RunSubscription:
                 pump.cancel()
 
 
-def subscribe_to_run(run: Any, *, access_token: str | None = None) -> RunSubscription:
+def subscribe_to_run(run: object, *, access_token: str | None = None) -> RunSubscription:
     return RunSubscription(_id(run), access_token)
 
 
@@ -144,7 +144,7 @@ def subscribe_to_runs_with_tag(
     return _runs("/realtime/v1/runs", params, access_token)
 
 
-def subscribe_to_batch(batch: Any, *, access_token: str | None = None) -> AsyncIterator[Run]:
+def subscribe_to_batch(batch: object, *, access_token: str | None = None) -> AsyncIterator[Run]:
     return _runs(f"/realtime/v1/batches/{path_segment(_id(batch))}", None, access_token)
 
 
@@ -179,10 +179,10 @@ async def _aiter(source: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[An
 class Streams:
     """The ``streams`` namespace."""
 
-    def define(self, id: str, schema: Any = None) -> StreamDefinition:
+    def define(self, id: str, schema: object = None) -> StreamDefinition:
         return StreamDefinition(id, schema)
 
-    async def append(self, key: str, value: Any, *, run_id: str | None = None) -> None:
+    async def append(self, key: str, value: object, *, run_id: str | None = None) -> None:
         await _post(_current_run_id(run_id), key, [value], False)
 
     async def close(self, key: str, *, run_id: str | None = None) -> None:
@@ -237,7 +237,7 @@ class Streams:
         return count
 
     async def read(
-        self, run: Any, key: str, *, access_token: str | None = None, after: int = 0
+        self, run: object, key: str, *, access_token: str | None = None, after: int = 0
     ) -> AsyncIterator[Any]:
         """Every chunk of the run's stream from the start (or after seq ``after``), then live
         ones, decoded from JSON; ends when the stream is closed or the run finished."""
@@ -256,7 +256,7 @@ class StreamDefinition:
     """``streams.define("llm")`` (Trigger.dev's ``streams.define<T>({id})``): the stream calls
     with the key bound; ``schema`` (any ``schema_task`` schema kind) parses read chunks."""
 
-    def __init__(self, id: str, schema: Any = None) -> None:
+    def __init__(self, id: str, schema: object = None) -> None:
         self.id = id
         self.schema = adapt(schema) if schema is not None else None
 
@@ -264,10 +264,10 @@ class StreamDefinition:
                    run_id: str | None = None) -> int:
         return await streams.pipe(self.id, source, run_id=run_id)
 
-    async def append(self, value: Any, *, run_id: str | None = None) -> None:
+    async def append(self, value: object, *, run_id: str | None = None) -> None:
         await streams.append(self.id, value, run_id=run_id)
 
-    async def read(self, run: Any, *, access_token: str | None = None,
+    async def read(self, run: object, *, access_token: str | None = None,
                    after: int = 0) -> AsyncIterator[Any]:
         async for chunk in streams.read(run, self.id, access_token=access_token, after=after):
             yield self.schema.model_validate(chunk) if self.schema is not None else chunk
@@ -318,7 +318,7 @@ class PipedStream:
 _pending: set[asyncio.Task[int]] = set()
 
 
-async def _settle_pipes(ctx: Any) -> dict[str, Any] | None:
+async def _settle_pipes(ctx: object) -> dict[str, Any] | None:
     """At the end of an attempt: let unfinished pipes finish (their errors were or will be
     seen by the task; here they are only logged)."""
     for task in list(_pending):
@@ -329,7 +329,7 @@ async def _settle_pipes(ctx: Any) -> dict[str, Any] | None:
     return None
 
 
-async def _before_checkpoint(ctx: Any) -> None:
+async def _before_checkpoint(ctx: object) -> None:
     """A checkpointing process completes nothing: finish the pipes before it stops."""
     await _settle_pipes(ctx)
 

@@ -26,7 +26,7 @@ def is_secret_key(name: object) -> bool:
     return isinstance(name, str) and _SECRET_KEY.search(name) is not None
 
 
-def redact(value: Any, depth: int = 0) -> Any:
+def redact(value: object, depth: int = 0) -> Any:
     """A copy of ``value`` with the values of secret-looking keys replaced (dicts, lists)."""
     if depth > _MAX_DEPTH:
         return value

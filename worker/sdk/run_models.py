@@ -19,7 +19,7 @@ EXECUTING_STATUSES = frozenset({"EXECUTING", "DEQUEUED"})
 FAILED_STATUSES = frozenset({"FAILED", "CRASHED", "SYSTEM_FAILURE", "EXPIRED", "TIMED_OUT"})
 
 
-def _time(value: Any) -> dt.datetime | None:
+def _time(value: object) -> dt.datetime | None:
     if not value:
         return None
     return dt.datetime.fromisoformat(value) if isinstance(value, str) else None

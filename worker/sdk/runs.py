@@ -131,7 +131,7 @@ class Runs:
         data = response.json()
         return RunHandle(id=data["id"], task_identifier=data.get("taskIdentifier", ""))
 
-    async def reschedule(self, run: str | RunHandle[Any] | Run, delay: Any) -> Run:
+    async def reschedule(self, run: str | RunHandle[Any] | Run, delay: object) -> Run:
         """Move a DELAYED run's start (``"1h"``, seconds, timedelta or datetime)."""
         body = {"delay": wire_options({"delay": delay})["delay"]}
         response = await transport.request(
@@ -194,7 +194,7 @@ class Runs:
         )
 
     def subscribe_to_batch(
-        self, batch: Any, *, access_token: str | None = None
+        self, batch: object, *, access_token: str | None = None
     ) -> AsyncIterator[Run]:
         """Every run of the batch, then every change; ends when all are final."""
         return realtime.subscribe_to_batch(batch, access_token=access_token)

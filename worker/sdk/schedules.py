@@ -31,7 +31,7 @@ from worker.sdk.transport import path_segment
 _ENVIRONMENTS = frozenset({"PRODUCTION", "STAGING", "PREVIEW", "DEVELOPMENT"})
 
 
-def _time(value: Any) -> dt.datetime | None:
+def _time(value: object) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
@@ -49,7 +49,7 @@ class ScheduledPayload:
     type: str | None = None
 
     @classmethod
-    def model_validate(cls, data: Any) -> ScheduledPayload:
+    def model_validate(cls, data: object) -> ScheduledPayload:
         """Parse the wire payload (camelCase, ISO text). A manual trigger may send ``{}``:
         ``timestamp`` then defaults to now."""
         if isinstance(data, ScheduledPayload):
@@ -72,7 +72,7 @@ class ScheduledPayload:
         return None
 
 
-def _normalise_cron(task_id: str, cron: Any) -> dict[str, Any] | None:
+def _normalise_cron(task_id: str, cron: object) -> dict[str, Any] | None:
     if cron is None:
         return None
     if isinstance(cron, str):
@@ -158,7 +158,7 @@ class Schedules:
     """The ``schedules`` namespace."""
 
     def task(
-        self, id: str, run: Callable[..., Any] | None = None, *, cron: Any = None, **options: Any
+        self, id: str, run: Callable[..., Any] | None = None, *, cron: object = None, **options: Any
     ) -> Any:
         """A task run by a schedule; ``cron`` (optional) declares its schedule in code.
 
@@ -176,7 +176,7 @@ class Schedules:
 
         return build(run) if run is not None else build
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+    async def _call(self, method: str, path: str, body: object = None) -> Any:
         response = await transport.request(method, path, json=body)
         return response.json()
 

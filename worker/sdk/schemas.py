@@ -19,11 +19,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any, Protocol, get_type_hints, is_typeddict
+from typing import TYPE_CHECKING, Any, Protocol, get_type_hints, is_typeddict
+
+if TYPE_CHECKING:
+    import pydantic
 
 
 class SchemaLike(Protocol):
-    def model_validate(self, data: Any) -> Any: ...
+    def model_validate(self, data: object) -> Any: ...
 
     def model_json_schema(self) -> dict[str, Any] | None: ...
 
@@ -31,10 +34,10 @@ class SchemaLike(Protocol):
 class _AdapterSchema:
     """A pydantic ``TypeAdapter`` (also made for dataclasses, TypedDicts, other types)."""
 
-    def __init__(self, adapter: Any, name: str) -> None:
+    def __init__(self, adapter: pydantic.TypeAdapter[Any], name: str) -> None:
         self.adapter, self.name = adapter, name
 
-    def model_validate(self, data: Any) -> Any:
+    def model_validate(self, data: object) -> Any:
         return self.adapter.validate_python(data)
 
     def model_json_schema(self) -> dict[str, Any] | None:
@@ -58,7 +61,7 @@ class _JsonSchema:
         self.schema = schema
         self.validator = Draft202012Validator(schema)
 
-    def model_validate(self, data: Any) -> Any:
+    def model_validate(self, data: object) -> Any:
         errors = sorted(self.validator.iter_errors(data), key=lambda e: list(e.path))
         if errors:
             problems = "; ".join(
@@ -75,7 +78,7 @@ class _CallableSchema:
     def __init__(self, parse: Callable[[Any], Any]) -> None:
         self.parse = parse
 
-    def model_validate(self, data: Any) -> Any:
+    def model_validate(self, data: object) -> Any:
         return self.parse(data)
 
     def model_json_schema(self) -> None:

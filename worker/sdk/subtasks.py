@@ -24,7 +24,7 @@ from worker.sdk.wait import decode_output
 class SubtaskUnwrapError(Exception):
     """``unwrap()`` of a child run that did not succeed."""
 
-    def __init__(self, task_id: str, run_id: str, error: Any) -> None:
+    def __init__(self, task_id: str, run_id: str, error: object) -> None:
         message = error.get("message") if isinstance(error, dict) else None
         super().__init__(f"child run {run_id} of {task_id!r} failed: {message or error}")
         self.task_id, self.run_id, self.error = task_id, run_id, error

@@ -60,7 +60,7 @@ P = TypeVar("P")
 O = TypeVar("O")  # noqa: E741
 
 
-def normalize_retry(retry: Any, where: str) -> dict[str, Any] | None:
+def normalize_retry(retry: object, where: str) -> dict[str, Any] | None:
     """Retry options with Trigger.dev's literal key names mapped to ours; unknown keys refused."""
     if retry is None:
         return None
@@ -230,7 +230,7 @@ def _build(
     id: str,
     run: Callable[..., Any],
     source: tuple[str, int],
-    schema: Any = None,
+    schema: object = None,
     **options: Any,
 ) -> Task[Any, Any]:
     if not isinstance(id, str) or not id.strip():
@@ -329,7 +329,7 @@ def task(id: str, run: Callable[..., Any] | None = None, **options: Any) -> Any:
 
 
 def schema_task(
-    id: str, schema: Any, run: Callable[..., Any] | None = None, **options: Any
+    id: str, schema: object, run: Callable[..., Any] | None = None, **options: Any
 ) -> Any:
     """A task whose payload is validated by ``schema`` before ``run`` gets it.
 

@@ -26,7 +26,9 @@ from worker.sdk.triggering import BatchHandle, ChildItem, RunHandle
 def _global_hook(kind: str) -> Callable[..., Any]:
     """A ``tasks.<kind>([name,] fn)`` method registering a global hook."""
 
-    def register(self: Tasks, name_or_fn: Any, fn: Any = None) -> Any:
+    def register(
+        self: Tasks, name_or_fn: str | Callable[..., Any], fn: Callable[..., Any] | None = None
+    ) -> Callable[..., Any]:
         return add_global_hook(kind, name_or_fn, fn)
 
     register.__name__ = kind

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -43,7 +43,7 @@ def tracer() -> otel.Tracer:
     return otel.get_tracer(TRACER_NAME)
 
 
-def _otel_value(value: Any) -> Any:
+def _otel_value(value: object) -> Any:
     """An attribute value OpenTelemetry accepts (str, bool, int, float or a list of one)."""
     if isinstance(value, str | bool | int | float):
         return value
@@ -53,7 +53,7 @@ def _otel_value(value: Any) -> Any:
     return str(value)
 
 
-def _attributes(values: dict[str, Any] | None) -> dict[str, Any]:
+def _attributes(values: Mapping[str, object] | None) -> dict[str, Any]:
     clean = redact(dict(values or {}))
     return {str(k): _otel_value(v) for k, v in list(clean.items())[:_MAX_ATTRIBUTES]
             if v is not None}
@@ -68,7 +68,7 @@ def _fail(span: Span, error: BaseException) -> None:
 
 
 @contextlib.contextmanager
-def operation(name: str, attributes: dict[str, Any] | None = None) -> Iterator[Span]:
+def operation(name: str, attributes: Mapping[str, object] | None = None) -> Iterator[Span]:
     """A span of the runtime (hook, wait, step, child trigger) under the current span."""
     with tracer().start_as_current_span(name, attributes=_attributes(attributes),
                                         record_exception=False,
@@ -84,7 +84,7 @@ class Operation:
     """:func:`operation` for code that cannot be indented into a ``with`` block: the span
     is current from here until :meth:`finish`."""
 
-    def __init__(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, attributes: Mapping[str, object] | None = None) -> None:
         self._cm = operation(name, attributes)
         self._cm.__enter__()
 
@@ -111,7 +111,7 @@ def current_span_id() -> str | None:
 
 
 class _Trace:
-    def __init__(self, name: str, attributes: dict[str, Any] | None) -> None:
+    def __init__(self, name: str, attributes: Mapping[str, object] | None) -> None:
         self.name, self.attributes = name, dict(attributes or {})
         self._cm: contextlib.AbstractContextManager[Span] | None = None
 
@@ -142,7 +142,7 @@ class _Trace:
                         tb: TracebackType | None) -> None:
         self._close(error)
 
-    def __call__(self, fn: Any) -> Any:
+    def __call__(self, fn: Callable[..., Any]) -> Any:
         """Decorate a function: every call is one span."""
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
@@ -158,7 +158,9 @@ class _Trace:
         return wrapper
 
 
-async def _traced_call(name: str, fn: Any, attributes: dict[str, Any] | None) -> Any:
+async def _traced_call(
+    name: str, fn: Callable[[Span], object], attributes: Mapping[str, object] | None
+) -> object:
     async with _Trace(name, attributes) as span:
         result = fn(span)
         if inspect.isawaitable(result):
@@ -171,14 +173,14 @@ class StartedSpan:
     It is not made current (like ``tracer.start_span``): spans started meanwhile do not nest
     under it."""
 
-    def __init__(self, name: str, attributes: dict[str, Any]) -> None:
+    def __init__(self, name: str, attributes: Mapping[str, object]) -> None:
         self.name = name
         self.span = tracer().start_span(name, attributes=_attributes(attributes))
 
-    def set_attribute(self, key: str, value: Any) -> None:
+    def set_attribute(self, key: str, value: object) -> None:
         self.span.set_attributes(_attributes({key: value}))
 
-    def set_attributes(self, values: dict[str, Any]) -> None:
+    def set_attributes(self, values: Mapping[str, object]) -> None:
         self.span.set_attributes(_attributes(values))
 
     def end(self, error: BaseException | None = None) -> None:
@@ -187,16 +189,16 @@ class StartedSpan:
         self.span.end()
 
 
-def start_span(name: str, attributes: Any = None) -> StartedSpan:
+def start_span(name: str, attributes: Mapping[str, object] | None = None) -> StartedSpan:
     if not isinstance(name, str) or not name:
         raise ValueError("logger.start_span needs a span name")
     return StartedSpan(name, dict(attributes or {}))
 
 
-def trace(name: str, fn: Any = None, attributes: Any = None) -> Any:
+def trace(name: str, fn: object = None, attributes: Mapping[str, object] | None = None) -> Any:
     if not isinstance(name, str) or not name:
         raise ValueError("logger.trace needs a span name")
-    if isinstance(fn, dict) and attributes is None:  # logger.trace("name", {"k": v})
+    if isinstance(fn, Mapping) and attributes is None:  # logger.trace("name", {"k": v})
         fn, attributes = None, fn
     if fn is None:
         return _Trace(name, attributes)

@@ -11,6 +11,7 @@ and replay it when the time has come. Tokens work inside and outside runs:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,7 +56,7 @@ class WaitResult:
         raise WaitpointTimeoutError(str(self.error))
 
 
-def _ttl(value: Any) -> str | None:
+def _ttl(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, timedelta):
@@ -83,7 +84,7 @@ class Wait:
         months: float = 0,
         years: float = 0,
         idempotency_key: str | None = None,
-        idempotency_key_ttl: Any = None,
+        idempotency_key_ttl: object = None,
     ) -> None:
         """Wait for a duration (months are 30 days, years 365)."""
         total = (
@@ -107,7 +108,7 @@ class Wait:
         date: datetime,
         throw_if_in_the_past: bool = False,
         idempotency_key: str | None = None,
-        idempotency_key_ttl: Any = None,
+        idempotency_key_ttl: object = None,
     ) -> None:
         """Wait until ``date`` (naive datetimes are UTC)."""
         when = date if date.tzinfo else date.replace(tzinfo=UTC)
@@ -116,7 +117,7 @@ class Wait:
             raise ValueError(f"wait.until: {when.isoformat()} is in the past")
         await self._until(when, max(0.0, seconds), idempotency_key, idempotency_key_ttl)
 
-    async def _until(self, when: datetime, seconds: float, key: str | None, ttl: Any) -> None:
+    async def _until(self, when: datetime, seconds: float, key: str | None, ttl: object) -> None:
         if seconds <= IN_PROCESS_SECONDS and key is None:
             await durable.sleep_in_process(seconds, {"type": "duration", "date": when})
             return
@@ -139,9 +140,9 @@ class Wait:
     async def create_token(
         self,
         *,
-        timeout: Any = None,
+        timeout: object = None,
         idempotency_key: str | None = None,
-        idempotency_key_ttl: Any = None,
+        idempotency_key_ttl: object = None,
         tags: list[str] | str | None = None,
     ) -> WaitpointToken:
         """A token someone completes later (``complete_token`` or its callback ``url``).
@@ -191,7 +192,7 @@ class Wait:
             )
         return WaitResult(ok=True, output=value)
 
-    async def complete_token(self, token: WaitpointToken | str, data: Any = None) -> bool:
+    async def complete_token(self, token: WaitpointToken | str, data: object = None) -> bool:
         """Complete a token (inside or outside runs); completing twice is harmless."""
         token_id = token.id if isinstance(token, WaitpointToken) else token
         if dumps(data)[1] != JSON:
@@ -242,7 +243,7 @@ wait = Wait()
 
 
 @durable_operation("step")
-async def step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+async def step(name: str, fn: Callable[..., object], *args: object, **kwargs: object) -> Any:
     """Run ``fn(*args, **kwargs)`` once per attempt: its result is journaled, and a replay after
     a checkpoint returns the recorded result instead of running it again.
 
