@@ -136,16 +136,16 @@ class Config(BaseModel):
     build: BuildConfig = Field(default_factory=BuildConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     # global hooks
-    init: Callable[..., Any] | None = None
-    on_start: Callable[..., Any] | None = None
-    on_start_attempt: Callable[..., Any] | None = None
-    on_success: Callable[..., Any] | None = None
-    on_failure: Callable[..., Any] | None = None
-    on_complete: Callable[..., Any] | None = None
-    cleanup: Callable[..., Any] | None = None
-    catch_error: Callable[..., Any] | None = None
-    middleware: Callable[..., Any] | None = None
-    on_cancel: Callable[..., Any] | None = None
+    init: Callable[..., object] | None = None
+    on_start: Callable[..., object] | None = None
+    on_start_attempt: Callable[..., object] | None = None
+    on_success: Callable[..., object] | None = None
+    on_failure: Callable[..., object] | None = None
+    on_complete: Callable[..., object] | None = None
+    cleanup: Callable[..., object] | None = None
+    catch_error: Callable[..., object] | None = None
+    middleware: Callable[..., object] | None = None
+    on_cancel: Callable[..., object] | None = None
 
     @field_validator("machine")
     @classmethod
@@ -154,7 +154,7 @@ class Config(BaseModel):
             raise ValueError(f"unknown machine {value!r}; one of {sorted(MACHINE_PRESETS)}")
         return value
 
-    def global_hooks(self) -> dict[str, Callable[..., Any]]:
+    def global_hooks(self) -> dict[str, Callable[..., object]]:
         """The config's hooks, each combined with those registered with ``tasks.on_*``
         (worker/sdk/global_hooks.py)."""
         found = {n: combined(n, getattr(self, n, None)) for n in HOOK_NAMES}

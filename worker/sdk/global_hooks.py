@@ -16,11 +16,11 @@ from worker.sdk.definitions import TaskDefinitionError
 from worker.sdk.task import HOOK_NAMES
 
 #: hook kind -> {registration name: function}, in registration order
-_registry: dict[str, dict[str, Callable[..., Any]]] = {}
+_registry: dict[str, dict[str, Callable[..., object]]] = {}
 
 
-def register(kind: str, name_or_fn: str | Callable[..., Any],
-             fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
+def register(kind: str, name_or_fn: str | Callable[..., object],
+             fn: Callable[..., object] | None = None) -> Callable[..., object]:
     # lazy: the hook-signature rules live in the runtime, which the SDK does not import at
     # import time (task files import the SDK; the runtime imports the SDK)
     from worker.runtime.hooks import check_hook
@@ -41,7 +41,7 @@ def register(kind: str, name_or_fn: str | Callable[..., Any],
     return hook
 
 
-def combined(kind: str, first: Callable[..., Any] | None) -> Callable[..., Any] | None:
+def combined(kind: str, first: Callable[..., object] | None) -> Callable[..., object] | None:
     """``first`` (the config's hook) and the registered ones as one hook, or None."""
     hooks = [h for h in [first, *_registry.get(kind, {}).values()] if h is not None]
     if len(hooks) <= 1:

@@ -39,7 +39,7 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(str(exc)) from None
 
 
-async def _call(fn: Callable[..., Any], attempt: int, max_attempts: int) -> Any:
+async def _call(fn: Callable[..., object], attempt: int, max_attempts: int) -> Any:
     try:
         names = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -60,7 +60,7 @@ def _status_rule(by_status: dict[str, Any], status: int) -> dict[str, Any] | Non
 
 
 class Retry:
-    async def on_throw(self, fn: Callable[..., Any], **options: Any) -> Any:
+    async def on_throw(self, fn: Callable[..., object], **options: Any) -> Any:
         opts = _options(options)
         attempt = 1
         while True:

@@ -158,7 +158,7 @@ class Schedules:
     """The ``schedules`` namespace."""
 
     def task(
-        self, id: str, run: Callable[..., Any] | None = None, *, cron: object = None, **options: Any
+        self, id: str, run: Callable[..., object] | None = None, *, cron: object = None, **options: Any
     ) -> Any:
         """A task run by a schedule; ``cron`` (optional) declares its schedule in code.
 
@@ -168,7 +168,7 @@ class Schedules:
         schedule = _normalise_cron(id, cron)
         source = _caller_source(2)
 
-        def build(fn: Callable[..., Any]) -> Task[ScheduledPayload, Any]:
+        def build(fn: Callable[..., object]) -> Task[ScheduledPayload, Any]:
             built = _build(id, fn, source, schema=ScheduledPayload, **options)
             built.schedule = schedule
             built.trigger_source = "schedule"

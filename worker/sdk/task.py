@@ -81,7 +81,7 @@ def normalize_retry(retry: object, where: str) -> dict[str, Any] | None:
     return out
 
 
-def normalize_hooks(options: dict[str, Any], where: str) -> dict[str, Callable[..., Any]]:
+def normalize_hooks(options: dict[str, Any], where: str) -> dict[str, Callable[..., object]]:
     """Pop the hook options (aliases mapped) and check each can be called (see
     worker/runtime/hooks.py): a hook we cannot call is refused now, not when it fires."""
     # lazy: the hook-signature rules live in the runtime, which ``import worker`` must not load
@@ -118,7 +118,7 @@ class Task(Generic[P, O]):
     """
 
     id: str
-    run: Callable[..., Any]
+    run: Callable[..., object]
     description: str | None = None
     queue: Queue | None = None
     retry: dict[str, Any] | None = None
@@ -128,7 +128,7 @@ class Task(Generic[P, O]):
     #: the payload schema, adapted to ``model_validate`` / ``model_json_schema``
     #: (worker/sdk/schemas.py)
     schema: Any = None
-    hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    hooks: dict[str, Callable[..., object]] = field(default_factory=dict)
     #: ``schedules.task``'s cron: ``{"pattern", "timezone", "environments"}`` (else None)
     schedule: dict[str, Any] | None = None
     #: ``"schedule"`` for ``schedules.task`` (only those take schedules), else ``"standard"``
@@ -228,7 +228,7 @@ def _caller_source(depth: int) -> tuple[str, int]:
 
 def _build(
     id: str,
-    run: Callable[..., Any],
+    run: Callable[..., object],
     source: tuple[str, int],
     schema: object = None,
     **options: Any,
@@ -306,10 +306,10 @@ def task(
 
 
 @overload
-def task(id: str, run: Callable[..., Any], **options: Any) -> Task[Any, Any]: ...
+def task(id: str, run: Callable[..., object], **options: Any) -> Task[Any, Any]: ...
 
 
-def task(id: str, run: Callable[..., Any] | None = None, **options: Any) -> Any:
+def task(id: str, run: Callable[..., object] | None = None, **options: Any) -> Any:
     """Declare a task, as a decorator or in call form.
 
     ``@task(id="hello", max_duration=300, retry={"max_attempts": 3})`` above ``async def`` or
@@ -322,14 +322,14 @@ def task(id: str, run: Callable[..., Any] | None = None, **options: Any) -> Any:
         return _build(id, run, _caller_source(2), **options)
     source = _caller_source(2)
 
-    def decorate(fn: Callable[..., Any]) -> Task[Any, Any]:
+    def decorate(fn: Callable[..., object]) -> Task[Any, Any]:
         return _build(id, fn, source, **options)
 
     return decorate
 
 
 def schema_task(
-    id: str, schema: object, run: Callable[..., Any] | None = None, **options: Any
+    id: str, schema: object, run: Callable[..., object] | None = None, **options: Any
 ) -> Any:
     """A task whose payload is validated by ``schema`` before ``run`` gets it.
 
@@ -346,7 +346,7 @@ def schema_task(
         return _build(id, run, _caller_source(2), schema=adapted, **options)
     source = _caller_source(2)
 
-    def decorate(fn: Callable[..., Any]) -> Task[Any, Any]:
+    def decorate(fn: Callable[..., object]) -> Task[Any, Any]:
         return _build(id, fn, source, schema=adapted, **options)
 
     return decorate

@@ -23,12 +23,12 @@ from worker.sdk.trigger_options import TriggerOptions, collect_items
 from worker.sdk.triggering import BatchHandle, ChildItem, RunHandle
 
 
-def _global_hook(kind: str) -> Callable[..., Any]:
+def _global_hook(kind: str) -> Callable[..., object]:
     """A ``tasks.<kind>([name,] fn)`` method registering a global hook."""
 
     def register(
-        self: Tasks, name_or_fn: str | Callable[..., Any], fn: Callable[..., Any] | None = None
-    ) -> Callable[..., Any]:
+        self: Tasks, name_or_fn: str | Callable[..., object], fn: Callable[..., object] | None = None
+    ) -> Callable[..., object]:
         return add_global_hook(kind, name_or_fn, fn)
 
     register.__name__ = kind

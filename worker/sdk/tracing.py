@@ -142,7 +142,7 @@ class _Trace:
                         tb: TracebackType | None) -> None:
         self._close(error)
 
-    def __call__(self, fn: Callable[..., Any]) -> Any:
+    def __call__(self, fn: Callable[..., object]) -> Any:
         """Decorate a function: every call is one span."""
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
