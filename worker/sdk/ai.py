@@ -35,14 +35,14 @@ class AiTool:
     task: Task[Any, Any]
     name: str
     description: str
-    parameters: dict[str, Any]
+    parameters: dict[str, object]
 
-    def openai(self) -> dict[str, Any]:
+    def openai(self) -> dict[str, object]:
         return {"type": "function", "function": {"name": self.name,
                                                   "description": self.description,
                                                   "parameters": self.parameters}}
 
-    def anthropic(self) -> dict[str, Any]:
+    def anthropic(self) -> dict[str, object]:
         return {"name": self.name, "description": self.description,
                 "input_schema": self.parameters}
 

@@ -36,7 +36,7 @@ class Alerts:
     async def create(self, *, name: str, type: str, alert_types: list[str] | None = None,
                      to: list[str] | str | None = None, url: str | None = None,
                      secret: str | None = None) -> AlertChannel:
-        props: dict[str, Any] = {"to": to} if type == "EMAIL" else {"url": url}
+        props: dict[str, object] = {"to": to} if type == "EMAIL" else {"url": url}
         if secret is not None:
             props["secret"] = secret
         body = {"name": name, "type": type, "properties": props,

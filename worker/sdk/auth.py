@@ -13,6 +13,7 @@ the realtime endpoints (``runs.subscribe_to_run(id, access_token=token)``).
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,7 +42,7 @@ def flatten_scopes(scopes: object) -> list[str]:
     return flat
 
 
-def _expiration(value: object) -> Any:
+def _expiration(value: object) -> object:
     if isinstance(value, dt.timedelta):
         return f"{max(1, round(value.total_seconds()))}s"
     if isinstance(value, dt.datetime):
@@ -113,7 +114,7 @@ class _WithAuth:
     def __init__(self, access_token: str | None, base_url: str | None) -> None:
 
         self.override = AuthOverride(access_token, base_url)
-        self.tokens: list[Any] = []
+        self.tokens: list[contextvars.Token[AuthOverride | None]] = []
 
     def __enter__(self) -> None:
 

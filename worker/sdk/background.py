@@ -28,7 +28,7 @@ def wait_until(awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
     return future
 
 
-async def _settle(ctx: object) -> dict[str, Any] | None:
+async def _settle(ctx: object) -> dict[str, object] | None:
     for future in list(_pending):
         try:
             await future

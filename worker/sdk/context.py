@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class AttrView(Mapping[str, Any]):
@@ -98,7 +101,7 @@ class AbortSignal:
     def __init__(self) -> None:
         self.aborted = False
         self.reason: str | None = None
-        self._waiters: list[Any] = []
+        self._waiters: list[asyncio.Future[str | None]] = []
 
     def mark(self, reason: str) -> None:
         """Set the flag only (safe inside a signal handler); :meth:`wake` resolves waiters."""
@@ -141,7 +144,7 @@ class LocalKey:
         return f"LocalKey({self.id!r})"
 
 
-_locals: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+_locals: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
     "trigger_run_locals", default=None
 )
 
@@ -157,7 +160,7 @@ class Locals:
     def create(self, id: str) -> LocalKey:
         return LocalKey(id)
 
-    def _store(self) -> dict[str, Any]:
+    def _store(self) -> dict[str, object]:
         store = _locals.get()
         if store is None:
             # Outside a run (a script, a plain unit test): one store for this context.
@@ -182,10 +185,10 @@ class Locals:
 locals = Locals()  # the SDK name (Trigger.dev `locals`); shadows the builtin here only
 
 
-def begin_run_locals() -> contextvars.Token[dict[str, Any] | None]:
+def begin_run_locals() -> contextvars.Token[dict[str, object] | None]:
     """Give the attempt that starts now an empty ``locals`` store (runtime use)."""
     return _locals.set({})
 
 
-def end_run_locals(token: contextvars.Token[dict[str, Any] | None]) -> None:
+def end_run_locals(token: contextvars.Token[dict[str, object] | None]) -> None:
     _locals.reset(token)

@@ -36,6 +36,7 @@ from worker.sdk.context import Context, current_context
 from worker.sdk.errors import Suspended
 from worker.sdk.journal import JournalEntry, Waitpoint
 from worker.sdk.settings import sdk_settings
+from worker.sdk.transport import JsonBody
 
 NON_DETERMINISTIC = "NON_DETERMINISTIC"
 TASK_DID_CONCURRENT_WAIT = "TASK_DID_CONCURRENT_WAIT"
@@ -195,7 +196,7 @@ def _outcome(waitpoint: Waitpoint) -> WaitOutcome | None:
                        is_error=waitpoint.is_error, status=waitpoint.status)
 
 
-def _wait_attributes(kind: str, seq: int, info: dict[str, Any]) -> dict[str, Any]:
+def _wait_attributes(kind: str, seq: int, info: dict[str, Any]) -> dict[str, object]:
     return {"trigger.span.kind": "wait", "trigger.wait.kind": kind, "trigger.journal.seq": seq,
             **{f"trigger.wait.{k}": v for k, v in info.items() if isinstance(v, str | int)}}
 
@@ -244,7 +245,7 @@ async def block(
         if run.pause_clock:
             run.pause_clock()
         if entry is None or waitpoint_id is None:
-            body: dict[str, Any] = {
+            body: JsonBody = {
                 "seq": seq,
                 "kind": kind,
                 "instance_id": run.instance_id,
@@ -289,7 +290,7 @@ async def block(
                     # nothing may be lost: keep waiting in place, try again later
                     deadline = time.monotonic() + max(1.0, checkpoint_after())
                     continue
-                checkpoint: dict[str, Any] = {
+                checkpoint: JsonBody = {
                     "instance_id": run.instance_id,
                     "attempt_number": run.attempt_number,
                 }

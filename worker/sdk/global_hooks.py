@@ -62,8 +62,8 @@ def combined(kind: str, first: Callable[..., object] | None) -> Callable[..., ob
 
         return chain
 
-    async def all_of(**available: Any) -> Any:
-        merged: dict[str, Any] = {}
+    async def all_of(**available: object) -> object:
+        merged: dict[str, object] = {}
         for hook in hooks:
             result = await call_hook(hook, available)
             if kind == "catch_error" and result is not None:

@@ -64,10 +64,9 @@ def for_trigger(key: str) -> str:
 async def reset(task_id: str, key: str) -> list[str]:
     """Forget ``key`` for ``task_id`` so the next trigger with it runs again. Returns the
     ids of the runs that held it."""
-    response = await transport.request(
+    data = await transport.json(
         "POST",
         f"/api/v1/idempotencyKeys/{path_segment(key)}/reset",
         json={"taskIdentifier": task_id},
     )
-    data: dict[str, Any] = response.json()
-    return list(data.get("runs", []))
+    return [str(run) for run in data.get("runs", [])]

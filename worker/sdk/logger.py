@@ -35,11 +35,11 @@ def set_sink(sink: Sink | None) -> None:
     _sink = sink or _default_sink
 
 
-def _attributes(given: object, keywords: dict[str, Any]) -> dict[str, Any]:
+def _attributes(given: object, keywords: Mapping[str, object]) -> dict[str, object]:
     """Trigger.dev's positional attributes object (``logger.info("msg", {"user_id": 1})``)
     merged with keyword attributes; a non-mapping positional value is kept under ``value``."""
     if given is None:
-        return keywords
+        return dict(keywords)
     if isinstance(given, Mapping):
         return {**given, **keywords}
     return {"value": given, **keywords}
@@ -48,19 +48,19 @@ def _attributes(given: object, keywords: dict[str, Any]) -> dict[str, Any]:
 class TaskLogger:
     """``logger.info("msg", {"user_id": 1})`` or ``logger.info("msg", user_id=1)``."""
 
-    def debug(self, message: str, attributes: object = None, /, **kw: Any) -> None:
+    def debug(self, message: str, attributes: object = None, /, **kw: object) -> None:
         _sink("debug", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def log(self, message: str, attributes: object = None, /, **kw: Any) -> None:
+    def log(self, message: str, attributes: object = None, /, **kw: object) -> None:
         _sink("log", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def info(self, message: str, attributes: object = None, /, **kw: Any) -> None:
+    def info(self, message: str, attributes: object = None, /, **kw: object) -> None:
         _sink("info", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def warn(self, message: str, attributes: object = None, /, **kw: Any) -> None:
+    def warn(self, message: str, attributes: object = None, /, **kw: object) -> None:
         _sink("warn", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def error(self, message: str, attributes: object = None, /, **kw: Any) -> None:
+    def error(self, message: str, attributes: object = None, /, **kw: object) -> None:
         _sink("error", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
     def trace(

@@ -255,7 +255,7 @@ async def _attempt_started(ctx: Context | None) -> None:
     _state.flusher = asyncio.get_running_loop().create_task(_flush_forever())
 
 
-async def _attempt_ending(ctx: object) -> dict[str, Any] | None:
+async def _attempt_ending(ctx: object) -> dict[str, object] | None:
     """Stop the periodic flush; the remaining changes ride on the completion."""
     if _state.flusher is not None:
         # Let an in-flight flush finish first: cancelling it after the server applied it

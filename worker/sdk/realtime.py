@@ -87,7 +87,7 @@ class RunSubscription:
             await self._snapshots.aclose()
 
     async def with_streams(self, *keys: Any) -> AsyncIterator[StreamPart]:
-        types: dict[str, Any] = {}
+        types: dict[str, SchemaLike | None] = {}
         for key in keys:
             if isinstance(key, dict):
                 types.update({k: adapt(v) if v is not None else None for k, v in key.items()})
@@ -161,7 +161,7 @@ def _current_run_id(run_id: str | None) -> str:
     return str(found)
 
 
-async def _post(run_id: str, key: str, chunks: list[Any], done: bool) -> int:
+async def _post(run_id: str, key: str, chunks: list[object], done: bool) -> int:
     path = f"/realtime/v1/streams/{path_segment(run_id)}/{path_segment(key)}"
     data = await transport.json("POST", path, json={"chunks": chunks, "done": done})
     return int(data["seq"])
@@ -201,7 +201,7 @@ class Streams:
             done = False
             while not done:
                 end, item = await queue.get()
-                batch: list[Any] = [] if end else [item]
+                batch: list[object] = [] if end else [item]
                 done = end
                 deadline = time.monotonic() + PIPE_LINGER_SECONDS
                 while not done and len(batch) < PIPE_MAX_BATCH:
@@ -318,7 +318,7 @@ class PipedStream:
 _pending: set[asyncio.Task[int]] = set()
 
 
-async def _settle_pipes(ctx: object) -> dict[str, Any] | None:
+async def _settle_pipes(ctx: object) -> dict[str, object] | None:
     """At the end of an attempt: let unfinished pipes finish (their errors were or will be
     seen by the task; here they are only logged)."""
     for task in list(_pending):

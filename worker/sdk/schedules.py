@@ -158,7 +158,12 @@ class Schedules:
     """The ``schedules`` namespace."""
 
     def task(
-        self, id: str, run: Callable[..., object] | None = None, *, cron: object = None, **options: Any
+        self,
+        id: str,
+        run: Callable[..., object] | None = None,
+        *,
+        cron: object = None,
+        **options: Any,
     ) -> Any:
         """A task run by a schedule; ``cron`` (optional) declares its schedule in code.
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 class SchemaLike(Protocol):
     def model_validate(self, data: object) -> Any: ...
 
-    def model_json_schema(self) -> dict[str, Any] | None: ...
+    def model_json_schema(self) -> dict[str, object] | None: ...
 
 
 class _AdapterSchema:
@@ -40,9 +40,9 @@ class _AdapterSchema:
     def model_validate(self, data: object) -> Any:
         return self.adapter.validate_python(data)
 
-    def model_json_schema(self) -> dict[str, Any] | None:
+    def model_json_schema(self) -> dict[str, object] | None:
         try:
-            schema: dict[str, Any] = self.adapter.json_schema()
+            schema: dict[str, object] = self.adapter.json_schema()
         except Exception:  # a type with no JSON form (e.g. arbitrary classes): worker-only
             return None
         return schema
@@ -54,7 +54,7 @@ class _AdapterSchema:
 class _JsonSchema:
     """A JSON-schema dict: the same validator the API uses at trigger time."""
 
-    def __init__(self, schema: dict[str, Any]) -> None:
+    def __init__(self, schema: dict[str, object]) -> None:
         from jsonschema import Draft202012Validator
 
         Draft202012Validator.check_schema(schema)  # a broken schema fails at declaration
@@ -70,7 +70,7 @@ class _JsonSchema:
             raise ValueError(f"payload does not match the schema: {problems}")
         return data
 
-    def model_json_schema(self) -> dict[str, Any]:
+    def model_json_schema(self) -> dict[str, object]:
         return self.schema
 
 

@@ -8,7 +8,7 @@ batch's) waitpoint, in place or across a checkpoint.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, Unpack
 
@@ -113,7 +113,7 @@ async def trigger_and_wait(
     return TaskRunResult(ok=True, id=run_id, task_identifier=task_id, output=value)
 
 
-def child_items(task_id: str, items: list[object]) -> list[ChildItem]:
+def child_items(task_id: str, items: Sequence[object]) -> list[ChildItem]:
     """One task's batch items (payloads, or ``{"payload", "options"}``) as children."""
     return [ChildItem(task_id, *split_item(item)) for item in items]
 

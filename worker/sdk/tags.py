@@ -8,8 +8,6 @@ added and the run goes on. Outside a run, pass ``run_id=``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from worker.sdk import transport
 from worker.sdk.context import current_context
 from worker.sdk.errors import ApiError
@@ -28,7 +26,7 @@ class Tags:
             run_id = str(ctx.run.id)
         items = [tags] if isinstance(tags, str) else list(tags)
         try:
-            response = await transport.request(
+            data = await transport.json(
                 "POST",
                 f"/api/v1/runs/{path_segment(run_id)}/tags",
                 json={"tags": items},
@@ -38,8 +36,7 @@ class Tags:
                 raise
             logger.error(f"tags.add ignored: {exc}", tags=items)
             return None
-        data: dict[str, Any] = response.json()
-        return list(data["tags"])
+        return [str(tag) for tag in data["tags"]]
 
 
 tags = Tags()

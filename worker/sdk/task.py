@@ -8,7 +8,7 @@ runtime executes it (``worker.runtime``); the client triggers it (``worker.sdk.c
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -60,13 +60,13 @@ P = TypeVar("P")
 O = TypeVar("O")  # noqa: E741
 
 
-def normalize_retry(retry: object, where: str) -> dict[str, Any] | None:
+def normalize_retry(retry: object, where: str) -> dict[str, object] | None:
     """Retry options with Trigger.dev's literal key names mapped to ours; unknown keys refused."""
     if retry is None:
         return None
     if not isinstance(retry, dict):
         raise TaskDefinitionError(f"{where}: retry must be a dict of options, got {retry!r}")
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for key, value in retry.items():
         name = RETRY_TWINS.get(str(key), str(key))
         if name in out:
@@ -121,7 +121,7 @@ class Task(Generic[P, O]):
     run: Callable[..., object]
     description: str | None = None
     queue: Queue | None = None
-    retry: dict[str, Any] | None = None
+    retry: dict[str, object] | None = None
     max_duration: float | None = None
     ttl: str | int | None = None
     machine: str | None = None
@@ -130,7 +130,7 @@ class Task(Generic[P, O]):
     schema: Any = None
     hooks: dict[str, Callable[..., object]] = field(default_factory=dict)
     #: ``schedules.task``'s cron: ``{"pattern", "timezone", "environments"}`` (else None)
-    schedule: dict[str, Any] | None = None
+    schedule: dict[str, object] | None = None
     #: ``"schedule"`` for ``schedules.task`` (only those take schedules), else ``"standard"``
     trigger_source: str = "standard"
     #: where the task was declared: (absolute file path, line number)
@@ -158,7 +158,7 @@ class Task(Generic[P, O]):
             yield run
 
     async def batch_trigger(
-        self, items: list[Any], **options: Unpack[TriggerOptions]
+        self, items: Sequence[P | Mapping[str, object]], **options: Unpack[TriggerOptions]
     ) -> BatchHandle[O]:
         """``items``: payloads, or dicts ``{"payload": ..., "options": {...}}``."""
         from worker.sdk import triggering
@@ -176,7 +176,9 @@ class Task(Generic[P, O]):
         result: TaskRunResult[O] = await subtasks.trigger_and_wait(self.id, payload, **options)
         return result
 
-    async def batch_trigger_and_wait(self, items: list[Any]) -> BatchResult[O]:
+    async def batch_trigger_and_wait(
+        self, items: Sequence[P | Mapping[str, object]]
+    ) -> BatchResult[O]:
         """Trigger one child per item and wait for all; results in item order."""
         from worker.sdk import subtasks
 
@@ -184,7 +186,7 @@ class Task(Generic[P, O]):
             subtasks.child_items(self.id, items))
         return result
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> dict[str, object]:
         """What the worker registers with the engine for this task."""
         schema_json = None
         if self.schema is not None:

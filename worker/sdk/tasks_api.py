@@ -9,7 +9,7 @@ items holding the task object (``{"task": my_task, "payload": ...}``); the ``_an
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Unpack
 
@@ -27,7 +27,9 @@ def _global_hook(kind: str) -> Callable[..., object]:
     """A ``tasks.<kind>([name,] fn)`` method registering a global hook."""
 
     def register(
-        self: Tasks, name_or_fn: str | Callable[..., object], fn: Callable[..., object] | None = None
+        self: Tasks,
+        name_or_fn: str | Callable[..., object],
+        fn: Callable[..., object] | None = None,
     ) -> Callable[..., object]:
         return add_global_hook(kind, name_or_fn, fn)
 
@@ -61,11 +63,13 @@ class Tasks:
         return await subtasks.trigger_and_wait(task_id, payload, **options)
 
     async def batch_trigger(
-        self, task_id: str, items: list[Any], **options: Unpack[TriggerOptions]
+        self, task_id: str, items: Sequence[object], **options: Unpack[TriggerOptions]
     ) -> BatchHandle[Any]:
         return await triggering.batch_trigger(task_id, items, **options)
 
-    async def batch_trigger_and_wait(self, task_id: str, items: list[Any]) -> BatchResult[Any]:
+    async def batch_trigger_and_wait(
+        self, task_id: str, items: Sequence[object]
+    ) -> BatchResult[Any]:
         """Inside a run: one child per item (payloads, or ``{"payload", "options"}``), waited
         for; a ``BatchResult`` whose ``runs`` are in item order."""
         return await subtasks.batch_trigger_and_wait(subtasks.child_items(task_id, items))
@@ -133,8 +137,9 @@ def _item_task(item: object, index: int) -> str:
 def _child(item: object, index: int) -> ChildItem:
     """A multi-task batch item as a child: its task, payload and options."""
     task_id = _item_task(item, index)
-    assert isinstance(item, dict)  # _item_task refused anything else
-    return ChildItem(task_id, item.get("payload"), dict(item.get("options") or {}))
+    assert isinstance(item, Mapping)  # _item_task refused anything else
+    options = item.get("options")
+    return ChildItem(task_id, item.get("payload"), dict(options) if options else {})
 
 
 class BatchApi:
@@ -147,7 +152,7 @@ class BatchApi:
         return await triggering.batch_trigger_tasks(
             [_child(item, index) for index, item in enumerate(collected)], **options)
 
-    async def trigger_and_wait(self, items: list[dict[str, Any]]) -> BatchResult[Any]:
+    async def trigger_and_wait(self, items: Sequence[Mapping[str, object]]) -> BatchResult[Any]:
         """Trigger runs of several tasks from inside a run and wait for all of them:
         ``items`` are ``{"id": task id, "payload": ..., "options": {...}}``; the result's
         ``runs`` are in item order."""
@@ -159,13 +164,15 @@ class BatchApi:
     trigger_by_id_and_wait = trigger_and_wait
 
     async def trigger_by_task(
-        self, items: list[dict[str, Any]], **options: Unpack[TriggerOptions]
+        self, items: Sequence[Mapping[str, object]], **options: Unpack[TriggerOptions]
     ) -> BatchHandle[Any]:
         """``batch.trigger_by_task([{"task": child_task, "payload": ...}, ...])``: one run per
         item, of the task object it holds."""
         return await self.trigger(items, **options)
 
-    async def trigger_by_task_and_wait(self, items: list[dict[str, Any]]) -> BatchResult[Any]:
+    async def trigger_by_task_and_wait(
+        self, items: Sequence[Mapping[str, object]]
+    ) -> BatchResult[Any]:
         """Inside a run: :meth:`trigger_by_task`, then wait for every run (item order)."""
         return await self.trigger_and_wait(items)
 

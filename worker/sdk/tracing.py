@@ -30,6 +30,7 @@ from typing import Any
 
 from opentelemetry import trace as otel
 from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from worker.sdk.errors import Suspended
 from worker.sdk.redaction import redact
@@ -43,7 +44,7 @@ def tracer() -> otel.Tracer:
     return otel.get_tracer(TRACER_NAME)
 
 
-def _otel_value(value: object) -> Any:
+def _otel_value(value: object) -> AttributeValue:
     """An attribute value OpenTelemetry accepts (str, bool, int, float or a list of one)."""
     if isinstance(value, str | bool | int | float):
         return value
@@ -53,7 +54,7 @@ def _otel_value(value: object) -> Any:
     return str(value)
 
 
-def _attributes(values: Mapping[str, object] | None) -> dict[str, Any]:
+def _attributes(values: Mapping[str, object] | None) -> dict[str, AttributeValue]:
     clean = redact(dict(values or {}))
     return {str(k): _otel_value(v) for k, v in list(clean.items())[:_MAX_ATTRIBUTES]
             if v is not None}
@@ -146,13 +147,13 @@ class _Trace:
         """Decorate a function: every call is one span."""
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            async def async_wrapper(*args: object, **kwargs: object) -> Any:
                 async with _Trace(self.name, self.attributes):
                     return await fn(*args, **kwargs)
             return async_wrapper
 
         @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: object, **kwargs: object) -> Any:
             with _Trace(self.name, self.attributes):
                 return fn(*args, **kwargs)
         return wrapper

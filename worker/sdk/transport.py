@@ -46,8 +46,9 @@ if TYPE_CHECKING:
 USER_AGENT = "trigger-worker-python/0.1.0"
 REQUEST_IDEMPOTENCY_HEADER = "x-trigger-request-idempotency-key"
 
-#: a JSON object the SDK builds to send (responses are decoded at the edge: ``dict[str, Any]``)
-JsonObject = dict[str, object]
+#: a request body the SDK builds (``orjson.Fragment`` members allowed); responses are decoded
+#: by :meth:`Client.json` and typed by the caller's model
+JsonBody = dict[str, object]
 
 
 # --- JSON bodies ---------------------------------------------------------------------------
@@ -58,7 +59,7 @@ def encode_json(body: object) -> bytes:
     return orjson.dumps(body)
 
 
-def payload_members(payload: object, *, key: str = "payload") -> JsonObject:
+def payload_members(payload: object, *, key: str = "payload") -> JsonBody:
     """``{"payload": <value>}`` for a JSON payload (its text embedded unchanged), else
     ``{"payload": "<text>", "payloadType": "<type>"}`` (docs/api.md, "Payloads")."""
     data, data_type = dumps(payload)

@@ -11,7 +11,7 @@ from worker.common.serialization import JSON, dumps
 from worker.sdk.context import current_context
 from worker.sdk.definitions import Queue
 from worker.sdk.idempotency_keys import for_trigger
-from worker.sdk.transport import JsonObject
+from worker.sdk.transport import JsonBody
 
 Duration = str | int | float | dt.timedelta
 
@@ -95,9 +95,9 @@ def _wire_value(name: str, value: object) -> object:
     return value
 
 
-def wire_options(options: Mapping[str, object]) -> JsonObject:
+def wire_options(options: Mapping[str, object]) -> JsonBody:
     """snake_case trigger options -> the camelCase wire object (None values dropped)."""
-    out: JsonObject = {}
+    out: JsonBody = {}
     for name, value in options.items():
         wire = _OPTION_NAMES.get(name)
         if wire is None:
@@ -107,7 +107,7 @@ def wire_options(options: Mapping[str, object]) -> JsonObject:
     return out
 
 
-def with_parent(wire: JsonObject) -> JsonObject:
+def with_parent(wire: JsonBody) -> JsonBody:
     """Inside a run, a triggered run is its child (canceling the parent cancels it too)."""
     ctx = current_context()
     if ctx is not None and "parentRunId" not in wire:

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar, Unpack
 
 from worker.sdk import durable, transport
 from worker.sdk.durable import durable_operation
-from worker.sdk.transport import JsonObject, path_segment, payload_members
+from worker.sdk.transport import JsonBody, path_segment, payload_members
 from worker.sdk.trigger_options import (
     BATCH_OPTIONS,
     TriggerOptions,
@@ -60,10 +60,10 @@ class ChildItem:
     options: Mapping[str, object] = field(default_factory=dict)
 
 
-def item_body(payload: object, options: JsonObject, task_id: str | None = None) -> JsonObject:
+def item_body(payload: object, options: JsonBody, task_id: str | None = None) -> JsonBody:
     """One trigger's body (or one batch item): ``{["task",] "payload"[, "payloadType"],
     "options"}``."""
-    head: JsonObject = {"task": task_id} if task_id is not None else {}
+    head: JsonBody = {"task": task_id} if task_id is not None else {}
     return {**head, **payload_members(payload), "options": options}
 
 
@@ -100,7 +100,7 @@ def _split_options(options: TriggerOptions) -> tuple[dict[str, object], dict[str
     return batch, {k: v for k, v in options.items() if k not in BATCH_OPTIONS}
 
 
-def batch_body(items: list[JsonObject], batch_opts: Mapping[str, object]) -> JsonObject:
+def batch_body(items: list[JsonBody], batch_opts: Mapping[str, object]) -> JsonBody:
     """``{"items": [...]}`` plus the batch's own ``options`` only when there are some."""
     wire = wire_options(batch_opts)
     return {"items": items, "options": wire} if wire else {"items": items}

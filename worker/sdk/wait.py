@@ -21,7 +21,7 @@ from worker.sdk import durable, transport
 from worker.sdk.durable import durable_operation
 from worker.sdk.idempotency_keys import for_trigger
 from worker.sdk.pagination import Page, PageList
-from worker.sdk.transport import path_segment, payload_members
+from worker.sdk.transport import JsonBody, path_segment, payload_members
 
 #: waits up to this long sleep in the process: no server call, no checkpoint
 IN_PROCESS_SECONDS = 5.0
@@ -152,7 +152,7 @@ class Wait:
             seq, entry = durable.replayed("create_token", None)
             if entry is not None:
                 return WaitpointToken(**entry.outcome)
-        body: dict[str, Any] = {
+        body: JsonBody = {
             "timeout": timeout.isoformat() if isinstance(timeout, datetime) else _ttl(timeout),
             # scoped like a trigger's key: a plain string inside a run is the run's own
             "idempotencyKey": None if idempotency_key is None else for_trigger(idempotency_key),
