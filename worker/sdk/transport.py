@@ -30,7 +30,7 @@ import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, Unpack
 from urllib.parse import quote
 
 import orjson
@@ -200,6 +200,14 @@ def ssl_context() -> ssl.SSLContext:
     return _ssl
 
 
+class RequestOptions(TypedDict, total=False):
+    #: the request body, encoded by :func:`encode_json`
+    json: object
+    params: Mapping[str, str] | None
+    #: sent as ``x-trigger-request-idempotency-key`` on every try of this request
+    idempotency_key: str | None
+
+
 class Client:
     """The SDK's connection to the API. ``worker.sdk.client`` holds the process's default one
     and its module-level functions are shortcuts to it."""
@@ -304,17 +312,12 @@ class Client:
             await client.aclose()
 
     async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: object = None,
-        params: Mapping[str, str] | None = None,
-        idempotency_key: str | None = None,
+        self, method: str, path: str, **options: Unpack[RequestOptions]
     ) -> httpx.Response:
-        """Send one logical request (``json``: the body, encoded by :func:`encode_json`),
-        retrying as documented; return the 2xx response."""
-        content = None if json is None else encode_json(json)
+        """Send one logical request, retrying as documented; return the 2xx response."""
+        body, params = options.get("json"), options.get("params")
+        idempotency_key = options.get("idempotency_key")
+        content = None if body is None else encode_json(body)
         headers = {"content-type": "application/json"} if content is not None else {}
         override = auth_override.get()
         if override is not None:
@@ -339,18 +342,11 @@ class Client:
             send, SDK_POLICY, fail_over=self.fail_over, refuse=raise_for, unreachable=unreachable)
 
     async def json(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: object = None,
-        params: Mapping[str, str] | None = None,
-        idempotency_key: str | None = None,
+        self, method: str, path: str, **options: Unpack[RequestOptions]
     ) -> dict[str, Any]:
         """:meth:`request`, returning the response's JSON object (decoded, not yet typed: the
         caller turns it into its model, e.g. ``Run.from_api``)."""
-        response = await self.request(
-            method, path, json=json, params=params, idempotency_key=idempotency_key)
+        response = await self.request(method, path, **options)
         data = response.json()
         if not isinstance(data, dict):
             raise ApiError(response.status_code, "expected a JSON object", data)
