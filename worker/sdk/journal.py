@@ -1,5 +1,6 @@
 """The journal of an attempt as the SDK reads it: :class:`JournalEntry` and its
-:class:`Waitpoint` (docs/protocol.md, "Journal"; docs/architecture.md, "Waits and checkpoints").
+:class:`Waitpoint` (docs/protocol.md, "POST /engine/v1/worker/dequeue"; docs/architecture.md,
+"Waits and checkpoints").
 
 Each comes from one wire shape through one named constructor: the dequeued run's journal is
 snake_case (``from_journal``/``from_wire``), the engine's HTTP answers are camelCase
@@ -40,7 +41,8 @@ class Waitpoint:
 
 @dataclass(frozen=True)
 class JournalEntry:
-    """One recorded durable operation of the attempt (docs/protocol.md, "Journal")."""
+    """One recorded durable operation of the attempt (docs/protocol.md, "POST
+    /engine/v1/worker/dequeue": the run's ``journal``)."""
 
     seq: int
     kind: str

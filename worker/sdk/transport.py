@@ -61,7 +61,7 @@ def encode_json(body: object) -> bytes:
 
 def payload_members(payload: object, *, key: str = "payload") -> JsonBody:
     """``{"payload": <value>}`` for a JSON payload (its text embedded unchanged), else
-    ``{"payload": "<text>", "payloadType": "<type>"}`` (docs/api.md, "Payloads")."""
+    ``{"payload": "<text>", "payloadType": "<type>"}`` (docs/api.md, "Serialised data")."""
     data, data_type = dumps(payload)
     if data_type == JSON:
         return {key: orjson.Fragment(data)}
@@ -328,7 +328,8 @@ class Client:
         if idempotency_key:
             headers[REQUEST_IDEMPOTENCY_HEADER] = idempotency_key
         traceparent = tracing.current_traceparent()
-        if traceparent:  # a run triggered from here joins this trace (docs/api.md, "Traces")
+        # a run triggered from here joins this trace (docs/api.md, "Traces and logs")
+        if traceparent:
             headers["traceparent"] = traceparent
 
         def send() -> Awaitable[httpx.Response]:
