@@ -9,6 +9,7 @@ about a second of its API's return (an API restart is the common outage, and it 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import httpx
@@ -24,7 +25,7 @@ MAX_DELAY = 1.0
 def retry_delay(failures: int) -> float:
     """The pause after ``failures`` consecutive failures: 0.1 s doubling up to MAX_DELAY, with
     jitter so that many workers do not all come back in the same instant."""
-    return min(MAX_DELAY, 0.1 * 2 ** max(0, failures - 1)) * random.uniform(0.75, 1.0)
+    return min(MAX_DELAY, 0.1 * 2.0 ** max(0, failures - 1)) * random.uniform(0.75, 1.0)
 
 
 __all__ = ["MAX_DELAY", "ProtocolError", "WorkerApi", "api_urls", "retry_delay"]
@@ -77,10 +78,11 @@ class WorkerApi:
     async def _fail_over(self) -> None:
         self.current = (self.current + 1) % len(self.clients)
 
-    async def post(self, path: str, body: dict[str, Any], *, timeout: float | None = None,
-                   attempts: int = 5) -> Any:
+    async def post(self, path: str, body: Mapping[str, object], *,
+                   timeout: float | None = None, attempts: int = 5) -> dict[str, Any]:
         """POST with retries on transport errors and 5xx/408/429 (quick backoff, moving to the
-        next API replica when this one cannot be reached): the SDK transport's retry loop."""
+        next API replica when this one cannot be reached): the SDK transport's retry loop.
+        Returns the decoded JSON reply; its reader types it (docs/protocol.md)."""
         response = await send_with_retries(
             lambda: self.http.post(
                 PREFIX + path, json=body,
@@ -90,46 +92,44 @@ class WorkerApi:
             refuse=_refuse,
             unreachable=lambda exc: exc,
         )
-        return response.json()
+        data = response.json()
+        if not isinstance(data, dict):
+            raise ProtocolError(response.status_code, f"expected a JSON object: {response.text}")
+        return data
 
-    async def register(self, content_hash: str, tasks: list[dict[str, Any]],
-                       metadata: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self.post("/register", {
+    async def register(self, content_hash: str, tasks: Sequence[Mapping[str, object]],
+                       metadata: Mapping[str, object]) -> dict[str, Any]:
+        return await self.post("/register", {
             "instance_id": self.instance_id, "content_hash": content_hash, "tasks": tasks,
             "metadata": metadata})
-        return result
 
     async def dequeue(self, versions: list[str], max_runs: int,
                       wait_ms: int) -> list[dict[str, Any]]:
-        body: dict[str, Any] = {
+        body = {
             "instance_id": self.instance_id, "versions": versions,
             "max_runs": max(1, min(max_runs, 100)), "wait_ms": wait_ms,
         }
         result = await self.post("/dequeue", body, timeout=wait_ms / 1000 + 30, attempts=1)
-        runs: list[dict[str, Any]] = result.get("runs") or []
-        return runs
+        return list(result.get("runs") or [])
 
     async def heartbeat(self, run_ids: list[str], *, stopping: bool = False) -> dict[str, Any]:
-        body: dict[str, Any] = {"instance_id": self.instance_id, "run_ids": run_ids}
+        body: dict[str, object] = {"instance_id": self.instance_id, "run_ids": run_ids}
         if stopping:  # the last word of a worker that shuts down: it serves no version now
             body["stopping"] = True
-        result: dict[str, Any] = await self.post("/heartbeat", body, attempts=2)
-        return result
+        return await self.post("/heartbeat", body, attempts=2)
 
-    async def complete(self, completions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def complete(self, completions: Sequence[Mapping[str, object]]) -> list[dict[str, Any]]:
         result = await self.post(
             "/complete", {"instance_id": self.instance_id, "completions": completions},
             attempts=8)
-        results: list[dict[str, Any]] = result.get("results") or []
-        return results
+        return list(result.get("results") or [])
 
     async def release(self, run_ids: list[str]) -> list[str]:
         result = await self.post(
             "/release", {"instance_id": self.instance_id, "run_ids": run_ids}, attempts=3)
-        released: list[str] = result.get("released") or []
-        return released
+        return [str(run_id) for run_id in result.get("released") or []]
 
-    async def logs(self, logs: list[dict[str, Any]]) -> None:
+    async def logs(self, logs: Sequence[Mapping[str, object]]) -> None:
         await self.post("/logs", {"logs": logs}, attempts=3)
 
     async def close(self) -> None:
