@@ -12,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from worker.sdk.task import HOOK_NAMES, TaskDefinitionError
+from worker.sdk.definitions import TaskDefinitionError
+from worker.sdk.task import HOOK_NAMES
 
 #: hook kind -> {registration name: function}, in registration order
-_registry: dict[str, dict[str, Callable[..., Any]]] = {}
+_registry: dict[str, dict[str, Callable[..., object]]] = {}
 
 
-def register(kind: str, name_or_fn: str | Callable[..., Any],
-             fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
+def register(kind: str, name_or_fn: str | Callable[..., object],
+             fn: Callable[..., object] | None = None) -> Callable[..., object]:
+    # lazy: the hook-signature rules live in the runtime, which the SDK does not import at
+    # import time (task files import the SDK; the runtime imports the SDK)
     from worker.runtime.hooks import check_hook
 
     if kind not in HOOK_NAMES:
@@ -38,12 +41,12 @@ def register(kind: str, name_or_fn: str | Callable[..., Any],
     return hook
 
 
-def combined(kind: str, first: Callable[..., Any] | None) -> Callable[..., Any] | None:
+def combined(kind: str, first: Callable[..., object] | None) -> Callable[..., object] | None:
     """``first`` (the config's hook) and the registered ones as one hook, or None."""
     hooks = [h for h in [first, *_registry.get(kind, {}).values()] if h is not None]
     if len(hooks) <= 1:
         return hooks[0] if hooks else None
-    from worker.runtime.hooks import call_hook
+    from worker.runtime.hooks import call_hook  # lazy: see register()
 
     if kind == "middleware":
         async def chain(**available: Any) -> None:
@@ -59,8 +62,8 @@ def combined(kind: str, first: Callable[..., Any] | None) -> Callable[..., Any] 
 
         return chain
 
-    async def all_of(**available: Any) -> Any:
-        merged: dict[str, Any] = {}
+    async def all_of(**available: object) -> object:
+        merged: dict[str, object] = {}
         for hook in hooks:
             result = await call_hook(hook, available)
             if kind == "catch_error" and result is not None:
