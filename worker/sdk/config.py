@@ -184,7 +184,7 @@ def define_config(**options: Any) -> Config:
 
     Trigger.dev's literal spellings are accepted too: ``default_machine`` (= ``machine``) and
     the hook ``handle_error`` (= ``catch_error``). Hooks are checked as task hooks are
-    (worker/runtime/hooks.py): one that cannot be called is refused here.
+    (worker/sdk/hook_signatures.py): one that cannot be called is refused here.
     """
     for twin, key in CONFIG_TWINS.items():
         if twin in options:

@@ -4,7 +4,7 @@
 registered under that name) from any task module or an ``init.py`` imported by one. They run for
 every task, after the config file's hook of the same kind and before the task's own, in
 registration order (``catch_error``: the task's first, then the config's, then these; the first
-non-None answer wins). Signatures are checked as task hooks are (worker/runtime/hooks.py).
+non-None answer wins). Signatures are checked as task hooks are (worker/sdk/hook_signatures.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.sdk.definitions import TaskDefinitionError
+from worker.sdk.hook_signatures import call_hook, check_hook
 from worker.sdk.task import HOOK_NAMES
 
 #: hook kind -> {registration name: function}, in registration order
@@ -21,10 +22,6 @@ _registry: dict[str, dict[str, Callable[..., object]]] = {}
 
 def register(kind: str, name_or_fn: str | Callable[..., object],
              fn: Callable[..., object] | None = None) -> Callable[..., object]:
-    # lazy: the hook-signature rules live in the runtime, which the SDK does not import at
-    # import time (task files import the SDK; the runtime imports the SDK)
-    from worker.runtime.hooks import check_hook
-
     if kind not in HOOK_NAMES:
         raise TaskDefinitionError(f"no global hook {kind!r}; one of {list(HOOK_NAMES)}")
     if isinstance(name_or_fn, str):
@@ -46,8 +43,6 @@ def combined(kind: str, first: Callable[..., object] | None) -> Callable[..., ob
     hooks = [h for h in [first, *_registry.get(kind, {}).values()] if h is not None]
     if len(hooks) <= 1:
         return hooks[0] if hooks else None
-    from worker.runtime.hooks import call_hook  # lazy: see register()
-
     if kind == "middleware":
         async def chain(**available: Any) -> None:
             outer_next = available["next"]

@@ -23,6 +23,7 @@ from typing import (
 
 from worker.common.machines import MACHINE_PRESETS
 from worker.sdk.definitions import Queue, TaskDefinitionError
+from worker.sdk.hook_signatures import check_hook
 from worker.sdk.schemas import adapt
 
 if TYPE_CHECKING:
@@ -83,10 +84,7 @@ def normalize_retry(retry: object, where: str) -> dict[str, object] | None:
 
 def normalize_hooks(options: dict[str, Any], where: str) -> dict[str, Callable[..., object]]:
     """Pop the hook options (aliases mapped) and check each can be called (see
-    worker/runtime/hooks.py): a hook we cannot call is refused now, not when it fires."""
-    # lazy: the hook-signature rules live in the runtime, which ``import worker`` must not load
-    from worker.runtime.hooks import check_hook
-
+    worker/sdk/hook_signatures.py): a hook we cannot call is refused now, not when it fires."""
     for alias, name in HOOK_ALIASES.items():
         if options.get(alias) is not None:
             if options.get(name) is not None:
@@ -318,7 +316,7 @@ def task(id: str, run: Callable[..., object] | None = None, **options: Any) -> A
     ``def`` ``run(payload, ctx)``; or ``hello = task(id="hello", run=fn, ...)``. Hooks
     (``on_start``, ``on_success``, ``catch_error``, ...) take their arguments by name
     (``payload, ctx, output, error, result, init, task``) or in Trigger.dev's positional order
-    (``on_failure(payload, error, params)``); see worker/runtime/hooks.py.
+    (``on_failure(payload, error, params)``); see worker/sdk/hook_signatures.py.
     """
     if run is not None:
         return _build(id, run, _caller_source(2), **options)
