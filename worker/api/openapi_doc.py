@@ -15,8 +15,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from worker.api import routes_public, routes_queues, routes_waitpoints, routes_worker
+from worker.api.run_bodies import BatchBody, TriggerBody
 from worker.api.schedule_shapes import ScheduleBody
-from worker.engine.models import BatchBody, TriggerBody
 
 #: (method, path) -> the model its body is read into
 _BODIES: dict[tuple[str, str], type[BaseModel]] = {

@@ -17,6 +17,7 @@ from worker.api.state import engine_of
 from worker.engine import alerts, run_tags
 from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
+from worker.engine.models import ParentLink
 from worker.engine.public_tokens import InvalidToken, Principal
 
 router = APIRouter()
@@ -25,19 +26,17 @@ Env = Annotated[Environment, Depends(authenticate)]
 
 
 async def trigger_permission(request: Request, who: Principal, task_ids: str | list[str],
-                             batch: bool = False, options: tuple[Any, ...] = ()) -> Environment:
+                             batch: bool = False,
+                             parents: tuple[ParentLink, ...] = ()) -> Environment:
     """The environment to trigger in: the secret key may trigger anything; a public token only
     the tasks its ``trigger:tasks[:<id>]`` scopes name (``batchTrigger:`` for batches), and a
-    one-time token once. A public token never links the new runs to a parent (``options``:
-    the request's trigger/batch options): that would let a browser block or resume, or write
-    into the journal of, a run it cannot even read."""
+    one-time token once. A public token never links the new runs to a parent (``parents``:
+    the request's links): that would let a browser block or resume, or write into the journal
+    of, a run it cannot even read."""
     if who.scopes is not None:
-        for opts in options:
-            if (getattr(opts, "parent_run_id", None) is not None
-                    or getattr(opts, "resume_parent_on_completion", False)
-                    or getattr(opts, "journal_seq", None) is not None):
-                raise Forbidden("a public access token cannot set parentRunId, "
-                                "resumeParentOnCompletion or journalSeq")
+        if any(parent.links for parent in parents):
+            raise Forbidden("a public access token cannot set parentRunId, "
+                            "resumeParentOnCompletion or journalSeq")
         action = "batchTrigger" if batch else "trigger"
         for task_id in [task_ids] if isinstance(task_ids, str) else sorted(set(task_ids)):
             who.require(f"{action}:tasks:{task_id}", f"{action}:tasks")

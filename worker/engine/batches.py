@@ -15,7 +15,7 @@ from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
-from worker.engine.models import MAX_BATCH_ITEMS, BatchItem
+from worker.engine.models import MAX_BATCH_ITEMS, TriggerSpec
 from worker.engine.payload_schema import check_payload
 from worker.engine.queries import Q
 from worker.engine.run_creator import RunCreator, encode_payload
@@ -62,7 +62,7 @@ async def create(
 
 
 async def add_items(
-    pool: Pool, env: Environment, batch_id: str, items: list[tuple[int, BatchItem]]
+    pool: Pool, env: Environment, batch_id: str, items: list[tuple[int, TriggerSpec]]
 ) -> ItemsResult:
     """Phase 2: create the runs of ``(index, item)`` not created yet, in one transaction.
 
@@ -89,7 +89,7 @@ async def add_items(
                 result.deduplicated += 1
                 continue
             done.add(index)
-            task_id = item.task or ""
+            task_id = item.task
             try:
                 payload = encode_payload(item.payload, item.payload_type)
                 check_payload(task_id, creator.definition(task_id), item.payload, payload[1])

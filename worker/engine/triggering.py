@@ -14,7 +14,7 @@ from worker.engine.db import Conn, Pool, fetch_one
 from worker.engine.errors import Conflict, EngineError
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
-from worker.engine.models import BatchItem, BatchOptions, TriggerBody
+from worker.engine.models import BatchSpec, ParentLink, TriggerSpec
 from worker.engine.payload_schema import check_payload
 from worker.engine.queries import Q
 from worker.engine.run_creator import LIVE_WORKER_SECONDS as LIVE_WORKER_SECONDS  # leases.py
@@ -74,13 +74,13 @@ async def _save_request(
 async def trigger(
     pool: Pool,
     env: Environment,
-    task_id: str,
-    body: TriggerBody,
+    spec: TriggerSpec,
     request_key: str | None = None,
     replayed_from: str | None = None,
 ) -> dict[str, Any]:
     """Create one run. Returns ``{"id", "isCached"}``."""
-    payload = encode_payload(body.payload, body.payload_type)
+    task_id = spec.task
+    payload = encode_payload(spec.payload, spec.payload_type)
     planned: dict[str, Any] = {"id": new_id("run"), "isCached": False}
     async with pool.connection() as conn, conn.transaction():
         cached = await _claim_request(conn, env, request_key, planned)
@@ -88,25 +88,14 @@ async def trigger(
             return await _same_request(conn, request_key, cached, {task_id}, batch=False)
         creator = RunCreator(conn, env)
         await creator.load_definitions([task_id])
-        check_payload(task_id, creator.definition(task_id), body.payload, payload[1])
+        check_payload(task_id, creator.definition(task_id), spec.payload, payload[1])
         run_id, is_cached = await creator.create(
-            task_id, payload, body.options, replayed_from=replayed_from, run_id=planned["id"]
+            task_id, payload, spec.options, replayed_from=replayed_from, run_id=planned["id"]
         )
         response: dict[str, Any] = {"id": run_id, "isCached": is_cached}
-        options = body.options
-        if options.resume_parent_on_completion or options.journal_seq is not None:
-            response.update(
-                await _link_to_parent(
-                    conn,
-                    env,
-                    options.parent_run_id,
-                    options.journal_seq,
-                    task_id,
-                    wait=options.resume_parent_on_completion,
-                    run_id=run_id,
-                    parent_attempt=options.parent_attempt,
-                )
-            )
+        parent = spec.options.parent
+        if parent.journaled:
+            response.update(await _link_to_parent(conn, env, parent, task_id, run_id=run_id))
         await _save_request(conn, env, request_key, planned, response)
     return response
 
@@ -114,17 +103,15 @@ async def trigger(
 async def _link_to_parent(
     conn: Conn,
     env: Environment,
-    parent_run_id: str | None,
-    seq: int | None,
+    parent: ParentLink,
     key: str,
     *,
-    wait: bool,
     run_id: str | None = None,
     batch_id: str | None = None,
-    parent_attempt: int | None = None,
 ) -> dict[str, Any]:
     """Journal a child trigger in its parent (so a replay does not trigger it again) and, for
     ``*_and_wait``, create the waitpoint the parent waits on."""
+    parent_run_id, seq, wait = parent.run_id, parent.journal_seq, parent.resume_on_completion
     if parent_run_id is None:
         raise EngineError("resumeParentOnCompletion and journalSeq need parentRunId")
     extra: dict[str, Any] = {}
@@ -147,7 +134,7 @@ async def _link_to_parent(
     if seq is not None:
         kind = ("batch_trigger" if batch_id else "trigger") + ("_and_wait" if wait else "")
         outcome = {"id": run_id or batch_id, "waitpointId": waitpoint_id}
-        attempt = await waitpoints.lock_parent(conn, env, parent_run_id, parent_attempt)
+        attempt = await waitpoints.lock_parent(conn, env, parent_run_id, parent.attempt)
         await waitpoints.record(
             conn, parent_run_id, attempt, seq, kind, key, waitpoint_id, outcome
         )
@@ -157,9 +144,8 @@ async def _link_to_parent(
 async def batch_trigger(
     pool: Pool,
     env: Environment,
-    items: list[BatchItem],
+    batch: BatchSpec,
     request_key: str | None = None,
-    options: BatchOptions | None = None,
 ) -> dict[str, Any]:
     """Create a batch of runs, possibly of several tasks, in one transaction.
 
@@ -168,10 +154,11 @@ async def batch_trigger(
     for (``resumeParentOnCompletion``) is refused whole instead: the parent gets one result per
     item, in item order, or an error saying which items were refused.
     """
+    items = batch.expanded_items()
     async with pool.connection() as conn, conn.transaction():
         cached = await _claim_request(conn, env, request_key, {})
         if cached:
-            tasks = {item.task or "" for item in items}
+            tasks = {item.task for item in items}
             return await _same_request(conn, request_key, cached, tasks, batch=True)
         creator = RunCreator(conn, env)
         await creator.load_definitions(sorted({item.task for item in items if item.task}))
@@ -182,7 +169,7 @@ async def batch_trigger(
         runs: list[dict[str, Any]] = []
         plain: list[dict[str, Any]] = []
         for index, item in enumerate(items):
-            task_id = item.task or ""
+            task_id = item.task
             try:
                 payload = encode_payload(item.payload, item.payload_type)
                 check_payload(task_id, creator.definition(task_id), item.payload, payload[1])
@@ -202,7 +189,7 @@ async def batch_trigger(
                 runs.append({"taskIdentifier": task_id, "error": exc.message})
                 continue
             runs.append({"id": run_id, "taskIdentifier": task_id, "isCached": is_cached})
-        waited = options is not None and options.resume_parent_on_completion
+        waited = batch.parent.resume_on_completion
         refused = [(i, r) for i, r in enumerate(runs) if "id" not in r]
         if waited and refused:
             # The parent reads one result per item, in item order: a refused item would have
@@ -213,19 +200,10 @@ async def batch_trigger(
             )
         await creator.insert_plain(plain)
         response: dict[str, Any] = {"id": batch_id, "runCount": len(items), "runs": runs}
-        if options and (options.resume_parent_on_completion or options.journal_seq is not None):
-            key = ",".join(sorted({item.task or "" for item in items}))
+        if batch.parent.journaled:
+            key = ",".join(sorted({item.task for item in items}))
             response.update(
-                await _link_to_parent(
-                    conn,
-                    env,
-                    options.parent_run_id,
-                    options.journal_seq,
-                    key,
-                    wait=options.resume_parent_on_completion,
-                    batch_id=batch_id,
-                    parent_attempt=options.parent_attempt,
-                )
+                await _link_to_parent(conn, env, batch.parent, key, batch_id=batch_id)
             )
         await _save_request(conn, env, request_key, {}, response)
     return response

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from worker.api.dashboard.web import PREFIX, CsrfDep, EnvDep, Page, SessionDep, back_to, render
+from worker.api.run_bodies import TriggerBody, TriggerOptions
 from worker.api.state import engine_of
 from worker.engine import queues
 from worker.engine.db import Row, fetch_all
 from worker.engine.errors import EngineError
-from worker.engine.models import MAX_PAYLOAD_BYTES, TriggerBody, TriggerOptions
+from worker.engine.models import MAX_PAYLOAD_BYTES
 from worker.engine.queries import Q
 from worker.engine.triggering import trigger
 
@@ -92,7 +93,7 @@ async def run_test(
             test=True,
         )
         result = await trigger(
-            engine_of(request).pool, env, task, TriggerBody(payload=value, options=options)
+            engine_of(request).pool, env, TriggerBody(payload=value, options=options).to_spec(task)
         )
     except orjson.JSONDecodeError as exc:
         return back_to(here, error=f"The payload is not JSON: {exc}")
