@@ -44,14 +44,14 @@ async def trigger_task(
     # a public access token for this run (read:runs:<id>), for a browser to subscribe with
     response.headers["x-trigger-jwt"] = await engine_of(request).run_token(env, result["id"]
     )
-    return result
+    return dict(result)
 
 
 @router.post("/api/v1/tasks/{task_id}/batch")
 async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[str, object]:
     batch = (await read_model(request, BatchBody)).to_spec(task_id)
     env = await trigger_permission(request, who, task_id, batch=True, parents=batch.parents())
-    return await engine_of(request).batch_trigger(env, batch, _request_key(request))
+    return dict(await engine_of(request).batch_trigger(env, batch, _request_key(request)))
 
 
 @router.post("/api/v2/tasks/batch")
@@ -63,7 +63,7 @@ async def batch_trigger(request: Request, who: Auth) -> dict[str, object]:
     batch = body.to_spec()
     env = await trigger_permission(request, who, [item.task for item in batch.items], batch=True,
                                    parents=batch.parents())
-    return await engine_of(request).batch_trigger(env, batch, _request_key(request))
+    return dict(await engine_of(request).batch_trigger(env, batch, _request_key(request)))
 
 
 @router.get("/api/v1/batches/{batch_id}")

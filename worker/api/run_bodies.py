@@ -6,9 +6,17 @@ fix. Each converts once, with ``to_spec()``, into the engine's frozen types
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from worker.common.limits import (
@@ -39,7 +47,7 @@ class _Camel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-def _checked_text(value: Any, what: str, max_length: int) -> Any:
+def _checked_text(value: str | None, what: str, max_length: int) -> str | None:
     return check_text(value, what, max_length) if isinstance(value, str) else value
 
 
@@ -48,8 +56,8 @@ class _KeyedOptions(_Camel):
 
     @field_validator("idempotency_key", "parent_run_id", check_fields=False)
     @classmethod
-    def _names(cls, value: str | None, info: Any) -> str | None:
-        return _checked_text(value, to_camel(info.field_name), 2048)
+    def _names(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _checked_text(value, to_camel(info.field_name or ""), 2048)
 
     @field_validator("idempotency_key_ttl", check_fields=False)
     @classmethod
@@ -111,7 +119,9 @@ class TriggerOptions(_KeyedOptions):
 
     @field_validator("delay")
     @classmethod
-    def _delay(cls, value: Any) -> Any:
+    def _delay(
+        cls, value: str | int | float | datetime | None
+    ) -> str | int | float | datetime | None:
         if value is not None:
             parse_when(value, "delay")  # refuse a bad delay at the door, not at insert
         return value
@@ -119,12 +129,12 @@ class TriggerOptions(_KeyedOptions):
     ttl: str | int | None = None
     tags: list[str] | str | None = None
     priority: float = 0
-    queue: str | dict[str, Any] | None = None
+    queue: str | dict[str, object] | None = None
     concurrency_key: str | None = None
     max_attempts: int | None = Field(default=None, ge=1, le=250)
     max_duration: float | None = Field(default=None, gt=0)
     machine: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, object] | None = None
     lock_to_version: str | None = Field(
         default=None, validation_alias=AliasChoices("lockToVersion", "version", "lock_to_version")
     )
@@ -142,14 +152,14 @@ class TriggerOptions(_KeyedOptions):
     # its scope. Accepted; only payload_type changes anything.
     payload_type: str | None = None
     payload_size: int | None = Field(default=None, ge=0)
-    idempotency_key_options: dict[str, Any] | None = None
+    idempotency_key_options: dict[str, object] | None = None
     metadata_type: str | None = None
     region: str | None = None
     external_deployment_id: str | None = None
 
     @field_validator("concurrency_key", mode="before")
     @classmethod
-    def _key_as_text(cls, value: Any) -> Any:
+    def _key_as_text(cls, value: object) -> str | None:
         if value is None:
             return None
         if isinstance(value, dict | list):
@@ -159,8 +169,8 @@ class TriggerOptions(_KeyedOptions):
 
     @field_validator("lock_to_version")
     @classmethod
-    def _version(cls, value: str | None, info: Any) -> str | None:
-        return _checked_text(value, to_camel(info.field_name), 2048)
+    def _version(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _checked_text(value, to_camel(info.field_name or ""), 2048)
 
     @field_validator("priority")
     @classmethod
@@ -180,10 +190,8 @@ class TriggerOptions(_KeyedOptions):
 
     @field_validator("queue")
     @classmethod
-    def _queue(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-        name = value.get("name") if isinstance(value, dict) else value
-        if isinstance(value, dict) and name is not None and not isinstance(name, str):
-            raise ValueError('queue must be a name or {"name": "<queue name>"}')
+    def _queue(cls, value: str | dict[str, object] | None) -> str | dict[str, object] | None:
+        name = _queue_name(value)
         if name is not None:
             if not name:
                 raise ValueError("queue name must not be empty")
@@ -199,7 +207,7 @@ class TriggerOptions(_KeyedOptions):
 
     @field_validator("metadata")
     @classmethod
-    def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _metadata(cls, value: dict[str, object] | None) -> dict[str, object] | None:
         if value is not None:
             check_metadata(value)  # the same rule and 256 KiB as the metadata PUT
         return value
@@ -231,7 +239,7 @@ class TriggerOptions(_KeyedOptions):
             ttl=parse_duration(self.ttl, "ttl") if self.ttl is not None else None,
             tags=tuple(self.tags or ()),
             priority=self.priority,
-            queue=self.queue.get("name") if isinstance(self.queue, dict) else self.queue,
+            queue=_queue_name(self.queue),
             concurrency_key=self.concurrency_key,
             max_attempts=self.max_attempts,
             max_duration=self.max_duration,
@@ -249,6 +257,16 @@ class TriggerOptions(_KeyedOptions):
         )
 
 
+def _queue_name(queue: str | dict[str, object] | None) -> str | None:
+    """``"name"`` or ``{"name": "name"}`` (Trigger.dev's SDK sends the object)."""
+    if not isinstance(queue, dict):
+        return queue
+    name = queue.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValueError('queue must be a name or {"name": "<queue name>"}')
+    return name
+
+
 def _ttl_of_key(value: str | int | None) -> timedelta | None:
     return parse_duration(value, "idempotencyKeyTTL") if value is not None else None
 
@@ -258,10 +276,10 @@ class TriggerBody(_Camel):
     other than ``application/json`` it is the serialised text (e.g. application/super+json).
     Trigger.dev's SDK puts ``payloadType`` in ``options``; it means the same."""
 
-    payload: Any = None
+    payload: object = None
     payload_type: str | None = None
     options: TriggerOptions = Field(default_factory=TriggerOptions)
-    context: Any = None
+    context: object = None
 
     @model_validator(mode="after")
     def _options_payload_type(self) -> TriggerBody:
@@ -276,7 +294,7 @@ class TriggerBody(_Camel):
 
 class BatchItem(_Camel):
     task: str | None = None
-    payload: Any = None
+    payload: object = None
     payload_type: str | None = None
     options: TriggerOptions = Field(default_factory=TriggerOptions)
 

@@ -4,71 +4,17 @@ version pins, queues and concurrency keys (docs/triggerdev-semantics.md, "Idempo
 
 from __future__ import annotations
 
-from typing import Any
-
-from psycopg.types.json import Jsonb
-
-from worker.common.limits import check_text
-from worker.engine import waitpoints
-from worker.engine.db import Conn, Pool, fetch_one
-from worker.engine.errors import Conflict, EngineError
+from worker.engine import request_keys, waitpoints
+from worker.engine.db import Conn, Pool, Row, fetch_one
+from worker.engine.errors import EngineError
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
 from worker.engine.models import BatchSpec, ParentLink, TriggerSpec
 from worker.engine.payload_schema import check_payload
 from worker.engine.queries import Q
+from worker.engine.request_keys import BatchEntry, TriggeredBatch, TriggeredRun
 from worker.engine.run_creator import LIVE_WORKER_SECONDS as LIVE_WORKER_SECONDS  # leases.py
 from worker.engine.run_creator import RunCreator, encode_payload, is_plain
-
-
-async def _claim_request(
-    conn: Conn, env: Environment, key: str | None, response: dict[str, Any]
-) -> Any:
-    """For a retried HTTP request: the response already given. Otherwise claim the key with
-    ``response`` (what this request will answer unless it changes) and return None."""
-    if key is None:
-        return None
-    check_text(key, "x-trigger-request-idempotency-key")
-    params = {"environment_id": env.id, "request_key": key, "response": Jsonb(response)}
-    if await fetch_one(conn, Q.claim_request_key, params):
-        return None
-    row = await fetch_one(conn, Q.find_request_key, params)
-    return row["response"] if row else None
-
-
-async def _same_request(
-    conn: Conn, key: str | None, cached: dict[str, Any], task_ids: set[str], batch: bool
-) -> dict[str, Any]:
-    """A request key answers again only for the same kind of request on the same tasks:
-    reusing it for another task (or a batch for a trigger) is a client bug, not a retry."""
-    if batch:
-        sent = {str(r.get("taskIdentifier")) for r in cached.get("runs") or []}
-        same = "runCount" in cached and sent == task_ids
-    else:
-        row = None
-        if "runCount" not in cached and cached.get("id"):
-            row = await fetch_one(conn, Q.run_task_id, {"id": cached["id"]})
-        same = row is not None and {row["task_id"]} == task_ids
-    if not same:
-        raise Conflict(
-            f"x-trigger-request-idempotency-key {key!r} was already used for a different "
-            "request (another task or kind); use a new key for a new request"
-        )
-    return dict(cached)
-
-
-async def _save_request(
-    conn: Conn,
-    env: Environment,
-    key: str | None,
-    claimed: dict[str, Any],
-    response: dict[str, Any],
-) -> None:
-    if key is not None and response != claimed:
-        await conn.execute(
-            Q.save_request_key,
-            {"environment_id": env.id, "request_key": key, "response": Jsonb(response)},
-        )
 
 
 async def trigger(
@@ -77,26 +23,28 @@ async def trigger(
     spec: TriggerSpec,
     request_key: str | None = None,
     replayed_from: str | None = None,
-) -> dict[str, Any]:
-    """Create one run. Returns ``{"id", "isCached"}``."""
+) -> TriggeredRun:
+    """Create one run."""
     task_id = spec.task
     payload = encode_payload(spec.payload, spec.payload_type)
-    planned: dict[str, Any] = {"id": new_id("run"), "isCached": False}
+    planned: TriggeredRun = {"id": new_id("run"), "isCached": False}
     async with pool.connection() as conn, conn.transaction():
-        cached = await _claim_request(conn, env, request_key, planned)
-        if cached:
-            return await _same_request(conn, request_key, cached, {task_id}, batch=False)
+        cached = await request_keys.claim(conn, env, request_key, planned)
+        if cached and request_key:
+            return await request_keys.replayed_run(conn, request_key, cached, task_id)
         creator = RunCreator(conn, env)
         await creator.load_definitions([task_id])
         check_payload(task_id, creator.definition(task_id), spec.payload, payload[1])
         run_id, is_cached = await creator.create(
             task_id, payload, spec.options, replayed_from=replayed_from, run_id=planned["id"]
         )
-        response: dict[str, Any] = {"id": run_id, "isCached": is_cached}
+        response: TriggeredRun = {"id": run_id, "isCached": is_cached}
         parent = spec.options.parent
         if parent.journaled:
-            response.update(await _link_to_parent(conn, env, parent, task_id, run_id=run_id))
-        await _save_request(conn, env, request_key, planned, response)
+            waitpoint_id = await _link_to_parent(conn, env, parent, task_id, run_id=run_id)
+            if waitpoint_id is not None:
+                response["waitpointId"] = waitpoint_id
+        await request_keys.save(conn, env, request_key, planned, response)
     return response
 
 
@@ -108,14 +56,13 @@ async def _link_to_parent(
     *,
     run_id: str | None = None,
     batch_id: str | None = None,
-) -> dict[str, Any]:
+) -> str | None:
     """Journal a child trigger in its parent (so a replay does not trigger it again) and, for
-    ``*_and_wait``, create the waitpoint the parent waits on."""
+    ``*_and_wait``, create the waitpoint the parent waits on (its id is returned)."""
     parent_run_id, seq, wait = parent.run_id, parent.journal_seq, parent.resume_on_completion
     if parent_run_id is None:
         raise EngineError("resumeParentOnCompletion and journalSeq need parentRunId")
-    extra: dict[str, Any] = {}
-    waitpoint_id = None
+    waitpoint_id: str | None = None
     if wait:
         found = None
         if run_id is not None:  # a cached child may already have its waitpoint
@@ -124,8 +71,7 @@ async def _link_to_parent(
             found, _ = await waitpoints.create(
                 conn, env, "RUN" if run_id else "BATCH", run_id=run_id, batch_id=batch_id
             )
-        waitpoint_id = found["id"]
-        extra["waitpointId"] = waitpoint_id
+        waitpoint_id = str(found["id"])
         # the children may be finished already (idempotent hits)
         if run_id is not None:
             await conn.execute(Q.complete_finished_run_waitpoints, {"run_id": run_id})
@@ -138,7 +84,7 @@ async def _link_to_parent(
         await waitpoints.record(
             conn, parent_run_id, attempt, seq, kind, key, waitpoint_id, outcome
         )
-    return extra
+    return waitpoint_id
 
 
 async def batch_trigger(
@@ -146,7 +92,7 @@ async def batch_trigger(
     env: Environment,
     batch: BatchSpec,
     request_key: str | None = None,
-) -> dict[str, Any]:
+) -> TriggeredBatch:
     """Create a batch of runs, possibly of several tasks, in one transaction.
 
     An item that cannot be triggered (unknown task, payload too big, bad payload) gets an
@@ -156,18 +102,18 @@ async def batch_trigger(
     """
     items = batch.expanded_items()
     async with pool.connection() as conn, conn.transaction():
-        cached = await _claim_request(conn, env, request_key, {})
-        if cached:
+        cached = await request_keys.claim(conn, env, request_key, request_keys.NO_ANSWER)
+        if cached and request_key:
             tasks = {item.task for item in items}
-            return await _same_request(conn, request_key, cached, tasks, batch=True)
+            return await request_keys.replayed_batch(conn, request_key, cached, tasks)
         creator = RunCreator(conn, env)
         await creator.load_definitions(sorted({item.task for item in items if item.task}))
         batch_id = new_id("batch")
         await conn.execute(
             Q.insert_batch, {"id": batch_id, "environment_id": env.id, "run_count": len(items)}
         )
-        runs: list[dict[str, Any]] = []
-        plain: list[dict[str, Any]] = []
+        runs: list[BatchEntry] = []
+        plain: list[Row] = []
         for index, item in enumerate(items):
             task_id = item.task
             try:
@@ -196,14 +142,15 @@ async def batch_trigger(
             # none (and shift the others), so the whole batch is refused and nothing runs.
             raise EngineError(
                 "batch trigger-and-wait refused, nothing was triggered: "
-                + "; ".join(f"item {i} ({r['taskIdentifier']}): {r['error']}" for i, r in refused)
+                + "; ".join(f"item {i} ({r['taskIdentifier']}): {r.get('error')}"
+                            for i, r in refused)
             )
         await creator.insert_plain(plain)
-        response: dict[str, Any] = {"id": batch_id, "runCount": len(items), "runs": runs}
+        response: TriggeredBatch = {"id": batch_id, "runCount": len(items), "runs": runs}
         if batch.parent.journaled:
             key = ",".join(sorted({item.task for item in items}))
-            response.update(
-                await _link_to_parent(conn, env, batch.parent, key, batch_id=batch_id)
-            )
-        await _save_request(conn, env, request_key, {}, response)
+            waitpoint_id = await _link_to_parent(conn, env, batch.parent, key, batch_id=batch_id)
+            if waitpoint_id is not None:
+                response["waitpointId"] = waitpoint_id
+        await request_keys.save(conn, env, request_key, request_keys.NO_ANSWER, response)
     return response

@@ -162,7 +162,7 @@ async def replay(
         options = RunOptions(tags=tuple(original["tags"] or ()),
                              metadata=original["seed_metadata"])
         spec = TriggerSpec(original["task_id"], value, options=options)
-        new = await trigger(pool, env, spec, replayed_from=run_id)
+        new = dict(await trigger(pool, env, spec, replayed_from=run_id))
     return back_to(f"{base}/{new['id']}", notice=f"Replay of {run_id}.")
 
 
