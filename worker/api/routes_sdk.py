@@ -5,6 +5,7 @@ channels, deployments (``trigger deploy``), ``whoami``. Shapes in docs/api.md.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -15,6 +16,7 @@ from worker.api.bodies import read_json, read_model
 from worker.api.routes_realtime import principal
 from worker.api.state import engine_of
 from worker.engine import alerts, run_tags
+from worker.engine.db import Row
 from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
 from worker.engine.models import ParentLink
@@ -82,6 +84,16 @@ async def delete_alert_channel(channel_id: str, request: Request, env: Env) -> d
     return {"id": channel_id, "deleted": True}
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _present_deployment(row: Row) -> dict[str, object]:
+    return {"id": row["id"], "status": row["status"], "version": row.get("version"),
+            "image": row.get("image"), "createdAt": _iso(row.get("created_at")),
+            "promotedAt": _iso(row.get("promoted_at"))}
+
+
 class DeploymentBody(BaseModel):
     content_hash: str = Field(alias="contentHash", min_length=1, max_length=128)
     tasks: list[dict[str, Any]] = Field(min_length=1)
@@ -91,15 +103,16 @@ class DeploymentBody(BaseModel):
 @router.post("/api/v1/deployments")
 async def register_deployment(request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, DeploymentBody)
-    return await engine_of(request).register_deployment(env, body.content_hash,
-                                      body.tasks, body.image)
+    row = await engine_of(request).register_deployment(env, body.content_hash, body.tasks,
+                                                       body.image)
+    return _present_deployment(row)
 
 
 @router.get("/api/v1/deployments/{deployment_id}")
 async def retrieve_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, object]:
-    return await engine_of(request).retrieve_deployment(env, deployment_id)
+    return _present_deployment(await engine_of(request).retrieve_deployment(env, deployment_id))
 
 
 @router.post("/api/v1/deployments/{deployment_id}/promote")
 async def promote_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, object]:
-    return await engine_of(request).promote_deployment(env, deployment_id)
+    return _present_deployment(await engine_of(request).promote_deployment(env, deployment_id))

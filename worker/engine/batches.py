@@ -7,7 +7,7 @@ Items are deduplicated by index, so a client may resend a whole stream after a f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict, cast
 
 from psycopg.types.json import Jsonb
 
@@ -19,6 +19,14 @@ from worker.engine.models import MAX_BATCH_ITEMS, TriggerSpec
 from worker.engine.payload_schema import check_payload
 from worker.engine.queries import Q
 from worker.engine.run_creator import RunCreator, encode_payload
+
+
+class ItemError(TypedDict):
+    """An item that could not be triggered, kept in the batch's ``processing_errors``."""
+
+    index: int
+    taskIdentifier: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class ItemsResult:
     sealed: bool = False
     enqueued: int = 0
     expected: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[ItemError] = field(default_factory=list)
 
 
 async def create(
@@ -76,7 +84,7 @@ async def add_items(
         if batch is None:
             raise NotFound(f"batch {batch_id!r} not found in the {env.slug} environment")
         run_count = batch["run_count"]
-        errors: list[dict[str, Any]] = list(batch["processing_errors"] or [])
+        errors = cast("list[ItemError]", list(batch["processing_errors"] or []))
         rows = await fetch_all(conn, Q.batch_indexes, params)
         done = {r["batch_index"] for r in rows}
         done |= {e["index"] for e in errors}

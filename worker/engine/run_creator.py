@@ -31,7 +31,7 @@ OFFLOAD_BYTES = 64 * 1024
 LIVE_WORKER_SECONDS = 60.0
 
 
-def encode_payload(payload: Any, payload_type: str | None) -> tuple[str, str]:
+def encode_payload(payload: object, payload_type: str | None) -> tuple[str, str]:
     """The stored text and type of a trigger payload; refuses payloads over the limit."""
     if payload_type and payload_type != "application/json":
         if not isinstance(payload, str):

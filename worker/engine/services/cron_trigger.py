@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from uuid import UUID
 
 import orjson
 
@@ -57,7 +57,7 @@ def _payload(schedule: Row, tick: datetime) -> str:
     ).decode()
 
 
-async def _environment(conn: Conn, environment_id: Any) -> Environment:
+async def _environment(conn: Conn, environment_id: UUID) -> Environment:
     row = await fetch_one(conn, Q.schedule_environment, {"environment_id": environment_id})
     assert row is not None
     return Environment.from_row(row)
