@@ -283,9 +283,7 @@ class TriggerBody(_Camel):
 
     @model_validator(mode="after")
     def _options_payload_type(self) -> TriggerBody:
-        if self.payload_type is None and self.options.payload_type is not None:
-            self.payload_type = self.options.payload_type
-        _no_store(self.payload_type)
+        self.payload_type = _payload_type(self.payload_type, self.options)
         return self
 
     def to_spec(self, task_id: str) -> TriggerSpec:
@@ -300,9 +298,7 @@ class BatchItem(_Camel):
 
     @model_validator(mode="after")
     def _options_payload_type(self) -> BatchItem:
-        if self.payload_type is None and self.options.payload_type is not None:
-            self.payload_type = self.options.payload_type
-        _no_store(self.payload_type)
+        self.payload_type = _payload_type(self.payload_type, self.options)
         return self
 
     def to_spec(self, task_id: str | None = None) -> TriggerSpec:
@@ -311,12 +307,15 @@ class BatchItem(_Camel):
         return TriggerSpec(task, self.payload, self.payload_type, self.options.to_spec())
 
 
-def _no_store(payload_type: str | None) -> None:
-    if payload_type == "application/store":
+def _payload_type(payload_type: str | None, options: TriggerOptions) -> str | None:
+    """The body's ``payloadType``, else the one Trigger.dev's SDK puts in ``options``."""
+    chosen = payload_type if payload_type is not None else options.payload_type
+    if chosen == "application/store":
         raise ValueError(
             "payloads offloaded to object storage (application/store) are not supported: "
             "keep Trigger.dev SDK payloads under 512 KB so they are sent inline"
         )
+    return chosen
 
 
 class BatchOptions(_KeyedOptions):
