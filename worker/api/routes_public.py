@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
+from starlette.datastructures import QueryParams
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
@@ -148,7 +149,7 @@ def _timestamp(name: str, value: str | None) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _created_range(query: Any) -> tuple[datetime | None, datetime | None]:
+def _created_range(query: QueryParams) -> tuple[datetime | None, datetime | None]:
     """``filter[createdAt][from|to]`` (ISO) or ``filter[createdAt][period]`` ("1h", "7d")."""
     created_from = _timestamp("filter[createdAt][from]", query.get("filter[createdAt][from]"))
     created_to = _timestamp("filter[createdAt][to]", query.get("filter[createdAt][to]"))

@@ -6,7 +6,7 @@ channels, deployments (``trigger deploy``), ``whoami``. Shapes in docs/api.md.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
@@ -96,7 +96,7 @@ def _present_deployment(row: Row) -> dict[str, object]:
 
 class DeploymentBody(BaseModel):
     content_hash: str = Field(alias="contentHash", min_length=1, max_length=128)
-    tasks: list[dict[str, Any]] = Field(min_length=1)
+    tasks: list[dict[str, object]] = Field(min_length=1)
     image: str | None = Field(default=None, max_length=500)
 
 

@@ -10,8 +10,6 @@ returned (worker/api/routes_sdk.py).
 
 from __future__ import annotations
 
-from typing import Any
-
 from psycopg.types.json import Jsonb
 
 from worker.engine.db import Pool, Row, fetch_all, fetch_one
@@ -21,7 +19,7 @@ from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
 
-async def register(pool: Pool, env: Environment, content_hash: str, tasks: list[dict[str, Any]],
+async def register(pool: Pool, env: Environment, content_hash: str, tasks: list[dict[str, object]],
                    image: str | None) -> Row:
     ids = [t.get("id") for t in tasks]
     if not ids or any(not isinstance(i, str) or not i for i in ids):
