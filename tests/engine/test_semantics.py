@@ -205,6 +205,12 @@ def test_debounce_pushes_one_delayed_run(
         "/api/v1/tasks/deb/trigger", json={"options": {"debounce": {"key": "k", "delay": "10ms"}}}
     )
     assert bad.status_code == 422
+    # a bad maxDelay is refused at the door too, naming the field (not a failure at insert)
+    bad = client.post(
+        "/api/v1/tasks/deb/trigger",
+        json={"options": {"debounce": {"key": "k", "delay": "10s", "maxDelay": "soon"}}},
+    )
+    assert bad.status_code == 422 and "options.debounce.maxDelay" in bad.json()["error"]
 
 
 def test_pending_version_until_a_worker_registers(

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from worker.common.limits import (
     MAX_BODY_BYTES,
@@ -69,7 +70,7 @@ async def read_json(request: Request, max_depth: int | None = MAX_BODY_DEPTH) ->
     return data
 
 
-def validate(model: type[M], data: Any) -> M:
+def validate(model: type[M], data: object) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -84,7 +85,7 @@ def validate(model: type[M], data: Any) -> M:
         raise InvalidBody(f"invalid request body: {problems}") from None
 
 
-def _message(err: Any) -> str:
+def _message(err: ErrorDetails) -> str:
     """A LimitError raised by a validator keeps its own wording (no 'Value error, ' prefix)."""
     cause = (err.get("ctx") or {}).get("error")
     return cause.message if isinstance(cause, LimitError) else str(err["msg"])

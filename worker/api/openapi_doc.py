@@ -8,15 +8,13 @@ and the waitpoint callback, the request bodies the routes read themselves, and t
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from worker.api import routes_public, routes_queues, routes_waitpoints, routes_worker
+from worker.api.run_bodies import BatchBody, TriggerBody
 from worker.api.schedule_shapes import ScheduleBody
-from worker.engine.models import BatchBody, TriggerBody
 
 #: (method, path) -> the model its body is read into
 _BODIES: dict[tuple[str, str], type[BaseModel]] = {
@@ -42,7 +40,7 @@ _BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("post", "/engine/v1/worker/logs"): routes_worker.LogsBody,
 }
 #: bodies read as free JSON: a schema of their documented shape
-_FREE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
+_FREE_BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("put", "/api/v1/runs/{run_id}/metadata"): {
         "type": "object",
         "properties": {
@@ -79,7 +77,7 @@ _ERROR_STATUSES = {
 _PUBLIC = {"/api/v1/waitpoints/tokens/{waitpoint_id}/callback/{digest}"}
 
 
-def _schema_of(model: type[BaseModel], components: dict[str, Any]) -> dict[str, object]:
+def _schema_of(model: type[BaseModel], components: dict[str, object]) -> dict[str, object]:
     schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
     components.update(schema.pop("$defs", {}))
     return schema

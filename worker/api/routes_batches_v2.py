@@ -12,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from worker.api.auth import authenticate
 from worker.api.bodies import MAX_BODY_BYTES, read_model, validate
 from worker.api.routes_realtime import principal
+from worker.api.run_bodies import BatchItem
 from worker.api.state import engine_of
 from worker.engine.errors import EngineError, PayloadTooLarge
 from worker.engine.keys import Environment
-from worker.engine.models import BatchItem
+from worker.engine.models import TriggerSpec
 
 router = APIRouter()
 Env = Annotated[Environment, Depends(authenticate)]
@@ -55,8 +56,8 @@ async def create_batch(request: Request, response: Response, env: Env) -> dict[s
     return out
 
 
-def _items(raw: bytes) -> list[tuple[int, BatchItem]]:
-    items: list[tuple[int, BatchItem]] = []
+def _items(raw: bytes) -> list[tuple[int, TriggerSpec]]:
+    items: list[tuple[int, TriggerSpec]] = []
     for number, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
@@ -67,7 +68,7 @@ def _items(raw: bytes) -> list[tuple[int, BatchItem]]:
         if not isinstance(data, dict) or not isinstance(data.get("index"), int):
             raise EngineError(f'line {number} must be an object with an integer "index"')
         index = data.pop("index")
-        items.append((index, validate(BatchItem, data)))
+        items.append((index, validate(BatchItem, data).to_spec()))
     return items
 
 

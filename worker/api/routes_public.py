@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
+from starlette.datastructures import QueryParams
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
@@ -14,11 +15,12 @@ from worker.api.presenters import present_list_item, present_run
 from worker.api.related_runs import related_runs
 from worker.api.routes_realtime import principal
 from worker.api.routes_sdk import Auth, trigger_permission
+from worker.api.run_bodies import BatchBody, TriggerBody
 from worker.api.state import engine_of
 from worker.common.statuses import INTERNAL_STATUSES
 from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
-from worker.engine.models import BatchBody, BatchItem, TriggerBody, parse_duration, parse_when
+from worker.engine.models import parse_duration, parse_when
 
 router = APIRouter()
 Env = Annotated[Environment, Depends(authenticate)]
@@ -34,26 +36,23 @@ async def trigger_task(
     task_id: str, request: Request, response: Response, who: Auth
 ) -> dict[str, object]:
     body = await read_model(request, TriggerBody)
-    env = await trigger_permission(request, who, task_id, options=(body.options,))
     key = request.headers.get("idempotency-key")
     if key and body.options.idempotency_key is None:
         body.options.idempotency_key = key
-    result = await engine_of(request).trigger(env, task_id, body, _request_key(request)
-    )
+    spec = body.to_spec(task_id)
+    env = await trigger_permission(request, who, task_id, parents=(spec.options.parent,))
+    result = await engine_of(request).trigger(env, spec, _request_key(request))
     # a public access token for this run (read:runs:<id>), for a browser to subscribe with
     response.headers["x-trigger-jwt"] = await engine_of(request).run_token(env, result["id"]
     )
-    return result
+    return dict(result)
 
 
 @router.post("/api/v1/tasks/{task_id}/batch")
 async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[str, object]:
-    body = await read_model(request, BatchBody)
-    env = await trigger_permission(request, who, task_id, batch=True,
-                                   options=(body.options, *(i.options for i in body.items)))
-    items = [item.model_copy(update={"task": task_id}) for item in body.expanded_items()]
-    return await engine_of(request).batch_trigger(env, items, _request_key(request), body.options
-    )
+    batch = (await read_model(request, BatchBody)).to_spec(task_id)
+    env = await trigger_permission(request, who, task_id, batch=True, parents=batch.parents())
+    return dict(await engine_of(request).batch_trigger(env, batch, _request_key(request)))
 
 
 @router.post("/api/v2/tasks/batch")
@@ -62,11 +61,10 @@ async def batch_trigger(request: Request, who: Auth) -> dict[str, object]:
     missing = [i for i, item in enumerate(body.items) if not item.task]
     if missing:
         raise EngineError(f"items {missing} have no 'task': each item names the task to run")
-    env = await trigger_permission(request, who, [str(i.task) for i in body.items], batch=True,
-                                   options=(body.options, *(i.options for i in body.items)))
-    items: list[BatchItem] = body.expanded_items()
-    return await engine_of(request).batch_trigger(env, items, _request_key(request), body.options
-    )
+    batch = body.to_spec()
+    env = await trigger_permission(request, who, [item.task for item in batch.items], batch=True,
+                                   parents=batch.parents())
+    return dict(await engine_of(request).batch_trigger(env, batch, _request_key(request)))
 
 
 @router.get("/api/v1/batches/{batch_id}")
@@ -151,7 +149,7 @@ def _timestamp(name: str, value: str | None) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _created_range(query: Any) -> tuple[datetime | None, datetime | None]:
+def _created_range(query: QueryParams) -> tuple[datetime | None, datetime | None]:
     """``filter[createdAt][from|to]`` (ISO) or ``filter[createdAt][period]`` ("1h", "7d")."""
     created_from = _timestamp("filter[createdAt][from]", query.get("filter[createdAt][from]"))
     created_to = _timestamp("filter[createdAt][to]", query.get("filter[createdAt][to]"))

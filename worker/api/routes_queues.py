@@ -11,10 +11,11 @@ from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
+from worker.api.presenters_queues import present_queue, queue_limits
 from worker.api.state import engine_of
-from worker.engine.db import Row
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
+from worker.engine.queues import QueueState
 
 router = APIRouter(prefix="/api/v1/queues")
 Env = Annotated[Environment, Depends(authenticate)]
@@ -27,13 +28,14 @@ def _name(name: str, kind: str | None) -> str:
     return f"task/{name}" if kind == "task" and not name.startswith("task/") else name
 
 
-def _sdk(queue: Row) -> dict[str, object]:
+def _sdk(queue: QueueState) -> dict[str, object]:
     """Trigger.dev's ``QueueItem``: a task queue is named by its task id; when the override
     was made is not tracked (null)."""
-    if queue["type"] == "task":
-        queue["name"] = queue["name"].removeprefix("task/")
-    queue["concurrency"].update(overriddenAt=None, overriddenBy=None)
-    return queue
+    shown = present_queue(queue)
+    if queue.is_task_queue:
+        shown["name"] = queue.name.removeprefix("task/")
+    shown["concurrency"] = {**queue_limits(queue), "overriddenAt": None, "overriddenBy": None}
+    return shown
 
 
 class PauseBody(BaseModel):

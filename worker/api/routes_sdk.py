@@ -5,7 +5,8 @@ channels, deployments (``trigger deploy``), ``whoami``. Shapes in docs/api.md.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
@@ -15,8 +16,10 @@ from worker.api.bodies import read_json, read_model
 from worker.api.routes_realtime import principal
 from worker.api.state import engine_of
 from worker.engine import alerts, run_tags
+from worker.engine.db import Row
 from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
+from worker.engine.models import ParentLink
 from worker.engine.public_tokens import InvalidToken, Principal
 
 router = APIRouter()
@@ -25,19 +28,17 @@ Env = Annotated[Environment, Depends(authenticate)]
 
 
 async def trigger_permission(request: Request, who: Principal, task_ids: str | list[str],
-                             batch: bool = False, options: tuple[Any, ...] = ()) -> Environment:
+                             batch: bool = False,
+                             parents: tuple[ParentLink, ...] = ()) -> Environment:
     """The environment to trigger in: the secret key may trigger anything; a public token only
     the tasks its ``trigger:tasks[:<id>]`` scopes name (``batchTrigger:`` for batches), and a
-    one-time token once. A public token never links the new runs to a parent (``options``:
-    the request's trigger/batch options): that would let a browser block or resume, or write
-    into the journal of, a run it cannot even read."""
+    one-time token once. A public token never links the new runs to a parent (``parents``:
+    the request's links): that would let a browser block or resume, or write into the journal
+    of, a run it cannot even read."""
     if who.scopes is not None:
-        for opts in options:
-            if (getattr(opts, "parent_run_id", None) is not None
-                    or getattr(opts, "resume_parent_on_completion", False)
-                    or getattr(opts, "journal_seq", None) is not None):
-                raise Forbidden("a public access token cannot set parentRunId, "
-                                "resumeParentOnCompletion or journalSeq")
+        if any(parent.links for parent in parents):
+            raise Forbidden("a public access token cannot set parentRunId, "
+                            "resumeParentOnCompletion or journalSeq")
         action = "batchTrigger" if batch else "trigger"
         for task_id in [task_ids] if isinstance(task_ids, str) else sorted(set(task_ids)):
             who.require(f"{action}:tasks:{task_id}", f"{action}:tasks")
@@ -83,24 +84,35 @@ async def delete_alert_channel(channel_id: str, request: Request, env: Env) -> d
     return {"id": channel_id, "deleted": True}
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _present_deployment(row: Row) -> dict[str, object]:
+    return {"id": row["id"], "status": row["status"], "version": row.get("version"),
+            "image": row.get("image"), "createdAt": _iso(row.get("created_at")),
+            "promotedAt": _iso(row.get("promoted_at"))}
+
+
 class DeploymentBody(BaseModel):
     content_hash: str = Field(alias="contentHash", min_length=1, max_length=128)
-    tasks: list[dict[str, Any]] = Field(min_length=1)
+    tasks: list[dict[str, object]] = Field(min_length=1)
     image: str | None = Field(default=None, max_length=500)
 
 
 @router.post("/api/v1/deployments")
 async def register_deployment(request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, DeploymentBody)
-    return await engine_of(request).register_deployment(env, body.content_hash,
-                                      body.tasks, body.image)
+    row = await engine_of(request).register_deployment(env, body.content_hash, body.tasks,
+                                                       body.image)
+    return _present_deployment(row)
 
 
 @router.get("/api/v1/deployments/{deployment_id}")
 async def retrieve_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, object]:
-    return await engine_of(request).retrieve_deployment(env, deployment_id)
+    return _present_deployment(await engine_of(request).retrieve_deployment(env, deployment_id))
 
 
 @router.post("/api/v1/deployments/{deployment_id}/promote")
 async def promote_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, object]:
-    return await engine_of(request).promote_deployment(env, deployment_id)
+    return _present_deployment(await engine_of(request).promote_deployment(env, deployment_id))

@@ -7,7 +7,7 @@ Items are deduplicated by index, so a client may resend a whole stream after a f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict, cast
 
 from psycopg.types.json import Jsonb
 
@@ -15,10 +15,18 @@ from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
-from worker.engine.models import MAX_BATCH_ITEMS, BatchItem
+from worker.engine.models import MAX_BATCH_ITEMS, TriggerSpec
 from worker.engine.payload_schema import check_payload
 from worker.engine.queries import Q
 from worker.engine.run_creator import RunCreator, encode_payload
+
+
+class ItemError(TypedDict):
+    """An item that could not be triggered, kept in the batch's ``processing_errors``."""
+
+    index: int
+    taskIdentifier: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class ItemsResult:
     sealed: bool = False
     enqueued: int = 0
     expected: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[ItemError] = field(default_factory=list)
 
 
 async def create(
@@ -62,7 +70,7 @@ async def create(
 
 
 async def add_items(
-    pool: Pool, env: Environment, batch_id: str, items: list[tuple[int, BatchItem]]
+    pool: Pool, env: Environment, batch_id: str, items: list[tuple[int, TriggerSpec]]
 ) -> ItemsResult:
     """Phase 2: create the runs of ``(index, item)`` not created yet, in one transaction.
 
@@ -76,7 +84,7 @@ async def add_items(
         if batch is None:
             raise NotFound(f"batch {batch_id!r} not found in the {env.slug} environment")
         run_count = batch["run_count"]
-        errors: list[dict[str, Any]] = list(batch["processing_errors"] or [])
+        errors = cast("list[ItemError]", list(batch["processing_errors"] or []))
         rows = await fetch_all(conn, Q.batch_indexes, params)
         done = {r["batch_index"] for r in rows}
         done |= {e["index"] for e in errors}
@@ -89,7 +97,7 @@ async def add_items(
                 result.deduplicated += 1
                 continue
             done.add(index)
-            task_id = item.task or ""
+            task_id = item.task
             try:
                 payload = encode_payload(item.payload, item.payload_type)
                 check_payload(task_id, creator.definition(task_id), item.payload, payload[1])

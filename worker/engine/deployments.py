@@ -4,12 +4,11 @@ Registering records the version and its task definitions exactly as a worker's r
 would (same content hash, so the workers running the deployed image reuse the version), but
 changes nothing current. Promoting makes the version's definitions the environment's current
 ones (trigger-time schema checks, queue limits), marks the deployment ``DEPLOYED`` and queues
-the ``DEPLOYMENT_SUCCESS`` alerts. Promotion is idempotent.
+the ``DEPLOYMENT_SUCCESS`` alerts. Promotion is idempotent. The API presents the rows
+returned (worker/api/routes_sdk.py).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from psycopg.types.json import Jsonb
 
@@ -20,16 +19,7 @@ from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
 
-def present(row: Row) -> Row:
-    def iso(value: Any) -> str | None:
-        return value.isoformat() if value is not None else None
-
-    return {"id": row["id"], "status": row["status"], "version": row.get("version"),
-            "image": row.get("image"), "createdAt": iso(row.get("created_at")),
-            "promotedAt": iso(row.get("promoted_at"))}
-
-
-async def register(pool: Pool, env: Environment, content_hash: str, tasks: list[dict[str, Any]],
+async def register(pool: Pool, env: Environment, content_hash: str, tasks: list[dict[str, object]],
                    image: str | None) -> Row:
     ids = [t.get("id") for t in tasks]
     if not ids or any(not isinstance(i, str) or not i for i in ids):
@@ -58,7 +48,7 @@ async def register(pool: Pool, env: Environment, content_hash: str, tasks: list[
             },
         )
     assert created is not None
-    return present({**created, "version": version})
+    return {**created, "version": version}
 
 
 async def retrieve(pool: Pool, env: Environment, deployment_id: str) -> Row:
@@ -70,7 +60,7 @@ async def retrieve(pool: Pool, env: Environment, deployment_id: str) -> Row:
         )
     if row is None:
         raise NotFound(f"deployment {deployment_id!r} not found in the {env.slug} environment")
-    return present(row)
+    return row
 
 
 async def promote(pool: Pool, env: Environment, deployment_id: str) -> Row:
@@ -103,7 +93,7 @@ async def promote(pool: Pool, env: Environment, deployment_id: str) -> Row:
                 "tasks": sorted(t["task_id"] for t in tasks)}
         await conn.execute(Q.queue_deploy_alerts, {
             "deployment_id": deployment_id, "environment_id": env.id, "body": Jsonb(body)})
-    return present({**done, "version": row["version"]})
+    return {**done, "version": row["version"]}
 
 
 async def current_tasks(pool: Pool, env: Environment) -> list[Row]:

@@ -6,42 +6,53 @@ takes effect at the next dequeue of any replica. Runs already executing are neve
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from worker.engine.db import Params, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import NotFound
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
 
-def _present(row: Row, env_limit: int) -> Row:
-    name = row["name"]
-    effective = (
-        row["limit_override"] if row["limit_override"] is not None else row["concurrency_limit"]
-    )
-    return {
-        "id": name,
-        "name": name,
-        "type": "task" if name.startswith("task/") else "custom",
-        "running": row["running"],
-        "queued": row["queued"],
-        "paused": row["paused"],
-        "concurrencyLimit": effective if effective is not None else env_limit,
-        "concurrency": {
-            "current": effective,
-            "base": row["concurrency_limit"],
-            "override": row["limit_override"],
-        },
-    }
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """A queue now: its runs, whether it is paused, and its limits (the override made at
+    runtime wins over the declared one; the environment's applies when neither is set)."""
+
+    name: str
+    running: int
+    queued: int
+    paused: bool
+    #: the limit the task or queue declares
+    declared_limit: int | None
+    #: the limit set at runtime (``concurrency/override``)
+    override: int | None
+    env_limit: int
+
+    @classmethod
+    def from_row(cls, row: Row, env_limit: int) -> QueueState:
+        return cls(row["name"], row["running"], row["queued"], row["paused"],
+                   row["concurrency_limit"], row["limit_override"], env_limit)
+
+    @property
+    def is_task_queue(self) -> bool:
+        return self.name.startswith("task/")
+
+    @property
+    def limit(self) -> int | None:
+        """The queue's own limit in force (None: only the environment's)."""
+        return self.override if self.override is not None else self.declared_limit
 
 
 async def list_queues(
     pool: Pool, env: Environment, name: str | None = None
-) -> list[Row]:
+) -> list[QueueState]:
     async with pool.connection() as conn:
         rows = await fetch_all(conn, Q.list_queues, {"environment_id": env.id, "name": name})
-    return [_present(row, env.concurrency_limit) for row in rows]
+    return [QueueState.from_row(row, env.concurrency_limit) for row in rows]
 
 
-async def retrieve(pool: Pool, env: Environment, name: str) -> Row:
+async def retrieve(pool: Pool, env: Environment, name: str) -> QueueState:
     found = await list_queues(pool, env, name)
     if not found:
         raise NotFound(f"queue {name!r} not found in the {env.slug} environment")

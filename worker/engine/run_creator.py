@@ -4,7 +4,8 @@ the cron service drive it (docs/triggerdev-semantics.md, "Trigger options", "Que
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -16,11 +17,7 @@ from worker.engine.db import Conn, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
-from worker.engine.models import (
-    MAX_PAYLOAD_BYTES,
-    TriggerOptions,
-    parse_duration,
-)
+from worker.engine.models import MAX_PAYLOAD_BYTES, DebounceMode, RunOptions, parse_duration
 from worker.engine.queries import Q
 
 #: A run that ended in one of these gives its idempotency key back
@@ -34,7 +31,7 @@ OFFLOAD_BYTES = 64 * 1024
 LIVE_WORKER_SECONDS = 60.0
 
 
-def encode_payload(payload: Any, payload_type: str | None) -> tuple[str, str]:
+def encode_payload(payload: object, payload_type: str | None) -> tuple[str, str]:
     """The stored text and type of a trigger payload; refuses payloads over the limit."""
     if payload_type and payload_type != "application/json":
         if not isinstance(payload, str):
@@ -119,7 +116,7 @@ class RunCreator:
         self,
         task_id: str,
         payload: tuple[str, str],
-        options: TriggerOptions,
+        options: RunOptions,
         batch_id: str | None = None,
         replayed_from: str | None = None,
         batch_index: int | None = None,
@@ -130,17 +127,15 @@ class RunCreator:
         run_at = options.run_at()
         debounce = options.debounce
         if debounce is not None:
-            run_at = now + parse_duration(debounce.delay, "debounce.delay")
+            run_at = now + debounce.delay
         queue = (
-            options.queue_name() or (definition.get("queue") or {}).get("name") or f"task/{task_id}"
+            options.queue or (definition.get("queue") or {}).get("name") or f"task/{task_id}"
         )
         status = "DELAYED" if run_at else await self._ready_status(task_id, queue)
-        ttl = options.ttl if options.ttl is not None else definition.get("ttl")
-        expires_at = None
-        if ttl not in (None, 0, "0"):
-            expires_at = (run_at or now) + parse_duration(ttl, "ttl")
+        ttl = options.ttl if options.ttl is not None else _task_ttl(definition)
+        expires_at = (run_at or now) + ttl if ttl else None
         offloaded = len(payload[0]) > OFFLOAD_BYTES
-        parent = await self._parent(options.parent_run_id)
+        parent = await self._parent(options.parent.run_id)
         parent_trace = trace_context.of_row(parent) if parent else None
         trace = trace_context.for_new_run(parent_trace.trace_id if parent_trace else None,
                                           parent_trace.span_id if parent_trace else None)
@@ -162,17 +157,15 @@ class RunCreator:
             "version_id": await self._version_id(options.lock_to_version),
             "idempotency_key": options.idempotency_key,
             "idempotency_key_expires_at": options.idempotency_expiry(),
-            "tags": options.tags or [],
+            "tags": list(options.tags),
             "metadata": Jsonb(options.metadata) if options.metadata is not None else None,
             "batch_id": batch_id,
-            "parent_run_id": options.parent_run_id,
+            "parent_run_id": options.parent.run_id,
             "root_run_id": str(parent["root_id"]) if parent else None,
             "is_test": options.test,
             "debounce_key": debounce.key if debounce else None,
             "debounce_deadline": (
-                now + parse_duration(debounce.max_delay, "debounce.maxDelay")
-                if debounce and debounce.max_delay is not None
-                else None
+                now + debounce.max_delay if debounce and debounce.max_delay is not None else None
             ),
             "replayed_from": replayed_from,
             "batch_index": batch_index,
@@ -185,7 +178,7 @@ class RunCreator:
         self,
         task_id: str,
         payload: tuple[str, str],
-        options: TriggerOptions,
+        options: RunOptions,
         batch_id: str | None = None,
         replayed_from: str | None = None,
         batch_index: int | None = None,
@@ -217,7 +210,7 @@ class RunCreator:
                 await cur.executemany(Q.insert_run, rows)
 
     async def _existing(
-        self, task_id: str, options: TriggerOptions, params: Row
+        self, task_id: str, options: RunOptions, params: Row
     ) -> str | None:
         """The run an idempotency or debounce key maps to, if it should be reused."""
         base = {"environment_id": self.env.id, "task_id": task_id}
@@ -240,14 +233,22 @@ class RunCreator:
                     {
                         **params,
                         "id": row["id"],
-                        "trailing": options.debounce.mode == "trailing",
+                        "trailing": options.debounce.mode is DebounceMode.trailing,
                     },
                 )
                 return str(row["id"])
         return None
 
 
-def is_plain(options: TriggerOptions, payload: tuple[str, str]) -> bool:
+def _task_ttl(definition: Mapping[str, object]) -> timedelta | None:
+    """The ttl a task declares (a duration or seconds; 0 or "0": none)."""
+    ttl = definition.get("ttl")
+    if ttl in (0, "0") or not isinstance(ttl, str | int | float):
+        return None
+    return parse_duration(ttl, "ttl")
+
+
+def is_plain(options: RunOptions, payload: tuple[str, str]) -> bool:
     """No key to look up first and nothing to store beside the row."""
     return (
         options.idempotency_key is None

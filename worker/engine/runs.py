@@ -8,7 +8,7 @@ from worker.engine import triggering
 from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import Conflict, NotFound
 from worker.engine.keys import Environment
-from worker.engine.models import TriggerBody, TriggerOptions
+from worker.engine.models import RunOptions, TriggerSpec
 from worker.engine.queries import Q
 
 
@@ -104,16 +104,14 @@ async def replay(pool: Pool, env: Environment, run_id: str) -> Row:
     The metadata is the one given when the original was triggered (``seed_metadata``), as in
     Trigger.dev: what the original's code changed since is not carried over."""
     original = await retrieve(pool, env, run_id)
-    body = TriggerBody(
-        payload=original["payload"],
-        payload_type=original["payload_type"],
-        options=TriggerOptions(tags=original["tags"], metadata=original["seed_metadata"]),
-    )
-    if body.payload_type == "application/json" and body.payload is not None:
+    payload = original["payload"]
+    if original["payload_type"] == "application/json" and payload is not None:
         import orjson
 
-        body.payload = orjson.loads(body.payload)
-    result = await triggering.trigger(pool, env, original["task_id"], body, replayed_from=run_id)
+        payload = orjson.loads(payload)
+    options = RunOptions(tags=tuple(original["tags"] or ()), metadata=original["seed_metadata"])
+    spec = TriggerSpec(original["task_id"], payload, original["payload_type"], options)
+    result = await triggering.trigger(pool, env, spec, replayed_from=run_id)
     return {**result, "taskIdentifier": original["task_id"]}
 
 

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from worker.api.dashboard.web import PREFIX, CsrfDep, EnvDep, Page, SessionDep, back_to, render
+from worker.api.presenters_queues import present_queue
+from worker.api.run_bodies import TriggerBody, TriggerOptions
 from worker.api.state import engine_of
 from worker.engine import queues
 from worker.engine.db import Row, fetch_all
 from worker.engine.errors import EngineError
-from worker.engine.models import MAX_PAYLOAD_BYTES, TriggerBody, TriggerOptions
+from worker.engine.models import MAX_PAYLOAD_BYTES
 from worker.engine.queries import Q
 from worker.engine.triggering import trigger
 
 router = APIRouter(prefix=PREFIX + "/{project}/{env}", include_in_schema=False)
 
 
-def example_of(schema: Any, depth: int = 0) -> Any:
+def example_of(schema: object, depth: int = 0) -> object:
     """A payload that a JSON schema accepts, to start from: defaults and examples first,
     else the simplest value of each type."""
     if not isinstance(schema, dict) or depth > 8:
@@ -50,7 +52,7 @@ async def _tasks(request: Request, env_id: str) -> list[Row]:
 async def test_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLResponse:
     tasks = await _tasks(request, env.id)
     chosen = request.query_params.get("task") or (tasks[0]["task_id"] if tasks else "")
-    definition: dict[str, Any] = next(
+    definition: dict[str, object] = next(
         (t["definition"] for t in tasks if t["task_id"] == chosen), {}
     )
     schema = definition.get("payload_schema")
@@ -92,7 +94,7 @@ async def run_test(
             test=True,
         )
         result = await trigger(
-            engine_of(request).pool, env, task, TriggerBody(payload=value, options=options)
+            engine_of(request).pool, env, TriggerBody(payload=value, options=options).to_spec(task)
         )
     except orjson.JSONDecodeError as exc:
         return back_to(here, error=f"The payload is not JSON: {exc}")
@@ -136,11 +138,11 @@ async def complete_token(
 
 @router.get("/queues")
 async def queues_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLResponse:
-    rows = await engine_of(request).list_queues(env)
+    found = await engine_of(request).list_queues(env)
     return render(
         "queues.html",
         Page(session, env, "queues"),
-        queues=rows,
+        queues=[present_queue(queue) for queue in found],
         notice=request.query_params.get("notice"),
         error=request.query_params.get("error"),
     )

@@ -19,7 +19,7 @@ from worker.api.state import engine_of
 from worker.common.statuses import API_STATUS, INTERNAL_STATUSES
 from worker.engine import runs
 from worker.engine.errors import EngineError, NotFound
-from worker.engine.models import TriggerBody, TriggerOptions, parse_when
+from worker.engine.models import RunOptions, TriggerSpec, parse_when
 from worker.engine.realtime import RESYNC, RunChange
 from worker.engine.triggering import trigger
 
@@ -159,9 +159,10 @@ async def replay(
             value = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             return back_to(f"{base}/{run_id}", error=f"The payload is not JSON: {exc}")
-        options = TriggerOptions(tags=original["tags"], metadata=original["seed_metadata"])
-        body = TriggerBody(payload=value, options=options)
-        new = await trigger(pool, env, original["task_id"], body, replayed_from=run_id)
+        options = RunOptions(tags=tuple(original["tags"] or ()),
+                             metadata=original["seed_metadata"])
+        spec = TriggerSpec(original["task_id"], value, options=options)
+        new = dict(await trigger(pool, env, spec, replayed_from=run_id))
     return back_to(f"{base}/{new['id']}", notice=f"Replay of {run_id}.")
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from uuid import UUID
 
 import orjson
 
@@ -29,7 +29,7 @@ from worker.engine.cron import parse
 from worker.engine.db import Conn, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
-from worker.engine.models import TriggerOptions
+from worker.engine.models import RunOptions
 from worker.engine.queries import Q
 from worker.engine.run_creator import RunCreator
 from worker.engine.schedules import UPCOMING
@@ -57,7 +57,7 @@ def _payload(schedule: Row, tick: datetime) -> str:
     ).decode()
 
 
-async def _environment(conn: Conn, environment_id: Any) -> Environment:
+async def _environment(conn: Conn, environment_id: UUID) -> Environment:
     row = await fetch_one(conn, Q.schedule_environment, {"environment_id": environment_id})
     assert row is not None
     return Environment.from_row(row)
@@ -75,7 +75,7 @@ async def _fire(conn: Conn, schedule: Row, tick: datetime) -> str | None:
     try:
         async with conn.transaction():  # savepoint: a refused run leaves the tick recorded
             run_id, _ = await creator.create(
-                task_id, (_payload(schedule, tick), "application/json"), TriggerOptions()
+                task_id, (_payload(schedule, tick), "application/json"), RunOptions()
             )
     except EngineError as exc:  # the task is not registered any more, ...
         log.warning(
