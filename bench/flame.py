@@ -23,10 +23,11 @@ from bench.systems import Options
 from bench.systems.ours import BATCH, Ours
 
 
-def record(pid: int, out: Path, seconds: float, rate: int) -> subprocess.Popen[bytes]:
+def record(pid: int, out: Path, seconds: float, rate: int,
+           fmt: str = "flamegraph") -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
-         "--rate", str(rate), "--format", "flamegraph", "--output", str(out), "--nonblocking"],
+         "--rate", str(rate), "--format", fmt, "--output", str(out), "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--raw", action="store_true",
+                        help="collapsed stacks (.txt, for scripts) instead of SVG")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG))
     args = parser.parse_args(argv)
@@ -60,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(lambda: ours._count_completed(conn) > 0, 60, "the drain to start",
                        interval=0.01, proc=worker)
         load = machine_info()["load"]
-        spies = [record(ours.api.popen.pid, args.out / "api-drain.svg", args.seconds, args.rate),
-                 record(worker.popen.pid, args.out / "supervisor-drain.svg", args.seconds,
-                        args.rate)]
+        fmt, ext = ("raw", "txt") if args.raw else ("flamegraph", "svg")
+        names = (args.out / f"api-drain.{ext}", args.out / f"supervisor-drain.{ext}")
+        spies = [record(ours.api.popen.pid, names[0], args.seconds, args.rate, fmt),
+                 record(worker.popen.pid, names[1], args.seconds, args.rate, fmt)]
         for spy in spies:
             _, err = spy.communicate(timeout=args.seconds + 60)
             if spy.returncode:
@@ -70,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         ours._stop(worker)
     finally:
         ours.teardown()
-    print(f"load average {' '.join(f'{x:.2f}' for x in load)}; wrote "
-          f"{args.out / 'api-drain.svg'} and {args.out / 'supervisor-drain.svg'}")
+    print(f"load average {' '.join(f'{x:.2f}' for x in load)}; wrote {names[0]} and {names[1]}")
     return 0
 
 

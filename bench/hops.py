@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--wait", choices=("poll", "long-poll"), default="poll",
                         help="how the client waits for the result")
+    parser.add_argument("--e2e-only", action="store_true", help="skip the parts alone")
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG))
     args = parser.parse_args(argv)
     opts = Options(n=0, latency_n=args.count, pg_url=args.pg, redis_url="",
@@ -219,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     ours.setup()
     try:
         e2e = end_to_end(ours, args.count, args.wait)
-        parts = asyncio.run(isolated(ours, args.count))
-        parts.update(dequeue_sql(ours, args.count))
+        parts = {} if args.e2e_only else asyncio.run(isolated(ours, args.count))
+        if not args.e2e_only:
+            parts.update(dequeue_sql(ours, args.count))
     finally:
         ours.teardown()
     after = machine_info()
@@ -228,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
           f", after {' '.join(f'{x:.2f}' for x in after['load'])}; {args.count} runs, "
           f"client waits by {args.wait}\n")
     print(table("End to end, split by the transaction timestamps", e2e))
-    print()
-    print(table("Parts alone", parts))
+    if parts:
+        print()
+        print(table("Parts alone", parts))
     return 0
 
 

@@ -210,15 +210,24 @@ async def dequeue(
         woken = notifier.event(env.id)
         async with pool.connection() as conn:
             started = time.perf_counter()
-            rows = await (await conn.execute(Q.dequeue, params)).fetchall()
-            await conn.commit()
+            # One round trip: the lease commits without waiting for its WAL flush. A lease
+            # lost in a crash only puts the run back in the queue (leases are fenced, runs are
+            # at-least-once); triggers and completions keep synchronous commits.
+            async with conn.pipeline():
+                await conn.execute(Q.async_commit)
+                cursor = await conn.execute(Q.dequeue, params)
+                await conn.commit()
+            rows = await cursor.fetchall()
             metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
         if rows:
             messages = [_dequeued_message(row, env) for row in rows]
             # The attempt replays its own journal: a resumed one, or one handed back (release)
             # and leased again. A new attempt has none: a retry runs from the top.
-            async with pool.connection() as conn:
-                found = await waitpoints.journals(conn, [m["run_id"] for m in messages])
+            replaying = [row["id"] for row in rows if row["has_journal"]]
+            found: dict[str, list[dict[str, Any]]] = {}
+            if replaying:
+                async with pool.connection() as conn:
+                    found = await waitpoints.journals(conn, replaying)
             for message in messages:
                 if message["run_id"] in found:
                     message["journal"] = message["ctx"]["journal"] = found[message["run_id"]]
@@ -249,6 +258,7 @@ async def heartbeat(
         "lease_seconds": settings.lease_seconds,
     }
     async with pool.connection() as conn, conn.transaction():
+        await conn.execute(Q.async_commit)  # a lost heartbeat only shortens a lease
         rows = await (await conn.execute(Q.heartbeat, params)).fetchall()
         if stopping:  # a worker shutting down serves nothing: its runs may migrate at once
             await conn.execute(Q.worker_stopped, {"instance_id": instance_id})
