@@ -3,7 +3,8 @@
 Bulk-enqueues N no-op runs (worker stopped), launches one worker replica, and records both
 processes with ``py-spy record`` while they drain (``--idle`` includes waiting threads; off by
 default, so the graphs show where CPU goes). SVGs are written to ``--out`` (default
-docs/benchmarks/), named api-drain.svg and supervisor-drain.svg.
+docs/benchmarks/), named api-drain.svg, supervisor-drain.svg and executor-drain.svg (one
+executor of the pool).
 """
 
 from __future__ import annotations
@@ -64,9 +65,16 @@ def main(argv: list[str] | None = None) -> int:
                        interval=0.01, proc=worker)
         load = machine_info()["load"]
         fmt, ext = ("raw", "txt") if args.raw else ("flamegraph", "svg")
-        names = (args.out / f"api-drain.{ext}", args.out / f"supervisor-drain.{ext}")
+        import psutil
+
+        executors = [c for c in psutil.Process(worker.popen.pid).children(recursive=True)
+                     if c.ppid() != worker.popen.pid]  # the zygote's children
+        names = (args.out / f"api-drain.{ext}", args.out / f"supervisor-drain.{ext}",
+                 args.out / f"executor-drain.{ext}")
         spies = [record(ours.api.popen.pid, names[0], args.seconds, args.rate, fmt),
                  record(worker.popen.pid, names[1], args.seconds, args.rate, fmt)]
+        if executors:  # one of them: they all run the same code
+            spies.append(record(executors[0].pid, names[2], args.seconds, args.rate, fmt))
         for spy in spies:
             _, err = spy.communicate(timeout=args.seconds + 60)
             if spy.returncode:
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         ours._stop(worker)
     finally:
         ours.teardown()
-    print(f"load average {' '.join(f'{x:.2f}' for x in load)}; wrote {names[0]} and {names[1]}")
+    print(f"load average {' '.join(f'{x:.2f}' for x in load)}; wrote {', '.join(map(str, names))}")
     return 0
 
 
