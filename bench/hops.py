@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--wait", choices=("poll", "long-poll"), default="poll",
+    parser.add_argument("--wait", choices=("poll", "long-poll"), default="long-poll",
                         help="how the client waits for the result")
     parser.add_argument("--e2e-only", action="store_true", help="skip the parts alone")
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG))

@@ -14,7 +14,7 @@ from worker.api.presenters import present_list_item, present_run
 from worker.api.related_runs import related_runs
 from worker.api.routes_realtime import principal
 from worker.api.routes_sdk import Auth, trigger_permission
-from worker.common.statuses import INTERNAL_STATUSES
+from worker.common.statuses import FINAL_STATUSES, INTERNAL_STATUSES
 from worker.engine import public_tokens, runs, triggering
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
@@ -84,11 +84,30 @@ async def retrieve_run(run_id: str, request: Request) -> dict[str, Any]:
     """The secret key, or a public access token that may read this run (the ``x-trigger-jwt``
     of its trigger, or one made by ``auth.createPublicToken``)."""
     who = await principal(request)
+    wait_ms = _wait_ms(request.query_params.get("waitMs"))
     row = await runs.retrieve(request.app.state.pool, who.env, run_id)
     if not who.can_read_run(row):
         raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
+    if wait_ms and row["status"] not in FINAL_STATUSES:
+        row = await runs.wait_final(request.app.state.pool, request.app.state.realtime, who.env,
+                                    run_id, wait_ms)
     row["related_runs"] = await related_runs(request.app.state.pool, who.env, row)
     return present_run(row)
+
+
+def _wait_ms(value: str | None) -> int:
+    """``waitMs`` (our extension, docs/api.md): answer once the run is final or after this
+    many milliseconds; above the cap it waits the cap."""
+    if value is None:
+        return 0
+    try:
+        wait_ms = int(value)
+    except ValueError:
+        wait_ms = -1
+    if wait_ms < 0:
+        raise EngineError(f"waitMs must be a whole number of milliseconds (0 to "
+                          f"{runs.MAX_WAIT_MS}), not {value[:40]!r}")
+    return min(wait_ms, runs.MAX_WAIT_MS)
 
 
 def _csv(value: str | None) -> list[str] | None:

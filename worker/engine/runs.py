@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +14,7 @@ from worker.engine.errors import Conflict, NotFound
 from worker.engine.keys import Environment
 from worker.engine.models import TriggerBody, TriggerOptions
 from worker.engine.queries import Q
+from worker.engine.realtime import RealtimeHub
 
 
 async def retrieve(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
@@ -26,6 +29,31 @@ async def retrieve(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
             found = await (await conn.execute(Q.run_depth, {"id": run_id})).fetchone()
             depth = int(found["depth"]) if found else 1
     return {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
+
+
+#: the longest ``GET /api/v3/runs/{id}?waitMs=N`` waits for the run to end (docs/api.md)
+MAX_WAIT_MS = 60_000
+
+
+async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str,
+                     wait_ms: int) -> dict[str, Any]:
+    """The run as :func:`retrieve` returns it, as soon as it is final or after ``wait_ms``
+    (capped at MAX_WAIT_MS), whichever comes first. Woken by the run's change notification
+    (LISTEN/NOTIFY through the hub), never by polling; holds no connection while it waits."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(max(wait_ms, 0), MAX_WAIT_MS) / 1000
+    ended = await hub.watch_final(run_id)  # before the read: a change after it is not missed
+    try:
+        while True:
+            run = await retrieve(pool, env, run_id)
+            remaining = deadline - loop.time()
+            if run["status"] in FINAL_STATUSES or remaining <= 0:
+                return run
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), remaining)
+            ended.clear()
+    finally:
+        hub.unwatch_final(run_id, ended)
 
 
 async def retrieve_batch(pool: Pool, env: Environment, batch_id: str) -> dict[str, Any]:

@@ -150,6 +150,11 @@ def ssl_context() -> Any:
     return _ssl
 
 
+def request_timeout() -> float:
+    """Seconds a request may take (``configure(timeout=…)``, default 30)."""
+    return float(_settings["timeout"] or 30.0)
+
+
 def _client() -> httpx.AsyncClient:
     global _pid
     if os.getpid() != _pid:  # forked: never reuse the parent's connections
@@ -160,7 +165,7 @@ def _client() -> httpx.AsyncClient:
     if client is None:
         import httpx
 
-        timeout = float(_settings["timeout"] or 30.0)
+        timeout = request_timeout()
         headers = {"user-agent": USER_AGENT, "accept": "application/json"}
         override = auth_override.get()
         has_key = bool(_settings["secret_key"] or os.environ.get("TRIGGER_SECRET_KEY"))
