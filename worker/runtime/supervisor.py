@@ -26,9 +26,9 @@ from typing import Any
 from worker.common import errors as codes
 from worker.common.machines import MACHINE_PRESETS
 from worker.runtime.api_client import WorkerApi, retry_delay
-from worker.runtime.attempt import failed_completion, oom_retry_machine
 from worker.runtime.crash_spans import died_attempt_request
 from worker.runtime.executor_link import group_rss
+from worker.runtime.outcomes import failed_completion, oom_retry_machine
 from worker.runtime.pool import (
     DiscoveryFailed,
     Executor,
