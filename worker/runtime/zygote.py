@@ -102,6 +102,9 @@ class Zygote:
             import h11  # noqa: F401
             import httpcore  # noqa: F401
             import httpx  # noqa: F401
+            # each executor's span exporter (runtime/telemetry.py): imported after the fork,
+            # its modules (protobuf, requests) cost every executor ~12 MiB of private pages
+            import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
 
         gc.collect()
         gc.freeze()
