@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             # past the supervisor's start-up: the graphs show the drain
             wait_until(lambda: ours._count_completed(conn) > 0, 60, "the drain to start",
                        interval=0.01, proc=worker)
+        # past the first requests too: each router builds its route table on first use
+        time.sleep(1.5)
         load = machine_info()["load"]
         fmt, ext = ("raw", "txt") if args.raw else ("flamegraph", "svg")
         import psutil
