@@ -102,9 +102,14 @@ class Zygote:
             import h11  # noqa: F401
             import httpcore  # noqa: F401
             import httpx  # noqa: F401
-            # each executor's span exporter (runtime/telemetry.py): imported after the fork,
-            # its modules (protobuf, requests) cost every executor ~12 MiB of private pages
-            import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+
+            # Each executor's span exporter (runtime/telemetry.py): imported, then built once
+            # and dropped, here. Done after the fork instead, the imports (protobuf, requests)
+            # and the state its construction initialises lazily cost every executor ~10 MiB of
+            # private pages (docs/benchmarks.md, "Memory"). It opens no socket or thread.
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            OTLPSpanExporter(endpoint="http://127.0.0.1/otel/v1/traces")
 
         gc.collect()
         gc.freeze()
