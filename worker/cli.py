@@ -10,8 +10,16 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+from worker.cli_settings import LOG_FORMATS, CliSettings
+from worker.common.conventions import CONFIG_FILE
+from worker.common.settings import SettingsError
+
+if TYPE_CHECKING:
+    from worker.cli_settings import SubParsers
 
 DESCRIPTION = (
     "Durable background tasks in Python with Trigger.dev v4 semantics. "
@@ -28,14 +36,10 @@ def _version() -> str:
         return "unknown"
 
 
-def _database_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        raise SystemExit("DATABASE_URL is not set: point it at the engine's Postgres")
-    return url
+Command = Callable[[argparse.Namespace, CliSettings], int]
 
 
-def cmd_init(args: argparse.Namespace) -> int:
+def cmd_init(args: argparse.Namespace, _: CliSettings) -> int:
     from worker.scaffold import scaffold
 
     target = Path(args.dir).resolve()
@@ -49,10 +53,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dev(args: argparse.Namespace) -> int:
+def cmd_dev(args: argparse.Namespace, settings: CliSettings) -> int:
     from worker.dev import run_dev
 
-    return run_dev(Path(args.project_dir), args.port, args.concurrency)
+    return run_dev(Path(args.project_dir), settings, args.concurrency)
 
 
 def wait_for_api(api_url: str, key: str, patience: float) -> None:
@@ -100,35 +104,35 @@ def wait_for_api(api_url: str, key: str, patience: float) -> None:
         return
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace, settings: CliSettings) -> int:
     from worker.runtime.pool import DiscoveryFailed
     from worker.runtime.supervisor import main as worker_main
 
     # a worker token (production) or, in development, the secret key (worker/api/auth.py)
-    key = os.environ.get("TRIGGER_WORKER_TOKEN") or os.environ.get("TRIGGER_SECRET_KEY")
+    key = settings.worker_token or settings.secret_key
     if not key:
         raise SystemExit(
             "TRIGGER_WORKER_TOKEN is not set: create one with `trigger keys create --type "
             "worker` (a dev environment's TRIGGER_SECRET_KEY also works)"
         )
     project_dir = Path(args.project_dir)
-    if not (project_dir / "trigger_config.py").is_file():
-        raise SystemExit(f"no trigger_config.py in {project_dir.resolve()}: pass --project-dir "
+    if not (project_dir / CONFIG_FILE).is_file():
+        raise SystemExit(f"no {CONFIG_FILE} in {project_dir.resolve()}: pass --project-dir "
                          "or run trigger init")
     from worker.console import DevConsole
 
-    api_url = os.environ.get("TRIGGER_API_URL", "http://127.0.0.1:3030")
-    wait_for_api(api_url, key, args.api_wait)
-    if args.metrics_port:  # worker/runtime/worker_metrics.py
+    api_url = settings.api_url
+    wait_for_api(api_url, key, settings.api_wait)
+    if args.metrics_port:  # read by the supervisor (worker/runtime/worker_metrics.py)
         os.environ["TRIGGER_WORKER_METRICS_PORT"] = str(args.metrics_port)
     console = DevConsole(api_url)
     on_event = console.event
-    if not sys.stdout.isatty() and os.environ.get("TRIGGER_VERBOSE") != "1":
+    if not sys.stdout.isatty() and not settings.verbose:
         # A container's log is not a console: a line per run start, success and log record
         # costs ~10% of the supervisor at high rates. Failures and worker events still print.
         quiet = {"run_started", "run_finished", "log", "run_suspended"}
 
-        def on_event(event: dict[str, Any]) -> None:
+        def on_event(event: Mapping[str, object]) -> None:
             if event.get("type") not in quiet or event.get("ok") is False:
                 console.event(event)
 
@@ -140,7 +144,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_api(args: argparse.Namespace) -> int:
+def cmd_api(args: argparse.Namespace, settings: CliSettings) -> int:
     try:
         import uvicorn
     except ImportError:
@@ -149,14 +153,14 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from worker.api.observability import configure_logging
 
-    _database_url()
-    os.environ["TRIGGER_LOG_FORMAT"] = args.log_format  # for uvicorn's worker processes too
-    configure_logging(args.log_format, args.log_level)
+    settings.require_database_url()
+    os.environ["TRIGGER_LOG_FORMAT"] = settings.log_format  # for uvicorn's worker processes too
+    configure_logging(settings.log_format, args.log_level)
     uvicorn.run(
         "worker.api.app:create_app",
         factory=True,
         host=args.host,
-        port=args.port,
+        port=settings.api_port,
         workers=args.workers,
         log_level=args.log_level,
         log_config=None,  # our handlers (worker/api/observability.py)
@@ -165,21 +169,22 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_migrate(_: argparse.Namespace) -> int:
+def cmd_migrate(_: argparse.Namespace, settings: CliSettings) -> int:
     from worker.engine.migrate import migrate
 
-    applied = migrate(_database_url())
+    applied = migrate(settings.require_database_url())
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
 
 
-def cmd_project_create(args: argparse.Namespace) -> int:
+def cmd_project_create(args: argparse.Namespace, settings: CliSettings) -> int:
     from worker.engine.keys import create_project
     from worker.engine.migrate import migrate
 
-    url = _database_url()
+    url = settings.require_database_url()
     migrate(url)
-    given = {slug: key for slug, key in (("dev", args.dev_key), ("prod", args.prod_key)) if key}
+    given = {slug: key for slug, key in (("dev", settings.dev_secret_key),
+                                         ("prod", settings.prod_secret_key)) if key}
     try:
         keys = create_project(url, args.ref, given)
     except ValueError as exc:
@@ -191,14 +196,14 @@ def cmd_project_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_schedules_list(args: argparse.Namespace) -> int:
-    """One line per schedule of the environment of TRIGGER_SECRET_KEY."""
+def cmd_schedules_list(args: argparse.Namespace, _: CliSettings) -> int:
+    """One line per schedule of the environment of TRIGGER_SECRET_KEY (the SDK's client)."""
     import asyncio
 
     from worker.sdk.errors import ApiError
-    from worker.sdk.schedules import schedules
+    from worker.sdk.schedules import Schedule, schedules
 
-    async def fetch() -> list[Any]:
+    async def fetch() -> list[Schedule]:
         return [s async for s in schedules.list(per_page=100, task=args.task)]
 
     try:
@@ -231,16 +236,11 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-def _parser(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+def _parser(sub: SubParsers, name: str, help: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         name, help=help, description=help, formatter_class=_HelpFormatter
     )
     return parser
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip().isdigit() else default
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = _parser(sub, "dev", "run Postgres, the API and a hot-reloading worker locally")
     dev.add_argument("--project-dir", default=".", help="folder with trigger_config.py")
-    dev.add_argument("--port", type=int, default=_env_int("TRIGGER_PORT", 3030),
-                     help="the API's port; 0 picks a free one (env TRIGGER_PORT)")
+    dev.add_argument("--port", type=int, default=None, dest="dev_port",
+                     help="the API's port; 0 picks a free one (env TRIGGER_PORT, else 3030)")
     dev.add_argument("--concurrency", type=int, default=None,
                      help="runs at once (default: the config's concurrency)")
     dev.set_defaults(func=cmd_dev)
@@ -268,21 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     wrk.add_argument("--project-dir", default=".", help="folder with trigger_config.py")
     wrk.add_argument("--concurrency", type=int, default=None,
                      help="runs at once (default: TRIGGER_CONCURRENCY, else the config's)")
-    wrk.add_argument("--api-wait", type=float, default=float(_env_int("TRIGGER_API_WAIT", 60)),
+    wrk.add_argument("--api-wait", type=float, default=None,
                      help="seconds to keep retrying an unreachable API at start "
-                          "(env TRIGGER_API_WAIT)")
+                          "(env TRIGGER_API_WAIT, else 60)")
     wrk.add_argument("--metrics-port", type=int, default=None,
                      help="serve this replica's Prometheus metrics on 127.0.0.1:PORT")
     wrk.set_defaults(func=cmd_worker)
 
     api = _parser(sub, "api", "run the API server (DATABASE_URL)")
     api.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    api.add_argument("--port", type=int, default=_env_int("PORT", 3030),
-                     help="port to listen on (env PORT)")
+    api.add_argument("--port", type=int, default=None, dest="api_port",
+                     help="port to listen on (env PORT, else 3030)")
     api.add_argument("--workers", type=int, default=1, help="API processes")
-    api.add_argument("--log-format", choices=("text", "json"),
-                     default=os.environ.get("TRIGGER_LOG_FORMAT", "text"),
-                     help="server log lines: text, or JSON lines (env TRIGGER_LOG_FORMAT)")
+    api.add_argument("--log-format", choices=LOG_FORMATS, default=None,
+                     help="server log lines: text, or JSON lines (env TRIGGER_LOG_FORMAT, "
+                          "else text)")
     api.add_argument("--log-level", default="info",
                      choices=("debug", "info", "warning", "error"), help="lowest level logged")
     api.set_defaults(func=cmd_api)
@@ -301,13 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = _parser(project_sub, "create", "create a project; print its secret keys")
     create.add_argument("ref", help="the project's ref, e.g. my-project")
     create.add_argument(
-        "--dev-key",
-        default=os.environ.get("TRIGGER_DEV_SECRET_KEY"),
+        "--dev-key", default=None, dest="dev_secret_key",
         help="register this dev key instead of generating one (env TRIGGER_DEV_SECRET_KEY)",
     )
     create.add_argument(
-        "--prod-key",
-        default=os.environ.get("TRIGGER_PROD_SECRET_KEY"),
+        "--prod-key", default=None, dest="prod_secret_key",
         help="register this prod key instead of generating one (env TRIGGER_PROD_SECRET_KEY)",
     )
     create.set_defaults(func=cmd_project_create)
@@ -330,8 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    command: Command = args.func
     try:
-        return int(args.func(args) or 0)
+        # the environment once, then the flags; a bad value ends here, naming the variable
+        settings = CliSettings.from_env().with_flags(args)
+        return int(command(args, settings) or 0)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -344,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _expected(exc: Exception) -> str | None:
     """One line for the failures a user causes and can fix; None for bugs (a traceback)."""
+    if isinstance(exc, SettingsError):
+        return str(exc)
     try:
         import psycopg
 

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from worker.cli_settings import CliSettings
+
+if TYPE_CHECKING:
+    from worker.cli_settings import Formatter, SubParsers
 
 DEFAULT_PROFILE = "default"
 
@@ -38,26 +42,22 @@ class Credentials:
     profile: str | None
 
 
-def config_dir() -> Path:
-    return Path(os.environ.get("TRIGGER_CONFIG_DIR") or Path.home() / ".config" / "trigger-worker")
+def _profiles_path(settings: CliSettings) -> Path:
+    return settings.profiles_dir() / "profiles.json"
 
 
-def _profiles_path() -> Path:
-    return config_dir() / "profiles.json"
-
-
-def load_profiles() -> dict[str, dict[str, str]]:
-    path = _profiles_path()
+def load_profiles(settings: CliSettings) -> dict[str, dict[str, str]]:
+    path = _profiles_path(settings)
     if not path.exists():
         return {}
     data = json.loads(path.read_text())
     return dict(data.get("profiles", {}))
 
 
-def save_profile(name: str, api_url: str, secret_key: str) -> Path:
-    profiles = load_profiles()
+def save_profile(settings: CliSettings, name: str, api_url: str, secret_key: str) -> Path:
+    profiles = load_profiles(settings)
     profiles[name] = {"api_url": api_url.rstrip("/"), "secret_key": secret_key}
-    path = _profiles_path()
+    path = _profiles_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"profiles": profiles}, indent=2))
@@ -66,12 +66,11 @@ def save_profile(name: str, api_url: str, secret_key: str) -> Path:
     return path
 
 
-def credentials(profile: str | None) -> Credentials:
-    if profile is None and os.environ.get("TRIGGER_SECRET_KEY"):
-        url = os.environ.get("TRIGGER_API_URL") or "http://localhost:3030"
-        return Credentials(url.rstrip("/"), os.environ["TRIGGER_SECRET_KEY"], None)
+def credentials(settings: CliSettings, profile: str | None) -> Credentials:
+    if profile is None and settings.secret_key:
+        return Credentials(settings.api_url.rstrip("/"), settings.secret_key, None)
     name = profile or DEFAULT_PROFILE
-    found = load_profiles().get(name)
+    found = load_profiles(settings).get(name)
     if found is None:
         raise CliError(f"no profile {name!r}: run `trigger login --api-url URL --key KEY"
                        f"{'' if name == DEFAULT_PROFILE else ' --profile ' + name}` "
@@ -102,17 +101,17 @@ def _describe(me: dict[str, Any], creds: Credentials) -> str:
             f"at {creds.api_url}" + (f" [profile {creds.profile}]" if creds.profile else ""))
 
 
-def cmd_login(args: argparse.Namespace) -> int:
+def cmd_login(args: argparse.Namespace, settings: CliSettings) -> int:
     name = args.profile or DEFAULT_PROFILE
     creds = Credentials(args.api_url.rstrip("/"), args.key, name)
     me = _request(creds, "GET", "/api/v1/whoami")
-    path = save_profile(name, creds.api_url, creds.secret_key)
+    path = save_profile(settings, name, creds.api_url, creds.secret_key)
     print(f"Logged in: {_describe(me, creds)}; saved in {path}")
     return 0
 
 
-def cmd_whoami(args: argparse.Namespace) -> int:
-    creds = credentials(args.profile)
+def cmd_whoami(args: argparse.Namespace, settings: CliSettings) -> int:
+    creds = credentials(settings, args.profile)
     print(_describe(_request(creds, "GET", "/api/v1/whoami"), creds))
     return 0
 
@@ -124,12 +123,12 @@ def _container_engine() -> str | None:
     return None
 
 
-def cmd_deploy(args: argparse.Namespace) -> int:
+def cmd_deploy(args: argparse.Namespace, settings: CliSettings) -> int:
     from worker.dockerfile import BuildError, generate
     from worker.runtime.discovery import DiscoveryError, discover
 
     project_dir = Path(args.project_dir).resolve()
-    creds = credentials(args.profile)
+    creds = credentials(settings, args.profile)
     try:
         found = discover(project_dir)
         dockerfile = generate(project_dir, found.config)
@@ -163,7 +162,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: Any, formatter: Any = argparse.HelpFormatter) -> None:
+def add_commands(sub: SubParsers, formatter: Formatter = argparse.HelpFormatter) -> None:
     """Add ``login``, ``whoami`` and ``deploy`` to the ``trigger`` parser (worker/cli.py)."""
     login = sub.add_parser("login", help="store an API URL and secret key as a profile",
                            formatter_class=formatter)

@@ -11,19 +11,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
+from worker.cli_settings import CliSettings
 
-def _api(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    url = os.environ.get("TRIGGER_API_URL", "http://127.0.0.1:3030").rstrip("/")
-    key = os.environ.get("TRIGGER_SECRET_KEY")
-    if not key:
-        raise SystemExit("TRIGGER_SECRET_KEY is not set (or use --project/--env with "
-                         "DATABASE_URL to manage keys in the database)")
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg.rows import DictRow
+
+    from worker.cli_settings import Formatter, SubParsers
+    from worker.engine.keys import ApiKey
+
+T = TypeVar("T")
+#: a JSON object the API answered
+Reply = Mapping[str, object]
+
+
+def _api(settings: CliSettings, method: str, path: str,
+         body: Mapping[str, object] | None = None) -> Reply:
+    url = settings.api_url.rstrip("/")
+    key = settings.require_secret_key("manage keys through the API with it (or use "
+                                      "--project/--env with DATABASE_URL)")
     try:
         res = httpx.request(method, url + path, json=body,
                             headers={"Authorization": f"Bearer {key}"}, timeout=30)
@@ -35,11 +47,13 @@ def _api(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         except ValueError:
             message = res.text
         raise SystemExit(f"{res.status_code}: {message}")
-    return res.json()
+    reply: Reply = res.json()
+    return reply
 
 
-def _in_db(args: argparse.Namespace, work: Callable[[Any, str], Awaitable[Any]]) -> Any:
-    """Run ``work(conn, environment id)`` in the database (DB mode), as the API presents it."""
+def _in_db(args: argparse.Namespace, settings: CliSettings,
+           work: Callable[[AsyncConnection[DictRow], str], Awaitable[T]]) -> T:
+    """Run ``work(conn, environment id)`` in the database (DB mode)."""
     import psycopg
     from psycopg.rows import dict_row
 
@@ -47,12 +61,12 @@ def _in_db(args: argparse.Namespace, work: Callable[[Any, str], Awaitable[Any]])
     from worker.engine.errors import EngineError
     from worker.engine.migrate import migrate
 
-    url = os.environ.get("DATABASE_URL")
-    if not url:
+    if not settings.database_url:
         raise SystemExit("--project/--env manage keys in the database: set DATABASE_URL")
+    url = settings.database_url
     migrate(url)
 
-    async def run() -> Any:
+    async def run() -> T:
         async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
             env_id = await keys.environment_id(conn, args.project, args.env)
             result = await work(conn, env_id)
@@ -71,101 +85,135 @@ def _db_mode(args: argparse.Namespace) -> bool:
     return bool(args.project)
 
 
-def _show(key: dict[str, Any]) -> str:
-    used = key.get("lastUsedAt") or "never"
-    return (f"{key['id']}  {key['prefix']}…  {key['type']:<6}  {key['status']:<8}  "
-            f"{key['name']}  created {key['createdAt']}  last used {used}"
-            + (f"  expires {key['expiresAt']}" if key.get("expiresAt") else ""))
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
-def _as_api(created: Any) -> dict[str, Any]:
-    from worker.api.routes_keys import present
+@dataclass(frozen=True)
+class KeyLine:
+    """A key as this command prints it, from the API's answer or from the database."""
 
-    return {**present(created.key), "key": created.plaintext}
+    id: str
+    prefix: str
+    type: str
+    status: str
+    name: str
+    created_at: str
+    last_used_at: str | None
+    expires_at: str | None
+
+    @classmethod
+    def from_api(cls, key: Reply) -> KeyLine:
+        return cls(str(key["id"]), str(key["prefix"]), str(key["type"]), str(key["status"]),
+                   str(key["name"]), str(key["createdAt"]), _text(key.get("lastUsedAt")),
+                   _text(key.get("expiresAt")))
+
+    @classmethod
+    def from_key(cls, key: ApiKey) -> KeyLine:
+        return cls(key.id, key.prefix, key.kind, key.status, key.name, str(key.created_at),
+                   _text(key.last_used_at), _text(key.expires_at))
+
+    def show(self) -> str:
+        return (f"{self.id}  {self.prefix}…  {self.type:<6}  {self.status:<8}  {self.name}  "
+                f"created {self.created_at}  last used {self.last_used_at or 'never'}"
+                + (f"  expires {self.expires_at}" if self.expires_at else ""))
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def _object(reply: Reply, name: str) -> Reply:
+    value = reply[name]
+    assert isinstance(value, Mapping), f"the API's {name!r} is not an object"
+    return value
+
+
+def cmd_list(args: argparse.Namespace, settings: CliSettings) -> int:
     if _db_mode(args):
-        from worker.api.routes_keys import present
         from worker.engine import keys
 
-        found = _in_db(args, lambda conn, env: keys.list_keys(conn, env, args.all))
-        rows = [present(k) for k in found]
+        found = _in_db(args, settings, lambda conn, env: keys.list_keys(conn, env, args.all))
+        lines = [KeyLine.from_key(k) for k in found]
     else:
-        rows = _api("GET", "/api/v1/keys" + ("?includeRevoked=true" if args.all else ""))["data"]
-    for row in rows:
-        print(_show({k: str(v) if v is not None else None for k, v in row.items()}))
-    if not rows:
+        reply = _api(settings, "GET",
+                     "/api/v1/keys" + ("?includeRevoked=true" if args.all else ""))
+        data = reply["data"]
+        assert isinstance(data, list)
+        lines = [KeyLine.from_api(row) for row in data]
+    for line in lines:
+        print(line.show())
+    if not lines:
         print("no keys")
     return 0
 
 
-def cmd_create(args: argparse.Namespace) -> int:
+def cmd_create(args: argparse.Namespace, settings: CliSettings) -> int:
     if _db_mode(args):
         from worker.engine import keys
 
-        created = _in_db(args, lambda conn, env: keys.create_key(
+        created = _in_db(args, settings, lambda conn, env: keys.create_key(
             conn, env, args.name, args.type, given=args.key))
-        out = _as_api(created)
+        line, plaintext = KeyLine.from_key(created.key), created.plaintext
     else:
         if args.key:
             raise SystemExit("--key registers a given key in the database: add --project/--env")
-        out = _api("POST", "/api/v1/keys", {"name": args.name, "type": args.type})
-    print(_show({k: str(v) if v is not None else None for k, v in out.items()}))
+        reply = _api(settings, "POST", "/api/v1/keys", {"name": args.name, "type": args.type})
+        line, plaintext = KeyLine.from_api(reply), str(reply["key"])
+    print(line.show())
     if not args.key:  # a key the caller passed in is not echoed back: it may be headed for a log
-        print(f"key (shown once, keep it now): {out['key']}")
+        print(f"key (shown once, keep it now): {plaintext}")
     return 0
 
 
-def cmd_revoke(args: argparse.Namespace) -> int:
+def cmd_revoke(args: argparse.Namespace, settings: CliSettings) -> int:
     if _db_mode(args):
-        from worker.api.routes_keys import present
         from worker.engine import keys
 
-        out = present(_in_db(args, lambda conn, env: keys.revoke_key(conn, env, args.id)))
+        line = KeyLine.from_key(
+            _in_db(args, settings, lambda conn, env: keys.revoke_key(conn, env, args.id)))
     else:
-        out = _api("DELETE", f"/api/v1/keys/{args.id}")
-    print(f"revoked {out['id']} ({out['prefix']}…, {out['name']})")
+        line = KeyLine.from_api(_api(settings, "DELETE", f"/api/v1/keys/{args.id}"))
+    print(f"revoked {line.id} ({line.prefix}…, {line.name})")
     return 0
 
 
-def cmd_rotate(args: argparse.Namespace) -> int:
+def cmd_rotate(args: argparse.Namespace, settings: CliSettings) -> int:
     if _db_mode(args):
-        from worker.api.routes_keys import _grace_seconds, present
+        from worker.api.routes_keys import _grace_seconds
         from worker.engine import keys
 
         grace = _grace_seconds(args.grace)
-        rotated = _in_db(args, lambda conn, env: keys.rotate_key(conn, env, args.id, grace))
-        out = {**_as_api(rotated.created), "previous": present(rotated.previous)}
+        rotated = _in_db(args, settings,
+                         lambda conn, env: keys.rotate_key(conn, env, args.id, grace))
+        new, plaintext = KeyLine.from_key(rotated.created.key), rotated.created.plaintext
+        previous = KeyLine.from_key(rotated.previous)
     else:
         body = {"gracePeriod": args.grace} if args.grace is not None else {}
-        out = _api("POST", f"/api/v1/keys/{args.id}/rotate", body)
-    print(f"old key {out['previous']['id']} works until {out['previous']['expiresAt']}")
-    print(f"new key {out['id']} (shown once, keep it now): {out['key']}")
+        reply = _api(settings, "POST", f"/api/v1/keys/{args.id}/rotate", body)
+        new, plaintext = KeyLine.from_api(reply), str(reply["key"])
+        previous = KeyLine.from_api(_object(reply, "previous"))
+    print(f"old key {previous.id} works until {previous.expires_at}")
+    print(f"new key {new.id} (shown once, keep it now): {plaintext}")
     return 0
 
 
-def cmd_rotate_signing_secret(args: argparse.Namespace) -> int:
+def cmd_rotate_signing_secret(args: argparse.Namespace, settings: CliSettings) -> int:
     if _db_mode(args):
         from worker.engine import keys
 
-        done = _in_db(args, keys.rotate_signing_secret)
-        until = done.previous_valid_until
+        until: object = _in_db(args, settings, keys.rotate_signing_secret).previous_valid_until
     else:
-        until = _api("POST", "/api/v1/keys/signing-secret/rotate")["previousValidUntil"]
+        until = _api(settings, "POST", "/api/v1/keys/signing-secret/rotate")["previousValidUntil"]
     print(f"signing secret rotated; tokens signed before stay valid until they expire "
           f"(at the latest {until})")
     return 0
 
 
-def add_commands(sub: Any, formatter: Any = argparse.HelpFormatter) -> None:
+def add_commands(sub: SubParsers, formatter: Formatter = argparse.HelpFormatter) -> None:
     help_keys = ("API keys and worker tokens (TRIGGER_SECRET_KEY, or --project/--env with "
                  "DATABASE_URL)")
     keys = sub.add_parser("keys", help=help_keys, description=help_keys,
                           formatter_class=formatter)
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
 
-    def command(name: str, func: Callable[[argparse.Namespace], int], help_: str
+    def command(name: str, func: Callable[[argparse.Namespace, CliSettings], int], help_: str
                 ) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = keys_sub.add_parser(
             name, help=help_, description=help_, formatter_class=formatter)

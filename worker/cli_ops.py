@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-from typing import Any
+from typing import TYPE_CHECKING
+
+from worker.cli_settings import CliSettings
+
+if TYPE_CHECKING:
+    from worker.cli_settings import Formatter, SubParsers
 
 
-def cmd_mcp(_: argparse.Namespace) -> int:
+def cmd_mcp(_: argparse.Namespace, settings: CliSettings) -> int:
     from worker.mcp_server import main
 
-    return main()
+    key = settings.require_secret_key("the MCP server acts with the environment's secret key")
+    return main(settings.api_url, key)
 
 
-def cmd_retention_set(args: argparse.Namespace) -> int:
+def cmd_retention_set(args: argparse.Namespace, settings: CliSettings) -> int:
     import psycopg
     from psycopg.rows import dict_row
 
@@ -23,9 +28,7 @@ def cmd_retention_set(args: argparse.Namespace) -> int:
     from worker.engine.migrate import migrate
     from worker.engine.queries import Q
 
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        raise SystemExit("DATABASE_URL is not set: point it at the engine's Postgres")
+    url = settings.require_database_url()
     if args.days < 0:
         raise SystemExit("--days must be 0 (the server's TRIGGER_RETENTION_DAYS) or more")
     migrate(url)
@@ -46,8 +49,8 @@ def cmd_retention_set(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: Any, formatter: Any = argparse.HelpFormatter) -> None:
-    def parser(parent: Any, name: str, help_: str) -> argparse.ArgumentParser:
+def add_commands(sub: SubParsers, formatter: Formatter = argparse.HelpFormatter) -> None:
+    def parser(parent: SubParsers, name: str, help_: str) -> argparse.ArgumentParser:
         made: argparse.ArgumentParser = parent.add_parser(
             name, help=help_, description=help_, formatter_class=formatter)
         return made

@@ -11,14 +11,22 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from worker.cli_settings import CliSettings
+
+if TYPE_CHECKING:
+    from worker.cli_settings import Formatter, SubParsers
+    from worker.sdk.runs import Run
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "SYSTEM_FAILURE", "CANCELED", "EXPIRED", "TIMED_OUT"}
 BAR_WIDTH = 40
 
 
-def add_commands(sub: Any, formatter: Any = argparse.HelpFormatter) -> None:
+def add_commands(sub: SubParsers, formatter: Formatter = argparse.HelpFormatter) -> None:
     runs = sub.add_parser("runs", help="list runs, show one (TRIGGER_API_URL, TRIGGER_SECRET_KEY)",
                           formatter_class=formatter)
     runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
@@ -45,11 +53,11 @@ def _fail(exc: Exception) -> SystemExit:
     return SystemExit(f"error: {exc}")
 
 
-def cmd_runs_list(args: argparse.Namespace) -> int:
+def cmd_runs_list(args: argparse.Namespace, _: CliSettings) -> int:
     from worker.sdk.errors import ApiError
     from worker.sdk.runs import runs
 
-    async def fetch() -> list[Any]:
+    async def fetch() -> list[Run]:
         return [run async for run in runs.list(status=args.status, task_identifier=args.task,
                                                limit=args.limit)]
 
@@ -69,35 +77,54 @@ def _duration(ms: float) -> str:
     return f"{ms / 1000:.2f}s" if ms >= 1000 else f"{ms:.1f}ms"
 
 
-def waterfall(trace: dict[str, Any]) -> list[str]:
+@dataclass(frozen=True)
+class Span:
+    """One span of a run's trace (``GET /api/v1/runs/{id}/trace``, docs/api.md "Traces")."""
+
+    message: str
+    start: datetime
+    duration_ms: float
+    is_error: bool
+    is_partial: bool
+    #: ``(level, message)`` of the log records in the span
+    logs: tuple[tuple[str, str], ...]
+    children: tuple[Span, ...]
+
+    @classmethod
+    def from_api(cls, node: Mapping[str, Any]) -> Span:
+        data = node["data"]
+        return cls(str(node["message"]), datetime.fromisoformat(data["startTime"]),
+                   float(data["durationMs"]), bool(data["isError"]), bool(data["isPartial"]),
+                   tuple((str(log["level"]), str(log["message"]))
+                         for log in data.get("logs") or []),
+                   tuple(cls.from_api(child) for child in node["children"]))
+
+
+def waterfall(root: Span) -> list[str]:
     """The trace as text: one line per span, indented by depth, with a time bar."""
-    root = trace["rootSpan"]
-    start = datetime.fromisoformat(root["data"]["startTime"])
-    total = max(float(root["data"]["durationMs"]), 0.001)
+    total = max(root.duration_ms, 0.001)
     lines: list[str] = []
     stack = [(root, 0)]
     while stack:
-        node, depth = stack.pop()
-        data = node["data"]
-        offset = (datetime.fromisoformat(data["startTime"]) - start).total_seconds() * 1000
+        span, depth = stack.pop()
+        offset = (span.start - root.start).total_seconds() * 1000
         left = min(BAR_WIDTH - 1, max(0, int(offset / total * BAR_WIDTH)))
-        width = max(1, min(BAR_WIDTH - left, round(float(data["durationMs"]) / total * BAR_WIDTH)))
-        bar = " " * left + ("!" if data["isError"] else "=") * width
-        mark = " ERROR" if data["isError"] else (" …" if data["isPartial"] else "")
-        label = ("  " * depth + node["message"])[:48]
-        lines.append(f"{label:<48} |{bar:<{BAR_WIDTH}}| {_duration(float(data['durationMs']))}"
-                     f"{mark}")
-        for log in data.get("logs") or []:
-            lines.append(f"{'  ' * (depth + 1)}· [{log['level']}] {log['message']}"[:120])
-        stack.extend((c, depth + 1) for c in reversed(node["children"]))
+        width = max(1, min(BAR_WIDTH - left, round(span.duration_ms / total * BAR_WIDTH)))
+        bar = " " * left + ("!" if span.is_error else "=") * width
+        mark = " ERROR" if span.is_error else (" …" if span.is_partial else "")
+        label = ("  " * depth + span.message)[:48]
+        lines.append(f"{label:<48} |{bar:<{BAR_WIDTH}}| {_duration(span.duration_ms)}{mark}")
+        for level, message in span.logs:
+            lines.append(f"{'  ' * (depth + 1)}· [{level}] {message}"[:120])
+        stack.extend((c, depth + 1) for c in reversed(span.children))
     return lines
 
 
-def cmd_runs_show(args: argparse.Namespace) -> int:
+def cmd_runs_show(args: argparse.Namespace, _: CliSettings) -> int:
     from worker.sdk.errors import ApiError
     from worker.sdk.runs import runs
 
-    async def fetch() -> tuple[Any, dict[str, Any]]:
+    async def fetch() -> tuple[Run, Mapping[str, Any]]:
         return await runs.retrieve(args.run_id), await runs.retrieve_trace(args.run_id)
 
     try:
@@ -114,18 +141,18 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         print(f"output   {json.dumps(run.output, default=str)[:500]}")
     print(f"trace    {trace['traceId']}")
     print()
-    for line in waterfall(trace):
+    for line in waterfall(Span.from_api(trace["rootSpan"])):
         print(line)
     return 0
 
 
-def _print_log(line: dict[str, Any]) -> None:
+def _print_log(line: Mapping[str, Any]) -> None:
     stamp = (line.get("time") or "")[11:23]
     attributes = f" {json.dumps(line['attributes'])}" if line.get("attributes") else ""
     print(f"{stamp} {line['level'].upper():<5} {line['message']}{attributes}", flush=True)
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
+def cmd_logs(args: argparse.Namespace, _: CliSettings) -> int:
     from worker.sdk.errors import ApiError
     from worker.sdk.runs import runs
 

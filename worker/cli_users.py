@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
+from typing import TYPE_CHECKING
+
+from worker.cli_settings import CliSettings
+
+if TYPE_CHECKING:
+    from worker.cli_settings import Formatter, SubParsers
 
 
-def cmd_users_create(args: argparse.Namespace) -> int:
+def cmd_users_create(args: argparse.Namespace, settings: CliSettings) -> int:
     from worker.api.dashboard.access import check_new_user, create_user
 
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        raise SystemExit("DATABASE_URL is not set: point it at the engine's Postgres")
+    url = settings.require_database_url()
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -31,8 +34,7 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                 formatter: type[argparse.HelpFormatter] = argparse.HelpFormatter) -> None:
+def add_commands(sub: SubParsers, formatter: Formatter = argparse.HelpFormatter) -> None:
     users = sub.add_parser("users", help="dashboard accounts (DATABASE_URL)",
                            formatter_class=formatter)
     users_sub = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import sysconfig
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,7 +25,7 @@ def _is_library(file: str) -> bool:
     return file.startswith(_LIBRARY_DIRS) or "site-packages" in file
 
 
-def describe_error(error: Any) -> str:
+def describe_error(error: object) -> str:
     """``Name: first line of the message (at file:line in function)`` for a wire error.
 
     "Where" is the innermost frame of the task's own code (not the standard library, an
@@ -56,7 +56,8 @@ class DevConsole:
     def line(self, text: str) -> None:
         self.out.print(f"{self._stamp()} {text}")
 
-    def event(self, event: dict[str, Any]) -> None:
+    def event(self, event: Mapping[str, object]) -> None:
+        """One worker event (a dict the supervisor emits, keyed by ``type``)."""
         kind = event.get("type")
         run = f"[magenta]{escape(str(event.get('run_id', '')))}[/magenta]"
         task = f"[bold]{escape(str(event.get('task_id', '')))}[/bold]"
@@ -89,7 +90,8 @@ class DevConsole:
         elif kind == "ready":
             self.line(f"[green]●[/green] {event.get('concurrency', '?')} warm executor(s)")
         elif kind == "reloading":
-            files = ", ".join(str(f) for f in event.get("files") or [])
+            changed = event.get("files")
+            files = ", ".join(str(f) for f in changed) if isinstance(changed, list) else ""
             self.line(f"[dim]↻ change detected: {escape(files)}[/dim]")
         elif kind == "reloaded":
             self.line(f"[green]↻[/green] reloaded: version {escape(str(event.get('version')))} "
@@ -107,7 +109,7 @@ class DevConsole:
         else:
             self.line(f"[dim]{escape(str(event))}[/dim]")
 
-    def _finished(self, event: dict[str, Any], task: str, run: str) -> None:
+    def _finished(self, event: Mapping[str, object], task: str, run: str) -> None:
         ok = event.get("ok")
         duration = event.get("duration_ms")
         took = f" in {duration:.0f} ms" if isinstance(duration, int | float) else ""
@@ -117,7 +119,8 @@ class DevConsole:
             return
         error = escape(describe_error(event.get("error")))
         if event.get("outcome") in _RETRY_OUTCOMES:
-            attempt = int(event.get("attempt") or 1)
+            number = event.get("attempt")
+            attempt = number if isinstance(number, int) else 1
             delay = event.get("retry_delay_ms")
             when = f" in {delay / 1000:.1f} s" if isinstance(delay, int | float) else ""
             of = f"/{event['max_attempts']}" if event.get("max_attempts") else ""

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from worker.common.settings import env_int, env_str
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -32,28 +35,27 @@ class DatabaseNotConfiguredError(RuntimeError):
     """Neither ``TASKS_DATABASE_URL`` nor ``DATABASE_URL`` is set."""
 
 
+@dataclass(frozen=True)
+class TasksDbSettings:
+    """Read when a process opens its pool (an executor reads the environment it was given)."""
+
+    url: str
+    pool_max: int = 4
+
+    @classmethod
+    def from_env(cls) -> TasksDbSettings:
+        url = env_str("TASKS_DATABASE_URL") or env_str("DATABASE_URL")
+        if url is None:
+            raise DatabaseNotConfiguredError(
+                "TASKS_DATABASE_URL or DATABASE_URL is not set: `trigger dev` sets them for its "
+                "tasks; elsewhere set one in the worker's environment"
+            )
+        return cls(url, env_int("TASKS_DB_POOL_MAX", 4, minimum=1))
+
+
 def database_url() -> str:
     """Where task SQL goes: ``TASKS_DATABASE_URL``, else ``DATABASE_URL``."""
-    for name in ("TASKS_DATABASE_URL", "DATABASE_URL"):
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    raise DatabaseNotConfiguredError(
-        "TASKS_DATABASE_URL or DATABASE_URL is not set: `trigger dev` sets them for its "
-        "tasks; elsewhere set one in the worker's environment"
-    )
-
-
-def _pool_max() -> int:
-    value = os.environ.get("TASKS_DB_POOL_MAX", "").strip()
-    if not value:
-        return 4
-    try:
-        return max(1, int(value))
-    except ValueError:
-        raise DatabaseNotConfiguredError(
-            f"TASKS_DB_POOL_MAX must be an integer, got {value!r}"
-        ) from None
+    return TasksDbSettings.from_env().url
 
 
 async def pool() -> AsyncConnectionPool:
@@ -69,10 +71,11 @@ async def pool() -> AsyncConnectionPool:
             return existing
         from psycopg_pool import AsyncConnectionPool
 
+        settings = TasksDbSettings.from_env()
         new = AsyncConnectionPool(
-            database_url(),
+            settings.url,
             min_size=1,
-            max_size=_pool_max(),
+            max_size=settings.pool_max,
             kwargs={"autocommit": True},
             open=False,
             name=f"tasks-{pid}",

@@ -20,8 +20,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from types import FrameType
+from typing import IO
 
+from worker.cli_settings import CliSettings
+from worker.common.conventions import CONFIG_FILE
+from worker.common.settings import env_str
 from worker.console import DevConsole
 from worker.runtime.zygote import set_parent_death_signal
 
@@ -49,7 +53,7 @@ def dev_encryption_key(project_dir: Path) -> None:
     one: generated once and kept in ``.trigger/encryption.key`` (mode 0600 from its creation)."""
     from worker.engine import secret_box
 
-    if os.environ.get(secret_box.ENV_VAR):
+    if env_str(secret_box.ENV_VAR):
         return
     path = state_dir(project_dir) / "encryption.key"
     if not path.exists():
@@ -65,7 +69,8 @@ def dev_keys(project_dir: Path, database_url: str, project_ref: str) -> dict[str
 
     dev_encryption_key(project_dir)
     path = state_dir(project_dir) / "keys.json"
-    existing: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    # {project ref: {environment slug: key}}
+    existing: dict[str, dict[str, str]] = json.loads(path.read_text()) if path.exists() else {}
     keys = create_project(database_url, project_ref, existing.get(project_ref, {}))
     existing[project_ref] = keys
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -177,7 +182,7 @@ def wait_healthy(url: str, port: int, process: subprocess.Popen[bytes],
     raise DevError(f"the API did not answer on {url} within {timeout:.0f} s")
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -192,8 +197,8 @@ def _stop_process(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
-def run_dev(project_dir: Path, port: int, concurrency: int | None) -> int:
-    from worker.runtime.discovery import CONFIG_FILE, DiscoveryError, load_config
+def run_dev(project_dir: Path, settings: CliSettings, concurrency: int | None) -> int:
+    from worker.runtime.discovery import DiscoveryError, load_config
 
     project_dir = project_dir.resolve()
     if not (project_dir / CONFIG_FILE).is_file():
@@ -216,7 +221,7 @@ def run_dev(project_dir: Path, port: int, concurrency: int | None) -> int:
     set_parent_death_signal(signal.SIGTERM)
     lock = lock_project(project_dir)
     host = "127.0.0.1"
-    port = choose_port(host, port)
+    port = choose_port(host, settings.dev_port)
     api_url = f"http://{host}:{port}"
     console = DevConsole(api_url)
     pg = None
@@ -224,8 +229,8 @@ def run_dev(project_dir: Path, port: int, concurrency: int | None) -> int:
     watchdog = None
     code = 0
     try:
-        database_url = os.environ.get("DATABASE_URL")
-        tasks_url = os.environ.get("TASKS_DATABASE_URL") or database_url
+        database_url = settings.database_url
+        tasks_url = settings.tasks_database_url or database_url
         data = None if database_url else state_dir(project_dir) / "pgdata"
         # first of all, so that nothing we start can outlive us
         watchdog = _start_watchdog(project_dir, data)
@@ -240,7 +245,7 @@ def run_dev(project_dir: Path, port: int, concurrency: int | None) -> int:
             except embedded_pg.EmbeddedPostgresUnavailable as exc:
                 raise DevError(str(exc)) from None
             database_url = pg.url
-            tasks_url = os.environ.get("TASKS_DATABASE_URL") or embedded_pg.ensure_database(
+            tasks_url = settings.tasks_database_url or embedded_pg.ensure_database(
                 pg.url, TASKS_DATABASE)
         assert database_url is not None
         from worker.engine.migrate import migrate
@@ -260,6 +265,7 @@ def run_dev(project_dir: Path, port: int, concurrency: int | None) -> int:
         from worker.api.dashboard.access import create_login_link
 
         console.line(f"dashboard  [bold]{create_login_link(database_url, api_url)}[/bold]")
+        # the worker's executors (and the SDK in them) read these
         os.environ["TRIGGER_API_URL"] = api_url
         os.environ["TRIGGER_SECRET_KEY"] = keys["dev"]
         if tasks_url:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from worker.common.conventions import CONFIG_FILE
 from worker.sdk.config import Config
-
-CONFIG_FILE = "trigger_config.py"
 
 
 class BuildError(ValueError):

@@ -14,7 +14,8 @@ import signal
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Protocol
 
 INSTALL_HINT = "pip install 'trigger-worker[server]'"
 
@@ -23,7 +24,7 @@ class EmbeddedPostgresUnavailable(RuntimeError):
     """Neither embedded-Postgres package is installed."""
 
 
-def _module() -> Any:
+def _module() -> ModuleType:
     # platformdirs warns (RuntimeDirWarning) at import when XDG_RUNTIME_DIR is unset; the
     # packages fall back to /tmp on their own, so the warning only adds noise to every start.
     with warnings.catch_warnings():
@@ -45,17 +46,20 @@ def _module() -> Any:
             ) from None
 
 
+class _Handle(Protocol):
+    """pgserver's server handle, as far as we use it after start."""
+
+    #: "stop": pgserver stops the server at exit (when no other handle is left); None: never
+    cleanup_mode: str | None
+
+
 @dataclass
 class EmbeddedPostgres:
     """A running embedded server: ``url`` (a Unix-socket URI) and how to stop it."""
 
     data: Path
     url: str
-    pid: int | None
-    handle: Any
-
-    def url_for(self, dbname: str) -> str:
-        return with_database(self.url, dbname)
+    handle: _Handle
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: sessions are closed, nothing is lost)."""
@@ -75,7 +79,7 @@ def start(data: Path, *, shared: bool = False) -> EmbeddedPostgres:
     data.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kwargs: dict[str, Any] = {"cleanup_mode": "stop" if shared else None}
+        kwargs: dict[str, object] = {"cleanup_mode": "stop" if shared else None}
         version_of = getattr(module, "pgdata_version", None)
         if version_of is not None:
             # a folder made by an older Postgres keeps running on that major version
@@ -83,10 +87,7 @@ def start(data: Path, *, shared: bool = False) -> EmbeddedPostgres:
             if found is not None:
                 kwargs["postgres_version"] = found
         handle = module.get_server(str(data), **kwargs)
-    pid = None
-    with contextlib.suppress(Exception):
-        pid = handle.get_pid()
-    return EmbeddedPostgres(data.resolve(), handle.get_uri(), pid, handle)
+    return EmbeddedPostgres(data.resolve(), handle.get_uri(), handle)
 
 
 def stop_pgdata(data: Path, timeout: float = 20) -> None:

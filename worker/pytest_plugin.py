@@ -15,11 +15,10 @@ import asyncio
 import inspect
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-CONFIG_FILE = "trigger_config.py"
+from worker.common.conventions import CONFIG_FILE
 
 
 def find_project_root(*starts: Path) -> Path | None:
@@ -50,6 +49,6 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if not inspect.iscoroutinefunction(func) or _handled_elsewhere(pyfuncitem):
         return None
     names = pyfuncitem._fixtureinfo.argnames
-    kwargs: dict[str, Any] = {name: pyfuncitem.funcargs[name] for name in names}
+    kwargs: dict[str, object] = {name: pyfuncitem.funcargs[name] for name in names}
     asyncio.run(func(**kwargs))
     return True

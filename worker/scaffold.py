@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from worker.common.conventions import CONFIG_FILE
+
 CONFIG = '''\
 """The project's configuration, read by trigger dev and trigger worker."""
 
@@ -100,7 +102,7 @@ def scaffold(target: Path, ref: str | None = None) -> tuple[list[Path], list[Pat
     """Write the project files into ``target``; return (written, kept as they were)."""
     target.mkdir(parents=True, exist_ok=True)
     files = {
-        "trigger_config.py": CONFIG.format(ref=ref or project_ref(target)),
+        CONFIG_FILE: CONFIG.format(ref=ref or project_ref(target)),
         "trigger/__init__.py": "",
         "trigger/_db.py": DB_HELPER,
         "trigger/example.py": EXAMPLE,

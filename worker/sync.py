@@ -20,6 +20,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Awaitable, Iterator
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from worker.sdk import client
@@ -59,27 +60,27 @@ def _run(coro: Awaitable[T]) -> T:
     )
 
 
-def trigger(task_id: str, payload: Any = None, **options: Any) -> RunHandle:
+def trigger(task_id: str, payload: object = None, **options: object) -> RunHandle:
     return _run(client.trigger(task_id, payload, **options))
 
 
-def batch_trigger(task_id: str, items: list[Any], **options: Any) -> BatchHandle:
+def batch_trigger(task_id: str, items: list[object], **options: object) -> BatchHandle:
     return _run(client.batch_trigger(task_id, items, **options))
 
 
 class _Tasks:
-    def trigger(self, task_id: str, payload: Any = None, **options: Any) -> RunHandle:
+    def trigger(self, task_id: str, payload: object = None, **options: object) -> RunHandle:
         return _run(_tasks.tasks.trigger(task_id, payload, **options))
 
-    def batch_trigger(self, task_id: str, items: list[Any], **options: Any) -> BatchHandle:
+    def batch_trigger(self, task_id: str, items: list[object], **options: object) -> BatchHandle:
         return _run(_tasks.tasks.batch_trigger(task_id, items, **options))
 
 
 class _Batch:
-    def trigger(self, items: list[dict[str, Any]], **options: Any) -> BatchHandle:
+    def trigger(self, items: list[dict[str, Any]], **options: object) -> BatchHandle:
         return _run(_tasks.batch.trigger(items, **options))
 
-    def trigger_by_task(self, items: list[dict[str, Any]], **options: Any) -> BatchHandle:
+    def trigger_by_task(self, items: list[dict[str, Any]], **options: object) -> BatchHandle:
         return _run(_tasks.batch.trigger_by_task(items, **options))
 
     def retrieve(self, batch_id: str | BatchHandle) -> Batch:
@@ -122,7 +123,8 @@ class _Runs:
     def replay(self, run: str | RunHandle | Run) -> RunHandle:
         return _run(_runs.runs.replay(run))
 
-    def reschedule(self, run: str | RunHandle | Run, delay: Any) -> Run:
+    def reschedule(self, run: str | RunHandle | Run,
+                   delay: str | float | timedelta | datetime) -> Run:
         return _run(_runs.runs.reschedule(run, delay))
 
     def poll(

@@ -32,10 +32,21 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from worker.common.machines import DEFAULT_MACHINE, MACHINE_PRESETS
+from worker.common.conventions import CONFIG_FILE, task_queue_name
+from worker.common.machines import DEFAULT_MACHINE
+from worker.common.protocol import (
+    AttemptInfo,
+    DequeuedRun,
+    EnvironmentInfo,
+    MachineInfo,
+    ProjectInfo,
+    RunContext,
+    RunInfo,
+    TaskInfo,
+    Wire,
+)
 from worker.common.serialization import dumps, loads
 from worker.sdk.config import Config
 from worker.sdk.task import Task
@@ -102,7 +113,7 @@ def _config(config: Config | str | Path | None) -> Config:
         return config
     if config is None:
         return Config(project="test")
-    from worker.runtime.discovery import CONFIG_FILE, load_config
+    from worker.runtime.discovery import load_config
 
     folder = Path(config).resolve()
     # "." from a test folder: the nearest folder upwards that has the config (the project root)
@@ -110,7 +121,7 @@ def _config(config: Config | str | Path | None) -> Config:
     return load_config(found)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: Wire, extra: Wire) -> Wire:
     out = dict(base)
     for key, value in extra.items():
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(
@@ -118,9 +129,14 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _message(task: Task, payload: Any, config: Config, *, run_id: str, attempt: int,
-             max_attempts: int | None, machine: str | None, max_duration: float | None,
-             tags: list[str], environment: str, ctx: dict[str, Any]) -> dict[str, Any]:
+_ENV_TYPES = {"dev": "DEVELOPMENT", "prod": "PRODUCTION", "staging": "STAGING"}
+
+
+def _run(task: Task, payload: object, config: Config, *, run_id: str, attempt: int,
+         max_attempts: int | None, machine: str | None, max_duration: float | None,
+         tags: list[str], environment: str) -> DequeuedRun:
+    """The run as a worker would lease it (docs/protocol.md), outside any worker: no lease,
+    no journal, no ``ctx.worker``."""
     data, data_type = dumps(payload)
     retry = dict(task.retry or config.retries.default or {})
     if max_attempts is not None:
@@ -128,27 +144,22 @@ def _message(task: Task, payload: Any, config: Config, *, run_id: str, attempt: 
     total = int(retry.get("max_attempts") or 1)
     machine = machine or task.machine or config.machine or DEFAULT_MACHINE
     now = datetime.now(UTC).isoformat()
-    env_type = {"dev": "DEVELOPMENT", "prod": "PRODUCTION", "staging": "STAGING"}.get(
-        environment, "DEVELOPMENT")
-    base = {
-        "run": {"id": run_id, "tags": tags, "created_at": now, "started_at": now,
-                "idempotency_key": None, "max_attempts": total, "version": "test",
-                "max_duration": max_duration, "priority": 0, "is_test": True,
-                "parent_task_run_id": None, "root_task_run_id": None, "metadata": {}},
-        "attempt": {"number": attempt, "started_at": now},
-        "task": {"id": task.id, "file_path": task.source[0]},
-        "queue": {"name": task.queue.name if task.queue else f"task/{task.id}"},
-        "environment": {"id": "env_test", "slug": environment, "type": env_type},
-        "project": {"id": "proj_test", "ref": config.project},
-        "machine": {"name": machine, **MACHINE_PRESETS.get(machine, {})},
-        "batch": None,
-    }
-    return {
-        "run_id": run_id, "attempt_number": attempt, "task_id": task.id, "version_id": "test",
-        "version": "test", "payload": data, "payload_type": data_type, "max_attempts": total,
-        "retry": retry, "max_duration": max_duration, "machine": machine,
-        "is_final_attempt": attempt >= total, "ctx": _merge(base, ctx),
-    }
+    ctx = RunContext(
+        run=RunInfo(id=run_id, tags=tags, created_at=now, started_at=now, idempotency_key=None,
+                    max_attempts=total, version="test", max_duration=max_duration, priority=0,
+                    is_test=True, parent_task_run_id=None, root_task_run_id=None, metadata={}),
+        attempt=AttemptInfo(attempt, now),
+        task=TaskInfo(task.id, task.source[0]),
+        queue=task.queue.name if task.queue else task_queue_name(task.id),
+        environment=EnvironmentInfo("env_test", environment,
+                                    _ENV_TYPES.get(environment, "DEVELOPMENT")),
+        project=ProjectInfo("proj_test", config.project),
+        machine=MachineInfo.preset(machine),
+    )
+    return DequeuedRun(run_id=run_id, attempt_number=attempt, task_id=task.id,
+                       version_id="test", version="test", payload=data, payload_type=data_type,
+                       max_attempts=total, retry=retry, max_duration=max_duration,
+                       machine=machine, ctx=ctx, is_final_attempt=attempt >= total)
 
 
 async def run_task(task: Task, payload: Any = None, *, config: Config | str | Path | None = None,
@@ -162,25 +173,27 @@ async def run_task(task: Task, payload: Any = None, *, config: Config | str | Pa
     only for attempt 1, ``on_failure`` only for the last); ``ctx`` overrides any context field
     (``ctx={"run": {"tags": ["vip"]}}``); ``echo_logs`` also prints the records to stderr.
     """
+    from worker.runtime.discovery import Discovered
     from worker.runtime.executor import run_attempt
 
     if not isinstance(task, Task):
         raise TypeError(f"run_task needs a task (made by @task), got {type(task).__name__}")
     cfg = _config(config)
     collector = _Collector(echo_logs)
-    discovered = SimpleNamespace(tasks={task.id: task}, config=cfg)
+    discovered = Discovered(config=cfg, project_dir=Path.cwd(), tasks={task.id: task},
+                            manifest=[], content_hash="")
     run_id = f"run_test_{uuid.uuid4().hex[:12]}"
     number = attempt
     while True:
-        message = _message(task, payload, cfg, run_id=run_id, attempt=number,
-                           max_attempts=max_attempts, machine=machine,
-                           max_duration=max_duration, tags=list(tags or []),
-                           environment=environment, ctx=ctx or {})
-        completion = await run_attempt(message, discovered, collector)
-        completion.pop("_recycle", None)
+        run = _run(task, payload, cfg, run_id=run_id, attempt=number,
+                   max_attempts=max_attempts, machine=machine, max_duration=max_duration,
+                   tags=list(tags or []), environment=environment)
+        message = run.to_wire()
+        if ctx:  # the caller's overrides of any context field
+            message["ctx"] = _merge(message["ctx"], ctx)
+        completion = (await run_attempt(message, discovered, collector)).wire()
         delay = (completion.get("retry") or {}).get("delay_ms")
-        if retries and not completion["ok"] and delay is not None and not message[
-                "is_final_attempt"]:
+        if retries and not completion["ok"] and delay is not None and not run.is_final_attempt:
             number += 1
             continue
         break

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from worker.common.protocol import DequeuedRun
 from worker.common.serialization import dumps
 from worker.runtime.pool import Executor, ExecutorServer, Pool, ZygoteProcess
 
@@ -72,9 +73,9 @@ class Harness:
 def make_run(task_id: str, payload: Any = None, *, run_id: str = "run_1", attempt: int = 1,
              max_attempts: int = 3, retry: dict[str, Any] | None = None,
              max_duration: float | None = None, env_type: str = "DEVELOPMENT",
-             machine: str = "small-1x") -> dict[str, Any]:
+             machine: str = "small-1x") -> DequeuedRun:
     data, data_type = dumps(payload)
-    return {
+    return DequeuedRun.from_wire({
         "run_id": run_id, "attempt_number": attempt, "task_id": task_id, "version_id": "v1",
         "version": "1", "payload": data, "payload_type": data_type,
         "max_attempts": max_attempts,
@@ -84,5 +85,6 @@ def make_run(task_id: str, payload: Any = None, *, run_id: str = "run_1", attemp
         "ctx": {"run": {"id": run_id, "tags": []}, "attempt": {"number": attempt},
                 "task": {"id": task_id, "file_path": "x.py"}, "queue": {"name": "q"},
                 "environment": {"id": "e", "slug": "dev", "type": env_type},
-                "project": {"id": "p", "ref": "proj"}, "batch": None},
-    }
+                "project": {"id": "p", "ref": "proj"}, "machine": {"name": machine},
+                "batch": None},
+    })

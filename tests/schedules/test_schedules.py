@@ -213,7 +213,7 @@ async def test_exactly_one_run_per_tick_with_three_api_processes(
         # three replicas' loops race for the due ticks; the test process sweeps too
         env = env_id(api)
         await asyncio.gather(*[fire_due(pool, environment_id=env) for _ in range(3)])
-        deadline = time.monotonic() + 8
+        deadline = time.monotonic() + 30  # slow when the machine is loaded
         while True:
             with psycopg.connect(api_server.database_url) as conn:
                 ticks = conn.execute(

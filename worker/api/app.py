@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from worker.api import (
+    auth,
     dashboard,
+    errors,
     guards,
     openapi_doc,
     routes_batches_v2,
@@ -37,22 +37,11 @@ from worker.api import (
 from worker.api.auth import AuthError, FailureThrottle, KeyCache
 from worker.api.observability import RequestContextMiddleware, configure_logging
 from worker.api.settings import Settings
+from worker.api.state import ApiState, install
 from worker.api.stream_caps import StreamCaps
-from worker.engine.db import open_pool
+from worker.engine.engine import Engine
 from worker.engine.errors import EngineError
-from worker.engine.leases import LeaseSettings
 from worker.engine.migrate import migrate
-from worker.engine.notifier import Notifier
-from worker.engine.realtime import RealtimeHub
-from worker.engine.services.alerter import AlertSettings, run_alerter
-from worker.engine.services.cron_trigger import run_cron_trigger
-from worker.engine.services.expirer import run_expirer
-from worker.engine.services.rescuer import run_rescuer
-from worker.engine.services.retention import run_retention
-from worker.engine.services.scheduler import run_scheduler
-from worker.engine.services.versions import run_version_sweep
-from worker.engine.services.waitpoint_timer import run_waitpoint_timer
-from worker.engine.spans import run_span_retention
 
 log = logging.getLogger(__name__)
 
@@ -67,49 +56,35 @@ class ORJSONResponse(Response):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings.from_env()
-    if os.environ.get("TRIGGER_LOG_FORMAT"):  # `trigger api` (and each of its workers)
-        configure_logging(os.environ["TRIGGER_LOG_FORMAT"])
+    settings = settings or Settings.from_env()  # a bad variable fails here, naming it
+    if settings.log_format:  # `trigger api` (and each of its workers)
+        configure_logging(settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(migrate, settings.database_url)
-        app.state.pool = await open_pool(settings.database_url, max_size=settings.pool_size)
-        app.state.notifier = Notifier(settings.database_url)
-        await app.state.notifier.start()
-        app.state.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
-        app.state.key_cache = KeyCache(settings.database_url)
-        await app.state.key_cache.start()
-        app.state.auth_throttle = FailureThrottle()
-        app.state.caps = StreamCaps.from_env()
-        app.state.public_url = settings.public_url
-        app.state.realtime = RealtimeHub(settings.database_url)  # connects on first subscriber
-        app.state.electric = None  # shape-protocol change logs, made on first use
-        services = [
-            asyncio.create_task(run_rescuer(app.state.pool, settings.rescuer_interval)),
-            asyncio.create_task(run_scheduler(app.state.pool, settings.scheduler_max_sleep)),
-            asyncio.create_task(run_expirer(app.state.pool, settings.expirer_interval)),
-            asyncio.create_task(run_waitpoint_timer(app.state.pool, settings.scheduler_max_sleep)),
-            asyncio.create_task(run_cron_trigger(app.state.pool)),
-            asyncio.create_task(run_version_sweep(app.state.pool, settings.rescuer_interval)),
-            asyncio.create_task(run_alerter(app.state.pool, AlertSettings.from_env())),
-            asyncio.create_task(run_retention(app.state.pool)),
-            asyncio.create_task(run_span_retention(app.state.pool)),
-        ]
+        engine = await Engine.open(settings.database_url, settings.engine,
+                                   pool_size=settings.pool_size)
+        key_cache = KeyCache()
+        engine.notifier.listen(auth.CHANNEL, key_cache.listener())
+        state = ApiState(
+            settings=settings,
+            engine=engine,
+            key_cache=key_cache,
+            auth_throttle=FailureThrottle(settings.auth_failures_per_minute),
+            caps=StreamCaps(settings.max_sse_per_env, settings.max_long_polls_per_env),
+        )
+        install(app, state)
+        # the worker protocol's routes (routes_worker.py) still read these four
+        app.state.pool, app.state.notifier = engine.pool, engine.notifier
+        app.state.lease, app.state.caps = engine.lease, state.caps
+        await engine.start()
         try:
             yield
         finally:
-            for service in services:
-                service.cancel()
-            for service in services:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await service
-            await app.state.notifier.stop()
-            await app.state.key_cache.stop()
-            if getattr(app.state, "electric", None) is not None:
-                await app.state.electric.stop()
-            await app.state.realtime.stop()
-            await app.state.pool.close()
+            if state.electric is not None:
+                await state.electric.stop()
+            await engine.stop()
 
     app = FastAPI(
         title="trigger-worker API",
@@ -124,8 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(EngineError)
     async def engine_error(_: Request, exc: EngineError) -> ORJSONResponse:
-        headers = getattr(exc, "headers", None)  # e.g. Retry-After on a 429
-        return ORJSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
+        return ORJSONResponse({"error": exc.message}, status_code=errors.status_of(exc),
+                              headers=errors.headers_of(exc))
 
     @app.exception_handler(AuthError)
     async def auth_error(_: Request, exc: AuthError) -> ORJSONResponse:
@@ -139,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return ORJSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, object]:
         return {"ok": True}
 
     app.include_router(routes_public.router)

@@ -8,30 +8,26 @@ only; a development environment's secret key still opens it (``trigger dev`` con
 Resolved keys are cached per process so the hot path (dequeue, complete) does not pay a database
 round trip per request. The cache listens on Postgres channel ``trigger_keys``: a revoked,
 rotated or deleted key is dropped by every API process as soon as the notification arrives
-(milliseconds); while that listening connection is down, the cache is not used at all.
+(milliseconds, through the engine's notifier); while that listening connection is down, the
+cache is not used at all.
 
 Failed authentications are throttled per client address (``TRIGGER_AUTH_FAILURES_PER_MINUTE``,
-default 60, per process): past the limit, a key this process has not already verified is
-answered 429 without a lookup until the minute is over.
+default 60, per process; ``worker.api.settings``): past the limit, a key this process has not
+already verified is answered 429 without a lookup until the minute is over.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import os
 import time
-from dataclasses import dataclass
 
-import psycopg
 from fastapi import Request
 
-from worker.engine import public_tokens
-from worker.engine.keys import Environment, hash_key
-from worker.engine.queries import Q
+from worker.api.state import api_state
+from worker.engine import keys, public_tokens
+from worker.engine.keys import Environment, KeyKind, ResolvedKey, hash_key
+from worker.engine.notifier import Listener
 
-log = logging.getLogger(__name__)
 CACHE_SECONDS = 30.0
 CHANNEL = "trigger_keys"
 _MISSING = (
@@ -63,22 +59,18 @@ class Throttled(AuthError):
     status = 429
 
 
-@dataclass(frozen=True)
-class Resolved:
-    env: Environment
-    kind: str  # "secret" | "worker"
-
-
 class KeyCache:
-    """Resolved keys of this process, dropped on the ``trigger_keys`` notifications."""
+    """Resolved keys of this process, dropped on the ``trigger_keys`` notifications (the
+    engine's notifier delivers them: :meth:`listener`)."""
 
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._entries: dict[bytes, tuple[float, Resolved]] = {}
+    def __init__(self) -> None:
+        self._entries: dict[bytes, tuple[float, ResolvedKey]] = {}
         self.listening = False
-        self._task: asyncio.Task[None] | None = None
 
-    def get(self, digest: bytes) -> Resolved | None:
+    def listener(self) -> Listener:
+        return Listener(on_note=self.drop, on_up=self._up, on_down=self._down)
+
+    def get(self, digest: bytes) -> ResolvedKey | None:
         hit = self._entries.get(digest)
         if hit is None or not self.listening:
             return None
@@ -87,8 +79,10 @@ class KeyCache:
             return None
         return hit[1]
 
-    def put(self, digest: bytes, resolved: Resolved, expires_in: float | None) -> None:
-        ttl = CACHE_SECONDS if expires_in is None else min(CACHE_SECONDS, expires_in)
+    def put(self, digest: bytes, resolved: ResolvedKey) -> None:
+        ttl = CACHE_SECONDS
+        if resolved.expires_at is not None:
+            ttl = min(CACHE_SECONDS, resolved.expires_at.timestamp() - time.time())
         self._entries[digest] = (time.monotonic() + ttl, resolved)
 
     def drop(self, payload: str) -> None:
@@ -101,42 +95,21 @@ class KeyCache:
         elif kind == "env":  # signing secret rotated: re-read it, and the env's keys
             public_tokens.forget_environment(value)
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen_forever(), name="key-cache")
+    def _up(self) -> None:
+        # anything revoked while we were not listening: forget everything
+        self._entries.clear()
+        public_tokens.forget_environment(None)
+        self.listening = True
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _listen_forever(self) -> None:
-        while True:
-            try:
-                connect = psycopg.AsyncConnection.connect
-                async with await connect(self._url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    # anything revoked while we were not listening: forget everything
-                    self._entries.clear()
-                    public_tokens.forget_environment(None)
-                    self.listening = True
-                    async for note in conn.notifies():
-                        self.drop(note.payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("key cache: LISTEN connection lost (%s); reconnecting in 1 s", exc)
-            finally:
-                self.listening = False
-            await asyncio.sleep(1)
+    def _down(self) -> None:
+        self.listening = False
 
 
 class FailureThrottle:
     """Failed authentications per client address, in fixed one-minute windows."""
 
-    def __init__(self, limit: int | None = None) -> None:
-        raw = os.environ.get("TRIGGER_AUTH_FAILURES_PER_MINUTE", "")
-        self.limit = limit if limit is not None else int(raw) if raw.strip() else 60
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
         self._windows: dict[str, tuple[float, int]] = {}
 
     def _window(self, address: str) -> tuple[float, int]:
@@ -162,47 +135,31 @@ class FailureThrottle:
         self._windows[address] = (start, count + 1)
 
 
-async def _resolve(request: Request) -> Resolved:
+async def _resolve(request: Request) -> ResolvedKey:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise AuthError(_MISSING)
     digest = hash_key(key.strip())
-    state = request.app.state
-    cache: KeyCache = state.key_cache
-    hit = cache.get(digest)
+    state = api_state(request)
+    hit = state.key_cache.get(digest)
     if hit is not None:
         return hit
-    throttle: FailureThrottle = state.auth_throttle
     address = request.client.host if request.client else "unknown"
-    throttle.check(address)
-    async with state.pool.connection() as conn:
-        row = await (await conn.execute(Q.resolve_key, {"key_hash": digest})).fetchone()
-        await conn.commit()
-    if row is None:
-        throttle.failed(address)
+    state.auth_throttle.check(address)
+    resolved = await keys.resolve_key(state.engine.pool, digest)
+    if resolved is None:
+        state.auth_throttle.failed(address)
         raise AuthError("invalid API key: it is unknown, revoked or expired; check "
                         "TRIGGER_SECRET_KEY (or TRIGGER_WORKER_TOKEN for a worker)")
-    env = Environment(
-        id=str(row["environment_id"]),
-        slug=row["slug"],
-        type=row["type"],
-        concurrency_limit=row["concurrency_limit"],
-        project_id=str(row["project_id"]),
-        project_ref=row["project_ref"],
-    )
-    resolved = Resolved(env, row["kind"])
-    expires_in = None
-    if row["expires_at"] is not None:
-        expires_in = row["expires_at"].timestamp() - time.time()
-    cache.put(digest, resolved, expires_in)
+    state.key_cache.put(digest, resolved)
     return resolved
 
 
 async def authenticate(request: Request) -> Environment:
     """A secret key: the environment's whole API."""
     resolved = await _resolve(request)
-    if resolved.kind != "secret":
+    if resolved.kind is not KeyKind.secret:
         raise WrongKeyKind(
             "a worker token only opens the worker protocol (/engine/v1/worker/...); "
             "use the environment's secret key here"
@@ -213,7 +170,7 @@ async def authenticate(request: Request) -> Environment:
 async def authenticate_worker(request: Request) -> Environment:
     """The worker protocol: a worker token, or (development only) the secret key."""
     resolved = await _resolve(request)
-    if resolved.kind == "secret" and resolved.env.type != "DEVELOPMENT":
+    if resolved.kind is KeyKind.secret and resolved.env.type != "DEVELOPMENT":
         raise WrongKeyKind(
             f"the {resolved.env.slug} environment's worker protocol needs a worker token, not "
             "the secret key: create one with `trigger keys create --type worker` (or POST "

@@ -15,7 +15,7 @@ from worker.common.limits import (
     json_problem,
     text_depth_may_exceed,
 )
-from worker.engine.errors import EngineError, PayloadTooLarge
+from worker.engine.errors import EngineError, Kind, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,7 +23,7 @@ __all__ = ["MAX_BODY_BYTES", "InvalidBody", "read_body", "read_json", "read_mode
 
 
 class InvalidBody(EngineError):
-    status = 422
+    kind = Kind.unprocessable
 
 
 def _too_large(size: int | str) -> PayloadTooLarge:

@@ -17,6 +17,7 @@ import orjson
 from worker.api.presenters import duration_ms
 from worker.common.serialization import JSON
 from worker.common.statuses import FINAL_STATUSES
+from worker.engine.db import Row
 
 RELATION = ["public", "TaskRun"]
 
@@ -79,7 +80,7 @@ def key_of(run_id: str) -> str:
     return f'"public"."TaskRun"/"{run_id}"'
 
 
-def task_run_row(row: dict[str, Any], streams: list[str] | None = None) -> dict[str, Any]:
+def task_run_row(row: Row, streams: list[str] | None = None) -> dict[str, object]:
     """One run as a ``TaskRun`` row, every value as Electric's text form."""
     final = row["status"] in FINAL_STATUSES
     return {
@@ -113,7 +114,7 @@ def task_run_row(row: dict[str, Any], streams: list[str] | None = None) -> dict[
     }
 
 
-def change_message(row: dict[str, Any], operation: str, offset: str) -> dict[str, Any]:
+def change_message(row: Row, operation: str, offset: str) -> dict[str, object]:
     return {
         "key": key_of(row["id"]),
         "value": task_run_row(row),
@@ -122,5 +123,5 @@ def change_message(row: dict[str, Any], operation: str, offset: str) -> dict[str
     }
 
 
-UP_TO_DATE: dict[str, Any] = {"headers": {"control": "up-to-date"}}
-MUST_REFETCH: dict[str, Any] = {"headers": {"control": "must-refetch"}}
+UP_TO_DATE: dict[str, object] = {"headers": {"control": "up-to-date"}}
+MUST_REFETCH: dict[str, object] = {"headers": {"control": "must-refetch"}}

@@ -15,7 +15,6 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Any
 
 import orjson
 import psycopg
@@ -32,7 +31,7 @@ _CALLBACK = re.compile(r"(/callback/)[^/?\s]+")
 
 
 def _json(
-    status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    status: int, body: dict[str, object], headers: Mapping[str, str] | None = None
 ) -> Response:
     return Response(
         orjson.dumps(body), status_code=status, media_type="application/json", headers=headers

@@ -3,7 +3,7 @@
 * :class:`RequestContextMiddleware` (pure ASGI): every request gets an id (the caller's
   ``x-request-id`` when it is a short token, else a new one), returned in ``x-request-id`` and
   written on every log line of the request; the ``traceparent`` header is handed to the trigger
-  code (worker/engine/trace_context.py) so an external caller's trace is honoured.
+  code (worker/common/trace_context.py) so an external caller's trace is honoured.
 * :func:`configure_logging`: timestamps, levels, logger names and request ids on every line,
   ``text`` or ``json`` (``trigger api --log-format json`` / ``TRIGGER_LOG_FORMAT``), with
   secrets scrubbed from messages (secret keys, bearer tokens, DSN passwords, callback
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker.engine.trace_context import TRACEPARENT
+from worker.common.trace_context import TRACEPARENT
 from worker.sdk.logger import redact_text
 
 REQUEST_ID: ContextVar[str] = ContextVar("trigger_request_id", default="-")

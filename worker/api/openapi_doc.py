@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from worker.api import routes_public, routes_queues, routes_waitpoints, routes_worker
-from worker.engine import schedules
+from worker.api.schedule_shapes import ScheduleBody
 from worker.engine.models import BatchBody, TriggerBody
 
 #: (method, path) -> the model its body is read into
@@ -27,8 +27,8 @@ _BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("post", "/api/v1/idempotencyKeys/{key}/reset"): routes_public.ResetKeyBody,
     ("post", "/api/v1/queues/{name}/pause"): routes_queues.PauseBody,
     ("post", "/api/v1/queues/{name}/concurrency/override"): routes_queues.OverrideBody,
-    ("post", "/api/v1/schedules"): schedules.ScheduleBody,
-    ("put", "/api/v1/schedules/{schedule_id}"): schedules.ScheduleBody,
+    ("post", "/api/v1/schedules"): ScheduleBody,
+    ("put", "/api/v1/schedules/{schedule_id}"): ScheduleBody,
     ("post", "/api/v1/waitpoints/tokens"): routes_waitpoints.CreateToken,
     ("post", "/api/v1/waitpoints/tokens/{waitpoint_id}/complete"): routes_waitpoints.CompleteToken,
     ("post", "/engine/v1/runs/{run_id}/wait"): routes_waitpoints.WaitBody,
@@ -79,13 +79,13 @@ _ERROR_STATUSES = {
 _PUBLIC = {"/api/v1/waitpoints/tokens/{waitpoint_id}/callback/{digest}"}
 
 
-def _schema_of(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+def _schema_of(model: type[BaseModel], components: dict[str, Any]) -> dict[str, object]:
     schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
     components.update(schema.pop("$defs", {}))
     return schema
 
 
-def build(app: FastAPI) -> dict[str, Any]:
+def build(app: FastAPI) -> dict[str, object]:
     if app.openapi_schema:
         return app.openapi_schema
     doc = get_openapi(title=app.title, version=app.version, routes=app.routes)

@@ -18,6 +18,7 @@ import orjson
 
 from worker.common.serialization import JSON, SUPER_JSON
 from worker.common.statuses import API_FINAL_STATUSES, API_STATUS
+from worker.engine.db import Row
 
 FAILED = frozenset({"FAILED", "CRASHED", "SYSTEM_FAILURE", "EXPIRED", "TIMED_OUT"})
 
@@ -62,7 +63,7 @@ def _ms(start: datetime | None, end: datetime | None) -> int:
     return max(0, int(((end or datetime.now(UTC)) - start).total_seconds() * 1000))
 
 
-def duration_ms(row: dict[str, Any]) -> int:
+def duration_ms(row: Row) -> int:
     """Time spent executing: the sum of the attempts' durations when they are known."""
     attempts = row.get("attempts")
     if attempts:
@@ -80,16 +81,16 @@ def public_error(error: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def _set(run: dict[str, Any], key: str, value: Any) -> None:
+def _set(run: Row, key: str, value: Any) -> None:
     """Optional fields are left out rather than sent as null (the SDK's schemas want that)."""
     if value is not None:
         run[key] = value
 
 
-def present_run(row: dict[str, Any], *, full: bool = True) -> dict[str, Any]:
+def present_run(row: Row, *, full: bool = True) -> dict[str, object]:
     status = API_STATUS[row["status"]]
     final = status in API_FINAL_STATUSES
-    run: dict[str, Any] = {
+    run: Row = {
         "id": row["id"],
         "status": status,
         "taskIdentifier": row["task_id"],
@@ -153,7 +154,7 @@ def present_run(row: dict[str, Any], *, full: bool = True) -> dict[str, Any]:
     return run
 
 
-def present_list_item(row: dict[str, Any], env_id: str, env_slug: str) -> dict[str, Any]:
+def present_list_item(row: Row, env_id: str, env_slug: str) -> dict[str, object]:
     """A run in ``GET /api/v1/runs``: the common fields plus the environment it ran in."""
     item = present_run(row, full=False)
     item["env"] = {"id": env_id, "name": env_slug}

@@ -3,20 +3,18 @@ parent and the runs it triggered, each with the common run fields."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from worker.api.presenters import present_run
-from worker.engine.db import Pool
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
 
-def _detail(row: dict[str, Any], depth: int) -> dict[str, Any]:
+def _detail(row: Row, depth: int) -> dict[str, object]:
     return {**present_run(row, full=False), "depth": depth}
 
 
-async def related_runs(pool: Pool, env: Environment, run: dict[str, Any]) -> dict[str, Any]:
-    related: dict[str, Any] = {}
+async def related_runs(pool: Pool, env: Environment, run: Row) -> dict[str, object]:
+    related: dict[str, object] = {}
     depth = int(run.get("depth") or 0)
     async with pool.connection() as conn:
         for key, run_id, at in (
@@ -25,11 +23,11 @@ async def related_runs(pool: Pool, env: Environment, run: dict[str, Any]) -> dic
         ):
             if run_id:
                 params = {"id": run_id, "environment_id": env.id}
-                found = await (await conn.execute(Q.get_run, params)).fetchone()
+                found = await fetch_one(conn, Q.get_run, params)
                 if found:
                     related[key] = _detail(found, max(at, 0))
         params = {"id": run["id"], "environment_id": env.id}
-        children = await (await conn.execute(Q.run_children, params)).fetchall()
+        children = await fetch_all(conn, Q.run_children, params)
     if children:
         related["children"] = [_detail(child, depth + 1) for child in children]
     return related

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from worker.api.auth import authenticate
 from worker.api.bodies import MAX_BODY_BYTES, read_model, validate
 from worker.api.routes_realtime import principal
-from worker.engine import batches, public_tokens
+from worker.api.state import engine_of
 from worker.engine.errors import EngineError, PayloadTooLarge
 from worker.engine.keys import Environment
 from worker.engine.models import BatchItem
@@ -32,7 +32,7 @@ class CreateBatchBody(BaseModel):
 
 
 @router.post("/api/v3/batches")
-async def create_batch(request: Request, response: Response, env: Env) -> dict[str, Any]:
+async def create_batch(request: Request, response: Response, env: Env) -> dict[str, object]:
     body = await read_model(request, CreateBatchBody)
     if body.resume_parent_on_completion:
         # a TypeScript parent run cannot run here, so nothing could wait for the batch
@@ -40,14 +40,12 @@ async def create_batch(request: Request, response: Response, env: Env) -> dict[s
             "resumeParentOnCompletion is not supported for two-phase batches: wait for a "
             "batch from a Python task with batch.trigger_and_wait"
         )
-    created = await batches.create(
-        request.app.state.pool, env, body.run_count, body.idempotency_key
+    created = await engine_of(request).create_batch(env, body.run_count, body.idempotency_key
     )
-    token = await public_tokens.create_token(
-        request.app.state.pool, env, [f"read:batch:{created.id}"], "1h"
+    token = await engine_of(request).create_public_token(env, [f"read:batch:{created.id}"], "1h"
     )
     response.headers["x-trigger-jwt"] = token["token"]
-    out: dict[str, Any] = {
+    out: dict[str, object] = {
         "id": created.id,
         "runCount": created.run_count,
         "isCached": created.is_cached,
@@ -74,15 +72,15 @@ def _items(raw: bytes) -> list[tuple[int, BatchItem]]:
 
 
 @router.post("/api/v3/batches/{batch_id}/items")
-async def stream_batch_items(batch_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def stream_batch_items(batch_id: str, request: Request, env: Env) -> dict[str, object]:
     """NDJSON body, one ``{"index", "task", "payload", "options"}`` per line."""
     raw = b""
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"request body is over the limit of {MAX_BODY_BYTES} bytes")
-    result = await batches.add_items(request.app.state.pool, env, batch_id, _items(raw))
-    out: dict[str, Any] = {
+    result = await engine_of(request).add_batch_items(env, batch_id, _items(raw))
+    out: dict[str, object] = {
         "id": result.id,
         "itemsAccepted": result.accepted,
         "itemsDeduplicated": result.deduplicated,
@@ -94,18 +92,18 @@ async def stream_batch_items(batch_id: str, request: Request, env: Env) -> dict[
 
 
 @router.get("/api/v2/batches/{batch_id}")
-async def retrieve_batch_v2(batch_id: str, request: Request) -> dict[str, Any]:
+async def retrieve_batch_v2(batch_id: str, request: Request) -> dict[str, object]:
     who = await principal(request)
     who.require("read:runs", f"read:batch:{batch_id}")
-    row = await batches.retrieve(request.app.state.pool, who.env, batch_id)
+    row = await engine_of(request).retrieve_batch(who.env, batch_id)
     errors = list(row["processing_errors"] or [])
     status = "PARTIAL_FAILED" if errors else "COMPLETED"
     if row["sealed_at"] is None:
         status = "PENDING"
-    processing: dict[str, Any] = {"errors": errors}
+    processing: dict[str, object] = {"errors": errors}
     if row["sealed_at"] is not None:
         processing["completedAt"] = row["sealed_at"].isoformat()
-    out: dict[str, Any] = {
+    out: dict[str, object] = {
         "id": row["id"],
         "status": status,
         "createdAt": row["created_at"].isoformat(),

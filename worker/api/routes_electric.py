@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from fastapi import Request
@@ -25,8 +24,10 @@ from fastapi.responses import Response
 
 from worker.api import electric_rows
 from worker.api.electric_log import ElectricLogs, EnvLog, Session
+from worker.api.state import api_state, engine_of
 from worker.common.statuses import FINAL_STATUSES
 from worker.engine import realtime
+from worker.engine.db import Row
 from worker.engine.errors import EngineError
 from worker.engine.models import parse_duration
 from worker.engine.public_tokens import Principal
@@ -35,15 +36,13 @@ from worker.engine.public_tokens import Principal
 LIVE_SECONDS = 20.0
 SNAPSHOT_LIMIT = 100
 
-Row = dict[str, Any]
 
 
 def logs(request: Request) -> ElectricLogs:
-    state = request.app.state
-    if getattr(state, "electric", None) is None:
-        state.electric = ElectricLogs(state.realtime)
-    found: ElectricLogs = state.electric
-    return found
+    state = api_state(request)
+    if state.electric is None:
+        state.electric = ElectricLogs(state.engine.realtime)
+    return state.electric
 
 
 class Shape:
@@ -64,7 +63,7 @@ class Shape:
 
 
 def run_shape(request: Request, who: Principal, run_id: str) -> Shape:
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
 
     async def snapshot() -> list[Row]:
         row = await realtime.run_row(pool, who.env, run_id)
@@ -92,7 +91,7 @@ def tag_shape(request: Request, who: Principal) -> Shape:
             since = datetime.now(UTC) - parse_duration(created, "createdAt")
         except ValueError as exc:
             raise EngineError(str(exc)) from None
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
 
     def covers(row: Row) -> bool:
         return (
@@ -114,7 +113,7 @@ def tag_shape(request: Request, who: Principal) -> Shape:
 
 def batch_shape(request: Request, who: Principal, batch_id: str) -> Shape:
     who.require("read:runs", f"read:batch:{batch_id}")
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     return Shape(
         f"batch:{batch_id}",
         lambda: realtime.batch_runs(pool, who.env, batch_id),
@@ -134,7 +133,7 @@ def _as_of(row: Row, change: realtime.RunChange) -> Row:
 
 
 def _respond(
-    messages: list[dict[str, Any]], handle: str, offset: int, *, live: bool, status: int = 200
+    messages: list[dict[str, object]], handle: str, offset: int, *, live: bool, status: int = 200
 ) -> Response:
     headers = {
         "electric-handle": handle,
@@ -204,10 +203,10 @@ async def _changes(
     env_log: EnvLog,
     session: Session,
     offset: int,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[dict[str, object]], int]:
     """The changes after ``offset`` for this shape, at most one per run; the new offset."""
-    pool = request.app.state.pool
-    messages: list[dict[str, Any]] = []
+    pool = engine_of(request).pool
+    messages: list[dict[str, object]] = []
     in_response: set[str] = set()
     rows: dict[str, Row | None] = {}
     for entry in env_log.after(offset):

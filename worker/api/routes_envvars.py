@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
+from worker.api.state import engine_of
 from worker.engine import env_vars
+from worker.engine.errors import Forbidden
 from worker.engine.keys import Environment
-from worker.engine.public_tokens import Forbidden
 
 router = APIRouter(prefix="/api/v1/projects/{project_ref}/envvars/{slug}")
 Env = Annotated[Environment, Depends(authenticate)]
@@ -48,53 +49,54 @@ def _own(env: Environment, project_ref: str, slug: str) -> Environment:
     return env
 
 
-def _show(var: env_vars.EnvVar) -> dict[str, Any]:
+def _show(var: env_vars.EnvVar) -> dict[str, object]:
     return {"name": var.name, "value": REDACTED if var.is_secret else var.value,
             "isSecret": var.is_secret}
 
 
 @router.get("")
-async def list_env_vars(project_ref: str, slug: str, request: Request, env: Env) -> list[Any]:
+async def list_env_vars(project_ref: str, slug: str, request: Request, env: Env) -> list[object]:
     env = _own(env, project_ref, slug)
-    return [_show(v) for v in await env_vars.list_vars(request.app.state.pool, env)]
+    return [_show(v) for v in await engine_of(request).list_env_vars(env)]
 
 
 @router.post("")
-async def create_env_var(project_ref: str, slug: str, request: Request, env: Env) -> Any:
+async def create_env_var(project_ref: str, slug: str, request: Request, env: Env) -> object:
     env = _own(env, project_ref, slug)
     body = await read_model(request, CreateBody)
-    await env_vars.create(request.app.state.pool, env, body.name, body.value, body.is_secret)
+    await engine_of(request).create_env_var(env, body.name, body.value, body.is_secret)
     return {"success": True}
 
 
 @router.post("/import")
-async def import_env_vars(project_ref: str, slug: str, request: Request, env: Env) -> Any:
+async def import_env_vars(project_ref: str, slug: str, request: Request, env: Env) -> object:
     env = _own(env, project_ref, slug)
     body = await read_model(request, ImportBody)
-    await env_vars.put_many(
-        request.app.state.pool, env, body.variables, secret=body.is_secret, overwrite=body.override
-    )
+    await engine_of(request).put_env_vars(env, body.variables, secret=body.is_secret,
+                                          overwrite=body.override)
     return {"success": True}
 
 
 @router.get("/{name}")
 async def retrieve_env_var(
     project_ref: str, slug: str, name: str, request: Request, env: Env
-) -> Any:
+) -> object:
     env = _own(env, project_ref, slug)
-    return _show(await env_vars.get(request.app.state.pool, env, name))
+    return _show(await engine_of(request).retrieve_env_var(env, name))
 
 
 @router.put("/{name}")
-async def update_env_var(project_ref: str, slug: str, name: str, request: Request, env: Env) -> Any:
+async def update_env_var(project_ref: str, slug: str, name: str, request: Request,
+                         env: Env) -> object:
     env = _own(env, project_ref, slug)
     body = await read_model(request, UpdateBody)
-    await env_vars.update(request.app.state.pool, env, name, body.value)
+    await engine_of(request).update_env_var(env, name, body.value)
     return {"success": True}
 
 
 @router.delete("/{name}")
-async def delete_env_var(project_ref: str, slug: str, name: str, request: Request, env: Env) -> Any:
+async def delete_env_var(project_ref: str, slug: str, name: str, request: Request,
+                         env: Env) -> object:
     env = _own(env, project_ref, slug)
-    await env_vars.delete(request.app.state.pool, env, name)
+    await engine_of(request).delete_env_var(env, name)
     return {"success": True}

@@ -3,13 +3,14 @@ docs/api.md, "Keys"), and rotation of its public-token signing secret. Needs a s
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
+from worker.api.state import engine_of
 from worker.engine import keys
 from worker.engine.errors import EngineError
 from worker.engine.keys import ApiKey, CreatedKey, Environment
@@ -33,7 +34,7 @@ class RotateBody(BaseModel):
     grace_period: str | int | float | None = Field(default=None, alias="gracePeriod")
 
 
-def present(key: ApiKey) -> dict[str, Any]:
+def present(key: ApiKey) -> dict[str, object]:
     return {
         "id": key.id,
         "name": key.name,
@@ -47,7 +48,7 @@ def present(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def _present_created(created: CreatedKey) -> dict[str, Any]:
+def _present_created(created: CreatedKey) -> dict[str, object]:
     return {**present(created.key), "key": created.plaintext}
 
 
@@ -64,47 +65,38 @@ def _grace_seconds(value: str | int | float | None) -> float:
 
 
 @router.get("")
-async def list_keys(request: Request, env: Env) -> dict[str, Any]:
+async def list_keys(request: Request, env: Env) -> dict[str, object]:
     """``?includeRevoked=true`` also lists revoked and expired keys."""
     include = request.query_params.get("includeRevoked", "false").lower() == "true"
-    async with request.app.state.pool.connection() as conn:
-        found = await keys.list_keys(conn, env.id, include)
+    found = await engine_of(request).list_api_keys(env, include)
     return {"data": [present(k) for k in found]}
 
 
 @router.post("", status_code=201)
-async def create_key(request: Request, env: Env) -> dict[str, Any]:
+async def create_key(request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, CreateBody)
-    async with request.app.state.pool.connection() as conn:
-        created = await keys.create_key(conn, env, body.name, body.type)
-        await conn.commit()
+    created = await engine_of(request).create_api_key(env, body.name, body.type)
     return _present_created(created)
 
 
 @router.delete("/{key_id}")
-async def revoke_key(key_id: str, request: Request, env: Env) -> dict[str, Any]:
-    async with request.app.state.pool.connection() as conn:
-        revoked = await keys.revoke_key(conn, env.id, key_id)
-        await conn.commit()
+async def revoke_key(key_id: str, request: Request, env: Env) -> dict[str, object]:
+    revoked = await engine_of(request).revoke_api_key(env, key_id)
     return present(revoked)
 
 
 # before /{key_id}/rotate, which would take "signing-secret" for a key id
 @router.post("/signing-secret/rotate")
-async def rotate_signing_secret(request: Request, env: Env) -> dict[str, Any]:
-    async with request.app.state.pool.connection() as conn:
-        done = await keys.rotate_signing_secret(conn, env.id)
-        await conn.commit()
+async def rotate_signing_secret(request: Request, env: Env) -> dict[str, object]:
+    done = await engine_of(request).rotate_signing_secret(env)
     return {"rotatedAt": done.rotated_at, "previousValidUntil": done.previous_valid_until}
 
 
 @router.post("/{key_id}/rotate", status_code=201)
-async def rotate_key(key_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def rotate_key(key_id: str, request: Request, env: Env) -> dict[str, object]:
     """Body optional: ``{"gracePeriod": "1h"}``."""
     has_body = request.headers.get("content-length", "0") != "0"
     body = await read_model(request, RotateBody) if has_body else RotateBody()
     grace = _grace_seconds(body.grace_period)
-    async with request.app.state.pool.connection() as conn:
-        rotated = await keys.rotate_key(conn, env.id, key_id, grace)
-        await conn.commit()
+    rotated = await engine_of(request).rotate_api_key(env, key_id, grace)
     return {**_present_created(rotated.created), "previous": present(rotated.previous)}

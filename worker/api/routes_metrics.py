@@ -8,12 +8,12 @@ endpoint answers 404, so nothing is exposed by default.
 from __future__ import annotations
 
 import hmac
-import os
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from worker.api.auth import AuthError
+from worker.api.state import api_state, engine_of
 from worker.engine import metrics
 from worker.engine.errors import NotFound
 
@@ -21,7 +21,7 @@ router = APIRouter()
 
 
 def _check(request: Request) -> None:
-    token = os.environ.get("TRIGGER_METRICS_TOKEN")
+    token = api_state(request).settings.metrics_token
     if not token:
         raise NotFound("metrics are off: set TRIGGER_METRICS_TOKEN on the API to enable /metrics")
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -33,7 +33,7 @@ def _check(request: Request) -> None:
 @router.get("/metrics", include_in_schema=False)
 async def prometheus(request: Request) -> Response:
     _check(request)
-    families = await metrics.gauges(request.app.state.pool)
+    families = await engine_of(request).gauges()
     snapshot = CollectorRegistry(auto_describe=False)
     snapshot.register(metrics.Families(families))
     body = generate_latest(metrics.REGISTRY) + generate_latest(snapshot)

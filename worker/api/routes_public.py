@@ -14,12 +14,12 @@ from worker.api.presenters import present_list_item, present_run
 from worker.api.related_runs import related_runs
 from worker.api.routes_realtime import principal
 from worker.api.routes_sdk import Auth, trigger_permission
+from worker.api.state import engine_of
 from worker.common.statuses import FINAL_STATUSES, INTERNAL_STATUSES
-from worker.engine import public_tokens, runs, triggering
-from worker.engine.errors import EngineError
+from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
 from worker.engine.models import BatchBody, BatchItem, TriggerBody, parse_duration, parse_when
-from worker.engine.public_tokens import Forbidden
+from worker.engine.runs import MAX_WAIT_MS
 
 router = APIRouter()
 Env = Annotated[Environment, Depends(authenticate)]
@@ -33,35 +33,32 @@ def _request_key(request: Request) -> str | None:
 @router.post("/api/v1/tasks/{task_id}/trigger")
 async def trigger_task(
     task_id: str, request: Request, response: Response, who: Auth
-) -> dict[str, Any]:
+) -> dict[str, object]:
     body = await read_model(request, TriggerBody)
     env = await trigger_permission(request, who, task_id, options=(body.options,))
     key = request.headers.get("idempotency-key")
     if key and body.options.idempotency_key is None:
         body.options.idempotency_key = key
-    result = await triggering.trigger(
-        request.app.state.pool, env, task_id, body, _request_key(request)
+    result = await engine_of(request).trigger(env, task_id, body, _request_key(request)
     )
     # a public access token for this run (read:runs:<id>), for a browser to subscribe with
-    response.headers["x-trigger-jwt"] = await public_tokens.run_token(
-        request.app.state.pool, env, result["id"]
+    response.headers["x-trigger-jwt"] = await engine_of(request).run_token(env, result["id"]
     )
     return result
 
 
 @router.post("/api/v1/tasks/{task_id}/batch")
-async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[str, Any]:
+async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[str, object]:
     body = await read_model(request, BatchBody)
     env = await trigger_permission(request, who, task_id, batch=True,
                                    options=(body.options, *(i.options for i in body.items)))
     items = [item.model_copy(update={"task": task_id}) for item in body.expanded_items()]
-    return await triggering.batch_trigger(
-        request.app.state.pool, env, items, _request_key(request), body.options
+    return await engine_of(request).batch_trigger(env, items, _request_key(request), body.options
     )
 
 
 @router.post("/api/v2/tasks/batch")
-async def batch_trigger(request: Request, who: Auth) -> dict[str, Any]:
+async def batch_trigger(request: Request, who: Auth) -> dict[str, object]:
     body = await read_model(request, BatchBody)
     missing = [i for i, item in enumerate(body.items) if not item.task]
     if missing:
@@ -69,29 +66,27 @@ async def batch_trigger(request: Request, who: Auth) -> dict[str, Any]:
     env = await trigger_permission(request, who, [str(i.task) for i in body.items], batch=True,
                                    options=(body.options, *(i.options for i in body.items)))
     items: list[BatchItem] = body.expanded_items()
-    return await triggering.batch_trigger(
-        request.app.state.pool, env, items, _request_key(request), body.options
+    return await engine_of(request).batch_trigger(env, items, _request_key(request), body.options
     )
 
 
 @router.get("/api/v1/batches/{batch_id}")
-async def retrieve_batch(batch_id: str, request: Request, env: Env) -> dict[str, Any]:
-    return await runs.retrieve_batch(request.app.state.pool, env, batch_id)
+async def retrieve_batch(batch_id: str, request: Request, env: Env) -> dict[str, object]:
+    return await engine_of(request).retrieve_batch_runs(env, batch_id)
 
 
 @router.get("/api/v3/runs/{run_id}")
-async def retrieve_run(run_id: str, request: Request) -> dict[str, Any]:
+async def retrieve_run(run_id: str, request: Request) -> dict[str, object]:
     """The secret key, or a public access token that may read this run (the ``x-trigger-jwt``
     of its trigger, or one made by ``auth.createPublicToken``)."""
     who = await principal(request)
     wait_ms = _wait_ms(request.query_params.get("waitMs"))
-    row = await runs.retrieve(request.app.state.pool, who.env, run_id)
+    row = await engine_of(request).retrieve_run(who.env, run_id)
     if not who.can_read_run(row):
         raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
     if wait_ms and row["status"] not in FINAL_STATUSES:
-        row = await runs.wait_final(request.app.state.pool, request.app.state.realtime, who.env,
-                                    run_id, wait_ms)
-    row["related_runs"] = await related_runs(request.app.state.pool, who.env, row)
+        row = await engine_of(request).wait_run_final(who.env, run_id, wait_ms)
+    row["related_runs"] = await related_runs(engine_of(request).pool, who.env, row)
     return present_run(row)
 
 
@@ -106,8 +101,8 @@ def _wait_ms(value: str | None) -> int:
         wait_ms = -1
     if wait_ms < 0:
         raise EngineError(f"waitMs must be a whole number of milliseconds (0 to "
-                          f"{runs.MAX_WAIT_MS}), not {value[:40]!r}")
-    return min(wait_ms, runs.MAX_WAIT_MS)
+                          f"{MAX_WAIT_MS}), not {value[:40]!r}")
+    return min(wait_ms, MAX_WAIT_MS)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -115,7 +110,7 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 @router.get("/api/v1/runs")
-async def list_runs(request: Request, env: Env) -> dict[str, Any]:
+async def list_runs(request: Request, env: Env) -> dict[str, object]:
     query = request.query_params
     statuses = None
     if api_statuses := _csv(query.get("filter[status]")):
@@ -135,9 +130,7 @@ async def list_runs(request: Request, env: Env) -> dict[str, Any]:
         after = await _cursor_of(request, env, cursor)
     created_from, created_to = _created_range(query)
     is_test = query.get("filter[isTest]")
-    rows = await runs.list_runs(
-        request.app.state.pool,
-        env,
+    rows = await engine_of(request).list_runs(env,
         statuses=statuses,
         task_ids=_csv(query.get("filter[taskIdentifier]")),
         tags=_csv(query.get("filter[tag]")),
@@ -190,19 +183,19 @@ def _created_range(query: Any) -> tuple[datetime | None, datetime | None]:
 
 
 async def _cursor_of(request: Request, env: Environment, run_id: str) -> tuple[datetime, str]:
-    row = await runs.retrieve(request.app.state.pool, env, run_id)
+    row = await engine_of(request).retrieve_run(env, run_id)
     return row["created_at"], row["id"]
 
 
 @router.post("/api/v2/runs/{run_id}/cancel")
-async def cancel_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
-    canceled = await runs.cancel(request.app.state.pool, env, run_id)
+async def cancel_run(run_id: str, request: Request, env: Env) -> dict[str, object]:
+    canceled = await engine_of(request).cancel_run(env, run_id)
     return {"id": run_id, "canceled": canceled}
 
 
 @router.post("/api/v1/runs/{run_id}/replay")
-async def replay_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
-    return await runs.replay(request.app.state.pool, env, run_id)
+async def replay_run(run_id: str, request: Request, env: Env) -> dict[str, object]:
+    return await engine_of(request).replay_run(env, run_id)
 
 
 class RescheduleBody(BaseModel):
@@ -210,14 +203,14 @@ class RescheduleBody(BaseModel):
 
 
 @router.post("/api/v1/runs/{run_id}/reschedule")
-async def reschedule_run(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def reschedule_run(run_id: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, RescheduleBody)
     try:
         run_at = parse_when(body.delay, "delay")
     except ValueError as exc:
         raise EngineError(str(exc)) from None
-    await runs.reschedule(request.app.state.pool, env, run_id, run_at)
-    return present_run(await runs.retrieve(request.app.state.pool, env, run_id))
+    await engine_of(request).reschedule_run(env, run_id, run_at)
+    return present_run(await engine_of(request).retrieve_run(env, run_id))
 
 
 class ResetKeyBody(BaseModel):
@@ -225,7 +218,7 @@ class ResetKeyBody(BaseModel):
 
 
 @router.post("/api/v1/idempotencyKeys/{key}/reset")
-async def reset_idempotency_key(key: str, request: Request, env: Env) -> dict[str, Any]:
+async def reset_idempotency_key(key: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, ResetKeyBody)
-    reset = await runs.reset_idempotency_key(request.app.state.pool, env, body.task_identifier, key)
+    reset = await engine_of(request).reset_idempotency_key(env, body.task_identifier, key)
     return {"id": key, "runs": reset}

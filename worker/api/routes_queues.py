@@ -3,7 +3,7 @@ default queue by the task id)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Request
@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_model
-from worker.engine import queues
+from worker.api.state import engine_of
+from worker.engine.db import Row
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 
@@ -26,7 +27,7 @@ def _name(name: str, kind: str | None) -> str:
     return f"task/{name}" if kind == "task" and not name.startswith("task/") else name
 
 
-def _sdk(queue: dict[str, Any]) -> dict[str, Any]:
+def _sdk(queue: Row) -> dict[str, object]:
     """Trigger.dev's ``QueueItem``: a task queue is named by its task id; when the override
     was made is not tracked (null)."""
     if queue["type"] == "task":
@@ -60,9 +61,9 @@ def _int(request: Request, name: str, default: int) -> int:
 
 
 @router.get("")
-async def list_queues(request: Request, env: Env) -> dict[str, Any]:
+async def list_queues(request: Request, env: Env) -> dict[str, object]:
     """``?page=1&perPage=25`` (the whole list when neither is given)."""
-    found = await queues.list_queues(request.app.state.pool, env)
+    found = await engine_of(request).list_queues(env)
     page = _int(request, "page", 1)
     per_page = _int(request, "perPage", max(len(found), 1))
     items = found[(page - 1) * per_page : page * per_page]
@@ -77,32 +78,32 @@ async def list_queues(request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.post("/{name:path}/pause")
-async def pause(name: str, request: Request, env: Env) -> dict[str, Any]:
+async def pause(name: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, PauseBody)
     queue = _name(name, body.type or request.query_params.get("type"))
-    await queues.set_paused(request.app.state.pool, env, queue, body.action == "pause")
-    return _sdk(await queues.retrieve(request.app.state.pool, env, queue))
+    await engine_of(request).pause_queue(env, queue, body.action == "pause")
+    return _sdk(await engine_of(request).retrieve_queue(env, queue))
 
 
 @router.post("/{name:path}/concurrency/override")
-async def override(name: str, request: Request, env: Env) -> dict[str, Any]:
+async def override(name: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, OverrideBody)
     queue = _name(name, body.type or request.query_params.get("type"))
-    await queues.override_limit(request.app.state.pool, env, queue, body.concurrency_limit)
-    return _sdk(await queues.retrieve(request.app.state.pool, env, queue))
+    await engine_of(request).override_queue_limit(env, queue, body.concurrency_limit)
+    return _sdk(await engine_of(request).retrieve_queue(env, queue))
 
 
 @router.post("/{name:path}/concurrency/reset")
-async def reset(name: str, request: Request, env: Env) -> dict[str, Any]:
+async def reset(name: str, request: Request, env: Env) -> dict[str, object]:
     kind = request.query_params.get("type")
     if await request.body():
         kind = (await read_model(request, ResetBody)).type or kind
     queue = _name(name, kind)
-    await queues.override_limit(request.app.state.pool, env, queue, None)
-    return _sdk(await queues.retrieve(request.app.state.pool, env, queue))
+    await engine_of(request).override_queue_limit(env, queue, None)
+    return _sdk(await engine_of(request).retrieve_queue(env, queue))
 
 
 @router.get("/{name:path}")
-async def retrieve(name: str, request: Request, env: Env) -> dict[str, Any]:
+async def retrieve(name: str, request: Request, env: Env) -> dict[str, object]:
     queue = _name(name, request.query_params.get("type"))
-    return _sdk(await queues.retrieve(request.app.state.pool, env, queue))
+    return _sdk(await engine_of(request).retrieve_queue(env, queue))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
@@ -20,14 +20,14 @@ from worker.api import routes_electric
 from worker.api.auth import AuthError, authenticate
 from worker.api.bodies import read_json
 from worker.api.presenters import present_run
+from worker.api.state import api_state, engine_of
 from worker.common.statuses import FINAL_STATUSES
-from worker.engine import public_tokens, realtime
-from worker.engine.errors import EngineError, NotFound
-from worker.engine.public_tokens import Forbidden, InvalidToken, Principal
+from worker.engine import public_tokens, realtime, run_feed
+from worker.engine.errors import EngineError, Forbidden, NotFound
+from worker.engine.public_tokens import InvalidToken, Principal
 
 router = APIRouter()
 KEEPALIVE_SECONDS = 15.0
-TAG_SNAPSHOT = 100
 
 
 async def principal(request: Request) -> Principal:
@@ -37,7 +37,7 @@ async def principal(request: Request) -> Principal:
     credential = credential.strip()
     if scheme.lower() == "bearer" and public_tokens.looks_like_jwt(credential):
         try:
-            return await public_tokens.verify(request.app.state.pool, credential)
+            return await engine_of(request).verify_public_token(credential)
         except InvalidToken as exc:
             raise AuthError(str(exc)) from None
     return Principal(await authenticate(request))
@@ -54,7 +54,7 @@ def secret_key_only(who: Principal, *scopes: str) -> None:
 
 def hub(request: Request) -> realtime.RealtimeHub:
     """The process's hub (created in the app lifespan; it connects on first use)."""
-    hub_: realtime.RealtimeHub = request.app.state.realtime
+    hub_: realtime.RealtimeHub = engine_of(request).realtime
     return hub_
 
 
@@ -63,93 +63,26 @@ def _sse(event: str, data: Any, event_id: Any = None) -> bytes:
     return f"{head}event: {event}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-def _as_of(row: dict[str, Any], change: realtime.RunChange) -> dict[str, Any]:
-    """The row as it was at ``change`` when the row has moved on since (keeps every status
-    a run went through, in order, even when a subscriber reads late)."""
-    if change.updated_us >= row["updated_us"] or change.status == row["status"]:
-        return row
-    past = dict(row, status=change.status, updated_us=change.updated_us)
-    if change.status not in FINAL_STATUSES:
-        past.update(output=None, output_type=None, completed_at=None)
-    return past
-
-
-class _Watch:
-    """Which runs a subscription follows and when it is over."""
-
-    def __init__(self, until_final: Callable[[dict[str, str]], bool] | None) -> None:
-        self.seen_us: dict[str, int] = {}
-        self.statuses: dict[str, str] = {}
-        self.until_final = until_final
-
-    def fresh(self, row: dict[str, Any]) -> bool:
-        return row["updated_us"] > self.seen_us.get(row["id"], -1)
-
-    def record(self, row: dict[str, Any]) -> None:
-        self.seen_us[row["id"]] = row["updated_us"]
-        self.statuses[row["id"]] = row["status"]
-
-    def finished(self) -> bool:
-        return self.until_final is not None and self.until_final(self.statuses)
-
-
-def _all_final(statuses: dict[str, str]) -> bool:
-    return bool(statuses) and all(s in FINAL_STATUSES for s in statuses.values())
-
-
-async def _run_events(
-    request: Request,
-    who: Principal,
-    snapshot: Callable[[], Any],
-    follows: Callable[[realtime.RunChange], bool],
-    fetch: Callable[[str], Any],
-    watch: _Watch,
-) -> AsyncIterator[bytes]:
-    """Snapshot first, then every change, as SSE ``run`` events; ``end`` when finished."""
-    sub = await hub(request).subscribe(who.env.id)
+async def _run_events(request: Request, who: Principal, feed: run_feed.Feed
+                      ) -> AsyncIterator[bytes]:
+    """The feed as SSE: ``run`` events numbered from 1, keepalive comments, ``end``."""
     counter = 0
-    try:
-        # Subscribed before the snapshot, so no change can fall in between.
-        resync = True
-        while True:
-            if resync:
-                for row in await snapshot():
-                    if who.can_read_run(row) and watch.fresh(row):
-                        watch.record(row)
-                        counter += 1
-                        yield _sse("run", present_run(row), counter)
-                resync = False
-            if watch.finished():
-                yield _sse("end", {})
-                return
-            try:
-                item = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_SECONDS)
-            except TimeoutError:
-                yield b": keepalive\n\n"
-                continue
-            if item is realtime.RESYNC:
-                resync = True
-                continue
-            if not isinstance(item, realtime.RunChange) or not follows(item):
-                continue
-            if item.updated_us <= watch.seen_us.get(item.run_id, -1):
-                continue  # already sent (the snapshot was newer)
-            row = await fetch(item.run_id)
-            if row is None or not who.can_read_run(row):
-                continue
-            row = _as_of(row, item)
-            watch.record(row)
+    async for item in run_feed.follow(hub(request), who.env, feed, who.can_read_run,
+                                      KEEPALIVE_SECONDS):
+        if item == "keepalive":
+            yield b": keepalive\n\n"
+        elif item == "end":
+            yield _sse("end", {})
+        else:
             counter += 1
-            yield _sse("run", present_run(row), counter)
-    finally:
-        hub(request).unsubscribe(sub)
+            yield _sse("run", present_run(item), counter)
 
 
 def _streaming(request: Request, who: Principal, body: AsyncIterator[bytes]
                ) -> StreamingResponse:
     """An SSE response, counted against the environment's stream cap (api/stream_caps.py)."""
     return StreamingResponse(
-        request.app.state.caps.stream(who.env.id, body),
+        api_state(request).caps.stream(who.env.id, body),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
@@ -157,7 +90,7 @@ def _streaming(request: Request, who: Principal, body: AsyncIterator[bytes]
 
 @router.get("/realtime/v1/runs/{run_id}")
 async def subscribe_run(run_id: str, request: Request, who: Auth) -> Response:
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     first = await realtime.run_row(pool, who.env, run_id)
     if first is None:
         raise NotFound(f"run {run_id!r} not found in the {who.env.slug} environment")
@@ -168,20 +101,8 @@ async def subscribe_run(run_id: str, request: Request, who: Auth) -> Response:
             request, who, routes_electric.run_shape(request, who, run_id)
         )
 
-    async def snapshot() -> list[dict[str, Any]]:
-        row = await realtime.run_row(pool, who.env, run_id)
-        return [row] if row else []
-
     return _streaming(request, who,
-        _run_events(
-            request,
-            who,
-            snapshot,
-            follows=lambda change: change.run_id == run_id,
-            fetch=lambda rid: realtime.run_row(pool, who.env, rid),
-            watch=_Watch(_all_final),
-        )
-    )
+                      _run_events(request, who, run_feed.of_run(pool, who.env, run_id)))
 
 
 @router.get("/realtime/v1/runs")
@@ -194,58 +115,36 @@ async def subscribe_tag(request: Request, who: Auth) -> Response:
         raise EngineError("pass exactly one tag: /realtime/v1/runs?tags=<tag>")
     who.require("read:runs", f"read:tags:{tag}")
     stop = request.query_params.get("stopWhenFinished", "false").lower() == "true"
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
 
-    async def fetch(run_id: str) -> dict[str, Any] | None:
-        row = await realtime.run_row(pool, who.env, run_id)
-        return row if row and tag in (row["tags"] or []) else None
-
-    return _streaming(request, who,
-        _run_events(
-            request,
-            who,
-            snapshot=lambda: realtime.runs_with_tag(pool, who.env, tag, TAG_SNAPSHOT),
-            follows=lambda change: True,
-            fetch=fetch,
-            watch=_Watch(_all_final if stop else None),
-        )
-    )
+    feed = run_feed.of_tag(pool, who.env, tag, until_final=stop)
+    return _streaming(request, who, _run_events(request, who, feed))
 
 
 @router.get("/realtime/v1/batches/{batch_id}")
 async def subscribe_batch(batch_id: str, request: Request, who: Auth) -> Response:
     who.require("read:runs", f"read:batch:{batch_id}")
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     await realtime.batch_runs(pool, who.env, batch_id)  # 404 before the stream starts
     if "offset" in request.query_params:  # Trigger.dev's SDK: ElectricSQL's shape protocol
         return await routes_electric.serve(
             request, who, routes_electric.batch_shape(request, who, batch_id)
         )
     return _streaming(request, who,
-        _run_events(
-            request,
-            who,
-            snapshot=lambda: realtime.batch_runs(pool, who.env, batch_id),
-            follows=lambda change: change.batch_id == batch_id,
-            fetch=lambda rid: realtime.run_row(pool, who.env, rid),
-            watch=_Watch(_all_final),
-        )
-    )
+                      _run_events(request, who, run_feed.of_batch(pool, who.env, batch_id)))
 
 
 # --- streams -------------------------------------------------------------------------------
 
 
 @router.post("/realtime/v1/streams/{run_id}/{stream}")
-async def append_stream(run_id: str, stream: str, request: Request, who: Auth) -> dict[str, Any]:
+async def append_stream(run_id: str, stream: str, request: Request, who: Auth) -> dict[str, object]:
     """Body ``{"chunks": [json, ...], "done": false}``."""
     secret_key_only(who, f"write:runs:{run_id}")
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("chunks", []), list):
         raise EngineError('body must be {"chunks": [<json values>], "done": <bool>}')
-    return await realtime.append_chunks(
-        request.app.state.pool,
-        who.env,
+    return await engine_of(request).append_stream(who.env,
         run_id,
         stream,
         body.get("chunks") or [],
@@ -256,7 +155,7 @@ async def append_stream(run_id: str, stream: str, request: Request, who: Auth) -
 async def _stream_events(
     request: Request, who: Principal, run_id: str, stream: str, after: int
 ) -> AsyncIterator[bytes]:
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     sub = await hub(request).subscribe(who.env.id)
     try:
         while True:
@@ -299,7 +198,7 @@ async def _stream_events(
 async def read_stream(run_id: str, stream: str, request: Request, who: Auth) -> StreamingResponse:
     """Every chunk from the start (or after ``Last-Event-ID``), then live ones, as SSE."""
     realtime.check_stream_name(stream)
-    brief = await realtime.run_brief(request.app.state.pool, who.env, run_id)
+    brief = await engine_of(request).run_brief(who.env, run_id)
     if not who.can_read_run(brief):
         raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
     try:
@@ -313,28 +212,28 @@ async def read_stream(run_id: str, stream: str, request: Request, who: Auth) -> 
 
 
 @router.post("/api/v1/auth/public-tokens")
-async def create_public_token(request: Request, who: Auth) -> dict[str, Any]:
+async def create_public_token(request: Request, who: Auth) -> dict[str, object]:
     """Body ``{"scopes": ["read:runs:run_…"], "expirationTime": "15m"}`` → ``{"token"}``."""
     secret_key_only(who)
     body = await read_json(request)
     if not isinstance(body, dict):
         raise EngineError('body must be {"scopes": [...], "expirationTime": "15m"}')
-    created = await public_tokens.create_token(
-        request.app.state.pool, who.env, body.get("scopes"), body.get("expirationTime"),
+    created = await engine_of(request).create_public_token(
+        who.env, body.get("scopes"), body.get("expirationTime"),
         one_time=body.get("oneTimeUse") is True,
     )
     return {"token": created["token"], "expiresAt": created["claims"]["exp"]}
 
 
 @router.post("/api/v1/auth/jwt/claims")
-async def jwt_claims_to_sign(who: Auth) -> dict[str, Any]:
+async def jwt_claims_to_sign(who: Auth) -> dict[str, object]:
     """The claims Trigger.dev's SDK signs into a public token with the secret key."""
     secret_key_only(who)
     return {"sub": who.env.id, "pub": True}
 
 
 @router.get("/api/v1/auth/jwt/claims")
-async def jwt_claims(who: Auth) -> dict[str, Any]:
+async def jwt_claims(who: Auth) -> dict[str, object]:
     return {
         "sub": who.env.id,
         "pub": who.scopes is not None,

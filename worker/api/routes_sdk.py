@@ -13,10 +13,11 @@ from pydantic import BaseModel, Field
 from worker.api.auth import AuthError, authenticate
 from worker.api.bodies import read_json, read_model
 from worker.api.routes_realtime import principal
-from worker.engine import alerts, deployments, public_tokens, run_tags
-from worker.engine.errors import EngineError
+from worker.api.state import engine_of
+from worker.engine import alerts, run_tags
+from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
-from worker.engine.public_tokens import Forbidden, InvalidToken, Principal
+from worker.engine.public_tokens import InvalidToken, Principal
 
 router = APIRouter()
 Auth = Annotated[Principal, Depends(principal)]
@@ -41,14 +42,14 @@ async def trigger_permission(request: Request, who: Principal, task_ids: str | l
         for task_id in [task_ids] if isinstance(task_ids, str) else sorted(set(task_ids)):
             who.require(f"{action}:tasks:{task_id}", f"{action}:tasks")
         try:
-            await public_tokens.spend(request.app.state.pool, who)
+            await engine_of(request).spend_public_token(who)
         except InvalidToken as exc:
             raise AuthError(str(exc)) from None
     return who.env
 
 
 @router.post("/api/v1/runs/{run_id}/tags")
-async def add_run_tags(run_id: str, request: Request, who: Auth) -> dict[str, Any]:
+async def add_run_tags(run_id: str, request: Request, who: Auth) -> dict[str, object]:
     """Body ``{"tags": ["a", "b"]}`` → ``{"tags": [every tag of the run]}``."""
     if who.scopes is not None:
         who.require(f"write:runs:{run_id}", "write:runs")
@@ -56,29 +57,29 @@ async def add_run_tags(run_id: str, request: Request, who: Auth) -> dict[str, An
     if not isinstance(body, dict):
         raise EngineError('body must be {"tags": ["tag", ...]}')
     tags = run_tags.check_tags(body.get("tags"))
-    return {"tags": await run_tags.add_tags(request.app.state.pool, who.env, run_id, tags)}
+    return {"tags": await engine_of(request).add_tags(who.env, run_id, tags)}
 
 
 @router.get("/api/v1/whoami")
-async def whoami(env: Env) -> dict[str, Any]:
+async def whoami(env: Env) -> dict[str, object]:
     return {"project": {"id": env.project_id, "ref": env.project_ref},
             "environment": {"id": env.id, "slug": env.slug, "type": env.type}}
 
 
 @router.post("/api/v1/alerts")
-async def create_alert_channel(request: Request, env: Env) -> dict[str, Any]:
+async def create_alert_channel(request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, alerts.ChannelBody)
-    return (await alerts.create_channel(request.app.state.pool, env, body)).public()
+    return (await engine_of(request).create_alert_channel(env, body)).public()
 
 
 @router.get("/api/v1/alerts")
-async def list_alert_channels(request: Request, env: Env) -> dict[str, Any]:
-    return {"data": [c.public() for c in await alerts.list_channels(request.app.state.pool, env)]}
+async def list_alert_channels(request: Request, env: Env) -> dict[str, object]:
+    return {"data": [c.public() for c in await engine_of(request).list_alert_channels(env)]}
 
 
 @router.delete("/api/v1/alerts/{channel_id}")
-async def delete_alert_channel(channel_id: str, request: Request, env: Env) -> dict[str, Any]:
-    await alerts.delete_channel(request.app.state.pool, env, channel_id)
+async def delete_alert_channel(channel_id: str, request: Request, env: Env) -> dict[str, object]:
+    await engine_of(request).delete_alert_channel(env, channel_id)
     return {"id": channel_id, "deleted": True}
 
 
@@ -89,17 +90,17 @@ class DeploymentBody(BaseModel):
 
 
 @router.post("/api/v1/deployments")
-async def register_deployment(request: Request, env: Env) -> dict[str, Any]:
+async def register_deployment(request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, DeploymentBody)
-    return await deployments.register(request.app.state.pool, env, body.content_hash,
+    return await engine_of(request).register_deployment(env, body.content_hash,
                                       body.tasks, body.image)
 
 
 @router.get("/api/v1/deployments/{deployment_id}")
-async def retrieve_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, Any]:
-    return await deployments.retrieve(request.app.state.pool, env, deployment_id)
+async def retrieve_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, object]:
+    return await engine_of(request).retrieve_deployment(env, deployment_id)
 
 
 @router.post("/api/v1/deployments/{deployment_id}/promote")
-async def promote_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, Any]:
-    return await deployments.promote(request.app.state.pool, env, deployment_id)
+async def promote_deployment(deployment_id: str, request: Request, env: Env) -> dict[str, object]:
+    return await engine_of(request).promote_deployment(env, deployment_id)

@@ -3,13 +3,13 @@ operators and tools (the MCP server, worker/mcp_server.py; docs/api.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
 from worker.api.auth import authenticate
+from worker.api.state import engine_of
 from worker.engine.keys import Environment
-from worker.engine.queries import Q
 
 router = APIRouter()
 Env = Annotated[Environment, Depends(authenticate)]
@@ -19,11 +19,9 @@ _SHOWN = {"queue": "queue", "machine": "machine", "max_duration": "maxDuration",
 
 
 @router.get("/api/v1/tasks")
-async def list_tasks(request: Request, env: Env) -> dict[str, Any]:
+async def list_tasks(request: Request, env: Env) -> dict[str, object]:
     """The environment's current task definitions (the last version registered or promoted)."""
-    async with request.app.state.pool.connection() as conn:
-        rows = await (await conn.execute(Q.list_env_tasks, {"environment_id": env.id})
-                      ).fetchall()
+    rows = await engine_of(request).list_tasks(env)
     data = []
     for row in rows:
         definition = row["definition"] or {}

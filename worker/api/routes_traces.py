@@ -8,14 +8,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_body
+from worker.api.state import engine_of
 from worker.engine import leases, spans, trace_view
-from worker.engine.errors import EngineError
+from worker.engine.errors import EngineError, Kind
 from worker.engine.keys import Environment
 
 router = APIRouter()
@@ -24,7 +25,7 @@ PROTOBUF = "application/x-protobuf"
 
 
 class UnsupportedMediaType(EngineError):
-    status = 415
+    kind = Kind.unsupported
 
 
 def _protobuf(request: Request) -> None:
@@ -42,7 +43,7 @@ async def otlp_traces(request: Request, env: Env) -> Response:
         rows = spans.decode_traces(body)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise EngineError(f"not an OTLP ExportTraceServiceRequest: {exc}") from None
-    await spans.store(request.app.state.pool, env, rows)
+    await engine_of(request).store_spans(env, rows)
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceResponse,
     )
@@ -59,15 +60,15 @@ async def otlp_logs(request: Request, env: Env) -> Response:
     except Exception as exc:
         raise EngineError(f"not an OTLP ExportLogsServiceRequest: {exc}") from None
     if lines:
-        await leases.store_logs(request.app.state.pool, env, lines)
+        await leases.store_logs(engine_of(request).pool, env, lines)
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
     return Response(ExportLogsServiceResponse().SerializeToString(), media_type=PROTOBUF)
 
 
 @router.get("/api/v1/runs/{run_id}/trace")
-async def run_trace(run_id: str, request: Request, env: Env) -> dict[str, Any]:
-    return await trace_view.trace_tree(request.app.state.pool, env, run_id)
+async def run_trace(run_id: str, request: Request, env: Env) -> dict[str, object]:
+    return await engine_of(request).trace_tree(env, run_id)
 
 
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -80,11 +81,11 @@ def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
 
 
 @router.get("/api/v1/runs/{run_id}/events")
-async def run_events(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def run_events(run_id: str, request: Request, env: Env) -> dict[str, object]:
     """The trace's spans, flat and in order; ``limit`` (≤ 5000) and ``cursor`` page them."""
     limit = _int(request, "limit", 500, 1, 5000)
     start = _int(request, "cursor", 0, 0, trace_view.MAX_SPANS)
-    tree = await trace_view.trace_tree(request.app.state.pool, env, run_id)
+    tree = await engine_of(request).trace_tree(env, run_id)
     flat = trace_view.flatten(tree)
     page = flat[start:start + limit]
     more = start + limit < len(flat)
@@ -93,19 +94,19 @@ async def run_events(run_id: str, request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.get("/api/v1/runs/{run_id}/logs")
-async def run_logs(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def run_logs(run_id: str, request: Request, env: Env) -> dict[str, object]:
     level = request.query_params.get("level")
     if level is not None and level not in trace_view.LEVEL_RANK:
         raise EngineError(f"level must be one of {sorted(trace_view.LEVEL_RANK)}")
     cursor = request.query_params.get("cursor") or "0"
     if not cursor.isdigit():
         raise EngineError("cursor must be the pagination.next of the previous page")
-    return await trace_view.log_page(request.app.state.pool, env, run_id, after=int(cursor),
+    return await engine_of(request).log_page(env, run_id, after=int(cursor),
                                      limit=_int(request, "limit", 100, 1, 1000), level=level)
 
 
 @router.get("/api/v1/runs/{run_id}/spans/{span_id}")
-async def run_span(run_id: str, span_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def run_span(run_id: str, span_id: str, request: Request, env: Env) -> dict[str, object]:
     if len(span_id) != 16 or any(c not in "0123456789abcdef" for c in span_id):
         raise EngineError("spanId is 16 lowercase hex digits")
-    return await trace_view.one_span(request.app.state.pool, env, run_id, span_id)
+    return await engine_of(request).trace_span(env, run_id, span_id)

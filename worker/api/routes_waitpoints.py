@@ -16,10 +16,11 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from worker.api.auth import authenticate
 from worker.api.bodies import read_body, read_json, read_model
-from worker.api.presenters_tokens import present_token
+from worker.api.presenters_tokens import present_token, present_waitpoint
 from worker.api.routes_realtime import principal
+from worker.api.state import api_state, engine_of
 from worker.common.limits import check_text
-from worker.engine import metrics, public_tokens, waitpoints
+from worker.engine import metrics, waitpoints
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.keys import Environment
 from worker.engine.models import (
@@ -38,7 +39,7 @@ Who = Annotated[Principal, Depends(principal)]
 def public_base_url(request: Request) -> str:
     """Where clients reach this API: TRIGGER_PUBLIC_URL, else the address the server listens
     on. Never the request's Host header, which the caller controls."""
-    configured: str | None = getattr(request.app.state, "public_url", None)
+    configured = api_state(request).settings.public_url
     if configured:
         return configured
     host, port = request.scope.get("server") or ("127.0.0.1", 3030)
@@ -71,7 +72,7 @@ def _encode_output(data: Any) -> tuple[str, str]:
 
 
 @router.post("/api/v1/waitpoints/tokens")
-async def create_token(request: Request, env: Env) -> dict[str, Any]:
+async def create_token(request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, CreateToken)
     tags = [body.tags] if isinstance(body.tags, str) else body.tags
     if len(tags) > MAX_TAGS:
@@ -83,9 +84,7 @@ async def create_token(request: Request, env: Env) -> dict[str, Any]:
     if body.idempotency_key is not None:
         check_text(body.idempotency_key, "idempotencyKey")
     try:
-        row, cached = await waitpoints.create_token(
-            request.app.state.pool,
-            env,
+        row, cached = await engine_of(request).create_token(env,
             timeout=body.timeout,
             idempotency_key=body.idempotency_key,
             idempotency_key_ttl=body.idempotency_key_ttl,
@@ -94,19 +93,18 @@ async def create_token(request: Request, env: Env) -> dict[str, Any]:
     except ValueError as exc:
         raise EngineError(str(exc)) from None
     base = public_base_url(request)
-    token = await public_tokens.create_token(
-        request.app.state.pool, env, [f"write:waitpoints:{row['id']}"], TOKEN_EXPIRY
-    )
+    token = await engine_of(request).create_public_token(
+        env, [f"write:waitpoints:{row['id']}"], TOKEN_EXPIRY)
     return {
         "id": row["id"],
         "isCached": cached,
-        "url": await waitpoints.callback_url(request.app.state.pool, env, base, row["id"]),
+        "url": await engine_of(request).callback_url(env, base, row["id"]),
         "publicAccessToken": token["token"],
     }
 
 
 @router.get("/api/v1/waitpoints/tokens")
-async def list_tokens(request: Request, env: Env) -> dict[str, Any]:
+async def list_tokens(request: Request, env: Env) -> dict[str, object]:
     query = request.query_params
     status = query.get("filter[status]")
     if status is not None and status not in ("WAITING", "COMPLETED", "TIMED_OUT"):
@@ -120,11 +118,9 @@ async def list_tokens(request: Request, env: Env) -> dict[str, Any]:
         raise EngineError("page[size] must be an integer between 1 and 100")
     after = None
     if cursor := query.get("page[after]"):
-        row = await waitpoints.get(request.app.state.pool, env, cursor)
+        row = await engine_of(request).retrieve_waitpoint(env, cursor)
         after = (row["created_at"], row["id"])
-    rows = await waitpoints.list_tokens(
-        request.app.state.pool,
-        env,
+    rows = await engine_of(request).list_tokens(env,
         status=status,
         idempotency_key=query.get("filter[idempotencyKey]"),
         tags=tags,
@@ -133,7 +129,7 @@ async def list_tokens(request: Request, env: Env) -> dict[str, Any]:
     )
     page = rows[:limit]
     base = str(request.base_url).rstrip("/")
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     data = [
         present_token(r, await waitpoints.callback_url(pool, env, base, r["id"])) for r in page
     ]
@@ -144,23 +140,22 @@ async def list_tokens(request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.get("/api/v1/waitpoints/tokens/{waitpoint_id}")
-async def retrieve_token(waitpoint_id: str, request: Request, env: Env) -> dict[str, Any]:
-    row = await waitpoints.get(request.app.state.pool, env, waitpoint_id)
+async def retrieve_token(waitpoint_id: str, request: Request, env: Env) -> dict[str, object]:
+    row = await engine_of(request).retrieve_waitpoint(env, waitpoint_id)
     if row["type"] != "TOKEN":
         raise NotFound(f"waitpoint token {waitpoint_id!r} not found in this environment")
     base = str(request.base_url).rstrip("/")
-    url = await waitpoints.callback_url(request.app.state.pool, env, base, row["id"])
+    url = await engine_of(request).callback_url(env, base, row["id"])
     return present_token(row, url)
 
 
 @router.post("/api/v1/waitpoints/tokens/{waitpoint_id}/complete")
-async def complete_token(waitpoint_id: str, request: Request, who: Who) -> dict[str, Any]:
+async def complete_token(waitpoint_id: str, request: Request, who: Who) -> dict[str, object]:
     """With the secret key, or a public token scoped ``write:waitpoints:<id>`` (browsers)."""
     who.require(f"write:waitpoints:{waitpoint_id}", "write:waitpoints")
     body = await read_model(request, CompleteToken)
     output, output_type = _encode_output(body.data)
-    await waitpoints.complete_token(
-        request.app.state.pool, who.env, waitpoint_id, output, output_type
+    await engine_of(request).complete_token(who.env, waitpoint_id, output, output_type
     )
     return {"success": True}
 
@@ -172,7 +167,7 @@ async def token_callback(waitpoint_id: str, digest: str, request: Request) -> An
     from fastapi.responses import JSONResponse
 
     try:
-        env = await waitpoints.verify_callback(request.app.state.pool, waitpoint_id, digest)
+        env = await engine_of(request).verify_callback(waitpoint_id, digest)
     except PermissionError:
         return JSONResponse({"error": "invalid callback URL signature"}, status_code=401)
     raw = await read_body(request)
@@ -180,7 +175,7 @@ async def token_callback(waitpoint_id: str, digest: str, request: Request) -> An
         raise PayloadTooLarge("callback body is too large")
     data = await read_json(request) if raw else {}
     output, output_type = _encode_output(data)
-    await waitpoints.complete_token(request.app.state.pool, env, waitpoint_id, output, output_type)
+    await engine_of(request).complete_token(env, waitpoint_id, output, output_type)
     return {"success": True}
 
 
@@ -226,7 +221,7 @@ class CheckpointBody(BaseModel):
 
 
 @router.post("/engine/v1/runs/{run_id}/wait")
-async def wait(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def wait(run_id: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, WaitBody)
     if (body.until is None) == (body.waitpoint_id is None):
         raise EngineError("give either waitpoint_id (an existing waitpoint) or until (a duration)")
@@ -236,9 +231,7 @@ async def wait(run_id: str, request: Request, env: Env) -> dict[str, Any]:
             until = parse_when(body.until, "until")
         except ValueError as exc:
             raise EngineError(str(exc)) from None
-    row = await waitpoints.wait_for(
-        request.app.state.pool,
-        env,
+    row = await engine_of(request).wait_for(env,
         run_id,
         body.instance_id,
         body.seq,
@@ -249,29 +242,24 @@ async def wait(run_id: str, request: Request, env: Env) -> dict[str, Any]:
         idempotency_key_ttl=body.idempotency_key_ttl,
         attempt_number=body.attempt_number,
     )
-    return waitpoints.present(row)
+    return present_waitpoint(row)
 
 
 @router.get("/engine/v1/waitpoints/{waitpoint_id}/wait")
-async def wait_for_waitpoint(waitpoint_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def wait_for_waitpoint(waitpoint_id: str, request: Request, env: Env) -> dict[str, object]:
     try:
         timeout_ms = int(request.query_params.get("timeout_ms", "10000"))
     except ValueError:
         raise EngineError("timeout_ms must be an integer") from None
-    state = request.app.state
-    async with state.caps.poll(env.id):
-        row = await waitpoints.wait_until_done(
-            state.pool, state.notifier, env, waitpoint_id, timeout_ms / 1000
-        )
-    return waitpoints.present(row)
+    async with api_state(request).caps.poll(env.id):
+        row = await engine_of(request).wait_until_done(env, waitpoint_id, timeout_ms / 1000)
+    return present_waitpoint(row)
 
 
 @router.post("/engine/v1/runs/{run_id}/journal")
-async def journal(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def journal(run_id: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, JournalBody)
-    entry = await waitpoints.record_outcome(
-        request.app.state.pool,
-        env,
+    entry = await engine_of(request).record_outcome(env,
         run_id,
         body.instance_id,
         body.seq,
@@ -284,10 +272,10 @@ async def journal(run_id: str, request: Request, env: Env) -> dict[str, Any]:
 
 
 @router.post("/engine/v1/runs/{run_id}/checkpoint")
-async def checkpoint(run_id: str, request: Request, env: Env) -> dict[str, Any]:
+async def checkpoint(run_id: str, request: Request, env: Env) -> dict[str, object]:
     body = await read_model(request, CheckpointBody)
-    suspended = await waitpoints.checkpoint(
-        request.app.state.pool, env, run_id, body.instance_id, body.attempt_number,
+    suspended = await engine_of(request).checkpoint(
+        env, run_id, body.instance_id, body.attempt_number,
         execution_ms=body.execution_ms,
     )
     if suspended:

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Annotated, Any
+from dataclasses import replace
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate_worker
 from worker.api.bodies import read_model
-from worker.engine import env_vars, leases, metrics
+from worker.common.protocol import (
+    DequeuedRun,
+    EnvironmentInfo,
+    Outcome,
+    ProjectInfo,
+    RegisterResponse,
+    ReleaseResponse,
+    Wire,
+)
+from worker.engine import completing, env_vars, leases, metrics, registration
+from worker.engine.db import Pool
 from worker.engine.keys import Environment
 
 router = APIRouter(prefix="/engine/v1/worker")
@@ -21,8 +32,8 @@ Env = Annotated[Environment, Depends(authenticate_worker)]
 class RegisterBody(BaseModel):
     instance_id: uuid.UUID
     content_hash: str = Field(min_length=1, max_length=128)
-    tasks: list[dict[str, Any]]
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    tasks: list[Wire]
+    metadata: Wire = Field(default_factory=dict)
 
 
 class DequeueBody(BaseModel):
@@ -44,35 +55,33 @@ class HeartbeatBody(RunIdsBody):
 
 class CompleteBody(BaseModel):
     instance_id: uuid.UUID
-    completions: list[Any] = Field(max_length=1000)  # an item that is not an object: refused
+    completions: list[object] = Field(max_length=1000)  # an item that is not an object: refused
 
 
 class LogsBody(BaseModel):
-    logs: list[Any] = Field(max_length=10_000)  # a line that is not an object is skipped
+    logs: list[object] = Field(max_length=10_000)  # a line that is not an object is skipped
 
 
 @router.post("/register")
-async def register(request: Request, env: Env) -> dict[str, Any]:
+async def register(request: Request, env: Env) -> Wire:
     body = await read_model(request, RegisterBody)
     state = request.app.state
-    version = await leases.register(
+    version = await registration.register(
         state.pool, env, str(body.instance_id), body.content_hash, body.tasks, body.metadata
     )
-    return {
-        **version,
-        "environment": {"id": env.id, "slug": env.slug, "type": env.type},
-        "project": {"id": env.project_id, "ref": env.project_ref},
-        "lease_seconds": state.lease.lease_seconds,
-        "heartbeat_seconds": state.lease.heartbeat_seconds,
-    }
+    return RegisterResponse(
+        version.version_id, version.version, EnvironmentInfo(env.id, env.slug, env.type),
+        ProjectInfo(env.project_id, env.project_ref), state.lease.lease_seconds,
+        state.lease.heartbeat_seconds,
+    ).to_wire()
 
 
 @router.post("/dequeue")
-async def dequeue(request: Request, env: Env) -> dict[str, Any]:
+async def dequeue(request: Request, env: Env) -> Wire:
     body = await read_model(request, DequeueBody)
     state = request.app.state
     async with state.caps.poll(env.id) if body.wait_ms else contextlib.nullcontext():
-        runs = await leases.dequeue(
+        leased = await leases.dequeue(
             state.pool,
             state.notifier,
             state.lease,
@@ -83,57 +92,62 @@ async def dequeue(request: Request, env: Env) -> dict[str, Any]:
             body.wait_ms,
             gone=request.is_disconnected,
         )
-    await _with_env_vars(state.pool, env, runs)
+    runs = [run.to_wire() for run in await _with_env_vars(state.pool, env, leased)]
     metrics.observe_dequeued(runs)
     return {"runs": runs}
 
 
-async def _with_env_vars(pool: Any, env: Environment, runs: list[dict[str, Any]]) -> None:
+async def _with_env_vars(pool: Pool, env: Environment,
+                         runs: list[DequeuedRun]) -> list[DequeuedRun]:
     """The environment's variables (routes_envvars) on each leased run: its executor sets them
     for that run only."""
     if runs:
         variables = await env_vars.for_runs(pool, env)
         if variables:
-            for run in runs:
-                run["env_vars"] = variables
+            return [replace(run, env_vars=variables) for run in runs]
+    return runs
 
 
 @router.post("/heartbeat")
-async def heartbeat(request: Request, env: Env) -> dict[str, Any]:
+async def heartbeat(request: Request, env: Env) -> Wire:
     body = await read_model(request, HeartbeatBody)
     state = request.app.state
-    return await leases.heartbeat(state.pool, state.lease, env, str(body.instance_id), body.run_ids,
-                                  stopping=body.stopping)
+    reply = await leases.heartbeat(state.pool, state.lease, env, str(body.instance_id),
+                                   body.run_ids, stopping=body.stopping)
+    return reply.to_wire()
 
 
 @router.post("/complete")
-async def complete(request: Request, env: Env) -> dict[str, Any]:
+async def complete(request: Request, env: Env) -> Wire:
     body = await read_model(request, CompleteBody, max_depth=None)  # checked item by item
     state = request.app.state
-    results = await leases.complete(
+    results = await completing.complete(
         state.pool, env, str(body.instance_id), body.completions, state.lease.lease_seconds
     )
     by_id = {c.get("run_id"): c for c in body.completions if isinstance(c, dict)}
     for result in results:
-        if result.get("outcome") != "LEASE_LOST":
-            metrics.COMPLETIONS.labels(
-                outcome=metrics.completion_outcome(by_id.get(result.get("run_id")) or {},
-                                                   result)).inc()
-    # an attempt retried in place starts from the result's "next" message, a leased run too
-    await _with_env_vars(state.pool, env, [r["next"] for r in results if r.get("next")])
-    return {"results": results}
+        if result.outcome is not Outcome.LEASE_LOST:
+            metrics.COMPLETIONS.labels(outcome=metrics.completion_outcome(
+                by_id.get(result.run_id) or {}, {"status": result.status})).inc()
+    # an attempt retried in place starts from the result's "next" run, a leased run too
+    following = [r.next for r in results if r.next is not None]
+    if following:
+        with_vars = iter(await _with_env_vars(state.pool, env, following))
+        results = [replace(r, next=next(with_vars)) if r.next is not None else r
+                   for r in results]
+    return {"results": [r.to_wire() for r in results]}
 
 
 @router.post("/release")
-async def release(request: Request, env: Env) -> dict[str, Any]:
+async def release(request: Request, env: Env) -> Wire:
     body = await read_model(request, RunIdsBody)
     released = await leases.release(
         request.app.state.pool, env, str(body.instance_id), body.run_ids
     )
-    return {"released": released}
+    return ReleaseResponse(released).to_wire()
 
 
 @router.post("/logs")
-async def logs(request: Request, env: Env) -> dict[str, Any]:
+async def logs(request: Request, env: Env) -> Wire:
     body = await read_model(request, LogsBody, max_depth=None)  # sanitised line by line
-    return {"stored": await leases.store_logs(request.app.state.pool, env, body.logs)}
+    return {"stored": await completing.store_logs(request.app.state.pool, env, body.logs)}

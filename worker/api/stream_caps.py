@@ -2,36 +2,23 @@
 long polls (worker dequeue with ``wait_ms``, waitpoint waits). Past a cap the request is answered
 429 with ``Retry-After`` at once, so one environment cannot hold every connection of a replica.
 
-``TRIGGER_MAX_SSE_PER_ENV`` (default 500) and ``TRIGGER_MAX_LONG_POLLS_PER_ENV`` (default 500).
+``TRIGGER_MAX_SSE_PER_ENV`` (default 500) and ``TRIGGER_MAX_LONG_POLLS_PER_ENV`` (default 500), read
+by ``worker.api.settings``.
 """
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from worker.engine.errors import EngineError
+from worker.engine.errors import EngineError, Kind
 
 
 class TooManyStreams(EngineError):
-    status = 429
-    headers = {"Retry-After": "5"}
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1")
-    return value
+    kind = Kind.too_many
+    retry_after = 5
 
 
 class _Slot:
@@ -58,11 +45,6 @@ class StreamCaps:
     polls_per_env: int = 500
     _sse: dict[str, int] = field(default_factory=dict)
     _polls: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def from_env(cls) -> StreamCaps:
-        return cls(_int("TRIGGER_MAX_SSE_PER_ENV", 500),
-                   _int("TRIGGER_MAX_LONG_POLLS_PER_ENV", 500))
 
     def open_streams(self, env_id: str) -> int:
         return self._sse.get(env_id, 0)

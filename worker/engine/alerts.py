@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.engine.db import Pool
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -85,7 +85,7 @@ def _check(body: ChannelBody) -> dict[str, Any]:
     return out
 
 
-def _channel(row: dict[str, Any]) -> Channel:
+def _channel(row: Row) -> Channel:
     return Channel(row["id"], row["name"], row["type"], dict(row["properties"]),
                    list(row["alert_types"]), bool(row["enabled"]))
 
@@ -96,7 +96,7 @@ async def create_channel(pool: Pool, env: Environment, body: ChannelBody) -> Cha
               "type": body.type, "properties": orjson.dumps(properties).decode(),
               "alert_types": sorted(set(body.alert_types))}
     async with pool.connection() as conn:
-        row = await (await conn.execute(Q.insert_alert_channel, params)).fetchone()
+        row = await fetch_one(conn, Q.insert_alert_channel, params)
         await conn.commit()
     assert row is not None
     return _channel(row)
@@ -104,15 +104,17 @@ async def create_channel(pool: Pool, env: Environment, body: ChannelBody) -> Cha
 
 async def list_channels(pool: Pool, env: Environment) -> list[Channel]:
     async with pool.connection() as conn:
-        rows = await (await conn.execute(Q.list_alert_channels,
-                                         {"environment_id": env.id})).fetchall()
+        rows = await fetch_all(conn, Q.list_alert_channels, {"environment_id": env.id})
     return [_channel(r) for r in rows]
 
 
 async def delete_channel(pool: Pool, env: Environment, channel_id: str) -> None:
     async with pool.connection() as conn:
-        row = await (await conn.execute(
-            Q.delete_alert_channel, {"id": channel_id, "environment_id": env.id})).fetchone()
+        row = await fetch_one(
+            conn,
+            Q.delete_alert_channel,
+            {"id": channel_id, "environment_id": env.id},
+        )
         await conn.commit()
     if row is None:
         raise NotFound(f"alert channel {channel_id!r} not found in the {env.slug} environment")

@@ -11,14 +11,14 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from worker.engine.db import Pool
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
 from worker.engine.models import MAX_BATCH_ITEMS, BatchItem
 from worker.engine.payload_schema import check_payload
 from worker.engine.queries import Q
-from worker.engine.triggering import RunCreator, encode_payload
+from worker.engine.run_creator import RunCreator, encode_payload
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,9 @@ async def create(
             "run_count": run_count,
             "idempotency_key": idempotency_key,
         }
-        if await (await conn.execute(Q.insert_open_batch, params)).fetchone():
+        if await fetch_one(conn, Q.insert_open_batch, params):
             return CreatedBatch(batch_id, run_count, False)
-        row = await (await conn.execute(Q.find_batch_by_key, params)).fetchone()
+        row = await fetch_one(conn, Q.find_batch_by_key, params)
     if row is None:
         raise EngineError("could not create the batch under key contention; retry the request")
     return CreatedBatch(row["id"], row["run_count"], True)
@@ -72,12 +72,12 @@ async def add_items(
     result = ItemsResult(batch_id)
     async with pool.connection() as conn, conn.transaction():
         params = {"id": batch_id, "environment_id": env.id}
-        batch = await (await conn.execute(Q.lock_batch, params)).fetchone()
+        batch = await fetch_one(conn, Q.lock_batch, params)
         if batch is None:
             raise NotFound(f"batch {batch_id!r} not found in the {env.slug} environment")
         run_count = batch["run_count"]
         errors: list[dict[str, Any]] = list(batch["processing_errors"] or [])
-        rows = await (await conn.execute(Q.batch_indexes, params)).fetchall()
+        rows = await fetch_all(conn, Q.batch_indexes, params)
         done = {r["batch_index"] for r in rows}
         done |= {e["index"] for e in errors}
         creator = RunCreator(conn, env)
@@ -110,10 +110,10 @@ async def add_items(
     return result
 
 
-async def retrieve(pool: Pool, env: Environment, batch_id: str) -> dict[str, Any]:
+async def retrieve(pool: Pool, env: Environment, batch_id: str) -> Row:
     async with pool.connection() as conn:
         params = {"id": batch_id, "environment_id": env.id}
-        row = await (await conn.execute(Q.get_batch_v2, params)).fetchone()
+        row = await fetch_one(conn, Q.get_batch_v2, params)
     if row is None:
         raise NotFound(f"batch {batch_id!r} not found in the {env.slug} environment")
     return row

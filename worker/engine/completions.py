@@ -14,7 +14,6 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 
@@ -30,6 +29,7 @@ from worker.common.limits import (
     text_depth_may_exceed,
 )
 from worker.common.machines import MACHINE_PRESETS
+from worker.common.protocol import Completion, CompletionResult, Outcome, Wire
 from worker.engine.models import MAX_OUTPUT_BYTES
 
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
@@ -41,21 +41,21 @@ log = logging.getLogger(__name__)
 class Refused:
     """A completion that names no run attempt we could apply it to."""
 
-    run_id: Any
+    run_id: object
     reason: str
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> CompletionResult:
         run_id = self.run_id if isinstance(self.run_id, str) else None
-        return {"run_id": run_id, "outcome": "REFUSED", "error": self.reason}
+        return CompletionResult(run_id, Outcome.REFUSED, error=self.reason)
 
 
-def _run_id(value: Any) -> str | None:
+def _run_id(value: object) -> str | None:
     if isinstance(value, str) and 0 < len(value) <= MAX_NAME_LENGTH and "\x00" not in value:
         return value
     return None
 
 
-def _attempt(value: Any) -> int | None:
+def _attempt(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_INT32:
         return value
     return None
@@ -78,7 +78,7 @@ def _output_problem(output: str, output_type: str) -> str | None:
     return None
 
 
-def clean_completion(raw: Any) -> dict[str, Any] | Refused:
+def clean_completion(raw: object) -> Completion | Refused:
     """A completion item the engine can apply without an error of its own, or why not."""
     if not isinstance(raw, dict):
         return Refused(None, "each completion must be an object")
@@ -88,54 +88,51 @@ def clean_completion(raw: Any) -> dict[str, Any] | Refused:
     attempt = _attempt(raw.get("attempt_number"))
     if attempt is None:
         return Refused(run_id, f"attempt_number must be an integer from 1 to {MAX_INT32}")
-    item: dict[str, Any] = {"run_id": run_id, "attempt_number": attempt}
-    item["ok"] = raw.get("ok") is True
-    metadata = raw.get("metadata")
-    if metadata:
-        item["metadata"] = metadata  # checked (and dropped when bad) where it is applied
-    if item["ok"]:
+    # checked (and dropped when bad) where it is applied
+    metadata = raw.get("metadata") or None
+    if raw.get("ok") is True:
         output = raw.get("output")
         output_type = raw.get("output_type")
         if not isinstance(output_type, str) or not 0 < len(output_type) <= 256:
             output_type = "application/json"
-        item["output_type"] = clean_text(output_type)
+        output_type = clean_text(output_type)
         if output is None:
-            item["output"] = None
-            return item
-        problem = None
+            return Completion(run_id, attempt, True, None, output_type, metadata=metadata)
+        problem: str | None
         if not isinstance(output, str):
             problem = f"output must be serialised text, not a JSON {type(output).__name__}"
         else:
             output = clean_text(output)  # a raw NUL cannot be stored: keep it escaped
-            problem = _output_problem(output, item["output_type"])
+            problem = _output_problem(output, output_type)
         if problem is None:
-            item["output"] = output
-            return item
-        error = internal_error("TASK_OUTPUT_ERROR", problem)
-        item.update(ok=False, skipped_retrying=True, error=error)
-        item.pop("output_type")
-        return item
+            return Completion(run_id, attempt, True, output, output_type, metadata=metadata)
+        return Completion(run_id, attempt, False,
+                          error=internal_error("TASK_OUTPUT_ERROR", problem),
+                          skipped_retrying=True, metadata=metadata)
     sent = raw.get("error")
     if isinstance(sent, dict) and isinstance(sent.get("type"), str):
-        item["error"] = clean_json(sent)
+        error = clean_json(sent)
     else:
-        item["error"] = internal_error(
-            "TASK_RUN_CRASHED", "the worker sent a failure without an error"
-        )
+        error = internal_error("TASK_RUN_CRASHED", "the worker sent a failure without an error")
     retry = raw.get("retry")
+    delay_ms: int | None = None
     if isinstance(retry, dict):
         delay = retry.get("delay_ms", 0)
         if not isinstance(delay, int | float) or isinstance(delay, bool) or delay != delay:
             delay = 0
-        item["retry"] = {"delay_ms": int(min(max(delay, 0), MAX_RETRY_DELAY_MS))}
-    item["skipped_retrying"] = raw.get("skipped_retrying") is True
-    item["retry_in_place"] = raw.get("retry_in_place") is True
-    if raw.get("retry_machine") in MACHINE_PRESETS:
-        item["retry_machine"] = raw["retry_machine"]
-    return item
+        delay_ms = int(min(max(delay, 0), MAX_RETRY_DELAY_MS))
+    machine = raw.get("retry_machine")
+    return Completion(
+        run_id, attempt, False, error=error, retry_delay_ms=delay_ms,
+        skipped_retrying=raw.get("skipped_retrying") is True,
+        retry_in_place=raw.get("retry_in_place") is True,
+        retry_machine=machine if isinstance(machine, str) and machine in MACHINE_PRESETS
+        else None,
+        metadata=metadata,
+    )
 
 
-def _logged_at(value: Any, now: str) -> str:
+def _logged_at(value: object, now: str) -> str:
     if isinstance(value, str) and "\x00" not in value:
         try:
             when = datetime.fromisoformat(value)
@@ -146,7 +143,7 @@ def _logged_at(value: Any, now: str) -> str:
     return now
 
 
-def clean_log(entry: Any, now: str) -> dict[str, Any] | None:
+def clean_log(entry: object, now: str) -> Wire | None:
     """A storable log line (NUL escaped, types fixed), or None when it names no run."""
     if not isinstance(entry, dict):
         return None

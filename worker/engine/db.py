@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from collections.abc import Mapping
+from typing import Any, TypeAlias
 
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
@@ -10,6 +11,19 @@ from psycopg_pool import AsyncConnectionPool
 
 Conn: TypeAlias = AsyncConnection[DictRow]
 Pool: TypeAlias = AsyncConnectionPool[Conn]
+#: a row as psycopg's dict_row gives it; turned into a typed value (``X.from_row``) at the
+#: boundary of the module that read it
+Row: TypeAlias = DictRow
+Params: TypeAlias = Mapping[str, Any]
+
+
+async def fetch_one(conn: Conn, query: str, params: Params | None = None) -> Row | None:
+    """The first row of ``query`` (None if it has none)."""
+    return await (await conn.execute(query, params)).fetchone()
+
+
+async def fetch_all(conn: Conn, query: str, params: Params | None = None) -> list[Row]:
+    return await (await conn.execute(query, params)).fetchall()
 
 
 async def open_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> Pool:

@@ -13,14 +13,14 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from worker.engine.db import Pool
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
 
-def present(row: dict[str, Any]) -> dict[str, Any]:
+def present(row: Row) -> Row:
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
 
@@ -30,7 +30,7 @@ def present(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def register(pool: Pool, env: Environment, content_hash: str, tasks: list[dict[str, Any]],
-                   image: str | None) -> dict[str, Any]:
+                   image: str | None) -> Row:
     ids = [t.get("id") for t in tasks]
     if not ids or any(not isinstance(i, str) or not i for i in ids):
         raise EngineError("a deployment needs tasks, each with a non-empty string id")
@@ -38,42 +38,54 @@ async def register(pool: Pool, env: Environment, content_hash: str, tasks: list[
         raise EngineError("the manifest lists a task id twice")
     params = {"environment_id": env.id, "content_hash": content_hash}
     async with pool.connection() as conn, conn.transaction():
-        row = await (await conn.execute(Q.insert_version, params)).fetchone()
+        row = await fetch_one(conn, Q.insert_version, params)
         if row is None:
-            row = await (await conn.execute(Q.find_version, params)).fetchone()
+            row = await fetch_one(conn, Q.find_version, params)
         assert row is not None
         version_id, version = str(row["id"]), row["version"]
         for definition in tasks:
             await conn.execute(Q.insert_version_task, {
                 "version_id": version_id, "task_id": definition["id"],
                 "definition": Jsonb(definition)})
-        created = await (await conn.execute(Q.insert_deployment, {
-            "id": new_id("deployment"), "environment_id": env.id, "version_id": version_id,
-            "image": image})).fetchone()
+        created = await fetch_one(
+            conn,
+            Q.insert_deployment,
+            {
+                "id": new_id("deployment"),
+                "environment_id": env.id,
+                "version_id": version_id,
+                "image": image,
+            },
+        )
     assert created is not None
     return present({**created, "version": version})
 
 
-async def retrieve(pool: Pool, env: Environment, deployment_id: str) -> dict[str, Any]:
+async def retrieve(pool: Pool, env: Environment, deployment_id: str) -> Row:
     async with pool.connection() as conn:
-        row = await (await conn.execute(
-            Q.get_deployment, {"id": deployment_id, "environment_id": env.id})).fetchone()
+        row = await fetch_one(
+            conn,
+            Q.get_deployment,
+            {"id": deployment_id, "environment_id": env.id},
+        )
     if row is None:
         raise NotFound(f"deployment {deployment_id!r} not found in the {env.slug} environment")
     return present(row)
 
 
-async def promote(pool: Pool, env: Environment, deployment_id: str) -> dict[str, Any]:
+async def promote(pool: Pool, env: Environment, deployment_id: str) -> Row:
     async with pool.connection() as conn, conn.transaction():
-        row = await (await conn.execute(
-            Q.lock_deployment, {"id": deployment_id, "environment_id": env.id})).fetchone()
+        row = await fetch_one(
+            conn,
+            Q.lock_deployment,
+            {"id": deployment_id, "environment_id": env.id},
+        )
         if row is None:
             raise NotFound(f"deployment {deployment_id!r} not found in the {env.slug} environment")
         if row["status"] == "DEPLOYED":
             return await retrieve(pool, env, deployment_id)
         version_id = str(row["version_id"])
-        tasks = await (await conn.execute(
-            Q.list_version_tasks, {"version_id": version_id})).fetchall()
+        tasks = await fetch_all(conn, Q.list_version_tasks, {"version_id": version_id})
         for task in tasks:
             definition = task["definition"]
             await conn.execute(Q.upsert_task, {
@@ -84,8 +96,7 @@ async def promote(pool: Pool, env: Environment, deployment_id: str) -> dict[str,
                 "environment_id": env.id,
                 "name": queue.get("name") or f"task/{task['task_id']}",
                 "concurrency_limit": queue.get("concurrency_limit")})
-        done = await (await conn.execute(Q.mark_deployment_deployed,
-                                         {"id": deployment_id})).fetchone()
+        done = await fetch_one(conn, Q.mark_deployment_deployed, {"id": deployment_id})
         assert done is not None
         body = {"deploymentId": deployment_id, "version": row["version"],
                 "environment": env.slug, "project": env.project_ref,
@@ -93,3 +104,10 @@ async def promote(pool: Pool, env: Environment, deployment_id: str) -> dict[str,
         await conn.execute(Q.queue_deploy_alerts, {
             "deployment_id": deployment_id, "environment_id": env.id, "body": Jsonb(body)})
     return present({**done, "version": row["version"]})
+
+
+async def current_tasks(pool: Pool, env: Environment) -> list[Row]:
+    """The environment's current task definitions (the last version registered or promoted):
+    ``task_id``, ``version``, ``definition``."""
+    async with pool.connection() as conn:
+        return await fetch_all(conn, Q.list_env_tasks, {"environment_id": env.id})

@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass
 
 from worker.engine import secret_box
-from worker.engine.db import Pool
-from worker.engine.errors import Conflict, EngineError, NotFound
+from worker.engine.db import Pool, fetch_all, fetch_one
+from worker.engine.errors import Conflict, EngineError, Kind, NotFound
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
@@ -21,7 +21,7 @@ MAX_VARIABLES = 500
 
 
 class EncryptionNotConfigured(EngineError):
-    status = 501
+    kind = Kind.not_configured
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,7 @@ def _missing(env: Environment, name: str) -> NotFound:
 
 async def list_vars(pool: Pool, env: Environment) -> list[EnvVar]:
     async with pool.connection() as conn:
-        cur = await conn.execute(Q.list_env_vars, {"environment_id": env.id})
-        rows = await cur.fetchall()
+        rows = await fetch_all(conn, Q.list_env_vars, {"environment_id": env.id})
     if rows and not secret_box.available():
         raise EncryptionNotConfigured("environment variables need TRIGGER_ENCRYPTION_KEY")
     out = []
@@ -98,7 +97,7 @@ async def put_many(
                     "overwrite": overwrite,
                 },
             )
-        count = await (await conn.execute(Q.list_env_vars, {"environment_id": env.id})).fetchall()
+        count = await fetch_all(conn, Q.list_env_vars, {"environment_id": env.id})
         if len(count) > MAX_VARIABLES:
             raise EngineError(f"at most {MAX_VARIABLES} variables per environment")
 
@@ -114,14 +113,14 @@ async def update(pool: Pool, env: Environment, name: str, value: str) -> None:
     sealed = _seal(env, name, value)
     async with pool.connection() as conn:
         params = {"environment_id": env.id, "name": name, "value": sealed}
-        if await (await conn.execute(Q.update_env_var, params)).fetchone() is None:
+        if await fetch_one(conn, Q.update_env_var, params) is None:
             raise _missing(env, name)
 
 
 async def delete(pool: Pool, env: Environment, name: str) -> None:
     async with pool.connection() as conn:
         params = {"environment_id": env.id, "name": name}
-        if await (await conn.execute(Q.delete_env_var, params)).fetchone() is None:
+        if await fetch_one(conn, Q.delete_env_var, params) is None:
             raise _missing(env, name)
 
 

@@ -1,12 +1,31 @@
-"""Errors the engine raises for bad requests; the API turns each into its HTTP status."""
+"""Errors the engine raises for requests it refuses. Each carries a :class:`Kind`, never an HTTP
+status: the API maps kinds to statuses in one place (``worker/api/errors.py``)."""
 
 from __future__ import annotations
 
+from enum import Enum
+
+
+class Kind(Enum):
+    """Why the engine refused."""
+
+    invalid = "invalid"  # the request is malformed or breaks a rule
+    unprocessable = "unprocessable"  # well formed, but a value fails its schema
+    not_found = "not_found"
+    conflict = "conflict"  # the state changed under the request
+    forbidden = "forbidden"  # the caller may not do this
+    too_large = "too_large"
+    too_many = "too_many"  # a per-environment cap is reached; retry after ``retry_after``
+    unsupported = "unsupported"  # a content type the engine does not read
+    not_configured = "not_configured"  # the server lacks what the action needs
+
 
 class EngineError(Exception):
-    """A request the engine refuses. ``status`` is the HTTP status the API answers with."""
+    """A request the engine refuses; ``kind`` says why."""
 
-    status = 400
+    kind = Kind.invalid
+    #: seconds the client should wait before trying again (``Kind.too_many``)
+    retry_after: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -14,12 +33,20 @@ class EngineError(Exception):
 
 
 class NotFound(EngineError):
-    status = 404
+    kind = Kind.not_found
 
 
 class PayloadTooLarge(EngineError):
-    status = 413
+    kind = Kind.too_large
 
 
 class Conflict(EngineError):
-    status = 409
+    kind = Kind.conflict
+
+
+class Forbidden(EngineError):
+    kind = Kind.forbidden
+
+
+class Unprocessable(EngineError):
+    kind = Kind.unprocessable

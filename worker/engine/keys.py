@@ -10,18 +10,22 @@ import string
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.rows import DictRow
 
 from worker.engine import secret_box
+from worker.engine.db import Conn, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import Conflict, EngineError, NotFound
 from worker.engine.queries import Q
 
 ENV_TYPES = {"dev": "DEVELOPMENT", "staging": "STAGING", "prod": "PRODUCTION"}
 _ALNUM = string.ascii_letters + string.digits
+
+#: the longest lifetime of a public access token (worker/engine/public_tokens.py)
+MAX_EXPIRY_SECONDS = 30 * 24 * 3600
 
 
 def hash_key(key: str) -> bytes:
@@ -73,6 +77,19 @@ class Environment:
     concurrency_limit: int
     project_id: str
     project_ref: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> Environment:
+        """From a row with ``environment_id, slug, type, concurrency_limit, project_id,
+        project_ref`` (the environment queries all select these)."""
+        return cls(
+            id=str(row["environment_id"]),
+            slug=row["slug"],
+            type=row["type"],
+            concurrency_limit=row["concurrency_limit"],
+            project_id=str(row["project_id"]),
+            project_ref=row["project_ref"],
+        )
 
 
 def create_project(url: str, ref: str, keys: dict[str, str] | None = None) -> dict[str, str]:
@@ -130,7 +147,7 @@ class ApiKey:
     revoked_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ApiKey:
+    def from_row(cls, row: Row) -> ApiKey:
         return cls(str(row["id"]), row["name"], row["kind"], row["key_prefix"],
                    row["created_at"], row["last_used_at"], row["expires_at"], row["revoked_at"])
 
@@ -157,7 +174,6 @@ class RotatedKey:
     previous: ApiKey
 
 
-Conn = AsyncConnection[DictRow]
 
 
 def _key_id(key_id: str) -> str:
@@ -174,8 +190,7 @@ def check_name(name: Any) -> str:
 
 
 async def environment_id(conn: Conn, project_ref: str, slug: str) -> str:
-    row = await (await conn.execute(Q.env_by_ref, {"project_ref": project_ref, "slug": slug})
-                 ).fetchone()
+    row = await fetch_one(conn, Q.env_by_ref, {"project_ref": project_ref, "slug": slug})
     if row is None:
         raise NotFound(f"no environment {slug!r} in project {project_ref!r} "
                        "(trigger project create makes one)")
@@ -199,33 +214,38 @@ async def create_key(conn: Conn, env: Environment | str, name: str = "default",
             raise EngineError(str(exc)) from None
     plaintext = given or (new_worker_token() if kind == "worker" else new_secret_key(slug))
     digest = hash_key(plaintext)
-    row = await (await conn.execute(Q.create_api_key, {
-        "key_hash": digest, "environment_id": env_id, "key_prefix": plaintext[:11],
-        "key_ciphertext": seal_key(plaintext, digest) if kind == "secret" else None,
-        "name": name, "kind": kind, "expires_at": expires_at,
-    })).fetchone()
+    row = await fetch_one(
+        conn,
+        Q.create_api_key,
+        {
+            "key_hash": digest,
+            "environment_id": env_id,
+            "key_prefix": plaintext[:11],
+            "key_ciphertext": seal_key(plaintext, digest) if kind == "secret" else None,
+            "name": name,
+            "kind": kind,
+            "expires_at": expires_at,
+        },
+    )
     if row is None:  # the same key is registered elsewhere, or as another kind
         raise Conflict("this key is already registered for another environment or kind")
     return CreatedKey(ApiKey.from_row(row), plaintext)
 
 
 async def _slug(conn: Conn, env_id: str) -> str:
-    row = await (await conn.execute("SELECT slug FROM environments WHERE id = %s::uuid",
-                                    (env_id,))).fetchone()
+    row = await fetch_one(conn, Q.environment_slug, {"environment_id": env_id})
     if row is None:
         raise NotFound(f"no environment {env_id}")
     return str(row["slug"])
 
 
 async def list_keys(conn: Conn, env_id: str, include_revoked: bool = False) -> list[ApiKey]:
-    cur = await conn.execute(Q.list_api_keys, {"environment_id": env_id,
-                                               "include_revoked": include_revoked})
-    return [ApiKey.from_row(row) for row in await cur.fetchall()]
+    params = {"environment_id": env_id, "include_revoked": include_revoked}
+    return [ApiKey.from_row(row) for row in await fetch_all(conn, Q.list_api_keys, params)]
 
 
 async def _locked(conn: Conn, env_id: str, key_id: str) -> ApiKey:
-    row = await (await conn.execute(Q.get_api_key, {"environment_id": env_id,
-                                                    "id": _key_id(key_id)})).fetchone()
+    row = await fetch_one(conn, Q.get_api_key, {"environment_id": env_id, "id": _key_id(key_id)})
     if row is None:
         raise NotFound(f"no key {key_id} in this environment")
     return ApiKey.from_row(row)
@@ -239,12 +259,11 @@ async def revoke_key(conn: Conn, env_id: str, key_id: str) -> ApiKey:
         raise Conflict(f"key {key.id} is already {key.status}")
     if key.kind == "secret":
         params = {"environment_id": env_id, "id": key.id}
-        row = await (await conn.execute(Q.other_live_secret_keys, params)).fetchone()
+        row = await fetch_one(conn, Q.other_live_secret_keys, params)
         if row is None or row["n"] == 0:
             raise Conflict("this is the environment's last live secret key: create or rotate "
                            "to a new one before revoking it")
-    row = await (await conn.execute(Q.revoke_api_key, {"environment_id": env_id, "id": key.id})
-                 ).fetchone()
+    row = await fetch_one(conn, Q.revoke_api_key, {"environment_id": env_id, "id": key.id})
     assert row is not None
     return ApiKey.from_row(row)
 
@@ -259,8 +278,11 @@ async def rotate_key(conn: Conn, env_id: str, key_id: str,
         raise Conflict(f"key {old.id} is already {old.status}: create a new key instead")
     created = await create_key(conn, env_id, old.name, old.kind)
     until = datetime.now(UTC) + timedelta(seconds=grace_seconds)
-    row = await (await conn.execute(Q.expire_api_key, {"environment_id": env_id, "id": old.id,
-                                                       "expires_at": until})).fetchone()
+    row = await fetch_one(
+        conn,
+        Q.expire_api_key,
+        {"environment_id": env_id, "id": old.id, "expires_at": until},
+    )
     assert row is not None
     return RotatedKey(created, ApiKey.from_row(row))
 
@@ -275,13 +297,11 @@ async def rotate_signing_secret(conn: Conn, env_id: str) -> SecretRotation:
     """A new public-token signing secret; tokens signed with the previous one verify until
     they expire (at most the longest token lifetime). One previous secret is kept: rotating
     again drops the one before."""
-    from worker.engine.public_tokens import MAX_EXPIRY_SECONDS
-
     params = {"environment_id": env_id, "jwt_secret": secrets.token_bytes(32),
               "grace_seconds": float(MAX_EXPIRY_SECONDS)}
     await conn.execute(Q.ensure_env_secret, {"environment_id": env_id,
                                              "jwt_secret": secrets.token_bytes(32)})
-    row = await (await conn.execute(Q.rotate_env_secret, params)).fetchone()
+    row = await fetch_one(conn, Q.rotate_env_secret, params)
     assert row is not None
     return SecretRotation(row["rotated_at"], row["previous_valid_until"])
 
@@ -302,3 +322,29 @@ def create_worker_token(url: str, project_ref: str, slug: str, name: str = "work
             return created.plaintext
 
     return asyncio.run(run())
+
+
+class KeyKind(StrEnum):
+    secret = "secret"  # the environment's whole API
+    worker = "worker"  # the worker protocol only
+
+
+@dataclass(frozen=True)
+class ResolvedKey:
+    """A live key: its environment, its kind, and when it stops being valid."""
+
+    env: Environment
+    kind: KeyKind
+    expires_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> ResolvedKey:
+        return cls(Environment.from_row(row), KeyKind(row["kind"]), row["expires_at"])
+
+
+async def resolve_key(pool: Pool, digest: bytes) -> ResolvedKey | None:
+    """The live key with this SHA-256 digest (marking it used), or None."""
+    async with pool.connection() as conn:
+        row = await fetch_one(conn, Q.resolve_key, {"key_hash": digest})
+        await conn.commit()
+    return None if row is None else ResolvedKey.from_row(row)

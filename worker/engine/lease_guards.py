@@ -4,10 +4,10 @@ always be delivered once their leases are committed."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import orjson
 
+from worker.common.protocol import DequeuedRun
 from worker.engine.db import Pool
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
@@ -36,29 +36,28 @@ async def check_versions(pool: Pool, env: Environment, versions: list[str]) -> N
         )
 
 
-def _renders(message: dict[str, Any]) -> bool:
+def _renders(run: DequeuedRun) -> bool:
     try:
-        orjson.dumps({"runs": [message]})  # as the response nests it
+        orjson.dumps({"runs": [run.to_wire()]})  # as the response nests it
     except (TypeError, ValueError):
         return False
     return True
 
 
-def deliverable(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """The leases are committed: each message must now reach the worker. One that cannot be
+def deliverable(leased: list[DequeuedRun]) -> tuple[list[DequeuedRun], list[str]]:
+    """The leases are committed: each run must now reach the worker. One that cannot be
     rendered (JSON stored before the limits of worker.common.limits) is sent without its
     metadata; the ids of any that still cannot are returned, for the caller to hand back."""
-    ready: list[dict[str, Any]] = []
+    ready: list[DequeuedRun] = []
     given_back: list[str] = []
-    for message in messages:
-        if not _renders(message):
+    for run in leased:
+        if not _renders(run):
             log.warning("run %s: stored metadata cannot be rendered; sent without it",
-                        message["run_id"])
-            message["ctx"]["run"]["metadata"] = None
-            if not _renders(message):
-                log.error("run %s cannot be sent to a worker; back to the queue",
-                          message["run_id"])
-                given_back.append(message["run_id"])
+                        run.run_id)
+            run = run.without_metadata()
+            if not _renders(run):
+                log.error("run %s cannot be sent to a worker; back to the queue", run.run_id)
+                given_back.append(run.run_id)
                 continue
-        ready.append(message)
+        ready.append(run)
     return ready, given_back

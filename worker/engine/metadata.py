@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 
 from worker.common import metadata_ops
 from worker.common.limits import LimitError, check_metadata
-from worker.engine.db import Conn, Pool
+from worker.engine.db import Conn, Pool, Row, fetch_one
 from worker.engine.errors import EngineError, NotFound, PayloadTooLarge
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
@@ -54,9 +54,7 @@ def check_size(metadata: dict[str, Any], run_id: str) -> None:
 
 
 async def _apply(conn: Conn, env: Environment, run_id: str, operations: list[Any]) -> Any:
-    row = await (
-        await conn.execute(Q.lock_run_metadata, {"id": run_id, "environment_id": env.id})
-    ).fetchone()
+    row = await fetch_one(conn, Q.lock_run_metadata, {"id": run_id, "environment_id": env.id})
     if row is None:
         raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
     if not operations:
@@ -69,14 +67,14 @@ async def _apply(conn: Conn, env: Environment, run_id: str, operations: list[Any
 
 async def _ancestors(conn: Conn, run_id: str) -> tuple[str, str]:
     """(parent id, root id) of a run; a run without a parent is its own parent and root."""
-    row = await (await conn.execute(Q.run_parent, {"id": run_id})).fetchone()
+    row = await fetch_one(conn, Q.run_parent, {"id": run_id})
     parent = (row and row["parent_run_id"]) or run_id
     root = (row and row["root_run_id"]) or None
     if root is None:  # walk up (root_run_id may not be recorded)
         root, seen = parent, {run_id}
         while root not in seen:
             seen.add(root)
-            up = await (await conn.execute(Q.run_parent, {"id": root})).fetchone()
+            up = await fetch_one(conn, Q.run_parent, {"id": root})
             if not up or not up["parent_run_id"]:
                 break
             root = up["parent_run_id"]
@@ -119,11 +117,9 @@ async def update(pool: Pool, env: Environment, run_id: str, body: dict[str, Any]
         return await apply_in(conn, env, run_id, body)
 
 
-async def retrieve(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
+async def retrieve(pool: Pool, env: Environment, run_id: str) -> Row:
     async with pool.connection() as conn:
-        row = await (
-            await conn.execute(Q.get_run_metadata, {"id": run_id, "environment_id": env.id})
-        ).fetchone()
+        row = await fetch_one(conn, Q.get_run_metadata, {"id": run_id, "environment_id": env.id})
     if row is None:
         raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
     return dict(row)

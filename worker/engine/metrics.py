@@ -15,7 +15,6 @@ Two kinds:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.engine.db import Pool
+from worker.engine.db import Pool, Row, fetch_all
 from worker.engine.queries import Q
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -77,7 +76,7 @@ def completion_outcome(completion: Any, result: dict[str, Any]) -> str:
     return "failed"
 
 
-def observe_dequeued(runs: list[dict[str, Any]]) -> None:
+def observe_dequeued(runs: list[Row]) -> None:
     """Count leased runs; a first attempt's start latency (trigger → now)."""
     from datetime import UTC, datetime
 
@@ -101,14 +100,10 @@ _cache = _Snapshot()
 _lock = asyncio.Lock()
 
 
-def cache_seconds() -> float:
-    return float(os.environ.get("TRIGGER_METRICS_CACHE_SECONDS", "5"))
-
-
-async def gauges(pool: Pool) -> list[Any]:
-    """The database gauges (cached; one refresh at a time)."""
+async def gauges(pool: Pool, cache_seconds: float) -> list[Any]:
+    """The database gauges, reused for ``cache_seconds`` (one refresh at a time)."""
     async with _lock:
-        if _cache.families and time.monotonic() - _cache.taken < cache_seconds():
+        if _cache.families and time.monotonic() - _cache.taken < cache_seconds:
             return _cache.families
         started = time.perf_counter()
         families = await _read(pool)
@@ -118,14 +113,13 @@ async def gauges(pool: Pool) -> list[Any]:
 
 
 async def _read(pool: Pool) -> list[Any]:
-    from worker.engine.triggering import LIVE_WORKER_SECONDS
+    from worker.engine.run_creator import LIVE_WORKER_SECONDS
 
     async with pool.connection() as conn:
-        queued = await (await conn.execute(Q.metrics_queued)).fetchall()
-        live = await (await conn.execute(Q.metrics_live)).fetchall()
-        limits = await (await conn.execute(Q.metrics_limits)).fetchall()
-        workers = await (await conn.execute(Q.metrics_workers,
-                                            {"live_seconds": LIVE_WORKER_SECONDS})).fetchall()
+        queued = await fetch_all(conn, Q.metrics_queued)
+        live = await fetch_all(conn, Q.metrics_live)
+        limits = await fetch_all(conn, Q.metrics_limits)
+        workers = await fetch_all(conn, Q.metrics_workers, {"live_seconds": LIVE_WORKER_SECONDS})
     env_labels = ["project", "environment"]
     runs = GaugeMetricFamily("trigger_runs", "Live runs by status, queue and task",
                              labels=[*env_labels, "status", "queue", "task"])

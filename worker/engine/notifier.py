@@ -3,6 +3,10 @@
 Channels: ``trigger_runs`` (payload: an environment id; runs may be ready to lease) and
 ``trigger_waitpoints`` (payload: a waitpoint id that completed). A notification is only a hint:
 waiters always time out into a poll, so a lost notification costs latency, never a run.
+
+Other channels are given to a :class:`Listener` (the API's key cache listens on
+``trigger_keys`` this way): it hears each payload, and when the connection comes up or goes
+down, so it can stop trusting what it cached while notifications may be missed.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 
@@ -19,11 +25,25 @@ CHANNELS = (RUNS, WAITPOINTS)
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Listener:
+    on_note: Callable[[str], None]
+    #: the channel is listened to (again): anything before may have been missed
+    on_up: Callable[[], None]
+    #: the connection is down: notifications are being missed
+    on_down: Callable[[], None]
+
+
 class Notifier:
     def __init__(self, url: str) -> None:
         self._url = url
         self._events: dict[tuple[str, str], asyncio.Event] = {}
+        self._listeners: dict[str, Listener] = {}
         self._task: asyncio.Task[None] | None = None
+
+    def listen(self, channel: str, listener: Listener) -> None:
+        """Give ``channel``'s notifications to ``listener`` (call before :meth:`start`)."""
+        self._listeners[channel] = listener
 
     def event(self, key: str, channel: str = RUNS) -> asyncio.Event:
         """The event set at the next notification of ``key`` on ``channel``.
@@ -55,15 +75,24 @@ class Notifier:
             try:
                 connect = psycopg.AsyncConnection.connect
                 async with await connect(self._url, autocommit=True) as conn:
-                    for channel in CHANNELS:
+                    for channel in (*CHANNELS, *self._listeners):
                         await conn.execute(f"LISTEN {channel}")
                     # Anything missed while (re)connecting: wake everyone to look again.
                     for channel, key in list(self._events):
                         self.wake(key, channel)
+                    for listener in self._listeners.values():
+                        listener.on_up()
                     async for note in conn.notifies():
-                        self.wake(note.payload, note.channel)
+                        heard = self._listeners.get(note.channel)
+                        if heard is None:
+                            self.wake(note.payload, note.channel)
+                        else:
+                            heard.on_note(note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting in 1 s", exc)
-                await asyncio.sleep(1)
+            finally:
+                for listener in self._listeners.values():
+                    listener.on_down()
+            await asyncio.sleep(1)

@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 from jsonschema import Draft202012Validator
 
-from worker.engine.errors import EngineError
+from worker.engine.errors import EngineError, Kind
 
 
 class InvalidPayload(EngineError):
-    status = 422
+    kind = Kind.unprocessable
 
 
 @lru_cache(maxsize=512)

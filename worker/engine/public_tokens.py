@@ -32,26 +32,21 @@ from typing import Any
 import orjson
 
 from worker.engine import secret_box
-from worker.engine.db import Pool
-from worker.engine.errors import EngineError
-from worker.engine.keys import Environment
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
+from worker.engine.errors import EngineError, Forbidden
+from worker.engine.keys import MAX_EXPIRY_SECONDS, Environment
 from worker.engine.models import parse_duration
 from worker.engine.queries import Q
 
 ISSUER = "https://id.trigger.dev"
 AUDIENCE = "https://api.trigger.dev"
 DEFAULT_EXPIRY_SECONDS = 15 * 60
-MAX_EXPIRY_SECONDS = 30 * 24 * 3600
 _SCOPE = re.compile(r"^(read|write|trigger|batchTrigger):[A-Za-z]+(:.+)?$")
 _HEADER = {"alg": "HS256", "typ": "JWT"}
 
 
 class InvalidToken(Exception):
     """The token is malformed, forged or expired (the API answers 401)."""
-
-
-class Forbidden(EngineError):
-    status = 403
 
 
 def _b64(data: bytes) -> str:
@@ -158,8 +153,7 @@ def forget_environment(environment_id: str | None) -> None:
 async def _previous_secret(pool: Pool, environment_id: str) -> bytes | None:
     if environment_id not in _previous:
         async with pool.connection() as conn:
-            cur = await conn.execute(Q.previous_env_secret, {"environment_id": environment_id})
-            row = await cur.fetchone()
+            row = await fetch_one(conn, Q.previous_env_secret, {"environment_id": environment_id})
         _previous[environment_id] = bytes(row["previous_secret"]) if row else None
     return _previous[environment_id]
 
@@ -170,21 +164,14 @@ async def _secret(pool: Pool, environment_id: str) -> tuple[bytes, Environment] 
         return hit
     async with pool.connection() as conn:
         params = {"environment_id": environment_id, "jwt_secret": secrets.token_bytes(32)}
-        row = await (await conn.execute(Q.get_env_secret, params)).fetchone()
+        row = await fetch_one(conn, Q.get_env_secret, params)
         if row is None:
             await conn.execute(Q.ensure_env_secret, params)
-            row = await (await conn.execute(Q.get_env_secret, params)).fetchone()
+            row = await fetch_one(conn, Q.get_env_secret, params)
         await conn.commit()
     if row is None:
         return None
-    env = Environment(
-        id=str(row["environment_id"]),
-        slug=row["slug"],
-        type=row["type"],
-        concurrency_limit=row["concurrency_limit"],
-        project_id=str(row["project_id"]),
-        project_ref=row["project_ref"],
-    )
+    env = Environment.from_row(row)
     _secrets[environment_id] = (bytes(row["jwt_secret"]), env)
     return _secrets[environment_id]
 
@@ -234,7 +221,7 @@ class Principal:
         """True for a secret key, or when the token holds any of ``scopes``."""
         return self.scopes is None or any(s in self.scopes for s in scopes)
 
-    def can_read_run(self, run: dict[str, Any]) -> bool:
+    def can_read_run(self, run: Row) -> bool:
         wanted = ["read:runs", f"read:runs:{run['id']}", f"read:tasks:{run['task_id']}"]
         wanted += [f"read:tags:{tag}" for tag in run.get("tags") or []]
         if run.get("batch_id"):
@@ -259,8 +246,7 @@ async def _env_keys(pool: Pool, environment_id: str) -> list[bytes]:
     if hit and hit[0] > time.monotonic():
         return hit[1]
     async with pool.connection() as conn:
-        cur = await conn.execute(Q.env_key_ciphertexts, {"environment_id": environment_id})
-        rows = await cur.fetchall()
+        rows = await fetch_all(conn, Q.env_key_ciphertexts, {"environment_id": environment_id})
     keys = []
     for row in rows:
         try:
@@ -310,7 +296,7 @@ async def spend(pool: Pool, who: Principal) -> None:
     params = {"token_id": who.one_time_id, "environment_id": who.env.id,
               "expires_at": datetime.fromtimestamp(who.expires_at, UTC)}
     async with pool.connection() as conn:
-        row = await (await conn.execute(Q.spend_public_token, params)).fetchone()
+        row = await fetch_one(conn, Q.spend_public_token, params)
         await conn.execute(Q.forget_spent_public_tokens, {"environment_id": who.env.id})
         await conn.commit()
     if row is None:

@@ -6,15 +6,13 @@ takes effect at the next dequeue of any replica. Runs already executing are neve
 
 from __future__ import annotations
 
-from typing import Any
-
-from worker.engine.db import Pool
+from worker.engine.db import Params, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import NotFound
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
 
-def _present(row: dict[str, Any], env_limit: int) -> dict[str, Any]:
+def _present(row: Row, env_limit: int) -> Row:
     name = row["name"]
     effective = (
         row["limit_override"] if row["limit_override"] is not None else row["concurrency_limit"]
@@ -37,22 +35,22 @@ def _present(row: dict[str, Any], env_limit: int) -> dict[str, Any]:
 
 async def list_queues(
     pool: Pool, env: Environment, name: str | None = None
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     async with pool.connection() as conn:
-        cur = await conn.execute(Q.list_queues, {"environment_id": env.id, "name": name})
-        return [_present(row, env.concurrency_limit) for row in await cur.fetchall()]
+        rows = await fetch_all(conn, Q.list_queues, {"environment_id": env.id, "name": name})
+    return [_present(row, env.concurrency_limit) for row in rows]
 
 
-async def retrieve(pool: Pool, env: Environment, name: str) -> dict[str, Any]:
+async def retrieve(pool: Pool, env: Environment, name: str) -> Row:
     found = await list_queues(pool, env, name)
     if not found:
         raise NotFound(f"queue {name!r} not found in the {env.slug} environment")
     return found[0]
 
 
-async def _update(pool: Pool, env: Environment, query: str, params: dict[str, Any]) -> None:
+async def _update(pool: Pool, env: Environment, query: str, params: Params) -> None:
     async with pool.connection() as conn, conn.transaction():
-        row = await (await conn.execute(query, {"environment_id": env.id, **params})).fetchone()
+        row = await fetch_one(conn, query, {"environment_id": env.id, **params})
         if row is None:
             raise NotFound(f"queue {params['name']!r} not found in the {env.slug} environment")
         await conn.execute(Q.notify_runs, {"environment_id": env.id})  # a slot may be free now

@@ -24,7 +24,7 @@ import psycopg
 
 from worker.common.limits import json_problem
 from worker.common.statuses import FINAL_STATUSES
-from worker.engine.db import Pool
+from worker.engine.db import Params, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
@@ -80,8 +80,8 @@ class RealtimeHub:
     async def watch_final(self, run_id: str) -> asyncio.Event:
         """An event set when a change of ``run_id`` to a final status commits (or when
         notifications may have been lost). Returns once LISTEN is active: read the run
-        *after* it, then wait on the event. Each watcher costs a set lookup per change, not a
-        queue fed with the whole environment's changes. Pair with :meth:`unwatch_final`."""
+        *after* it, then wait on the event. A watcher costs one set lookup per change, not a
+        queue fed with its whole environment's changes. Pair with :meth:`unwatch_final`."""
         event = asyncio.Event()
         self._finals.setdefault(run_id, set()).add(event)
         await self._listen()
@@ -169,28 +169,26 @@ class RealtimeHub:
 # --- reads ---------------------------------------------------------------------------------
 
 
-async def run_row(pool: Pool, env: Environment, run_id: str) -> dict[str, Any] | None:
+async def run_row(pool: Pool, env: Environment, run_id: str) -> Row | None:
     async with pool.connection() as conn:
-        cur = await conn.execute(Q.realtime_run, {"id": run_id, "environment_id": env.id})
-        return await cur.fetchone()
+        return await fetch_one(conn, Q.realtime_run, {"id": run_id, "environment_id": env.id})
 
 
 async def runs_with_tag(
     pool: Pool, env: Environment, tag: str, limit: int = 100
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            Q.realtime_runs_with_tag, {"environment_id": env.id, "tag": tag, "limit": limit}
-        )
-        return list(reversed(await cur.fetchall()))  # oldest first, like a timeline
+        params = {"environment_id": env.id, "tag": tag, "limit": limit}
+        rows = await fetch_all(conn, Q.realtime_runs_with_tag, params)
+    return list(reversed(rows))  # oldest first, like a timeline
 
 
-async def batch_runs(pool: Pool, env: Environment, batch_id: str) -> list[dict[str, Any]]:
+async def batch_runs(pool: Pool, env: Environment, batch_id: str) -> list[Row]:
     async with pool.connection() as conn:
         params = {"environment_id": env.id, "batch_id": batch_id}
-        if await (await conn.execute(Q.realtime_batch_exists, params)).fetchone() is None:
+        if await fetch_one(conn, Q.realtime_batch_exists, params) is None:
             raise NotFound(f"batch {batch_id!r} not found in the {env.slug} environment")
-        return await (await conn.execute(Q.realtime_batch_runs, params)).fetchall()
+        return await fetch_all(conn, Q.realtime_batch_runs, params)
 
 
 # --- streams -------------------------------------------------------------------------------
@@ -203,7 +201,7 @@ def check_stream_name(stream: str) -> None:
 
 async def append_chunks(
     pool: Pool, env: Environment, run_id: str, stream: str, chunks: list[Any], done: bool
-) -> dict[str, Any]:
+) -> Row:
     """Append JSON values to a run's stream (and close it when ``done``); returns the last seq.
 
     Writers of one stream are serialised by an advisory lock, so sequence numbers are dense
@@ -219,13 +217,13 @@ async def append_chunks(
     if done:
         datas.append(None)  # type: ignore[arg-type]
         dones.append(True)
-    params: dict[str, Any] = {"run_id": run_id, "stream": stream, "environment_id": env.id}
+    params: Params = {"run_id": run_id, "stream": stream, "environment_id": env.id}
     async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(Q.run_status_brief, {"id": run_id, "environment_id": env.id})
-        if await cur.fetchone() is None:
+        brief = {"id": run_id, "environment_id": env.id}
+        if await fetch_one(conn, Q.run_status_brief, brief) is None:
             raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
         await conn.execute(Q.lock_stream, params)
-        state = await (await conn.execute(Q.stream_state, params)).fetchone()
+        state = await fetch_one(conn, Q.stream_state, params)
         assert state is not None
         if state["done"]:
             raise EngineError(f"stream {stream!r} of run {run_id} is closed")
@@ -242,19 +240,15 @@ async def append_chunks(
 
 async def read_chunks(
     pool: Pool, run_id: str, stream: str, after: int, limit: int = 500
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            Q.read_stream_chunks,
-            {"run_id": run_id, "stream": stream, "after": after, "limit": limit},
-        )
-        return await cur.fetchall()
+        params = {"run_id": run_id, "stream": stream, "after": after, "limit": limit}
+        return await fetch_all(conn, Q.read_stream_chunks, params)
 
 
-async def run_brief(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
+async def run_brief(pool: Pool, env: Environment, run_id: str) -> Row:
     async with pool.connection() as conn:
-        cur = await conn.execute(Q.run_status_brief, {"id": run_id, "environment_id": env.id})
-        row = await cur.fetchone()
+        row = await fetch_one(conn, Q.run_status_brief, {"id": run_id, "environment_id": env.id})
     if row is None:
         raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
     return row

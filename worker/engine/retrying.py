@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from worker.common.errors import (
     LOOKUP_RETRY_CODES,
@@ -14,6 +13,7 @@ from worker.common.errors import (
     final_status_for,
 )
 from worker.common.limits import MAX_RETRY_DELAY_MS
+from worker.common.protocol import Wire
 from worker.common.retry import MAX_ATTEMPTS_HARD_CAP, next_retry_delay_ms
 
 
@@ -29,11 +29,11 @@ class Outcome:
 
 
 def decide(
-    error: dict[str, Any],
+    error: Wire,
     attempt_number: int,
     max_attempts: int | None,
-    locked_retry: dict[str, Any] | None,
-    worker_retry: dict[str, Any] | None,
+    locked_retry: Wire | None,
+    worker_retry: Wire | None,
     skipped_retrying: bool,
     machine: str | None = None,
 ) -> Outcome:
@@ -51,11 +51,11 @@ def decide(
 
 
 def _decide(
-    error: dict[str, Any],
+    error: Wire,
     attempt_number: int,
     max_attempts: int | None,
-    locked_retry: dict[str, Any] | None,
-    worker_retry: dict[str, Any] | None,
+    locked_retry: Wire | None,
+    worker_retry: Wire | None,
     skipped_retrying: bool,
     machine: str | None = None,
 ) -> Outcome:

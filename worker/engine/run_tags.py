@@ -7,7 +7,7 @@ trigger time): adding past the cap is refused whole, naming the cap, so no tag i
 
 from __future__ import annotations
 
-from worker.engine.db import Pool
+from worker.engine.db import Pool, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.keys import Environment
 from worker.engine.models import MAX_TAG_LENGTH, MAX_TAGS
@@ -28,7 +28,7 @@ async def add_tags(pool: Pool, env: Environment, run_id: str, tags: list[str]) -
     """Append ``tags`` (checked with :func:`check_tags`) to the run; return all its tags."""
     params = {"id": run_id, "environment_id": env.id}
     async with pool.connection() as conn, conn.transaction():
-        row = await (await conn.execute(Q.lock_run_tags, params)).fetchone()
+        row = await fetch_one(conn, Q.lock_run_tags, params)
         if row is None:
             raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
         current = list(row["tags"] or [])

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime
-from typing import Any
 
 from worker.common.statuses import FINAL_STATUSES
 from worker.engine import triggering
-from worker.engine.db import Pool
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import Conflict, NotFound
 from worker.engine.keys import Environment
 from worker.engine.models import TriggerBody, TriggerOptions
@@ -17,16 +16,16 @@ from worker.engine.queries import Q
 from worker.engine.realtime import RealtimeHub
 
 
-async def retrieve(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
+async def retrieve(pool: Pool, env: Environment, run_id: str) -> Row:
     async with pool.connection() as conn:
         params = {"id": run_id, "environment_id": env.id}
-        row = await (await conn.execute(Q.get_run, params)).fetchone()
+        row = await fetch_one(conn, Q.get_run, params)
         if row is None:
             raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
-        attempts = await (await conn.execute(Q.list_attempts, {"id": run_id})).fetchall()
+        attempts = await fetch_all(conn, Q.list_attempts, {"id": run_id})
         depth = 0
         if row["parent_run_id"] is not None:
-            found = await (await conn.execute(Q.run_depth, {"id": run_id})).fetchone()
+            found = await fetch_one(conn, Q.run_depth, {"id": run_id})
             depth = int(found["depth"]) if found else 1
     return {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
 
@@ -36,7 +35,7 @@ MAX_WAIT_MS = 60_000
 
 
 async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str,
-                     wait_ms: int) -> dict[str, Any]:
+                     wait_ms: int) -> Row:
     """The run as :func:`retrieve` returns it, as soon as it is final or after ``wait_ms``
     (capped at MAX_WAIT_MS), whichever comes first. Woken by the run's change notification
     (LISTEN/NOTIFY through the hub), never by polling; holds no connection while it waits."""
@@ -56,10 +55,10 @@ async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str
         hub.unwatch_final(run_id, ended)
 
 
-async def retrieve_batch(pool: Pool, env: Environment, batch_id: str) -> dict[str, Any]:
+async def retrieve_batch(pool: Pool, env: Environment, batch_id: str) -> Row:
     async with pool.connection() as conn:
         params = {"id": batch_id, "environment_id": env.id}
-        row = await (await conn.execute(Q.get_batch, params)).fetchone()
+        row = await fetch_one(conn, Q.get_batch, params)
     if row is None:
         raise NotFound(f"batch {batch_id!r} not found in the {env.slug} environment")
     return {
@@ -86,7 +85,7 @@ async def list_runs(
     created_to: datetime | None = None,
     after: tuple[datetime, str] | None = None,
     limit: int = 25,
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     params = {
         "environment_id": env.id,
         "statuses": statuses,
@@ -103,7 +102,7 @@ async def list_runs(
         "limit": limit,
     }
     async with pool.connection() as conn:
-        return await (await conn.execute(Q.list_runs, params)).fetchall()
+        return await fetch_all(conn, Q.list_runs, params)
 
 
 async def cancel(pool: Pool, env: Environment, run_id: str) -> list[str]:
@@ -111,7 +110,7 @@ async def cancel(pool: Pool, env: Environment, run_id: str) -> list[str]:
     canceled: list[str] = []
     async with pool.connection() as conn, conn.transaction():
         params = {"id": run_id, "environment_id": env.id}
-        if await (await conn.execute(Q.get_run, params)).fetchone() is None:
+        if await fetch_one(conn, Q.get_run, params) is None:
             raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
         pending, seen = [run_id], set()
         while pending:
@@ -120,14 +119,14 @@ async def cancel(pool: Pool, env: Environment, run_id: str) -> list[str]:
                 continue
             seen.add(current)
             params = {"id": current, "environment_id": env.id}
-            if await (await conn.execute(Q.cancel_run, params)).fetchone():
+            if await fetch_one(conn, Q.cancel_run, params):
                 canceled.append(current)
-            children = await (await conn.execute(Q.children_to_cancel, {"id": current})).fetchall()
+            children = await fetch_all(conn, Q.children_to_cancel, {"id": current})
             pending.extend(child["id"] for child in children)
     return canceled
 
 
-async def replay(pool: Pool, env: Environment, run_id: str) -> dict[str, Any]:
+async def replay(pool: Pool, env: Environment, run_id: str) -> Row:
     """A new run of the same task with the same payload, tags and metadata, on the newest
     version (not pinned to the original's).
 
@@ -151,8 +150,8 @@ async def reschedule(pool: Pool, env: Environment, run_id: str, run_at: datetime
     """Move a DELAYED run's start; refused once it is no longer delayed."""
     async with pool.connection() as conn, conn.transaction():
         params = {"id": run_id, "environment_id": env.id, "run_at": run_at}
-        if await (await conn.execute(Q.reschedule_run, params)).fetchone() is None:
-            row = await (await conn.execute(Q.get_run, params)).fetchone()
+        if await fetch_one(conn, Q.reschedule_run, params) is None:
+            row = await fetch_one(conn, Q.get_run, params)
             if row is None:
                 raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
             raise Conflict(
@@ -163,18 +162,10 @@ async def reschedule(pool: Pool, env: Environment, run_id: str, run_at: datetime
 async def reset_idempotency_key(pool: Pool, env: Environment, task_id: str, key: str) -> list[str]:
     """Forget an idempotency key so the next trigger with it creates a new run."""
     async with pool.connection() as conn, conn.transaction():
-        rows = await (
-            await conn.execute(
-                Q.reset_idempotency_key,
-                {
-                    "environment_id": env.id,
-                    "task_id": task_id,
-                    "idempotency_key": key,
-                },
-            )
-        ).fetchall()
+        rows = await fetch_all(
+            conn,
+            Q.reset_idempotency_key,
+            {"environment_id": env.id, "task_id": task_id, "idempotency_key": key},
+        )
     return [r["id"] for r in rows]
 
-
-def is_final(status: str) -> bool:
-    return status in FINAL_STATUSES

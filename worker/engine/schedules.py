@@ -1,4 +1,4 @@
-"""Schedules: imperative CRUD, declarative sync at worker registration, the schedule object.
+"""Schedules: imperative CRUD, declarative sync at worker registration, the Schedule.
 
 A schedule row stores its next nominal tick (``next_run_at``, an instant); the cron service
 (``services/cron_trigger.py``) fires due ticks. Timing is computed here in Python
@@ -7,15 +7,13 @@ A schedule row stores its next nominal tick (``next_run_at``, an instant); the c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
-
-from worker.common.limits import MAX_PAGE, check_text
+from worker.common.limits import MAX_PAGE
 from worker.engine.cron import CronError, parse, zone_info
-from worker.engine.db import Conn, Pool
+from worker.engine.db import Conn, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -27,21 +25,59 @@ AUTO_PREFIX = "auto:"
 UPCOMING = 5
 
 
-class ScheduleBody(BaseModel):
-    """``POST /api/v1/schedules`` and ``PUT /api/v1/schedules/{id}`` (camelCase on the wire)."""
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """What an imperative schedule is made of (the API's ``ScheduleBody`` gives it)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-    task: str = Field(min_length=1)
-    cron: str = Field(min_length=1)
-    deduplication_key: str | None = Field(default=None, min_length=1, max_length=2048)
-    external_id: str | None = Field(default=None, max_length=2048)
+    task: str
+    cron: str
+    deduplication_key: str | None = None
+    external_id: str | None = None
     timezone: str = "UTC"
 
-    @field_validator("task", "cron", "deduplication_key", "external_id", "timezone")
+
+@dataclass(frozen=True)
+class Schedule:
+    id: str
+    type: str  # IMPERATIVE | DECLARATIVE
+    task_id: str
+    active: bool
+    #: None for the keys the engine makes (declarative and key-less schedules): never shown
+    deduplication_key: str | None
+    external_id: str | None
+    cron: str
+    timezone: str
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
     @classmethod
-    def _text(cls, value: str | None, info: Any) -> str | None:
-        return None if value is None else check_text(value, to_camel(info.field_name))
+    def from_row(cls, row: Row) -> Schedule:
+        dedup = row["deduplication_key"]
+        return cls(
+            id=row["id"], type=row["type"], task_id=row["task_id"], active=row["active"],
+            deduplication_key=None if dedup.startswith((DECLARATIVE_PREFIX, AUTO_PREFIX))
+            else dedup,
+            external_id=row["external_id"], cron=row["cron"], timezone=row["timezone"],
+            next_run_at=row["next_run_at"] if row["active"] else None,
+            last_run_at=row["last_run_at"], created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def upcoming(self, now: datetime | None = None, count: int = UPCOMING) -> list[datetime]:
+        """The next ``count`` ticks (none while inactive)."""
+        if not self.active:
+            return []
+        return parse(self.cron).upcoming(now or datetime.now(UTC), self.timezone, count)
+
+
+@dataclass(frozen=True)
+class SchedulePage:
+    schedules: list[Schedule]
+    page: int
+    total_pages: int
+    count: int
 
 
 def check_timing(cron: str, timezone: str) -> None:
@@ -59,37 +95,8 @@ def next_tick(cron: str, timezone: str, after: datetime | None = None) -> dateti
     return parse(cron).next_after(after or datetime.now(UTC), timezone)
 
 
-def present(row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
-    """The schedule object of Trigger.dev's API (camelCase)."""
-    nxt = row["next_run_at"] if row["active"] else None
-    upcoming = (
-        parse(row["cron"]).upcoming(now or datetime.now(UTC), row["timezone"], UPCOMING)
-        if row["active"]
-        else []
-    )
-    dedup = row["deduplication_key"]
-    return {
-        "id": row["id"],
-        "type": row["type"],
-        "task": row["task_id"],
-        "active": row["active"],
-        "deduplicationKey": None if dedup.startswith((DECLARATIVE_PREFIX, AUTO_PREFIX)) else dedup,
-        "externalId": row["external_id"],
-        "generator": {"type": "CRON", "expression": row["cron"], "description": row["cron"]},
-        "timezone": row["timezone"],
-        "nextRun": nxt.isoformat() if nxt else None,
-        "lastRun": row["last_run_at"].isoformat() if row["last_run_at"] else None,
-        "upcoming": [t.isoformat() for t in upcoming],
-        "environments": [],
-        "createdAt": row["created_at"].isoformat(),
-        "updatedAt": row["updated_at"].isoformat(),
-    }
-
-
-async def _get(conn: Conn, env: Environment, schedule_id: str) -> dict[str, Any]:
-    row = await (
-        await conn.execute(Q.get_schedule, {"id": schedule_id, "environment_id": env.id})
-    ).fetchone()
+async def _get(conn: Conn, env: Environment, schedule_id: str) -> Row:
+    row = await fetch_one(conn, Q.get_schedule, {"id": schedule_id, "environment_id": env.id})
     if row is None:
         raise NotFound(f"schedule {schedule_id!r} not found in the {env.slug} environment")
     return row
@@ -97,9 +104,7 @@ async def _get(conn: Conn, env: Environment, schedule_id: str) -> dict[str, Any]
 
 async def _scheduled_task(conn: Conn, env: Environment, task_id: str) -> None:
     """Refuse a task that is not registered, or not declared with ``schedules.task``."""
-    found = await (
-        await conn.execute(Q.find_task, {"environment_id": env.id, "task_id": task_id})
-    ).fetchone()
+    found = await fetch_one(conn, Q.find_task, {"environment_id": env.id, "task_id": task_id})
     if found is None:
         raise NotFound(
             f"task {task_id!r} is not registered in the {env.slug} environment; start a "
@@ -114,7 +119,7 @@ async def _scheduled_task(conn: Conn, env: Environment, task_id: str) -> None:
         )
 
 
-def _imperative_only(row: dict[str, Any], action: str) -> None:
+def _imperative_only(row: Row, action: str) -> None:
     if row["type"] == "DECLARATIVE":
         raise EngineError(
             f"schedule {row['id']} is declared in code (schedules.task {row['task_id']!r}); "
@@ -122,7 +127,7 @@ def _imperative_only(row: dict[str, Any], action: str) -> None:
         )
 
 
-async def create(pool: Pool, env: Environment, body: ScheduleBody) -> dict[str, Any]:
+async def create(pool: Pool, env: Environment, body: ScheduleSpec) -> Schedule:
     """Create an imperative schedule; the same deduplication key updates it instead.
 
     Without a key every call adds a schedule (as in Trigger.dev, where the key is optional).
@@ -148,59 +153,60 @@ async def create(pool: Pool, env: Environment, body: ScheduleBody) -> dict[str, 
     }
     async with pool.connection() as conn, conn.transaction():
         await _scheduled_task(conn, env, body.task)
-        row = await (await conn.execute(Q.upsert_schedule, params)).fetchone()
+        row = await fetch_one(conn, Q.upsert_schedule, params)
         assert row is not None
         if row["type"] == "DECLARATIVE":
             raise EngineError("that deduplicationKey belongs to a declarative schedule")
-    return present(row)
+    return Schedule.from_row(row)
 
 
-async def retrieve(pool: Pool, env: Environment, schedule_id: str) -> dict[str, Any]:
+async def retrieve(pool: Pool, env: Environment, schedule_id: str) -> Schedule:
     async with pool.connection() as conn:
-        return present(await _get(conn, env, schedule_id))
+        return Schedule.from_row(await _get(conn, env, schedule_id))
 
 
 async def update(
-    pool: Pool, env: Environment, schedule_id: str, body: ScheduleBody
-) -> dict[str, Any]:
+    pool: Pool, env: Environment, schedule_id: str, body: ScheduleSpec
+) -> Schedule:
     check_timing(body.cron, body.timezone)
     async with pool.connection() as conn, conn.transaction():
         current = await _get(conn, env, schedule_id)
         _imperative_only(current, "updated")
         await _scheduled_task(conn, env, body.task)
-        row = await (
-            await conn.execute(
-                Q.update_schedule,
-                {
-                    "id": schedule_id,
-                    "environment_id": env.id,
-                    "task_id": body.task,
-                    "cron": body.cron,
-                    "timezone": body.timezone,
-                    "external_id": body.external_id,
-                    "next_run_at": (
-                        next_tick(body.cron, body.timezone) if current["active"] else None
-                    ),
-                },
-            )
-        ).fetchone()
+        row = await fetch_one(
+            conn,
+            Q.update_schedule,
+            {
+                "id": schedule_id,
+                "environment_id": env.id,
+                "task_id": body.task,
+                "cron": body.cron,
+                "timezone": body.timezone,
+                "external_id": body.external_id,
+                "next_run_at": (
+                    next_tick(body.cron, body.timezone) if current["active"] else None
+                ),
+            },
+        )
     assert row is not None
-    return present(row)
+    return Schedule.from_row(row)
 
 
-async def delete(pool: Pool, env: Environment, schedule_id: str) -> dict[str, Any]:
+async def delete(pool: Pool, env: Environment, schedule_id: str) -> Schedule:
     async with pool.connection() as conn, conn.transaction():
         _imperative_only(await _get(conn, env, schedule_id), "deleted")
-        row = await (
-            await conn.execute(Q.delete_schedule, {"id": schedule_id, "environment_id": env.id})
-        ).fetchone()
+        row = await fetch_one(
+            conn,
+            Q.delete_schedule,
+            {"id": schedule_id, "environment_id": env.id},
+        )
     assert row is not None
-    return present(row)
+    return Schedule.from_row(row)
 
 
 async def set_active(
     pool: Pool, env: Environment, schedule_id: str, active: bool
-) -> dict[str, Any]:
+) -> Schedule:
     """Activating computes the next tick from now: ticks missed while inactive never fire."""
     async with pool.connection() as conn, conn.transaction():
         current = await _get(conn, env, schedule_id)
@@ -211,15 +217,15 @@ async def set_active(
             "next_run_at": next_tick(current["cron"], current["timezone"]) if active else None,
         }
         if current["active"] == active:
-            return present(current)
-        row = await (await conn.execute(Q.set_schedule_active, params)).fetchone()
+            return Schedule.from_row(current)
+        row = await fetch_one(conn, Q.set_schedule_active, params)
     assert row is not None
-    return present(row)
+    return Schedule.from_row(row)
 
 
 async def list_schedules(
     pool: Pool, env: Environment, page: int = 1, per_page: int = 10, task_id: str | None = None
-) -> dict[str, Any]:
+) -> SchedulePage:
     if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= 100:
         raise EngineError(f"page must be 1..{MAX_PAGE} and perPage between 1 and 100")
     params = {
@@ -229,17 +235,11 @@ async def list_schedules(
         "offset": (page - 1) * per_page,
     }
     async with pool.connection() as conn:
-        rows = await (await conn.execute(Q.list_schedules, params)).fetchall()
-        total = await (await conn.execute(Q.count_schedules, params)).fetchone()
+        rows = await fetch_all(conn, Q.list_schedules, params)
+        total = await fetch_one(conn, Q.count_schedules, params)
     count = int(total["total"]) if total else 0
-    return {
-        "data": [present(r) for r in rows],
-        "pagination": {
-            "currentPage": page,
-            "totalPages": max(1, -(-count // per_page)),
-            "count": count,
-        },
-    }
+    return SchedulePage([Schedule.from_row(r) for r in rows], page,
+                        total_pages=max(1, -(-count // per_page)), count=count)
 
 
 def declared_schedule(definition: dict[str, Any]) -> dict[str, Any] | None:
@@ -274,7 +274,7 @@ async def sync_declarative(
     Called inside the registration transaction. An older version registering again (a replica
     of a previous deploy restarting) changes nothing, so schedules never flip back.
     """
-    newest = await (await conn.execute(Q.newest_version, {"environment_id": env.id})).fetchone()
+    newest = await fetch_one(conn, Q.newest_version, {"environment_id": env.id})
     if newest is None or str(newest["id"]) != version_id:
         return
     keep: list[str] = []

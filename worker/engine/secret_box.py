@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import secrets
+from collections.abc import Mapping
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from worker.common.settings import SettingsError, env_str
 
 ENV_VAR = "TRIGGER_ENCRYPTION_KEY"
 _NONCE = 12
@@ -29,8 +31,10 @@ def new_key() -> str:
     return secrets.token_hex(32)
 
 
-def _key() -> bytes:
-    raw = os.environ.get(ENV_VAR, "").strip()
+def _key(environ: Mapping[str, str] | None = None) -> bytes:
+    # Read at use, not cached: the CLI, the tests and the API share this module, and
+    # ``trigger dev`` sets the key after import (check_configured_key checks it at API start).
+    raw = env_str(ENV_VAR, environ=environ)
     if not raw:
         raise EncryptionUnavailable(
             f"{ENV_VAR} is not set: the server needs an encryption key (32 bytes, hex) to keep "
@@ -43,6 +47,16 @@ def _key() -> bytes:
     if len(key) != 32:
         raise EncryptionUnavailable(f"{ENV_VAR} must be 32 bytes as hex or base64")
     return key
+
+
+def check_configured_key(environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`SettingsError` if the key is set but unusable (unset is allowed)."""
+    if env_str(ENV_VAR, environ=environ) is None:
+        return
+    try:
+        _key(environ)
+    except EncryptionUnavailable as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def available() -> bool:

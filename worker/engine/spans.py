@@ -8,10 +8,7 @@ values cut at 131,072 characters, at most 10 events per span.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import logging
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -163,11 +160,6 @@ def decode_logs(body: bytes) -> list[dict[str, Any]]:
     return lines
 
 
-def retention_days() -> int:
-    """``TRIGGER_SPAN_RETENTION_DAYS`` (default 30; 0 keeps spans forever)."""
-    return int(os.environ.get("TRIGGER_SPAN_RETENTION_DAYS", "30"))
-
-
 async def delete_expired(pool: Pool, days: int, batch: int = 10_000) -> int:
     """Delete spans received more than ``days`` ago, in batches; returns how many."""
     deleted = 0
@@ -177,21 +169,3 @@ async def delete_expired(pool: Pool, days: int, batch: int = 10_000) -> int:
             deleted += max(cur.rowcount, 0)
         if cur.rowcount < batch:
             return deleted
-
-
-async def run_span_retention(pool: Pool, interval: float = 3600.0) -> None:
-    """The API's span retention sweep (hourly); the ops retention service may replace it."""
-    log = logging.getLogger(__name__)
-    while True:
-        days = retention_days()
-        if days > 0:
-            try:
-                removed = await delete_expired(pool, days)
-                if removed:
-                    log.info("span retention: deleted %d spans older than %d days", removed,
-                             days)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("span retention sweep failed; retrying later")
-        await asyncio.sleep(interval)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.common import trace_context
 from worker.common.statuses import FINAL_STATUSES
-from worker.engine import trace_context
-from worker.engine.db import Pool
+from worker.engine.db import Conn, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import NotFound
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
@@ -36,7 +36,7 @@ def _ms(start: datetime, end: datetime) -> float:
     return round((end - start).total_seconds() * 1000, 3)
 
 
-def run_node(row: dict[str, Any]) -> dict[str, Any]:
+def run_node(row: Row) -> Row:
     """The synthesised span of a run (trigger → final status)."""
     trace = trace_context.of_row(row)
     final = row["status"] in FINAL_STATUSES
@@ -60,7 +60,7 @@ def run_node(row: dict[str, Any]) -> dict[str, Any]:
             "runId": row["id"], "message": row["task_id"], "data": data, "children": []}
 
 
-def span_node(row: dict[str, Any]) -> dict[str, Any]:
+def span_node(row: Row) -> Row:
     attributes = row["attributes"] or {}
     duration = _ms(row["start_time"], row["end_time"])
     data = {
@@ -76,15 +76,14 @@ def span_node(row: dict[str, Any]) -> dict[str, Any]:
             "runId": row["run_id"], "message": row["name"], "data": data, "children": []}
 
 
-def log_entry(row: dict[str, Any]) -> dict[str, Any]:
+def log_entry(row: Row) -> Row:
     return {"id": str(row["id"]), "attemptNumber": row["attempt_number"], "level": row["level"],
             "message": row["message"], "attributes": row["attributes"] or {},
             "time": _iso(row["logged_at"]), "spanId": row["span_id"]}
 
 
-async def _run_row(conn: Any, env: Environment, run_id: str) -> dict[str, Any]:
-    row = await (await conn.execute(Q.trace_run, {"run_id": run_id,
-                                                  "environment_id": env.id})).fetchone()
+async def _run_row(conn: Conn, env: Environment, run_id: str) -> Row:
+    row = await fetch_one(conn, Q.trace_run, {"run_id": run_id, "environment_id": env.id})
     if row is None:
         raise NotFound(f"run {run_id!r} not found in this environment")
     return dict(row)
@@ -96,11 +95,13 @@ async def trace_tree(pool: Pool, env: Environment, run_id: str) -> dict[str, Any
     params = {"run_id": run_id, "environment_id": env.id, "limit": MAX_SPANS + 1}
     async with pool.connection() as conn:
         run = await _run_row(conn, env, run_id)
-        spans = await (await conn.execute(Q.spans_of_runs, params)).fetchall()
-        children = await (await conn.execute(Q.child_runs_in_trace, params)).fetchall()
-        logs = await (await conn.execute(Q.run_logs_by_span, {
-            "run_ids": [run_id, *(c["id"] for c in children)],
-            "limit": MAX_LOGS})).fetchall()
+        spans = await fetch_all(conn, Q.spans_of_runs, params)
+        children = await fetch_all(conn, Q.child_runs_in_trace, params)
+        logs = await fetch_all(
+            conn,
+            Q.run_logs_by_span,
+            {"run_ids": [run_id, *(c["id"] for c in children)], "limit": MAX_LOGS},
+        )
     truncated = len(spans) > MAX_SPANS
     root = run_node(run)
     nodes: dict[str, dict[str, Any]] = {root["id"]: root}
@@ -152,13 +153,15 @@ async def one_span(pool: Pool, env: Environment, run_id: str, span_id: str) -> d
         if trace_context.of_row(run).span_id == span_id:
             node = run_node(run)
         else:
-            row = await (await conn.execute(Q.span_of_run, {
-                "run_id": run_id, "span_id": span_id, "environment_id": env.id})).fetchone()
+            row = await fetch_one(
+                conn,
+                Q.span_of_run,
+                {"run_id": run_id, "span_id": span_id, "environment_id": env.id},
+            )
             if row is None:
                 raise NotFound(f"span {span_id!r} of run {run_id!r} not found")
             node = span_node(row)
-        logs = await (await conn.execute(Q.run_logs_by_span, {
-            "run_ids": [run_id], "limit": MAX_LOGS})).fetchall()
+        logs = await fetch_all(conn, Q.run_logs_by_span, {"run_ids": [run_id], "limit": MAX_LOGS})
     node.pop("children")
     node["data"]["logs"] = [log_entry(r) for r in logs if r["span_id"] == span_id]
     return node
@@ -174,8 +177,11 @@ async def log_page(pool: Pool, env: Environment, run_id: str, *, after: int, lim
         levels = [name for name, r in LEVEL_RANK.items() if r >= rank]
     async with pool.connection() as conn:
         await _run_row(conn, env, run_id)
-        rows = await (await conn.execute(Q.run_log_page, {
-            "run_id": run_id, "after": after, "limit": limit + 1, "levels": levels})).fetchall()
+        rows = await fetch_all(
+            conn,
+            Q.run_log_page,
+            {"run_id": run_id, "after": after, "limit": limit + 1, "levels": levels},
+        )
     more = len(rows) > limit
     rows = rows[:limit]
     return {"data": [log_entry(r) for r in rows],

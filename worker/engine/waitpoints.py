@@ -20,7 +20,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from worker.engine import public_tokens
-from worker.engine.db import Conn, Pool
+from worker.engine.db import Conn, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import Conflict, EngineError, NotFound
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -29,33 +29,6 @@ from worker.engine.notifier import WAITPOINTS, Notifier
 from worker.engine.queries import Q
 
 DEFAULT_KEY_TTL = timedelta(days=30)
-
-
-def present(row: dict[str, Any]) -> dict[str, Any]:
-    """A waitpoint as the API shows it (camelCase)."""
-
-    def iso(value: Any) -> Any:
-        return value.isoformat() if value is not None else None
-
-    return {
-        "id": row["id"],
-        "type": row["type"],
-        "status": row["status"],
-        "output": row["output"],
-        "outputType": row["output_type"],
-        "outputIsError": row["output_is_error"],
-        "idempotencyKey": row["idempotency_key"],
-        "idempotencyKeyExpiresAt": iso(row["idempotency_key_expires_at"]),
-        "timeoutAt": iso(row["complete_after"]) if row["type"] == "TOKEN" else None,
-        "completeAfter": iso(row["complete_after"]),
-        "tags": row["tags"],
-        "createdAt": iso(row["created_at"]),
-        "completedAt": iso(row["completed_at"]),
-    }
-
-
-async def _fetch(conn: Conn, query: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    return await (await conn.execute(query, params)).fetchone()
 
 
 async def create(
@@ -69,7 +42,7 @@ async def create(
     tags: list[str] | None = None,
     run_id: str | None = None,
     batch_id: str | None = None,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[Row, bool]:
     """Create a waitpoint in the caller's transaction; returns (row, is_cached).
 
     With an idempotency key an existing, unexpired waitpoint of the same type is returned
@@ -93,12 +66,12 @@ async def create(
     }
     for _ in range(3):
         if idempotency_key is not None:
-            existing = await _fetch(conn, Q.find_idempotent_waitpoint, params)
+            existing = await fetch_one(conn, Q.find_idempotent_waitpoint, params)
             if existing:
                 if existing["idempotency_key_expires_at"] > datetime.now(UTC):
                     return existing, True
                 await conn.execute(Q.clear_waitpoint_key, {"id": existing["id"]})
-        row = await _fetch(conn, Q.insert_waitpoint, params)
+        row = await fetch_one(conn, Q.insert_waitpoint, params)
         if row:
             return row, False
     raise EngineError("could not create the waitpoint under key contention; retry")
@@ -118,7 +91,7 @@ async def callback_url(pool: Pool, env: Environment, base_url: str, waitpoint_id
 async def verify_callback(pool: Pool, waitpoint_id: str, digest: str) -> Environment:
     """The environment of a token whose callback hash is right; raises otherwise."""
     async with pool.connection() as conn:
-        row = await _fetch(
+        row = await fetch_one(
             conn,
             "SELECT environment_id FROM waitpoints WHERE id = %(id)s::text",
             {"id": waitpoint_id},
@@ -137,7 +110,7 @@ async def create_token(
     idempotency_key: str | None,
     idempotency_key_ttl: str | int | None,
     tags: list[str],
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[Row, bool]:
     timeout_at = None
     if timeout is not None:
         from worker.engine.models import parse_when
@@ -167,17 +140,17 @@ async def complete_token(
         "output_type": output_type,
     }
     async with pool.connection() as conn, conn.transaction():
-        done = await _fetch(conn, Q.complete_waitpoint, params)
+        done = await fetch_one(conn, Q.complete_waitpoint, params)
         if done is None:
-            row = await _fetch(conn, Q.get_waitpoint, params)
+            row = await fetch_one(conn, Q.get_waitpoint, params)
             if row is None or row["type"] != "TOKEN":
                 raise NotFound(f"waitpoint token {waitpoint_id!r} not found in this environment")
     return done is not None
 
 
-async def get(pool: Pool, env: Environment, waitpoint_id: str) -> dict[str, Any]:
+async def get(pool: Pool, env: Environment, waitpoint_id: str) -> Row:
     async with pool.connection() as conn:
-        row = await _fetch(conn, Q.get_waitpoint, {"id": waitpoint_id, "environment_id": env.id})
+        row = await fetch_one(conn, Q.get_waitpoint, {"id": waitpoint_id, "environment_id": env.id})
     if row is None:
         raise NotFound(f"waitpoint {waitpoint_id!r} not found in this environment")
     return row
@@ -192,7 +165,7 @@ async def list_tokens(
     tags: list[str] | None,
     after: tuple[datetime, str] | None,
     limit: int,
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     params = {
         "environment_id": env.id,
         "status": status,
@@ -203,12 +176,12 @@ async def list_tokens(
         "limit": limit,
     }
     async with pool.connection() as conn:
-        return await (await conn.execute(Q.list_tokens, params)).fetchall()
+        return await fetch_all(conn, Q.list_tokens, params)
 
 
 async def wait_until_done(
     pool: Pool, notifier: Notifier, env: Environment, waitpoint_id: str, timeout_s: float
-) -> dict[str, Any]:
+) -> Row:
     """Long-poll: the waitpoint once it is no longer WAITING, or as it is after ``timeout_s``."""
     deadline = time.monotonic() + max(0.0, min(timeout_s, 30.0))
     while True:
@@ -235,7 +208,7 @@ async def _lock_leased(
 
     With ``attempt_number`` the operation is fenced to that attempt: a late request of an
     attempt that has already ended (its worker froze past its lease) writes nothing."""
-    run = await _fetch(conn, Q.lock_run_for_wait, {"run_id": run_id, "environment_id": env.id})
+    run = await fetch_one(conn, Q.lock_run_for_wait, {"run_id": run_id, "environment_id": env.id})
     if run is None:
         raise NotFound(f"run {run_id!r} not found in this environment")
     if run["status"] != "EXECUTING" or (
@@ -256,7 +229,7 @@ async def lock_parent(
     when the parent says which attempt it is)."""
     if attempt_number is not None:
         return await _lock_leased(conn, env, run_id, None, attempt_number)
-    run = await _fetch(conn, Q.lock_run_for_wait, {"run_id": run_id, "environment_id": env.id})
+    run = await fetch_one(conn, Q.lock_run_for_wait, {"run_id": run_id, "environment_id": env.id})
     if run is None:
         raise NotFound(f"parent run {run_id!r} not found in this environment")
     return int(run["attempt_number"])
@@ -271,7 +244,7 @@ async def record(
     key: str | None = None,
     waitpoint_id: str | None = None,
     outcome: Any = None,
-) -> dict[str, Any]:
+) -> Row:
     """Add an entry to the attempt's journal, or check the one already at ``seq`` is the same
     operation (a replay after a checkpoint, or a retried request)."""
     params = {
@@ -283,8 +256,8 @@ async def record(
         "waitpoint_id": waitpoint_id,
         "outcome": Jsonb(outcome) if outcome is not None else None,
     }
-    if await _fetch(conn, Q.insert_journal_entry, params) is None:
-        existing = await _fetch(conn, Q.get_journal_entry, params)
+    if await fetch_one(conn, Q.insert_journal_entry, params) is None:
+        existing = await fetch_one(conn, Q.get_journal_entry, params)
         assert existing is not None
         if existing["kind"] != kind or existing["key"] != key:
             raise Conflict(
@@ -308,7 +281,7 @@ async def wait_for(
     idempotency_key: str | None = None,
     idempotency_key_ttl: str | int | None = None,
     attempt_number: int | None = None,
-) -> dict[str, Any]:
+) -> Row:
     """Block a run on a waitpoint (a new DURATION one when ``until`` is given); returns the
     waitpoint, which may already be complete."""
     async with pool.connection() as conn, conn.transaction():
@@ -324,7 +297,7 @@ async def wait_for(
             )
             waitpoint_id = row["id"]
         assert waitpoint_id is not None
-        waitpoint = await _fetch(
+        waitpoint = await fetch_one(
             conn, Q.get_waitpoint, {"id": waitpoint_id, "environment_id": env.id}
         )
         if waitpoint is None:
@@ -348,7 +321,7 @@ async def record_outcome(
     key: str | None,
     outcome: Any,
     attempt_number: int | None = None,
-) -> dict[str, Any]:
+) -> Row:
     async with pool.connection() as conn, conn.transaction():
         attempt = await _lock_leased(conn, env, run_id, instance_id, attempt_number)
         return await record(conn, run_id, attempt, seq, kind, key, outcome=outcome)
@@ -366,14 +339,14 @@ async def checkpoint(
     they have all completed meanwhile, or raises when the lease is not held."""
     async with pool.connection() as conn, conn.transaction():
         await _lock_leased(conn, env, run_id, instance_id, attempt_number)
-        blocking = await (
-            await conn.execute(
-                Q.blocking_waitpoints, {"run_id": run_id, "attempt_number": attempt_number}
-            )
-        ).fetchall()
+        blocking = await fetch_all(
+            conn,
+            Q.blocking_waitpoints,
+            {"run_id": run_id, "attempt_number": attempt_number},
+        )
         if not any(w["status"] == "WAITING" for w in blocking):
             return False
-        suspended = await _fetch(
+        suspended = await fetch_one(
             conn,
             Q.suspend_run,
             {
@@ -389,10 +362,10 @@ async def checkpoint(
     return True
 
 
-async def journals(conn: Conn, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+async def journals(conn: Conn, run_ids: list[str]) -> dict[str, list[Row]]:
     """The journals of the current attempts of ``run_ids`` (only runs that have one)."""
-    rows = await (await conn.execute(Q.journals_of, {"run_ids": run_ids})).fetchall()
-    found: dict[str, list[dict[str, Any]]] = {}
+    rows = await fetch_all(conn, Q.journals_of, {"run_ids": run_ids})
+    found: dict[str, list[Row]] = {}
     for r in rows:
         found.setdefault(r["run_id"], []).append(
             {

@@ -10,8 +10,9 @@
 
 Errors in on_success / on_failure / on_complete are logged and swallowed; catch_error raising is
 HANDLE_ERROR_ERROR; an error escaping a middleware is TASK_MIDDLEWARE_ERROR. The retry decision
-(§2.4) is made here; the engine applies it. max_duration and cancellation are handled by the
-caller (:func:`worker.runtime.executor.run_attempt`): hooks other than ``on_cancel`` never run
+(docs/triggerdev-semantics.md, "Retry decision") is made here; the engine applies it.
+max_duration and cancellation are handled by the caller
+(:func:`worker.runtime.executor.run_attempt`): hooks other than ``on_cancel`` never run
 for a timed-out or canceled attempt.
 
 ``MemoryError`` / ``OutOfMemoryError`` raised by the task become ``TASK_PROCESS_OOM_KILLED``:
@@ -24,10 +25,12 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from worker.common import errors as codes
+from worker.common.protocol import Completion, DequeuedRun, Wire
 from worker.common.retry import MAX_ATTEMPTS_HARD_CAP, next_retry_delay_ms
 from worker.common.serialization import dumps, loads
 from worker.runtime.hooks import call_hook, call_run
@@ -53,7 +56,7 @@ STOP = (MaxDurationExceededError, TaskRunCanceledError)
 IN_PLACE_RETRY_MS = 30_000
 
 
-def error_to_wire(error: Any) -> dict[str, Any]:
+def error_to_wire(error: object) -> Wire:
     """TaskRunError wire form of an exception (or of a replacement given by catch_error)."""
     if isinstance(error, dict) and "type" in error:
         return error
@@ -73,17 +76,18 @@ class _Outcome:
     """What the inner part of the chain produced (middleware sees only ``next()``)."""
 
     def __init__(self) -> None:
-        self.completion: dict[str, Any] | None = None
+        self.completion: Completion | None = None
 
 
 class Attempt:
-    def __init__(self, run: dict[str, Any], task: Task, config: Config) -> None:
+    def __init__(self, run: DequeuedRun, ctx: Wire, task: Task, config: Config) -> None:
+        """``ctx`` is the run's context as it came (the task's ``ctx`` reads it as is)."""
         self.run = run
         self.task = task
         self.config = config
         self.globals = config.global_hooks()
-        self.attempt_number = int(run.get("attempt_number") or 1)
-        self.ctx = Context(run.get("ctx") or {})
+        self.attempt_number = run.attempt_number
+        self.ctx = Context(ctx)
         self.payload: Any = None
         self.init: dict[str, Any] = {}
         self.signal = AbortSignal()
@@ -121,7 +125,7 @@ class Attempt:
 
     # --- entry ---------------------------------------------------------------------------
 
-    async def execute(self) -> dict[str, Any]:
+    async def execute(self) -> Completion:
         try:
             self.payload = self._parse_payload()
         except Exception as exc:
@@ -164,12 +168,12 @@ class Attempt:
         return self._hooks("middleware")
 
     def _parse_payload(self) -> Any:
-        data = loads(self.run.get("payload"), self.run.get("payload_type") or "application/json")
+        data = loads(self.run.payload, self.run.payload_type or "application/json")
         if self.task.schema is not None:
             return self.task.schema.model_validate(data)
         return data
 
-    async def _body(self) -> dict[str, Any]:
+    async def _body(self) -> Completion:
         try:
             for hook in self._hooks("init"):
                 with _hook_span("init"):
@@ -178,7 +182,7 @@ class Attempt:
                     self.init = {**self.init, **result}
             # A checkpointed attempt resumes by replaying `run` from the top in a new process
             # (init and middleware run again there); its start hooks ran when it began.
-            if not self.run.get("resumed"):
+            if not self.run.resumed:
                 if self.attempt_number == 1:
                     await self._propagating("on_start")
                 await self._propagating("on_start_attempt")
@@ -193,7 +197,7 @@ class Attempt:
             return await self._on_error(exc)
         return await self._on_success(output)
 
-    async def _on_success(self, output: Any) -> dict[str, Any]:
+    async def _on_success(self, output: Any) -> Completion:
         try:
             data, data_type = dumps(output)
         except Exception as exc:
@@ -204,8 +208,8 @@ class Attempt:
         await self._swallowing("on_success", output=output)
         await self._swallowing("on_complete", result={"ok": True, "data": output})
         await self._cleanup()
-        return {"run_id": self.run["run_id"], "attempt_number": self.attempt_number, "ok": True,
-                "output": data, "output_type": data_type}
+        return Completion(self.run.run_id, self.attempt_number, True, output=data,
+                          output_type=data_type)
 
     async def _cleanup(self) -> None:
         # Reference: cleanup errors propagate; we log them but keep the attempt's outcome,
@@ -220,32 +224,31 @@ class Attempt:
                 logger.error(f"cleanup hook raised: {type(exc).__name__}: {exc}",
                              stack="".join(traceback.format_exception(exc)))
 
-    # --- failure path (§2.4) -----------------------------------------------------------
+    # --- failure path (docs/triggerdev-semantics.md, "Retry decision") ------------------
 
-    def _retry_options(self) -> dict[str, Any]:
-        retry = dict(self.run.get("retry") or self.task.retry or self.config.retries.default
-                     or {})
-        if self.run.get("max_attempts") is not None:
-            retry["max_attempts"] = self.run["max_attempts"]
+    def _retry_options(self) -> Wire:
+        retry = dict(self.run.retry or self.task.retry or self.config.retries.default or {})
+        if self.run.max_attempts is not None:
+            retry["max_attempts"] = self.run.max_attempts
         return retry
 
-    def _default_skip(self, exc: BaseException, retry: dict[str, Any]) -> bool:
+    def _default_skip(self, exc: BaseException, retry: Wire) -> bool:
         if isinstance(exc, AbortTaskRunError | NonDeterministicError | ConcurrentWaitError):
             return True  # retrying cannot help
         if isinstance(exc, ApiError) and 400 <= exc.status < 500 and exc.status not in (408, 429):
             return True
-        env_type = (self.run.get("ctx") or {}).get("environment", {}).get("type")
-        if env_type == "DEVELOPMENT" and not self.config.retries.enabled_in_dev:
+        in_dev = self.run.ctx.environment.type == "DEVELOPMENT"
+        if in_dev and not self.config.retries.enabled_in_dev:
             return True
         return self._no_attempts_left(retry)
 
-    def _no_attempts_left(self, retry: dict[str, Any]) -> bool:
+    def _no_attempts_left(self, retry: Wire) -> bool:
         max_attempts = int(retry.get("max_attempts") or 1)
-        if self.run.get("is_final_attempt"):
+        if self.run.is_final_attempt:
             return True
         return self.attempt_number >= min(max_attempts, MAX_ATTEMPTS_HARD_CAP)
 
-    async def _on_error(self, exc: Exception) -> dict[str, Any]:
+    async def _on_error(self, exc: Exception) -> Completion:
         retry = self._retry_options()
         if isinstance(exc, MemoryError | OutOfMemoryError):
             return await self._out_of_memory(exc, retry)
@@ -291,7 +294,7 @@ class Attempt:
         await self._cleanup()
         return self._failed(wire, delay_ms=delay)
 
-    async def _out_of_memory(self, exc: BaseException, retry: dict[str, Any]) -> dict[str, Any]:
+    async def _out_of_memory(self, exc: BaseException, retry: Wire) -> Completion:
         wire = codes.internal_error(codes.TASK_PROCESS_OOM_KILLED,
                                     f"{type(exc).__name__}: {exc}",
                                     "".join(traceback.format_exception(exc)))
@@ -299,29 +302,26 @@ class Attempt:
         if machine is None:
             return await self._finish_failure(wire, skipped=True, exc=exc)
         await self._cleanup()
-        failed = self._failed(wire)
-        failed["retry_machine"] = machine
-        return failed
+        return replace(self._failed(wire), retry_machine=machine)
 
     async def run_on_cancel(self, run_promise: Any) -> None:
         """``on_cancel`` hooks (global, then the task's); errors are logged."""
         await self._swallowing("on_cancel", run_promise=run_promise)
 
-    async def _finish_failure(self, wire: dict[str, Any], *, skipped: bool,
-                              exc: BaseException) -> dict[str, Any]:
+    async def _finish_failure(self, wire: Wire, *, skipped: bool,
+                              exc: BaseException) -> Completion:
         await self._swallowing("on_failure", error=exc)
         await self._swallowing("on_complete", result={"ok": False, "error": exc})
         await self._cleanup()
         return self._failed(wire, skipped=skipped)
 
-    def _failed(self, error: dict[str, Any], *, skipped: bool = False,
-                delay_ms: int | None = None) -> dict[str, Any]:
-        return {"run_id": self.run["run_id"], "attempt_number": self.attempt_number,
-                "ok": False, "error": error,
-                "retry": None if delay_ms is None else {"delay_ms": delay_ms},
-                # a short retry runs again on this worker, keeping the lease (§2.4)
-                "retry_in_place": delay_ms is not None and delay_ms < IN_PLACE_RETRY_MS,
-                "skipped_retrying": skipped}
+    def _failed(self, error: Wire, *, skipped: bool = False,
+                delay_ms: int | None = None) -> Completion:
+        return Completion(self.run.run_id, self.attempt_number, False, error=error,
+                          retry_delay_ms=delay_ms, skipped_retrying=skipped,
+                          # a short retry runs again on this worker, keeping the lease
+                          # (docs/protocol.md, "/complete")
+                          retry_in_place=delay_ms is not None and delay_ms < IN_PLACE_RETRY_MS)
 
 
 def _hook_span(name: str) -> Any:

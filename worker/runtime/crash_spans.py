@@ -10,12 +10,16 @@ ended.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
+from worker.common.protocol import DequeuedRun, Wire
 from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_span
 
+if TYPE_CHECKING:
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-def _kv(key: str, value: Any) -> Any:
+
+def _kv(key: str, value: str | int | bool) -> KeyValue:
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
     if isinstance(value, bool):
@@ -25,8 +29,8 @@ def _kv(key: str, value: Any) -> Any:
     return KeyValue(key=key, value=AnyValue(string_value=str(value)))
 
 
-def died_attempt_request(run: dict[str, Any], started_monotonic: float,
-                         error: dict[str, Any], service: str) -> bytes:
+def died_attempt_request(run: DequeuedRun, started_monotonic: float, error: Wire,
+                         service: str) -> bytes:
     """An ``ExportTraceServiceRequest`` (protobuf) with the dead attempt's span."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
@@ -43,9 +47,9 @@ def died_attempt_request(run: dict[str, Any], started_monotonic: float,
         trace_id=bytes.fromhex(trace_id), span_id=bytes.fromhex(attempt_span_id(run)),
         parent_span_id=bytes.fromhex(parent), name=attempt_span_name(run),
         kind=Span.SPAN_KIND_INTERNAL, start_time_unix_nano=start_ns, end_time_unix_nano=now_ns,
-        attributes=[_kv("ctx.run.id", str(run["run_id"])),
-                    _kv("ctx.attempt.number", int(run.get("attempt_number") or 1)),
-                    _kv("ctx.task.id", str(run.get("task_id"))),
+        attributes=[_kv("ctx.run.id", run.run_id),
+                    _kv("ctx.attempt.number", run.attempt_number),
+                    _kv("ctx.task.id", run.task_id),
                     _kv("trigger.span.kind", "attempt"),
                     _kv("trigger.error.type", code),
                     _kv("trigger.recorded_by", "supervisor")],

@@ -27,10 +27,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from worker.common.conventions import CONFIG_FILE
 from worker.sdk.config import Config
-from worker.sdk.task import Task, _created
+from worker.sdk.task import Task, created_tasks
 
-CONFIG_FILE = "trigger_config.py"
+__all__ = ["CONFIG_FILE", "Discovered", "DiscoveryError", "discover", "load_config"]
 
 
 class DiscoveryError(Exception):
@@ -236,7 +237,7 @@ def discover(project_dir: Path | str) -> Discovered:
     if root not in sys.path:
         sys.path.insert(0, root)
     importlib.invalidate_caches()
-    baseline = len(_created)
+    baseline = len(created_tasks())
     config = load_config(project_dir)
     modules = _import_task_modules(project_dir, config)
 
@@ -257,7 +258,7 @@ def discover(project_dir: Path | str) -> Discovered:
         by_id[t.id] = t
 
     unexported = []
-    for t in _created[baseline:]:
+    for t in created_tasks()[baseline:]:
         if id(t) in exported:
             continue
         unexported.append(

@@ -21,10 +21,13 @@ import os
 import resource
 import socket
 import time
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from worker.common import errors as codes
+from worker.common.protocol import Completion, DequeuedRun, Wire
 from worker.common.serialization import loads
+from worker.common.settings import env_str
 from worker.runtime import telemetry
 from worker.runtime.attempt import Attempt
 from worker.runtime.capture import RunCapture
@@ -43,11 +46,11 @@ from worker.sdk.context import (
 from worker.sdk.errors import MaxDurationExceededError, TaskRunCanceledError
 from worker.sdk.logger import logger
 
+if TYPE_CHECKING:
+    from worker.runtime.discovery import Discovered
+
 #: seconds ``attempt_hooks.attempt_ending`` may take before the completion goes without it
 ENDING_TIMEOUT = 10.0
-#: completion keys an ``attempt_ending`` callback may not overwrite
-_CORE_KEYS = frozenset({"run_id", "attempt_number", "ok", "output", "output_type", "error",
-                        "retry", "skipped_retrying", "duration_ms"})
 
 
 class Channel:
@@ -79,41 +82,62 @@ async def _attempt_ending(ctx: Any) -> dict[str, Any]:
         return {}
 
 
-def _merge(completion: dict[str, Any], extra: dict[str, Any]) -> None:
-    for key, value in extra.items():
-        if key not in _CORE_KEYS:
-            completion[key] = value
+def _merge(completion: Completion, extra: Wire) -> Completion:
+    """What the SDK adds when an attempt ends: its metadata changes (worker.sdk.metadata)."""
+    metadata = extra.get("metadata")
+    return replace(completion, metadata=metadata) if metadata else completion
 
 
 class Sink(Protocol):
     def send(self, message: dict[str, Any]) -> None: ...
 
 
-async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> dict[str, Any]:
-    """Run one attempt with max_duration and cancellation handled; always returns a completion.
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended: its completion, and whether this executor must be replaced (the
+    attempt was stopped mid-flight: the process state is not trusted)."""
+
+    run_id: str
+    attempt_number: int
+    #: None: the attempt checkpointed (suspended): the engine holds the run, nothing to report
+    completion: Completion | None
+    recycle: bool = False
+
+    def wire(self) -> Wire:
+        """The ``completion`` of the executor's frame to the supervisor."""
+        if self.completion is None:
+            return {"run_id": self.run_id, "attempt_number": self.attempt_number,
+                    "suspended": True}
+        return self.completion.to_wire()
+
+
+async def run_attempt(message: Wire, discovered: Discovered, channel: Sink) -> AttemptEnd:
+    """Run one attempt of the dequeued run ``message`` (docs/protocol.md) with max_duration and
+    cancellation handled; always returns a completion.
 
     Order: ``attempt_hooks.attempt_started`` → the attempt (middleware, hooks, run) →
     ``attempt_hooks.attempt_ending`` (merged into the completion). A cancel (SIGUSR1 from the
     supervisor) starts the ``on_cancel`` hooks and cancels the attempt's asyncio task.
     """
     started = time.monotonic()
-    task_def = discovered.tasks.get(run.get("task_id"))
+    run = DequeuedRun.from_wire(message)
+    task_def = discovered.tasks.get(run.task_id)
     if task_def is None:
         missing = failed_completion(run, codes.internal_error(
             codes.COULD_NOT_FIND_TASK,
-            f"task {run.get('task_id')!r} is not in this version "
+            f"task {run.task_id!r} is not in this version "
             f"(tasks: {sorted(discovered.tasks)})"))
-        missing["duration_ms"] = 0
-        return missing
-    limit = run.get("max_duration")
+        return AttemptEnd(run.run_id, run.attempt_number, replace(missing, duration_ms=0))
+    limit = run.max_duration
     if limit is None:
         limit = task_def.max_duration or discovered.config.max_duration
-    attempt = Attempt(run, task_def, discovered.config)
+    attempt = Attempt(run, message["ctx"], task_def, discovered.config)
     ctx_token = set_current_context(attempt.ctx if isinstance(attempt.ctx, Context) else None)
     locals_token = begin_run_locals()
-    capture = RunCapture(channel.send, run["run_id"], attempt.attempt_number,
+    capture = RunCapture(channel.send, run.run_id, attempt.attempt_number,
                          discovered.config.log_level)
-    completion: dict[str, Any] | None = None
+    completion: Completion | None = None
+    suspended = False
     loop = asyncio.get_running_loop()
     with capture, telemetry.attempt_span(run) as span:
         try:
@@ -131,13 +155,12 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> di
             job.cancel("canceled")
 
         timer.start(float(limit) if limit else None, job, attempt.signal, on_cancel,
-                    used=float(run.get("execution_ms") or 0) / 1000)
+                    used=run.execution_ms / 1000)
         try:
             completion = await job
         except durable.Suspended:
             # checkpointed: the engine holds the run now; nothing to complete
-            completion = {"run_id": run["run_id"], "attempt_number": attempt.attempt_number,
-                          "suspended": True}
+            suspended = True
         except (asyncio.CancelledError, MaxDurationExceededError, TaskRunCanceledError):
             completion = None
         except BaseException as exc:  # a bug in the runtime itself: fail the attempt, loudly
@@ -153,27 +176,29 @@ async def run_attempt(run: dict[str, Any], discovered: Any, channel: Sink) -> di
             await asyncio.gather(*cancel_hooks, return_exceptions=True)
             completion = failed_completion(run, codes.internal_error(
                 codes.TASK_RUN_CANCELLED, "the run was canceled while it executed"))
-        elif expired or completion is None:
+        elif expired or (completion is None and not suspended):
             completion = failed_completion(run, codes.internal_error(
                 codes.MAX_DURATION_EXCEEDED,
                 f"Run exceeded maximum duration of {limit}s"))
-        _merge(completion, await _attempt_ending(attempt.ctx))
+        extra = await _attempt_ending(attempt.ctx)
+        if completion is not None:
+            completion = _merge(completion, extra)
     telemetry.end_attempt(span, completion)
     end_run_locals(locals_token)
     reset_current_context(ctx_token)
-    completion["duration_ms"] = int((time.monotonic() - started) * 1000)
-    if expired or canceled:
-        completion["_recycle"] = True  # stopped mid-flight: its state is not trustworthy
-    return completion
+    if completion is not None:
+        completion = replace(completion, duration_ms=int((time.monotonic() - started) * 1000))
+    # stopped mid-flight: its state is not trustworthy
+    return AttemptEnd(run.run_id, run.attempt_number, completion, recycle=expired or canceled)
 
 
-def _wire_durable_waits(attempt: Attempt, run: dict[str, Any], channel: Sink) -> None:
+def _wire_durable_waits(attempt: Attempt, run: DequeuedRun, channel: Sink) -> None:
     """Give the run's durable state (``worker.sdk.durable``) the attempt's wait hooks, and a
     clock that stops while the run waits, here and in the supervisor's backstop."""
     state = durable.maybe_state()
     if state is None:
         return
-    run_id = run["run_id"]
+    run_id = run.run_id
 
     async def on_wait(info: dict[str, Any]) -> None:
         await attempt.propagate_hook("on_wait", wait=info)
@@ -193,7 +218,7 @@ def _wire_durable_waits(attempt: Attempt, run: dict[str, Any], channel: Sink) ->
     state.on_resume.append(on_resume)
     state.pause_clock, state.resume_clock = pause, resume
     state.execution_ms = lambda: int(timer.execution_seconds() * 1000)
-    state.resumed = bool(run.get("resumed"))
+    state.resumed = run.resumed
 
 
 def _promise(job: asyncio.Task[Any]) -> asyncio.Future[Any]:
@@ -206,17 +231,16 @@ def _promise(job: asyncio.Task[Any]) -> asyncio.Future[Any]:
             return
         result = None
         if not t.cancelled() and t.exception() is None:
-            completion = t.result()
-            if completion.get("ok"):
-                result = loads(completion.get("output"),
-                               completion.get("output_type") or "application/json")
+            completion: Completion = t.result()
+            if completion.ok:
+                result = loads(completion.output, completion.output_type or "application/json")
         fut.set_result(result)
 
     job.add_done_callback(done)
     return fut
 
 
-def serve(socket_path: str, discovered: Any) -> int:
+def serve(socket_path: str, discovered: Discovered) -> int:
     """Main loop of an executor process; returns its exit code."""
     import uvloop
 
@@ -229,7 +253,7 @@ def serve(socket_path: str, discovered: Any) -> int:
     from worker.sdk import client
 
     # after the fork, in this process only (worker/runtime/telemetry.py)
-    telemetry.setup(discovered.config, client.api_url(), os.environ.get("TRIGGER_SECRET_KEY"))
+    telemetry.setup(discovered.config, client.api_url(), env_str("TRIGGER_SECRET_KEY"))
     channel.send({"type": "hello", "pid": os.getpid(), "rss": _rss_bytes()})
     while True:
         message = recv_sync(sock)
@@ -239,9 +263,8 @@ def serve(socket_path: str, discovered: Any) -> int:
         if message.get("type") != "execute":
             continue
         with run_environment(message["run"].get("env_vars")):
-            completion = loop.run_until_complete(run_attempt(message["run"], discovered, channel))
-        recycle = bool(completion.pop("_recycle", False))
-        if recycle:  # this process is about to go: its spans go first
+            end = loop.run_until_complete(run_attempt(message["run"], discovered, channel))
+        if end.recycle:  # this process is about to go: its spans go first
             telemetry.flush()
-        channel.send({"type": "completion", "completion": completion, "rss": _rss_bytes(),
-                      "recycle": recycle})
+        channel.send({"type": "completion", "completion": end.wire(), "rss": _rss_bytes(),
+                      "recycle": end.recycle})

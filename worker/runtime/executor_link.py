@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.common import errors as codes
+from worker.common.protocol import DequeuedRun
 from worker.runtime.framing import read_frame, write_frame
 from worker.runtime.timeout import CANCEL_SIGNAL
 
@@ -95,7 +96,7 @@ class Executor:
         self.baseline_rss = baseline_rss
         self.idle_since = time.monotonic()
         self.runs_done = 0
-        self.run: dict[str, Any] | None = None
+        self.run: DequeuedRun | None = None
         self.retiring = False
         self.exit_info: tuple[int | None, int | None] | None = None
         self._exited = asyncio.Event()
@@ -137,12 +138,12 @@ class Executor:
     def alive(self) -> bool:
         return self.exit_info is None and not self._reader_task.done()
 
-    async def execute(self, run: dict[str, Any]) -> dict[str, Any]:
+    async def execute(self, run: DequeuedRun) -> dict[str, Any]:
         """Send the run; return the completion frame or raise ExecutorDied."""
         if not self.alive:
             raise ExecutorDied(self.pid, *(self.exit_info or (-1, None)))
         self._completion = asyncio.get_running_loop().create_future()
-        write_frame(self.writer, {"type": "execute", "run": run})
+        write_frame(self.writer, {"type": "execute", "run": run.to_wire()})
         with contextlib.suppress(ConnectionError):
             await self.writer.drain()
         try:

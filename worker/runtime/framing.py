@@ -9,20 +9,21 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from typing import Any
 
 import orjson
+
+from worker.common.protocol import Wire
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
 
 
-def _default(obj: Any) -> Any:
+def _default(obj: object) -> object:
     # Log attributes may hold anything; never fail a frame because of one odd value.
     return repr(obj)
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: Wire) -> bytes:
     body = orjson.dumps(message, default=_default, option=orjson.OPT_NON_STR_KEYS)
     return _HEADER.pack(len(body)) + body
 
@@ -30,7 +31,7 @@ def encode(message: dict[str, Any]) -> bytes:
 # --- blocking side (executor) ------------------------------------------------------------
 
 
-def send_sync(sock: socket.socket, message: dict[str, Any]) -> None:
+def send_sync(sock: socket.socket, message: Wire) -> None:
     sock.sendall(encode(message))
 
 
@@ -44,7 +45,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
     return bytes(chunks)
 
 
-def recv_sync(sock: socket.socket) -> dict[str, Any] | None:
+def recv_sync(sock: socket.socket) -> Wire | None:
     """Next frame, or None when the peer closed the connection."""
     header = _recv_exact(sock, _HEADER.size)
     if header is None:
@@ -55,14 +56,14 @@ def recv_sync(sock: socket.socket) -> dict[str, Any] | None:
     body = _recv_exact(sock, length)
     if body is None:
         return None
-    result: dict[str, Any] = orjson.loads(body)
+    result: Wire = orjson.loads(body)
     return result
 
 
 # --- asyncio side (supervisor) -----------------------------------------------------------
 
 
-async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+async def read_frame(reader: asyncio.StreamReader) -> Wire | None:
     try:
         header = await reader.readexactly(_HEADER.size)
         (length,) = _HEADER.unpack(header)
@@ -71,9 +72,9 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
         body = await reader.readexactly(length)
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
-    result: dict[str, Any] = orjson.loads(body)
+    result: Wire = orjson.loads(body)
     return result
 
 
-def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+def write_frame(writer: asyncio.StreamWriter, message: Wire) -> None:
     writer.write(encode(message))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -20,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from worker.common.protocol import DequeuedRun
+from worker.runtime.background import Background
 from worker.runtime.executor_link import (
     Executor,
     ExecutorDied,
@@ -29,6 +32,8 @@ from worker.runtime.executor_link import (
 
 __all__ = ["DiscoveryFailed", "Executor", "ExecutorDied", "ExecutorServer", "Pool",
            "PoolUnavailable", "ZygoteProcess", "kill_group"]
+
+log = logging.getLogger(__name__)
 
 
 class DiscoveryFailed(Exception):
@@ -150,7 +155,8 @@ class Pool:
     """
 
     def __init__(self, zygote: ZygoteProcess, server: ExecutorServer, *, size: int,
-                 version_id: str, version: str, on_log: Callable[[dict[str, Any]], None],
+                 version_id: str, version: str, content_hash: str = "",
+                 on_log: Callable[[dict[str, Any]], None],
                  on_change: Callable[[], None], max_runs_per_process: int = 100,
                  max_memory_mib: int | None = None, idle_timeout: float | None = None,
                  min_warm: int = 1,
@@ -163,6 +169,8 @@ class Pool:
         self.idle_timeout = idle_timeout
         self.version_id = version_id
         self.version = version
+        #: the code's hash: a reload to the same code keeps this pool
+        self.content_hash = content_hash
         self.on_log = on_log
         self.on_change = on_change
         self.on_warning = on_warning or (lambda message: None)
@@ -179,7 +187,7 @@ class Pool:
         self._wanted = 0
         self._changed = asyncio.Event()
         self._pending_exits: dict[int, tuple[int | None, int | None]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -208,12 +216,7 @@ class Pool:
             return
         for _ in range(self.target - self._active_count()):
             self._spawning += 1
-            self._background(self._spawn())
-
-    def _background(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            self._background.start(self._spawn())
 
     async def _spawn(self) -> None:
         pid = None
@@ -228,10 +231,16 @@ class Pool:
                 return
             if self.draining or self.closed:
                 self._retire(ex)
-        except Exception:
+        except Exception as exc:
             if pid is not None:
                 kill_group(pid)
                 self.server.forget(pid)
+            # surfaced (the worker's event stream prints warnings), never silent; a pool that is
+            # closing, or whose zygote died (the janitor restarts it), expects failed forks
+            if not (self.closed or self.draining or self.zygote.dead.is_set()):
+                log.warning("forking an executor of version %s failed", self.version,
+                            exc_info=True)
+                self.on_warning(f"forking an executor failed: {type(exc).__name__}: {exc}")
             await asyncio.sleep(0.5)  # do not spin if forking keeps failing
         finally:
             self._spawning -= 1
@@ -267,7 +276,7 @@ class Pool:
 
     # --- running -----------------------------------------------------------------------
 
-    async def acquire(self, run: dict[str, Any], timeout: float = 60.0) -> Executor:
+    async def acquire(self, run: DequeuedRun, timeout: float = 60.0) -> Executor:
         """Reserve an idle executor for ``run``, growing the pool when none is idle."""
         self._wanted += 1
         deadline = time.monotonic() + timeout
@@ -289,7 +298,7 @@ class Pool:
         finally:
             self._wanted -= 1
 
-    async def execute(self, ex: Executor, run: dict[str, Any]) -> dict[str, Any]:
+    async def execute(self, ex: Executor, run: DequeuedRun) -> dict[str, Any]:
         """Run on ``ex``; return the completion frame. Raises ExecutorDied."""
         ex.run = run
         try:
@@ -336,7 +345,7 @@ class Pool:
             if pid in self.executors:
                 kill_group(pid)
 
-        self._background(force())
+        self._background.start(force())
         self.fill()
 
     def kill(self, ex: Executor) -> None:
@@ -370,5 +379,4 @@ class Pool:
             ex.close()
         self.executors.clear()
         await self.zygote.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        self._background.cancel_all()

@@ -1,24 +1,25 @@
 """Hot reload for ``trigger dev``: watch the task dirs and the config, swap code versions.
 
-A change starts a new zygote (:meth:`Supervisor.reload`); if its import fails the supervisor
-emits ``reload_failed`` with the traceback and keeps serving the old version; otherwise the new
-version is registered, new dequeues list it first, and the old executors finish their runs.
+A change calls ``reload`` (the supervisor's: a new zygote; if its import fails it emits
+``reload_failed`` with the traceback and keeps serving the old version; otherwise the new
+version is registered, new dequeues list it, and the old executors finish their runs).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from watchfiles import Change, awatch
 
-if TYPE_CHECKING:
-    from worker.runtime.supervisor import Supervisor
+from worker.common.conventions import CONFIG_FILE
+from worker.common.protocol import Wire
 
-CONFIG_FILE = "trigger_config.py"
+WatchFilter = Callable[[Change, str], bool]
 
 
-def make_filter(project_dir: Path, dirs_of: Any) -> Any:
+def make_filter(project_dir: Path, dirs_of: Callable[[], list[str]]) -> WatchFilter:
     """A watchfiles filter: .py files under the current ``dirs`` and the config file."""
     config = str(project_dir / CONFIG_FILE)
 
@@ -32,18 +33,15 @@ def make_filter(project_dir: Path, dirs_of: Any) -> Any:
     return accept
 
 
-async def watch_project(supervisor: Supervisor) -> None:
-    project_dir = supervisor.project_dir
-
-    def dirs() -> list[str]:
-        pool = supervisor.current
-        if pool is None:
-            return ["trigger"]
-        return list(pool.zygote.manifest.get("config", {}).get("dirs") or ["trigger"])
-
-    async for _changes in awatch(project_dir, watch_filter=make_filter(project_dir, dirs),
-                                 stop_event=supervisor.stop, debounce=300, step=50):
-        if supervisor.stopping:
+async def watch_project(project_dir: Path, *, dirs: Callable[[], list[str]],
+                        stop: asyncio.Event, stopping: Callable[[], bool],
+                        emit: Callable[[Wire], None],
+                        reload: Callable[[], Awaitable[None]]) -> None:
+    """Until ``stop``: on each (debounced) change under ``dirs()`` or to the config, emit
+    ``reloading`` and await ``reload()``."""
+    async for changes in awatch(project_dir, watch_filter=make_filter(project_dir, dirs),
+                                stop_event=stop, debounce=300, step=50):
+        if stopping():
             return
-        supervisor.emit({"type": "reloading", "files": sorted(p for _, p in _changes)})
-        await supervisor.reload()
+        emit({"type": "reloading", "files": sorted(p for _, p in changes)})
+        await reload()

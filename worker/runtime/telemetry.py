@@ -22,7 +22,6 @@ supervisor can close it in the executor's place if the process dies.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -35,11 +34,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from worker.common.protocol import Completion, DequeuedRun
+from worker.runtime.settings import WorkerSettings
 from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_span
 from worker.sdk.context import current_context
 
-#: ms between batch exports (short: a run's trace should be readable right after it ends)
-EXPORT_DELAY_MS = float(os.environ.get("TRIGGER_OTEL_EXPORT_DELAY_MS", "1000"))
 _LEVELS = {"debug": 5, "log": 9, "info": 9, "warn": 13, "error": 17}
 
 
@@ -71,27 +70,28 @@ class Telemetry:
     def __init__(self) -> None:
         self.tracer_provider: TracerProvider | None = None
         #: the attempt spans' tracer, made once (getting it through the global proxy on every
-        #: attempt was a tenth of an idle executor's CPU per run, docs/benchmarks.md)
+        #: attempt was ~8 % of an executor's CPU per run, docs/benchmarks.md)
         self.tracer: otel.Tracer | None = None
         self.logger: Any = None
         self.log_provider: Any = None
         self.ids = _PresetIds()
         #: ``ctx.run.id``, ``ctx.attempt.number``, ``ctx.task.id`` of the attempt running now
-        self.run_attributes: dict[str, Any] | None = None
+        self.run_attributes: dict[str, str | int] | None = None
 
 
 _state = Telemetry()
 
 
-def enabled(config: Any) -> bool:
-    if os.environ.get("TRIGGER_TELEMETRY", "").lower() in ("0", "off", "false", "no"):
+def enabled(config: Any, settings: WorkerSettings | None = None) -> bool:
+    if not (settings or WorkerSettings.from_env()).telemetry:
         return False
     return bool(getattr(getattr(config, "telemetry", None), "enabled", True))
 
 
 def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
     """Providers, exporters and instrumentations of this executor (call after the fork)."""
-    if _state.tracer_provider is not None or not enabled(config):
+    settings = WorkerSettings.from_env()  # validated by the supervisor at its start
+    if _state.tracer_provider is not None or not enabled(config, settings):
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -104,25 +104,23 @@ def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
     if api_url and secret_key:
         exporters.append(OTLPSpanExporter(endpoint=api_url.rstrip("/") + "/otel/v1/traces",
                                           headers={"authorization": f"Bearer {secret_key}"}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    if settings.otlp_traces:
         exporters.append(OTLPSpanExporter())  # the standard variables configure it
     exporters.extend(telemetry.exporters)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter,
-                                                       schedule_delay_millis=EXPORT_DELAY_MS))
+                                                       schedule_delay_millis=settings.otel_export_delay_ms))
     otel.set_tracer_provider(provider)
     _state.tracer_provider = provider
     _state.tracer = provider.get_tracer("trigger.dev")
-    _setup_logs(telemetry, resource)
+    _setup_logs(telemetry, resource, settings)
     for instrumentor in telemetry.instrumentations:
         instrumentor.instrument(tracer_provider=provider)
 
 
-def _setup_logs(telemetry: Any, resource: Resource) -> None:
+def _setup_logs(telemetry: Any, resource: Resource, settings: WorkerSettings) -> None:
     exporters = list(telemetry.log_exporters)
-    if os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_ENDPOINT"):
+    if settings.otlp_logs:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 
         exporters.append(OTLPLogExporter())
@@ -134,7 +132,7 @@ def _setup_logs(telemetry: Any, resource: Resource) -> None:
     provider = LoggerProvider(resource=resource)
     for exporter in exporters:
         provider.add_log_record_processor(
-            BatchLogRecordProcessor(exporter, schedule_delay_millis=EXPORT_DELAY_MS))
+            BatchLogRecordProcessor(exporter, schedule_delay_millis=settings.otel_export_delay_ms))
     _state.log_provider = provider
     _state.logger = provider.get_logger("trigger.dev")
 
@@ -154,7 +152,7 @@ def emit_log(level: str, message: str, attributes: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def attempt_span(run: dict[str, Any]) -> Iterator[Any]:
+def attempt_span(run: DequeuedRun) -> Iterator[Any]:
     """The attempt's span, current for everything the attempt starts (yields None when
     telemetry is off)."""
     if _state.tracer_provider is None:
@@ -165,11 +163,11 @@ def attempt_span(run: dict[str, Any]) -> Iterator[Any]:
         int(trace_id, 16), int(parent_span, 16), is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED))))
     _state.ids.next_span_id = int(attempt_span_id(run), 16)
-    _state.run_attributes = {"ctx.run.id": str(run["run_id"]),
-                             "ctx.attempt.number": int(run.get("attempt_number") or 1),
-                             "ctx.task.id": str(run.get("task_id"))}
-    attributes: dict[str, Any] = {**_state.run_attributes, "trigger.span.kind": "attempt",
-                                  "trigger.resumed": bool(run.get("resumed"))}
+    _state.run_attributes = {"ctx.run.id": run.run_id,
+                             "ctx.attempt.number": run.attempt_number,
+                             "ctx.task.id": run.task_id}
+    attributes: dict[str, str | int | bool] = {
+        **_state.run_attributes, "trigger.span.kind": "attempt", "trigger.resumed": run.resumed}
     tracer = _state.tracer or otel.get_tracer("trigger.dev")
     span = tracer.start_span(attempt_span_name(run), context=parent, attributes=attributes)
     token = otel_context.attach(otel.set_span_in_context(span))
@@ -179,16 +177,16 @@ def attempt_span(run: dict[str, Any]) -> Iterator[Any]:
         otel_context.detach(token)
 
 
-def end_attempt(span: Any, completion: dict[str, Any]) -> None:
-    """Close the attempt span with the attempt's outcome."""
+def end_attempt(span: Any, completion: Completion | None) -> None:
+    """Close the attempt span with the attempt's outcome (None: it checkpointed)."""
     if span is None:
         return
     from opentelemetry.trace import Status, StatusCode
 
-    if completion.get("suspended"):
+    if completion is None:
         span.set_attribute("trigger.checkpointed", True)
-    elif not completion.get("ok"):
-        error = completion.get("error") or {}
+    elif not completion.ok:
+        error = completion.error or {}
         message = str(error.get("message") or error.get("raw") or error.get("code") or "error")
         span.set_attribute("trigger.error.type", str(error.get("code") or error.get("name")
                                                      or error.get("type")))

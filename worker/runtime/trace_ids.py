@@ -8,28 +8,27 @@ executor would have used, and the engine's trace view shows one attempt span, no
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
-from worker.engine.trace_context import derived, parse_traceparent
+from worker.common.protocol import DequeuedRun
+from worker.common.trace_context import derived, parse_traceparent
 
 
-def run_span(run: dict[str, Any]) -> tuple[str, str]:
+def run_span(run: DequeuedRun) -> tuple[str, str]:
     """``(trace_id, run span id)`` of a dequeued run (its ``traceparent``)."""
-    found = parse_traceparent(run.get("traceparent"))
+    found = parse_traceparent(run.traceparent)
     if found is not None:
         return found
-    fallback = derived(str(run["run_id"]))
+    fallback = derived(run.run_id)
     return fallback.trace_id, fallback.span_id
 
 
-def attempt_span_id(run: dict[str, Any]) -> str:
+def attempt_span_id(run: DequeuedRun) -> str:
     """Distinct per attempt and per resume of it (a resume replays a longer journal)."""
-    journal = run.get("journal") or (run.get("ctx") or {}).get("journal") or []
-    seed = (f"{run['run_id']}:{run.get('attempt_number') or 1}:{len(journal)}:"
-            f"{bool(run.get('resumed'))}")
+    journal = run.journal or run.ctx.journal
+    seed = f"{run.run_id}:{run.attempt_number}:{len(journal)}:{run.resumed}"
     span_id = hashlib.sha256(seed.encode()).hexdigest()[:16]
     return span_id if span_id != "0" * 16 else "1" * 16
 
 
-def attempt_span_name(run: dict[str, Any]) -> str:
-    return f"Attempt {run.get('attempt_number') or 1}"
+def attempt_span_name(run: DequeuedRun) -> str:
+    return f"Attempt {run.attempt_number}"

@@ -28,9 +28,12 @@ import select
 import signal
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from worker.runtime.discovery import Discovered
 
 PR_SET_PDEATHSIG = 1
 
@@ -59,7 +62,7 @@ class Zygote:
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.wake_r, False)
         self.children: set[int] = set()
-        self.discovered: Any = None
+        self.discovered: Discovered | None = None
         self.pid = os.getpid()
         self._buf = b""
 
@@ -113,6 +116,7 @@ class Zygote:
 
         gc.collect()
         gc.freeze()
+        assert self.discovered is not None
         self.emit({"type": "ready", "manifest": self.discovered.summary(), "pid": self.pid})
         return True
 
@@ -189,6 +193,7 @@ class Zygote:
                 os._exit(1)  # the zygote died between fork and prctl
             from worker.runtime.executor import serve
 
+            assert self.discovered is not None  # forks are asked for after discovery only
             code = serve(self.socket_path, self.discovered)
         except BaseException:
             traceback.print_exc()

@@ -16,6 +16,7 @@ from worker.api.dashboard.web import (
     SecurityHeaders,
     render,
 )
+from worker.api.errors import status_of
 from worker.engine.errors import EngineError
 
 
@@ -44,7 +45,7 @@ def mount(app: FastAPI) -> None:
         if not request.url.path.startswith(PREFIX + "/"):
             answer = json_engine_error(request, exc)
             return await answer if inspect.isawaitable(answer) else answer
-        return render("problem.html", None, status_code=exc.status, error=exc.message)
+        return render("problem.html", None, status_code=status_of(exc), error=exc.message)
 
     for module in (routes_auth, routes_runs, routes_pages, routes_settings):
         app.include_router(module.router)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from worker.engine.db import Pool
+from worker.engine.db import Pool, fetch_one
 from worker.engine.queries import Q
 
 SESSION_SECONDS = 7 * 24 * 3600
@@ -84,12 +84,13 @@ def create_login_link(database_url: str, base_url: str, username: str = DEV_USER
     return f"{base_url.rstrip('/')}/dashboard/login/link?token={token}"
 
 
-async def verify_password(pool: Pool, username: str, password: str) -> bool:
-    admin_password = os.environ.get(ADMIN_PASSWORD_ENV)
+async def verify_password(pool: Pool, username: str, password: str,
+                          admin_password: str | None) -> bool:
+    """``admin_password`` is TRIGGER_DASHBOARD_PASSWORD (``worker.api.settings``)."""
     if admin_password and username == ADMIN_USER:
         return hmac.compare_digest(password.encode(), admin_password.encode())
     async with pool.connection() as conn:
-        row = await (await conn.execute(Q.dash_get_user, {"username": username})).fetchone()
+        row = await fetch_one(conn, Q.dash_get_user, {"username": username})
     if row is None:
         check_password(password, hash_password("timing"))  # same cost for unknown users
         return False
@@ -99,9 +100,7 @@ async def verify_password(pool: Pool, username: str, password: str) -> bool:
 async def spend_login_token(pool: Pool, token: str) -> str | None:
     """The username a one-time login token was made for, or None; the token is gone after."""
     async with pool.connection() as conn:
-        row = await (
-            await conn.execute(Q.dash_spend_login_token, {"token_hash": _digest(token)})
-        ).fetchone()
+        row = await fetch_one(conn, Q.dash_spend_login_token, {"token_hash": _digest(token)})
     return row["username"] if row and row["valid"] else None
 
 
@@ -121,9 +120,7 @@ async def open_session(pool: Pool, username: str) -> str:
 
 async def find_session(pool: Pool, token: str) -> Session | None:
     async with pool.connection() as conn:
-        row = await (
-            await conn.execute(Q.dash_get_session, {"token_hash": _digest(token)})
-        ).fetchone()
+        row = await fetch_one(conn, Q.dash_get_session, {"token_hash": _digest(token)})
     return Session(row["username"], row["csrf_token"]) if row else None
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from worker.api.auth import FailureThrottle, Throttled
+from worker.api.auth import Throttled
 from worker.api.dashboard import access
 from worker.api.dashboard.web import (
     HERE,
@@ -19,6 +19,8 @@ from worker.api.dashboard.web import (
     SessionDep,
     render,
 )
+from worker.api.state import api_state, engine_of
+from worker.engine.db import fetch_all
 from worker.engine.errors import NotFound
 from worker.engine.queries import Q
 
@@ -62,15 +64,16 @@ async def login(
 ) -> Response:
     if not access.same_token(csrf, request.cookies.get(LOGIN_CSRF_COOKIE) or ""):
         return _login_page("The form expired; please try again.", status=403)
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     # failed logins count with failed API keys per client address (worker/api/auth.py)
-    throttle: FailureThrottle = request.app.state.auth_throttle
+    throttle = api_state(request).auth_throttle
     address = request.client.host if request.client else "unknown"
     try:
         throttle.check(address)
     except Throttled as exc:
         return _login_page(exc.message, status=429)
-    if not await access.verify_password(pool, username, password):
+    if not await access.verify_password(pool, username, password,
+                                        api_state(request).settings.dashboard_password):
         throttle.failed(address)
         return _login_page("Wrong username or password.", status=401)
     response = RedirectResponse(f"{PREFIX}/", status_code=303)
@@ -81,7 +84,7 @@ async def login(
 
 @router.get("/login/link")
 async def login_link(request: Request, token: str = "") -> Response:
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     username = await access.spend_login_token(pool, token) if token else None
     if username is None:
         return _login_page("This login link is used or expired; ask for a new one.", 401)
@@ -92,7 +95,7 @@ async def login_link(request: Request, token: str = "") -> Response:
 
 @router.post("/logout")
 async def logout(request: Request, _: CsrfDep) -> Response:
-    await access.close_session(request.app.state.pool, request.cookies[SESSION_COOKIE])
+    await access.close_session(engine_of(request).pool, request.cookies[SESSION_COOKIE])
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=PREFIX)
     return response
@@ -102,8 +105,8 @@ async def logout(request: Request, _: CsrfDep) -> Response:
 @router.get("")
 async def landing(request: Request, _: SessionDep) -> Response:
     """The newest project's dev environment (or its first environment)."""
-    async with request.app.state.pool.connection() as conn:
-        projects = await (await conn.execute(Q.dash_projects)).fetchall()
+    async with engine_of(request).pool.connection() as conn:
+        projects = await fetch_all(conn, Q.dash_projects)
     if not projects:
         return render("empty.html", None)
     first = projects[0]

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from worker.api.dashboard.web import PREFIX, CsrfDep, EnvDep, Page, SessionDep, back_to, render
-from worker.engine import queues, waitpoints
+from worker.api.state import engine_of
+from worker.engine import queues
+from worker.engine.db import Row, fetch_all
 from worker.engine.errors import EngineError
 from worker.engine.models import MAX_PAYLOAD_BYTES, TriggerBody, TriggerOptions
 from worker.engine.queries import Q
@@ -39,10 +41,9 @@ def example_of(schema: Any, depth: int = 0) -> Any:
     return simple.get(str(kind))
 
 
-async def _tasks(request: Request, env_id: str) -> list[dict[str, Any]]:
-    async with request.app.state.pool.connection() as conn:
-        cur = await conn.execute(Q.dash_tasks, {"environment_id": env_id})
-        return list(await cur.fetchall())
+async def _tasks(request: Request, env_id: str) -> list[Row]:
+    async with engine_of(request).pool.connection() as conn:
+        return list(await fetch_all(conn, Q.dash_tasks, {"environment_id": env_id}))
 
 
 @router.get("/test")
@@ -91,7 +92,7 @@ async def run_test(
             test=True,
         )
         result = await trigger(
-            request.app.state.pool, env, task, TriggerBody(payload=value, options=options)
+            engine_of(request).pool, env, task, TriggerBody(payload=value, options=options)
         )
     except orjson.JSONDecodeError as exc:
         return back_to(here, error=f"The payload is not JSON: {exc}")
@@ -103,8 +104,7 @@ async def run_test(
 @router.get("/tokens")
 async def tokens_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLResponse:
     status = request.query_params.get("status") or None
-    rows = await waitpoints.list_tokens(
-        request.app.state.pool, env, status=status, idempotency_key=None, tags=None,
+    rows = await engine_of(request).list_tokens(env, status=status, idempotency_key=None, tags=None,
         after=None, limit=100,
     )
     return render(
@@ -129,15 +129,14 @@ async def complete_token(
     text = orjson.dumps(value).decode()
     if len(text) > MAX_PAYLOAD_BYTES:
         return back_to(here, error=f"The body is over {MAX_PAYLOAD_BYTES} bytes.")
-    done = await waitpoints.complete_token(
-        request.app.state.pool, env, token_id, text, "application/json"
+    done = await engine_of(request).complete_token(env, token_id, text, "application/json"
     )
     return back_to(here, notice=f"Completed {token_id}." if done else "It was already complete.")
 
 
 @router.get("/queues")
 async def queues_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLResponse:
-    rows = await queues.list_queues(request.app.state.pool, env)
+    rows = await engine_of(request).list_queues(env)
     return render(
         "queues.html",
         Page(session, env, "queues"),
@@ -157,7 +156,7 @@ async def queue_action(
     limit: Annotated[str, Form()] = "",
 ) -> Response:
     here = f"{PREFIX}/{env.project_ref}/{env.slug}/queues"
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     if action in ("pause", "resume"):
         await queues.set_paused(pool, env, name, action == "pause")
         return back_to(here, notice=f"{'Paused' if action == 'pause' else 'Resumed'} {name}.")
@@ -174,11 +173,9 @@ async def queue_action(
 
 @router.get("/workers")
 async def workers_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLResponse:
-    async with request.app.state.pool.connection() as conn:
-        workers = await (await conn.execute(Q.dash_workers, {"environment_id": env.id})).fetchall()
-        versions = await (
-            await conn.execute(Q.dash_versions, {"environment_id": env.id})
-        ).fetchall()
+    async with engine_of(request).pool.connection() as conn:
+        workers = await fetch_all(conn, Q.dash_workers, {"environment_id": env.id})
+        versions = await fetch_all(conn, Q.dash_versions, {"environment_id": env.id})
     return render(
         "workers.html", Page(session, env, "workers"), workers=workers, versions=versions
     )

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 
 from worker.api.dashboard import run_view
 from worker.api.dashboard.web import PREFIX, CsrfDep, EnvDep, Page, SessionDep, back_to, render
+from worker.api.state import engine_of
 from worker.common.statuses import API_STATUS, INTERNAL_STATUSES
 from worker.engine import runs
 from worker.engine.errors import EngineError, NotFound
@@ -49,7 +50,7 @@ async def list_page(request: Request, session: SessionDep, env: EnvDep) -> Respo
     page = Page(session, env, "runs")
     if search := (query.get("id") or "").strip():
         with contextlib.suppress(NotFound):
-            await runs.retrieve(request.app.state.pool, env, search)
+            await engine_of(request).retrieve_run(env, search)
             return RedirectResponse(f"{page.base}/runs/{search}", status_code=303)
         return back_to(f"{page.base}/runs", error=f"No run {search!r} in this environment.")
     filters = {k: query.get(k, "") for k in FILTERS}
@@ -61,11 +62,9 @@ async def list_page(request: Request, session: SessionDep, env: EnvDep) -> Respo
         statuses = [internal for s in wanted for internal in INTERNAL_STATUSES[s]]
     after = None
     if filters["after"]:
-        row = await runs.retrieve(request.app.state.pool, env, filters["after"])
+        row = await engine_of(request).retrieve_run(env, filters["after"])
         after = (row["created_at"], row["id"])
-    rows = await runs.list_runs(
-        request.app.state.pool,
-        env,
+    rows = await engine_of(request).list_runs(env,
         statuses=statuses,
         task_ids=_csv(filters["task"]),
         tags=_csv(filters["tag"]),
@@ -105,7 +104,7 @@ async def bulk(
     base = f"{PREFIX}/{env.project_ref}/{env.slug}/runs"
     if not run_ids:
         return back_to(base, error="Select at least one run.")
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     if action == "cancel":
         done = [run_id for run_id in run_ids if await runs.cancel(pool, env, run_id)]
         return back_to(base, notice=f"Canceled {len(done)} of {len(run_ids)} runs.")
@@ -119,7 +118,7 @@ async def bulk(
 async def run_page(
     request: Request, run_id: str, session: SessionDep, env: EnvDep
 ) -> HTMLResponse:
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     query = request.query_params
     detail = await run_view.load(pool, env, run_id, query.get("level"), query.get("q"))
     return render(
@@ -136,7 +135,7 @@ async def run_page(
 @router.post("/runs/{run_id}/cancel")
 async def cancel(request: Request, run_id: str, _: CsrfDep, env: EnvDep) -> Response:
     here = f"{PREFIX}/{env.project_ref}/{env.slug}/runs/{run_id}"
-    canceled = await runs.cancel(request.app.state.pool, env, run_id)
+    canceled = await engine_of(request).cancel_run(env, run_id)
     if not canceled:
         return back_to(here, error="The run had already finished.")
     return back_to(here, notice=f"Canceled {len(canceled)} run(s).")
@@ -150,7 +149,7 @@ async def replay(
     env: EnvDep,
     payload: Annotated[str | None, Form()] = None,
 ) -> Response:
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     base = f"{PREFIX}/{env.project_ref}/{env.slug}/runs"
     original = await runs.retrieve(pool, env, run_id)
     if payload is None or not payload.strip():
@@ -175,7 +174,7 @@ async def reschedule(
         run_at = parse_when(delay.strip(), "delay")
     except ValueError as exc:
         return back_to(here, error=str(exc))
-    await runs.reschedule(request.app.state.pool, env, run_id, run_at)
+    await engine_of(request).reschedule_run(env, run_id, run_at)
     return back_to(here, notice=f"Rescheduled to {run_at.isoformat()}.")
 
 
@@ -183,7 +182,7 @@ async def reschedule(
 async def events(request: Request, _: SessionDep, env: EnvDep) -> StreamingResponse:
     """Run changes of this environment as SSE: ``{"id", "status"}`` per change; a ``resync``
     event when changes may have been missed. The pages re-read what they show."""
-    hub = request.app.state.realtime
+    hub = engine_of(request).realtime
     sub = await hub.subscribe(env.id)
 
     async def stream() -> AsyncIterator[bytes]:

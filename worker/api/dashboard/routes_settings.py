@@ -12,24 +12,23 @@ from pydantic import ValidationError
 
 from worker.api.dashboard.cron_words import describe
 from worker.api.dashboard.web import PREFIX, CsrfDep, EnvDep, Page, SessionDep, back_to, render
+from worker.api.schedule_shapes import ScheduleBody, present
+from worker.api.state import engine_of
 from worker.engine import keys, schedules
 from worker.engine.cron import parse
 from worker.engine.errors import EngineError
 from worker.engine.keys import CreatedKey
-from worker.engine.schedules import ScheduleBody
 
 router = APIRouter(prefix=PREFIX + "/{project}/{env}", include_in_schema=False)
 
 
 @router.get("/schedules")
 async def schedules_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLResponse:
-    listed = await schedules.list_schedules(request.app.state.pool, env, 1, 100)
+    listed = await engine_of(request).list_schedules(env, 1, 100)
     now = datetime.now(UTC)
-    rows = []
-    for item in listed["data"]:
-        upcoming = parse(item["generator"]["expression"]).upcoming(now, item["timezone"], 5)
-        rows.append({**item, "words": describe(item["generator"]["expression"]),
-                     "next_five": upcoming})
+    rows = [{**present(schedule, now), "words": describe(schedule.cron),
+             "next_five": parse(schedule.cron).upcoming(now, schedule.timezone, 5)}
+            for schedule in listed.schedules]
     editing = request.query_params.get("edit")
     return render(
         "schedules.html",
@@ -63,18 +62,18 @@ async def save_schedule(
     schedule_id: Annotated[str, Form()] = "",
 ) -> Response:
     here = f"{PREFIX}/{env.project_ref}/{env.slug}/schedules"
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     try:
         body = _body(task, cron, timezone, deduplication_key)
         if schedule_id:
-            await schedules.update(pool, env, schedule_id, body)
+            await schedules.update(pool, env, schedule_id, body.spec())
             return back_to(here, notice=f"Saved {schedule_id}.")
-        created = await schedules.create(pool, env, body)
+        created = await schedules.create(pool, env, body.spec())
     except ValidationError as exc:
         return back_to(here, error="; ".join(e["msg"] for e in exc.errors()))
     except EngineError as exc:
         return back_to(here, error=exc.message)
-    return back_to(here, notice=f"Created {created['id']}.")
+    return back_to(here, notice=f"Created {created.id}.")
 
 
 @router.post("/schedules/{schedule_id}/{action}")
@@ -82,7 +81,7 @@ async def schedule_action(
     request: Request, schedule_id: str, action: str, _: CsrfDep, env: EnvDep
 ) -> Response:
     here = f"{PREFIX}/{env.project_ref}/{env.slug}/schedules"
-    pool = request.app.state.pool
+    pool = engine_of(request).pool
     try:
         if action in ("activate", "deactivate"):
             await schedules.set_active(pool, env, schedule_id, action == "activate")
@@ -103,7 +102,7 @@ async def keys_page(request: Request, session: SessionDep, env: EnvDep) -> HTMLR
 async def _keys(
     request: Request, page: Page, created: CreatedKey | None = None, error: str | None = None
 ) -> HTMLResponse:
-    async with request.app.state.pool.connection() as conn:
+    async with engine_of(request).pool.connection() as conn:
         listed = await keys.list_keys(conn, page.env.id, include_revoked=True)
     return render(
         "keys.html",
@@ -126,7 +125,7 @@ async def create_key(
     """The new key is shown in this response only (no redirect: it must not be in a URL)."""
     page = Page(session, env, "keys")
     try:
-        async with request.app.state.pool.connection() as conn, conn.transaction():
+        async with engine_of(request).pool.connection() as conn, conn.transaction():
             created = await keys.create_key(conn, env, name, kind)
     except EngineError as exc:
         return await _keys(request, page, error=exc.message)
@@ -137,7 +136,7 @@ async def create_key(
 async def revoke_key(request: Request, key_id: str, _: CsrfDep, env: EnvDep) -> Response:
     here = f"{PREFIX}/{env.project_ref}/{env.slug}/keys"
     try:
-        async with request.app.state.pool.connection() as conn, conn.transaction():
+        async with engine_of(request).pool.connection() as conn, conn.transaction():
             revoked = await keys.revoke_key(conn, env.id, key_id)
     except EngineError as exc:
         return back_to(here, error=exc.message)

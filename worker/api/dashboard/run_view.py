@@ -12,7 +12,7 @@ from worker.api.dashboard.waterfall import Waterfall
 from worker.api.presenters import decode_packet
 from worker.common.statuses import API_STATUS, FINAL_STATUSES
 from worker.engine import runs
-from worker.engine.db import Pool
+from worker.engine.db import Pool, Row, fetch_all
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
 
@@ -38,7 +38,7 @@ class Wait:
 
 @dataclass
 class RunDetail:
-    run: dict[str, Any]
+    run: Row
     status: str
     payload: Any
     output: Any
@@ -68,7 +68,7 @@ class RunDetail:
         return " ".join([self.run["id"], *(c["id"] for c in self.children)])
 
 
-def _timeline(run: dict[str, Any], waits: list[dict[str, Any]]) -> list[Event]:
+def _timeline(run: Row, waits: list[dict[str, Any]]) -> list[Event]:
     events = [Event(run["created_at"], "Triggered", f"queue {run['queue']}")]
     if run.get("run_at") and run["status"] == "DELAYED":
         events.append(Event(run["created_at"], "Delayed", f"until {run['run_at']:%H:%M:%S}"))
@@ -107,25 +107,21 @@ async def load(
     run = await runs.retrieve(pool, env, run_id)
     params = {"id": run_id, "environment_id": env.id}
     async with pool.connection() as conn:
-        children = await (await conn.execute(Q.dash_run_children, params)).fetchall()
-        wait_rows = await (await conn.execute(Q.dash_run_waits, params)).fetchall()
-        logs = await (
-            await conn.execute(
-                Q.dash_run_logs,
-                {
-                    "id": run_id,
-                    "level": level if level in LEVELS else None,
-                    "search": search or None,
-                },
-            )
-        ).fetchall()
+        children = await fetch_all(conn, Q.dash_run_children, params)
+        wait_rows = await fetch_all(conn, Q.dash_run_waits, params)
+        logs = await fetch_all(
+            conn,
+            Q.dash_run_logs,
+            {"id": run_id, "level": level if level in LEVELS else None,
+             "search": search or None},
+        )
     waits = [
         Wait(w["id"], w["type"], w["status"], w["complete_after"], w["run_id"] or w["batch_id"])
         for w in wait_rows
     ]
     return RunDetail(
         run=run,
-        status=API_STATUS.get(run["status"], run["status"]),
+        status=API_STATUS.get(run["status"]) or str(run["status"]),
         payload=decode_packet(run["payload"], run["payload_type"]),
         output=decode_packet(run["output"], run["output_type"]),
         error=run["error"],

@@ -18,7 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.api.dashboard import access
 from worker.api.dashboard.access import Session
+from worker.api.state import engine_of
 from worker.common.statuses import API_STATUS
+from worker.engine.db import fetch_one
 from worker.engine.errors import NotFound
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
@@ -71,7 +73,7 @@ class SecurityHeaders:
 
 async def current_session(request: Request) -> Session:
     token = request.cookies.get(SESSION_COOKIE)
-    session = await access.find_session(request.app.state.pool, token) if token else None
+    session = await access.find_session(engine_of(request).pool, token) if token else None
     if session is None:
         raise LoginRequired()
     return session
@@ -97,20 +99,11 @@ CsrfDep = Annotated[Session, Depends(check_csrf)]
 
 
 async def environment(request: Request, project: str, env: str) -> Environment:
-    async with request.app.state.pool.connection() as conn:
-        row = await (
-            await conn.execute(Q.dash_environment, {"project": project, "slug": env})
-        ).fetchone()
+    async with engine_of(request).pool.connection() as conn:
+        row = await fetch_one(conn, Q.dash_environment, {"project": project, "slug": env})
     if row is None:
         raise NotFound(f"no environment {env!r} in project {project!r}")
-    return Environment(
-        id=str(row["id"]),
-        slug=row["slug"],
-        type=row["type"],
-        concurrency_limit=row["concurrency_limit"],
-        project_id=str(row["project_id"]),
-        project_ref=row["project_ref"],
-    )
+    return Environment.from_row(row)
 
 
 EnvDep = Annotated[Environment, Depends(environment)]

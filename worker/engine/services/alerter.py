@@ -16,49 +16,20 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import os
 import smtplib
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
 import orjson
 
 from worker.common.statuses import API_STATUS
-from worker.engine.db import Pool
+from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.queries import Q
+from worker.engine.services.periodic import periodic
+from worker.engine.settings import AlertSettings
 
 log = logging.getLogger(__name__)
 CURSOR = "runs"
-
-
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
-
-
-@dataclass(frozen=True)
-class AlertSettings:
-    interval: float = 5.0
-    lag: float = 2.0
-    smtp_host: str = ""
-    smtp_port: int = 25
-    smtp_from: str = "alerts@trigger-worker.local"
-    smtp_user: str = ""
-    smtp_password: str = field(default="", repr=False)
-    smtp_starttls: bool = False
-
-    @classmethod
-    def from_env(cls) -> AlertSettings:
-        return cls(
-            interval=float(_env("TRIGGER_ALERTS_INTERVAL", "5")),
-            lag=float(_env("TRIGGER_ALERTS_LAG", "2")),
-            smtp_host=_env("TRIGGER_SMTP_HOST"),
-            smtp_port=int(_env("TRIGGER_SMTP_PORT", "25")),
-            smtp_from=_env("TRIGGER_SMTP_FROM", "alerts@trigger-worker.local"),
-            smtp_user=_env("TRIGGER_SMTP_USER"),
-            smtp_password=_env("TRIGGER_SMTP_PASSWORD"),
-            smtp_starttls=_env("TRIGGER_SMTP_STARTTLS").lower() in ("1", "true", "yes"),
-        )
 
 
 def summary(alert_type: str, body: dict[str, Any]) -> tuple[str, str]:
@@ -89,7 +60,7 @@ def _send_email(settings: AlertSettings, to: list[str], subject: str, text: str)
         smtp.send_message(msg)
 
 
-async def deliver(settings: AlertSettings, row: dict[str, Any]) -> None:
+async def deliver(settings: AlertSettings, row: Row) -> None:
     """Send one claimed delivery; raise on failure."""
     import httpx
 
@@ -118,8 +89,11 @@ async def deliver(settings: AlertSettings, row: dict[str, Any]) -> None:
 async def queue_failures(pool: Pool, settings: AlertSettings) -> None:
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(Q.init_alert_cursor, {"name": CURSOR})
-        cur = await (await conn.execute(
-            Q.lock_alert_cursor, {"name": CURSOR, "lag_seconds": settings.lag})).fetchone()
+        cur = await fetch_one(
+            conn,
+            Q.lock_alert_cursor,
+            {"name": CURSOR, "lag_seconds": settings.lag},
+        )
         if cur is None or cur["until"] <= cur["position"]:
             return
         window = {"since": cur["position"], "until": cur["until"], "name": CURSOR}
@@ -129,7 +103,7 @@ async def queue_failures(pool: Pool, settings: AlertSettings) -> None:
 
 async def send_due(pool: Pool, settings: AlertSettings, limit: int = 50) -> int:
     async with pool.connection() as conn:
-        rows = await (await conn.execute(Q.claim_alert_deliveries, {"limit": limit})).fetchall()
+        rows = await fetch_all(conn, Q.claim_alert_deliveries, {"limit": limit})
         await conn.commit()
     for row in rows:
         try:
@@ -149,13 +123,9 @@ async def send_due(pool: Pool, settings: AlertSettings, limit: int = 50) -> int:
 
 
 async def run_alerter(pool: Pool, settings: AlertSettings) -> None:
-    while True:
-        try:
-            await queue_failures(pool, settings)
-            while await send_due(pool, settings) > 0:
-                pass
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("alerter sweep failed; retrying")
-        await asyncio.sleep(settings.interval)
+    async def sweep() -> None:
+        await queue_failures(pool, settings)
+        while await send_due(pool, settings) > 0:
+            pass
+
+    await periodic("alerter", sweep, settings.interval)

@@ -18,28 +18,27 @@ The clock is injectable: :func:`fire_due` takes ``now``; the loop takes a ``cloc
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from worker.engine import triggering
 from worker.engine.cron import parse
-from worker.engine.db import Conn, Pool
+from worker.engine.db import Conn, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.models import TriggerOptions
 from worker.engine.queries import Q
+from worker.engine.run_creator import RunCreator
 from worker.engine.schedules import UPCOMING
+from worker.engine.services.periodic import periodic, until_due
 
 log = logging.getLogger(__name__)
 
 
-def _payload(schedule: dict[str, Any], tick: datetime) -> str:
+def _payload(schedule: Row, tick: datetime) -> str:
     """The run payload of Trigger.dev scheduled tasks (camelCase JSON, ISO timestamps)."""
     cron = parse(schedule["cron"])
     last = schedule["last_run_at"]
@@ -59,30 +58,19 @@ def _payload(schedule: dict[str, Any], tick: datetime) -> str:
 
 
 async def _environment(conn: Conn, environment_id: Any) -> Environment:
-    row = await (
-        await conn.execute(Q.schedule_environment, {"environment_id": environment_id})
-    ).fetchone()
+    row = await fetch_one(conn, Q.schedule_environment, {"environment_id": environment_id})
     assert row is not None
-    return Environment(
-        id=str(row["environment_id"]),
-        slug=row["slug"],
-        type=row["type"],
-        concurrency_limit=row["concurrency_limit"],
-        project_id=str(row["project_id"]),
-        project_ref=row["project_ref"],
-    )
+    return Environment.from_row(row)
 
 
-async def _fire(conn: Conn, schedule: dict[str, Any], tick: datetime) -> str | None:
+async def _fire(conn: Conn, schedule: Row, tick: datetime) -> str | None:
     """Create the run of one tick (inside the caller's transaction). None if already fired."""
-    claimed = await (
-        await conn.execute(Q.claim_tick, {"schedule_id": schedule["id"], "tick": tick})
-    ).fetchone()
+    claimed = await fetch_one(conn, Q.claim_tick, {"schedule_id": schedule["id"], "tick": tick})
     if claimed is None:
         return None
     env = await _environment(conn, schedule["environment_id"])
     task_id = schedule["task_id"]
-    creator = triggering.RunCreator(conn, env)
+    creator = RunCreator(conn, env)
     await creator.load_definitions([task_id])
     try:
         async with conn.transaction():  # savepoint: a refused run leaves the tick recorded
@@ -118,7 +106,7 @@ async def fire_due(
     created: list[str] = []
     params = {"now": now, "limit": limit, "environment_id": environment_id}
     async with pool.connection() as conn, conn.transaction():
-        due = await (await conn.execute(Q.due_schedules, params)).fetchall()
+        due = await fetch_all(conn, Q.due_schedules, params)
         for schedule in due:
             cron = parse(schedule["cron"])
             tz = schedule["timezone"]
@@ -150,33 +138,25 @@ async def fire_due(
 
 async def seconds_until_next(pool: Pool, now: datetime) -> float | None:
     async with pool.connection() as conn:
-        row = await (await conn.execute(Q.next_schedule_due)).fetchone()
+        row = await fetch_one(conn, Q.next_schedule_due)
     if row is None or row["next_due"] is None:
         return None
     return float((row["next_due"] - now).total_seconds())
 
 
 async def run_cron_trigger(
-    pool: Pool, max_sleep: float | None = None, clock: Callable[[], datetime] | None = None
+    pool: Pool, max_sleep: float, clock: Callable[[], datetime] | None = None
 ) -> None:
     """Sweep forever; sleep until the next due tick, at most ``max_sleep`` seconds
     (``TRIGGER_CRON_MAX_SLEEP``, default 1), which bounds how late a schedule created or changed
     by another replica is noticed.
     """
-    if max_sleep is None:
-        max_sleep = float(os.environ.get("TRIGGER_CRON_MAX_SLEEP") or 1.0)
-    clock = clock or (lambda: datetime.now(UTC))
-    while True:
-        wait = max_sleep
-        try:
-            created = await fire_due(pool, clock())
-            if created:
-                log.info("cron: created %d scheduled run(s)", len(created))
-            nxt = await seconds_until_next(pool, clock())
-            if nxt is not None:
-                wait = min(max_sleep, max(0.01, nxt))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("cron sweep failed; retrying")
-        await asyncio.sleep(wait)
+    now = clock or (lambda: datetime.now(UTC))
+
+    async def sweep() -> float:
+        created = await fire_due(pool, now())
+        if created:
+            log.info("cron: created %d scheduled run(s)", len(created))
+        return until_due(await seconds_until_next(pool, now()), max_sleep, 0.01)
+
+    await periodic("cron", sweep, max_sleep)

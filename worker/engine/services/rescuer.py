@@ -7,14 +7,14 @@ run's locked retry config. The late completion of that worker, if any, is refuse
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from worker.common.errors import TASK_RUN_STALLED_EXECUTING, internal_error
 from worker.engine import metrics
-from worker.engine.db import Pool
+from worker.engine.db import Pool, fetch_all, fetch_one
 from worker.engine.leases import fail_attempt
 from worker.engine.queries import Q
+from worker.engine.services.periodic import periodic
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 async def rescue_expired(pool: Pool, limit: int = 100) -> int:
     """One sweep; returns how many runs were rescued."""
     async with pool.connection() as conn, conn.transaction():
-        rows = await (await conn.execute(Q.expired_leases, {"limit": limit})).fetchall()
+        rows = await fetch_all(conn, Q.expired_leases, {"limit": limit})
         for row in rows:
             fence = {
                 "run_id": row["id"],
@@ -30,7 +30,7 @@ async def rescue_expired(pool: Pool, limit: int = 100) -> int:
                 "attempt_number": row["attempt_number"],
                 "environment_id": row["environment_id"],
             }
-            run = await (await conn.execute(Q.lock_leased_run, fence)).fetchone()
+            run = await fetch_one(conn, Q.lock_leased_run, fence)
             if run is None:
                 continue
             error = internal_error(
@@ -48,12 +48,8 @@ async def rescue_expired(pool: Pool, limit: int = 100) -> int:
 
 
 async def run_rescuer(pool: Pool, interval: float) -> None:
-    while True:
-        try:
-            while (rescued := await rescue_expired(pool)) > 0:
-                metrics.RESCUES.inc(rescued)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("rescuer sweep failed; retrying")
-        await asyncio.sleep(interval)
+    async def sweep() -> None:
+        while (rescued := await rescue_expired(pool)) > 0:
+            metrics.RESCUES.inc(rescued)
+
+    await periodic("rescuer", sweep, interval)

@@ -2,7 +2,9 @@
 hangs off them (attempts, logs, packets, stream chunks, journal, their waitpoints, and spans when
 the ``run_spans`` table exists), then completed standalone waitpoints and emptied batches.
 
-The period is ``TRIGGER_RETENTION_DAYS`` (default 30; ``0`` turns retention off), overridden per
+Spans older than ``TRIGGER_SPAN_RETENTION_DAYS`` (default 30; ``0`` keeps them) are deleted by
+the same sweep, whatever their run. The period is ``TRIGGER_RETENTION_DAYS`` (default 30; ``0``
+turns run retention off), overridden per
 environment by ``environments.retention_days`` (``trigger retention set``). Work goes in small
 batches (``TRIGGER_RETENTION_BATCH``, default 500 runs), each a short transaction that skips rows
 another transaction holds, with a pause between batches: a sweep never holds locks for long nor
@@ -13,33 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
-from worker.engine.db import Pool
+from worker.engine import spans
+from worker.engine.db import Pool, fetch_all, fetch_one
 from worker.engine.queries import Q
+from worker.engine.services.periodic import periodic
+from worker.engine.settings import RetentionSettings
 
 log = logging.getLogger(__name__)
-
-
-def _int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-
-
-@dataclass(frozen=True)
-class RetentionSettings:
-    days: int = field(default_factory=lambda: _int_env("TRIGGER_RETENTION_DAYS", 30))
-    batch: int = field(default_factory=lambda: _int_env("TRIGGER_RETENTION_BATCH", 500))
-    #: seconds between sweeps
-    interval: float = field(
-        default_factory=lambda: float(_int_env("TRIGGER_RETENTION_INTERVAL", 300)))
-    #: seconds between two batches of one sweep (lets other transactions through)
-    pause: float = 0.02
 
 
 @dataclass
@@ -51,7 +36,7 @@ class SweepResult:
 
 async def _spans_table(pool: Pool) -> bool:
     async with pool.connection() as conn:
-        row = await (await conn.execute(Q.spans_table_has_run_id)).fetchone()
+        row = await fetch_one(conn, Q.spans_table_has_run_id)
     return bool(row and row["present"])
 
 
@@ -59,8 +44,7 @@ async def _delete_runs(pool: Pool, env_id: str, cutoff: datetime, limit: int,
                        spans: bool) -> int:
     async with pool.connection() as conn, conn.transaction():
         params = {"environment_id": env_id, "cutoff": cutoff, "limit": limit}
-        ids = [r["id"] for r in await (await conn.execute(Q.retention_pick_runs, params)
-                                       ).fetchall()]
+        ids = [r["id"] for r in await fetch_all(conn, Q.retention_pick_runs, params)]
         if ids:
             if spans:
                 await conn.execute(Q.retention_delete_spans, {"ids": ids})
@@ -83,8 +67,7 @@ async def sweep(pool: Pool, settings: RetentionSettings | None = None) -> SweepR
         return done
     spans = await _spans_table(pool)
     async with pool.connection() as conn:
-        envs = await (await conn.execute(Q.retention_environments,
-                                         {"default_days": settings.days})).fetchall()
+        envs = await fetch_all(conn, Q.retention_environments, {"default_days": settings.days})
     for env in envs:
         env_id, cutoff = str(env["id"]), env["cutoff"]
         while (n := await _delete_runs(pool, env_id, cutoff, settings.batch, spans)) > 0:
@@ -101,19 +84,21 @@ async def sweep(pool: Pool, settings: RetentionSettings | None = None) -> SweepR
     return done
 
 
-async def run_retention(pool: Pool, settings: RetentionSettings | None = None) -> None:
-    settings = settings or RetentionSettings()
-    if settings.days <= 0:
-        log.info("retention is off (TRIGGER_RETENTION_DAYS=0)")
+async def run_retention(pool: Pool, settings: RetentionSettings) -> None:
+    """Runs past ``days`` and spans past ``span_days``: the one place either is deleted."""
+    if settings.days <= 0 and settings.span_days <= 0:
+        log.info("retention is off (TRIGGER_RETENTION_DAYS=0, TRIGGER_SPAN_RETENTION_DAYS=0)")
         return
-    while True:
-        try:
-            result = await sweep(pool, settings)
-            if result.runs or result.waitpoints or result.batches:
-                log.info("retention: deleted %d runs, %d waitpoints, %d batches",
-                         result.runs, result.waitpoints, result.batches)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("retention sweep failed; retrying")
-        await asyncio.sleep(settings.interval)
+
+    async def once() -> None:
+        result = await sweep(pool, settings)
+        if result.runs or result.waitpoints or result.batches:
+            log.info("retention: deleted %d runs, %d waitpoints, %d batches",
+                     result.runs, result.waitpoints, result.batches)
+        if settings.span_days > 0:
+            removed = await spans.delete_expired(pool, settings.span_days)
+            if removed:
+                log.info("retention: deleted %d spans older than %d days", removed,
+                         settings.span_days)
+
+    await periodic("retention", once, settings.interval)

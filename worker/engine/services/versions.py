@@ -11,12 +11,12 @@ docs/run-states.md, "Versions".
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from worker.engine.db import Pool
+from worker.engine.db import Pool, fetch_all
 from worker.engine.queries import Q
-from worker.engine.triggering import LIVE_WORKER_SECONDS
+from worker.engine.run_creator import LIVE_WORKER_SECONDS
+from worker.engine.services.periodic import periodic
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ async def sweep_versions(pool: Pool, limit: int = 1000) -> tuple[int, int]:
     """One sweep. Returns (runs parked in PENDING_VERSION, runs released to the queue)."""
     params = {"limit": limit, "live_seconds": LIVE_WORKER_SECONDS}
     async with pool.connection() as conn, conn.transaction():
-        parked = await (await conn.execute(Q.park_unservable_runs, params)).fetchall()
-        released = await (await conn.execute(Q.unpark_servable_runs, params)).fetchall()
+        parked = await fetch_all(conn, Q.park_unservable_runs, params)
+        released = await fetch_all(conn, Q.unpark_servable_runs, params)
         for env_id in {str(r["environment_id"]) for r in released}:
             await conn.execute(Q.notify_runs, {"environment_id": env_id})
     for row in parked:
@@ -35,11 +35,7 @@ async def sweep_versions(pool: Pool, limit: int = 1000) -> tuple[int, int]:
 
 
 async def run_version_sweep(pool: Pool, interval: float) -> None:
-    while True:
-        try:
-            await sweep_versions(pool)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("version sweep failed; retrying")
-        await asyncio.sleep(interval)
+    async def sweep() -> None:
+        await sweep_versions(pool)
+
+    await periodic("version", sweep, interval)

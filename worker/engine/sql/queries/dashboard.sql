@@ -35,7 +35,7 @@ WHERE token_hash = %(token_hash)s::bytea
 RETURNING username, expires_at > now() AS valid;
 
 -- name: dash_environment
-SELECT e.id, e.slug, e.type, e.concurrency_limit, p.id AS project_id, p.ref AS project_ref
+SELECT e.id AS environment_id, e.slug, e.type, e.concurrency_limit, p.id AS project_id, p.ref AS project_ref
 FROM environments e JOIN projects p ON p.id = e.project_id
 WHERE p.ref = %(project)s::text AND e.slug = %(slug)s::text;
 

@@ -80,3 +80,6 @@ RETURNING rotated_at, previous_valid_until;
 SELECT previous_secret FROM environment_secrets
 WHERE environment_id = %(environment_id)s::uuid AND previous_secret IS NOT NULL
   AND previous_valid_until > now();
+
+-- name: environment_slug
+SELECT slug FROM environments WHERE id = %(environment_id)s::uuid;

@@ -211,10 +211,6 @@ FROM jsonb_to_recordset(%(logs)s::jsonb)
 JOIN runs r ON r.id = l.run_id AND r.environment_id = %(environment_id)s::uuid
 WHERE r.id = ANY(%(run_ids)s::text[]);  -- primary-key lookups (see complete_successes)
 
--- name: list_logs
-SELECT attempt_number, level, message, attributes, logged_at FROM run_logs
-WHERE run_id = %(run_id)s::text ORDER BY id LIMIT %(limit)s::int;
-
 -- name: complete_successes
 -- The common case in one statement: plain successes of a batch, fenced like lock_leased_run.
 WITH done AS (

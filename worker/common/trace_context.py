@@ -8,7 +8,7 @@ spans) and the id of the span it was triggered from:
   (the SDK inside a run also sends ``traceparent``: the span that triggered the child);
 * otherwise a new trace starts.
 
-The request's header reaches :class:`worker.engine.triggering.RunCreator` through the
+The request's header reaches the engine's ``RunCreator`` through the
 :data:`TRACEPARENT` context variable, set by the API's request middleware (worker/api/
 observability.py), so every trigger path (one run, batches, the v2/v3 twins) honours it.
 """

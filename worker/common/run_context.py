@@ -1,0 +1,168 @@
+"""The context of a dequeued run (docs/protocol.md, ``ctx``): what a task sees as ``ctx``.
+
+Part of the worker protocol's messages; import them from :mod:`worker.common.protocol`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: a JSON object as it crosses the wire (its keys are documented in docs/protocol.md)
+Wire = dict[str, Any]
+
+
+def opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentInfo:
+    id: str
+    slug: str
+    type: str
+
+    def to_wire(self) -> Wire:
+        return {"id": self.id, "slug": self.slug, "type": self.type}
+
+    @classmethod
+    def from_wire(cls, data: Wire) -> EnvironmentInfo:
+        return cls(str(data["id"]), str(data["slug"]), str(data["type"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectInfo:
+    id: str
+    ref: str
+
+    def to_wire(self) -> Wire:
+        return {"id": self.id, "ref": self.ref}
+
+    @classmethod
+    def from_wire(cls, data: Wire) -> ProjectInfo:
+        return cls(str(data["id"]), str(data["ref"]))
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """``ctx.run``."""
+
+    id: str
+    tags: list[str]
+    created_at: str | None
+    started_at: str | None
+    idempotency_key: str | None
+    max_attempts: int | None
+    version: str
+    max_duration: float | None
+    priority: int
+    is_test: bool
+    parent_task_run_id: str | None
+    root_task_run_id: str | None
+    #: the run's metadata (any JSON value); None when it cannot be rendered
+    metadata: object = None
+
+    def to_wire(self) -> Wire:
+        return {"id": self.id, "tags": self.tags, "created_at": self.created_at,
+                "started_at": self.started_at, "idempotency_key": self.idempotency_key,
+                "max_attempts": self.max_attempts, "version": self.version,
+                "max_duration": self.max_duration, "priority": self.priority,
+                "is_test": self.is_test, "parent_task_run_id": self.parent_task_run_id,
+                "root_task_run_id": self.root_task_run_id, "metadata": self.metadata}
+
+    @classmethod
+    def from_wire(cls, data: Wire) -> RunInfo:
+        return cls(str(data["id"]), list(data.get("tags") or []), data.get("created_at"),
+                   data.get("started_at"), data.get("idempotency_key"),
+                   data.get("max_attempts"), str(data.get("version") or ""),
+                   data.get("max_duration"), int(data.get("priority") or 0),
+                   bool(data.get("is_test")), data.get("parent_task_run_id"),
+                   data.get("root_task_run_id"), data.get("metadata"))
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo:
+    number: int
+    started_at: str | None
+
+    def to_wire(self) -> Wire:
+        return {"number": self.number, "started_at": self.started_at}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    id: str
+    file_path: str | None
+
+    def to_wire(self) -> Wire:
+        return {"id": self.id, "file_path": self.file_path}
+
+
+@dataclass(frozen=True, slots=True)
+class MachineInfo:
+    """``ctx.machine``: the preset's name, vCPUs and GiB (none for an unknown name)."""
+
+    name: str
+    cpu: float | None = None
+    memory: float | None = None
+
+    @classmethod
+    def preset(cls, name: str) -> MachineInfo:
+        from worker.common.machines import MACHINE_PRESETS
+
+        spec = MACHINE_PRESETS.get(name)
+        return cls(name, spec["cpu"], spec["memory"]) if spec else cls(name)
+
+    def to_wire(self) -> Wire:
+        if self.cpu is None:
+            return {"name": self.name}
+        return {"name": self.name, "cpu": self.cpu, "memory": self.memory}
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """``ctx`` of a dequeued run: what the task sees as ``ctx`` (worker.sdk.context)."""
+
+    run: RunInfo
+    attempt: AttemptInfo
+    task: TaskInfo
+    queue: str
+    environment: EnvironmentInfo
+    project: ProjectInfo
+    machine: MachineInfo
+    batch_id: str | None = None
+    #: the instance holding the lease, for durable operations (worker.sdk.durable); None
+    #: outside a worker (worker.testing), where the keys ``worker`` and ``journal`` are absent
+    worker_instance_id: str | None = None
+    journal: list[Wire] = field(default_factory=list)
+
+    def to_wire(self) -> Wire:
+        wire: Wire = {
+            "run": self.run.to_wire(), "attempt": self.attempt.to_wire(),
+            "task": self.task.to_wire(), "queue": {"name": self.queue},
+            "environment": self.environment.to_wire(), "project": self.project.to_wire(),
+            "machine": self.machine.to_wire(),
+            "batch": {"id": self.batch_id} if self.batch_id else None,
+        }
+        if self.worker_instance_id is not None:
+            wire["worker"] = {"instance_id": self.worker_instance_id}
+            wire["journal"] = self.journal
+        return wire
+
+    @classmethod
+    def from_wire(cls, data: Wire) -> RunContext:
+        machine = data.get("machine") or {}
+        worker = data.get("worker")
+        return cls(
+            run=RunInfo.from_wire(data["run"]),
+            attempt=AttemptInfo(int(data["attempt"]["number"]), data["attempt"].get("started_at")),
+            task=TaskInfo(str(data["task"]["id"]), data["task"].get("file_path")),
+            queue=str((data.get("queue") or {}).get("name") or ""),
+            environment=EnvironmentInfo.from_wire(data["environment"]),
+            project=ProjectInfo.from_wire(data["project"]),
+            machine=MachineInfo(str(machine.get("name") or ""), machine.get("cpu"),
+                                machine.get("memory")),
+            batch_id=opt_str((data.get("batch") or {}).get("id")),
+            worker_instance_id=opt_str(worker.get("instance_id")) if worker else None,
+            journal=list(data.get("journal") or []),
+        )

@@ -1,0 +1,294 @@
+"""Recording attempt results and log lines (docs/protocol.md, ``/complete`` and ``/logs``).
+
+Completions are fenced on (run, instance, attempt), so a worker that lost its lease (expired,
+canceled) can never record a result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from worker.common.errors import internal_error
+from worker.common.protocol import Completion, CompletionResult, DequeuedRun, Outcome, Wire
+from worker.common.statuses import API_STATUS
+from worker.engine import metadata as run_metadata
+from worker.engine.completions import Refused, clean_completion, clean_log
+from worker.engine.db import Conn, Pool
+from worker.engine.errors import EngineError
+from worker.engine.keys import Environment
+from worker.engine.models import MAX_OUTPUT_BYTES
+from worker.engine.queries import Q
+from worker.engine.retrying import decide
+from worker.engine.run_messages import dequeued_run
+
+log = logging.getLogger(__name__)
+
+#: retries due sooner than this run again on the same worker, keeping the lease
+#: (docs/run-states.md, "Retries and the journal")
+IN_PLACE_RETRY_MS = 30_000
+
+
+@dataclass(frozen=True)
+class InPlace:
+    """The worker can run a short retry itself: the lease it keeps, in its environment."""
+
+    env: Environment
+    lease_seconds: float
+
+
+async def fail_attempt(
+    conn: Conn,
+    run: DictRow,
+    error: Wire,
+    worker_retry: Wire | None = None,
+    skipped_retrying: bool = False,
+    in_place: InPlace | None = None,
+) -> tuple[Outcome, str, DequeuedRun | None]:
+    """Record a failed attempt of a run locked by the caller.
+
+    Returns (outcome, internal status, next): with ``in_place`` (the worker asked for it) a
+    retry due within ``IN_PLACE_RETRY_MS`` keeps the lease and starts the next attempt at once
+    (``RETRY_IMMEDIATELY``, ``next`` = that attempt's run); otherwise it is requeued.
+    """
+    outcome = decide(
+        error,
+        run["attempt_number"],
+        run["max_attempts"],
+        run["retry"],
+        worker_retry,
+        skipped_retrying,
+        run.get("machine"),
+    )
+    await conn.execute(
+        Q.end_attempt,
+        {
+            "run_id": run["id"],
+            "attempt_number": run["attempt_number"],
+            "status": "FAILED",
+            "error": Jsonb(error),
+        },
+    )
+    if (
+        outcome.retry
+        and in_place is not None
+        and outcome.delay_ms < IN_PLACE_RETRY_MS
+        and outcome.machine is None
+    ):
+        params = {
+            "run_id": run["id"],
+            "error": Jsonb(error),
+            "lease_seconds": in_place.lease_seconds,
+            "delay_ms": outcome.delay_ms,
+        }
+        row = await (await conn.execute(Q.retry_in_place, params)).fetchone()
+        if row is not None:
+            following = replace(dequeued_run(row, in_place.env), delay_ms=outcome.delay_ms)
+            return Outcome.RETRY_IMMEDIATELY, "EXECUTING", following
+    if outcome.retry:
+        await conn.execute(
+            Q.retry_run,
+            {
+                "run_id": run["id"],
+                "delay_ms": outcome.delay_ms,
+                "error": Jsonb(error),
+                "machine": outcome.machine,
+            },
+        )
+        if outcome.delay_ms <= 0:
+            await conn.execute(Q.notify_runs, {"environment_id": str(run["environment_id"])})
+        status = "PENDING" if outcome.delay_ms <= 0 else "RETRYING_AFTER_FAILURE"
+        return Outcome.RETRY_QUEUED, status, None
+    await conn.execute(
+        Q.finish_run,
+        {
+            "run_id": run["id"],
+            "status": outcome.status,
+            "output": None,
+            "output_type": None,
+            "error": Jsonb(error),
+        },
+    )
+    return Outcome.RUN_FINISHED, outcome.status, None
+
+
+def _finished(run_id: str) -> CompletionResult:
+    return CompletionResult(run_id, Outcome.RUN_FINISHED, "COMPLETED")
+
+
+async def _complete_one(
+    conn: Conn,
+    env: Environment,
+    instance_id: str,
+    item: Completion,
+    in_place_lease: float | None,
+) -> CompletionResult:
+    run_id = item.run_id
+    fence = {
+        "run_id": run_id,
+        "instance_id": instance_id,
+        "environment_id": env.id,
+        "attempt_number": item.attempt_number,
+    }
+    run = await (await conn.execute(Q.lock_leased_run, fence)).fetchone()
+    if run is None:
+        return CompletionResult(run_id, Outcome.LEASE_LOST)
+    if item.metadata:  # the executor's final metadata flush
+        await run_metadata.apply_completion(conn, env, run_id, item.metadata)
+    if item.ok:
+        output = item.output
+        if output is not None and len(output) > MAX_OUTPUT_BYTES:
+            error = internal_error(
+                "TASK_OUTPUT_ERROR",
+                f"output is {len(output)} bytes; the limit is {MAX_OUTPUT_BYTES} bytes (10 MiB)",
+            )
+            outcome, status, _ = await fail_attempt(conn, run, error, skipped_retrying=True)
+            return CompletionResult(run_id, outcome, API_STATUS[status])
+        await conn.execute(
+            Q.end_attempt,
+            {
+                "run_id": run_id,
+                "attempt_number": run["attempt_number"],
+                "status": "COMPLETED",
+                "error": None,
+            },
+        )
+        await conn.execute(
+            Q.finish_run,
+            {
+                "run_id": run_id,
+                "status": "COMPLETED_SUCCESSFULLY",
+                "output": output,
+                "output_type": item.output_type or "application/json",
+                "error": None,
+            },
+        )
+        return _finished(run_id)
+    failure = (
+        item.error
+        if item.error is not None and "type" in item.error
+        else internal_error("TASK_RUN_CRASHED", "the worker sent a failure without an error")
+    )
+    outcome, status, following = await fail_attempt(
+        conn,
+        run,
+        failure,
+        None if item.retry_delay_ms is None else {"delay_ms": item.retry_delay_ms},
+        item.skipped_retrying,
+        InPlace(env, in_place_lease) if item.retry_in_place and in_place_lease is not None
+        else None,
+    )
+    return CompletionResult(run_id, outcome, API_STATUS[status], next=following)
+
+
+async def complete(
+    pool: Pool,
+    env: Environment,
+    instance_id: str,
+    completions: Sequence[object],
+    in_place_lease: float | None = None,
+) -> list[CompletionResult]:
+    """Record a batch of attempt results in one transaction.
+
+    Plain successes (no metadata, output within the limit) are written by one set-based
+    statement; every other item gets its own savepoint, so one bad item spoils nothing else.
+    """
+    plain: list[Completion] = []
+    others: list[Completion] = []
+    results: list[CompletionResult] = []
+    for raw in completions:
+        item = clean_completion(raw)  # worker.engine.completions: never an error of ours
+        if isinstance(item, Refused):
+            log.warning("completion refused: %s", item.reason)
+            results.append(item.result())
+        elif item.ok and not item.metadata:
+            plain.append(item)
+        else:
+            others.append(item)
+    async with pool.connection() as conn, conn.transaction():
+        if plain:
+            items = [{"run_id": c.run_id, "attempt_number": c.attempt_number,
+                      "output": c.output, "output_type": c.output_type} for c in plain]
+            try:
+                async with conn.transaction():  # a savepoint: if it fails, item by item
+                    rows = await (
+                        await conn.execute(
+                            Q.complete_successes,
+                            {
+                                "items": Jsonb(items),
+                                "run_ids": [c.run_id for c in plain],
+                                "environment_id": env.id,
+                                "instance_id": instance_id,
+                            },
+                        )
+                    ).fetchall()
+            except psycopg.Error:
+                log.exception("completing %d successes at once failed; one by one", len(plain))
+                others = plain + others
+            else:
+                finished = {row["id"] for row in rows}
+                results += [
+                    _finished(c.run_id) if c.run_id in finished
+                    else CompletionResult(c.run_id, Outcome.LEASE_LOST)
+                    for c in plain
+                ]
+        for item in others:
+            results.append(await _complete_isolated(conn, env, instance_id, item, in_place_lease))
+    return results
+
+
+async def _complete_isolated(
+    conn: Conn,
+    env: Environment,
+    instance_id: str,
+    item: Completion,
+    in_place_lease: float | None,
+) -> CompletionResult:
+    """One completion in its own savepoint. Should it fail anyway, it is tried once more
+    without its metadata (the result matters more), then refused; never the whole batch."""
+    for attempt in (item, replace(item, metadata=None)):
+        try:
+            async with conn.transaction():
+                return await _complete_one(conn, env, instance_id, attempt, in_place_lease)
+        except EngineError as exc:
+            return CompletionResult(item.run_id, Outcome.REFUSED, error=exc.message)
+        except Exception:
+            log.exception("completion of run %s failed", item.run_id)
+    return CompletionResult(item.run_id, Outcome.REFUSED, error="internal error")
+
+
+async def store_logs(pool: Pool, env: Environment, logs: Sequence[object]) -> int:
+    """Store log lines, sanitised (worker.engine.completions.clean_log); should the batch
+    still fail, each line is stored on its own, so one bad line loses only itself."""
+    now = datetime.now(UTC).isoformat()
+    rows = [row for row in (clean_log(entry, now) for entry in logs) if row is not None]
+    if not rows:
+        return 0
+
+    async def insert(conn: Conn, lines: list[Wire]) -> int:
+        params = {
+            "logs": Jsonb(lines),
+            "environment_id": env.id,
+            "run_ids": sorted({r["run_id"] for r in lines}),
+        }
+        async with conn.transaction():
+            return (await conn.execute(Q.insert_logs, params)).rowcount
+
+    async with pool.connection() as conn, conn.transaction():
+        try:
+            return await insert(conn, rows)
+        except psycopg.Error:
+            log.exception("storing %d log lines at once failed; line by line", len(rows))
+        stored = 0
+        for row in rows:
+            try:
+                stored += await insert(conn, [row])
+            except psycopg.Error as exc:
+                log.warning("log line of run %s dropped: %s", row["run_id"], exc)
+        return stored

@@ -1,0 +1,62 @@
+"""Leasing: the dequeue long-poll loop and the heartbeat loop of a worker replica.
+
+Each is given what it needs as callables, so neither knows the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from worker.common.protocol import DequeuedRun, HeartbeatResponse, Wire
+from worker.runtime.api_client import WorkerApi, retry_delay
+
+Emit = Callable[[Wire], None]
+
+
+async def dequeue_loop(api: WorkerApi, *, stopping: Callable[[], bool],
+                       free_slots: Callable[[], int], version_id: Callable[[], str],
+                       capacity: asyncio.Event, wait_ms: int,
+                       leased: Callable[[list[DequeuedRun]], Awaitable[None]],
+                       emit: Emit) -> None:
+    """Long-poll ``/dequeue`` for as many runs as there are free slots; hand them to
+    ``leased``. Waits on ``capacity`` (set when a slot frees up) while there is none."""
+    failures = 0
+    while not stopping():
+        free = free_slots()
+        if free <= 0:
+            capacity.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(capacity.wait(), 1.0)
+            continue
+        # Only the current version: an old one only finishes what it runs. A run locked to
+        # a version nobody serves any more migrates to this one when it is leased again
+        # (docs/run-states.md, "Versions").
+        try:
+            runs = await api.dequeue([version_id()], free, wait_ms)
+            failures = 0
+        except Exception as exc:
+            emit({"type": "error", "message": f"dequeue failed: {exc}"})
+            failures += 1
+            await asyncio.sleep(retry_delay(failures))  # back within ~1 s of the API
+            continue
+        await leased([DequeuedRun.from_wire(run) for run in runs])
+
+
+async def heartbeat_loop(api: WorkerApi, *, interval: Callable[[], float],
+                         held: Callable[[], list[str]],
+                         lose: Callable[[str, bool], None], emit: Emit) -> None:
+    """Every ``interval()`` seconds, extend the leases of ``held()``; ``lose(run_id,
+    canceled)`` each run the engine no longer gives us."""
+    while True:
+        await asyncio.sleep(interval())
+        ids = list(dict.fromkeys(held()))  # sent even when empty: it says this worker is alive
+        try:
+            reply = HeartbeatResponse.from_wire(await api.heartbeat(ids))
+        except Exception as exc:
+            emit({"type": "error", "message": f"heartbeat failed: {exc}"})
+            continue
+        canceled = set(reply.canceled)
+        for run_id in reply.lost:
+            lose(run_id, run_id in canceled)
