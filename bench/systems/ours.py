@@ -250,6 +250,7 @@ async def _warm_executions(count: int) -> list[float]:
     import os
     import tempfile
 
+    from worker.common.protocol import DequeuedRun
     from worker.runtime.pool import ExecutorServer, Pool, ZygoteProcess
 
     tmp = tempfile.mkdtemp(prefix="bench-warm-")
@@ -273,7 +274,7 @@ async def _warm_executions(count: int) -> list[float]:
         ex = pool.idle()[0]
         times = []
         for i in range(count + 10):
-            run = _run_message(i)
+            run = DequeuedRun.from_wire(_run_message(i))
             t0 = time.perf_counter()
             frame = await asyncio.wait_for(pool.execute(ex, run), 10)
             elapsed = (time.perf_counter() - t0) * 1000
