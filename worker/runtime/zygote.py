@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", required=True)
     args = parser.parse_args(argv)
     set_parent_death_signal()
+    from worker.runtime.lean_imports import skip_httpx_cli
+
+    skip_httpx_cli()  # before the task modules and the SDK import httpx
     zygote = Zygote(args.project, args.socket)
     if not zygote.boot():
         return 1
