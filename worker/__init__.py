@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from worker.sdk.definitions import Queue, queue
 from worker.sdk.errors import (
     AbortTaskRunError,
     ApiError,
@@ -22,7 +23,7 @@ from worker.sdk.errors import (
     TaskRunCanceledError,
 )
 from worker.sdk.logger import logger
-from worker.sdk.task import Queue, Task, queue, schema_task, task
+from worker.sdk.task import Task, schema_task, task
 
 if TYPE_CHECKING:
     from worker.sdk import idempotency_keys as idempotency_keys
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from worker.sdk.alerts import alerts
     from worker.sdk.auth import auth
     from worker.sdk.background import heartbeats, wait_until
-    from worker.sdk.client import BatchHandle, RunHandle, configure
     from worker.sdk.config import define_config
     from worker.sdk.context import locals
     from worker.sdk.metadata import metadata
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from worker.sdk.subtasks import SubtaskUnwrapError, TaskRunResult
     from worker.sdk.tags import tags
     from worker.sdk.tasks_api import batch, tasks
+    from worker.sdk.transport import configure
+    from worker.sdk.triggering import BatchHandle, RunHandle
     from worker.sdk.usage import usage
     from worker.sdk.wait import WaitpointTimeoutError, step, wait
 
@@ -51,9 +53,9 @@ _LAZY = {
     "batch": "worker.sdk.tasks_api",
     "runs": "worker.sdk.runs",
     "Run": "worker.sdk.runs",
-    "RunHandle": "worker.sdk.client",
-    "BatchHandle": "worker.sdk.client",
-    "configure": "worker.sdk.client",
+    "RunHandle": "worker.sdk.triggering",
+    "BatchHandle": "worker.sdk.triggering",
+    "configure": "worker.sdk.transport",
     "define_config": "worker.sdk.config",
     "locals": "worker.sdk.context",
     "idempotency_keys": "worker.sdk.idempotency_keys",

@@ -21,15 +21,17 @@ import os
 import threading
 from collections.abc import Awaitable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from worker.sdk import client
 from worker.sdk import runs as _runs
 from worker.sdk import tasks_api as _tasks
-from worker.sdk.client import BatchHandle, RunHandle, configure
 from worker.sdk.pagination import Page
 from worker.sdk.runs import Run
 from worker.sdk.tasks_api import Batch
+from worker.sdk.transport import configure
+from worker.sdk.trigger_options import TriggerOptions
+from worker.sdk.triggering import BatchHandle, RunHandle
 
 T = TypeVar("T")
 
@@ -60,27 +62,37 @@ def _run(coro: Awaitable[T]) -> T:
     )
 
 
-def trigger(task_id: str, payload: object = None, **options: object) -> RunHandle:
+def trigger(task_id: str, payload: object = None, **options: Unpack[TriggerOptions]) -> RunHandle:
     return _run(client.trigger(task_id, payload, **options))
 
 
-def batch_trigger(task_id: str, items: list[object], **options: object) -> BatchHandle:
+def batch_trigger(
+    task_id: str, items: list[object], **options: Unpack[TriggerOptions],
+) -> BatchHandle:
     return _run(client.batch_trigger(task_id, items, **options))
 
 
 class _Tasks:
-    def trigger(self, task_id: str, payload: object = None, **options: object) -> RunHandle:
+    def trigger(
+        self, task_id: str, payload: object = None, **options: Unpack[TriggerOptions],
+    ) -> RunHandle:
         return _run(_tasks.tasks.trigger(task_id, payload, **options))
 
-    def batch_trigger(self, task_id: str, items: list[object], **options: object) -> BatchHandle:
+    def batch_trigger(
+        self, task_id: str, items: list[object], **options: Unpack[TriggerOptions],
+    ) -> BatchHandle:
         return _run(_tasks.tasks.batch_trigger(task_id, items, **options))
 
 
 class _Batch:
-    def trigger(self, items: list[dict[str, Any]], **options: object) -> BatchHandle:
+    def trigger(
+        self, items: list[dict[str, Any]], **options: Unpack[TriggerOptions],
+    ) -> BatchHandle:
         return _run(_tasks.batch.trigger(items, **options))
 
-    def trigger_by_task(self, items: list[dict[str, Any]], **options: object) -> BatchHandle:
+    def trigger_by_task(
+        self, items: list[dict[str, Any]], **options: Unpack[TriggerOptions],
+    ) -> BatchHandle:
         return _run(_tasks.batch.trigger_by_task(items, **options))
 
     def retrieve(self, batch_id: str | BatchHandle) -> Batch:

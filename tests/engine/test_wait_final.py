@@ -86,7 +86,7 @@ def test_a_waiting_retrieve_needs_auth_and_a_valid_wait(
 def test_sdk_poll_returns_when_the_run_ends(
     env: tuple[httpx.Client, str], api_server: ApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.sdk import client as sdk_client
+    from worker.sdk import transport
     from worker.sdk.runs import runs
 
     client, key = env
@@ -98,7 +98,7 @@ def test_sdk_poll_returns_when_the_run_ends(
     requests: list[str] = []
 
     async def scenario() -> Any:
-        http = sdk_client._client()
+        http = transport.default.http()
         http.event_hooks["request"].append(lambda r: _record(requests, r))
 
         async def finish_soon() -> None:

@@ -19,7 +19,7 @@ import pytest
 from tests.protocol_worker import ProtocolWorker
 from worker import batch, configure, runs, tasks
 from worker.common.serialization import dumps
-from worker.sdk import client
+from worker.sdk import client, transport
 from worker.sdk.errors import AuthenticationError, NotFoundError
 
 TASK = "sdk-echo"
@@ -60,11 +60,11 @@ async def test_idempotency_key_returns_the_same_run(sdk: ProtocolWorker) -> None
 
 
 async def test_request_idempotency_header_dedupes_http_retries(sdk: ProtocolWorker) -> None:
-    body = b'{"payload":{"x":1},"options":{}}'
+    body = {"payload": {"x": 1}, "options": {}}
     key = str(uuid.uuid4())
-    one = await client.request("POST", f"/api/v1/tasks/{TASK}/trigger", content=body,
+    one = await client.request("POST", f"/api/v1/tasks/{TASK}/trigger", json=body,
                                idempotency_key=key)
-    two = await client.request("POST", f"/api/v1/tasks/{TASK}/trigger", content=body,
+    two = await client.request("POST", f"/api/v1/tasks/{TASK}/trigger", json=body,
                                idempotency_key=key)
     assert one.json()["id"] == two.json()["id"]
 
@@ -146,7 +146,7 @@ async def test_sync_mirror(sdk: ProtocolWorker) -> None:
 
 
 def test_body_is_documented_wire_format() -> None:
-    body = orjson.loads(b"{" + client.encode_payload({"a": 1}) + b"}")
+    body = orjson.loads(transport.encode_json(transport.payload_members({"a": 1})))
     assert body == {"payload": {"a": 1}}
 
 

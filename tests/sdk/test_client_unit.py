@@ -12,14 +12,15 @@ import orjson
 import pytest
 
 import worker
-from worker.sdk import client
+from worker.sdk import client, transport, trigger_options
+from worker.sdk.definitions import Queue
 from worker.sdk.errors import ConfigurationError
 from worker.sdk.runs import Run
-from worker.sdk.task import Queue
+from worker.sdk.trigger_options import split_item
 
 
 def test_wire_options_are_camel_case() -> None:
-    assert client.wire_options({
+    assert trigger_options.wire_options({
         "idempotency_key": "k", "idempotency_key_ttl": 3600, "delay": "1h", "ttl": 60,
         "tags": "one", "priority": 10, "queue": Queue("q", 2), "concurrency_key": "c",
         "max_attempts": 2, "max_duration": 30, "machine": "micro", "metadata": {"a": 1},
@@ -34,27 +35,28 @@ def test_wire_options_are_camel_case() -> None:
 
 def test_wire_options_durations_and_errors() -> None:
     when = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-    assert client.wire_options({"delay": when}) == {"delay": "2030-01-01T00:00:00+00:00"}
-    assert client.wire_options({"delay": dt.timedelta(minutes=2)}) == {"delay": "120s"}
-    assert client.wire_options({"ttl": None}) == {}
+    assert trigger_options.wire_options({"delay": when}) == {"delay": "2030-01-01T00:00:00+00:00"}
+    assert trigger_options.wire_options({"delay": dt.timedelta(minutes=2)}) == {"delay": "120s"}
+    assert trigger_options.wire_options({"ttl": None}) == {}
     with pytest.raises(TypeError, match="unknown trigger option 'dealy'"):
-        client.wire_options({"dealy": "1h"})
+        trigger_options.wire_options({"dealy": "1h"})
     with pytest.raises(TypeError, match="metadata"):
-        client.wire_options({"metadata": [1]})
+        trigger_options.wire_options({"metadata": [1]})
 
 
 def test_payload_encoding() -> None:
-    assert orjson.loads(b"{" + client.encode_payload({"a": 1}) + b"}") == {"payload": {"a": 1}}
-    body = orjson.loads(b"{" + client.encode_payload(dt.date(2020, 1, 1)) + b"}")
+    body = orjson.loads(transport.encode_json(transport.payload_members({"a": 1})))
+    assert body == {"payload": {"a": 1}}
+    body = orjson.loads(transport.encode_json(transport.payload_members(dt.date(2020, 1, 1))))
     assert body["payloadType"] == "application/super+json"
     assert isinstance(body["payload"], str)
 
 
 def test_batch_items_split() -> None:
-    assert client.split_item({"payload": 1, "options": {"tags": ["x"]}}) == (1, {"tags": ["x"]})
-    assert client.split_item({"payload": 1}) == (1, {})
-    assert client.split_item({"payload": 1, "other": 2}) == ({"payload": 1, "other": 2}, {})
-    assert client.split_item([1]) == ([1], {})
+    assert split_item({"payload": 1, "options": {"tags": ["x"]}}) == (1, {"tags": ["x"]})
+    assert split_item({"payload": 1}) == (1, {})
+    assert split_item({"payload": 1, "other": 2}) == ({"payload": 1, "other": 2}, {})
+    assert split_item([1]) == ([1], {})
 
 
 def test_run_from_api_decodes_output_and_times() -> None:
@@ -87,7 +89,7 @@ async def test_client_is_recreated_after_fork(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(client._settings, "secret_key", "tr_dev_x")
     first = client._client()
     assert client._client() is first
-    monkeypatch.setattr(client, "_pid", -1)  # what a forked child sees
+    monkeypatch.setattr(transport.default, "pid", -1)  # what a forked child sees
     assert client._client() is not first
     client._clients.clear()
 

@@ -8,11 +8,14 @@ about a second of its API's return (an API restart is the common outage, and it 
 
 from __future__ import annotations
 
-import asyncio
 import random
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 import httpx
+
+from worker.sdk.settings import api_urls
+from worker.sdk.transport import RetryPolicy, send_with_retries
 
 PREFIX = "/engine/v1/worker"
 #: the longest pause between two tries of a request (and between two dequeues that failed)
@@ -22,22 +25,34 @@ MAX_DELAY = 1.0
 def retry_delay(failures: int) -> float:
     """The pause after ``failures`` consecutive failures: 0.1 s doubling up to MAX_DELAY, with
     jitter so that many workers do not all come back in the same instant."""
-    return min(MAX_DELAY, 0.1 * 2 ** max(0, failures - 1)) * random.uniform(0.75, 1.0)
+    return min(MAX_DELAY, 0.1 * 2.0 ** max(0, failures - 1)) * random.uniform(0.75, 1.0)
 
 
-def api_urls(api_url: str) -> list[str]:
-    urls = [u.strip().rstrip("/") for u in api_url.split(",") if u.strip()]
-    if not urls:
-        raise ValueError("no API URL given (TRIGGER_API_URL)")
-    return urls
+__all__ = ["MAX_DELAY", "ProtocolError", "WorkerApi", "api_urls", "retry_delay"]
+
+#: the worker's statuses worth another try: every 5xx, request timeout, rate limited
+_RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
+#: a proxy or a replica going down: the next try goes to another replica
+_FAIL_OVER_STATUSES = frozenset({502, 503, 504})
 
 
 class ProtocolError(Exception):
-    """The API refused a worker request (4xx other than 408/429): retrying will not help."""
+    """The API refused a worker request (4xx other than 408/429: retrying will not help), or
+    it still failed after the last try."""
 
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"{status}: {body[:500]}")
         self.status = status
+
+
+def _refuse(response: httpx.Response) -> NoReturn:
+    raise ProtocolError(response.status_code, response.text)
+
+
+def _policy(attempts: int) -> RetryPolicy:
+    return RetryPolicy(attempts=attempts, retry_statuses=_RETRY_STATUSES,
+                       delay=lambda attempt, _response: retry_delay(attempt + 1),
+                       fail_over_statuses=_FAIL_OVER_STATUSES)
 
 
 class WorkerApi:
@@ -62,71 +77,61 @@ class WorkerApi:
     def http(self) -> httpx.AsyncClient:
         return self.clients[self.current]
 
-    def _fail_over(self) -> None:
+    async def _fail_over(self) -> None:
         self.current = (self.current + 1) % len(self.clients)
 
-    async def post(self, path: str, body: dict[str, Any], *, timeout: float | None = None,
-                   attempts: int = 5) -> Any:
+    async def post(self, path: str, body: Mapping[str, object], *,
+                   timeout: float | None = None, attempts: int = 5) -> dict[str, Any]:
         """POST with retries on transport errors and 5xx/408/429 (quick backoff, moving to the
-        next API replica when this one cannot be reached)."""
-        for attempt in range(attempts):
-            try:
-                response = await self.http.post(
-                    PREFIX + path, json=body,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
-                if response.status_code < 400:
-                    return response.json()
-                if response.status_code < 500 and response.status_code not in (408, 429):
-                    raise ProtocolError(response.status_code, response.text)
-                error: Exception = ProtocolError(response.status_code, response.text)
-                if response.status_code in (502, 503, 504):
-                    self._fail_over()  # a proxy or a replica going down: try another
-            except httpx.TransportError as exc:
-                error = exc
-                self._fail_over()
-            if attempt == attempts - 1:
-                raise error
-            await asyncio.sleep(retry_delay(attempt + 1))
-        raise AssertionError("unreachable")
+        next API replica when this one cannot be reached): the SDK transport's retry loop.
+        Returns the decoded JSON reply; its reader types it (docs/protocol.md)."""
+        response = await send_with_retries(
+            lambda: self.http.post(
+                PREFIX + path, json=body,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT),
+            _policy(attempts),
+            fail_over=self._fail_over,
+            refuse=_refuse,
+            unreachable=lambda exc: exc,
+        )
+        data = response.json()
+        if not isinstance(data, dict):
+            raise ProtocolError(response.status_code, f"expected a JSON object: {response.text}")
+        return data
 
-    async def register(self, content_hash: str, tasks: list[dict[str, Any]],
-                       metadata: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self.post("/register", {
+    async def register(self, content_hash: str, tasks: Sequence[Mapping[str, object]],
+                       metadata: Mapping[str, object]) -> dict[str, Any]:
+        return await self.post("/register", {
             "instance_id": self.instance_id, "content_hash": content_hash, "tasks": tasks,
             "metadata": metadata})
-        return result
 
     async def dequeue(self, versions: list[str], max_runs: int,
                       wait_ms: int) -> list[dict[str, Any]]:
-        body: dict[str, Any] = {
+        body = {
             "instance_id": self.instance_id, "versions": versions,
             "max_runs": max(1, min(max_runs, 100)), "wait_ms": wait_ms,
         }
         result = await self.post("/dequeue", body, timeout=wait_ms / 1000 + 30, attempts=1)
-        runs: list[dict[str, Any]] = result.get("runs") or []
-        return runs
+        return list(result.get("runs") or [])
 
     async def heartbeat(self, run_ids: list[str], *, stopping: bool = False) -> dict[str, Any]:
-        body: dict[str, Any] = {"instance_id": self.instance_id, "run_ids": run_ids}
+        body: dict[str, object] = {"instance_id": self.instance_id, "run_ids": run_ids}
         if stopping:  # the last word of a worker that shuts down: it serves no version now
             body["stopping"] = True
-        result: dict[str, Any] = await self.post("/heartbeat", body, attempts=2)
-        return result
+        return await self.post("/heartbeat", body, attempts=2)
 
-    async def complete(self, completions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def complete(self, completions: Sequence[Mapping[str, object]]) -> list[dict[str, Any]]:
         result = await self.post(
             "/complete", {"instance_id": self.instance_id, "completions": completions},
             attempts=8)
-        results: list[dict[str, Any]] = result.get("results") or []
-        return results
+        return list(result.get("results") or [])
 
     async def release(self, run_ids: list[str]) -> list[str]:
         result = await self.post(
             "/release", {"instance_id": self.instance_id, "run_ids": run_ids}, attempts=3)
-        released: list[str] = result.get("released") or []
-        return released
+        return [str(run_id) for run_id in result.get("released") or []]
 
-    async def logs(self, logs: list[dict[str, Any]]) -> None:
+    async def logs(self, logs: Sequence[Mapping[str, object]]) -> None:
         await self.post("/logs", {"logs": logs}, attempts=3)
 
     async def close(self) -> None:

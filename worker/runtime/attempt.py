@@ -33,7 +33,6 @@ from worker.common import errors as codes
 from worker.common.protocol import Completion, DequeuedRun, Wire
 from worker.common.retry import MAX_ATTEMPTS_HARD_CAP, next_retry_delay_ms
 from worker.common.serialization import dumps, loads
-from worker.runtime.hooks import call_hook, call_run
 from worker.runtime.outcomes import oom_retry_machine
 from worker.sdk.config import Config
 from worker.sdk.context import AbortSignal, Context
@@ -46,6 +45,7 @@ from worker.sdk.errors import (
     OutOfMemoryError,
     TaskRunCanceledError,
 )
+from worker.sdk.hook_signatures import call_hook, call_run
 from worker.sdk.logger import logger
 from worker.sdk.task import Task
 from worker.sdk.tracing import operation

@@ -21,7 +21,9 @@ from typing import Any
 
 import orjson
 
+from worker.sdk.context import current_context
 from worker.sdk.task import Task
+from worker.sdk.tasks_api import tasks
 
 
 class ToolRunError(RuntimeError):
@@ -33,22 +35,19 @@ class AiTool:
     task: Task[Any, Any]
     name: str
     description: str
-    parameters: dict[str, Any]
+    parameters: dict[str, object]
 
-    def openai(self) -> dict[str, Any]:
+    def openai(self) -> dict[str, object]:
         return {"type": "function", "function": {"name": self.name,
                                                   "description": self.description,
                                                   "parameters": self.parameters}}
 
-    def anthropic(self) -> dict[str, Any]:
+    def anthropic(self) -> dict[str, object]:
         return {"name": self.name, "description": self.description,
                 "input_schema": self.parameters}
 
-    async def call(self, arguments: Any, *, poll_interval_ms: int = 500,
+    async def call(self, arguments: object, *, poll_interval_ms: int = 500,
                    timeout: float | None = None) -> Any:
-        from worker.sdk.context import current_context
-        from worker.sdk.tasks_api import tasks
-
         payload = orjson.loads(arguments) if isinstance(arguments, str | bytes) else arguments
         if current_context() is not None:
             return (await self.task.trigger_and_wait(payload)).unwrap()

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from worker.sdk import transport
+from worker.sdk.transport import path_segment
 
 
 @dataclass(frozen=True)
@@ -35,26 +36,20 @@ class Alerts:
     async def create(self, *, name: str, type: str, alert_types: list[str] | None = None,
                      to: list[str] | str | None = None, url: str | None = None,
                      secret: str | None = None) -> AlertChannel:
-        from worker.sdk import client
-
-        props: dict[str, Any] = {"to": to} if type == "EMAIL" else {"url": url}
+        props: dict[str, object] = {"to": to} if type == "EMAIL" else {"url": url}
         if secret is not None:
             props["secret"] = secret
         body = {"name": name, "type": type, "properties": props,
                 "alertTypes": alert_types or ["TASK_RUN_FAILED"]}
-        response = await client.request("POST", "/api/v1/alerts", content=orjson.dumps(body))
+        response = await transport.request("POST", "/api/v1/alerts", json=body)
         return AlertChannel.from_api(response.json())
 
     async def list(self) -> list[AlertChannel]:
-        from worker.sdk import client
-
-        response = await client.request("GET", "/api/v1/alerts")
+        response = await transport.request("GET", "/api/v1/alerts")
         return [AlertChannel.from_api(c) for c in response.json()["data"]]
 
     async def delete(self, channel_id: str) -> None:
-        from worker.sdk import client
-
-        await client.request("DELETE", f"/api/v1/alerts/{client.path_segment(channel_id)}")
+        await transport.request("DELETE", f"/api/v1/alerts/{path_segment(channel_id)}")
 
 
 alerts = Alerts()

@@ -9,11 +9,11 @@ callbacks return is merged into the completion message (e.g. ``{"metadata": {...
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 StartCallback = Callable[[Any], Awaitable[None]]
-EndCallback = Callable[[Any], Awaitable[dict[str, Any] | None]]
+EndCallback = Callable[[Any], Awaitable[Mapping[str, object] | None]]
 
 _on_start: list[StartCallback] = []
 _on_end: list[EndCallback] = []
@@ -40,18 +40,18 @@ def on_checkpoint(callback: StartCallback) -> StartCallback:
     return callback
 
 
-async def checkpointing(ctx: Any) -> None:
+async def checkpointing(ctx: object) -> None:
     for callback in _on_checkpoint:
         await callback(ctx)
 
 
-async def attempt_started(ctx: Any) -> None:
+async def attempt_started(ctx: object) -> None:
     for callback in _on_start:
         await callback(ctx)
 
 
-async def attempt_ending(ctx: Any) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
+async def attempt_ending(ctx: object) -> dict[str, object]:
+    extra: dict[str, object] = {}
     for callback in _on_end:
         extra.update(await callback(ctx) or {})
     return extra

@@ -13,13 +13,16 @@ the realtime endpoints (``runs.subscribe_to_run(id, access_token=token)``).
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
+from worker.sdk import transport
+from worker.sdk.transport import AuthOverride, auth_override
 
 
-def flatten_scopes(scopes: Any) -> list[str]:
+def flatten_scopes(scopes: object) -> list[str]:
     if isinstance(scopes, str):
         return [scopes]
     if isinstance(scopes, list | tuple):
@@ -39,7 +42,7 @@ def flatten_scopes(scopes: Any) -> list[str]:
     return flat
 
 
-def _expiration(value: Any) -> Any:
+def _expiration(value: object) -> object:
     if isinstance(value, dt.timedelta):
         return f"{max(1, round(value.total_seconds()))}s"
     if isinstance(value, dt.datetime):
@@ -50,52 +53,55 @@ def _expiration(value: Any) -> Any:
 
 
 class Auth:
-    async def create_public_token(self, *, scopes: Any, expiration_time: Any = "15m") -> str:
+    async def create_public_token(self, *, scopes: object, expiration_time: object = "15m") -> str:
         """A JWT granting ``scopes`` until ``expiration_time`` (``"15m"``, ``"1h"``, seconds,
         ``timedelta`` or ``datetime``; at most 30 days)."""
-        from worker.sdk import client
-
         body = {"scopes": flatten_scopes(scopes), "expirationTime": _expiration(expiration_time)}
-        response = await client.request(
-            "POST", "/api/v1/auth/public-tokens", content=orjson.dumps(body)
+        response = await transport.request(
+            "POST", "/api/v1/auth/public-tokens", json=body
         )
         return str(response.json()["token"])
 
     async def create_trigger_public_token(
-        self, task: Any, *, multiple_use: bool = False, expiration_time: Any = "15m"
+        self, task: object, *, multiple_use: bool = False, expiration_time: object = "15m"
     ) -> str:
         """A token that may trigger ``task`` (a task id or task object, or a list of them) and
         nothing else; single-use unless ``multiple_use=True`` (as in Trigger.dev). A browser
         triggers with it through ``auth.with_auth(access_token=token)``."""
         return await self._task_token("trigger", task, multiple_use, expiration_time)
 
-    async def _task_token(self, action: str, task: Any, multiple_use: bool,
-                          expiration_time: Any) -> str:
-        from worker.sdk import client
-
+    async def _task_token(self, action: str, task: object, multiple_use: bool,
+                          expiration_time: object) -> str:
         targets = task if isinstance(task, list | tuple) else [task]
         ids = [getattr(t, "id", t) for t in targets]
         if not ids or not all(isinstance(i, str) and i for i in ids):
             raise TypeError("a task token needs a task id or task object (or a list of them)")
         body = {"scopes": [f"{action}:tasks:{i}" for i in ids],
                 "expirationTime": _expiration(expiration_time), "oneTimeUse": not multiple_use}
-        response = await client.request(
-            "POST", "/api/v1/auth/public-tokens", content=orjson.dumps(body)
+        response = await transport.request(
+            "POST", "/api/v1/auth/public-tokens", json=body
         )
         return str(response.json()["token"])
 
     async def create_batch_trigger_public_token(
-        self, task: Any, *, multiple_use: bool = False, expiration_time: Any = "15m"
+        self, task: object, *, multiple_use: bool = False, expiration_time: object = "15m"
     ) -> str:
         """Like :meth:`create_trigger_public_token`, for batch triggers of ``task``."""
         return await self._task_token("batchTrigger", task, multiple_use, expiration_time)
 
-    def with_auth(self, config: Any = None, fn: Any = None, /, *, access_token: str | None = None,
-                  base_url: str | None = None) -> Any:
+    def with_auth(
+        self,
+        config: Mapping[str, str] | Callable[[], object] | None = None,
+        fn: Callable[[], object] | None = None,
+        /,
+        *,
+        access_token: str | None = None,
+        base_url: str | None = None,
+    ) -> Any:
         """Use other credentials for the SDK calls made inside:
         ``async with auth.with_auth(access_token=token): await tasks.trigger(...)`` or, as in
         Trigger.dev, ``await auth.with_auth({"access_token": token}, fn)``."""
-        if isinstance(config, dict):
+        if isinstance(config, Mapping):
             access_token = config.get("access_token", access_token)
             base_url = config.get("base_url", base_url)
         elif callable(config) and fn is None:
@@ -106,18 +112,15 @@ class Auth:
 
 class _WithAuth:
     def __init__(self, access_token: str | None, base_url: str | None) -> None:
-        from worker.sdk.client import AuthOverride
 
         self.override = AuthOverride(access_token, base_url)
-        self.tokens: list[Any] = []
+        self.tokens: list[contextvars.Token[AuthOverride | None]] = []
 
     def __enter__(self) -> None:
-        from worker.sdk.client import auth_override
 
         self.tokens.append(auth_override.set(self.override))
 
     def __exit__(self, *exc: object) -> None:
-        from worker.sdk.client import auth_override
 
         auth_override.reset(self.tokens.pop())
 
@@ -127,7 +130,7 @@ class _WithAuth:
     async def __aexit__(self, *exc: object) -> None:
         self.__exit__()
 
-    async def call(self, fn: Any) -> Any:
+    async def call(self, fn: Callable[[], object]) -> Any:
         with self:
             result = fn()
             if hasattr(result, "__await__"):

@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from worker.sdk import attempt_hooks
+from worker.sdk.logger import logger
 
 _pending: set[asyncio.Future[Any]] = set()
 
@@ -27,9 +28,7 @@ def wait_until(awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
     return future
 
 
-async def _settle(ctx: Any) -> dict[str, Any] | None:
-    from worker.sdk.logger import logger
-
+async def _settle(ctx: object) -> dict[str, object] | None:
     for future in list(_pending):
         try:
             await future
@@ -38,7 +37,7 @@ async def _settle(ctx: Any) -> dict[str, Any] | None:
     return None
 
 
-async def _before_checkpoint(ctx: Any) -> None:
+async def _before_checkpoint(ctx: object) -> None:
     """A checkpointing process completes nothing: settle before it stops."""
     await _settle(ctx)
 

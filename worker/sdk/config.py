@@ -11,13 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from worker.sdk.task import (
-    HOOK_NAMES,
-    MACHINE_PRESETS,
-    TaskDefinitionError,
-    normalize_hooks,
-    normalize_retry,
-)
+from worker.common.machines import MACHINE_PRESETS
+from worker.sdk.definitions import TaskDefinitionError
+from worker.sdk.global_hooks import combined
+from worker.sdk.task import HOOK_NAMES, normalize_hooks, normalize_retry
 
 
 class ConfigError(ValueError):
@@ -67,7 +64,7 @@ class BuildConfig(BaseModel):
 
     @field_validator("pip_packages", "worker_requirement")
     @classmethod
-    def _requirements(cls, value: Any) -> Any:
+    def _requirements(cls, value: str | list[str]) -> str | list[str]:
         items = [value] if isinstance(value, str) else value
         bad = [p for p in items if not p or any(c in p for c in "\n\r\"'`$;&|")]
         if bad:
@@ -139,16 +136,16 @@ class Config(BaseModel):
     build: BuildConfig = Field(default_factory=BuildConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     # global hooks
-    init: Callable[..., Any] | None = None
-    on_start: Callable[..., Any] | None = None
-    on_start_attempt: Callable[..., Any] | None = None
-    on_success: Callable[..., Any] | None = None
-    on_failure: Callable[..., Any] | None = None
-    on_complete: Callable[..., Any] | None = None
-    cleanup: Callable[..., Any] | None = None
-    catch_error: Callable[..., Any] | None = None
-    middleware: Callable[..., Any] | None = None
-    on_cancel: Callable[..., Any] | None = None
+    init: Callable[..., object] | None = None
+    on_start: Callable[..., object] | None = None
+    on_start_attempt: Callable[..., object] | None = None
+    on_success: Callable[..., object] | None = None
+    on_failure: Callable[..., object] | None = None
+    on_complete: Callable[..., object] | None = None
+    cleanup: Callable[..., object] | None = None
+    catch_error: Callable[..., object] | None = None
+    middleware: Callable[..., object] | None = None
+    on_cancel: Callable[..., object] | None = None
 
     @field_validator("machine")
     @classmethod
@@ -157,11 +154,9 @@ class Config(BaseModel):
             raise ValueError(f"unknown machine {value!r}; one of {sorted(MACHINE_PRESETS)}")
         return value
 
-    def global_hooks(self) -> dict[str, Callable[..., Any]]:
+    def global_hooks(self) -> dict[str, Callable[..., object]]:
         """The config's hooks, each combined with those registered with ``tasks.on_*``
         (worker/sdk/global_hooks.py)."""
-        from worker.sdk.global_hooks import combined
-
         found = {n: combined(n, getattr(self, n, None)) for n in HOOK_NAMES}
         return {n: h for n, h in found.items() if h is not None}
 
@@ -189,7 +184,7 @@ def define_config(**options: Any) -> Config:
 
     Trigger.dev's literal spellings are accepted too: ``default_machine`` (= ``machine``) and
     the hook ``handle_error`` (= ``catch_error``). Hooks are checked as task hooks are
-    (worker/runtime/hooks.py): one that cannot be called is refused here.
+    (worker/sdk/hook_signatures.py): one that cannot be called is refused here.
     """
     for twin, key in CONFIG_TWINS.items():
         if twin in options:

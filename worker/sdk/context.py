@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class AttrView(Mapping[str, Any]):
@@ -32,7 +35,7 @@ class AttrView(Mapping[str, Any]):
                 f"{type(self).__name__} has no field {name!r} (fields: {sorted(self._data)})"
             ) from None
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("ctx is read-only")
 
     def __getitem__(self, key: str) -> Any:
@@ -44,7 +47,7 @@ class AttrView(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._data)
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: str, default: object = None) -> Any:
         return _wrap(self._data.get(key, default))
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,7 +63,7 @@ class Context(AttrView):
     __slots__ = ()
 
 
-def _wrap(value: Any) -> Any:
+def _wrap(value: object) -> Any:
     if isinstance(value, dict):
         return AttrView(value)
     return value
@@ -98,7 +101,7 @@ class AbortSignal:
     def __init__(self) -> None:
         self.aborted = False
         self.reason: str | None = None
-        self._waiters: list[Any] = []
+        self._waiters: list[asyncio.Future[str | None]] = []
 
     def mark(self, reason: str) -> None:
         """Set the flag only (safe inside a signal handler); :meth:`wake` resolves waiters."""
@@ -117,7 +120,7 @@ class AbortSignal:
 
     async def wait(self) -> str:
         """Return once the attempt is aborted (at once if it already is)."""
-        import asyncio
+        import asyncio  # lazy: ``import worker`` imports this module and must not load asyncio
 
         if self.aborted:
             return str(self.reason)
@@ -141,7 +144,7 @@ class LocalKey:
         return f"LocalKey({self.id!r})"
 
 
-_locals: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+_locals: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
     "trigger_run_locals", default=None
 )
 
@@ -157,7 +160,7 @@ class Locals:
     def create(self, id: str) -> LocalKey:
         return LocalKey(id)
 
-    def _store(self) -> dict[str, Any]:
+    def _store(self) -> dict[str, object]:
         store = _locals.get()
         if store is None:
             # Outside a run (a script, a plain unit test): one store for this context.
@@ -165,7 +168,7 @@ class Locals:
             _locals.set(store)
         return store
 
-    def get(self, key: LocalKey, default: Any = None) -> Any:
+    def get(self, key: LocalKey, default: object = None) -> Any:
         return self._store().get(key.id, default)
 
     def get_or_throw(self, key: LocalKey) -> Any:
@@ -174,7 +177,7 @@ class Locals:
             raise KeyError(f"local {key.id!r} was not set in this run")
         return store[key.id]
 
-    def set(self, key: LocalKey, value: Any) -> Any:
+    def set(self, key: LocalKey, value: object) -> Any:
         self._store()[key.id] = value
         return value
 
@@ -182,10 +185,10 @@ class Locals:
 locals = Locals()  # the SDK name (Trigger.dev `locals`); shadows the builtin here only
 
 
-def begin_run_locals() -> contextvars.Token[dict[str, Any] | None]:
+def begin_run_locals() -> contextvars.Token[dict[str, object] | None]:
     """Give the attempt that starts now an empty ``locals`` store (runtime use)."""
     return _locals.set({})
 
 
-def end_run_locals(token: contextvars.Token[dict[str, Any] | None]) -> None:
+def end_run_locals(token: contextvars.Token[dict[str, object] | None]) -> None:
     _locals.reset(token)

@@ -22,26 +22,27 @@ waitpoints complete, the run is queued again with its original queue time and re
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
-import os
+import functools
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-import orjson
-
-from worker.sdk import attempt_hooks, tracing
-from worker.sdk.context import current_context
+from worker.sdk import attempt_hooks, tracing, transport
+from worker.sdk.context import Context, current_context
+from worker.sdk.errors import Suspended
+from worker.sdk.journal import JournalEntry, Waitpoint
+from worker.sdk.settings import sdk_settings
+from worker.sdk.transport import JsonBody
 
 NON_DETERMINISTIC = "NON_DETERMINISTIC"
 TASK_DID_CONCURRENT_WAIT = "TASK_DID_CONCURRENT_WAIT"
 
 
-class Suspended(BaseException):
-    """Raised inside a task when its run has checkpointed; the executor reports it and the
-    run resumes (replays) once its waitpoints complete. Never catch it."""
+__all__ = ["Suspended"]  # re-exported: the runtime catches ``durable.Suspended``
 
 
 class NonDeterministicError(Exception):
@@ -66,7 +67,7 @@ class RunState:
     run_id: str
     attempt_number: int
     instance_id: str | None
-    journal: dict[int, dict[str, Any]]
+    journal: dict[int, JournalEntry]
     next_seq: int = 0
     waiting: bool = False
     #: set by the runtime: wait hooks and the max_duration clock (waits do not count)
@@ -102,7 +103,7 @@ _state: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
 
 
 def checkpoint_after() -> float:
-    return float(os.environ.get("TRIGGER_CHECKPOINT_AFTER", "10"))
+    return sdk_settings().checkpoint_after
 
 
 #: a child that has not started this long after its trigger is queued (behind a concurrency
@@ -112,9 +113,11 @@ CHILD_START_PROBE_SECONDS = 0.5
 _NOT_STARTED = frozenset({"QUEUED", "DELAYED", "PENDING_VERSION"})
 
 
-async def _begin(ctx: Any) -> None:
-    data = ctx.to_dict() if hasattr(ctx, "to_dict") else dict(ctx)
-    journal = {int(e["seq"]): e for e in data.get("journal") or []}
+async def _begin(ctx: Context | None) -> None:
+    if ctx is None:
+        return
+    data = ctx.to_dict()
+    journal = {e.seq: e for e in map(JournalEntry.from_wire, data.get("journal") or [])}
     _state.set(
         RunState(
             run_id=data["run"]["id"],
@@ -142,15 +145,15 @@ def maybe_state() -> RunState | None:
     return _state.get()
 
 
-def replayed(kind: str, key: str | None) -> tuple[int, dict[str, Any] | None]:
+def replayed(kind: str, key: str | None) -> tuple[int, JournalEntry | None]:
     """Take the next position; return (seq, the recorded entry if this is a replay)."""
     run = state()
     seq = run.take_seq()
     entry = run.journal.get(seq)
-    if entry is not None and (entry["kind"] != kind or entry.get("key") != key):
+    if entry is not None and (entry.kind != kind or entry.key != key):
         raise NonDeterministicError(
             f"{NON_DETERMINISTIC}: operation {seq} of run {run.run_id} was recorded as "
-            f"{entry['kind']}({entry.get('key')}) but the replay does {kind}({key}); "
+            f"{entry.kind}({entry.key}) but the replay does {kind}({key}); "
             "code before a wait runs again on resume and must do the same durable operations "
             "in the same order (put side effects in worker.step)"
         )
@@ -160,25 +163,12 @@ def replayed(kind: str, key: str | None) -> tuple[int, dict[str, Any] | None]:
 # --- talking to the engine ---------------------------------------------------------------------
 
 
-async def _post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-    from worker.sdk import client
-
-    response = await client.request("POST", path, content=orjson.dumps(body))
-    return dict(response.json())
-
-
-async def _get(path: str, params: dict[str, str]) -> dict[str, Any]:
-    from worker.sdk import client
-
-    response = await client.request("GET", path, params=params)
-    return dict(response.json())
-
-
-async def record(seq: int, kind: str, key: str | None, outcome: Any) -> None:
+async def record(seq: int, kind: str, key: str | None, outcome: object) -> None:
     run = state()
-    await _post(
+    await transport.json(
+        "POST",
         f"/engine/v1/runs/{run.run_id}/journal",
-        {
+        json={
             "seq": seq,
             "kind": kind,
             "key": key,
@@ -199,26 +189,21 @@ class WaitOutcome:
     status: str
 
 
-def _outcome(waitpoint: dict[str, Any]) -> WaitOutcome | None:
-    status = waitpoint.get("status")
-    if status in (None, "WAITING"):
+def _outcome(waitpoint: Waitpoint) -> WaitOutcome | None:
+    if waitpoint.status == "WAITING":
         return None
-    return WaitOutcome(
-        output=waitpoint.get("output"),
-        output_type=waitpoint.get("outputType", waitpoint.get("output_type")),
-        is_error=bool(waitpoint.get("outputIsError", waitpoint.get("output_is_error"))),
-        status=str(status),
-    )
+    return WaitOutcome(output=waitpoint.output, output_type=waitpoint.output_type,
+                       is_error=waitpoint.is_error, status=waitpoint.status)
 
 
-def _wait_attributes(kind: str, seq: int, info: dict[str, Any]) -> dict[str, Any]:
+def _wait_attributes(kind: str, seq: int, info: dict[str, Any]) -> dict[str, object]:
     return {"trigger.span.kind": "wait", "trigger.wait.kind": kind, "trigger.journal.seq": seq,
             **{f"trigger.wait.{k}": v for k, v in info.items() if isinstance(v, str | int)}}
 
 
 async def block(
     seq: int,
-    entry: dict[str, Any] | None,
+    entry: JournalEntry | None,
     kind: str,
     wait_info: dict[str, Any],
     *,
@@ -239,8 +224,8 @@ async def block(
             f"{TASK_DID_CONCURRENT_WAIT}: run {run.run_id} is already waiting; waits in one run "
             "cannot overlap (use batch_trigger_and_wait to wait for several runs at once)"
         )
-    if entry is not None and entry.get("waitpoint"):
-        done = _outcome(entry["waitpoint"])
+    if entry is not None and entry.waitpoint is not None:
+        done = _outcome(entry.waitpoint)
         if done is not None:  # replay: the wait is over
             if run.checkpointed_at(seq):
                 # the wait this attempt checkpointed at ends here: its on_wait ran in the
@@ -250,7 +235,7 @@ async def block(
                     for hook in run.on_resume:
                         await hook(wait_info)
             return done
-        waitpoint_id = entry["waitpoint"]["id"]
+        waitpoint_id = entry.waitpoint.id
     # the wait's span (replayed waits have none: their span was recorded when they ran)
     span = tracing.Operation(f"wait {kind}", _wait_attributes(kind, seq, wait_info))
     run.waiting = True
@@ -260,7 +245,7 @@ async def block(
         if run.pause_clock:
             run.pause_clock()
         if entry is None or waitpoint_id is None:
-            body: dict[str, Any] = {
+            body: JsonBody = {
                 "seq": seq,
                 "kind": kind,
                 "instance_id": run.instance_id,
@@ -274,8 +259,9 @@ async def block(
                     idempotency_key=idempotency_key,
                     idempotency_key_ttl=idempotency_key_ttl,
                 )
-            waitpoint = await _post(f"/engine/v1/runs/{run.run_id}/wait", body)
-            waitpoint_id = waitpoint["id"]
+            waitpoint = Waitpoint.from_api(
+                await transport.json("POST", f"/engine/v1/runs/{run.run_id}/wait", json=body))
+            waitpoint_id = waitpoint.id
             done = _outcome(waitpoint)
         else:
             done = None
@@ -290,7 +276,7 @@ async def block(
             if probe_at is not None and time.monotonic() >= probe_at:
                 probe_at = None
                 assert child_run_id is not None
-                child = await _get(f"/api/v3/runs/{child_run_id}", {})
+                child = await transport.json("GET", f"/api/v3/runs/{child_run_id}")
                 if child.get("status") in _NOT_STARTED:
                     deadline = time.monotonic()  # checkpoint now
             remaining = deadline - time.monotonic()
@@ -304,21 +290,22 @@ async def block(
                     # nothing may be lost: keep waiting in place, try again later
                     deadline = time.monotonic() + max(1.0, checkpoint_after())
                     continue
-                checkpoint: dict[str, Any] = {
+                checkpoint: JsonBody = {
                     "instance_id": run.instance_id,
                     "attempt_number": run.attempt_number,
                 }
                 if run.execution_ms is not None:
                     checkpoint["execution_ms"] = run.execution_ms()
-                suspended = await _post(f"/engine/v1/runs/{run.run_id}/checkpoint", checkpoint)
+                suspended = await transport.json(
+                    "POST", f"/engine/v1/runs/{run.run_id}/checkpoint", json=checkpoint)
                 if suspended["suspended"]:
                     raise Suspended(waitpoint_id)
                 remaining = 0.0  # completed meanwhile: read it below
-            polled = await _get(
-                f"/engine/v1/waitpoints/{waitpoint_id}/wait",
-                {"timeout_ms": str(int(min(max(remaining, 0), 10) * 1000))},
+            polled = await transport.json(
+                "GET", f"/engine/v1/waitpoints/{waitpoint_id}/wait",
+                params={"timeout_ms": str(int(min(max(remaining, 0), 10) * 1000))},
             )
-            done = _outcome(polled)
+            done = _outcome(Waitpoint.from_api(polled))
         if run.resume_clock:
             run.resume_clock()
         for hook in run.on_resume:
@@ -333,8 +320,6 @@ async def sleep_in_process(seconds: float, wait_info: dict[str, Any]) -> None:
     """A short duration wait, slept in the process (no journal entry, no checkpoint). Like any
     wait it runs the ``on_wait`` / ``on_resume`` hooks (once: not again when the code is
     replayed after a checkpoint) and its time does not count towards ``max_duration``."""
-    import asyncio
-
     run = _state.get()
     if run is None or run.waiting or run.sleeping:
         await asyncio.sleep(seconds)  # outside a run, or overlapping another wait
@@ -360,3 +345,31 @@ async def sleep_in_process(seconds: float, wait_info: dict[str, Any]) -> None:
         run.sleeping -= 1
         if span is not None:
             span.finish(sys.exc_info()[1])
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def durable_operation(
+    kind: str,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Decorate a durable operation ``fn(name, ...)`` (step, child trigger): one span named
+    ``"<kind> <name>"`` when it runs, none when a resumed run replays it from the journal."""
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            current = maybe_state()
+            if current is not None and current.replaying:
+                return await fn(*args, **kwargs)
+            target = args[0] if args else kwargs.get("task_id", kwargs.get("name", ""))
+            if not isinstance(target, str):
+                target = "batch"
+            with tracing.operation(f"{kind} {target}", {"trigger.span.kind": kind,
+                                                         "trigger.target": target}):
+                return await fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

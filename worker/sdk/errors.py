@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class AbortTaskRunError(Exception):
     """Raise inside a task to fail the attempt and never retry it."""
@@ -16,7 +14,7 @@ class OutOfMemoryError(Exception):
 class CompleteTaskWithOutput(Exception):
     """Raise inside a task to end the run successfully with ``output``."""
 
-    def __init__(self, output: Any = None) -> None:
+    def __init__(self, output: object = None) -> None:
         super().__init__("task completed early with output")
         self.output = output
 
@@ -32,7 +30,7 @@ class TaskRunCanceledError(Exception):
 class ApiError(Exception):
     """The API answered with an error. ``status`` is the HTTP status, ``body`` its JSON."""
 
-    def __init__(self, status: int, message: str, body: Any = None) -> None:
+    def __init__(self, status: int, message: str, body: object = None) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
@@ -49,3 +47,8 @@ class NotFoundError(ApiError):
 
 class ConfigurationError(RuntimeError):
     """The SDK is not configured (TRIGGER_API_URL / TRIGGER_SECRET_KEY) or misconfigured."""
+
+
+class Suspended(BaseException):
+    """Raised inside a task when its run has checkpointed; the executor reports it and the
+    run resumes (replays) once its waitpoints complete. Never catch it (worker/sdk/durable.py)."""

@@ -4,7 +4,7 @@
 registered under that name) from any task module or an ``init.py`` imported by one. They run for
 every task, after the config file's hook of the same kind and before the task's own, in
 registration order (``catch_error``: the task's first, then the config's, then these; the first
-non-None answer wins). Signatures are checked as task hooks are (worker/runtime/hooks.py).
+non-None answer wins). Signatures are checked as task hooks are (worker/sdk/hook_signatures.py).
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from worker.sdk.task import HOOK_NAMES, TaskDefinitionError
+from worker.sdk.definitions import TaskDefinitionError
+from worker.sdk.hook_signatures import call_hook, check_hook
+from worker.sdk.task import HOOK_NAMES
 
 #: hook kind -> {registration name: function}, in registration order
-_registry: dict[str, dict[str, Callable[..., Any]]] = {}
+_registry: dict[str, dict[str, Callable[..., object]]] = {}
 
 
-def register(kind: str, name_or_fn: str | Callable[..., Any],
-             fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
-    from worker.runtime.hooks import check_hook
-
+def register(kind: str, name_or_fn: str | Callable[..., object],
+             fn: Callable[..., object] | None = None) -> Callable[..., object]:
     if kind not in HOOK_NAMES:
         raise TaskDefinitionError(f"no global hook {kind!r}; one of {list(HOOK_NAMES)}")
     if isinstance(name_or_fn, str):
@@ -38,13 +38,11 @@ def register(kind: str, name_or_fn: str | Callable[..., Any],
     return hook
 
 
-def combined(kind: str, first: Callable[..., Any] | None) -> Callable[..., Any] | None:
+def combined(kind: str, first: Callable[..., object] | None) -> Callable[..., object] | None:
     """``first`` (the config's hook) and the registered ones as one hook, or None."""
     hooks = [h for h in [first, *_registry.get(kind, {}).values()] if h is not None]
     if len(hooks) <= 1:
         return hooks[0] if hooks else None
-    from worker.runtime.hooks import call_hook
-
     if kind == "middleware":
         async def chain(**available: Any) -> None:
             outer_next = available["next"]
@@ -59,8 +57,8 @@ def combined(kind: str, first: Callable[..., Any] | None) -> Callable[..., Any] 
 
         return chain
 
-    async def all_of(**available: Any) -> Any:
-        merged: dict[str, Any] = {}
+    async def all_of(**available: object) -> object:
+        merged: dict[str, object] = {}
         for hook in hooks:
             result = await call_hook(hook, available)
             if kind == "catch_error" and result is not None:

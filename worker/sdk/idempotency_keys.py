@@ -13,7 +13,9 @@ import hashlib
 from collections.abc import Generator
 from typing import Any, Literal
 
+from worker.sdk import transport
 from worker.sdk.context import current_context
+from worker.sdk.transport import path_segment
 
 Scope = Literal["run", "attempt", "global"]
 
@@ -62,14 +64,9 @@ def for_trigger(key: str) -> str:
 async def reset(task_id: str, key: str) -> list[str]:
     """Forget ``key`` for ``task_id`` so the next trigger with it runs again. Returns the
     ids of the runs that held it."""
-    import orjson
-
-    from worker.sdk import client
-
-    response = await client.request(
+    data = await transport.json(
         "POST",
-        f"/api/v1/idempotencyKeys/{client.path_segment(key)}/reset",
-        content=orjson.dumps({"taskIdentifier": task_id}),
+        f"/api/v1/idempotencyKeys/{path_segment(key)}/reset",
+        json={"taskIdentifier": task_id},
     )
-    data: dict[str, Any] = response.json()
-    return list(data.get("runs", []))
+    return [str(run) for run in data.get("runs", [])]

@@ -11,46 +11,16 @@ replaced in every string value and in the message.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from worker.sdk.redaction import redact, redact_text
 
 LEVELS = {"debug": 10, "log": 20, "info": 20, "warn": 30, "error": 40}
 
 Sink = Callable[[str, str, dict[str, Any]], None]
 
 _std = logging.getLogger("worker.task")
-
-REDACTED = "[REDACTED]"
-#: keys whose values are never logged: ``password``, ``api_key``, ``authToken``, ``secret``,
-#: ``Authorization``, ``private_key``, ``cookie``, ``credentials``
-_SECRET_KEY = re.compile(r"passw|secret|token|key|auth|cookie|credential", re.IGNORECASE)
-_MAX_DEPTH = 8
-#: ``scheme://user:password@`` (a DSN or URL carrying credentials): the password part
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)([^@\s]+)(@)")
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@host`` replaced."""
-    return _URL_PASSWORD.sub(rf"\1{REDACTED}\3", text) if "://" in text else text
-
-
-def is_secret_key(name: object) -> bool:
-    return isinstance(name, str) and _SECRET_KEY.search(name) is not None
-
-
-def redact(value: Any, depth: int = 0) -> Any:
-    """A copy of ``value`` with the values of secret-looking keys replaced (dicts, lists)."""
-    if depth > _MAX_DEPTH:
-        return value
-    if isinstance(value, Mapping):
-        return {k: REDACTED if is_secret_key(k) else redact(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v, depth + 1) for v in value]
-    if isinstance(value, str):
-        return redact_text(value)
-    return value
-
 
 def _default_sink(level: str, message: str, attributes: dict[str, Any]) -> None:
     _std.log(LEVELS[level], "%s %s", message, attributes if attributes else "")
@@ -65,11 +35,11 @@ def set_sink(sink: Sink | None) -> None:
     _sink = sink or _default_sink
 
 
-def _attributes(given: Any, keywords: dict[str, Any]) -> dict[str, Any]:
+def _attributes(given: object, keywords: Mapping[str, object]) -> dict[str, object]:
     """Trigger.dev's positional attributes object (``logger.info("msg", {"user_id": 1})``)
     merged with keyword attributes; a non-mapping positional value is kept under ``value``."""
     if given is None:
-        return keywords
+        return dict(keywords)
     if isinstance(given, Mapping):
         return {**given, **keywords}
     return {"value": given, **keywords}
@@ -78,32 +48,35 @@ def _attributes(given: Any, keywords: dict[str, Any]) -> dict[str, Any]:
 class TaskLogger:
     """``logger.info("msg", {"user_id": 1})`` or ``logger.info("msg", user_id=1)``."""
 
-    def debug(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+    def debug(self, message: str, attributes: object = None, /, **kw: object) -> None:
         _sink("debug", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def log(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+    def log(self, message: str, attributes: object = None, /, **kw: object) -> None:
         _sink("log", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def info(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+    def info(self, message: str, attributes: object = None, /, **kw: object) -> None:
         _sink("info", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def warn(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+    def warn(self, message: str, attributes: object = None, /, **kw: object) -> None:
         _sink("warn", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def error(self, message: str, attributes: Any = None, /, **kw: Any) -> None:
+    def error(self, message: str, attributes: object = None, /, **kw: object) -> None:
         _sink("error", redact_text(str(message)), redact(_attributes(attributes, kw)))
 
-    def trace(self, name: str, fn: Any = None, /, attributes: Any = None) -> Any:
+    def trace(
+        self, name: str, fn: object = None, /, attributes: Mapping[str, object] | None = None
+    ) -> Any:
         """A span (worker/sdk/tracing.py): ``with``/``async with logger.trace("name") as
         span``, ``@logger.trace("name")``, or Trigger.dev's ``await logger.trace("name", fn)``
         where ``fn(span)``. The span is recorded in the run's logs when it ends."""
+        # lazy: OpenTelemetry costs ~30 ms to import and ``import worker`` imports this module
         from worker.sdk.tracing import trace
 
         return trace(name, fn, attributes)
 
-    def start_span(self, name: str, attributes: Any = None) -> Any:
+    def start_span(self, name: str, attributes: Mapping[str, object] | None = None) -> Any:
         """A span ended by ``span.end()`` (worker/sdk/tracing.py)."""
-        from worker.sdk.tracing import start_span
+        from worker.sdk.tracing import start_span  # lazy: see trace()
 
         return start_span(name, attributes)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 import orjson
@@ -30,8 +30,11 @@ from worker.common.metadata_ops import (
     MetadataOperationError,
     apply_operations,
 )
-from worker.sdk import attempt_hooks, durable
-from worker.sdk.context import current_context
+from worker.sdk import attempt_hooks, durable, transport
+from worker.sdk.context import Context, current_context
+from worker.sdk.realtime import PipedStream
+from worker.sdk.settings import sdk_settings
+from worker.sdk.transport import path_segment
 
 
 class MetadataTooLargeError(ValueError):
@@ -39,11 +42,7 @@ class MetadataTooLargeError(ValueError):
 
 
 def _flush_interval() -> float:
-    raw = os.environ.get("TRIGGER_RUN_METADATA_FLUSH_INTERVAL")
-    try:
-        return max(0.05, float(raw) / 1000) if raw else 1.0
-    except ValueError:
-        return 1.0
+    return sdk_settings().metadata_flush_interval
 
 
 class _State:
@@ -58,7 +57,7 @@ class _State:
         self.flusher: asyncio.Task[None] | None = None
         self.lock: asyncio.Lock | None = None
 
-    def reset(self, run_id: str | None, initial: Any) -> None:
+    def reset(self, run_id: str | None, initial: object) -> None:
         self.run_id = run_id
         self.current = dict(initial) if isinstance(initial, dict) else {}
         self.ops, self.parent_ops, self.root_ops = [], [], []
@@ -97,7 +96,7 @@ def _run_id() -> str | None:
     run_id = ctx.to_dict().get("run", {}).get("id")
     if run_id and _state.run_id is None:
         _state.reset(run_id, ctx.to_dict().get("run", {}).get("metadata"))
-    return run_id
+    return str(run_id) if run_id else None
 
 
 def _replaying() -> bool:
@@ -145,7 +144,7 @@ class _Target:
         self._queue().append(op)
         return self
 
-    def set(self, key: str, value: Any) -> _Target:
+    def set(self, key: str, value: object) -> _Target:
         return self._op({"type": "set", "key": key, "value": value})
 
     def delete(self, key: str) -> _Target:
@@ -153,10 +152,10 @@ class _Target:
 
     del_ = delete
 
-    def append(self, key: str, value: Any) -> _Target:
+    def append(self, key: str, value: object) -> _Target:
         return self._op({"type": "append", "key": key, "value": value})
 
-    def remove(self, key: str, value: Any) -> _Target:
+    def remove(self, key: str, value: object) -> _Target:
         return self._op({"type": "remove", "key": key, "value": value})
 
     def increment(self, key: str, value: float = 1) -> _Target:
@@ -190,14 +189,12 @@ class Metadata(_Target):
         _run_id()
         return dict(_state.current)
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: str, default: object = None) -> Any:
         _run_id()
         return _state.current.get(key, default)
 
     async def flush(self) -> None:
         """Send the buffered changes now (they are retried at the next flush on failure)."""
-        from worker.sdk import client
-
         run_id = _run_id()
         if run_id is None or _state.lock is None:
             return
@@ -206,10 +203,10 @@ class Metadata(_Target):
             if body is None:
                 return
             try:
-                response = await client.request(
+                response = await transport.request(
                     "PUT",
-                    f"/api/v1/runs/{client.path_segment(run_id)}/metadata",
-                    content=orjson.dumps(body),
+                    f"/api/v1/runs/{path_segment(run_id)}/metadata",
+                    json=body,
                 )
             except BaseException:
                 _state.put_back(body)
@@ -221,20 +218,19 @@ class Metadata(_Target):
 
     async def refresh(self) -> None:
         """Reload the run's metadata from the API (buffered changes are kept on top)."""
-        from worker.sdk import client
-
         run_id = _run_id()
         if run_id is None:
             return
-        response = await client.request(
-            "GET", f"/api/v1/runs/{client.path_segment(run_id)}/metadata"
+        response = await transport.request(
+            "GET", f"/api/v1/runs/{path_segment(run_id)}/metadata"
         )
         _state.current = apply_operations(response.json().get("metadata") or {}, _state.ops)
 
-    async def stream(self, key: str, source: Any) -> Any:
+    async def stream(
+        self, key: str, source: AsyncIterable[object] | Iterable[object]
+    ) -> PipedStream:
         """Pipe an (async) iterable to the run's stream ``key`` and return a
         :class:`~worker.sdk.realtime.PipedStream` of the chunks as they are piped."""
-        from worker.sdk.realtime import PipedStream
 
         return PipedStream(key, source)
 
@@ -253,13 +249,13 @@ async def _flush_forever() -> None:
             await metadata.flush()
 
 
-async def _attempt_started(ctx: Any) -> None:
+async def _attempt_started(ctx: Context | None) -> None:
     run = ctx.to_dict().get("run", {}) if ctx is not None else {}
     _state.reset(run.get("id"), run.get("metadata"))
     _state.flusher = asyncio.get_running_loop().create_task(_flush_forever())
 
 
-async def _attempt_ending(ctx: Any) -> dict[str, Any] | None:
+async def _attempt_ending(ctx: object) -> dict[str, object] | None:
     """Stop the periodic flush; the remaining changes ride on the completion."""
     if _state.flusher is not None:
         # Let an in-flight flush finish first: cancelling it after the server applied it
@@ -275,7 +271,7 @@ async def _attempt_ending(ctx: Any) -> dict[str, Any] | None:
     return {"metadata": body} if body else None
 
 
-async def _before_checkpoint(ctx: Any) -> None:
+async def _before_checkpoint(ctx: object) -> None:
     """A run about to checkpoint sends no completion: flush now (raises if the API refuses,
     and the run then keeps waiting in place rather than lose the changes)."""
     await metadata.flush()

@@ -54,13 +54,13 @@ class Page(Generic[T]):
 class PageList(Generic[T]):
     """Awaitable (the first page) and async-iterable (every item across pages)."""
 
-    def __init__(self, fetch: Callable[[Any], Awaitable[Page[T]]], start: Any = None,
+    def __init__(self, fetch: Callable[[Any], Awaitable[Page[T]]], start: object = None,
                  limit: int | None = None) -> None:
         self._fetch = fetch
         self._start = start
         self._limit = limit
 
-    async def _page(self, position: Any) -> Page[T]:
+    async def _page(self, position: object) -> Page[T]:
         page = await self._fetch(position)
         page._fetch = self._page
         return page

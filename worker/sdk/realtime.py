@@ -18,93 +18,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from worker.sdk import client
+from worker.sdk import attempt_hooks, transport
 from worker.sdk.context import current_context
-from worker.sdk.errors import ApiError
+from worker.sdk.logger import logger
+from worker.sdk.run_models import Run
+from worker.sdk.schemas import SchemaLike, adapt
+from worker.sdk.sse import sse_events
+from worker.sdk.transport import path_segment
 
-if TYPE_CHECKING:
-    from worker.sdk.runs import Run
-
-RECONNECTS = 3
 #: how long a pipe waits to batch chunks into one request (lower = lower latency)
 PIPE_LINGER_SECONDS = 0.05
 PIPE_MAX_BATCH = 256
 
 
-async def sse_events(
-    path: str,
-    params: dict[str, str] | None = None,
-    access_token: str | None = None,
-    last_event_id: str | None = None,
-) -> AsyncIterator[tuple[str, str, str | None]]:
-    """``(event, data, id)`` from an SSE endpoint; reconnects (with Last-Event-ID) on drops."""
-    import httpx
-
-    attempts = 0
-    while True:
-        headers = {"accept": "text/event-stream"}
-        if access_token:
-            headers["authorization"] = f"Bearer {access_token}"
-        if last_event_id:
-            headers["last-event-id"] = last_event_id
-        try:
-            async with client._client().stream(
-                "GET",
-                path,
-                params=params,
-                headers=headers,
-                timeout=httpx.Timeout(10.0, read=60.0),
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    client._raise_for(response)
-                event, ident = "message", None
-                data: list[str] = []
-                async for line in response.aiter_lines():
-                    if not line:
-                        if data:
-                            if ident is not None:
-                                last_event_id = ident
-                            yield event, "\n".join(data), ident
-                            if event == "end":
-                                return
-                        event, data, ident = "message", [], None
-                    elif line.startswith(":"):
-                        continue
-                    else:
-                        name, _, value = line.partition(":")
-                        value = value[1:] if value.startswith(" ") else value
-                        if name == "event":
-                            event = value
-                        elif name == "data":
-                            data.append(value)
-                        elif name == "id":
-                            ident = value
-                return  # the server closed the stream without "end"
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            attempts += 1
-            if attempts > RECONNECTS:
-                raise ApiError(0, f"realtime connection to {path} lost: {exc!r}") from exc
-            await asyncio.sleep(0.5 * attempts)
-
-
 async def _runs(
     path: str, params: dict[str, str] | None, access_token: str | None
 ) -> AsyncIterator[Run]:
-    from worker.sdk.runs import Run
-
     async for event, data, _ in sse_events(path, params, access_token):
         if event == "run":
             yield Run.from_api(orjson.loads(data))
 
 
-def _id(value: Any) -> str:
+def _id(value: object) -> str:
     return (
         value
         if isinstance(value, str)
@@ -136,7 +77,7 @@ class RunSubscription:
 
     async def __anext__(self) -> Run:
         if self._snapshots is None:
-            self._snapshots = _runs(f"/realtime/v1/runs/{client.path_segment(self.run_id)}",
+            self._snapshots = _runs(f"/realtime/v1/runs/{path_segment(self.run_id)}",
                                     None, self.access_token)
         return await self._snapshots.__anext__()
 
@@ -146,9 +87,7 @@ class RunSubscription:
             await self._snapshots.aclose()
 
     async def with_streams(self, *keys: Any) -> AsyncIterator[StreamPart]:
-        from worker.sdk.schemas import adapt
-
-        types: dict[str, Any] = {}
+        types: dict[str, SchemaLike | None] = {}
         for key in keys:
             if isinstance(key, dict):
                 types.update({k: adapt(v) if v is not None else None for k, v in key.items()})
@@ -162,12 +101,12 @@ class RunSubscription:
             async for run in self:
                 parts.put_nowait(StreamPart("run", run=run))
 
-        async def pump_stream(key: str, parse: Any) -> None:
+        async def pump_stream(key: str, parse: SchemaLike | None) -> None:
             async for chunk in streams.read(self.run_id, key, access_token=self.access_token):
                 parts.put_nowait(StreamPart(key, chunk=parse.model_validate(chunk)
                                             if parse is not None else chunk))
 
-        async def guarded(coro: Any) -> None:
+        async def guarded(coro: Awaitable[None]) -> None:
             try:
                 await coro
             except BaseException as exc:  # handed to the reader, raised there
@@ -192,7 +131,7 @@ class RunSubscription:
                 pump.cancel()
 
 
-def subscribe_to_run(run: Any, *, access_token: str | None = None) -> RunSubscription:
+def subscribe_to_run(run: object, *, access_token: str | None = None) -> RunSubscription:
     return RunSubscription(_id(run), access_token)
 
 
@@ -205,8 +144,8 @@ def subscribe_to_runs_with_tag(
     return _runs("/realtime/v1/runs", params, access_token)
 
 
-def subscribe_to_batch(batch: Any, *, access_token: str | None = None) -> AsyncIterator[Run]:
-    return _runs(f"/realtime/v1/batches/{client.path_segment(_id(batch))}", None, access_token)
+def subscribe_to_batch(batch: object, *, access_token: str | None = None) -> AsyncIterator[Run]:
+    return _runs(f"/realtime/v1/batches/{path_segment(_id(batch))}", None, access_token)
 
 
 # --- streams -------------------------------------------------------------------------------
@@ -222,11 +161,10 @@ def _current_run_id(run_id: str | None) -> str:
     return str(found)
 
 
-async def _post(run_id: str, key: str, chunks: list[Any], done: bool) -> int:
-    path = f"/realtime/v1/streams/{client.path_segment(run_id)}/{client.path_segment(key)}"
-    body = orjson.dumps({"chunks": chunks, "done": done})
-    response = await client.request("POST", path, content=body)
-    return int(response.json()["seq"])
+async def _post(run_id: str, key: str, chunks: list[object], done: bool) -> int:
+    path = f"/realtime/v1/streams/{path_segment(run_id)}/{path_segment(key)}"
+    data = await transport.json("POST", path, json={"chunks": chunks, "done": done})
+    return int(data["seq"])
 
 
 async def _aiter(source: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
@@ -241,10 +179,10 @@ async def _aiter(source: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[An
 class Streams:
     """The ``streams`` namespace."""
 
-    def define(self, id: str, schema: Any = None) -> StreamDefinition:
+    def define(self, id: str, schema: object = None) -> StreamDefinition:
         return StreamDefinition(id, schema)
 
-    async def append(self, key: str, value: Any, *, run_id: str | None = None) -> None:
+    async def append(self, key: str, value: object, *, run_id: str | None = None) -> None:
         await _post(_current_run_id(run_id), key, [value], False)
 
     async def close(self, key: str, *, run_id: str | None = None) -> None:
@@ -263,7 +201,7 @@ class Streams:
             done = False
             while not done:
                 end, item = await queue.get()
-                batch: list[Any] = [] if end else [item]
+                batch: list[object] = [] if end else [item]
                 done = end
                 deadline = time.monotonic() + PIPE_LINGER_SECONDS
                 while not done and len(batch) < PIPE_MAX_BATCH:
@@ -299,11 +237,11 @@ class Streams:
         return count
 
     async def read(
-        self, run: Any, key: str, *, access_token: str | None = None, after: int = 0
+        self, run: object, key: str, *, access_token: str | None = None, after: int = 0
     ) -> AsyncIterator[Any]:
         """Every chunk of the run's stream from the start (or after seq ``after``), then live
         ones, decoded from JSON; ends when the stream is closed or the run finished."""
-        path = f"/realtime/v1/streams/{client.path_segment(_id(run))}/{client.path_segment(key)}"
+        path = f"/realtime/v1/streams/{path_segment(_id(run))}/{path_segment(key)}"
         async for event, data, _ in sse_events(
             path, None, access_token, str(after) if after else None
         ):
@@ -318,9 +256,7 @@ class StreamDefinition:
     """``streams.define("llm")`` (Trigger.dev's ``streams.define<T>({id})``): the stream calls
     with the key bound; ``schema`` (any ``schema_task`` schema kind) parses read chunks."""
 
-    def __init__(self, id: str, schema: Any = None) -> None:
-        from worker.sdk.schemas import adapt
-
+    def __init__(self, id: str, schema: object = None) -> None:
         self.id = id
         self.schema = adapt(schema) if schema is not None else None
 
@@ -328,10 +264,10 @@ class StreamDefinition:
                    run_id: str | None = None) -> int:
         return await streams.pipe(self.id, source, run_id=run_id)
 
-    async def append(self, value: Any, *, run_id: str | None = None) -> None:
+    async def append(self, value: object, *, run_id: str | None = None) -> None:
         await streams.append(self.id, value, run_id=run_id)
 
-    async def read(self, run: Any, *, access_token: str | None = None,
+    async def read(self, run: object, *, access_token: str | None = None,
                    after: int = 0) -> AsyncIterator[Any]:
         async for chunk in streams.read(run, self.id, access_token=access_token, after=after):
             yield self.schema.model_validate(chunk) if self.schema is not None else chunk
@@ -382,11 +318,9 @@ class PipedStream:
 _pending: set[asyncio.Task[int]] = set()
 
 
-async def _settle_pipes(ctx: Any) -> dict[str, Any] | None:
+async def _settle_pipes(ctx: object) -> dict[str, object] | None:
     """At the end of an attempt: let unfinished pipes finish (their errors were or will be
     seen by the task; here they are only logged)."""
-    from worker.sdk.logger import logger
-
     for task in list(_pending):
         try:
             await task
@@ -395,16 +329,10 @@ async def _settle_pipes(ctx: Any) -> dict[str, Any] | None:
     return None
 
 
-async def _before_checkpoint(ctx: Any) -> None:
+async def _before_checkpoint(ctx: object) -> None:
     """A checkpointing process completes nothing: finish the pipes before it stops."""
     await _settle_pipes(ctx)
 
 
-def _register() -> None:
-    from worker.sdk import attempt_hooks
-
-    attempt_hooks.on_attempt_end(_settle_pipes)
-    attempt_hooks.on_checkpoint(_before_checkpoint)
-
-
-_register()
+attempt_hooks.on_attempt_end(_settle_pipes)
+attempt_hooks.on_checkpoint(_before_checkpoint)

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.common.retry import next_retry_delay_ms
+from worker.sdk.definitions import TaskDefinitionError
 from worker.sdk.errors import AbortTaskRunError, MaxDurationExceededError, TaskRunCanceledError
-from worker.sdk.task import TaskDefinitionError, normalize_retry
+from worker.sdk.task import normalize_retry
 
 NEVER_RETRIED = (AbortTaskRunError, MaxDurationExceededError, TaskRunCanceledError)
 DEFAULT_ON_THROW = {"max_attempts": 3, "factor": 2, "min_timeout_ms": 1000,
@@ -38,7 +39,7 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(str(exc)) from None
 
 
-async def _call(fn: Callable[..., Any], attempt: int, max_attempts: int) -> Any:
+async def _call(fn: Callable[..., object], attempt: int, max_attempts: int) -> Any:
     try:
         names = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -59,7 +60,7 @@ def _status_rule(by_status: dict[str, Any], status: int) -> dict[str, Any] | Non
 
 
 class Retry:
-    async def on_throw(self, fn: Callable[..., Any], **options: Any) -> Any:
+    async def on_throw(self, fn: Callable[..., object], **options: Any) -> Any:
         opts = _options(options)
         attempt = 1
         while True:
@@ -75,7 +76,7 @@ class Retry:
 
     async def fetch(self, url: str, method: str = "GET", *, retry: dict[str, Any] | None = None,
                     **httpx_options: Any) -> Any:
-        import httpx
+        import httpx  # lazy: ``retry.fetch`` is the only user; the rest of retry needs no HTTP
 
         rules = dict(retry or {})
         by_status = rules.pop("by_status", rules.pop("byStatus", DEFAULT_BY_STATUS))

@@ -22,15 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from worker.sdk import transport
+from worker.sdk.definitions import TaskDefinitionError
 from worker.sdk.pagination import Page, PageList
-from worker.sdk.task import Task, TaskDefinitionError, _build, _caller_source
+from worker.sdk.task import Task, _build, _caller_source
+from worker.sdk.transport import path_segment
 
 _ENVIRONMENTS = frozenset({"PRODUCTION", "STAGING", "PREVIEW", "DEVELOPMENT"})
 
 
-def _time(value: Any) -> dt.datetime | None:
+def _time(value: object) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
@@ -48,7 +49,7 @@ class ScheduledPayload:
     type: str | None = None
 
     @classmethod
-    def model_validate(cls, data: Any) -> ScheduledPayload:
+    def model_validate(cls, data: object) -> ScheduledPayload:
         """Parse the wire payload (camelCase, ISO text). A manual trigger may send ``{}``:
         ``timestamp`` then defaults to now."""
         if isinstance(data, ScheduledPayload):
@@ -71,7 +72,7 @@ class ScheduledPayload:
         return None
 
 
-def _normalise_cron(task_id: str, cron: Any) -> dict[str, Any] | None:
+def _normalise_cron(task_id: str, cron: object) -> dict[str, Any] | None:
     if cron is None:
         return None
     if isinstance(cron, str):
@@ -148,7 +149,6 @@ class SchedulePage(Page[Schedule]):
 
 
 def _path(schedule: str | Schedule) -> str:
-    from worker.sdk.client import path_segment
 
     ident = schedule if isinstance(schedule, str) else schedule.id
     return f"/api/v1/schedules/{path_segment(ident)}"
@@ -158,7 +158,12 @@ class Schedules:
     """The ``schedules`` namespace."""
 
     def task(
-        self, id: str, run: Callable[..., Any] | None = None, *, cron: Any = None, **options: Any
+        self,
+        id: str,
+        run: Callable[..., object] | None = None,
+        *,
+        cron: object = None,
+        **options: Any,
     ) -> Any:
         """A task run by a schedule; ``cron`` (optional) declares its schedule in code.
 
@@ -168,7 +173,7 @@ class Schedules:
         schedule = _normalise_cron(id, cron)
         source = _caller_source(2)
 
-        def build(fn: Callable[..., Any]) -> Task:
+        def build(fn: Callable[..., object]) -> Task[ScheduledPayload, Any]:
             built = _build(id, fn, source, schema=ScheduledPayload, **options)
             built.schedule = schedule
             built.trigger_source = "schedule"
@@ -176,11 +181,8 @@ class Schedules:
 
         return build(run) if run is not None else build
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        from worker.sdk import client
-
-        content = orjson.dumps(body) if body is not None else None
-        response = await client.request(method, path, content=content)
+    async def _call(self, method: str, path: str, body: object = None) -> Any:
+        response = await transport.request(method, path, json=body)
         return response.json()
 
     async def create(
@@ -236,12 +238,10 @@ class Schedules:
         schedules.list()`` walks every page from ``page`` on (worker.sdk.pagination)."""
 
         async def fetch(number: int) -> Page[Schedule]:
-            from worker.sdk import client
-
             params = {"page": str(number), "perPage": str(per_page)}
             if task:
                 params["task"] = task
-            response = await client.request("GET", "/api/v1/schedules", params=params)
+            response = await transport.request("GET", "/api/v1/schedules", params=params)
             body = response.json()
             pagination = body.get("pagination") or {}
             current = int(pagination.get("currentPage", number))
@@ -257,10 +257,8 @@ class Schedules:
         return PageList(fetch, page)
 
     async def timezones(self, *, exclude_utc: bool = False) -> builtins.list[str]:
-        from worker.sdk import client
-
         params = {"excludeUtc": "true"} if exclude_utc else None
-        response = await client.request("GET", "/api/v1/timezones", params=params)
+        response = await transport.request("GET", "/api/v1/timezones", params=params)
         return list(response.json()["timezones"])
 
 

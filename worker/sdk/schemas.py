@@ -19,27 +19,30 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any, Protocol, get_type_hints, is_typeddict
+from typing import TYPE_CHECKING, Any, Protocol, get_type_hints, is_typeddict
+
+if TYPE_CHECKING:
+    import pydantic
 
 
 class SchemaLike(Protocol):
-    def model_validate(self, data: Any) -> Any: ...
+    def model_validate(self, data: object) -> Any: ...
 
-    def model_json_schema(self) -> dict[str, Any] | None: ...
+    def model_json_schema(self) -> dict[str, object] | None: ...
 
 
 class _AdapterSchema:
     """A pydantic ``TypeAdapter`` (also made for dataclasses, TypedDicts, other types)."""
 
-    def __init__(self, adapter: Any, name: str) -> None:
+    def __init__(self, adapter: pydantic.TypeAdapter[Any], name: str) -> None:
         self.adapter, self.name = adapter, name
 
-    def model_validate(self, data: Any) -> Any:
+    def model_validate(self, data: object) -> Any:
         return self.adapter.validate_python(data)
 
-    def model_json_schema(self) -> dict[str, Any] | None:
+    def model_json_schema(self) -> dict[str, object] | None:
         try:
-            schema: dict[str, Any] = self.adapter.json_schema()
+            schema: dict[str, object] = self.adapter.json_schema()
         except Exception:  # a type with no JSON form (e.g. arbitrary classes): worker-only
             return None
         return schema
@@ -51,14 +54,14 @@ class _AdapterSchema:
 class _JsonSchema:
     """A JSON-schema dict: the same validator the API uses at trigger time."""
 
-    def __init__(self, schema: dict[str, Any]) -> None:
+    def __init__(self, schema: dict[str, object]) -> None:
         from jsonschema import Draft202012Validator
 
         Draft202012Validator.check_schema(schema)  # a broken schema fails at declaration
         self.schema = schema
         self.validator = Draft202012Validator(schema)
 
-    def model_validate(self, data: Any) -> Any:
+    def model_validate(self, data: object) -> Any:
         errors = sorted(self.validator.iter_errors(data), key=lambda e: list(e.path))
         if errors:
             problems = "; ".join(
@@ -67,7 +70,7 @@ class _JsonSchema:
             raise ValueError(f"payload does not match the schema: {problems}")
         return data
 
-    def model_json_schema(self) -> dict[str, Any]:
+    def model_json_schema(self) -> dict[str, object]:
         return self.schema
 
 
@@ -75,7 +78,7 @@ class _CallableSchema:
     def __init__(self, parse: Callable[[Any], Any]) -> None:
         self.parse = parse
 
-    def model_validate(self, data: Any) -> Any:
+    def model_validate(self, data: object) -> Any:
         return self.parse(data)
 
     def model_json_schema(self) -> None:

@@ -8,20 +8,23 @@ batch's) waitpoint, in place or across a checkpoint.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
-import orjson
-
-from worker.sdk import client, durable, tracing
+from worker.sdk import durable, transport
+from worker.sdk.durable import durable_operation
+from worker.sdk.journal import JournalEntry, Waitpoint
+from worker.sdk.transport import path_segment
+from worker.sdk.trigger_options import TriggerOptions, split_item, wire_options, with_parent
+from worker.sdk.triggering import ChildItem, item_body
 from worker.sdk.wait import decode_output
 
 
 class SubtaskUnwrapError(Exception):
     """``unwrap()`` of a child run that did not succeed."""
 
-    def __init__(self, task_id: str, run_id: str, error: Any) -> None:
+    def __init__(self, task_id: str, run_id: str, error: object) -> None:
         message = error.get("message") if isinstance(error, dict) else None
         super().__init__(f"child run {run_id} of {task_id!r} failed: {message or error}")
         self.task_id, self.run_id, self.error = task_id, run_id, error
@@ -48,54 +51,54 @@ class TaskRunResult(Generic[T]):
 
 
 @dataclass
-class BatchResult:
+class BatchResult(Generic[T]):
     """The children's results in item order: ``for r in result``, ``result[0]``, ``len``,
     ``result.runs``; ``result.unwrap()`` is every output (raising on the first failure)."""
 
     id: str
-    runs: list[TaskRunResult[Any]] = field(default_factory=list)
+    runs: list[TaskRunResult[T]] = field(default_factory=list)
 
-    def __iter__(self) -> Iterator[TaskRunResult]:
+    def __iter__(self) -> Iterator[TaskRunResult[T]]:
         return iter(self.runs)
 
     def __len__(self) -> int:
         return len(self.runs)
 
-    def __getitem__(self, index: int) -> TaskRunResult:
+    def __getitem__(self, index: int) -> TaskRunResult[T]:
         return self.runs[index]
 
-    def unwrap(self) -> list[Any]:
+    def unwrap(self) -> list[T]:
         return [r.unwrap() for r in self.runs]
 
 
-def _wait_entry(waitpoint_id: str) -> dict[str, Any]:
-    return {"waitpoint": {"id": waitpoint_id, "status": "WAITING"}}
+def _wait_entry(seq: int, kind: str, key: str, waitpoint_id: str) -> JournalEntry:
+    """The entry this attempt just recorded (the engine journals the trigger itself)."""
+    return JournalEntry(seq=seq, kind=kind, key=key, outcome=None,
+                        waitpoint=Waitpoint(id=waitpoint_id, status="WAITING"))
 
 
-@tracing.durable_operation("trigger_and_wait")
+@durable_operation("trigger_and_wait")
 async def trigger_and_wait(
-    task_id: str, payload: Any = None, **options: Any
+    task_id: str, payload: object = None, **options: Unpack[TriggerOptions]
 ) -> TaskRunResult[Any]:
     seq, entry = durable.replayed("trigger_and_wait", task_id)
     if entry is None:
-        wire = client.with_parent(client.wire_options(options))
+        wire = with_parent(wire_options(options))
         wire.update(
             resumeParentOnCompletion=True,
             journalSeq=seq,
             parentAttempt=durable.state().attempt_number,
         )
-        body = b"{" + client.encode_payload(payload) + b',"options":' + orjson.dumps(wire) + b"}"
-        response = await client.request(
+        data = await transport.json(
             "POST",
-            f"/api/v1/tasks/{client.path_segment(task_id)}/trigger",
-            content=body,
+            f"/api/v1/tasks/{path_segment(task_id)}/trigger",
+            json=item_body(payload, wire),
             idempotency_key=str(uuid.uuid4()),
         )
-        data = response.json()
-        run_id, waitpoint_id = data["id"], data["waitpointId"]
-        entry = _wait_entry(waitpoint_id)
+        run_id, waitpoint_id = str(data["id"]), str(data["waitpointId"])
+        entry = _wait_entry(seq, "trigger_and_wait", task_id, waitpoint_id)
     else:
-        run_id, waitpoint_id = entry["outcome"]["id"], entry["outcome"]["waitpointId"]
+        run_id, waitpoint_id = entry.outcome["id"], entry.outcome["waitpointId"]
     done = await durable.block(
         seq,
         entry,
@@ -110,25 +113,21 @@ async def trigger_and_wait(
     return TaskRunResult(ok=True, id=run_id, task_identifier=task_id, output=value)
 
 
-@tracing.durable_operation("batch_trigger_and_wait")
-async def batch_trigger_and_wait(items: list[dict[str, Any]]) -> BatchResult:
-    """``items``: ``{"task": id, "payload": ..., "options": {...}}``; results in item order."""
-    tasks = [str(item["task"]) for item in items]
-    key = ",".join(sorted(set(tasks)))
+def child_items(task_id: str, items: Sequence[object]) -> list[ChildItem]:
+    """One task's batch items (payloads, or ``{"payload", "options"}``) as children."""
+    return [ChildItem(task_id, *split_item(item)) for item in items]
+
+
+@durable_operation("batch_trigger_and_wait")
+async def batch_trigger_and_wait(items: list[ChildItem]) -> BatchResult[Any]:
+    """One child per item, waited for; results in item order."""
+    key = ",".join(sorted({item.task for item in items}))
     seq, entry = durable.replayed("batch_trigger_and_wait", key)
     if entry is None:
-        parts = []
-        for item, task_id in zip(items, tasks, strict=True):
-            merged = client.with_parent(client.wire_options(dict(item.get("options") or {})))
-            parts.append(
-                b'{"task":'
-                + orjson.dumps(task_id)
-                + b","
-                + client.encode_payload(item.get("payload"))
-                + b',"options":'
-                + orjson.dumps(merged)
-                + b"}"
-            )
+        bodies = [
+            item_body(item.payload, with_parent(wire_options(item.options)), item.task)
+            for item in items
+        ]
         run = durable.state()
         options = {
             "parentRunId": run.run_id,
@@ -136,15 +135,14 @@ async def batch_trigger_and_wait(items: list[dict[str, Any]]) -> BatchResult:
             "journalSeq": seq,
             "parentAttempt": run.attempt_number,
         }
-        body = b'{"items":[' + b",".join(parts) + b'],"options":' + orjson.dumps(options) + b"}"
-        response = await client.request(
-            "POST", "/api/v2/tasks/batch", content=body, idempotency_key=str(uuid.uuid4())
+        data = await transport.json(
+            "POST", "/api/v2/tasks/batch", json={"items": bodies, "options": options},
+            idempotency_key=str(uuid.uuid4()),
         )
-        data = response.json()
-        batch_id, waitpoint_id = data["id"], data["waitpointId"]
-        entry = _wait_entry(waitpoint_id)
+        batch_id, waitpoint_id = str(data["id"]), str(data["waitpointId"])
+        entry = _wait_entry(seq, "batch_trigger_and_wait", key, waitpoint_id)
     else:
-        batch_id, waitpoint_id = entry["outcome"]["id"], entry["outcome"]["waitpointId"]
+        batch_id, waitpoint_id = entry.outcome["id"], entry.outcome["waitpointId"]
     done = await durable.block(
         seq,
         entry,

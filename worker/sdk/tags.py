@@ -8,19 +8,16 @@ added and the run goes on. Outside a run, pass ``run_id=``.
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
-
+from worker.sdk import transport
+from worker.sdk.context import current_context
 from worker.sdk.errors import ApiError
 from worker.sdk.logger import logger
+from worker.sdk.transport import path_segment
 
 
 class Tags:
     async def add(self, tags: str | list[str], *, run_id: str | None = None) -> list[str] | None:
         """Add ``tags`` to the run; return all of its tags (None when refused and ignored)."""
-        from worker.sdk import client
-        from worker.sdk.context import current_context
 
         if run_id is None:
             ctx = current_context()
@@ -29,18 +26,17 @@ class Tags:
             run_id = str(ctx.run.id)
         items = [tags] if isinstance(tags, str) else list(tags)
         try:
-            response = await client.request(
+            data = await transport.json(
                 "POST",
-                f"/api/v1/runs/{client.path_segment(run_id)}/tags",
-                content=orjson.dumps({"tags": items}),
+                f"/api/v1/runs/{path_segment(run_id)}/tags",
+                json={"tags": items},
             )
         except ApiError as exc:
             if exc.status != 400:
                 raise
             logger.error(f"tags.add ignored: {exc}", tags=items)
             return None
-        data: dict[str, Any] = response.json()
-        return list(data["tags"])
+        return [str(tag) for tag in data["tags"]]
 
 
 tags = Tags()

@@ -8,15 +8,29 @@ runtime executes it (``worker.runtime``); the client triggers it (``worker.sdk.c
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Protocol,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
 from worker.common.machines import MACHINE_PRESETS
+from worker.sdk.definitions import Queue, TaskDefinitionError
+from worker.sdk.hook_signatures import check_hook
+from worker.sdk.schemas import adapt
 
 if TYPE_CHECKING:
-    from worker.sdk.client import BatchHandle, RunHandle
+    from worker.sdk.run_models import Run
     from worker.sdk.subtasks import BatchResult, TaskRunResult
+    from worker.sdk.trigger_options import TriggerOptions
+    from worker.sdk.triggering import BatchHandle, RunHandle
 
 HOOK_NAMES = (
     "middleware",
@@ -47,17 +61,13 @@ P = TypeVar("P")
 O = TypeVar("O")  # noqa: E741
 
 
-class TaskDefinitionError(ValueError):
-    """A task was declared with options that cannot work; the message says which and why."""
-
-
-def normalize_retry(retry: Any, where: str) -> dict[str, Any] | None:
+def normalize_retry(retry: object, where: str) -> dict[str, object] | None:
     """Retry options with Trigger.dev's literal key names mapped to ours; unknown keys refused."""
     if retry is None:
         return None
     if not isinstance(retry, dict):
         raise TaskDefinitionError(f"{where}: retry must be a dict of options, got {retry!r}")
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for key, value in retry.items():
         name = RETRY_TWINS.get(str(key), str(key))
         if name in out:
@@ -72,11 +82,9 @@ def normalize_retry(retry: Any, where: str) -> dict[str, Any] | None:
     return out
 
 
-def normalize_hooks(options: dict[str, Any], where: str) -> dict[str, Callable[..., Any]]:
+def normalize_hooks(options: dict[str, Any], where: str) -> dict[str, Callable[..., object]]:
     """Pop the hook options (aliases mapped) and check each can be called (see
-    worker/runtime/hooks.py): a hook we cannot call is refused now, not when it fires."""
-    from worker.runtime.hooks import check_hook
-
+    worker/sdk/hook_signatures.py): a hook we cannot call is refused now, not when it fires."""
     for alias, name in HOOK_ALIASES.items():
         if options.get(alias) is not None:
             if options.get(name) is not None:
@@ -98,27 +106,6 @@ def normalize_hooks(options: dict[str, Any], where: str) -> dict[str, Callable[.
     return hooks
 
 
-@dataclass(frozen=True)
-class Queue:
-    """A named queue shared by the tasks that name it. ``concurrency_limit=None`` is unbounded."""
-
-    name: str
-    concurrency_limit: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
-            raise TaskDefinitionError("queue name must be a non-empty string")
-        limit = self.concurrency_limit
-        if limit is not None and (not isinstance(limit, int) or not 0 <= limit <= 100_000):
-            raise TaskDefinitionError(
-                f"queue {self.name!r}: concurrency_limit must be an int in 0..100000 or None"
-            )
-
-
-def queue(name: str, concurrency_limit: int | None = None) -> Queue:
-    return Queue(name, concurrency_limit)
-
-
 @dataclass
 class Task(Generic[P, O]):
     """An exported task. Call ``await task.trigger(payload)`` to run it through the engine.
@@ -129,31 +116,38 @@ class Task(Generic[P, O]):
     """
 
     id: str
-    run: Callable[..., Any]
+    run: Callable[..., object]
     description: str | None = None
     queue: Queue | None = None
-    retry: dict[str, Any] | None = None
+    retry: dict[str, object] | None = None
     max_duration: float | None = None
     ttl: str | int | None = None
     machine: str | None = None
     #: the payload schema, adapted to ``model_validate`` / ``model_json_schema``
     #: (worker/sdk/schemas.py)
     schema: Any = None
-    hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    hooks: dict[str, Callable[..., object]] = field(default_factory=dict)
     #: ``schedules.task``'s cron: ``{"pattern", "timezone", "environments"}`` (else None)
-    schedule: dict[str, Any] | None = None
+    schedule: dict[str, object] | None = None
     #: ``"schedule"`` for ``schedules.task`` (only those take schedules), else ``"standard"``
     trigger_source: str = "standard"
     #: where the task was declared: (absolute file path, line number)
     source: tuple[str, int] = ("<unknown>", 0)
 
-    # --- triggering (implemented by the client; imported lazily to keep imports light) ------
-    async def trigger(self, payload: P | None = None, **options: Any) -> RunHandle:
-        from worker.sdk import client
+    # --- triggering: worker/sdk/triggering.py and worker/sdk/subtasks.py. Imported when first
+    # called, not at the top: ``import worker`` imports this module and must stay cheap (no
+    # asyncio, no HTTP client; tests/sdk/test_client_unit.py checks it).
+    async def trigger(
+        self, payload: P | None = None, **options: Unpack[TriggerOptions]
+    ) -> RunHandle[O]:
+        from worker.sdk import triggering
 
-        return await client.trigger(self.id, payload, **options)
+        handle: RunHandle[O] = await triggering.trigger(self.id, payload, **options)
+        return handle
 
-    async def trigger_and_subscribe(self, payload: P | None = None, **options: Any) -> Any:
+    async def trigger_and_subscribe(
+        self, payload: P | None = None, **options: Unpack[TriggerOptions]
+    ) -> AsyncIterator[Run]:
         """Trigger, then yield the run's snapshots (``Run``) until it is final."""
         from worker.sdk import realtime
 
@@ -161,30 +155,36 @@ class Task(Generic[P, O]):
         async for run in realtime.subscribe_to_run(handle.id):
             yield run
 
-    async def batch_trigger(self, items: list[Any], **options: Any) -> BatchHandle:
+    async def batch_trigger(
+        self, items: Sequence[P | Mapping[str, object]], **options: Unpack[TriggerOptions]
+    ) -> BatchHandle[O]:
         """``items``: payloads, or dicts ``{"payload": ..., "options": {...}}``."""
-        from worker.sdk import client
+        from worker.sdk import triggering
 
-        return await client.batch_trigger(self.id, items, **options)
+        handle: BatchHandle[O] = await triggering.batch_trigger(self.id, items, **options)
+        return handle
 
-    async def trigger_and_wait(self, payload: P | None = None, **options: Any) -> TaskRunResult[O]:
+    async def trigger_and_wait(
+        self, payload: P | None = None, **options: Unpack[TriggerOptions]
+    ) -> TaskRunResult[O]:
         """Trigger a child run and wait for its result (inside a run only): a
         ``TaskRunResult`` with ``ok``, ``output`` / ``error`` and ``unwrap()``."""
         from worker.sdk import subtasks
 
-        return await subtasks.trigger_and_wait(self.id, payload, **options)
+        result: TaskRunResult[O] = await subtasks.trigger_and_wait(self.id, payload, **options)
+        return result
 
-    async def batch_trigger_and_wait(self, items: list[Any]) -> BatchResult:
+    async def batch_trigger_and_wait(
+        self, items: Sequence[P | Mapping[str, object]]
+    ) -> BatchResult[O]:
         """Trigger one child per item and wait for all; results in item order."""
-        from worker.sdk import client, subtasks
+        from worker.sdk import subtasks
 
-        parts = []
-        for item in items:
-            payload, options = client.split_item(item)
-            parts.append({"task": self.id, "payload": payload, "options": options})
-        return await subtasks.batch_trigger_and_wait(parts)
+        result: BatchResult[O] = await subtasks.batch_trigger_and_wait(
+            subtasks.child_items(self.id, items))
+        return result
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> dict[str, object]:
         """What the worker registers with the engine for this task."""
         schema_json = None
         if self.schema is not None:
@@ -209,13 +209,16 @@ class Task(Generic[P, O]):
         }
 
 
-#: Every Task created in this interpreter, in creation order. Discovery compares it with the
-#: modules' exports to report tasks that were declared but not exported.
+#: Every Task created in this interpreter, in creation order (read it with created_tasks()).
 _created: list[Task[Any, Any]] = []
 
 
-def created_tasks() -> list[Task[Any, Any]]:
-    return list(_created)
+def created_tasks(since: int = 0) -> list[Task[Any, Any]]:
+    """The tasks created in this interpreter, in creation order, from the ``since``-th on (a
+    copy). Discovery notes ``len(created_tasks())`` before importing the project's modules and
+    compares ``created_tasks(that)`` with their exports, to report tasks declared but not
+    exported."""
+    return _created[since:]
 
 
 def _caller_source(depth: int) -> tuple[str, int]:
@@ -225,9 +228,9 @@ def _caller_source(depth: int) -> tuple[str, int]:
 
 def _build(
     id: str,
-    run: Callable[..., Any],
+    run: Callable[..., object],
     source: tuple[str, int],
-    schema: Any = None,
+    schema: object = None,
     **options: Any,
 ) -> Task[Any, Any]:
     if not isinstance(id, str) or not id.strip():
@@ -303,30 +306,30 @@ def task(
 
 
 @overload
-def task(id: str, run: Callable[..., Any], **options: Any) -> Task[Any, Any]: ...
+def task(id: str, run: Callable[..., object], **options: Any) -> Task[Any, Any]: ...
 
 
-def task(id: str, run: Callable[..., Any] | None = None, **options: Any) -> Any:
+def task(id: str, run: Callable[..., object] | None = None, **options: Any) -> Any:
     """Declare a task, as a decorator or in call form.
 
     ``@task(id="hello", max_duration=300, retry={"max_attempts": 3})`` above ``async def`` or
     ``def`` ``run(payload, ctx)``; or ``hello = task(id="hello", run=fn, ...)``. Hooks
     (``on_start``, ``on_success``, ``catch_error``, ...) take their arguments by name
     (``payload, ctx, output, error, result, init, task``) or in Trigger.dev's positional order
-    (``on_failure(payload, error, params)``); see worker/runtime/hooks.py.
+    (``on_failure(payload, error, params)``); see worker/sdk/hook_signatures.py.
     """
     if run is not None:
         return _build(id, run, _caller_source(2), **options)
     source = _caller_source(2)
 
-    def decorate(fn: Callable[..., Any]) -> Task[Any, Any]:
+    def decorate(fn: Callable[..., object]) -> Task[Any, Any]:
         return _build(id, fn, source, **options)
 
     return decorate
 
 
 def schema_task(
-    id: str, schema: Any, run: Callable[..., Any] | None = None, **options: Any
+    id: str, schema: object, run: Callable[..., object] | None = None, **options: Any
 ) -> Any:
     """A task whose payload is validated by ``schema`` before ``run`` gets it.
 
@@ -335,8 +338,6 @@ def schema_task(
     (so ``run`` receives e.g. a model instance); the manifest carries its JSON schema where one
     can be derived, and the API then refuses a bad payload at trigger time (422).
     """
-    from worker.sdk.schemas import adapt
-
     try:
         adapted = adapt(schema)
     except Exception as exc:
@@ -345,7 +346,7 @@ def schema_task(
         return _build(id, run, _caller_source(2), schema=adapted, **options)
     source = _caller_source(2)
 
-    def decorate(fn: Callable[..., Any]) -> Task[Any, Any]:
+    def decorate(fn: Callable[..., object]) -> Task[Any, Any]:
         return _build(id, fn, source, schema=adapted, **options)
 
     return decorate

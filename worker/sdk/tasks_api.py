@@ -9,23 +9,29 @@ items holding the task object (``{"task": my_task, "payload": ...}``); the ``_an
 from __future__ import annotations
 
 import datetime as dt
-import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
-import orjson
+from worker.sdk import subtasks, transport, triggering
+from worker.sdk.global_hooks import register as add_global_hook
+from worker.sdk.run_models import Run
+from worker.sdk.runs import runs
+from worker.sdk.subtasks import BatchResult, TaskRunResult
+from worker.sdk.transport import path_segment
+from worker.sdk.trigger_options import TriggerOptions, collect_items
+from worker.sdk.triggering import BatchHandle, ChildItem, RunHandle
 
-from worker.sdk import client
-from worker.sdk.client import BatchHandle, RunHandle, path_segment
 
-
-def _global_hook(kind: str) -> Any:
+def _global_hook(kind: str) -> Callable[..., object]:
     """A ``tasks.<kind>([name,] fn)`` method registering a global hook."""
 
-    def register(self: Any, name_or_fn: Any, fn: Any = None) -> Any:
-        from worker.sdk.global_hooks import register as add
-
-        return add(kind, name_or_fn, fn)
+    def register(
+        self: Tasks,
+        name_or_fn: str | Callable[..., object],
+        fn: Callable[..., object] | None = None,
+    ) -> Callable[..., object]:
+        return add_global_hook(kind, name_or_fn, fn)
 
     register.__name__ = kind
     return register
@@ -34,8 +40,10 @@ def _global_hook(kind: str) -> Any:
 class Tasks:
     """``await tasks.trigger("hello-world", payload, tags=["x"])`` from application code."""
 
-    async def trigger(self, task_id: str, payload: Any = None, **options: Any) -> RunHandle:
-        return await client.trigger(task_id, payload, **options)
+    async def trigger(
+        self, task_id: str, payload: object = None, **options: Unpack[TriggerOptions]
+    ) -> RunHandle[Any]:
+        return await triggering.trigger(task_id, payload, **options)
 
     # global hooks (Trigger.dev's tasks.onStart(...) & co.): tasks.on_start([name,] fn)
     middleware = _global_hook("middleware")
@@ -49,39 +57,35 @@ class Tasks:
     on_cancel = _global_hook("on_cancel")
     catch_error = _global_hook("catch_error")
 
-    async def trigger_and_wait(self, task_id: str, payload: Any = None, **options: Any) -> Any:
-        from worker.sdk import subtasks
-
+    async def trigger_and_wait(
+        self, task_id: str, payload: object = None, **options: Unpack[TriggerOptions]
+    ) -> TaskRunResult[Any]:
         return await subtasks.trigger_and_wait(task_id, payload, **options)
 
-    async def batch_trigger(self, task_id: str, items: list[Any], **options: Any) -> BatchHandle:
-        return await client.batch_trigger(task_id, items, **options)
+    async def batch_trigger(
+        self, task_id: str, items: Sequence[object], **options: Unpack[TriggerOptions]
+    ) -> BatchHandle[Any]:
+        return await triggering.batch_trigger(task_id, items, **options)
 
-    async def batch_trigger_and_wait(self, task_id: str, items: list[Any]) -> Any:
+    async def batch_trigger_and_wait(
+        self, task_id: str, items: Sequence[object]
+    ) -> BatchResult[Any]:
         """Inside a run: one child per item (payloads, or ``{"payload", "options"}``), waited
         for; a ``BatchResult`` whose ``runs`` are in item order."""
-        from worker.sdk import subtasks
-
-        parts = []
-        for item in items:
-            payload, options = client.split_item(item)
-            parts.append({"task": task_id, "payload": payload, "options": options})
-        return await subtasks.batch_trigger_and_wait(parts)
+        return await subtasks.batch_trigger_and_wait(subtasks.child_items(task_id, items))
 
     async def trigger_and_poll(
         self,
         task_id: str,
-        payload: Any = None,
+        payload: object = None,
         *,
         poll_interval_ms: int = 1000,
         timeout: float | None = None,
-        **options: Any,
-    ) -> Any:
+        **options: Unpack[TriggerOptions],
+    ) -> Run:
         """Trigger, then retrieve the run every ``poll_interval_ms`` until it is final; the
         final ``Run``. Blocks the caller: not for HTTP handlers (use realtime instead)."""
-        from worker.sdk.runs import runs
-
-        handle = await client.trigger(task_id, payload, **options)
+        handle = await triggering.trigger(task_id, payload, **options)
         return await runs.poll(handle, poll_interval=poll_interval_ms / 1000, timeout=timeout)
 
 
@@ -115,7 +119,7 @@ class Batch:
         )
 
 
-def _item_task(item: Any, index: int) -> str:
+def _item_task(item: object, index: int) -> str:
     """The task id of a batch item: ``"id"`` (an id) or ``"task"`` (a task object or id)."""
     if not isinstance(item, dict):
         raise TypeError(
@@ -130,71 +134,51 @@ def _item_task(item: Any, index: int) -> str:
     return task_id
 
 
+def _child(item: object, index: int) -> ChildItem:
+    """A multi-task batch item as a child: its task, payload and options."""
+    task_id = _item_task(item, index)
+    assert isinstance(item, Mapping)  # _item_task refused anything else
+    options = item.get("options")
+    return ChildItem(task_id, item.get("payload"), dict(options) if options else {})
+
+
 class BatchApi:
     """``batch.trigger([{"id": task_id, "payload": ..., "options": {...}}])``, ``.retrieve``."""
 
-    async def trigger(self, items: Any, **options: Any) -> BatchHandle:
+    async def trigger(self, items: object, **options: Unpack[TriggerOptions]) -> BatchHandle[Any]:
         """One run per item, each naming its task (``"id"`` or ``"task"``); order kept. Items
         may also come from an (async) iterable."""
-        items = await client.collect_items(items)
-        batch_opts = {k: options.pop(k) for k in list(options) if k in client.BATCH_OPTIONS}
-        parts = []
-        for index, item in enumerate(items):
-            task_id = _item_task(item, index)
-            merged = client.with_parent(
-                client.wire_options({**options, **(item.get("options") or {})})
-            )
-            parts.append(
-                b'{"task":'
-                + orjson.dumps(task_id)
-                + b","
-                + client.encode_payload(item.get("payload"))
-                + b',"options":'
-                + orjson.dumps(merged)
-                + b"}"
-            )
-        response = await client.request(
-            "POST",
-            "/api/v2/tasks/batch",
-            content=client.batch_body(parts, batch_opts),
-            idempotency_key=str(uuid.uuid4()),
-        )
-        return client.batch_handle(response.json())
+        collected = await collect_items(items)
+        return await triggering.batch_trigger_tasks(
+            [_child(item, index) for index, item in enumerate(collected)], **options)
 
-    async def trigger_and_wait(self, items: list[dict[str, Any]]) -> Any:
+    async def trigger_and_wait(self, items: Sequence[Mapping[str, object]]) -> BatchResult[Any]:
         """Trigger runs of several tasks from inside a run and wait for all of them:
         ``items`` are ``{"id": task id, "payload": ..., "options": {...}}``; the result's
         ``runs`` are in item order."""
-        from worker.sdk import subtasks
-
         return await subtasks.batch_trigger_and_wait(
-            [
-                {
-                    "task": _item_task(item, index),
-                    "payload": item.get("payload"),
-                    "options": item.get("options"),
-                }
-                for index, item in enumerate(items)
-            ]
-        )
+            [_child(item, index) for index, item in enumerate(items)])
 
     # Trigger.dev's names: by id (items name the task id) and by task (items hold the task)
     trigger_by_id = trigger
     trigger_by_id_and_wait = trigger_and_wait
 
-    async def trigger_by_task(self, items: list[dict[str, Any]], **options: Any) -> BatchHandle:
+    async def trigger_by_task(
+        self, items: Sequence[Mapping[str, object]], **options: Unpack[TriggerOptions]
+    ) -> BatchHandle[Any]:
         """``batch.trigger_by_task([{"task": child_task, "payload": ...}, ...])``: one run per
         item, of the task object it holds."""
         return await self.trigger(items, **options)
 
-    async def trigger_by_task_and_wait(self, items: list[dict[str, Any]]) -> Any:
+    async def trigger_by_task_and_wait(
+        self, items: Sequence[Mapping[str, object]]
+    ) -> BatchResult[Any]:
         """Inside a run: :meth:`trigger_by_task`, then wait for every run (item order)."""
         return await self.trigger_and_wait(items)
 
-    async def retrieve(self, batch_id: str | BatchHandle) -> Batch:
+    async def retrieve(self, batch_id: str | BatchHandle[Any]) -> Batch:
         ident = batch_id if isinstance(batch_id, str) else batch_id.batch_id
-        response = await client.request("GET", f"/api/v1/batches/{path_segment(ident)}")
-        return Batch.from_api(response.json())
+        return Batch.from_api(await transport.json("GET", f"/api/v1/batches/{path_segment(ident)}"))
 
 
 tasks = Tasks()

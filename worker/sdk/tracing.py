@@ -16,7 +16,7 @@ SDK set up, the OpenTelemetry API makes them no-ops. The plain API
     span = logger.start_span("upload"); ...; span.end()           # logger.startSpan
 
 :func:`operation` is the runtime's own span (hooks, waits, steps, child triggers): it records
-a checkpoint (:class:`worker.sdk.durable.Suspended`) as an attribute, not as an error.
+a checkpoint (:class:`worker.sdk.errors.Suspended`) as an attribute, not as an error.
 """
 
 from __future__ import annotations
@@ -24,12 +24,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace as otel
 from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from worker.sdk.errors import Suspended
+from worker.sdk.redaction import redact
 
 TRACER_NAME = "trigger.dev"
 #: the most attribute values a user span keeps (Trigger.dev's limit, enforced again on ingest)
@@ -40,7 +44,7 @@ def tracer() -> otel.Tracer:
     return otel.get_tracer(TRACER_NAME)
 
 
-def _otel_value(value: Any) -> Any:
+def _otel_value(value: object) -> AttributeValue:
     """An attribute value OpenTelemetry accepts (str, bool, int, float or a list of one)."""
     if isinstance(value, str | bool | int | float):
         return value
@@ -50,17 +54,13 @@ def _otel_value(value: Any) -> Any:
     return str(value)
 
 
-def _attributes(values: dict[str, Any] | None) -> dict[str, Any]:
-    from worker.sdk.logger import redact
-
+def _attributes(values: Mapping[str, object] | None) -> dict[str, AttributeValue]:
     clean = redact(dict(values or {}))
     return {str(k): _otel_value(v) for k, v in list(clean.items())[:_MAX_ATTRIBUTES]
             if v is not None}
 
 
 def _fail(span: Span, error: BaseException) -> None:
-    from worker.sdk.durable import Suspended
-
     if isinstance(error, Suspended):  # a checkpoint: the run goes on in another process
         span.set_attribute("trigger.checkpointed", True)
         return
@@ -69,7 +69,7 @@ def _fail(span: Span, error: BaseException) -> None:
 
 
 @contextlib.contextmanager
-def operation(name: str, attributes: dict[str, Any] | None = None) -> Iterator[Span]:
+def operation(name: str, attributes: Mapping[str, object] | None = None) -> Iterator[Span]:
     """A span of the runtime (hook, wait, step, child trigger) under the current span."""
     with tracer().start_as_current_span(name, attributes=_attributes(attributes),
                                         record_exception=False,
@@ -85,7 +85,7 @@ class Operation:
     """:func:`operation` for code that cannot be indented into a ``with`` block: the span
     is current from here until :meth:`finish`."""
 
-    def __init__(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, attributes: Mapping[str, object] | None = None) -> None:
         self._cm = operation(name, attributes)
         self._cm.__enter__()
 
@@ -95,27 +95,6 @@ class Operation:
                 self._cm.__exit__(None, None, None)
             else:
                 self._cm.__exit__(type(error), error, error.__traceback__)
-
-
-def durable_operation(kind: str) -> Any:
-    """Decorate a durable operation ``fn(name, ...)`` (step, child trigger): one span named
-    ``"<kind> <name>"`` when it runs, none when a resumed run replays it from the journal."""
-    def decorate(fn: Any) -> Any:
-        @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from worker.sdk.durable import maybe_state
-
-            state = maybe_state()
-            if state is not None and state.replaying:
-                return await fn(*args, **kwargs)
-            target = args[0] if args else kwargs.get("task_id", kwargs.get("name", ""))
-            if not isinstance(target, str):
-                target = "batch"
-            with operation(f"{kind} {target}", {"trigger.span.kind": kind,
-                                                 "trigger.target": target}):
-                return await fn(*args, **kwargs)
-        return wrapper
-    return decorate
 
 
 def current_traceparent() -> str | None:
@@ -133,9 +112,9 @@ def current_span_id() -> str | None:
 
 
 class _Trace:
-    def __init__(self, name: str, attributes: dict[str, Any] | None) -> None:
+    def __init__(self, name: str, attributes: Mapping[str, object] | None) -> None:
         self.name, self.attributes = name, dict(attributes or {})
-        self._cm: Any = None
+        self._cm: contextlib.AbstractContextManager[Span] | None = None
 
     def _open(self) -> Span:
         self._cm = operation(self.name, self.attributes)
@@ -164,23 +143,25 @@ class _Trace:
                         tb: TracebackType | None) -> None:
         self._close(error)
 
-    def __call__(self, fn: Any) -> Any:
+    def __call__(self, fn: Callable[..., object]) -> Any:
         """Decorate a function: every call is one span."""
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            async def async_wrapper(*args: object, **kwargs: object) -> Any:
                 async with _Trace(self.name, self.attributes):
                     return await fn(*args, **kwargs)
             return async_wrapper
 
         @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: object, **kwargs: object) -> Any:
             with _Trace(self.name, self.attributes):
                 return fn(*args, **kwargs)
         return wrapper
 
 
-async def _traced_call(name: str, fn: Any, attributes: dict[str, Any] | None) -> Any:
+async def _traced_call(
+    name: str, fn: Callable[[Span], object], attributes: Mapping[str, object] | None
+) -> object:
     async with _Trace(name, attributes) as span:
         result = fn(span)
         if inspect.isawaitable(result):
@@ -193,14 +174,14 @@ class StartedSpan:
     It is not made current (like ``tracer.start_span``): spans started meanwhile do not nest
     under it."""
 
-    def __init__(self, name: str, attributes: dict[str, Any]) -> None:
+    def __init__(self, name: str, attributes: Mapping[str, object]) -> None:
         self.name = name
         self.span = tracer().start_span(name, attributes=_attributes(attributes))
 
-    def set_attribute(self, key: str, value: Any) -> None:
+    def set_attribute(self, key: str, value: object) -> None:
         self.span.set_attributes(_attributes({key: value}))
 
-    def set_attributes(self, values: dict[str, Any]) -> None:
+    def set_attributes(self, values: Mapping[str, object]) -> None:
         self.span.set_attributes(_attributes(values))
 
     def end(self, error: BaseException | None = None) -> None:
@@ -209,16 +190,16 @@ class StartedSpan:
         self.span.end()
 
 
-def start_span(name: str, attributes: Any = None) -> StartedSpan:
+def start_span(name: str, attributes: Mapping[str, object] | None = None) -> StartedSpan:
     if not isinstance(name, str) or not name:
         raise ValueError("logger.start_span needs a span name")
     return StartedSpan(name, dict(attributes or {}))
 
 
-def trace(name: str, fn: Any = None, attributes: Any = None) -> Any:
+def trace(name: str, fn: object = None, attributes: Mapping[str, object] | None = None) -> Any:
     if not isinstance(name, str) or not name:
         raise ValueError("logger.trace needs a span name")
-    if isinstance(fn, dict) and attributes is None:  # logger.trace("name", {"k": v})
+    if isinstance(fn, Mapping) and attributes is None:  # logger.trace("name", {"k": v})
         fn, attributes = None, fn
     if fn is None:
         return _Trace(name, attributes)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from worker.sdk import attempt_hooks
+from worker.sdk.context import current_context
 
 #: US cents per millisecond of each preset (Trigger.dev cloud prices per second / 1000 * 100)
 CENTS_PER_MS = {
@@ -50,8 +52,6 @@ class Usage:
 
 
 def _machine() -> str:
-    from worker.sdk.context import current_context
-
     ctx = current_context()
     machine = ctx.get("machine") if ctx is not None else None
     name = machine.get("name") if machine is not None else None
@@ -84,12 +84,12 @@ class UsageApi:
         return Usage(attempt, attempt, BASE_COST_IN_CENTS,
                      BASE_COST_IN_CENTS + attempt.cost_in_cents)
 
-    def measure(self, fn: Any = None) -> Any:
+    def measure(self, fn: Callable[[], object] | None = None) -> Any:
         if fn is None:
             return Measurement()
         return self._measure_call(fn)
 
-    async def _measure_call(self, fn: Any) -> tuple[Any, Compute]:
+    async def _measure_call(self, fn: Callable[[], object]) -> tuple[object, Compute]:
         with Measurement() as m:
             result = fn()
             if inspect.isawaitable(result):
@@ -97,7 +97,7 @@ class UsageApi:
         return result, Compute(m.duration_ms, m.cost_in_cents)
 
 
-async def _started(ctx: Any) -> None:
+async def _started(ctx: object) -> None:
     _attempt_started[:] = [time.process_time()]
 
 

@@ -11,15 +11,17 @@ and replay it when the time has come. Tokens work inside and outside runs:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
-from worker.common.serialization import dumps, loads
-from worker.sdk import durable, tracing
+from worker.common.serialization import JSON, dumps, loads
+from worker.sdk import durable, transport
+from worker.sdk.durable import durable_operation
 from worker.sdk.idempotency_keys import for_trigger
+from worker.sdk.pagination import Page, PageList
+from worker.sdk.transport import JsonBody, path_segment, payload_members
 
 #: waits up to this long sleep in the process: no server call, no checkpoint
 IN_PROCESS_SECONDS = 5.0
@@ -54,7 +56,7 @@ class WaitResult:
         raise WaitpointTimeoutError(str(self.error))
 
 
-def _ttl(value: Any) -> str | None:
+def _ttl(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, timedelta):
@@ -82,7 +84,7 @@ class Wait:
         months: float = 0,
         years: float = 0,
         idempotency_key: str | None = None,
-        idempotency_key_ttl: Any = None,
+        idempotency_key_ttl: object = None,
     ) -> None:
         """Wait for a duration (months are 30 days, years 365)."""
         total = (
@@ -106,7 +108,7 @@ class Wait:
         date: datetime,
         throw_if_in_the_past: bool = False,
         idempotency_key: str | None = None,
-        idempotency_key_ttl: Any = None,
+        idempotency_key_ttl: object = None,
     ) -> None:
         """Wait until ``date`` (naive datetimes are UTC)."""
         when = date if date.tzinfo else date.replace(tzinfo=UTC)
@@ -115,7 +117,7 @@ class Wait:
             raise ValueError(f"wait.until: {when.isoformat()} is in the past")
         await self._until(when, max(0.0, seconds), idempotency_key, idempotency_key_ttl)
 
-    async def _until(self, when: datetime, seconds: float, key: str | None, ttl: Any) -> None:
+    async def _until(self, when: datetime, seconds: float, key: str | None, ttl: object) -> None:
         if seconds <= IN_PROCESS_SECONDS and key is None:
             await durable.sleep_in_process(seconds, {"type": "duration", "date": when})
             return
@@ -138,9 +140,9 @@ class Wait:
     async def create_token(
         self,
         *,
-        timeout: Any = None,
+        timeout: object = None,
         idempotency_key: str | None = None,
-        idempotency_key_ttl: Any = None,
+        idempotency_key_ttl: object = None,
         tags: list[str] | str | None = None,
     ) -> WaitpointToken:
         """A token someone completes later (``complete_token`` or its callback ``url``).
@@ -149,20 +151,18 @@ class Wait:
         if in_run:
             seq, entry = durable.replayed("create_token", None)
             if entry is not None:
-                return WaitpointToken(**entry["outcome"])
-        body: dict[str, Any] = {
+                return WaitpointToken(**entry.outcome)
+        body: JsonBody = {
             "timeout": timeout.isoformat() if isinstance(timeout, datetime) else _ttl(timeout),
             # scoped like a trigger's key: a plain string inside a run is the run's own
             "idempotencyKey": None if idempotency_key is None else for_trigger(idempotency_key),
             "idempotencyKeyTTL": _ttl(idempotency_key_ttl),
             "tags": [tags] if isinstance(tags, str) else list(tags or []),
         }
-        from worker.sdk import client
-
-        response = await client.request(
+        response = await transport.request(
             "POST",
             "/api/v1/waitpoints/tokens",
-            content=orjson.dumps({k: v for k, v in body.items() if v is not None}),
+            json={k: v for k, v in body.items() if v is not None},
         )
         data = response.json()
         token = WaitpointToken(
@@ -192,27 +192,22 @@ class Wait:
             )
         return WaitResult(ok=True, output=value)
 
-    async def complete_token(self, token: WaitpointToken | str, data: Any = None) -> bool:
+    async def complete_token(self, token: WaitpointToken | str, data: object = None) -> bool:
         """Complete a token (inside or outside runs); completing twice is harmless."""
-        from worker.sdk import client
-
         token_id = token.id if isinstance(token, WaitpointToken) else token
-        text, data_type = dumps(data)
-        if data_type != "application/json":
+        if dumps(data)[1] != JSON:
             raise TypeError("token data must be plain JSON")
-        await client.request(
+        await transport.request(
             "POST",
-            f"/api/v1/waitpoints/tokens/{client.path_segment(token_id)}/complete",
-            content=b'{"data":' + text.encode() + b"}",
+            f"/api/v1/waitpoints/tokens/{path_segment(token_id)}/complete",
+            json=payload_members(data, key="data"),
         )
         return True
 
     async def retrieve_token(self, token: WaitpointToken | str) -> dict[str, Any]:
-        from worker.sdk import client
-
         token_id = token.id if isinstance(token, WaitpointToken) else token
-        response = await client.request(
-            "GET", f"/api/v1/waitpoints/tokens/{client.path_segment(token_id)}"
+        response = await transport.request(
+            "GET", f"/api/v1/waitpoints/tokens/{path_segment(token_id)}"
         )
         data = dict(response.json())
         data["output"] = decode_output(data.get("output"), data.get("outputType"))
@@ -228,8 +223,6 @@ class Wait:
     ) -> Any:
         """``await wait.list_tokens()`` → the first page of ``limit`` tokens (iterable,
         ``.data``); ``async for token in wait.list_tokens()`` → every token, page by page."""
-        from worker.sdk.pagination import Page, PageList
-
         params = {"page[size]": str(limit)}
         if status:
             params["filter[status]"] = status
@@ -239,10 +232,8 @@ class Wait:
             params["filter[tags]"] = ",".join(tags)
 
         async def fetch(cursor: str | None) -> Page[dict[str, Any]]:
-            from worker.sdk import client
-
             query = {**params, "page[after]": cursor} if cursor else params
-            body = (await client.request("GET", "/api/v1/waitpoints/tokens", params=query)).json()
+            body = await transport.json("GET", "/api/v1/waitpoints/tokens", params=query)
             return Page(list(body["data"]), (body.get("pagination") or {}).get("next"))
 
         return PageList(fetch)
@@ -251,8 +242,8 @@ class Wait:
 wait = Wait()
 
 
-@tracing.durable_operation("step")
-async def step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+@durable_operation("step")
+async def step(name: str, fn: Callable[..., object], *args: object, **kwargs: object) -> Any:
     """Run ``fn(*args, **kwargs)`` once per attempt: its result is journaled, and a replay after
     a checkpoint returns the recorded result instead of running it again.
 
@@ -264,7 +255,7 @@ async def step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """
     seq, entry = durable.replayed("step", name)
     if entry is not None:
-        recorded = entry["outcome"]
+        recorded = entry.outcome
         return loads(recorded["data"], recorded["type"])
     result = fn(*args, **kwargs)
     if asyncio.iscoroutine(result):
