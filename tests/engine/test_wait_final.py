@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import ApiServer
 from tests.protocol_worker import ProtocolWorker
+from worker.sdk import transport
+from worker.sdk.runs import runs
 
 
 def _trigger(client: httpx.Client, task: str, payload: Any = 1) -> str:
@@ -86,15 +88,13 @@ def test_a_waiting_retrieve_needs_auth_and_a_valid_wait(
 def test_sdk_poll_returns_when_the_run_ends(
     env: tuple[httpx.Client, str], api_server: ApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.sdk import transport
-    from worker.sdk.runs import runs
-
     client, key = env
     worker = ProtocolWorker(api_server.url, key, ["polled"])
     run_id = _trigger(client, "polled", 7)
     leased = worker.dequeue(wait_ms=5000)
-    monkeypatch.setenv("TRIGGER_API_URL", api_server.url)
-    monkeypatch.setenv("TRIGGER_SECRET_KEY", key)
+    # this test's project, whatever an earlier test configured in this process
+    monkeypatch.setitem(transport.default.settings, "api_url", api_server.url)
+    monkeypatch.setitem(transport.default.settings, "secret_key", key)
     requests: list[str] = []
 
     async def scenario() -> Any:
