@@ -75,9 +75,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             caps=StreamCaps(settings.max_sse_per_env, settings.max_long_polls_per_env),
         )
         install(app, state)
-        # the worker protocol's routes (routes_worker.py) still read these four
-        app.state.pool, app.state.notifier = engine.pool, engine.notifier
-        app.state.lease, app.state.caps = engine.lease, state.caps
         await engine.start()
         try:
             yield

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate_worker
 from worker.api.bodies import read_model
+from worker.api.state import api_state, engine_of
 from worker.common.protocol import (
     DequeuedRun,
     EnvironmentInfo,
@@ -21,8 +22,8 @@ from worker.common.protocol import (
     ReleaseResponse,
     Wire,
 )
-from worker.engine import completing, env_vars, leases, metrics, registration
-from worker.engine.db import Pool
+from worker.engine import metrics
+from worker.engine.engine import Engine
 from worker.engine.keys import Environment
 
 router = APIRouter(prefix="/engine/v1/worker")
@@ -65,26 +66,23 @@ class LogsBody(BaseModel):
 @router.post("/register")
 async def register(request: Request, env: Env) -> Wire:
     body = await read_model(request, RegisterBody)
-    state = request.app.state
-    version = await registration.register(
-        state.pool, env, str(body.instance_id), body.content_hash, body.tasks, body.metadata
+    engine = engine_of(request)
+    version = await engine.register_version(
+        env, str(body.instance_id), body.content_hash, body.tasks, body.metadata
     )
     return RegisterResponse(
         version.version_id, version.version, EnvironmentInfo(env.id, env.slug, env.type),
-        ProjectInfo(env.project_id, env.project_ref), state.lease.lease_seconds,
-        state.lease.heartbeat_seconds,
+        ProjectInfo(env.project_id, env.project_ref), engine.lease.lease_seconds,
+        engine.lease.heartbeat_seconds,
     ).to_wire()
 
 
 @router.post("/dequeue")
 async def dequeue(request: Request, env: Env) -> Wire:
     body = await read_model(request, DequeueBody)
-    state = request.app.state
+    state = api_state(request)
     async with state.caps.poll(env.id) if body.wait_ms else contextlib.nullcontext():
-        leased = await leases.dequeue(
-            state.pool,
-            state.notifier,
-            state.lease,
+        leased = await state.engine.dequeue(
             env,
             str(body.instance_id),
             [str(v) for v in body.versions],
@@ -92,17 +90,17 @@ async def dequeue(request: Request, env: Env) -> Wire:
             body.wait_ms,
             gone=request.is_disconnected,
         )
-    runs = [run.to_wire() for run in await _with_env_vars(state.pool, env, leased)]
+    runs = [run.to_wire() for run in await _with_env_vars(state.engine, env, leased)]
     metrics.observe_dequeued(runs)
     return {"runs": runs}
 
 
-async def _with_env_vars(pool: Pool, env: Environment,
+async def _with_env_vars(engine: Engine, env: Environment,
                          runs: list[DequeuedRun]) -> list[DequeuedRun]:
     """The environment's variables (routes_envvars) on each leased run: its executor sets them
     for that run only."""
     if runs:
-        variables = await env_vars.for_runs(pool, env)
+        variables = await engine.env_vars_for_runs(env)
         if variables:
             return [replace(run, env_vars=variables) for run in runs]
     return runs
@@ -111,19 +109,16 @@ async def _with_env_vars(pool: Pool, env: Environment,
 @router.post("/heartbeat")
 async def heartbeat(request: Request, env: Env) -> Wire:
     body = await read_model(request, HeartbeatBody)
-    state = request.app.state
-    reply = await leases.heartbeat(state.pool, state.lease, env, str(body.instance_id),
-                                   body.run_ids, stopping=body.stopping)
+    reply = await engine_of(request).heartbeat(env, str(body.instance_id), body.run_ids,
+                                               stopping=body.stopping)
     return reply.to_wire()
 
 
 @router.post("/complete")
 async def complete(request: Request, env: Env) -> Wire:
     body = await read_model(request, CompleteBody, max_depth=None)  # checked item by item
-    state = request.app.state
-    results = await completing.complete(
-        state.pool, env, str(body.instance_id), body.completions, state.lease.lease_seconds
-    )
+    engine = engine_of(request)
+    results = await engine.complete(env, str(body.instance_id), body.completions)
     by_id = {c.get("run_id"): c for c in body.completions if isinstance(c, dict)}
     for result in results:
         if result.outcome is not Outcome.LEASE_LOST:
@@ -132,7 +127,7 @@ async def complete(request: Request, env: Env) -> Wire:
     # an attempt retried in place starts from the result's "next" run, a leased run too
     following = [r.next for r in results if r.next is not None]
     if following:
-        with_vars = iter(await _with_env_vars(state.pool, env, following))
+        with_vars = iter(await _with_env_vars(engine, env, following))
         results = [replace(r, next=next(with_vars)) if r.next is not None else r
                    for r in results]
     return {"results": [r.to_wire() for r in results]}
@@ -141,13 +136,12 @@ async def complete(request: Request, env: Env) -> Wire:
 @router.post("/release")
 async def release(request: Request, env: Env) -> Wire:
     body = await read_model(request, RunIdsBody)
-    released = await leases.release(
-        request.app.state.pool, env, str(body.instance_id), body.run_ids
-    )
+    released = await engine_of(request).release_leases(env, str(body.instance_id),
+                                                        body.run_ids)
     return ReleaseResponse(released).to_wire()
 
 
 @router.post("/logs")
 async def logs(request: Request, env: Env) -> Wire:
     body = await read_model(request, LogsBody, max_depth=None)  # sanitised line by line
-    return {"stored": await completing.store_logs(request.app.state.pool, env, body.logs)}
+    return {"stored": await engine_of(request).store_logs(env, body.logs)}

@@ -6,9 +6,8 @@ Each action is written once, as a module function taking the pool first (``runs.
 ``engine.retrieve_run(env, run_id)`` is typed exactly as ``runs.retrieve`` is. The API's routes
 call these methods and only translate HTTP to and from them.
 
-The worker protocol's actions (``leases.py``, ``completions.py``: register, dequeue, heartbeat,
-complete, release) are not bound here yet: their typed messages are being written
-(docs/protocol.md).
+The worker protocol's actions (register, dequeue, heartbeat, complete, release, logs) take
+and return the typed messages of ``worker.common.protocol`` (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -16,20 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from worker.common.protocol import CompletionResult, DequeuedRun, HeartbeatResponse
 from worker.engine import (
     alerts,
     batches,
+    completing,
     deployments,
     env_vars,
     keys,
+    leases,
     metadata,
     metrics,
     public_tokens,
     queues,
     realtime,
+    registration,
     run_tags,
     runs,
     schedules,
@@ -179,6 +182,28 @@ class Engine:
     retrieve_queue = action(queues.retrieve)
     pause_queue = action(queues.set_paused)
     override_queue_limit = action(queues.override_limit)
+
+    # -- the worker protocol (registration.py, leases.py, completing.py; docs/protocol.md)
+    register_version = action(registration.register)
+    release_leases = action(leases.release)
+    store_logs = action(completing.store_logs)
+
+    async def dequeue(self, env: Environment, instance_id: str, versions: list[str],
+                      max_runs: int, wait_ms: int,
+                      gone: Callable[[], Awaitable[bool]] | None = None) -> list[DequeuedRun]:
+        return await leases.dequeue(self.pool, self.notifier, self.lease, env, instance_id,
+                                    versions, max_runs, wait_ms, gone=gone)
+
+    async def heartbeat(self, env: Environment, instance_id: str, run_ids: list[str],
+                        stopping: bool = False) -> HeartbeatResponse:
+        return await leases.heartbeat(self.pool, self.lease, env, instance_id, run_ids,
+                                      stopping=stopping)
+
+    async def complete(self, env: Environment, instance_id: str,
+                       completions: Sequence[object]) -> list[CompletionResult]:
+        """A batch of attempt results; a retry in place keeps its lease this long."""
+        return await completing.complete(self.pool, env, instance_id, completions,
+                                          self.lease.lease_seconds)
 
     # -- environment variables (env_vars.py)
     list_env_vars = action(env_vars.list_vars)
