@@ -135,7 +135,8 @@ def main() -> None:
             print(f"| {depth:,} | {statistics.median(rates):,.0f} | "
                   f"{min(rates):,.0f}–{max(rates):,.0f} |")
         if len(depths) >= 2:
-            small, big = statistics.median(results[depths[0]]), statistics.median(results[depths[-1]])
+            small = statistics.median(results[depths[0]])
+            big = statistics.median(results[depths[-1]])
             print(f"\ncost per run at {depths[-1]:,} / at {depths[0]:,}: {small / big:.2f}× "
                   "(target ≤ 1.5×)")
     finally:

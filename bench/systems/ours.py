@@ -166,18 +166,15 @@ class Ours:
         return to_start, to_result
 
     def _one_latency(self, i: int) -> tuple[float, float]:
+        """The caller waits as the SDK's ``runs.poll`` does: one long-poll
+        (``GET /api/v3/runs/{id}?waitMs=N``) that the API answers when the run ends."""
         assert self.http
         t0 = time.time()
         run_id = self.trigger("stamp", i)
-        deadline = time.monotonic() + 10
-        while True:
-            run = self.http.get(f"/api/v3/runs/{run_id}").json()
-            if run["status"] == "COMPLETED":
-                t_result = time.time()
-                break
-            if run.get("isCompleted") or time.monotonic() > deadline:
-                raise RuntimeError(f"latency run {run_id} ended {run['status']}: {run}")
-            time.sleep(0.0005)
+        run = self.http.get(f"/api/v3/runs/{run_id}", params={"waitMs": "10000"}).json()
+        t_result = time.time()
+        if run["status"] != "COMPLETED":
+            raise RuntimeError(f"latency run {run_id} ended {run['status']}: {run}")
         return (run["output"]["t"] - t0) * 1000, (t_result - t0) * 1000
 
     def cold_start(self) -> float:
@@ -253,6 +250,7 @@ async def _warm_executions(count: int) -> list[float]:
     import os
     import tempfile
 
+    from worker.common.protocol import DequeuedRun
     from worker.runtime.pool import ExecutorServer, Pool, ZygoteProcess
 
     tmp = tempfile.mkdtemp(prefix="bench-warm-")
@@ -276,7 +274,7 @@ async def _warm_executions(count: int) -> list[float]:
         ex = pool.idle()[0]
         times = []
         for i in range(count + 10):
-            run = _run_message(i)
+            run = DequeuedRun.from_wire(_run_message(i))
             t0 = time.perf_counter()
             frame = await asyncio.wait_for(pool.execute(ex, run), 10)
             elapsed = (time.perf_counter() - t0) * 1000

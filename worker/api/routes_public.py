@@ -17,10 +17,11 @@ from worker.api.routes_realtime import principal
 from worker.api.routes_sdk import Auth, trigger_permission
 from worker.api.run_bodies import BatchBody, TriggerBody
 from worker.api.state import engine_of
-from worker.common.statuses import INTERNAL_STATUSES
+from worker.common.statuses import FINAL_STATUSES, INTERNAL_STATUSES
 from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
 from worker.engine.models import parse_duration, parse_when
+from worker.engine.runs import MAX_WAIT_MS
 
 router = APIRouter()
 Env = Annotated[Environment, Depends(authenticate)]
@@ -77,11 +78,29 @@ async def retrieve_run(run_id: str, request: Request) -> dict[str, object]:
     """The secret key, or a public access token that may read this run (the ``x-trigger-jwt``
     of its trigger, or one made by ``auth.createPublicToken``)."""
     who = await principal(request)
+    wait_ms = _wait_ms(request.query_params.get("waitMs"))
     row = await engine_of(request).retrieve_run(who.env, run_id)
     if not who.can_read_run(row):
         raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
+    if wait_ms and row["status"] not in FINAL_STATUSES:
+        row = await engine_of(request).wait_run_final(who.env, run_id, wait_ms)
     row["related_runs"] = await related_runs(engine_of(request).pool, who.env, row)
     return present_run(row)
+
+
+def _wait_ms(value: str | None) -> int:
+    """``waitMs`` (our extension, docs/api.md): answer once the run is final or after this
+    many milliseconds; above the cap it waits the cap."""
+    if value is None:
+        return 0
+    try:
+        wait_ms = int(value)
+    except ValueError:
+        wait_ms = -1
+    if wait_ms < 0:
+        raise EngineError(f"waitMs must be a whole number of milliseconds (0 to "
+                          f"{MAX_WAIT_MS}), not {value[:40]!r}")
+    return min(wait_ms, MAX_WAIT_MS)
 
 
 def _csv(value: str | None) -> list[str] | None:

@@ -160,6 +160,10 @@ class Engine:
     record_outcome = action(waitpoints.record_outcome)
     checkpoint = action(waitpoints.checkpoint)
 
+    async def wait_run_final(self, env: Environment, run_id: str, wait_ms: int) -> Row:
+        """``GET /api/v3/runs/{id}?waitMs=N``: the run once final, or after ``wait_ms``."""
+        return await runs.wait_final(self.pool, self.realtime, env, run_id, wait_ms)
+
     async def wait_until_done(self, env: Environment, waitpoint_id: str,
                               timeout_s: float) -> Row:
         return await waitpoints.wait_until_done(self.pool, self.notifier, env, waitpoint_id,

@@ -20,7 +20,7 @@ from worker.engine import metrics, waitpoints
 # fail_attempt and store_logs were defined here; callers outside the worker protocol (the
 # rescuer, the OTLP log route) still import them from this module
 from worker.engine.completing import fail_attempt, store_logs
-from worker.engine.db import Pool
+from worker.engine.db import Pool, Row
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.lease_guards import check_versions, deliverable
@@ -82,15 +82,25 @@ async def dequeue(
         woken = notifier.event(env.id)
         async with pool.connection() as conn:
             started = time.perf_counter()
-            rows = await (await conn.execute(Q.dequeue, params)).fetchall()
-            await conn.commit()
+            # One round trip: the lease commits without waiting for its WAL flush. A lease
+            # lost in a crash only puts the run back in the queue (leases are fenced, runs are
+            # at-least-once); triggers and completions keep synchronous commits
+            # (docs/benchmarks.md, "Durability").
+            async with conn.pipeline():
+                await conn.execute(Q.async_commit)
+                cursor = await conn.execute(Q.dequeue, params)
+                await conn.commit()
+            rows = await cursor.fetchall()
             metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
         if rows:
             leased = [dequeued_run(row, env) for row in rows]
             # The attempt replays its own journal: a resumed one, or one handed back (release)
             # and leased again. A new attempt has none: a retry runs from the top.
-            async with pool.connection() as conn:
-                found = await waitpoints.journals(conn, [r.run_id for r in leased])
+            replaying = [str(row["id"]) for row in rows if row["has_journal"]]
+            found: dict[str, list[Row]] = {}
+            if replaying:
+                async with pool.connection() as conn:
+                    found = await waitpoints.journals(conn, replaying)
             leased = [r.with_journal(found[r.run_id]) if r.run_id in found else r for r in leased]
             ready, given_back = deliverable(leased)
             if given_back:  # back to the queue at once: no run waits for its lease to expire
@@ -119,6 +129,7 @@ async def heartbeat(
         "lease_seconds": settings.lease_seconds,
     }
     async with pool.connection() as conn, conn.transaction():
+        await conn.execute(Q.async_commit)  # a lost heartbeat only shortens a lease
         rows = await (await conn.execute(Q.heartbeat, params)).fetchall()
         if stopping:  # a worker shutting down serves nothing: its runs may migrate at once
             await conn.execute(Q.worker_stopped, {"instance_id": instance_id})

@@ -23,6 +23,7 @@ import orjson
 import psycopg
 
 from worker.common.limits import json_problem
+from worker.common.statuses import FINAL_STATUSES
 from worker.engine.db import Params, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.keys import Environment
@@ -63,6 +64,8 @@ class RealtimeHub:
     def __init__(self, url: str) -> None:
         self._url = url
         self._subs: dict[str, set[Subscription]] = {}
+        #: run id -> events of the long-polls waiting for that run to end (``waitMs``)
+        self._finals: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
@@ -71,11 +74,31 @@ class RealtimeHub:
         missed: take the snapshot *after* subscribing)."""
         sub = Subscription(environment_id)
         self._subs.setdefault(environment_id, set()).add(sub)
+        await self._listen()
+        return sub
+
+    async def watch_final(self, run_id: str) -> asyncio.Event:
+        """An event set when a change of ``run_id`` to a final status commits (or when
+        notifications may have been lost). Returns once LISTEN is active: read the run
+        *after* it, then wait on the event. A watcher costs one set lookup per change, not a
+        queue fed with its whole environment's changes. Pair with :meth:`unwatch_final`."""
+        event = asyncio.Event()
+        self._finals.setdefault(run_id, set()).add(event)
+        await self._listen()
+        return event
+
+    def unwatch_final(self, run_id: str, event: asyncio.Event) -> None:
+        events = self._finals.get(run_id)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._finals[run_id]
+
+    async def _listen(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._listen_forever(), name="realtime-hub")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), timeout=10)
-        return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.environment_id)
@@ -98,6 +121,9 @@ class RealtimeHub:
                 if len(parts) != 5:
                     continue
                 env_id, run_id, batch, status, updated = parts
+                if status in FINAL_STATUSES:
+                    for event in self._finals.get(run_id, ()):
+                        event.set()
                 change = RunChange(run_id, None if batch == "-" else batch, status, int(updated))
                 for sub in self._subs.get(env_id, ()):
                     sub.queue.put_nowait(change)
@@ -113,6 +139,9 @@ class RealtimeHub:
         for subs in self._subs.values():
             for sub in subs:
                 sub.queue.put_nowait(RESYNC)
+        for events in self._finals.values():
+            for event in events:
+                event.set()
 
     async def _listen_forever(self) -> None:
         first = True

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime
 
+from worker.common.statuses import FINAL_STATUSES
 from worker.engine import triggering
 from worker.engine.db import Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import Conflict, NotFound
 from worker.engine.keys import Environment
 from worker.engine.models import RunOptions, TriggerSpec
 from worker.engine.queries import Q
+from worker.engine.realtime import RealtimeHub
 
 
 async def retrieve(pool: Pool, env: Environment, run_id: str) -> Row:
@@ -24,6 +28,31 @@ async def retrieve(pool: Pool, env: Environment, run_id: str) -> Row:
             found = await fetch_one(conn, Q.run_depth, {"id": run_id})
             depth = int(found["depth"]) if found else 1
     return {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
+
+
+#: the longest ``GET /api/v3/runs/{id}?waitMs=N`` waits for the run to end (docs/api.md)
+MAX_WAIT_MS = 60_000
+
+
+async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str,
+                     wait_ms: int) -> Row:
+    """The run as :func:`retrieve` returns it, as soon as it is final or after ``wait_ms``
+    (capped at MAX_WAIT_MS), whichever comes first. Woken by the run's change notification
+    (LISTEN/NOTIFY through the hub), never by polling; holds no connection while it waits."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(max(wait_ms, 0), MAX_WAIT_MS) / 1000
+    ended = await hub.watch_final(run_id)  # before the read: a change after it is not missed
+    try:
+        while True:
+            run = await retrieve(pool, env, run_id)
+            remaining = deadline - loop.time()
+            if run["status"] in FINAL_STATUSES or remaining <= 0:
+                return run
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), remaining)
+            ended.clear()
+    finally:
+        hub.unwatch_final(run_id, ended)
 
 
 async def retrieve_batch(pool: Pool, env: Environment, batch_id: str) -> Row:

@@ -66,6 +66,8 @@ class WorkerApi:
                 # a refused or unreachable API is known at connect: fail fast, try the next
                 timeout=httpx.Timeout(30.0, connect=3.0),
                 limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
+                # a TLS context (the CA bundle: ~6 MiB of the supervisor) only for https
+                verify=url.startswith("https://"),
             )
             for url in self.urls
         ]

@@ -33,6 +33,7 @@ from worker.common import errors as codes
 from worker.common.protocol import Completion, DequeuedRun, Wire
 from worker.common.retry import MAX_ATTEMPTS_HARD_CAP, next_retry_delay_ms
 from worker.common.serialization import dumps, loads
+from worker.runtime.outcomes import oom_retry_machine
 from worker.sdk.config import Config
 from worker.sdk.context import AbortSignal, Context
 from worker.sdk.durable import ConcurrentWaitError, NonDeterministicError
@@ -340,27 +341,3 @@ def _delay_until(when: Any) -> int:
             when = when.replace(tzinfo=UTC)
         return max(0, int((when.timestamp() - time.time()) * 1000))
     return max(0, int(float(when)))
-
-
-def oom_retry_machine(run: DequeuedRun, retry: Wire | None = None) -> str | None:
-    """The machine an out-of-memory attempt retries on, or None (docs/triggerdev-semantics.md,
-    "Retry decision").
-
-    ``retry.out_of_memory.machine`` of the run's locked retry options, when it differs from the
-    machine the attempt ran on and attempts remain.
-    """
-    retry = retry if retry is not None else (run.retry or {})
-    machine = ((retry.get("out_of_memory") or {}).get("machine")
-               if isinstance(retry.get("out_of_memory"), dict) else None)
-    if not machine or machine == run.machine or run.is_final_attempt:
-        return None
-    max_attempts = int(run.max_attempts or retry.get("max_attempts") or 1)
-    if run.attempt_number >= min(max_attempts, MAX_ATTEMPTS_HARD_CAP):
-        return None
-    return str(machine)
-
-
-def failed_completion(run: DequeuedRun, error: Wire, *, skipped: bool = True) -> Completion:
-    """A failed completion built outside an Attempt (unknown task, timeout, crash)."""
-    return Completion(run.run_id, run.attempt_number, False, error=error,
-                      skipped_retrying=skipped)

@@ -29,9 +29,10 @@ from worker.common.protocol import Completion, DequeuedRun, Wire
 from worker.common.serialization import loads
 from worker.common.settings import env_str
 from worker.runtime import telemetry
-from worker.runtime.attempt import Attempt, failed_completion
+from worker.runtime.attempt import Attempt
 from worker.runtime.capture import RunCapture
 from worker.runtime.framing import recv_sync, send_sync
+from worker.runtime.outcomes import failed_completion
 from worker.runtime.run_env import run_environment
 from worker.runtime.timeout import timer
 from worker.sdk import attempt_hooks, durable

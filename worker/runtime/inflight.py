@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, replace
 
 from worker.common import errors as codes
 from worker.common.protocol import Completion, DequeuedRun
-from worker.runtime.attempt import failed_completion, oom_retry_machine
 from worker.runtime.executor_link import group_rss
+from worker.runtime.outcomes import failed_completion, oom_retry_machine
 from worker.runtime.pool import Executor, ExecutorDied, Pool
 
 

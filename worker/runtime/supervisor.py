@@ -29,10 +29,10 @@ from worker.common.machines import MACHINE_PRESETS
 from worker.common.protocol import Completion, DequeuedRun, Wire
 from worker.runtime import leasing, worker_metrics
 from worker.runtime.api_client import WorkerApi
-from worker.runtime.attempt import failed_completion
 from worker.runtime.background import Background
 from worker.runtime.crash_spans import died_attempt_request
 from worker.runtime.inflight import InFlight, RunTable
+from worker.runtime.outcomes import failed_completion
 from worker.runtime.pool import ExecutorDied, ExecutorServer, Pool, PoolUnavailable
 from worker.runtime.reload import watch_project
 from worker.runtime.reporter import Finished, Reporter

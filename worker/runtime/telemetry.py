@@ -69,6 +69,9 @@ class _RunAttributes(SpanProcessor):
 class Telemetry:
     def __init__(self) -> None:
         self.tracer_provider: TracerProvider | None = None
+        #: the attempt spans' tracer, made once (getting it through the global proxy on every
+        #: attempt was ~8 % of an executor's CPU per run, docs/benchmarks.md)
+        self.tracer: otel.Tracer | None = None
         self.logger: Any = None
         self.log_provider: Any = None
         self.ids = _PresetIds()
@@ -109,6 +112,7 @@ def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
                                                        schedule_delay_millis=settings.otel_export_delay_ms))
     otel.set_tracer_provider(provider)
     _state.tracer_provider = provider
+    _state.tracer = provider.get_tracer("trigger.dev")
     _setup_logs(telemetry, resource, settings)
     for instrumentor in telemetry.instrumentations:
         instrumentor.instrument(tracer_provider=provider)
@@ -164,7 +168,7 @@ def attempt_span(run: DequeuedRun) -> Iterator[Any]:
                              "ctx.task.id": run.task_id}
     attributes: dict[str, str | int | bool] = {
         **_state.run_attributes, "trigger.span.kind": "attempt", "trigger.resumed": run.resumed}
-    tracer = otel.get_tracer("trigger.dev")
+    tracer = _state.tracer or otel.get_tracer("trigger.dev")
     span = tracer.start_span(attempt_span_name(run), context=parent, attributes=attributes)
     token = otel_context.attach(otel.set_span_in_context(span))
     try:

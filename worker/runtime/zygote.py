@@ -106,6 +106,14 @@ class Zygote:
             import httpcore  # noqa: F401
             import httpx  # noqa: F401
 
+            # Each executor's span exporter (runtime/telemetry.py): imported, then built once
+            # and dropped, here. Done after the fork instead, the imports (protobuf, requests)
+            # and the state its construction initialises lazily cost every executor ~10 MiB of
+            # private pages (docs/benchmarks.md, "Memory"). It opens no socket or thread.
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            OTLPSpanExporter(endpoint="http://127.0.0.1/otel/v1/traces")
+
         gc.collect()
         gc.freeze()
         assert self.discovered is not None
@@ -202,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", required=True)
     args = parser.parse_args(argv)
     set_parent_death_signal()
+    from worker.runtime.lean_imports import skip_httpx_cli
+
+    skip_httpx_cli()  # before the task modules and the SDK import httpx
     zygote = Zygote(args.project, args.socket)
     if not zygote.boot():
         return 1

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import datetime as dt
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
-from typing import Any, cast
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from worker.sdk import realtime, transport
-from worker.sdk.errors import ApiError, NotFoundError
 from worker.sdk.pagination import Page, PageList
 from worker.sdk.run_models import Run, RunPage
 from worker.sdk.transport import path_segment
 from worker.sdk.trigger_options import wire_options
 from worker.sdk.triggering import RunHandle
+
+#: the longest one ``waitMs`` long-poll may wait (the API caps it there too)
+MAX_WAIT_S = 60.0
 
 __all__ = ["Run", "RunPage", "Runs", "runs"]  # Run: ``from worker.sdk.runs import Run`` too
 
@@ -50,8 +51,7 @@ class Runs:
     """The ``runs`` namespace (async). ``worker.sync.runs`` mirrors it for blocking code."""
 
     async def retrieve(self, run: str | RunHandle[Any] | Run) -> Run:
-        response = await transport.request("GET", f"/api/v3/runs/{path_segment(_run_id(run))}")
-        return Run.from_api(response.json())
+        return await self._retrieve(_run_id(run), 0)
 
     def list(
         self,
@@ -147,36 +147,37 @@ class Runs:
     ) -> Run:
         """Wait until the run is final and return it; ``TimeoutError`` after ``timeout`` s.
 
-        Waits on the run's realtime stream (the API pushes every change as it is committed,
-        docs/api.md), so it returns as soon as the run ends, not at the next tick of a timer.
-        If the stream cannot be had, it retrieves the run every ``poll_interval`` s instead.
+        One long-poll at a time: ``GET /api/v3/runs/{id}?waitMs=N`` answers as soon as the
+        run ends (the API is woken by the run's change notification, docs/api.md), so this
+        returns when the run ends, not at the next tick of a timer. An API that ignores
+        ``waitMs`` (Trigger.dev's) answers at once: then it retrieves the run every
+        ``poll_interval`` s instead.
         """
-
         run_id = _run_id(run)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        # each long-poll ends well within one request's timeout
+        longest = max(0.0, min(MAX_WAIT_S, transport.request_timeout() - 2.0))
+        while True:
+            wait = longest if deadline is None else max(0.0, min(longest,
+                                                                deadline - loop.time()))
+            asked = loop.time()
+            current = await self._retrieve(run_id, wait)
+            if current.is_completed:
+                return current
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                raise TimeoutError(f"run {run_id} still {current.status} after {timeout} s")
+            if now - asked < wait / 2:  # the API did not wait: poll
+                pause = poll_interval if deadline is None else min(poll_interval,
+                                                                   deadline - now)
+                await asyncio.sleep(max(pause, 0.0))
 
-        async def until_final() -> Run:
-            try:
-                # an async generator: closed (its HTTP stream with it) when we return early
-                stream = cast(AsyncGenerator[Run, None], realtime.subscribe_to_run(run_id))
-                async with contextlib.aclosing(stream):
-                    async for current in stream:
-                        if current.is_completed:
-                            return await self.retrieve(run_id)
-            except NotFoundError:
-                raise
-            except ApiError:
-                pass  # no stream (an older API, a proxy that buffers): fall back to polling
-            while True:
-                current = await self.retrieve(run_id)
-                if current.is_completed:
-                    return current
-                await asyncio.sleep(poll_interval)
-
-        try:
-            return await asyncio.wait_for(until_final(), timeout)
-        except TimeoutError:
-            status = (await self.retrieve(run_id)).status
-            raise TimeoutError(f"run {run_id} still {status} after {timeout} s") from None
+    async def _retrieve(self, run_id: str, wait: float) -> Run:
+        params = {"waitMs": str(int(wait * 1000))} if wait > 0 else None
+        response = await transport.request("GET", f"/api/v3/runs/{path_segment(run_id)}",
+                                           params=params)
+        return Run.from_api(response.json())
 
     # --- realtime (worker.sdk.realtime): async iterators of Run snapshots ------------------
 

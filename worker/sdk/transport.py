@@ -271,6 +271,10 @@ class Client:
         self.url_index += 1
         await self.aclose()  # the next request builds a client for the next URL
 
+    def request_timeout(self) -> float:
+        """Seconds one request may take (``configure(timeout=…)``, default 30)."""
+        return float(self.settings["timeout"] or 30.0)
+
     def http(self) -> httpx.AsyncClient:
         """This process's and event loop's ``httpx.AsyncClient``."""
         import httpx  # see send_with_retries
@@ -281,7 +285,7 @@ class Client:
         loop = asyncio.get_running_loop()
         client = self.clients.get(loop)
         if client is None:
-            timeout = float(self.settings["timeout"] or 30.0)
+            timeout = self.request_timeout()
             headers = {"user-agent": USER_AGENT, "accept": "application/json"}
             override = auth_override.get()
             key = self._secret_key()
@@ -358,6 +362,7 @@ class Client:
 default = Client()
 configure = default.configure
 api_url = default.api_url
+request_timeout = default.request_timeout
 request = default.request
 json = default.json
 aclose = default.aclose

@@ -6,7 +6,7 @@ import time
 import httpx  # noqa: F401  (the import is the point)
 import pydantic  # noqa: F401
 
-from worker import task
+from worker import queue, task
 
 
 async def noop_fn(payload, ctx=None):
@@ -21,3 +21,7 @@ async def stamp_fn(payload, ctx=None):
 
 noop = task(id="noop", run=noop_fn)
 stamp = task(id="stamp", run=stamp_fn)
+
+
+# The scale-out scenario (bench/scaleout.py): a queue whose limit the replicas must share.
+limited = task(id="limited", run=noop_fn, queue=queue("bench-limited", concurrency_limit=3))

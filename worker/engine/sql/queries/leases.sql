@@ -80,11 +80,19 @@ WITH RECURSIVE locked_versions AS (
     SELECT id, attempt_number, 'EXECUTING', %(instance_id)s::uuid, version_id FROM leased
     WHERE NOT resumed
 )
-SELECT l.*, v.version AS version_name, coalesce(l.payload, p.payload) AS run_payload
+SELECT l.*, v.version AS version_name, coalesce(l.payload, p.payload) AS run_payload,
+       -- a resumed attempt, or one handed back and leased again, replays its journal
+       EXISTS (SELECT 1 FROM run_journal j
+               WHERE j.run_id = l.id AND j.attempt_number = l.attempt_number) AS has_journal
 FROM leased l
 JOIN worker_versions v ON v.id = l.version_id
 LEFT JOIN run_packets p ON p.run_id = l.id AND l.payload_offloaded
 ORDER BY l.score, l.id;
+
+-- name: async_commit
+-- Leases and heartbeats only: this transaction commits without waiting for its WAL flush
+-- (docs/benchmarks.md, "Durability").
+SET LOCAL synchronous_commit = off;
 
 -- name: heartbeat
 UPDATE runs
