@@ -83,8 +83,9 @@ class Tasks:
         timeout: float | None = None,
         **options: Unpack[TriggerOptions],
     ) -> Run:
-        """Trigger, then retrieve the run every ``poll_interval_ms`` until it is final; the
-        final ``Run``. Blocks the caller: not for HTTP handlers (use realtime instead)."""
+        """Trigger, then wait for the run to be final (``runs.poll``: one server-side long-poll
+        at a time, or a retrieve every ``poll_interval_ms`` against an API without ``waitMs``);
+        the final ``Run``. Blocks the caller: not for HTTP handlers (use realtime instead)."""
         handle = await triggering.trigger(task_id, payload, **options)
         return await runs.poll(handle, poll_interval=poll_interval_ms / 1000, timeout=timeout)
 

@@ -27,6 +27,7 @@ import contextvars
 import os
 import random
 import ssl
+import sys
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -36,7 +37,6 @@ from urllib.parse import quote
 import orjson
 
 from worker.common.serialization import JSON, dumps
-from worker.sdk import tracing
 from worker.sdk.errors import ApiError, AuthenticationError, ConfigurationError, NotFoundError
 from worker.sdk.settings import DEFAULT_API_URL, api_urls, sdk_settings
 
@@ -331,7 +331,7 @@ class Client:
                 path = override.base_url.rstrip("/") + path
         if idempotency_key:
             headers[REQUEST_IDEMPOTENCY_HEADER] = idempotency_key
-        traceparent = tracing.current_traceparent()
+        traceparent = _current_traceparent()
         # a run triggered from here joins this trace (docs/api.md, "Traces and logs")
         if traceparent:
             headers["traceparent"] = traceparent
@@ -366,3 +366,14 @@ request_timeout = default.request_timeout
 request = default.request
 json = default.json
 aclose = default.aclose
+
+
+def _current_traceparent() -> str | None:
+    """The calling code's span, when OpenTelemetry is in use in this process. Without it no span
+    can be recording, and the worker's supervisor (which never traces) does not import it: ~8 MiB
+    and tens of ms of its start (docs/benchmarks.md)."""
+    if "opentelemetry.trace" not in sys.modules:
+        return None
+    from worker.sdk import tracing  # lazy: see above
+
+    return tracing.current_traceparent()
