@@ -77,10 +77,12 @@ def test_a_waiting_retrieve_needs_auth_and_a_valid_wait(
     run_id = _trigger(client, "authz")
     anonymous = httpx.get(f"{api_server.url}/api/v3/runs/{run_id}", params={"waitMs": "1000"})
     assert anonymous.status_code == 401
-    for bad in ("-1", "soon", "1.5"):
+    for bad in ("-1", "soon", "1.5", "9" * 5000):  # the last is past int()'s digit limit
         reply = client.get(f"/api/v3/runs/{run_id}", params={"waitMs": bad})
         assert reply.status_code == 400, bad
         assert "waitMs" in reply.json()["error"]
+    nul = client.get(f"/api/v3/runs/{run_id}", params={"waitMs": "1\x00"})
+    assert nul.status_code == 400 and "NUL" in nul.json()["error"]
     missing = client.get("/api/v3/runs/run_nosuchrun", params={"waitMs": "5000"})
     assert missing.status_code == 404
 
