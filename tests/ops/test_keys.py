@@ -197,6 +197,14 @@ def test_stream_and_long_poll_caps_answer_429(replica: ApiServer, project: Proje
             "wait_ms": 1000})
         assert answer.status_code == 429, answer.text
         assert "TRIGGER_MAX_LONG_POLLS_PER_ENV" in answer.json()["error"]
+        # a client waiting for a run's result (GET …?waitMs) counts against the same cap
+        delayed = second.http.post("/api/v1/tasks/lp/trigger",
+                                   json={"payload": {}, "options": {"delay": "1h"}})
+        assert delayed.status_code == 200, delayed.text
+        waiting = second.http.get(f"/api/v3/runs/{delayed.json()['id']}",
+                                  params={"waitMs": "1000"})
+        assert waiting.status_code == 429, waiting.text
+        assert "TRIGGER_MAX_LONG_POLLS_PER_ENV" in waiting.json()["error"]
     finally:
         held.join()
 

@@ -16,7 +16,7 @@ from worker.api.related_runs import related_runs
 from worker.api.routes_realtime import principal
 from worker.api.routes_sdk import Auth, trigger_permission
 from worker.api.run_bodies import BatchBody, TriggerBody
-from worker.api.state import engine_of
+from worker.api.state import api_state, engine_of
 from worker.common.statuses import FINAL_STATUSES, INTERNAL_STATUSES
 from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
@@ -83,7 +83,9 @@ async def retrieve_run(run_id: str, request: Request) -> dict[str, object]:
     if not who.can_read_run(row):
         raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
     if wait_ms and row["status"] not in FINAL_STATUSES:
-        row = await engine_of(request).wait_run_final(who.env, run_id, wait_ms)
+        # counted with the worker's dequeue long-polls: one cap per environment (429 when full)
+        async with api_state(request).caps.poll(who.env.id):
+            row = await engine_of(request).wait_run_final(who.env, run_id, wait_ms)
     row["related_runs"] = await related_runs(engine_of(request).pool, who.env, row)
     return present_run(row)
 
