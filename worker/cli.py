@@ -62,9 +62,8 @@ def cmd_dev(args: argparse.Namespace, settings: CliSettings) -> int:
 def wait_for_api(api_url: str, key: str, patience: float) -> None:
     """Until the API (any of several comma-separated URLs) answers and accepts ``key``;
     retries with backoff for ``patience`` s."""
-    import httpx
-
     from worker.runtime.api_client import api_urls
+    from worker.runtime.http1 import TransportError, get_status
 
     deadline = time.monotonic() + patience
     delay = 0.5
@@ -74,14 +73,14 @@ def wait_for_api(api_url: str, key: str, patience: float) -> None:
             reply = None
             for index, url in enumerate(urls):
                 try:
-                    reply = httpx.get(f"{url}/api/v1/queues", timeout=5,
-                                      headers={"Authorization": f"Bearer {key}"})
+                    reply = get_status(f"{url}/api/v1/queues", timeout=5,
+                                       headers={"Authorization": f"Bearer {key}"})
                     break
-                except httpx.TransportError:
+                except TransportError:
                     if index == len(urls) - 1:
                         raise
             assert reply is not None
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise SystemExit(
@@ -95,7 +94,7 @@ def wait_for_api(api_url: str, key: str, patience: float) -> None:
             delay = min(delay * 2, 10.0)
             continue
         # 403: a worker token, valid but not for this endpoint (worker/api/auth.py)
-        if reply.status_code == 401:
+        if reply == 401:
             raise SystemExit(
                 f"the API at {api_url} refused the key (401): use a worker token "
                 "(TRIGGER_WORKER_TOKEN) or a key that trigger project create (or trigger dev) "

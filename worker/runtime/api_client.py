@@ -1,25 +1,39 @@
-"""HTTP client of the worker protocol (docs/protocol.md), one keep-alive httpx client per API.
+"""HTTP client of the worker protocol (docs/protocol.md): keep-alive connections to each API.
 
 ``api_url`` may list several API replicas, comma-separated (``TRIGGER_API_URL=http://a,http://b``):
 requests go to one of them and move to the next when it cannot be reached. Retries back off
 quickly and never wait more than :data:`MAX_DELAY` between tries, so a worker is back within
 about a second of its API's return (an API restart is the common outage, and it is short).
+
+The transport is worker/runtime/http1.py (asyncio streams), not httpx: the supervisor never
+imports httpx, which cost it ~45 % of its CPU under drain and ~10 MiB (docs/benchmarks.md).
+Only when a proxy is configured (``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``) does it go
+through httpx, which honours them (and ``NO_PROXY``). Both paths share the SDK's retry loop.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import httpx
+import orjson
 
+from worker.common.protocol import CompletionResult, DequeuedRun
+from worker.runtime.http1 import Http1Client, Response, TransportError
 from worker.sdk.settings import api_urls
 from worker.sdk.transport import RetryPolicy, send_with_retries
+
+if TYPE_CHECKING:
+    from worker.runtime.http_proxied import HttpxSession
 
 PREFIX = "/engine/v1/worker"
 #: the longest pause between two tries of a request (and between two dequeues that failed)
 MAX_DELAY = 1.0
+USER_AGENT = "trigger-worker-supervisor/0.1.0"
+_JSON = {"content-type": "application/json"}
 
 
 def retry_delay(failures: int) -> float:
@@ -28,7 +42,8 @@ def retry_delay(failures: int) -> float:
     return min(MAX_DELAY, 0.1 * 2.0 ** max(0, failures - 1)) * random.uniform(0.75, 1.0)
 
 
-__all__ = ["MAX_DELAY", "ProtocolError", "WorkerApi", "api_urls", "retry_delay"]
+__all__ = ["MAX_DELAY", "CompleteReply", "ProtocolError", "WorkerApi", "api_urls",
+           "retry_delay"]
 
 #: the worker's statuses worth another try: every 5xx, request timeout, rate limited
 _RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
@@ -45,56 +60,81 @@ class ProtocolError(Exception):
         self.status = status
 
 
-def _refuse(response: httpx.Response) -> NoReturn:
+@dataclass(frozen=True)
+class CompleteReply:
+    """``/complete``'s reply: a result per completion, and the runs leased with it when the
+    request asked for them (``lease``; docs/protocol.md)."""
+
+    results: list[CompletionResult]
+    runs: list[DequeuedRun]
+
+
+def _refuse(response: Response) -> NoReturn:
     raise ProtocolError(response.status_code, response.text)
 
 
 def _policy(attempts: int) -> RetryPolicy:
     return RetryPolicy(attempts=attempts, retry_statuses=_RETRY_STATUSES,
                        delay=lambda attempt, _response: retry_delay(attempt + 1),
-                       fail_over_statuses=_FAIL_OVER_STATUSES)
+                       fail_over_statuses=_FAIL_OVER_STATUSES,
+                       transport_errors=(TransportError,))
+
+
+def _proxied() -> bool:
+    return any(os.environ.get(name) for name in (
+        "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+
+
+def _session(url: str, headers: dict[str, str]) -> Http1Client | HttpxSession:
+    if _proxied():
+        from worker.runtime.http_proxied import HttpxSession
+
+        return HttpxSession(url, headers, timeout=30.0, connect_timeout=3.0)
+    # a refused or unreachable API is known at connect: fail fast, try the next
+    return Http1Client(url, headers, timeout=30.0, connect_timeout=3.0)
 
 
 class WorkerApi:
     def __init__(self, api_url: str, secret_key: str, instance_id: str) -> None:
         self.instance_id = instance_id
         self.urls = api_urls(api_url)
-        self.clients = [
-            httpx.AsyncClient(
-                base_url=url,
-                headers={"Authorization": f"Bearer {secret_key}"},
-                # a refused or unreachable API is known at connect: fail fast, try the next
-                timeout=httpx.Timeout(30.0, connect=3.0),
-                limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
-                # a TLS context (the CA bundle: ~6 MiB of the supervisor) only for https
-                verify=url.startswith("https://"),
-            )
-            for url in self.urls
-        ]
+        headers = {"authorization": f"Bearer {secret_key}", "user-agent": USER_AGENT}
+        self.clients = [_session(url, headers) for url in self.urls]
         self.current = 0
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> Http1Client | HttpxSession:
+        """The connection to the API replica in use now."""
         return self.clients[self.current]
 
     async def _fail_over(self) -> None:
         self.current = (self.current + 1) % len(self.clients)
 
-    async def post(self, path: str, body: Mapping[str, object], *,
-                   timeout: float | None = None, attempts: int = 5) -> dict[str, Any]:
-        """POST with retries on transport errors and 5xx/408/429 (quick backoff, moving to the
-        next API replica when this one cannot be reached): the SDK transport's retry loop.
-        Returns the decoded JSON reply; its reader types it (docs/protocol.md)."""
-        response = await send_with_retries(
-            lambda: self.http.post(
-                PREFIX + path, json=body,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT),
+    async def send(self, path: str, content: bytes, *, content_type: str = "application/json",
+                   timeout: float | None = None, attempts: int = 5) -> Response:
+        """POST ``content`` to ``path`` (under the API's root) with retries on transport
+        errors and 5xx/408/429 (quick backoff, moving to the next API replica when this one
+        cannot be reached): the SDK transport's retry loop. Returns the 2xx response."""
+        headers = _JSON if content_type == "application/json" else {"content-type": content_type}
+        return await send_with_retries(
+            lambda: self.http.request("POST", path, content=content, headers=headers,
+                                      timeout=timeout),
             _policy(attempts),
             fail_over=self._fail_over,
             refuse=_refuse,
             unreachable=lambda exc: exc,
         )
-        data = response.json()
+
+    async def post(self, path: str, body: Mapping[str, object], *,
+                   timeout: float | None = None, attempts: int = 5) -> dict[str, Any]:
+        """POST a worker protocol call (``path`` under ``/engine/v1/worker``); returns the
+        decoded JSON reply, which its reader types (docs/protocol.md)."""
+        response = await self.send(PREFIX + path, orjson.dumps(body), timeout=timeout,
+                                   attempts=attempts)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
         if not isinstance(data, dict):
             raise ProtocolError(response.status_code, f"expected a JSON object: {response.text}")
         return data
@@ -120,11 +160,17 @@ class WorkerApi:
             body["stopping"] = True
         return await self.post("/heartbeat", body, attempts=2)
 
-    async def complete(self, completions: Sequence[Mapping[str, object]]) -> list[dict[str, Any]]:
-        result = await self.post(
-            "/complete", {"instance_id": self.instance_id, "completions": completions},
-            attempts=8)
-        return list(result.get("results") or [])
+    async def complete(self, completions: Sequence[Mapping[str, object]],
+                       lease: Mapping[str, object] | None = None) -> CompleteReply:
+        """Report completions; with ``lease`` (``{"versions": [...], "max_runs": N}``) the API
+        also leases up to N runs in the same call (docs/protocol.md)."""
+        body: dict[str, object] = {"instance_id": self.instance_id, "completions": completions}
+        if lease is not None:
+            body["lease"] = lease
+        result = await self.post("/complete", body, attempts=8)
+        return CompleteReply(
+            [CompletionResult.from_wire(r) for r in result.get("results") or []],
+            [DequeuedRun.from_wire(r) for r in result.get("runs") or []])
 
     async def release(self, run_ids: list[str]) -> list[str]:
         result = await self.post(

@@ -118,7 +118,7 @@ class Reporter:
         wires = [f.completion.to_wire() for f in batch]
         try:
             try:
-                results = [CompletionResult.from_wire(r) for r in await self.api.complete(wires)]
+                results = (await self.api.complete(wires)).results
             except ProtocolError as exc:
                 if not _refused_for_good(exc):
                     raise
@@ -149,8 +149,7 @@ class Reporter:
         results: list[CompletionResult] = []
         for completion in batch:
             try:
-                results += [CompletionResult.from_wire(r)
-                            for r in await self.api.complete([completion])]
+                results += (await self.api.complete([completion])).results
             except ProtocolError as exc:
                 if not _refused_for_good(exc):
                     raise

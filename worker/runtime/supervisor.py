@@ -212,11 +212,8 @@ class Supervisor:
 
         async def send() -> None:
             try:
-                reply = await self.api.http.post(
-                    "/otel/v1/traces", content=body,
-                    headers={"content-type": "application/x-protobuf"})
-                if reply.status_code >= 400:
-                    raise RuntimeError(f"HTTP {reply.status_code}: {reply.text[:200]}")
+                await self.api.send("/otel/v1/traces", body,
+                                    content_type="application/x-protobuf", attempts=3)
             except Exception as exc:
                 self.emit({"type": "error", "message": f"recording the span failed: {exc}"})
 

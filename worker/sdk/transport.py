@@ -10,9 +10,9 @@ dropped when ``os.getpid()`` changes, so a connection is never shared across a f
 are forked from a zygote).
 
 Retries (:func:`send_with_retries`, the one loop; the worker protocol's client in
-worker/runtime/api_client.py uses it with its own :class:`RetryPolicy`): the SDK retries 408,
-429, 5xx and connection errors 3 times with exponential backoff (0.5 s, 1 s, 2 s, jittered;
-``retry-after`` honoured up to 60 s). Each logical trigger carries one
+worker/runtime/api_client.py uses it with its own :class:`RetryPolicy` and HTTP client): the
+SDK retries 408, 429, 5xx and connection errors 3 times with exponential backoff (0.5 s,
+1 s, 2 s, jittered; ``retry-after`` honoured up to 60 s). Each logical trigger carries one
 ``x-trigger-request-idempotency-key`` on every HTTP attempt, so the server creates one run
 however many times the request is sent (docs/api.md).
 
@@ -31,7 +31,7 @@ import sys
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 import orjson
@@ -75,6 +75,19 @@ def path_segment(value: str) -> str:
 # --- the retry loop ------------------------------------------------------------------------
 
 
+class Reply(Protocol):
+    """What the retry loop reads of a response: an ``httpx.Response`` (the SDK) or an
+    ``http1.Response`` (the worker protocol, worker/runtime/http1.py)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+R = TypeVar("R", bound=Reply)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How :func:`send_with_retries` treats failures."""
@@ -84,12 +97,15 @@ class RetryPolicy:
     #: statuses tried again (others of 400 and above are refused at once)
     retry_statuses: frozenset[int]
     #: the pause before try ``attempt + 1`` (0-based ``attempt``), given the failed response
-    delay: Callable[[int, httpx.Response | None], float]
+    delay: Callable[[int, Reply | None], float]
     #: statuses after which the next API replica is used (connection errors always move on)
     fail_over_statuses: frozenset[int] = frozenset()
+    #: the exceptions of a send that got no response (retried, moving on to the next replica);
+    #: empty: ``httpx.TransportError`` (imported by the first request, not by ``import worker``)
+    transport_errors: tuple[type[Exception], ...] = ()
 
 
-def backoff(attempt: int, response: httpx.Response | None) -> float:
+def backoff(attempt: int, response: Reply | None) -> float:
     """The SDK's pause: ``retry-after`` (up to 60 s), else 0.5 s doubling, jittered."""
     if response is not None:
         header = response.headers.get("retry-after")
@@ -107,23 +123,26 @@ SDK_POLICY = RetryPolicy(
 
 
 async def send_with_retries(
-    send: Callable[[], Awaitable[httpx.Response]],
+    send: Callable[[], Awaitable[R]],
     policy: RetryPolicy,
     *,
     fail_over: Callable[[], Awaitable[None]],
-    refuse: Callable[[httpx.Response], NoReturn],
+    refuse: Callable[[R], NoReturn],
     unreachable: Callable[[Exception], BaseException],
-) -> httpx.Response:
+) -> R:
     """Send until a response below 400: ``refuse`` raises for a final error response,
     ``unreachable`` makes the error raised when the last try could not connect."""
-    import httpx  # imported by the first request, never by ``import worker`` (cheap imports)
+    transport_errors = policy.transport_errors
+    if not transport_errors:
+        import httpx  # see RetryPolicy.transport_errors
 
+        transport_errors = (httpx.TransportError,)
     for attempt in range(policy.attempts):
-        response: httpx.Response | None = None
+        response: R | None = None
         last = attempt == policy.attempts - 1
         try:
             response = await send()
-        except httpx.TransportError as exc:
+        except transport_errors as exc:
             await fail_over()
             if last:
                 error = unreachable(exc)
