@@ -1,5 +1,5 @@
 """The SDK transport's configuration and its one retry loop (shared with the worker protocol
-client), and the task registry discovery reads."""
+client: tests/runtime/test_http1.py), and the task registry discovery reads."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from worker.common.settings import SettingsError
-from worker.runtime.api_client import ProtocolError, WorkerApi
 from worker.sdk.settings import SdkSettings
 from worker.sdk.task import created_tasks, task
 from worker.sdk.transport import RetryPolicy, send_with_retries
@@ -48,25 +47,6 @@ async def test_retry_loop_retries_fails_over_and_refuses() -> None:
     response = await send_with_retries(send, policy, fail_over=fail_over, refuse=refuse,
                                        unreachable=lambda exc: exc)
     assert response.status_code == 200 and moves == ["next"]
-
-
-async def test_worker_client_uses_the_loop_and_moves_to_the_next_replica() -> None:
-    """Two replicas: the first cannot be reached, the second refuses with 400 at once."""
-    seen: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url.host)
-        if request.url.host == "a":
-            raise httpx.ConnectError("down", request=request)
-        return httpx.Response(400, text="bad")
-
-    api = WorkerApi("http://a,http://b", "tr_dev_x", "i-1")
-    transport = httpx.MockTransport(handler)
-    api.clients = [httpx.AsyncClient(base_url=url, transport=transport) for url in api.urls]
-    with pytest.raises(ProtocolError) as caught:
-        await api.post("/heartbeat", {"run_ids": []}, attempts=3)
-    assert caught.value.status == 400 and seen == ["a", "b"]
-    await api.close()
 
 
 def test_created_tasks_lists_tasks_in_creation_order_from_a_mark() -> None:

@@ -163,11 +163,13 @@ class WorkerApi:
     async def complete(self, completions: Sequence[Mapping[str, object]],
                        lease: Mapping[str, object] | None = None) -> CompleteReply:
         """Report completions; with ``lease`` (``{"versions": [...], "max_runs": N}``) the API
-        also leases up to N runs in the same call (docs/protocol.md)."""
+        also leases up to N runs in the same call (docs/protocol.md). With a lease it is tried
+        once, as ``/dequeue`` is: a retry could lease more runs while the first reply's, lost,
+        wait for their leases to expire."""
         body: dict[str, object] = {"instance_id": self.instance_id, "completions": completions}
         if lease is not None:
             body["lease"] = lease
-        result = await self.post("/complete", body, attempts=8)
+        result = await self.post("/complete", body, attempts=8 if lease is None else 1)
         return CompleteReply(
             [CompletionResult.from_wire(r) for r in result.get("results") or []],
             [DequeuedRun.from_wire(r) for r in result.get("runs") or []])
