@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING
 
 from worker.runtime.pool import Pool
+
+if TYPE_CHECKING:  # prometheus_client (2 MiB of the supervisor) only with --metrics-port
+    from prometheus_client.core import Metric
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,13 @@ def gauges(pools: list[Pool], current: Pool | None, retired_recycles: dict[str, 
         kills=retired_kills + sum(p.killed for p in pools), dropped_logs=dropped_logs)
 
 
-class SupervisorCollector(Collector):
+class SupervisorCollector:  # a prometheus_client Collector (it only calls collect)
     def __init__(self, read: Callable[[], WorkerGauges]) -> None:
         self.read = read
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         now = self.read()
         busy = GaugeMetricFamily("trigger_worker_executors_busy", "Executors running a run")
         busy.add_metric([], now.busy)
@@ -74,6 +76,8 @@ class SupervisorCollector(Collector):
 
 
 def serve(read: Callable[[], WorkerGauges], port: int, addr: str = "127.0.0.1") -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SupervisorCollector(read))
     start_http_server(port, addr=addr, registry=registry)
