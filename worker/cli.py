@@ -62,25 +62,24 @@ def cmd_dev(args: argparse.Namespace, settings: CliSettings) -> int:
 def wait_for_api(api_url: str, key: str, patience: float) -> None:
     """Until the API (any of several comma-separated URLs) answers and accepts ``key``;
     retries with backoff for ``patience`` s."""
-    from worker.runtime.api_client import api_urls
-    from worker.runtime.http1 import TransportError, get_status
+    from worker.cli_probe import get_status
+    from worker.sdk.settings import api_urls
 
     deadline = time.monotonic() + patience
     delay = 0.5
     urls = api_urls(api_url)
     while True:
         try:
-            reply = None
+            status = None
             for index, url in enumerate(urls):
                 try:
-                    reply = get_status(f"{url}/api/v1/queues", timeout=5,
-                                       headers={"Authorization": f"Bearer {key}"})
+                    status = get_status(url, "/api/v1/queues", key, timeout=5)
                     break
-                except TransportError:
+                except OSError:
                     if index == len(urls) - 1:
                         raise
-            assert reply is not None
-        except TransportError as exc:
+            assert status is not None
+        except OSError as exc:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise SystemExit(
@@ -94,7 +93,7 @@ def wait_for_api(api_url: str, key: str, patience: float) -> None:
             delay = min(delay * 2, 10.0)
             continue
         # 403: a worker token, valid but not for this endpoint (worker/api/auth.py)
-        if reply == 401:
+        if status == 401:
             raise SystemExit(
                 f"the API at {api_url} refused the key (401): use a worker token "
                 "(TRIGGER_WORKER_TOKEN) or a key that trigger project create (or trigger dev) "

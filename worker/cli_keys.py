@@ -31,7 +31,7 @@ Reply = Mapping[str, object]
 
 def _api(settings: CliSettings, method: str, path: str,
          body: Mapping[str, object] | None = None) -> Reply:
-    import httpx  # here, not at import: `trigger worker` builds this parser and never uses it
+    import httpx  # here: `trigger worker` builds this parser too, and needs no httpx
 
     url = settings.api_url.rstrip("/")
     key = settings.require_secret_key("manage keys through the API with it (or use "

@@ -258,26 +258,3 @@ class Http1Client:
         self._closed = True
         while self._idle:
             self._idle.pop().close()
-
-
-def get_status(url: str, headers: Mapping[str, str], timeout: float) -> int:
-    """A blocking GET's status (the CLI's wait for the API before the event loop starts),
-    without importing httpx. Raises :class:`TransportError` when no response came back."""
-    import http.client
-
-    parts = urlsplit(url)
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        from worker.sdk.transport import ssl_context
-
-        conn = http.client.HTTPSConnection(parts.netloc, timeout=timeout, context=ssl_context())
-    else:
-        conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
-    try:
-        conn.request("GET", parts.path or "/", headers=dict(headers))
-        return conn.getresponse().status
-    except (OSError, http.client.HTTPException) as exc:
-        error = ConnectError if isinstance(exc, OSError) else TransportError
-        raise error(f"GET {url}: {exc!r}") from exc
-    finally:
-        conn.close()

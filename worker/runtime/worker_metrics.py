@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from worker.runtime.pool import Pool
-
-if TYPE_CHECKING:  # prometheus_client (2 MiB of the supervisor) only with --metrics-port
+if TYPE_CHECKING:  # prometheus_client is imported by serve(): most replicas serve no metrics
     from prometheus_client.core import Metric
+
+    from worker.runtime.pool import Pool
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,10 @@ def gauges(pools: list[Pool], current: Pool | None, retired_recycles: dict[str, 
         kills=retired_kills + sum(p.killed for p in pools), dropped_logs=dropped_logs)
 
 
-class SupervisorCollector:  # a prometheus_client Collector (it only calls collect)
+class SupervisorCollector:
+    """A ``prometheus_client`` collector (duck-typed: its base class is not imported unless
+    metrics are served)."""
+
     def __init__(self, read: Callable[[], WorkerGauges]) -> None:
         self.read = read
 
