@@ -261,3 +261,23 @@ def test_responses_to_head_and_without_length() -> None:
         return got
 
     assert asyncio.run(main()) == [b"", "until the end"]
+
+
+async def test_a_run_through_the_protocol_calls(api: WorkerApi, api_server: ApiServer,
+                                                project_keys: dict[str, str]) -> None:
+    """dequeue → complete (typed reply) → release, over one connection."""
+    version = await register(api)
+    with api_server.client() as client:
+        client.headers["Authorization"] = f"Bearer {project_keys['dev']}"
+        reply = client.post("/api/v1/tasks/h1-task/trigger", json={"payload": {"n": 1}})
+        assert reply.status_code == 200, reply.text
+        run_id = reply.json()["id"]
+    (run,) = await api.dequeue([version], 1, 5000)
+    assert run["run_id"] == run_id and run["payload"] == '{"n":1}'
+    done = await api.complete([{"run_id": run_id, "attempt_number": run["attempt_number"],
+                                "ok": True, "output": "2", "output_type": "application/json"}])
+    assert [(r.run_id, r.outcome.value, r.status) for r in done.results] == [
+        (run_id, "RUN_FINISHED", "COMPLETED")]
+    assert done.runs is None  # no lease asked for: the reply has no runs
+    assert await api.release([run_id]) == []
+    assert http1(api).connections_opened == 1

@@ -66,7 +66,9 @@ class CompleteReply:
     request asked for them (``lease``; docs/protocol.md)."""
 
     results: list[CompletionResult]
-    runs: list[DequeuedRun]
+    #: the runs leased with the completions; None when the reply has no ``runs`` (no lease was
+    #: asked for, or an API that does not know ``lease`` ignored it)
+    runs: list[DequeuedRun] | None
 
 
 def _refuse(response: Response) -> NoReturn:
@@ -170,9 +172,10 @@ class WorkerApi:
         if lease is not None:
             body["lease"] = lease
         result = await self.post("/complete", body, attempts=8 if lease is None else 1)
+        runs = result.get("runs")
         return CompleteReply(
             [CompletionResult.from_wire(r) for r in result.get("results") or []],
-            [DequeuedRun.from_wire(r) for r in result.get("runs") or []])
+            None if runs is None else [DequeuedRun.from_wire(r) for r in runs])
 
     async def release(self, run_ids: list[str]) -> list[str]:
         result = await self.post(
