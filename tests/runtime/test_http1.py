@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -108,13 +109,14 @@ async def test_one_kept_alive_connection_carries_the_calls(api: WorkerApi) -> No
     assert http1(api).connections_opened == opened <= 5
 
 
-def start_api_on(port: int, database_url: str, log: Path) -> subprocess.Popen[bytes]:
+def start_api_on(port: int, database_url: str, log: Path, *options: str,
+                 tls: ssl.SSLContext | None = None) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *options],
         env={**os.environ, "DATABASE_URL": database_url}, cwd=ROOT,
         stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    client = Http1Client(f"http://127.0.0.1:{port}")
+    client = Http1Client(f"{'https' if tls else 'http'}://127.0.0.1:{port}", ssl_context=tls)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -281,3 +283,35 @@ async def test_a_run_through_the_protocol_calls(api: WorkerApi, api_server: ApiS
     assert done.runs is None  # no lease asked for: the reply has no runs
     assert await api.release([run_id]) == []
     assert http1(api).connections_opened == 1
+
+
+async def test_https_is_verified_and_works(api_server: ApiServer, project_keys: dict[str, str],
+                                           tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    port = free_port()
+    process = await asyncio.to_thread(
+        start_api_on, port, api_server.database_url, tmp_path / "api.log",
+        "--ssl-keyfile", str(key), "--ssl-certfile", str(cert), tls=trusting)
+    url = f"https://127.0.0.1:{port}"
+    try:
+        client = Http1Client(url, {"authorization": f"Bearer {project_keys['dev']}"},
+                             ssl_context=trusting)
+        for _ in range(3):
+            reply = await client.post("/engine/v1/worker/heartbeat",
+                                      b'{"instance_id": "%s", "run_ids": []}'
+                                      % str(uuid.uuid4()).encode(),
+                                      headers={"content-type": "application/json"})
+            assert reply.status_code == 200 and reply.json()["lost"] == []
+        assert client.connections_opened == 1
+        await client.aclose()
+        # the worker's client checks certificates (against the CA bundle: this one is not in it)
+        api = WorkerApi(url, project_keys["dev"], str(uuid.uuid4()))
+        with pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await api.post("/heartbeat", {"run_ids": []}, attempts=1)
+        await api.close()
+    finally:
+        stop_process(process)
