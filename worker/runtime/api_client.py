@@ -13,6 +13,7 @@ through httpx, which honours them (and ``NO_PROXY``). Both paths share the SDK's
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -75,6 +76,7 @@ def _refuse(response: Response) -> NoReturn:
     raise ProtocolError(response.status_code, response.text)
 
 
+@functools.cache
 def _policy(attempts: int) -> RetryPolicy:
     return RetryPolicy(attempts=attempts, retry_statuses=_RETRY_STATUSES,
                        delay=lambda attempt, _response: retry_delay(attempt + 1),

@@ -76,8 +76,7 @@ def path_segment(value: str) -> str:
 
 
 class Reply(Protocol):
-    """What the retry loop reads of a response: an ``httpx.Response`` (the SDK) or an
-    ``http1.Response`` (the worker protocol, worker/runtime/http1.py)."""
+    """What the retry loop reads of a response: httpx's (SDK) or runtime/http1.py's (worker)."""
 
     @property
     def status_code(self) -> int: ...
