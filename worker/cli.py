@@ -327,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["worker"]:
+        # before the imports below and the API check: the zygote imports the project on the
+        # other core meanwhile (worker/runtime/early_zygote.py)
+        from worker.runtime import early_zygote
+
+        early_zygote.spawn(given[1:])
     args = build_parser().parse_args(argv)
     command: Command = args.func
     try:

@@ -7,7 +7,9 @@ event loop and threads, is never forked). Protocol with the supervisor, JSON lin
 * stdout, first line: ``{"type": "ready", "manifest": {...}}`` or
   ``{"type": "discovery_error", "error": "file:line: ...traceback"}`` (then it exits 1);
 * stdin: ``{"cmd": "fork"}`` → stdout ``{"type": "forked", "pid": N}``; ``{"cmd": "exit"}`` or
-  EOF → the zygote exits;
+  EOF → the zygote exits; ``{"cmd": "socket", "path": P}`` sets the executors' socket when
+  ``--socket`` was not given (``trigger worker`` starts its zygote before it has a socket:
+  worker/runtime/early_zygote.py);
 * stdout: ``{"type": "exit", "pid": N, "code": int|None, "signal": int|None}`` for every
   executor that ended (reaped with ``waitpid(WNOHANG)``), so the supervisor can fail the attempt
   of an executor that died (SIGKILL, ``os._exit``, segfault).
@@ -48,7 +50,7 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
 
 
 class Zygote:
-    def __init__(self, project: str, socket_path: str) -> None:
+    def __init__(self, project: str, socket_path: str | None) -> None:
         self.project = project
         self.socket_path = socket_path
         # Private copies of the protocol streams; fds 0/1 get /dev/null and stderr.
@@ -89,11 +91,17 @@ class Zygote:
             tb = "".join(traceback.format_exception(exc))
             self.emit({"type": "discovery_error", "error": f"discovery crashed: {tb}"})
             return False
-        # Warm what every executor needs, then freeze: forked children share these pages.
-        # The SDK's HTTP client (httpx, anyio) and durable waits are imported here, not at a
-        # run's first trigger or wait, so each executor does not pay ~20 MiB of private copies.
-        # Importing them creates no socket, thread or event loop (fork safety holds).
+        # The manifest goes out now: the supervisor registers it while we warm up below (its
+        # fork requests wait in the pipe until then).
+        self.emit({"type": "ready", "manifest": self.discovered.summary(), "pid": self.pid})
+        self.warm()
+        return True
 
+    def warm(self) -> None:
+        """Import and build what every executor needs, then freeze: forked children share these
+        pages. The SDK's HTTP client (httpx, anyio) and durable waits are imported here, not at a
+        run's first trigger or wait, so each executor does not pay ~20 MiB of private copies.
+        Importing them creates no socket, thread or event loop (fork safety holds)."""
         import worker.runtime.executor
         import worker.sdk.client
         import worker.sdk.subtasks
@@ -116,9 +124,6 @@ class Zygote:
 
         gc.collect()
         gc.freeze()
-        assert self.discovered is not None
-        self.emit({"type": "ready", "manifest": self.discovered.summary(), "pid": self.pid})
-        return True
 
     def serve(self) -> None:
         # SIGCHLD only wakes the select below (no work in the handler itself).
@@ -147,6 +152,8 @@ class Zygote:
                     cmd = orjson.loads(line)
                     if cmd.get("cmd") == "exit":
                         return
+                    if cmd.get("cmd") == "socket":
+                        self.socket_path = str(cmd["path"])
                     if cmd.get("cmd") == "fork":
                         self.fork()
 
@@ -193,7 +200,8 @@ class Zygote:
                 os._exit(1)  # the zygote died between fork and prctl
             from worker.runtime.executor import serve
 
-            assert self.discovered is not None  # forks are asked for after discovery only
+            # forks are asked for after discovery and the socket only
+            assert self.discovered is not None and self.socket_path is not None
             code = serve(self.socket_path, self.discovered)
         except BaseException:
             traceback.print_exc()
@@ -207,7 +215,7 @@ class Zygote:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.runtime.zygote")
     parser.add_argument("--project", required=True)
-    parser.add_argument("--socket", required=True)
+    parser.add_argument("--socket", default=None, help="else the socket command sets it")
     args = parser.parse_args(argv)
     set_parent_death_signal()
     from worker.runtime.lean_imports import skip_httpx_cli
