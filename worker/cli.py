@@ -62,26 +62,24 @@ def cmd_dev(args: argparse.Namespace, settings: CliSettings) -> int:
 def wait_for_api(api_url: str, key: str, patience: float) -> None:
     """Until the API (any of several comma-separated URLs) answers and accepts ``key``;
     retries with backoff for ``patience`` s."""
-    import httpx
-
-    from worker.runtime.api_client import api_urls
+    from worker.cli_probe import get_status
+    from worker.sdk.settings import api_urls
 
     deadline = time.monotonic() + patience
     delay = 0.5
     urls = api_urls(api_url)
     while True:
         try:
-            reply = None
+            status = None
             for index, url in enumerate(urls):
                 try:
-                    reply = httpx.get(f"{url}/api/v1/queues", timeout=5,
-                                      headers={"Authorization": f"Bearer {key}"})
+                    status = get_status(url, "/api/v1/queues", key, timeout=5)
                     break
-                except httpx.TransportError:
+                except OSError:
                     if index == len(urls) - 1:
                         raise
-            assert reply is not None
-        except httpx.TransportError as exc:
+            assert status is not None
+        except OSError as exc:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise SystemExit(
@@ -95,7 +93,7 @@ def wait_for_api(api_url: str, key: str, patience: float) -> None:
             delay = min(delay * 2, 10.0)
             continue
         # 403: a worker token, valid but not for this endpoint (worker/api/auth.py)
-        if reply.status_code == 401:
+        if status == 401:
             raise SystemExit(
                 f"the API at {api_url} refused the key (401): use a worker token "
                 "(TRIGGER_WORKER_TOKEN) or a key that trigger project create (or trigger dev) "
@@ -236,6 +234,21 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, read from the package metadata only when asked (importlib.metadata and
+    the email parser it loads are ~0.8 MiB of every ``trigger worker`` otherwise)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0,
+                         help=help or "show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"trigger-worker {_version()}")  # on stdout, as argparse's own action does
+        parser.exit()
+
+
 def _parser(sub: SubParsers, name: str, help: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         name, help=help, description=help, formatter_class=_HelpFormatter
@@ -247,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trigger", description=DESCRIPTION, formatter_class=_HelpFormatter
     )
-    parser.add_argument("--version", action="version", version=f"trigger-worker {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     init = _parser(sub, "init", "create a project: config, an example task, a test, settings")

@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-import httpx
-
 from worker.cli_settings import CliSettings
 
 if TYPE_CHECKING:
@@ -33,6 +31,8 @@ Reply = Mapping[str, object]
 
 def _api(settings: CliSettings, method: str, path: str,
          body: Mapping[str, object] | None = None) -> Reply:
+    import httpx  # here: `trigger worker` builds this parser too, and needs no httpx
+
     url = settings.api_url.rstrip("/")
     key = settings.require_secret_key("manage keys through the API with it (or use "
                                       "--project/--env with DATABASE_URL)")

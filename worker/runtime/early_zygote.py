@@ -33,6 +33,7 @@ class EarlyZygote:
 
 
 _early: EarlyZygote | None = None
+_spawned = False  # once per process (``python -m worker`` calls spawn before the CLI does)
 
 
 def project_dir_of(argv: list[str]) -> Path | None:
@@ -52,18 +53,20 @@ def project_dir_of(argv: list[str]) -> Path | None:
 def spawn(argv: list[str]) -> None:
     """Start the zygote of the project ``argv`` (``trigger worker``'s arguments) names.
 
-    Does nothing when the folder has no config (the command reports that itself) or a zygote
-    was already started."""
-    global _early
+    Does nothing when the folder has no config (the command reports that itself) or on a
+    second call."""
+    global _early, _spawned
     project_dir = project_dir_of(argv)
-    if _early is not None or project_dir is None or not (project_dir / CONFIG_FILE).is_file():
+    if _spawned or project_dir is None or not (project_dir / CONFIG_FILE).is_file():
         return
+    _spawned = True
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # as ZygoteProcess.start does
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-P", "-m", "worker.runtime.zygote", "--project", str(project_dir)],
+            [sys.executable, "-P", "-m", "worker.runtime.zygote", "--project", str(project_dir),
+             "--parent", str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(project_dir))
     except OSError:
         return  # the supervisor starts its own, and reports what is wrong

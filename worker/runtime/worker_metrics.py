@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:  # prometheus_client is imported by serve(): most replicas serve no metrics
+    from prometheus_client.core import Metric
 
-from worker.runtime.pool import Pool
+    from worker.runtime.pool import Pool
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,16 @@ def gauges(pools: list[Pool], current: Pool | None, retired_recycles: dict[str, 
         kills=retired_kills + sum(p.killed for p in pools), dropped_logs=dropped_logs)
 
 
-class SupervisorCollector(Collector):
+class SupervisorCollector:
+    """A ``prometheus_client`` collector (duck-typed: its base class is not imported unless
+    metrics are served)."""
+
     def __init__(self, read: Callable[[], WorkerGauges]) -> None:
         self.read = read
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         now = self.read()
         busy = GaugeMetricFamily("trigger_worker_executors_busy", "Executors running a run")
         busy.add_metric([], now.busy)
@@ -74,6 +79,8 @@ class SupervisorCollector(Collector):
 
 
 def serve(read: Callable[[], WorkerGauges], port: int, addr: str = "127.0.0.1") -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SupervisorCollector(read))
     start_http_server(port, addr=addr, registry=registry)

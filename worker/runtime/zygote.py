@@ -75,6 +75,8 @@ class Zygote:
                 n = os.write(self.out_fd, data)
             except InterruptedError:
                 continue
+            except BrokenPipeError:
+                os._exit(0)  # the supervisor is gone: nothing to report to, nobody to fork for
             data = data[n:]
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -114,13 +116,21 @@ class Zygote:
             import httpcore  # noqa: F401
             import httpx  # noqa: F401
 
-            # Each executor's span exporter (runtime/telemetry.py): imported, then built once
-            # and dropped, here. Done after the fork instead, the imports (protobuf, requests)
-            # and the state its construction initialises lazily cost every executor ~10 MiB of
-            # private pages (docs/benchmarks.md, "Memory"). It opens no socket or thread.
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        # uvloop: each executor's event loop. Loaded after the fork, its extension module's
+        # relocated and initialised pages were ~2.4 MiB of private memory per executor.
+        import uvloop  # noqa: F401
 
-            OTLPSpanExporter(endpoint="http://127.0.0.1/otel/v1/traces")
+        from worker.common.settings import env_str
+        from worker.runtime import telemetry
+
+        # The span exporters and the resource, built once here (telemetry.prepare): done after
+        # the fork instead, their imports (protobuf) and construction cost every executor
+        # MiBs of private pages (docs/benchmarks.md, "Memory"). No socket, no thread: a
+        # failure here leaves it to each executor (telemetry.setup).
+        assert self.discovered is not None
+        with contextlib.suppress(Exception):
+            telemetry.prepare(self.discovered.config, worker.sdk.client.api_url(),
+                              env_str("TRIGGER_SECRET_KEY"))
 
         gc.collect()
         gc.freeze()
@@ -216,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.runtime.zygote")
     parser.add_argument("--project", required=True)
     parser.add_argument("--socket", default=None, help="else the socket command sets it")
+    parser.add_argument("--parent", type=int, default=None,
+                        help="exit at once unless this pid is still our parent")
     args = parser.parse_args(argv)
     set_parent_death_signal()
+    if args.parent is not None and os.getppid() != args.parent:
+        return 0  # the command that started us ended before the line above: nobody needs us
     from worker.runtime.lean_imports import skip_httpx_cli
 
     skip_httpx_cli()  # before the task modules and the SDK import httpx
