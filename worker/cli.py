@@ -239,7 +239,7 @@ class _VersionAction(argparse.Action):
     the email parser it loads are ~0.8 MiB of every ``trigger worker`` otherwise)."""
 
     def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
-                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+                 default: None = None, help: str | None = None) -> None:
         super().__init__(option_strings, dest=dest, default=default, nargs=0,
                          help=help or "show program's version number and exit")
 
