@@ -32,7 +32,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Receiver
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.headers_seen.append(dict(self.headers))
         status = self.server.statuses.pop(0) if self.server.statuses else 200
