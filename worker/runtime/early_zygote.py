@@ -3,7 +3,7 @@
 Cold start (the command launched with a run queued → that run finished) used to be three long
 steps in a row: the supervisor's interpreter imported the CLI and the runtime and checked the
 API, only then did it start the zygote, which then imported the project and what executors
-need (docs/benchmarks.md, "Cold start"). Spawned here instead, before anything heavy is
+need (docs/cold-start.md). Spawned here instead, before anything heavy is
 imported, the zygote imports on the second core while the supervisor does its part; the
 supervisor adopts it at boot (:func:`worker.runtime.versions.adopt_early_zygote`) rather than
 starting its own.

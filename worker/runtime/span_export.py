@@ -2,7 +2,7 @@
 
 The OpenTelemetry OTLP/HTTP exporter sends with ``requests`` (and urllib3, charset_normalizer,
 its exporter metrics): ~75 ms of the zygote's start, which is on the cold-start path, and
-memory in every worker process (docs/benchmarks.md, "Cold start" and "Memory"). This one encodes
+memory in every worker process (docs/cold-start.md). This one encodes
 with the same OTLP encoder and posts on one keep-alive connection of the standard library,
 built in the zygote (no socket until the first export, in the executor). Exporters a project
 configures (``telemetry.exporters``, ``OTEL_EXPORTER_OTLP_*``) stay the standard ones.

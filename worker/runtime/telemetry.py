@@ -94,7 +94,7 @@ def enabled(config: Any, settings: WorkerSettings | None = None) -> bool:
 def prepare(config: Any, api_url: str | None, secret_key: str | None) -> None:
     """In the zygote, before it forks: the resource and the span exporters, which start no
     thread. Built in each executor instead they cost it ~1.5 MiB of private pages (the
-    resource detectors' thread pool, the exporters' state; docs/benchmarks.md, "Memory");
+    resource detectors' thread pool, the exporters' state; docs/cold-start.md);
     built here, the executors share them. :func:`setup` uses them."""
     settings = WorkerSettings.from_env()
     if _state.prepared is not None or not enabled(config, settings):

@@ -125,15 +125,18 @@ class Zygote:
 
         # The span exporters and the resource, built once here (telemetry.prepare): done after
         # the fork instead, their imports (protobuf) and construction cost every executor
-        # MiBs of private pages (docs/benchmarks.md, "Memory"). No socket, no thread: a
+        # MiBs of private pages (docs/cold-start.md). No socket, no thread: a
         # failure here leaves it to each executor (telemetry.setup).
         assert self.discovered is not None
         with contextlib.suppress(Exception):
             telemetry.prepare(self.discovered.config, worker.sdk.client.api_url(),
                               env_str("TRIGGER_SECRET_KEY"))
 
-        gc.collect()
+        # Frozen without a collection first (main() disabled the collector): a collection
+        # would take ~30 ms here to find a handful of objects, and leave freed holes in pages
+        # that the children's allocations would then write to (the gc.freeze() docs' advice).
         gc.freeze()
+        gc.enable()
 
     def serve(self) -> None:
         # SIGCHLD only wakes the select below (no work in the handler itself).
@@ -223,6 +226,9 @@ class Zygote:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # No collections while the project and the runtime import (~80 ms of the cold start's
+    # critical path on the bench project); warm() freezes what is there, then enables it.
+    gc.disable()
     parser = argparse.ArgumentParser(prog="python -m worker.runtime.zygote")
     parser.add_argument("--project", required=True)
     parser.add_argument("--socket", default=None, help="else the socket command sets it")
