@@ -82,14 +82,3 @@ def take(project_dir: Path) -> EarlyZygote | None:
     _early = None
     return early  # also when it exited already: its first line says why (discovery_error)
 
-
-def discard() -> None:
-    """Stop an early zygote nobody adopted (tests; the process exiting does it too)."""
-    global _early
-    early, _early = _early, None
-    if early is None:
-        return
-    if early.popen.stdin is not None:
-        early.popen.stdin.close()
-    early.popen.kill()
-    early.popen.wait()
