@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit at once unless this pid is still our parent")
     args = parser.parse_args(argv)
     set_parent_death_signal()
+    # Ctrl-C reaches the whole process group: the supervisor decides when we stop (a zygote
+    # still importing dies with it), so no KeyboardInterrupt traceback from here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if args.parent is not None and os.getppid() != args.parent:
         return 0  # the command that started us ended before the line above: nobody needs us
     from worker.runtime.lean_imports import skip_httpx_cli
