@@ -57,3 +57,26 @@ def test_executors_share_the_prepared_exporter_and_get_their_own_instance_id() -
     if "service.instance.id" in zygote:
         ids = {c["attrs"]["service.instance.id"] for c in children}
         assert len(ids) == 2
+
+
+PROXIED = r"""
+from worker.runtime import telemetry
+from worker.sdk.config import define_config
+
+telemetry.prepare(define_config(project="prep"), "http://api.example:3030", "tr_dev_k")
+print(type(telemetry._state.prepared[1][0]).__name__)
+"""
+
+
+def test_behind_a_proxy_spans_go_through_the_standard_exporter_which_follows_it() -> None:
+    base = {"PYTHONPATH": str(ROOT), "PATH": ""}
+    kinds = {}
+    for label, env in {"direct": {}, "proxied": {"HTTP_PROXY": "http://proxy.example:3128"},
+                       "bypassed": {"HTTP_PROXY": "http://proxy.example:3128",
+                                    "NO_PROXY": "api.example"}}.items():
+        done = subprocess.run([sys.executable, "-c", PROXIED], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT, env={**base, **env})
+        assert done.returncode == 0, done.stderr
+        kinds[label] = done.stdout.strip()
+    assert kinds == {"direct": "ApiSpanExporter", "proxied": "OTLPSpanExporter",
+                     "bypassed": "ApiSpanExporter"}

@@ -24,6 +24,19 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 _TRANSIENT = frozenset({429, 502, 503, 504})
 
 
+def behind_proxy(url: str) -> bool:
+    """Whether the proxy variables (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, less
+    ``NO_PROXY``) send ``url`` through a proxy: ``http.client`` does not follow them, so the
+    standard exporter (requests) is used then, as before."""
+    import urllib.request
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
 class ApiSpanExporter(SpanExporter):
     def __init__(self, endpoint: str, headers: Mapping[str, str], timeout: float = 10.0) -> None:
         parts = urlsplit(endpoint)

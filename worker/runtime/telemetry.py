@@ -113,12 +113,18 @@ def _resource(config: Any) -> Resource:
 
 def _exporters(config: Any, api_url: str | None, secret_key: str | None,
                settings: WorkerSettings) -> list[Any]:
-    from worker.runtime.span_export import ApiSpanExporter
+    from worker.runtime.span_export import ApiSpanExporter, behind_proxy
 
     exporters: list[Any] = []
     if api_url and secret_key:
-        exporters.append(ApiSpanExporter(api_url.rstrip("/") + "/otel/v1/traces",
-                                         {"authorization": f"Bearer {secret_key}"}))
+        endpoint = api_url.rstrip("/") + "/otel/v1/traces"
+        headers = {"authorization": f"Bearer {secret_key}"}
+        if behind_proxy(endpoint):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporters.append(OTLPSpanExporter(endpoint=endpoint, headers=headers))
+        else:
+            exporters.append(ApiSpanExporter(endpoint, headers))
     if settings.otlp_traces:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
