@@ -234,6 +234,21 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, read from the package metadata only when asked (importlib.metadata and
+    the email parser it loads are ~0.8 MiB of every ``trigger worker`` otherwise)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: None = None, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0,
+                         help=help or "show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"trigger-worker {_version()}")  # on stdout, as argparse's own action does
+        parser.exit()
+
+
 def _parser(sub: SubParsers, name: str, help: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         name, help=help, description=help, formatter_class=_HelpFormatter
@@ -245,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trigger", description=DESCRIPTION, formatter_class=_HelpFormatter
     )
-    parser.add_argument("--version", action="version", version=f"trigger-worker {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     init = _parser(sub, "init", "create a project: config, an example task, a test, settings")
@@ -325,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["worker"]:
+        # before the imports below and the API check: the zygote imports the project on the
+        # other core meanwhile (worker/runtime/early_zygote.py)
+        from worker.runtime import early_zygote
+
+        early_zygote.spawn(given[1:])
     args = build_parser().parse_args(argv)
     command: Command = args.func
     try:

@@ -69,7 +69,11 @@ class ZygoteProcess:
             "--socket", self.socket_path, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, env=env, cwd=str(self.project_dir),
             limit=64 * 1024 * 1024)
-        assert self.proc.stdout is not None
+        return await self.handshake(timeout)
+
+    async def handshake(self, timeout: float) -> dict[str, Any]:
+        """Read the started zygote's manifest (or raise DiscoveryFailed), then its messages."""
+        assert self.proc is not None and self.proc.stdout is not None
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
         except TimeoutError:

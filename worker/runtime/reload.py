@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-from watchfiles import Change, awatch
+from typing import TYPE_CHECKING
 
 from worker.common.conventions import CONFIG_FILE
 from worker.common.protocol import Wire
 
-WatchFilter = Callable[[Change, str], bool]
+if TYPE_CHECKING:  # imported when watching starts: `trigger worker` never watches
+    from watchfiles import Change
+
+WatchFilter = Callable[["Change", str], bool]
 
 
 def make_filter(project_dir: Path, dirs_of: Callable[[], list[str]]) -> WatchFilter:
@@ -39,6 +41,8 @@ async def watch_project(project_dir: Path, *, dirs: Callable[[], list[str]],
                         reload: Callable[[], Awaitable[None]]) -> None:
     """Until ``stop``: on each (debounced) change under ``dirs()`` or to the config, emit
     ``reloading`` and await ``reload()``."""
+    from watchfiles import awatch
+
     async for changes in awatch(project_dir, watch_filter=make_filter(project_dir, dirs),
                                 stop_event=stop, debounce=300, step=50):
         if stopping():

@@ -11,17 +11,76 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
+
+import orjson
 
 from worker.common.protocol import RegisterResponse, Wire
+from worker.runtime import early_zygote
 from worker.runtime.api_client import WorkerApi
 from worker.runtime.background import Background
 from worker.runtime.pool import DiscoveryFailed, ExecutorServer, Pool, ZygoteProcess
 from worker.runtime.settings import WorkerSettings
 
 Emit = Callable[[Wire], None]
+OnExit = Callable[[int, int | None, int | None], None]
+
+
+class _AdoptedProcess:
+    """The parts of ``asyncio.subprocess.Process`` a ZygoteProcess uses, over a Popen started
+    before the event loop existed (worker/runtime/early_zygote.py)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdin: asyncio.StreamWriter,
+                 stdout: asyncio.StreamReader) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdin = stdin
+        self.stdout = stdout
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    async def wait(self) -> int:
+        while (code := self._popen.poll()) is None:  # only at stop: no child watcher needed
+            await asyncio.sleep(0.01)
+        return code
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+
+class _AdoptedZygote(ZygoteProcess):
+    def __init__(self, early: early_zygote.EarlyZygote, socket_path: str,
+                 on_exit: OnExit) -> None:
+        super().__init__(early.project_dir, socket_path, on_exit)
+        self._popen = early.popen
+
+    async def start(self, timeout: float = 120.0) -> dict[str, Any]:
+        popen = self._popen
+        assert popen.stdin is not None and popen.stdout is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=64 * 1024 * 1024, loop=loop)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+                                     popen.stdout)
+        transport, protocol = await loop.connect_write_pipe(
+            lambda: asyncio.streams.FlowControlMixin(loop=loop), popen.stdin)
+        writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        # before any fork: where executors connect (the zygote was started without it)
+        writer.write(orjson.dumps({"cmd": "socket", "path": self.socket_path}) + b"\n")
+        self.proc = cast(asyncio.subprocess.Process, _AdoptedProcess(popen, writer, reader))
+        return await self.handshake(timeout)
+
+
+def adopt_early_zygote(project_dir: Path, socket_path: str,
+                       on_exit: OnExit) -> ZygoteProcess | None:
+    """The zygote ``trigger worker`` started before its imports, if it is this project's."""
+    early = early_zygote.take(project_dir)
+    return _AdoptedZygote(early, socket_path, on_exit) if early is not None else None
 
 
 class Versions:
@@ -76,7 +135,8 @@ class Versions:
             if holder:
                 holder[0].handle_exit(pid, code, sig)
 
-        zygote = ZygoteProcess(self.project_dir, self.server.path, on_exit)
+        zygote = (adopt_early_zygote(self.project_dir, self.server.path, on_exit)
+                  or ZygoteProcess(self.project_dir, self.server.path, on_exit))
         manifest = await zygote.start()
         content_hash = str(manifest["content_hash"])
         if skip_hash is not None and content_hash == skip_hash:

@@ -7,7 +7,9 @@ event loop and threads, is never forked). Protocol with the supervisor, JSON lin
 * stdout, first line: ``{"type": "ready", "manifest": {...}}`` or
   ``{"type": "discovery_error", "error": "file:line: ...traceback"}`` (then it exits 1);
 * stdin: ``{"cmd": "fork"}`` → stdout ``{"type": "forked", "pid": N}``; ``{"cmd": "exit"}`` or
-  EOF → the zygote exits;
+  EOF → the zygote exits; ``{"cmd": "socket", "path": P}`` sets the executors' socket when
+  ``--socket`` was not given (``trigger worker`` starts its zygote before it has a socket:
+  worker/runtime/early_zygote.py);
 * stdout: ``{"type": "exit", "pid": N, "code": int|None, "signal": int|None}`` for every
   executor that ended (reaped with ``waitpid(WNOHANG)``), so the supervisor can fail the attempt
   of an executor that died (SIGKILL, ``os._exit``, segfault).
@@ -48,7 +50,7 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
 
 
 class Zygote:
-    def __init__(self, project: str, socket_path: str) -> None:
+    def __init__(self, project: str, socket_path: str | None) -> None:
         self.project = project
         self.socket_path = socket_path
         # Private copies of the protocol streams; fds 0/1 get /dev/null and stderr.
@@ -73,6 +75,8 @@ class Zygote:
                 n = os.write(self.out_fd, data)
             except InterruptedError:
                 continue
+            except BrokenPipeError:
+                os._exit(0)  # the supervisor is gone: nothing to report to, nobody to fork for
             data = data[n:]
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -89,11 +93,17 @@ class Zygote:
             tb = "".join(traceback.format_exception(exc))
             self.emit({"type": "discovery_error", "error": f"discovery crashed: {tb}"})
             return False
-        # Warm what every executor needs, then freeze: forked children share these pages.
-        # The SDK's HTTP client (httpx, anyio) and durable waits are imported here, not at a
-        # run's first trigger or wait, so each executor does not pay ~20 MiB of private copies.
-        # Importing them creates no socket, thread or event loop (fork safety holds).
+        # The manifest goes out now: the supervisor registers it while we warm up below (its
+        # fork requests wait in the pipe until then).
+        self.emit({"type": "ready", "manifest": self.discovered.summary(), "pid": self.pid})
+        self.warm()
+        return True
 
+    def warm(self) -> None:
+        """Import and build what every executor needs, then freeze: forked children share these
+        pages. The SDK's HTTP client (httpx, anyio) and durable waits are imported here, not at a
+        run's first trigger or wait, so each executor does not pay ~20 MiB of private copies.
+        Importing them creates no socket, thread or event loop (fork safety holds)."""
         import worker.runtime.executor
         import worker.sdk.client
         import worker.sdk.subtasks
@@ -106,19 +116,27 @@ class Zygote:
             import httpcore  # noqa: F401
             import httpx  # noqa: F401
 
-            # Each executor's span exporter (runtime/telemetry.py): imported, then built once
-            # and dropped, here. Done after the fork instead, the imports (protobuf, requests)
-            # and the state its construction initialises lazily cost every executor ~10 MiB of
-            # private pages (docs/benchmarks.md, "Memory"). It opens no socket or thread.
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        # uvloop: each executor's event loop. Loaded after the fork, its extension module's
+        # relocated and initialised pages were ~2.4 MiB of private memory per executor.
+        import uvloop  # noqa: F401
 
-            OTLPSpanExporter(endpoint="http://127.0.0.1/otel/v1/traces")
+        from worker.common.settings import env_str
+        from worker.runtime import telemetry
 
-        gc.collect()
-        gc.freeze()
+        # The span exporters and the resource, built once here (telemetry.prepare): done after
+        # the fork instead, their imports (protobuf) and construction cost every executor
+        # MiBs of private pages (docs/cold-start.md). No socket, no thread: a
+        # failure here leaves it to each executor (telemetry.setup).
         assert self.discovered is not None
-        self.emit({"type": "ready", "manifest": self.discovered.summary(), "pid": self.pid})
-        return True
+        with contextlib.suppress(Exception):
+            telemetry.prepare(self.discovered.config, worker.sdk.client.api_url(),
+                              env_str("TRIGGER_SECRET_KEY"))
+
+        # Frozen without a collection first (main() disabled the collector): a collection
+        # would take ~30 ms here to find a handful of objects, and leave freed holes in pages
+        # that the children's allocations would then write to (the gc.freeze() docs' advice).
+        gc.freeze()
+        gc.enable()
 
     def serve(self) -> None:
         # SIGCHLD only wakes the select below (no work in the handler itself).
@@ -147,6 +165,8 @@ class Zygote:
                     cmd = orjson.loads(line)
                     if cmd.get("cmd") == "exit":
                         return
+                    if cmd.get("cmd") == "socket":
+                        self.socket_path = str(cmd["path"])
                     if cmd.get("cmd") == "fork":
                         self.fork()
 
@@ -193,7 +213,8 @@ class Zygote:
                 os._exit(1)  # the zygote died between fork and prctl
             from worker.runtime.executor import serve
 
-            assert self.discovered is not None  # forks are asked for after discovery only
+            # forks are asked for after discovery and the socket only
+            assert self.discovered is not None and self.socket_path is not None
             code = serve(self.socket_path, self.discovered)
         except BaseException:
             traceback.print_exc()
@@ -205,11 +226,21 @@ class Zygote:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # No collections while the project and the runtime import (~80 ms of the cold start's
+    # critical path on the bench project); warm() freezes what is there, then enables it.
+    gc.disable()
     parser = argparse.ArgumentParser(prog="python -m worker.runtime.zygote")
     parser.add_argument("--project", required=True)
-    parser.add_argument("--socket", required=True)
+    parser.add_argument("--socket", default=None, help="else the socket command sets it")
+    parser.add_argument("--parent", type=int, default=None,
+                        help="exit at once unless this pid is still our parent")
     args = parser.parse_args(argv)
     set_parent_death_signal()
+    # Ctrl-C reaches the whole process group: the supervisor decides when we stop (a zygote
+    # still importing dies with it), so no KeyboardInterrupt traceback from here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if args.parent is not None and os.getppid() != args.parent:
+        return 0  # the command that started us ended before the line above: nobody needs us
     from worker.runtime.lean_imports import skip_httpx_cli
 
     skip_httpx_cli()  # before the task modules and the SDK import httpx

@@ -1,0 +1,112 @@
+"""The executors' span exporter to our API: OTLP/HTTP protobuf over ``http.client``.
+
+The OpenTelemetry OTLP/HTTP exporter sends with ``requests`` (and urllib3, charset_normalizer,
+its exporter metrics): ~75 ms of the zygote's start, which is on the cold-start path, and
+memory in every worker process (docs/cold-start.md). This one encodes
+with the same OTLP encoder and posts on one keep-alive connection of the standard library,
+built in the zygote (no socket until the first export, in the executor). Exporters a project
+configures (``telemetry.exporters``, ``OTEL_EXPORTER_OTLP_*``) stay the standard ones.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+#: statuses worth another try (as the OTLP exporter retries them)
+_TRANSIENT = frozenset({429, 502, 503, 504})
+
+
+def behind_proxy(url: str) -> bool:
+    """Whether the proxy variables (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, less
+    ``NO_PROXY``) send ``url`` through a proxy: ``http.client`` does not follow them, so the
+    standard exporter (requests) is used then, as before."""
+    import urllib.request
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+class ApiSpanExporter(SpanExporter):
+    def __init__(self, endpoint: str, headers: Mapping[str, str], timeout: float = 10.0) -> None:
+        parts = urlsplit(endpoint)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port
+        self._path = parts.path or "/"
+        self._headers = {**headers, "Content-Type": "application/x-protobuf",
+                         "User-Agent": "trigger-worker"}
+        self._timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()  # the export thread and a force_flush may both send
+        self._shutdown = False
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self._https:
+                from worker.sdk.transport import ssl_context  # the SDK's, built in the zygote
+
+                self._conn = http.client.HTTPSConnection(self._host, self._port,
+                                                         timeout=self._timeout,
+                                                         context=ssl_context())
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port,
+                                                        timeout=self._timeout)
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _post(self, body: bytes) -> int:
+        conn = self._connection()
+        try:
+            conn.request("POST", self._path, body=body, headers=self._headers)
+            reply = conn.getresponse()
+            reply.read()
+        except (OSError, http.client.HTTPException):
+            self._close()
+            raise
+        if reply.will_close:
+            self._close()
+        return reply.status
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        body = encode_spans(spans).SerializeToString()
+        deadline = time.monotonic() + self._timeout
+        delay = 0.0  # the first retry at once: the kept-alive connection may just have closed
+        with self._lock:
+            while True:
+                try:
+                    status = self._post(body)
+                except (OSError, http.client.HTTPException):
+                    status = None  # refused, reset, timed out
+                if status is not None and status < 300:
+                    return SpanExportResult.SUCCESS
+                if status is not None and status not in _TRANSIENT:
+                    return SpanExportResult.FAILURE
+                if self._shutdown or time.monotonic() + delay > deadline:
+                    return SpanExportResult.FAILURE
+                time.sleep(delay)
+                delay = min(max(delay * 2, 0.1), 2.0)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True  # export() sends synchronously: nothing is buffered here
+
+    def shutdown(self) -> None:
+        self._shutdown = True
+        with self._lock:
+            self._close()
