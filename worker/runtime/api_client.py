@@ -126,6 +126,14 @@ class WorkerApi:
             attempts=8)
         return list(result.get("results") or [])
 
+    async def complete_and_lease(self, completions: Sequence[Mapping[str, object]],
+                                 lease: Mapping[str, object]) -> dict[str, Any]:
+        """``/complete`` with a ``lease`` (docs/protocol.md): one try only, as ``/dequeue``
+        (a retry could lease runs again whose first reply was lost)."""
+        return await self.post("/complete", {"instance_id": self.instance_id,
+                                             "completions": completions, "lease": lease},
+                               attempts=1)
+
     async def release(self, run_ids: list[str]) -> list[str]:
         result = await self.post(
             "/release", {"instance_id": self.instance_id, "run_ids": run_ids}, attempts=3)
