@@ -171,15 +171,17 @@ class Reporter:
         except Exception as exc:
             # a 400/422: an API that refuses the field altogether; leasing stays with /dequeue
             refused = isinstance(exc, ProtocolError) and exc.status in (400, 422)
-            self.slots.end_lease(lease, False if refused else None)
+            self.slots.end_lease(lease, None, refused=refused)
             return [CompletionResult.from_wire(r) for r in await self.api.complete(wires)]
         runs = reply.get("runs")
+        dequeued: list[DequeuedRun] = []
         try:
             dequeued = [DequeuedRun.from_wire(run) for run in runs or []]
             results = [CompletionResult.from_wire(r) for r in reply.get("results") or []]
         finally:
             # before ``leased``, whose first step counts the runs as starting (no await between)
-            self.slots.end_lease(lease, runs is not None)
+            self.slots.end_lease(lease, len(dequeued) if runs is not None else None,
+                                 refused=runs is None)
         if dequeued:
             await self.leased(dequeued)
         return results

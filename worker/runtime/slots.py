@@ -61,6 +61,8 @@ class Slots:
         self.leasing = 0
         #: False once the API answered a lease without ``runs`` (it does not lease on complete)
         self.complete_leases = True
+        #: runs leased by ``/complete`` calls so far
+        self.leased_on_complete = 0
 
     def version_id(self) -> str | None:
         pool = self._pool()
@@ -101,12 +103,14 @@ class Slots:
         self.leasing += 1
         return Lease([version], n)
 
-    def end_lease(self, lease: Lease, answered: bool | None) -> None:
-        """The call of ``lease`` ended; ``answered``: its reply had ``runs`` (None: it failed,
-        which says nothing of the API). Call after the reply's runs count as starting."""
+    def end_lease(self, lease: Lease, runs: int | None, *, refused: bool = False) -> None:
+        """The call of ``lease`` ended with ``runs`` leased (None: its reply had no ``runs``,
+        or it failed). ``refused``: the API will not lease on complete (no ``runs`` in its
+        reply, or it refused the field). Call just before the runs are counted as starting."""
         self.leasing -= 1
-        if answered is False:
+        if refused:
             self.complete_leases = False
+        self.leased_on_complete += runs or 0
         self.release(lease.max_runs)
 
     def defer_poll(self, completions_queued: bool) -> bool:
