@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from worker.runtime.settings import PREFETCH_PER_EXECUTOR
 from worker.runtime.slots import MAX_RUNS, Slots
 
 
@@ -48,7 +49,7 @@ def test_the_two_calls_never_lease_more_than_the_free_slots() -> None:
 
 
 def test_who_leases() -> None:
-    slots = _slots(_Pool(size=4, free=4), None, set())
+    slots = _slots(_Pool(size=2, free=2), None, set())
     # an open long-poll gets the next run: completions then lease nothing
     slots.polling = True
     assert slots.lease_for_complete(keep=0) is None
@@ -56,7 +57,7 @@ def test_who_leases() -> None:
     # completions queued or a lease in flight: the long-poll waits for them
     assert slots.defer_poll(completions_queued=True)
     lease = slots.lease_for_complete(keep=0)
-    assert lease is not None and lease.max_runs == 8
+    assert lease is not None and lease.max_runs == 2 + 2 * PREFETCH_PER_EXECUTOR
     assert slots.defer_poll(completions_queued=False)
     # an API that answered without "runs": from then on the long-poll alone leases
     slots.end_lease(lease, None, refused=True)

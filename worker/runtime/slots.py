@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from worker.common.protocol import Wire
+from worker.runtime.settings import PREFETCH_PER_EXECUTOR
 
 if TYPE_CHECKING:
     from worker.runtime.pool import Pool
@@ -73,7 +74,8 @@ class Slots:
         pool = self._pool()
         if pool is None:
             return 0
-        ahead = self._prefetch if self._prefetch is not None else pool.size
+        ahead = (self._prefetch if self._prefetch is not None
+                 else PREFETCH_PER_EXECUTOR * pool.size)
         return pool.free_slots() + ahead - len(self._starting) - self.reserved
 
     def reserve(self, keep: int = 0) -> int:
