@@ -285,6 +285,8 @@ class Pool:
                 ex = self.try_acquire(run)
                 if ex is not None:
                     return ex
+                if self.busy_count() and not self.draining:  # a prefetched run waits for
+                    deadline = time.monotonic() + timeout  # a busy one, however long it runs
                 if (self.closed or self.zygote.dead.is_set()
                         or time.monotonic() > deadline):
                     raise PoolUnavailable(f"no executor of version {self.version} available")
