@@ -140,14 +140,28 @@ class Executor:
 
     async def execute(self, run: DequeuedRun) -> dict[str, Any]:
         """Send the run; return the completion frame or raise ExecutorDied."""
-        if not self.alive:
-            raise ExecutorDied(self.pid, *(self.exit_info or (-1, None)))
+        self.send(run)
+        return await self.result()
+
+    def send(self, run: DequeuedRun) -> None:
+        """Write the run's frame now, without yielding to the loop (the supervisor starts a
+        leased run before it does anything else: docs/benchmarks.md, "Where the time goes");
+        :meth:`result` then waits for its completion. A dead executor fails the result."""
         self._completion = asyncio.get_running_loop().create_future()
+        if not self.alive:
+            self._completion.set_exception(
+                ExecutorDied(self.pid, *(self.exit_info or (-1, None))))
+            return
         write_frame(self.writer, {"type": "execute", "run": run.to_wire()})
+
+    async def result(self) -> dict[str, Any]:
+        """The completion frame of the run :meth:`send` wrote, or raise ExecutorDied."""
+        completion = self._completion
+        assert completion is not None, "send() first"
         with contextlib.suppress(ConnectionError):
             await self.writer.drain()
         try:
-            return await self._completion
+            return await completion
         finally:
             self._completion = None
 

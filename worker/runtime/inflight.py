@@ -7,10 +7,17 @@ import time
 from dataclasses import dataclass, field, replace
 
 from worker.common import errors as codes
+from worker.common.machines import MACHINE_PRESETS
 from worker.common.protocol import Completion, DequeuedRun
 from worker.runtime.executor_link import group_rss
 from worker.runtime.outcomes import failed_completion, oom_retry_machine
 from worker.runtime.pool import Executor, ExecutorDied, Pool
+
+
+def machine_memory(run: DequeuedRun) -> int | None:
+    """The memory of the run's machine preset in bytes (None: an unknown preset)."""
+    preset = MACHINE_PRESETS.get(run.machine)
+    return int(preset["memory"] * 1024**3) if preset else None
 
 
 @dataclass
@@ -27,6 +34,27 @@ class InFlight:
     #: seconds spent in durable waits (excluded from max_duration), and since when paused
     paused_total: float = 0.0
     paused_since: float | None = None
+
+    _backstop: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    def arm_backstop(self, budget: float) -> None:
+        """Kill the executor once the attempt has executed ``budget`` seconds (waits do not
+        count: while paused the check comes back every second)."""
+        remaining = budget - self.execution_seconds()
+        if self.paused_since is not None:
+            remaining = max(remaining, 1.0)
+        if remaining > 0:
+            self._backstop = asyncio.get_running_loop().call_later(
+                remaining, self.arm_backstop, budget)
+            return
+        self._backstop = None
+        self.timed_out = True
+        self.pool.kill(self.executor)
+
+    def disarm_backstop(self) -> None:
+        if self._backstop is not None:
+            self._backstop.cancel()
+            self._backstop = None
 
     def pause(self, paused: bool) -> None:
         now = time.monotonic()

@@ -11,37 +11,47 @@ from collections.abc import Awaitable, Callable
 
 from worker.common.protocol import DequeuedRun, HeartbeatResponse, Wire
 from worker.runtime.api_client import WorkerApi, retry_delay
+from worker.runtime.slots import Slots
 
 Emit = Callable[[Wire], None]
 
 
-async def dequeue_loop(api: WorkerApi, *, stopping: Callable[[], bool],
-                       free_slots: Callable[[], int], version_id: Callable[[], str],
-                       capacity: asyncio.Event, wait_ms: int,
+async def dequeue_loop(api: WorkerApi, *, stopping: Callable[[], bool], slots: Slots,
+                       version_id: Callable[[], str], defer: Callable[[], bool], wait_ms: int,
                        leased: Callable[[list[DequeuedRun]], Awaitable[None]],
                        emit: Emit) -> None:
     """Long-poll ``/dequeue`` for as many runs as there are free slots; hand them to
-    ``leased``. Waits on ``capacity`` (set when a slot frees up) while there is none."""
+    ``leased``. Waits on ``slots.capacity`` (set when a slot frees up) while there is none, or
+    while ``defer()`` says the completions being reported lease the slots (slots.py)."""
     failures = 0
+    capacity = slots.capacity
     while not stopping():
-        free = free_slots()
+        capacity.clear()  # before the checks: a slot freed after them sets it again
+        free = 0 if defer() else slots.reserve()
         if free <= 0:
-            capacity.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(capacity.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await capacity.wait()
             continue
         # Only the current version: an old one only finishes what it runs. A run locked to
         # a version nobody serves any more migrates to this one when it is leased again
         # (docs/run-states.md, "Versions").
+        slots.polling = True
         try:
             runs = await api.dequeue([version_id()], free, wait_ms)
             failures = 0
         except Exception as exc:
+            slots.release(free)
             emit({"type": "error", "message": f"dequeue failed: {exc}"})
             failures += 1
             await asyncio.sleep(retry_delay(failures))  # back within ~1 s of the API
             continue
-        await leased([DequeuedRun.from_wire(run) for run in runs])
+        finally:
+            slots.polling = False
+        dequeued = [DequeuedRun.from_wire(run) for run in runs]
+        # the runs count as starting as soon as ``leased`` begins, before its first await
+        slots.release(free)
+        await leased(dequeued)
 
 
 async def heartbeat_loop(api: WorkerApi, *, interval: Callable[[], float],

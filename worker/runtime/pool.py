@@ -286,11 +286,11 @@ class Pool:
         deadline = time.monotonic() + timeout
         try:
             while True:
-                idle = self.idle()
-                if idle:
-                    ex = idle[0]
-                    ex.run = run
+                ex = self.try_acquire(run)
+                if ex is not None:
                     return ex
+                if self.busy_count() and not self.draining:  # a prefetched run waits for
+                    deadline = time.monotonic() + timeout  # a busy one, however long it runs
                 if (self.closed or self.zygote.dead.is_set()
                         or time.monotonic() > deadline):
                     raise PoolUnavailable(f"no executor of version {self.version} available")
@@ -302,11 +302,28 @@ class Pool:
         finally:
             self._wanted -= 1
 
+    def try_acquire(self, run: DequeuedRun) -> Executor | None:
+        """An idle executor reserved for ``run`` now, or None (then :meth:`acquire` waits)."""
+        for ex in self.executors.values():
+            if ex.alive and ex.run is None and not ex.retiring:
+                ex.run = run
+                return ex
+        return None
+
     async def execute(self, ex: Executor, run: DequeuedRun) -> dict[str, Any]:
         """Run on ``ex``; return the completion frame. Raises ExecutorDied."""
+        self.start(ex, run)
+        return await self.finish(ex)
+
+    def start(self, ex: Executor, run: DequeuedRun) -> None:
+        """Write ``run``'s frame to ``ex`` at once; :meth:`finish` waits for its completion."""
         ex.run = run
+        ex.send(run)
+
+    async def finish(self, ex: Executor) -> dict[str, Any]:
+        """The completion frame of the run :meth:`start` sent to ``ex``. Raises ExecutorDied."""
         try:
-            frame = await ex.execute(run)
+            frame = await ex.result()
         finally:
             ex.run = None
             ex.idle_since = time.monotonic()

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from worker.common.protocol import Completion, CompletionResult, DequeuedRun, Outcome, Wire
 from worker.runtime.api_client import ProtocolError, WorkerApi
 from worker.runtime.inflight import RunTable
+from worker.runtime.slots import Lease, Slots
 
 #: log records kept while the API is unreachable; older ones are dropped beyond this
 MAX_PENDING_LOGS = 50_000
@@ -47,12 +48,16 @@ def _refused_for_good(exc: ProtocolError) -> bool:
 
 class Reporter:
     def __init__(self, api: WorkerApi, runs: RunTable, emit: Emit,
-                 retry_here: Callable[[DequeuedRun], None]) -> None:
+                 retry_here: Callable[[DequeuedRun], None], slots: Slots | None = None,
+                 leased: Callable[[list[DequeuedRun]], Awaitable[None]] | None = None) -> None:
         self.api = api
         self.runs = runs
         self.emit = emit
         #: runs the next attempt the engine started in place (``RETRY_IMMEDIATELY``)
         self.retry_here = retry_here
+        #: with both, ``/complete`` also leases the next runs (slots.py) and starts them
+        self.slots = slots
+        self.leased = leased
         self.completions: list[Finished] = []
         #: the batch a /complete call is sending now: its runs are still ours and heartbeated
         self.completing: list[Finished] = []
@@ -103,7 +108,8 @@ class Reporter:
             # Flush as soon as a completion is there; whatever finishes while a /complete call
             # is in flight goes in the next batch (batching without a fixed delay).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.completed.wait(), 0.2)
+                async with asyncio.timeout(0.2):  # not wait_for: no task per wake-up
+                    await self.completed.wait()
             self.completed.clear()
             await self.flush_completions()
             if self.logs and time.monotonic() - last_logs >= 0.2:
@@ -116,9 +122,18 @@ class Reporter:
         batch, self.completions = self.completions, []
         self.completing = batch
         wires = [f.completion.to_wire() for f in batch]
+        lease = None
+        if self.slots is not None and self.leased is not None:
+            lease = self.slots.lease_for_complete(
+                sum(1 for f in batch if f.completion.retry_in_place))
+            if lease is None:
+                self.slots.capacity.set()  # no completion queued now: the long-poll may go
         try:
             try:
-                results = (await self.api.complete(wires)).results
+                if lease is not None:
+                    results = await self._complete_and_lease(wires, lease)
+                else:
+                    results = (await self.api.complete(wires)).results
             except ProtocolError as exc:
                 if not _refused_for_good(exc):
                     raise
@@ -144,6 +159,27 @@ class Reporter:
                        "outcome": result.outcome.value if result else None,
                        "duration_ms": c.duration_ms, "error": None if c.ok else c.error,
                        "retry_delay_ms": c.retry_delay_ms, "max_attempts": item.max_attempts})
+
+    async def _complete_and_lease(self, wires: list[Wire],
+                                  lease: Lease) -> list[CompletionResult]:
+        """One ``/complete`` that also leases up to ``lease.max_runs`` runs, started at once.
+        If it fails, the completions go again without a lease (with the usual retries)."""
+        assert self.slots is not None and self.leased is not None
+        try:
+            reply = await self.api.complete(wires, lease.to_wire())
+        except Exception as exc:
+            # a 400/422: an API that refuses the field altogether; leasing stays with /dequeue
+            refused = isinstance(exc, ProtocolError) and exc.status in (400, 422)
+            self.slots.end_lease(lease, None, refused=refused)
+            return (await self.api.complete(wires)).results
+        runs, results = reply.runs, reply.results
+        dequeued = runs or []
+        # before ``leased``, whose first step counts the runs as starting (no await between)
+        self.slots.end_lease(lease, len(dequeued) if runs is not None else None,
+                             refused=runs is None)
+        if dequeued:
+            await self.leased(dequeued)
+        return results
 
     async def _complete_one_by_one(self, batch: list[Wire]) -> list[CompletionResult]:
         results: list[CompletionResult] = []

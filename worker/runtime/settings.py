@@ -15,6 +15,10 @@ from dataclasses import dataclass, replace
 from worker.common.settings import env_bool, env_float, env_int, env_str
 
 DEFAULT_API_URL = "http://127.0.0.1:3030"
+#: runs leased ahead per executor by default: with the executing one, 4 runs per executor,
+#: Celery's default prefetch multiplier. A drain is bound by round trips, not CPU, when the
+#: runs leased ahead are used up before the next reply (docs/benchmarks.md, "Prefetch")
+PREFETCH_PER_EXECUTOR = 3
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class WorkerSettings:
     #: seconds an executor may stay idle before it is retired (down to min_warm); None: never
     executor_idle_timeout: float | None = 300.0
     min_warm_executors: int = 1
-    #: runs leased ahead of a free executor; None: the pool's size
+    #: runs leased ahead of a free executor; None: :data:`PREFETCH_PER_EXECUTOR` times the
+    #: pool's size
     prefetch: int | None = None
     #: ms between telemetry batch exports in an executor
     otel_export_delay_ms: float = 1000.0

@@ -25,18 +25,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from worker.common import errors as codes
-from worker.common.machines import MACHINE_PRESETS
 from worker.common.protocol import Completion, DequeuedRun, Wire
 from worker.runtime import leasing, worker_metrics
 from worker.runtime.api_client import WorkerApi
 from worker.runtime.background import Background
 from worker.runtime.crash_spans import died_attempt_request
-from worker.runtime.inflight import InFlight, RunTable
+from worker.runtime.inflight import InFlight, RunTable, machine_memory
 from worker.runtime.outcomes import failed_completion
-from worker.runtime.pool import ExecutorDied, ExecutorServer, Pool, PoolUnavailable
+from worker.runtime.pool import Executor, ExecutorDied, ExecutorServer, Pool, PoolUnavailable
 from worker.runtime.reload import watch_project
 from worker.runtime.reporter import Finished, Reporter
 from worker.runtime.settings import WorkerSettings
+from worker.runtime.slots import Slots
 from worker.runtime.versions import Versions
 
 EventSink = Callable[[Wire], None]
@@ -63,7 +63,10 @@ class Supervisor:
         self.capacity = asyncio.Event()
         self.background = Background()
         self.runs = RunTable()
-        self.reporter = Reporter(self.api, self.runs, self.emit, self._retry_here)
+        self.slots = Slots(lambda: self.versions.current, settings.prefetch,
+                           self.runs.starting, lambda: self.stopping, self.capacity)
+        self.reporter = Reporter(self.api, self.runs, self.emit, self._retry_here,
+                                 slots=self.slots, leased=self._leased)
         self.versions = Versions(self.project_dir, self.server, self.api, settings,
                                  emit=self.emit, on_frame=self.reporter.on_frame,
                                  on_change=self.capacity.set, stopping=lambda: self.stopping,
@@ -84,20 +87,9 @@ class Supervisor:
 
     # --- running -----------------------------------------------------------------------
 
-    def _free_slots(self) -> int:
-        pool = self.versions.current
-        if pool is None:
-            return 0
-        prefetch = self.settings.prefetch
-        ahead = prefetch if prefetch is not None else pool.size
-        return pool.free_slots() + ahead - len(self.runs.starting)
-
-    def _current_version(self) -> str:
-        pool = self.versions.current
-        assert pool is not None
-        return pool.version_id
-
     async def _leased(self, runs: list[DequeuedRun]) -> None:
+        """Start leased runs (``/dequeue``, ``/complete``): one an idle executor can take is
+        written to it now, before the caller builds its next request."""
         for run in runs:
             self.runs.starting.add(run.run_id)
         for run in runs:
@@ -105,13 +97,13 @@ class Supervisor:
                 self.runs.starting.discard(run.run_id)
                 await self.reporter.release([run.run_id])
                 continue
-            self.background.start(self._start(run))
-
-    def _memory_limit(self, run: DequeuedRun) -> int | None:
-        if not self.settings.enforce_machine_memory:
-            return None
-        preset = MACHINE_PRESETS.get(run.machine)
-        return int(preset["memory"] * 1024**3) if preset else None
+            pool = self.versions.current
+            ex = (pool.try_acquire(run) if pool is not None and (
+                pool.version_id == run.version_id or not self.versions.reloading) else None)
+            if pool is not None and ex is not None:
+                self._launch(run, pool, ex)
+            else:
+                self.background.start(self._start(run))
 
     def _retry_here(self, run: DequeuedRun) -> None:
         """The engine kept the lease for a short retry: run the next attempt here after its
@@ -140,10 +132,16 @@ class Supervisor:
             self.emit({"type": "error", "message": f"{exc}; handing run {run_id} back"})
             await self.reporter.release([run_id])
             return
-        flight = InFlight(run, pool, ex, memory_limit=self._memory_limit(run))
-        self.runs.inflight[run_id] = flight
-        self.runs.starting.discard(run_id)
-        self.emit({"type": "run_started", "run_id": run_id, "task_id": run.task_id,
+        self._launch(run, pool, ex)
+
+    def _launch(self, run: DequeuedRun, pool: Pool, ex: Executor) -> None:
+        """``run`` on ``ex`` (acquired for it): its frame is written before this returns."""
+        pool.start(ex, run)
+        flight = InFlight(run, pool, ex, memory_limit=machine_memory(run)
+                          if self.settings.enforce_machine_memory else None)
+        self.runs.inflight[run.run_id] = flight
+        self.runs.starting.discard(run.run_id)
+        self.emit({"type": "run_started", "run_id": run.run_id, "task_id": run.task_id,
                    "attempt": run.attempt_number, "version": pool.version, "pid": ex.pid})
         self.background.start(self._execute(flight))
 
@@ -163,26 +161,12 @@ class Supervisor:
     async def _execute(self, flight: InFlight) -> None:
         run, pool, ex = flight.run, flight.pool, flight.executor
         limit = run.max_duration
-        job = asyncio.get_running_loop().create_task(pool.execute(ex, run))
-        budget = (float(limit) + self.settings.max_duration_grace
-                  if limit and limit < 2**31 - 1 else None)
-        while budget is not None:
-            # the backstop behind the executor's own limit; waits do not use up the budget
-            remaining = budget - flight.execution_seconds()
-            if flight.paused_since is not None:
-                remaining = max(remaining, 1.0)
-            done, _ = await asyncio.wait({job}, timeout=max(remaining, 0.0))
-            if done:
-                break
-            if flight.paused_since is None and flight.execution_seconds() >= budget:
-                flight.timed_out = True
-                pool.kill(ex)
-                break
-        if budget is None:
-            await asyncio.wait({job})
+        if limit and limit < 2**31 - 1:
+            # the backstop behind the executor's own limit (a timer: no task per run)
+            flight.arm_backstop(float(limit) + self.settings.max_duration_grace)
         completion: Completion | None
         try:
-            sent: Wire = (await job)["completion"]
+            sent: Wire = (await pool.finish(ex))["completion"]
             # None: checkpointed (the executor's frame says "suspended")
             completion = None if sent.get("suspended") else Completion.from_wire(sent)
         except ExecutorDied as died:
@@ -191,6 +175,7 @@ class Supervisor:
         except Exception as exc:
             completion = failed_completion(run, codes.internal_error(
                 codes.TASK_RUN_CRASHED, f"{type(exc).__name__}: {exc}"), skipped=False)
+        flight.disarm_backstop()
         self.runs.inflight.pop(flight.run_id, None)
         self.capacity.set()
         if flight.lost:
@@ -274,8 +259,9 @@ class Supervisor:
                     reload=self.versions.reload))
             loops = [loop.create_task(service) for service in services]
             dequeue = loop.create_task(leasing.dequeue_loop(
-                self.api, stopping=lambda: self.stopping, free_slots=self._free_slots,
-                version_id=self._current_version, capacity=self.capacity,
+                self.api, stopping=lambda: self.stopping, slots=self.slots,
+                version_id=lambda: self.slots.version_id() or "",
+                defer=lambda: self.slots.defer_poll(bool(self.reporter.completions)),
                 wait_ms=self.settings.dequeue_wait_ms, leased=self._leased, emit=self.emit))
             stop_wait = loop.create_task(self.stop.wait())
             await asyncio.wait({dequeue, stop_wait}, return_when=asyncio.FIRST_COMPLETED)

@@ -204,13 +204,15 @@ def attempt_span(run: DequeuedRun) -> Iterator[Any]:
         int(trace_id, 16), int(parent_span, 16), is_remote=True,
         trace_flags=TraceFlags(TraceFlags.SAMPLED))))
     _state.ids.next_span_id = int(attempt_span_id(run), 16)
-    _state.run_attributes = {"ctx.run.id": run.run_id,
-                             "ctx.attempt.number": run.attempt_number,
-                             "ctx.task.id": run.task_id}
+    run_attributes: dict[str, str | int] = {"ctx.run.id": run.run_id,
+                                            "ctx.attempt.number": run.attempt_number,
+                                            "ctx.task.id": run.task_id}
     attributes: dict[str, str | int | bool] = {
-        **_state.run_attributes, "trigger.span.kind": "attempt", "trigger.resumed": run.resumed}
+        **run_attributes, "trigger.span.kind": "attempt", "trigger.resumed": run.resumed}
     tracer = _state.tracer or otel.get_tracer("trigger.dev")
     span = tracer.start_span(attempt_span_name(run), context=parent, attributes=attributes)
+    # set after the attempt span started: it has them already (_RunAttributes need not)
+    _state.run_attributes = run_attributes
     token = otel_context.attach(otel.set_span_in_context(span))
     try:
         yield span

@@ -18,6 +18,12 @@ from worker.sdk.task import HOOK_NAMES
 
 #: hook kind -> {registration name: function}, in registration order
 _registry: dict[str, dict[str, Callable[..., object]]] = {}
+#: bumped by every registration (the runtime caches the combined hooks until it changes)
+_generation = 0
+
+
+def generation() -> int:
+    return _generation
 
 
 def register(kind: str, name_or_fn: str | Callable[..., object],
@@ -34,7 +40,9 @@ def register(kind: str, name_or_fn: str | Callable[..., object],
         check_hook(kind, hook)
     except ValueError as exc:
         raise TaskDefinitionError(f"global {exc}") from None
+    global _generation
     _registry.setdefault(kind, {})[name] = hook
+    _generation += 1
     return hook
 
 
