@@ -167,10 +167,11 @@ class Reporter:
         assert self.slots is not None and self.leased is not None
         try:
             reply = await self.api.complete(wires, lease.to_wire())
-        except Exception as exc:
-            # a 400/422: an API that refuses the field altogether; leasing stays with /dequeue
-            refused = isinstance(exc, ProtocolError) and exc.status in (400, 422)
-            self.slots.end_lease(lease, None, refused=refused)
+        except Exception:
+            # This call only: a 4xx may be about one completion of the batch (the retry
+            # without a lease sorts those out), not about the lease. An API that does not
+            # lease on complete says so by a reply without "runs" (below).
+            self.slots.end_lease(lease, None)
             return (await self.api.complete(wires)).results
         runs, results = reply.runs, reply.results
         dequeued = runs or []
