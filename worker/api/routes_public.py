@@ -79,13 +79,14 @@ async def retrieve_run(run_id: str, request: Request) -> dict[str, object]:
     of its trigger, or one made by ``auth.createPublicToken``)."""
     who = await principal(request)
     wait_ms = _wait_ms(request.query_params.get("waitMs"))
-    row = await engine_of(request).retrieve_run(who.env, run_id)
+    row = await engine_of(request).retrieve_run(who.env, run_id, children=True)
     if not who.can_read_run(row):
         raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
     if wait_ms and row["status"] not in FINAL_STATUSES:
         # counted with the worker's dequeue long-polls: one cap per environment (429 when full)
         async with api_state(request).caps.poll(who.env.id):
-            row = await engine_of(request).wait_run_final(who.env, run_id, wait_ms)
+            row = await engine_of(request).wait_run_final(who.env, run_id, wait_ms,
+                                                           children=True)
     row["related_runs"] = await related_runs(engine_of(request).pool, who.env, row)
     return present_run(row)
 

@@ -92,6 +92,8 @@ class Engine:
         self.realtime = hub
         self.settings = settings
         self.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
+        self.run_vars = env_vars.RunVarCache()
+        notifier.listen(env_vars.CHANNEL, self.run_vars.listener())
         self._services: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -160,9 +162,11 @@ class Engine:
     record_outcome = action(waitpoints.record_outcome)
     checkpoint = action(waitpoints.checkpoint)
 
-    async def wait_run_final(self, env: Environment, run_id: str, wait_ms: int) -> Row:
+    async def wait_run_final(self, env: Environment, run_id: str, wait_ms: int, *,
+                             children: bool = False) -> Row:
         """``GET /api/v3/runs/{id}?waitMs=N``: the run once final, or after ``wait_ms``."""
-        return await runs.wait_final(self.pool, self.realtime, env, run_id, wait_ms)
+        return await runs.wait_final(self.pool, self.realtime, env, run_id, wait_ms,
+                                     children=children)
 
     async def wait_until_done(self, env: Environment, waitpoint_id: str,
                               timeout_s: float) -> Row:
@@ -212,7 +216,10 @@ class Engine:
     create_env_var = action(env_vars.create)
     update_env_var = action(env_vars.update)
     delete_env_var = action(env_vars.delete)
-    env_vars_for_runs = action(env_vars.for_runs)
+
+    async def env_vars_for_runs(self, env: Environment) -> dict[str, str]:
+        """What leased runs get (cached per process, dropped on change: env_vars.py)."""
+        return await self.run_vars.for_runs(self.pool, env)
 
     # -- alert channels, deployments, task definitions (alerts.py, deployments.py)
     list_tasks = action(deployments.current_tasks)

@@ -16,18 +16,31 @@ from worker.engine.queries import Q
 from worker.engine.realtime import RealtimeHub
 
 
-async def retrieve(pool: Pool, env: Environment, run_id: str) -> Row:
+async def retrieve(pool: Pool, env: Environment, run_id: str, *,
+                   children: bool = False) -> Row:
+    """The run with its attempts and depth (and, with ``children``, the runs it triggered
+    under ``"children"``: relatedRuns). Every statement goes in one pipeline with the commit:
+    one network round trip, where one statement after another took five."""
+    params = {"id": run_id, "environment_id": env.id}
     async with pool.connection() as conn:
-        params = {"id": run_id, "environment_id": env.id}
-        row = await fetch_one(conn, Q.get_run, params)
+        async with conn.pipeline():
+            run_cur = await conn.execute(Q.get_run, params)
+            attempts_cur = await conn.execute(Q.list_attempts, params)
+            depth_cur = await conn.execute(Q.run_depth, params)
+            children_cur = await conn.execute(Q.run_children, params) if children else None
+            await conn.commit()
+        row = await run_cur.fetchone()
         if row is None:
             raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
-        attempts = await fetch_all(conn, Q.list_attempts, {"id": run_id})
+        attempts = await attempts_cur.fetchall()
         depth = 0
         if row["parent_run_id"] is not None:
-            found = await fetch_one(conn, Q.run_depth, {"id": run_id})
-            depth = int(found["depth"]) if found else 1
-    return {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
+            found = await depth_cur.fetchone()
+            depth = int(found["depth"]) if found and found["depth"] is not None else 1
+        out = {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
+        if children_cur is not None:
+            out["children"] = await children_cur.fetchall()
+    return out
 
 
 #: the longest ``GET /api/v3/runs/{id}?waitMs=N`` waits for the run to end (docs/api.md)
@@ -35,7 +48,7 @@ MAX_WAIT_MS = 60_000
 
 
 async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str,
-                     wait_ms: int) -> Row:
+                     wait_ms: int, *, children: bool = False) -> Row:
     """The run as :func:`retrieve` returns it, as soon as it is final or after ``wait_ms``
     (capped at MAX_WAIT_MS), whichever comes first. Woken by the run's change notification
     (LISTEN/NOTIFY through the hub), never by polling; holds no connection while it waits."""
@@ -44,7 +57,7 @@ async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str
     ended = await hub.watch_final(run_id)  # before the read: a change after it is not missed
     try:
         while True:
-            run = await retrieve(pool, env, run_id)
+            run = await retrieve(pool, env, run_id, children=children)
             remaining = deadline - loop.time()
             if run["status"] in FINAL_STATUSES or remaining <= 0:
                 return run
