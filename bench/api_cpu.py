@@ -1,11 +1,11 @@
 """``python -m bench.api_cpu``: the API's cost per request, route by route.
 
-One API process (uvicorn) on a fresh database and a protocol-level client (no worker process):
-each phase sends N requests of one kind in a row, sequentially, and reports the API process's
-CPU time per request (p50 of per-request schedstat deltas, load-robust) beside the Postgres backends' CPU per request
-and the client's wall-clock p50.
+One API process (uvicorn) on a fresh database and a protocol-level client (no worker process)
+sending N cycles of requests, one at a time; for each kind of request: the API process's CPU
+time (p50 of per-request deltas of /proc/<pid>/task/*/schedstat, so load-robust), the Postgres
+backends' CPU and the client's wall-clock p50.
 
-Phases: ``/healthz`` (no auth), an authenticated 404, trigger, dequeue of one run, heartbeat,
+Requests: ``/healthz`` (no auth), an authenticated 404, trigger, dequeue of one run, heartbeat,
 complete of one success, complete-and-lease-next (``lease`` on ``/complete``), retrieve run,
 and an empty dequeue (``wait_ms=0``).
 """
@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import DEFAULT_PG, Procs, fresh_database, free_port, spawn, wait_until
+from bench.common import DEFAULT_PG, Procs, free_port, fresh_database, spawn, wait_until
 
 
 def _runtime(pids: list[int]) -> float:
@@ -94,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
                                   "pid <> pg_backend_pid()", (dbname,)).fetchall()
                 return [int(r[0]) for r in rows]
 
-            leased: list[dict[str, Any]] = []
-            run_ids: list[str] = []
             deq = {"instance_id": instance, "versions": [version], "max_runs": 1, "wait_ms": 0}
             stats: dict[str, list[tuple[float, float, float]]] = {}
             wanted = set(args.only.split(",")) if args.only else None
@@ -156,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:  # a server without complete-and-lease-next: a second request
                     nxt = post("dequeue 1", "/engine/v1/worker/dequeue", deq)["runs"][0]
                 complete(nxt, lease=False)
-                timed("retrieve run", lambda: ok(http.get(f"/api/v3/runs/{run_id}")))
-                timed("retrieve waitMs (final)",
-                      lambda: ok(http.get(f"/api/v3/runs/{run_id}?waitMs=1000")))
+                path = f"/api/v3/runs/{run_id}"
+                timed("retrieve run", lambda p=path: ok(http.get(p)))
+                timed("retrieve waitMs (final)", lambda p=path: ok(http.get(f"{p}?waitMs=1000")))
                 post("empty dequeue", "/engine/v1/worker/dequeue", deq)
 
             if spy is not None:
