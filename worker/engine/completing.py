@@ -20,7 +20,7 @@ from worker.common.protocol import Completion, CompletionResult, DequeuedRun, Ou
 from worker.common.statuses import API_STATUS
 from worker.engine import metadata as run_metadata
 from worker.engine.completions import Refused, clean_completion, clean_log
-from worker.engine.db import Conn, Pool
+from worker.engine.db import Conn, Pool, one_trip
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.models import MAX_OUTPUT_BYTES
@@ -211,36 +211,43 @@ async def complete(
             plain.append(item)
         else:
             others.append(item)
+    if plain and not others:  # the common case: one statement, one round trip
+        try:
+            async with one_trip(pool) as conn:  # a synchronous commit all the same
+                cursor = await conn.execute(Q.complete_successes, _plain_params(
+                    env, instance_id, plain))
+            return results + _plain_results(plain, await cursor.fetchall())
+        except psycopg.Error:  # rolled back: item by item, below
+            log.exception("completing %d successes at once failed; one by one", len(plain))
+            plain, others = [], plain
     async with pool.connection() as conn, conn.transaction():
         if plain:
-            items = [{"run_id": c.run_id, "attempt_number": c.attempt_number,
-                      "output": c.output, "output_type": c.output_type} for c in plain]
             try:
                 async with conn.transaction():  # a savepoint: if it fails, item by item
-                    rows = await (
-                        await conn.execute(
-                            Q.complete_successes,
-                            {
-                                "items": Jsonb(items),
-                                "run_ids": [c.run_id for c in plain],
-                                "environment_id": env.id,
-                                "instance_id": instance_id,
-                            },
-                        )
+                    rows = await (await conn.execute(
+                        Q.complete_successes, _plain_params(env, instance_id, plain))
                     ).fetchall()
             except psycopg.Error:
                 log.exception("completing %d successes at once failed; one by one", len(plain))
                 others = plain + others
             else:
-                finished = {row["id"] for row in rows}
-                results += [
-                    _finished(c.run_id) if c.run_id in finished
-                    else CompletionResult(c.run_id, Outcome.LEASE_LOST)
-                    for c in plain
-                ]
+                results += _plain_results(plain, rows)
         for item in others:
             results.append(await _complete_isolated(conn, env, instance_id, item, in_place_lease))
     return results
+
+
+def _plain_params(env: Environment, instance_id: str, plain: list[Completion]) -> Wire:
+    items = [{"run_id": c.run_id, "attempt_number": c.attempt_number,
+              "output": c.output, "output_type": c.output_type} for c in plain]
+    return {"items": Jsonb(items), "run_ids": [c.run_id for c in plain],
+            "environment_id": env.id, "instance_id": instance_id}
+
+
+def _plain_results(plain: list[Completion], rows: list[DictRow]) -> list[CompletionResult]:
+    finished = {row["id"] for row in rows}
+    return [_finished(c.run_id) if c.run_id in finished
+            else CompletionResult(c.run_id, Outcome.LEASE_LOST) for c in plain]
 
 
 async def _complete_isolated(

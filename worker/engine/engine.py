@@ -26,6 +26,7 @@ from worker.engine import (
     deployments,
     env_vars,
     keys,
+    lease_guards,
     leases,
     metadata,
     metrics,
@@ -197,6 +198,10 @@ class Engine:
                       gone: Callable[[], Awaitable[bool]] | None = None) -> list[DequeuedRun]:
         return await leases.dequeue(self.pool, self.notifier, self.lease, env, instance_id,
                                     versions, max_runs, wait_ms, gone=gone)
+
+    async def check_versions(self, env: Environment, versions: list[str]) -> None:
+        """Refuse (EngineError) versions that are not registered in ``env``."""
+        await lease_guards.check_versions(self.pool, env, versions)
 
     async def heartbeat(self, env: Environment, instance_id: str, run_ids: list[str],
                         stopping: bool = False) -> HeartbeatResponse:

@@ -20,7 +20,7 @@ from worker.engine import metrics, waitpoints
 # fail_attempt and store_logs were defined here; callers outside the worker protocol (the
 # rescuer, the OTLP log route) still import them from this module
 from worker.engine.completing import fail_attempt, store_logs
-from worker.engine.db import Pool, Row
+from worker.engine.db import Pool, Row, one_trip
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.lease_guards import check_versions, deliverable
@@ -80,18 +80,16 @@ async def dequeue(
         if gone is not None and await gone():
             return []  # the worker hung up: leasing now would strand the runs until expiry
         woken = notifier.event(env.id)
-        async with pool.connection() as conn:
-            started = time.perf_counter()
-            # One round trip: the lease commits without waiting for its WAL flush. A lease
-            # lost in a crash only puts the run back in the queue (leases are fenced, runs are
-            # at-least-once); triggers and completions keep synchronous commits
-            # (docs/benchmarks.md, "Durability").
-            async with conn.pipeline():
-                await conn.execute(Q.async_commit)
-                cursor = await conn.execute(Q.dequeue, params)
-                await conn.commit()
-            rows = await cursor.fetchall()
-            metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        # One round trip (db.one_trip): the lease commits without waiting for its WAL flush.
+        # A lease lost in a crash only puts the run back in the queue (leases are fenced, runs
+        # are at-least-once); triggers and completions keep synchronous commits
+        # (docs/benchmarks.md, "Durability").
+        async with one_trip(pool) as conn:
+            await conn.execute(Q.async_commit)
+            cursor = await conn.execute(Q.dequeue, params)
+        rows = await cursor.fetchall()
+        metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
         if rows:
             leased = [dequeued_run(row, env) for row in rows]
             # The attempt replays its own journal: a resumed one, or one handed back (release)

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from worker.common.statuses import FINAL_STATUSES
 from worker.engine import triggering
-from worker.engine.db import Pool, Row, fetch_all, fetch_one
+from worker.engine.db import Pool, Row, fetch_all, fetch_one, one_trip
 from worker.engine.errors import Conflict, NotFound
 from worker.engine.keys import Environment
 from worker.engine.models import RunOptions, TriggerSpec
@@ -20,26 +20,25 @@ async def retrieve(pool: Pool, env: Environment, run_id: str, *,
                    children: bool = False) -> Row:
     """The run with its attempts and depth (and, with ``children``, the runs it triggered
     under ``"children"``: relatedRuns). Every statement goes in one pipeline with the commit:
-    one network round trip, where one statement after another took five."""
+    one network round trip (db.one_trip), where one statement after another took five."""
     params = {"id": run_id, "environment_id": env.id}
-    async with pool.connection() as conn:
-        async with conn.pipeline():
-            run_cur = await conn.execute(Q.get_run, params)
-            attempts_cur = await conn.execute(Q.list_attempts, params)
-            depth_cur = await conn.execute(Q.run_depth, params)
-            children_cur = await conn.execute(Q.run_children, params) if children else None
-            await conn.commit()
-        row = await run_cur.fetchone()
-        if row is None:
-            raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
-        attempts = await attempts_cur.fetchall()
-        depth = 0
-        if row["parent_run_id"] is not None:
-            found = await depth_cur.fetchone()
-            depth = int(found["depth"]) if found and found["depth"] is not None else 1
-        out = {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
-        if children_cur is not None:
-            out["children"] = await children_cur.fetchall()
+    async with one_trip(pool) as conn:
+        run_cur = await conn.execute(Q.get_run, params)
+        attempts_cur = await conn.execute(Q.list_attempts, params)
+        depth_cur = await conn.execute(Q.run_depth, params)
+        children_cur = await conn.execute(Q.run_children, params) if children else None
+    # the results came with the commit: the cursors are read without the connection
+    row = await run_cur.fetchone()
+    if row is None:
+        raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
+    attempts = await attempts_cur.fetchall()
+    depth = 0
+    if row["parent_run_id"] is not None:
+        found = await depth_cur.fetchone()
+        depth = int(found["depth"]) if found and found["depth"] is not None else 1
+    out = {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
+    if children_cur is not None:
+        out["children"] = await children_cur.fetchall()
     return out
 
 
