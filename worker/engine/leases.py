@@ -126,40 +126,36 @@ async def heartbeat(
         "environment_id": env.id,
         "lease_seconds": settings.lease_seconds,
     }
-    async with pool.connection() as conn, conn.transaction():
+    # two round trips (db.one_trip): the lease renewal with the worker's touch, then the
+    # commit (with what a worker back after a silence releases, in the same transaction)
+    async with one_trip(pool) as conn:
         await conn.execute(Q.async_commit)  # a lost heartbeat only shortens a lease
-        rows = await (await conn.execute(Q.heartbeat, params)).fetchall()
+        held_cur = await conn.execute(Q.heartbeat, params)
         if stopping:  # a worker shutting down serves nothing: its runs may migrate at once
             await conn.execute(Q.worker_stopped, {"instance_id": instance_id})
-            held = {x["id"] for x in rows}
-            return HeartbeatResponse([r for r in run_ids if r not in held])
-        worker = await (
-            await conn.execute(
-                Q.touch_worker,
-                {
-                    "instance_id": instance_id,
-                    "live_seconds": LIVE_WORKER_SECONDS,
-                },
-            )
-        ).fetchone()
-        if worker and worker["was_gone"]:  # back after a silence: release what waited for it
-            tasks = await (
-                await conn.execute(Q.version_task_ids, {"version_id": worker["version_id"]})
-            ).fetchall()
-            await conn.execute(
-                Q.release_version_waits,
-                {
-                    "environment_id": env.id,
-                    "task_ids": [t["task_id"] for t in tasks],
-                },
-            )
-            await conn.execute(Q.notify_runs, {"environment_id": env.id})
-        held = {r["id"] for r in rows}
-        lost = [r for r in run_ids if r not in held]
-        canceled: list[str] = []
-        if lost:  # why: a cancel (the task gets on_cancel) or anything else (just stop)
-            cur = await conn.execute(Q.canceled_among, {"run_ids": lost, "environment_id": env.id})
-            canceled = [r["id"] for r in await cur.fetchall()]
+        else:
+            canceled_cur = await conn.execute(
+                Q.canceled_among, {"run_ids": run_ids, "environment_id": env.id})
+            touch = {"instance_id": instance_id, "live_seconds": LIVE_WORKER_SECONDS}
+            worker = await (await conn.execute(Q.touch_worker, touch)).fetchone()
+            if worker and worker["was_gone"]:  # back after a silence: release what waited
+                tasks = await (
+                    await conn.execute(Q.version_task_ids, {"version_id": worker["version_id"]})
+                ).fetchall()
+                await conn.execute(
+                    Q.release_version_waits,
+                    {
+                        "environment_id": env.id,
+                        "task_ids": [t["task_id"] for t in tasks],
+                    },
+                )
+                await conn.execute(Q.notify_runs, {"environment_id": env.id})
+    held = {r["id"] for r in await held_cur.fetchall()}
+    lost = [r for r in run_ids if r not in held]
+    if stopping:
+        return HeartbeatResponse(lost)
+    # why each lost run was lost: a cancel (the task gets on_cancel) or anything else (stop)
+    canceled = [r["id"] for r in await canceled_cur.fetchall() if r["id"] not in held]
     return HeartbeatResponse(lost, canceled)
 
 
