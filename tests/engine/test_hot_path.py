@@ -100,6 +100,26 @@ def test_complete_with_a_lease_is_fenced_and_never_waits(
     other.close()
 
 
+def test_a_failure_with_a_lease_is_recorded_and_the_next_run_leased(
+    env: tuple[httpx.Client, str], api_server: ApiServer
+) -> None:
+    """Not a plain success (the path item by item): the same reply, the lease after it."""
+    client, key = env
+    worker = ProtocolWorker(api_server.url, key, ["boom"], retry={"maxAttempts": 1})
+    first, second = _trigger(client, "boom", 1), _trigger(client, "boom", 2)
+    [run] = worker.dequeue()
+    error = {"type": "BUILT_IN_ERROR", "name": "Error", "message": "no"}
+    reply = _complete(worker, [run], {"versions": [worker.version_id], "max_runs": 2},
+                      ok=False, error=error, skipped_retrying=True)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["results"][0]["run_id"] == first
+    assert body["results"][0]["outcome"] == "RUN_FINISHED"
+    assert [r["run_id"] for r in body["runs"]] == [second]
+    assert client.get(f"/api/v3/runs/{first}").json()["status"] == "FAILED"
+    worker.close()
+
+
 @pytest.fixture
 def second_api(api_server: ApiServer, tmp_path: Path) -> Iterator[ApiServer]:
     """Another API process on the same database (a replica behind a load balancer)."""
@@ -163,3 +183,16 @@ def test_variable_changes_reach_every_api_process(
     for w in (worker, first):
         w.close()
     other_client.close()
+
+
+def test_every_query_is_short_enough_for_psycopg_to_cache_its_conversion() -> None:
+    """psycopg converts %(name)s placeholders on every execute of a text over 4 KiB (its
+    cache's limit); the queries are sent without their whole-line comments to stay under."""
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
+
+    from worker.engine.queries import _load
+
+    long = {name: len(text.encode()) for name, text in _load().items()
+            if len(text.encode()) > MAX_CACHED_STATEMENT_LENGTH}
+    assert not long
+    assert all("\n--" not in text and not text.startswith("--") for text in _load().values())

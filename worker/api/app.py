@@ -103,8 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz() -> dict[str, object]:
         return {"ok": True}
 
-    app.include_router(routes_public.router)
+    # routes are matched in order, router by router: the worker protocol's (the most
+    # frequent requests, no path shared with any other router) first
     app.include_router(routes_worker.router)
+    app.include_router(routes_public.router)
     app.include_router(routes_schedules.router)
     app.include_router(routes_metadata.router)
     app.include_router(routes_realtime.router)

@@ -134,10 +134,13 @@ async def complete(request: Request, env: Env) -> Response:
     body = await read_model(request, CompleteBody, max_depth=None)  # checked item by item
     engine = engine_of(request)
     instance_id = str(body.instance_id)
-    if body.lease is not None:  # before anything is recorded: a bad lease changes nothing
-        versions = [str(v) for v in body.lease.versions]
-        await engine.check_versions(env, versions)
-    results = await engine.complete(env, instance_id, body.completions)
+    leased: list[DequeuedRun] | None = None
+    if body.lease is None:
+        results = await engine.complete(env, instance_id, body.completions)
+    else:  # complete-and-lease-next (docs/protocol.md)
+        results, leased = await engine.complete_and_lease(
+            env, instance_id, body.completions, [str(v) for v in body.lease.versions],
+            body.lease.max_runs)
     by_id = {c.get("run_id"): c for c in body.completions if isinstance(c, dict)}
     for result in results:
         if result.outcome is not Outcome.LEASE_LOST:
@@ -150,8 +153,7 @@ async def complete(request: Request, env: Env) -> Response:
         results = [replace(r, next=next(with_vars)) if r.next is not None else r
                    for r in results]
     reply: Wire = {"results": [r.to_wire() for r in results]}
-    if body.lease is not None:  # as a /dequeue with wait_ms=0, after the results are in
-        leased = await engine.dequeue(env, instance_id, versions, body.lease.max_runs, 0)
+    if leased is not None:
         reply["runs"] = await _leased_wire(engine, env, leased)
     return json_response(reply)
 

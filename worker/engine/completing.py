@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
@@ -20,7 +21,7 @@ from worker.common.protocol import Completion, CompletionResult, DequeuedRun, Ou
 from worker.common.statuses import API_STATUS
 from worker.engine import metadata as run_metadata
 from worker.engine.completions import Refused, clean_completion, clean_log
-from worker.engine.db import Conn, Pool, one_trip
+from worker.engine.db import Conn, Params, Pool, Row
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.models import MAX_OUTPUT_BYTES
@@ -199,6 +200,20 @@ async def complete(
     Plain successes (no metadata, output within the limit) are written by one set-based
     statement; every other item gets its own savepoint, so one bad item spoils nothing else.
     """
+    return (await complete_then_lease(pool, env, instance_id, completions, in_place_lease))[0]
+
+
+async def complete_then_lease(
+    pool: Pool,
+    env: Environment,
+    instance_id: str,
+    completions: Sequence[object],
+    in_place_lease: float | None = None,
+    lease: Params | None = None,
+) -> tuple[list[CompletionResult], list[Row] | None]:
+    """:func:`complete`, then (``lease``: the dequeue statement's parameters) a lease in a
+    transaction of its own, after the completions' commit. Returns the results and the rows
+    the dequeue statement leased, or None when it did not run (the caller leases apart)."""
     plain: list[Completion] = []
     others: list[Completion] = []
     results: list[CompletionResult] = []
@@ -211,12 +226,11 @@ async def complete(
             plain.append(item)
         else:
             others.append(item)
-    if plain and not others:  # the common case: one statement, one round trip
+    if plain and not others:  # the common case: one round trip
         try:
-            async with one_trip(pool) as conn:  # a synchronous commit all the same
-                cursor = await conn.execute(Q.complete_successes, _plain_params(
-                    env, instance_id, plain))
-            return results + _plain_results(plain, await cursor.fetchall())
+            rows, leased = await _plain_then_lease(
+                pool, _plain_params(env, instance_id, plain), lease)
+            return results + _plain_results(plain, rows), leased
         except psycopg.Error:  # rolled back: item by item, below
             log.exception("completing %d successes at once failed; one by one", len(plain))
             plain, others = [], plain
@@ -234,7 +248,41 @@ async def complete(
                 results += _plain_results(plain, rows)
         for item in others:
             results.append(await _complete_isolated(conn, env, instance_id, item, in_place_lease))
-    return results
+    return results, None
+
+
+async def _plain_then_lease(pool: Pool, params: Params, lease: Params | None
+                            ) -> tuple[list[Row], list[Row] | None]:
+    """Plain successes, and the lease asked for, in one pipeline sent at once (one round
+    trip; see db.one_trip): the completions commit synchronously (durable once answered),
+    then the lease commits in a second transaction without waiting for its WAL flush
+    (leases.dequeue says why). Raises psycopg.Error if the completions did not commit; a
+    lease that failed after them is logged and returned as None."""
+    committed = leased = None
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)  # our BEGIN and COMMIT are in the pipeline
+        try:
+            async with conn.pipeline():
+                await conn.execute("BEGIN")
+                done = await conn.execute(Q.complete_successes, params)
+                committed = await conn.execute("COMMIT")
+                if lease is not None:
+                    await conn.execute("BEGIN")
+                    await conn.execute(Q.async_commit)
+                    leased = await conn.execute(Q.dequeue, lease)
+                    await conn.execute("COMMIT")
+        except psycopg.Error:
+            result = committed.pgresult if committed is not None else None
+            if result is None or result.status != ExecStatus.COMMAND_OK:
+                raise
+            log.exception("leasing after a completion failed; leasing apart")
+            leased = None
+        finally:
+            if conn.pgconn.transaction_status in (TransactionStatus.INTRANS,
+                                                  TransactionStatus.INERROR):
+                await conn.execute("ROLLBACK")
+            await conn.set_autocommit(False)
+    return await done.fetchall(), (await leased.fetchall() if leased is not None else None)
 
 
 def _plain_params(env: Environment, instance_id: str, plain: list[Completion]) -> Wire:

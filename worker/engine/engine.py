@@ -26,7 +26,6 @@ from worker.engine import (
     deployments,
     env_vars,
     keys,
-    lease_guards,
     leases,
     metadata,
     metrics,
@@ -199,10 +198,6 @@ class Engine:
         return await leases.dequeue(self.pool, self.notifier, self.lease, env, instance_id,
                                     versions, max_runs, wait_ms, gone=gone)
 
-    async def check_versions(self, env: Environment, versions: list[str]) -> None:
-        """Refuse (EngineError) versions that are not registered in ``env``."""
-        await lease_guards.check_versions(self.pool, env, versions)
-
     async def heartbeat(self, env: Environment, instance_id: str, run_ids: list[str],
                         stopping: bool = False) -> HeartbeatResponse:
         return await leases.heartbeat(self.pool, self.lease, env, instance_id, run_ids,
@@ -213,6 +208,22 @@ class Engine:
         """A batch of attempt results; a retry in place keeps its lease this long."""
         return await completing.complete(self.pool, env, instance_id, completions,
                                           self.lease.lease_seconds)
+
+    async def complete_and_lease(
+        self, env: Environment, instance_id: str, completions: Sequence[object],
+        versions: list[str], max_runs: int,
+    ) -> tuple[list[CompletionResult], list[DequeuedRun]]:
+        """``/complete`` with a ``lease`` (docs/protocol.md): the results, then up to
+        ``max_runs`` runs leased as ``/dequeue`` with ``wait_ms=0`` would; for plain successes
+        both go in one round trip. Versions foreign to ``env`` are refused before anything
+        is recorded."""
+        lease = await leases.lease_params(self.pool, self.lease, env, instance_id, versions,
+                                          max_runs)
+        results, rows = await completing.complete_then_lease(
+            self.pool, env, instance_id, completions, self.lease.lease_seconds, lease)
+        if rows is None:  # not in the same round trip: the usual lease
+            return results, await self.dequeue(env, instance_id, versions, max_runs, 0)
+        return results, await leases.leased_runs(self.pool, env, instance_id, rows)
 
     # -- environment variables (env_vars.py)
     list_env_vars = action(env_vars.list_vars)
