@@ -18,7 +18,8 @@ from worker.api.routes_realtime import principal
 from worker.api.routes_sdk import Auth, trigger_permission
 from worker.api.run_bodies import BatchBody, TriggerBody
 from worker.api.state import api_state, engine_of
-from worker.common.statuses import FINAL_STATUSES, INTERNAL_STATUSES
+from worker.common.statuses import INTERNAL_STATUSES
+from worker.engine.db import Row
 from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
 from worker.engine.models import parse_duration, parse_when
@@ -79,14 +80,20 @@ async def retrieve_run(run_id: str, request: Request) -> Response:
     of its trigger, or one made by ``auth.createPublicToken``)."""
     who = await principal(request)
     wait_ms = _wait_ms(request.query_params.get("waitMs"))
-    row = await engine_of(request).retrieve_run(who.env, run_id, children=True)
-    if not who.can_read_run(row):
-        raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
-    if wait_ms and row["status"] not in FINAL_STATUSES:
-        # counted with the worker's dequeue long-polls: one cap per environment (429 when full)
-        async with api_state(request).caps.poll(who.env.id):
-            row = await engine_of(request).wait_run_final(who.env, run_id, wait_ms,
-                                                           children=True)
+
+    def admit(row: Row) -> None:
+        if not who.can_read_run(row):
+            raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
+
+    engine = engine_of(request)
+    if wait_ms:  # one read, then (not final yet) a wait woken by the run's change
+        row = await engine.wait_run_final(
+            who.env, run_id, wait_ms, children=True, admit=admit,
+            # counted with the worker's dequeue long-polls: one cap per environment (429)
+            slot=lambda: api_state(request).caps.poll(who.env.id))
+    else:
+        row = await engine.retrieve_run(who.env, run_id, children=True)
+        admit(row)
     row["related_runs"] = await related_runs(engine_of(request).pool, who.env, row)
     return json_response(present_run(row))
 

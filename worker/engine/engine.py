@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from worker.common.protocol import CompletionResult, DequeuedRun, HeartbeatResponse
@@ -162,11 +163,14 @@ class Engine:
     record_outcome = action(waitpoints.record_outcome)
     checkpoint = action(waitpoints.checkpoint)
 
-    async def wait_run_final(self, env: Environment, run_id: str, wait_ms: int, *,
-                             children: bool = False) -> Row:
+    async def wait_run_final(
+        self, env: Environment, run_id: str, wait_ms: int, *, children: bool = False,
+        admit: Callable[[Row], None] | None = None,
+        slot: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+    ) -> Row:
         """``GET /api/v3/runs/{id}?waitMs=N``: the run once final, or after ``wait_ms``."""
         return await runs.wait_final(self.pool, self.realtime, env, run_id, wait_ms,
-                                     children=children)
+                                     children=children, admit=admit, slot=slot)
 
     async def wait_until_done(self, env: Environment, waitpoint_id: str,
                               timeout_s: float) -> Row:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
 from worker.common.statuses import FINAL_STATUSES
@@ -47,22 +49,37 @@ MAX_WAIT_MS = 60_000
 
 
 async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str,
-                     wait_ms: int, *, children: bool = False) -> Row:
+                     wait_ms: int, *, children: bool = False,
+                     admit: Callable[[Row], None] | None = None,
+                     slot: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+                     ) -> Row:
     """The run as :func:`retrieve` returns it, as soon as it is final or after ``wait_ms``
     (capped at MAX_WAIT_MS), whichever comes first. Woken by the run's change notification
-    (LISTEN/NOTIFY through the hub), never by polling; holds no connection while it waits."""
+    (LISTEN/NOTIFY through the hub), never by polling; holds no connection while it waits.
+
+    The first read is the caller's too: ``admit`` sees it first (to refuse a reader that may
+    not see the run: it raises), and only a run not final yet takes a ``slot`` (the
+    environment's long-poll cap) for the wait."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(max(wait_ms, 0), MAX_WAIT_MS) / 1000
     ended = await hub.watch_final(run_id)  # before the read: a change after it is not missed
     try:
-        while True:
-            run = await retrieve(pool, env, run_id, children=children)
-            remaining = deadline - loop.time()
-            if run["status"] in FINAL_STATUSES or remaining <= 0:
-                return run
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), remaining)
-            ended.clear()
+        run = await retrieve(pool, env, run_id, children=children)
+        if admit is not None:
+            admit(run)
+        if run["status"] in FINAL_STATUSES or deadline <= loop.time():
+            return run
+        async with slot() if slot is not None else contextlib.nullcontext():
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return run
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), remaining)
+                ended.clear()
+                run = await retrieve(pool, env, run_id, children=children)
+                if run["status"] in FINAL_STATUSES:
+                    return run
     finally:
         hub.unwatch_final(run_id, ended)
 
