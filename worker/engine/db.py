@@ -29,7 +29,7 @@ async def fetch_all(conn: Conn, query: str, params: Params | None = None) -> lis
 
 
 @asynccontextmanager
-async def one_trip(pool: Pool) -> AsyncIterator[Conn]:
+async def one_trip(pool: Pool, *, writes: bool = True) -> AsyncIterator[Conn]:
     """A transaction in one network round trip: BEGIN, the statements the block executes, and
     COMMIT go in one pipeline, sent together when the block ends; read the cursors after it.
 
@@ -37,15 +37,18 @@ async def one_trip(pool: Pool) -> AsyncIterator[Conn]:
     per statement outside one. The transaction is an explicit one, so ``SET LOCAL`` and a
     synchronous commit behave as usual; a fetch inside the block would only cost a round trip
     more. If a statement fails, the ones after it are skipped, the transaction is rolled back
-    and the error raised when the block ends.
+    and the error raised when the block ends. ``writes=False`` (reads only): no BEGIN and
+    COMMIT, two statements fewer to send (each read sees the data committed before it).
     """
     async with pool.connection() as conn:
         await conn.set_autocommit(True)  # no BEGIN of psycopg's: ours is in the pipeline
         try:
             async with conn.pipeline():
-                await conn.execute("BEGIN")
+                if writes:
+                    await conn.execute("BEGIN")
                 yield conn
-                await conn.execute("COMMIT")
+                if writes:
+                    await conn.execute("COMMIT")
         finally:
             if conn.pgconn.transaction_status in (TransactionStatus.INTRANS,
                                                   TransactionStatus.INERROR):

@@ -24,7 +24,7 @@ async def retrieve(pool: Pool, env: Environment, run_id: str, *,
     under ``"children"``: relatedRuns). Every statement goes in one pipeline with the commit:
     one network round trip (db.one_trip), where one statement after another took five."""
     params = {"id": run_id, "environment_id": env.id}
-    async with one_trip(pool) as conn:
+    async with one_trip(pool, writes=False) as conn:
         run_cur = await conn.execute(Q.get_run, params)
         attempts_cur = await conn.execute(Q.list_attempts, params)
         depth_cur = await conn.execute(Q.run_depth, params)
