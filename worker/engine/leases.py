@@ -141,8 +141,7 @@ async def heartbeat(
         "environment_id": env.id,
         "lease_seconds": settings.lease_seconds,
     }
-    # two round trips (db.one_trip): the lease renewal with the worker's touch, then the
-    # commit (with what a worker back after a silence releases, in the same transaction)
+    # one round trip (db.one_trip): the lease renewal, the worker's touch, the commit
     async with one_trip(pool) as conn:
         await conn.execute(Q.async_commit)  # a lost heartbeat only shortens a lease
         held_cur = await conn.execute(Q.heartbeat, params)
@@ -152,19 +151,19 @@ async def heartbeat(
             canceled_cur = await conn.execute(
                 Q.canceled_among, {"run_ids": run_ids, "environment_id": env.id})
             touch = {"instance_id": instance_id, "live_seconds": LIVE_WORKER_SECONDS}
-            worker = await (await conn.execute(Q.touch_worker, touch)).fetchone()
-            if worker and worker["was_gone"]:  # back after a silence: release what waited
-                tasks = await (
-                    await conn.execute(Q.version_task_ids, {"version_id": worker["version_id"]})
-                ).fetchall()
-                await conn.execute(
-                    Q.release_version_waits,
-                    {
-                        "environment_id": env.id,
-                        "task_ids": [t["task_id"] for t in tasks],
-                    },
-                )
-                await conn.execute(Q.notify_runs, {"environment_id": env.id})
+            worker_cur = await conn.execute(Q.touch_worker, touch)
+    worker = None if stopping else await worker_cur.fetchone()
+    if worker and worker["was_gone"]:  # back after a silence: release what waited for it
+        # (after the commit; should this not happen, the version sweep releases them)
+        async with pool.connection() as conn, conn.transaction():
+            tasks = await (
+                await conn.execute(Q.version_task_ids, {"version_id": worker["version_id"]})
+            ).fetchall()
+            await conn.execute(
+                Q.release_version_waits,
+                {"environment_id": env.id, "task_ids": [t["task_id"] for t in tasks]},
+            )
+            await conn.execute(Q.notify_runs, {"environment_id": env.id})
     held = {r["id"] for r in await held_cur.fetchall()}
     lost = [r for r in run_ids if r not in held]
     if stopping:
