@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import psycopg
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import ExecStatus
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
@@ -21,7 +21,7 @@ from worker.common.protocol import Completion, CompletionResult, DequeuedRun, Ou
 from worker.common.statuses import API_STATUS
 from worker.engine import metadata as run_metadata
 from worker.engine.completions import Refused, clean_completion, clean_log
-from worker.engine.db import Conn, Params, Pool, Row
+from worker.engine.db import Conn, Params, Pool, Row, end_trip
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.models import MAX_OUTPUT_BYTES
@@ -278,10 +278,7 @@ async def _plain_then_lease(pool: Pool, params: Params, lease: Params | None
             log.exception("leasing after a completion failed; leasing apart")
             leased = None
         finally:
-            if conn.pgconn.transaction_status in (TransactionStatus.INTRANS,
-                                                  TransactionStatus.INERROR):
-                await conn.execute("ROLLBACK")
-            await conn.set_autocommit(False)
+            await end_trip(conn)
     return await done.fetchall(), (await leased.fetchall() if leased is not None else None)
 
 

@@ -50,10 +50,19 @@ async def one_trip(pool: Pool, *, writes: bool = True) -> AsyncIterator[Conn]:
                 if writes:
                     await conn.execute("COMMIT")
         finally:
-            if conn.pgconn.transaction_status in (TransactionStatus.INTRANS,
-                                                  TransactionStatus.INERROR):
-                await conn.execute("ROLLBACK")
-            await conn.set_autocommit(False)
+            await end_trip(conn)
+
+
+async def end_trip(conn: Conn) -> None:
+    """Back to how the pool hands connections out: nothing open, autocommit off. A
+    connection that cannot be (a trip cut short mid-flight) is closed: the pool replaces it."""
+    try:
+        if conn.pgconn.transaction_status in (TransactionStatus.INTRANS,
+                                              TransactionStatus.INERROR):
+            await conn.execute("ROLLBACK")
+        await conn.set_autocommit(False)
+    except Exception:
+        await conn.close()
 
 
 async def open_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
