@@ -6,12 +6,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
 
 from worker.api import (
     auth,
@@ -36,6 +33,7 @@ from worker.api import (
 )
 from worker.api.auth import AuthError, FailureThrottle, KeyCache
 from worker.api.observability import RequestContextMiddleware, configure_logging
+from worker.api.responses import ORJSONResponse
 from worker.api.settings import Settings
 from worker.api.state import ApiState, install
 from worker.api.stream_caps import StreamCaps
@@ -44,15 +42,6 @@ from worker.engine.errors import EngineError
 from worker.engine.migrate import migrate
 
 log = logging.getLogger(__name__)
-
-
-class ORJSONResponse(Response):
-    """JSON rendered by orjson (fast, and handles datetimes and UUIDs)."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -114,8 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz() -> dict[str, object]:
         return {"ok": True}
 
-    app.include_router(routes_public.router)
+    # routes are matched in order, router by router: the worker protocol's (the most
+    # frequent requests, no path shared with any other router) first
     app.include_router(routes_worker.router)
+    app.include_router(routes_public.router)
     app.include_router(routes_schedules.router)
     app.include_router(routes_metadata.router)
     app.include_router(routes_realtime.router)

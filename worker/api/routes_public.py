@@ -13,11 +13,13 @@ from worker.api.auth import authenticate
 from worker.api.bodies import read_model
 from worker.api.presenters import present_list_item, present_run
 from worker.api.related_runs import related_runs
+from worker.api.responses import json_response
 from worker.api.routes_realtime import principal
 from worker.api.routes_sdk import Auth, trigger_permission
 from worker.api.run_bodies import BatchBody, TriggerBody
 from worker.api.state import api_state, engine_of
-from worker.common.statuses import FINAL_STATUSES, INTERNAL_STATUSES
+from worker.common.statuses import INTERNAL_STATUSES
+from worker.engine.db import Row
 from worker.engine.errors import EngineError, Forbidden
 from worker.engine.keys import Environment
 from worker.engine.models import parse_duration, parse_when
@@ -32,10 +34,8 @@ def _request_key(request: Request) -> str | None:
     return request.headers.get(REQUEST_KEY_HEADER) or None
 
 
-@router.post("/api/v1/tasks/{task_id}/trigger")
-async def trigger_task(
-    task_id: str, request: Request, response: Response, who: Auth
-) -> dict[str, object]:
+@router.post("/api/v1/tasks/{task_id}/trigger", response_model=dict[str, object])
+async def trigger_task(task_id: str, request: Request, who: Auth) -> Response:
     body = await read_model(request, TriggerBody)
     key = request.headers.get("idempotency-key")
     if key and body.options.idempotency_key is None:
@@ -44,20 +44,20 @@ async def trigger_task(
     env = await trigger_permission(request, who, task_id, parents=(spec.options.parent,))
     result = await engine_of(request).trigger(env, spec, _request_key(request))
     # a public access token for this run (read:runs:<id>), for a browser to subscribe with
-    response.headers["x-trigger-jwt"] = await engine_of(request).run_token(env, result["id"]
-    )
-    return dict(result)
+    token = await engine_of(request).run_token(env, result["id"])
+    return json_response(dict(result), headers={"x-trigger-jwt": token})
 
 
-@router.post("/api/v1/tasks/{task_id}/batch")
-async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> dict[str, object]:
+@router.post("/api/v1/tasks/{task_id}/batch", response_model=dict[str, object])
+async def batch_trigger_task(task_id: str, request: Request, who: Auth) -> Response:
     batch = (await read_model(request, BatchBody)).to_spec(task_id)
     env = await trigger_permission(request, who, task_id, batch=True, parents=batch.parents())
-    return dict(await engine_of(request).batch_trigger(env, batch, _request_key(request)))
+    return json_response(dict(await engine_of(request).batch_trigger(
+        env, batch, _request_key(request))))
 
 
-@router.post("/api/v2/tasks/batch")
-async def batch_trigger(request: Request, who: Auth) -> dict[str, object]:
+@router.post("/api/v2/tasks/batch", response_model=dict[str, object])
+async def batch_trigger(request: Request, who: Auth) -> Response:
     body = await read_model(request, BatchBody)
     missing = [i for i, item in enumerate(body.items) if not item.task]
     if missing:
@@ -65,7 +65,8 @@ async def batch_trigger(request: Request, who: Auth) -> dict[str, object]:
     batch = body.to_spec()
     env = await trigger_permission(request, who, [item.task for item in batch.items], batch=True,
                                    parents=batch.parents())
-    return dict(await engine_of(request).batch_trigger(env, batch, _request_key(request)))
+    return json_response(dict(await engine_of(request).batch_trigger(
+        env, batch, _request_key(request))))
 
 
 @router.get("/api/v1/batches/{batch_id}")
@@ -73,21 +74,28 @@ async def retrieve_batch(batch_id: str, request: Request, env: Env) -> dict[str,
     return await engine_of(request).retrieve_batch_runs(env, batch_id)
 
 
-@router.get("/api/v3/runs/{run_id}")
-async def retrieve_run(run_id: str, request: Request) -> dict[str, object]:
+@router.get("/api/v3/runs/{run_id}", response_model=dict[str, object])
+async def retrieve_run(run_id: str, request: Request) -> Response:
     """The secret key, or a public access token that may read this run (the ``x-trigger-jwt``
     of its trigger, or one made by ``auth.createPublicToken``)."""
     who = await principal(request)
     wait_ms = _wait_ms(request.query_params.get("waitMs"))
-    row = await engine_of(request).retrieve_run(who.env, run_id)
-    if not who.can_read_run(row):
-        raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
-    if wait_ms and row["status"] not in FINAL_STATUSES:
-        # counted with the worker's dequeue long-polls: one cap per environment (429 when full)
-        async with api_state(request).caps.poll(who.env.id):
-            row = await engine_of(request).wait_run_final(who.env, run_id, wait_ms)
+
+    def admit(row: Row) -> None:
+        if not who.can_read_run(row):
+            raise Forbidden(f"this public access token does not grant read:runs:{run_id}")
+
+    engine = engine_of(request)
+    if wait_ms:  # one read, then (not final yet) a wait woken by the run's change
+        row = await engine.wait_run_final(
+            who.env, run_id, wait_ms, children=True, admit=admit,
+            # counted with the worker's dequeue long-polls: one cap per environment (429)
+            slot=lambda: api_state(request).caps.poll(who.env.id))
+    else:
+        row = await engine.retrieve_run(who.env, run_id, children=True)
+        admit(row)
     row["related_runs"] = await related_runs(engine_of(request).pool, who.env, row)
-    return present_run(row)
+    return json_response(present_run(row))
 
 
 def _wait_ms(value: str | None) -> int:

@@ -8,10 +8,12 @@ from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate_worker
 from worker.api.bodies import read_model
+from worker.api.responses import json_response
 from worker.api.state import api_state, engine_of
 from worker.common.protocol import (
     DequeuedRun,
@@ -54,9 +56,18 @@ class HeartbeatBody(RunIdsBody):
     stopping: bool = False
 
 
+class LeaseAsk(BaseModel):
+    """``/complete``'s ``lease``: lease what a ``/dequeue`` with ``wait_ms=0`` would."""
+
+    versions: list[uuid.UUID] = Field(min_length=1)
+    max_runs: int = Field(default=1, ge=1, le=100)
+
+
 class CompleteBody(BaseModel):
     instance_id: uuid.UUID
     completions: list[object] = Field(max_length=1000)  # an item that is not an object: refused
+    #: complete-and-lease-next (docs/protocol.md): the reply gets "runs" too
+    lease: LeaseAsk | None = None
 
 
 class LogsBody(BaseModel):
@@ -77,8 +88,8 @@ async def register(request: Request, env: Env) -> Wire:
     ).to_wire()
 
 
-@router.post("/dequeue")
-async def dequeue(request: Request, env: Env) -> Wire:
+@router.post("/dequeue", response_model=Wire)
+async def dequeue(request: Request, env: Env) -> Response:
     body = await read_model(request, DequeueBody)
     state = api_state(request)
     async with state.caps.poll(env.id) if body.wait_ms else contextlib.nullcontext():
@@ -90,9 +101,13 @@ async def dequeue(request: Request, env: Env) -> Wire:
             body.wait_ms,
             gone=request.is_disconnected,
         )
-    runs = [run.to_wire() for run in await _with_env_vars(state.engine, env, leased)]
+    return json_response({"runs": await _leased_wire(state.engine, env, leased)})
+
+
+async def _leased_wire(engine: Engine, env: Environment, leased: list[DequeuedRun]) -> list[Wire]:
+    runs = [run.to_wire() for run in await _with_env_vars(engine, env, leased)]
     metrics.observe_dequeued(runs)
-    return {"runs": runs}
+    return runs
 
 
 async def _with_env_vars(engine: Engine, env: Environment,
@@ -106,19 +121,26 @@ async def _with_env_vars(engine: Engine, env: Environment,
     return runs
 
 
-@router.post("/heartbeat")
-async def heartbeat(request: Request, env: Env) -> Wire:
+@router.post("/heartbeat", response_model=Wire)
+async def heartbeat(request: Request, env: Env) -> Response:
     body = await read_model(request, HeartbeatBody)
     reply = await engine_of(request).heartbeat(env, str(body.instance_id), body.run_ids,
                                                stopping=body.stopping)
-    return reply.to_wire()
+    return json_response(reply.to_wire())
 
 
-@router.post("/complete")
-async def complete(request: Request, env: Env) -> Wire:
+@router.post("/complete", response_model=Wire)
+async def complete(request: Request, env: Env) -> Response:
     body = await read_model(request, CompleteBody, max_depth=None)  # checked item by item
     engine = engine_of(request)
-    results = await engine.complete(env, str(body.instance_id), body.completions)
+    instance_id = str(body.instance_id)
+    leased: list[DequeuedRun] | None = None
+    if body.lease is None:
+        results = await engine.complete(env, instance_id, body.completions)
+    else:  # complete-and-lease-next (docs/protocol.md)
+        results, leased = await engine.complete_and_lease(
+            env, instance_id, body.completions, [str(v) for v in body.lease.versions],
+            body.lease.max_runs)
     by_id = {c.get("run_id"): c for c in body.completions if isinstance(c, dict)}
     for result in results:
         if result.outcome is not Outcome.LEASE_LOST:
@@ -130,7 +152,10 @@ async def complete(request: Request, env: Env) -> Wire:
         with_vars = iter(await _with_env_vars(engine, env, following))
         results = [replace(r, next=next(with_vars)) if r.next is not None else r
                    for r in results]
-    return {"results": [r.to_wire() for r in results]}
+    reply: Wire = {"results": [r.to_wire() for r in results]}
+    if leased is not None:
+        reply["runs"] = await _leased_wire(engine, env, leased)
+    return json_response(reply)
 
 
 @router.post("/release")

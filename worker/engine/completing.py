@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg.pq import ExecStatus
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
@@ -20,7 +21,7 @@ from worker.common.protocol import Completion, CompletionResult, DequeuedRun, Ou
 from worker.common.statuses import API_STATUS
 from worker.engine import metadata as run_metadata
 from worker.engine.completions import Refused, clean_completion, clean_log
-from worker.engine.db import Conn, Pool
+from worker.engine.db import Conn, Params, Pool, Row, end_trip
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.models import MAX_OUTPUT_BYTES
@@ -199,6 +200,20 @@ async def complete(
     Plain successes (no metadata, output within the limit) are written by one set-based
     statement; every other item gets its own savepoint, so one bad item spoils nothing else.
     """
+    return (await complete_then_lease(pool, env, instance_id, completions, in_place_lease))[0]
+
+
+async def complete_then_lease(
+    pool: Pool,
+    env: Environment,
+    instance_id: str,
+    completions: Sequence[object],
+    in_place_lease: float | None = None,
+    lease: Params | None = None,
+) -> tuple[list[CompletionResult], list[Row] | None]:
+    """:func:`complete`, then (``lease``: the dequeue statement's parameters) a lease in a
+    transaction of its own, after the completions' commit. Returns the results and the rows
+    the dequeue statement leased, or None when it did not run (the caller leases apart)."""
     plain: list[Completion] = []
     others: list[Completion] = []
     results: list[CompletionResult] = []
@@ -211,36 +226,73 @@ async def complete(
             plain.append(item)
         else:
             others.append(item)
+    if plain and not others:  # the common case: one round trip
+        try:
+            rows, leased = await _plain_then_lease(
+                pool, _plain_params(env, instance_id, plain), lease)
+            return results + _plain_results(plain, rows), leased
+        except psycopg.Error:  # rolled back: item by item, below
+            log.exception("completing %d successes at once failed; one by one", len(plain))
+            plain, others = [], plain
     async with pool.connection() as conn, conn.transaction():
         if plain:
-            items = [{"run_id": c.run_id, "attempt_number": c.attempt_number,
-                      "output": c.output, "output_type": c.output_type} for c in plain]
             try:
                 async with conn.transaction():  # a savepoint: if it fails, item by item
-                    rows = await (
-                        await conn.execute(
-                            Q.complete_successes,
-                            {
-                                "items": Jsonb(items),
-                                "run_ids": [c.run_id for c in plain],
-                                "environment_id": env.id,
-                                "instance_id": instance_id,
-                            },
-                        )
+                    rows = await (await conn.execute(
+                        Q.complete_successes, _plain_params(env, instance_id, plain))
                     ).fetchall()
             except psycopg.Error:
                 log.exception("completing %d successes at once failed; one by one", len(plain))
                 others = plain + others
             else:
-                finished = {row["id"] for row in rows}
-                results += [
-                    _finished(c.run_id) if c.run_id in finished
-                    else CompletionResult(c.run_id, Outcome.LEASE_LOST)
-                    for c in plain
-                ]
+                results += _plain_results(plain, rows)
         for item in others:
             results.append(await _complete_isolated(conn, env, instance_id, item, in_place_lease))
-    return results
+    return results, None
+
+
+async def _plain_then_lease(pool: Pool, params: Params, lease: Params | None
+                            ) -> tuple[list[Row], list[Row] | None]:
+    """Plain successes, and the lease asked for, in one pipeline sent at once (one round
+    trip; see db.one_trip): the completions commit synchronously (durable once answered),
+    then the lease commits in a second transaction without waiting for its WAL flush
+    (leases.dequeue says why). Raises psycopg.Error if the completions did not commit; a
+    lease that failed after them is logged and returned as None."""
+    committed = leased = None
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)  # our BEGIN and COMMIT are in the pipeline
+        try:
+            async with conn.pipeline():
+                await conn.execute("BEGIN")
+                done = await conn.execute(Q.complete_successes, params)
+                committed = await conn.execute("COMMIT")
+                if lease is not None:
+                    await conn.execute("BEGIN")
+                    await conn.execute(Q.async_commit)
+                    leased = await conn.execute(Q.dequeue, lease)
+                    await conn.execute("COMMIT")
+        except psycopg.Error:
+            result = committed.pgresult if committed is not None else None
+            if result is None or result.status != ExecStatus.COMMAND_OK:
+                raise
+            log.exception("leasing after a completion failed; leasing apart")
+            leased = None
+        finally:
+            await end_trip(conn)
+    return await done.fetchall(), (await leased.fetchall() if leased is not None else None)
+
+
+def _plain_params(env: Environment, instance_id: str, plain: list[Completion]) -> Wire:
+    items = [{"run_id": c.run_id, "attempt_number": c.attempt_number,
+              "output": c.output, "output_type": c.output_type} for c in plain]
+    return {"items": Jsonb(items), "run_ids": [c.run_id for c in plain],
+            "environment_id": env.id, "instance_id": instance_id}
+
+
+def _plain_results(plain: list[Completion], rows: list[DictRow]) -> list[CompletionResult]:
+    finished = {row["id"] for row in rows}
+    return [_finished(c.run_id) if c.run_id in finished
+            else CompletionResult(c.run_id, Outcome.LEASE_LOST) for c in plain]
 
 
 async def _complete_isolated(

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from worker.common.protocol import CompletionResult, DequeuedRun, HeartbeatResponse
@@ -92,6 +93,8 @@ class Engine:
         self.realtime = hub
         self.settings = settings
         self.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
+        self.run_vars = env_vars.RunVarCache()
+        notifier.listen(env_vars.CHANNEL, self.run_vars.listener())
         self._services: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -160,9 +163,14 @@ class Engine:
     record_outcome = action(waitpoints.record_outcome)
     checkpoint = action(waitpoints.checkpoint)
 
-    async def wait_run_final(self, env: Environment, run_id: str, wait_ms: int) -> Row:
+    async def wait_run_final(
+        self, env: Environment, run_id: str, wait_ms: int, *, children: bool = False,
+        admit: Callable[[Row], None] | None = None,
+        slot: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+    ) -> Row:
         """``GET /api/v3/runs/{id}?waitMs=N``: the run once final, or after ``wait_ms``."""
-        return await runs.wait_final(self.pool, self.realtime, env, run_id, wait_ms)
+        return await runs.wait_final(self.pool, self.realtime, env, run_id, wait_ms,
+                                     children=children, admit=admit, slot=slot)
 
     async def wait_until_done(self, env: Environment, waitpoint_id: str,
                               timeout_s: float) -> Row:
@@ -205,6 +213,22 @@ class Engine:
         return await completing.complete(self.pool, env, instance_id, completions,
                                           self.lease.lease_seconds)
 
+    async def complete_and_lease(
+        self, env: Environment, instance_id: str, completions: Sequence[object],
+        versions: list[str], max_runs: int,
+    ) -> tuple[list[CompletionResult], list[DequeuedRun]]:
+        """``/complete`` with a ``lease`` (docs/protocol.md): the results, then up to
+        ``max_runs`` runs leased as ``/dequeue`` with ``wait_ms=0`` would; for plain successes
+        both go in one round trip. Versions foreign to ``env`` are refused before anything
+        is recorded."""
+        lease = await leases.lease_params(self.pool, self.lease, env, instance_id, versions,
+                                          max_runs)
+        results, rows = await completing.complete_then_lease(
+            self.pool, env, instance_id, completions, self.lease.lease_seconds, lease)
+        if rows is None:  # not in the same round trip: the usual lease
+            return results, await self.dequeue(env, instance_id, versions, max_runs, 0)
+        return results, await leases.leased_runs(self.pool, env, instance_id, rows)
+
     # -- environment variables (env_vars.py)
     list_env_vars = action(env_vars.list_vars)
     retrieve_env_var = action(env_vars.get)
@@ -212,7 +236,10 @@ class Engine:
     create_env_var = action(env_vars.create)
     update_env_var = action(env_vars.update)
     delete_env_var = action(env_vars.delete)
-    env_vars_for_runs = action(env_vars.for_runs)
+
+    async def env_vars_for_runs(self, env: Environment) -> dict[str, str]:
+        """What leased runs get (cached per process, dropped on change: env_vars.py)."""
+        return await self.run_vars.for_runs(self.pool, env)
 
     # -- alert channels, deployments, task definitions (alerts.py, deployments.py)
     list_tasks = action(deployments.current_tasks)

@@ -1,23 +1,35 @@
 """Environment variables of an environment: stored encrypted (worker/engine/secret_box.py),
 managed through Trigger.dev's ``/api/v1/projects/{ref}/envvars/{env}`` paths, and handed with
-each leased run to the executor, which sets them for that run only (docs/api.md)."""
+each leased run to the executor, which sets them for that run only (docs/api.md).
+
+What runs get is cached per process (:class:`RunVarCache`): every lease hands the variables
+out, and reading and decrypting them each time cost a round trip per dequeue. Every write here
+notifies channel ``trigger_env_vars`` in its own transaction, so each API process drops the
+environment's entry as soon as the change commits; while the listening connection is down the
+cache is not used at all (as the key cache, worker/api/auth.py)."""
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from worker.engine import secret_box
 from worker.engine.db import Pool, fetch_all, fetch_one
 from worker.engine.errors import Conflict, EngineError, Kind, NotFound
 from worker.engine.keys import Environment
+from worker.engine.notifier import Listener
 from worker.engine.queries import Q
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 MAX_VALUE_BYTES = 64 * 1024
 MAX_VARIABLES = 500
+#: the channel of changes (payload: the environment id)
+CHANNEL = "trigger_env_vars"
+#: a bound on staleness should a notification ever be lost with the connection still up
+CACHE_SECONDS = 30.0
 
 
 class EncryptionNotConfigured(EngineError):
@@ -100,6 +112,7 @@ async def put_many(
         count = await fetch_all(conn, Q.list_env_vars, {"environment_id": env.id})
         if len(count) > MAX_VARIABLES:
             raise EngineError(f"at most {MAX_VARIABLES} variables per environment")
+        await conn.execute(Q.notify_env_vars, {"environment_id": env.id})
 
 
 async def create(pool: Pool, env: Environment, name: str, value: str, secret: bool) -> None:
@@ -115,6 +128,7 @@ async def update(pool: Pool, env: Environment, name: str, value: str) -> None:
         params = {"environment_id": env.id, "name": name, "value": sealed}
         if await fetch_one(conn, Q.update_env_var, params) is None:
             raise _missing(env, name)
+        await conn.execute(Q.notify_env_vars, {"environment_id": env.id})
 
 
 async def delete(pool: Pool, env: Environment, name: str) -> None:
@@ -122,6 +136,7 @@ async def delete(pool: Pool, env: Environment, name: str) -> None:
         params = {"environment_id": env.id, "name": name}
         if await fetch_one(conn, Q.delete_env_var, params) is None:
             raise _missing(env, name)
+        await conn.execute(Q.notify_env_vars, {"environment_id": env.id})
 
 
 async def for_runs(pool: Pool, env: Environment) -> dict[str, str]:
@@ -132,3 +147,41 @@ async def for_runs(pool: Pool, env: Environment) -> dict[str, str]:
     except EncryptionNotConfigured as exc:
         log.warning("runs of %s get no environment variables: %s", env.slug, exc.message)
         return {}
+
+
+class RunVarCache:
+    """:func:`for_runs` per environment, for this process; entries dropped on the
+    ``trigger_env_vars`` notifications (:meth:`listener`, given to the engine's notifier)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, dict[str, str]]] = {}
+        #: bumped by every drop: a read that raced a change is not cached
+        self._generation = 0
+        self.listening = False
+
+    def listener(self) -> Listener:
+        return Listener(on_note=self.drop, on_up=self._up, on_down=self._down)
+
+    async def for_runs(self, pool: Pool, env: Environment) -> dict[str, str]:
+        if self.listening:
+            hit = self._entries.get(env.id)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]
+        generation = self._generation
+        variables = await for_runs(pool, env)
+        if self.listening and generation == self._generation:
+            self._entries[env.id] = (time.monotonic() + CACHE_SECONDS, variables)
+        return variables
+
+    def drop(self, environment_id: str) -> None:
+        self._generation += 1
+        self._entries.pop(environment_id, None)
+
+    def _up(self) -> None:  # changes may have been missed while not listening
+        self._generation += 1
+        self._entries.clear()
+        self.listening = True
+
+    def _down(self) -> None:
+        self._generation += 1
+        self.listening = False

@@ -20,7 +20,7 @@ from worker.engine import metrics, waitpoints
 # fail_attempt and store_logs were defined here; callers outside the worker protocol (the
 # rescuer, the OTLP log route) still import them from this module
 from worker.engine.completing import fail_attempt, store_logs
-from worker.engine.db import Pool, Row
+from worker.engine.db import Params, Pool, Row, one_trip
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.lease_guards import check_versions, deliverable
@@ -42,6 +42,49 @@ class LeaseSettings:
 
 #: version id -> its task ids (immutable once registered; bounded by the versions seen)
 _VERSION_TASKS: dict[str, list[str]] = {}
+async def lease_params(pool: Pool, settings: LeaseSettings, env: Environment,
+                       instance_id: str, versions: list[str], max_runs: int) -> Params:
+    """The parameters of the dequeue statement; refuses versions foreign to ``env``."""
+    if not versions:
+        raise EngineError("versions must list at least one registered version id")
+    await check_versions(pool, env, versions)
+    newest_tasks = _VERSION_TASKS.get(versions[0])
+    if newest_tasks is None:
+        async with pool.connection() as conn:
+            cur = await conn.execute(Q.version_task_ids, {"version_id": versions[0]})
+            newest_tasks = [r["task_id"] for r in await cur.fetchall()]
+        if newest_tasks:  # a registered version never changes: cache it for good
+            _VERSION_TASKS[versions[0]] = newest_tasks
+    return {
+        "environment_id": env.id,
+        "newest": versions[0],
+        "versions": versions,
+        "newest_tasks": newest_tasks,
+        "limit": max(1, min(max_runs, 100)),
+        "instance_id": instance_id,
+        "lease_seconds": settings.lease_seconds,
+        "live_seconds": LIVE_WORKER_SECONDS,
+    }
+
+
+async def leased_runs(pool: Pool, env: Environment, instance_id: str,
+                      rows: list[Row]) -> list[DequeuedRun]:
+    """The messages of runs the dequeue statement leased (its leases committed)."""
+    leased = [dequeued_run(row, env) for row in rows]
+    # The attempt replays its own journal: a resumed one, or one handed back (release)
+    # and leased again. A new attempt has none: a retry runs from the top.
+    replaying = [str(row["id"]) for row in rows if row["has_journal"]]
+    found: dict[str, list[Row]] = {}
+    if replaying:
+        async with pool.connection() as conn:
+            found = await waitpoints.journals(conn, replaying)
+    leased = [r.with_journal(found[r.run_id]) if r.run_id in found else r for r in leased]
+    ready, given_back = deliverable(leased)
+    if given_back:  # back to the queue at once: no run waits for its lease to expire
+        await release(pool, env, instance_id, given_back)
+    return ready
+
+
 async def dequeue(
     pool: Pool,
     notifier: Notifier,
@@ -54,64 +97,34 @@ async def dequeue(
     gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> list[DequeuedRun]:
     """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none."""
-    if not versions:
-        raise EngineError("versions must list at least one registered version id")
-    await check_versions(pool, env, versions)
-    max_runs = max(1, min(max_runs, 100))
+    params = await lease_params(pool, settings, env, instance_id, versions, max_runs)
     deadline = time.monotonic() + max(0, min(wait_ms, 30_000)) / 1000
-    newest_tasks = _VERSION_TASKS.get(versions[0])
-    if newest_tasks is None:
-        async with pool.connection() as conn:
-            cur = await conn.execute(Q.version_task_ids, {"version_id": versions[0]})
-            newest_tasks = [r["task_id"] for r in await cur.fetchall()]
-        if newest_tasks:  # a registered version never changes: cache it for good
-            _VERSION_TASKS[versions[0]] = newest_tasks
-    params = {
-        "environment_id": env.id,
-        "newest": versions[0],
-        "versions": versions,
-        "newest_tasks": newest_tasks,
-        "limit": max_runs,
-        "instance_id": instance_id,
-        "lease_seconds": settings.lease_seconds,
-        "live_seconds": LIVE_WORKER_SECONDS,
-    }
+    waited = False
     while True:
-        if gone is not None and await gone():
-            return []  # the worker hung up: leasing now would strand the runs until expiry
+        # the worker hung up while we waited: leasing now would strand the runs until expiry
+        # (not asked before the first look: the request has only just arrived)
+        if waited and gone is not None and await gone():
+            return []
         woken = notifier.event(env.id)
-        async with pool.connection() as conn:
-            started = time.perf_counter()
-            # One round trip: the lease commits without waiting for its WAL flush. A lease
-            # lost in a crash only puts the run back in the queue (leases are fenced, runs are
-            # at-least-once); triggers and completions keep synchronous commits
-            # (docs/benchmarks.md, "Durability").
-            async with conn.pipeline():
-                await conn.execute(Q.async_commit)
-                cursor = await conn.execute(Q.dequeue, params)
-                await conn.commit()
-            rows = await cursor.fetchall()
-            metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        # One round trip (db.one_trip): the lease commits without waiting for its WAL flush.
+        # A lease lost in a crash only puts the run back in the queue (leases are fenced, runs
+        # are at-least-once); triggers and completions keep synchronous commits
+        # (docs/benchmarks.md, "Durability").
+        async with one_trip(pool) as conn:
+            await conn.execute(Q.async_commit)
+            cursor = await conn.execute(Q.dequeue, params)
+        rows = await cursor.fetchall()
+        metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
         if rows:
-            leased = [dequeued_run(row, env) for row in rows]
-            # The attempt replays its own journal: a resumed one, or one handed back (release)
-            # and leased again. A new attempt has none: a retry runs from the top.
-            replaying = [str(row["id"]) for row in rows if row["has_journal"]]
-            found: dict[str, list[Row]] = {}
-            if replaying:
-                async with pool.connection() as conn:
-                    found = await waitpoints.journals(conn, replaying)
-            leased = [r.with_journal(found[r.run_id]) if r.run_id in found else r for r in leased]
-            ready, given_back = deliverable(leased)
-            if given_back:  # back to the queue at once: no run waits for its lease to expire
-                await release(pool, env, instance_id, given_back)
-            return ready
+            return await leased_runs(pool, env, instance_id, rows)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return []
         # poll fallback: at most 1 s between looks, even with no notification
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(woken.wait(), timeout=min(remaining, 1.0))
+        waited = True
 
 
 async def heartbeat(
@@ -128,40 +141,35 @@ async def heartbeat(
         "environment_id": env.id,
         "lease_seconds": settings.lease_seconds,
     }
-    async with pool.connection() as conn, conn.transaction():
+    # one round trip (db.one_trip): the lease renewal, the worker's touch, the commit
+    async with one_trip(pool) as conn:
         await conn.execute(Q.async_commit)  # a lost heartbeat only shortens a lease
-        rows = await (await conn.execute(Q.heartbeat, params)).fetchall()
+        held_cur = await conn.execute(Q.heartbeat, params)
         if stopping:  # a worker shutting down serves nothing: its runs may migrate at once
             await conn.execute(Q.worker_stopped, {"instance_id": instance_id})
-            held = {x["id"] for x in rows}
-            return HeartbeatResponse([r for r in run_ids if r not in held])
-        worker = await (
-            await conn.execute(
-                Q.touch_worker,
-                {
-                    "instance_id": instance_id,
-                    "live_seconds": LIVE_WORKER_SECONDS,
-                },
-            )
-        ).fetchone()
-        if worker and worker["was_gone"]:  # back after a silence: release what waited for it
+        else:
+            canceled_cur = await conn.execute(
+                Q.canceled_among, {"run_ids": run_ids, "environment_id": env.id})
+            touch = {"instance_id": instance_id, "live_seconds": LIVE_WORKER_SECONDS}
+            worker_cur = await conn.execute(Q.touch_worker, touch)
+    worker = None if stopping else await worker_cur.fetchone()
+    if worker and worker["was_gone"]:  # back after a silence: release what waited for it
+        # (after the commit; should this not happen, the version sweep releases them)
+        async with pool.connection() as conn, conn.transaction():
             tasks = await (
                 await conn.execute(Q.version_task_ids, {"version_id": worker["version_id"]})
             ).fetchall()
             await conn.execute(
                 Q.release_version_waits,
-                {
-                    "environment_id": env.id,
-                    "task_ids": [t["task_id"] for t in tasks],
-                },
+                {"environment_id": env.id, "task_ids": [t["task_id"] for t in tasks]},
             )
             await conn.execute(Q.notify_runs, {"environment_id": env.id})
-        held = {r["id"] for r in rows}
-        lost = [r for r in run_ids if r not in held]
-        canceled: list[str] = []
-        if lost:  # why: a cancel (the task gets on_cancel) or anything else (just stop)
-            cur = await conn.execute(Q.canceled_among, {"run_ids": lost, "environment_id": env.id})
-            canceled = [r["id"] for r in await cur.fetchall()]
+    held = {r["id"] for r in await held_cur.fetchall()}
+    lost = [r for r in run_ids if r not in held]
+    if stopping:
+        return HeartbeatResponse(lost)
+    # why each lost run was lost: a cancel (the task gets on_cancel) or anything else (stop)
+    canceled = [r["id"] for r in await canceled_cur.fetchall() if r["id"] not in held]
     return HeartbeatResponse(lost, canceled)
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 SQL_DIR = Path(__file__).parent / "sql"
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+#: whole-line comments, left out of the text sent: psycopg caches the conversion of a query's
+#: %(name)s placeholders only for texts up to 4 KiB, and the dequeue's comments made it longer
+_COMMENT_LINE = re.compile(r"^[ \t]*--[^\n]*\n", re.MULTILINE)
 
 
 @cache
@@ -22,7 +25,7 @@ def _load() -> dict[str, str]:
         for name, body in zip(parts[1::2], parts[2::2], strict=True):
             if name in queries:
                 raise RuntimeError(f"query {name!r} is defined twice (again in {path.name})")
-            queries[name] = body.strip()
+            queries[name] = _COMMENT_LINE.sub("", body.strip() + "\n").strip()
     return queries
 
 

@@ -95,6 +95,8 @@ class RealtimeHub:
                 del self._finals[run_id]
 
     async def _listen(self) -> None:
+        if self._listening.is_set():  # the common case: no waiting task to create
+            return
         if self._task is None:
             self._task = asyncio.create_task(self._listen_forever(), name="realtime-hub")
         with contextlib.suppress(TimeoutError):

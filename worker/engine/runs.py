@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
 from worker.common.statuses import FINAL_STATUSES
 from worker.engine import triggering
-from worker.engine.db import Pool, Row, fetch_all, fetch_one
+from worker.engine.db import Pool, Row, fetch_all, fetch_one, one_trip
 from worker.engine.errors import Conflict, NotFound
 from worker.engine.keys import Environment
 from worker.engine.models import RunOptions, TriggerSpec
@@ -16,18 +18,30 @@ from worker.engine.queries import Q
 from worker.engine.realtime import RealtimeHub
 
 
-async def retrieve(pool: Pool, env: Environment, run_id: str) -> Row:
-    async with pool.connection() as conn:
-        params = {"id": run_id, "environment_id": env.id}
-        row = await fetch_one(conn, Q.get_run, params)
-        if row is None:
-            raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
-        attempts = await fetch_all(conn, Q.list_attempts, {"id": run_id})
-        depth = 0
-        if row["parent_run_id"] is not None:
-            found = await fetch_one(conn, Q.run_depth, {"id": run_id})
-            depth = int(found["depth"]) if found else 1
-    return {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
+async def retrieve(pool: Pool, env: Environment, run_id: str, *,
+                   children: bool = False) -> Row:
+    """The run with its attempts and depth (and, with ``children``, the runs it triggered
+    under ``"children"``: relatedRuns). Every statement goes in one pipeline with the commit:
+    one network round trip (db.one_trip), where one statement after another took five."""
+    params = {"id": run_id, "environment_id": env.id}
+    async with one_trip(pool, writes=False) as conn:
+        run_cur = await conn.execute(Q.get_run, params)
+        attempts_cur = await conn.execute(Q.list_attempts, params)
+        depth_cur = await conn.execute(Q.run_depth, params)
+        children_cur = await conn.execute(Q.run_children, params) if children else None
+    # the results came with the commit: the cursors are read without the connection
+    row = await run_cur.fetchone()
+    if row is None:
+        raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
+    attempts = await attempts_cur.fetchall()
+    depth = 0
+    if row["parent_run_id"] is not None:
+        found = await depth_cur.fetchone()
+        depth = int(found["depth"]) if found and found["depth"] is not None else 1
+    out = {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
+    if children_cur is not None:
+        out["children"] = await children_cur.fetchall()
+    return out
 
 
 #: the longest ``GET /api/v3/runs/{id}?waitMs=N`` waits for the run to end (docs/api.md)
@@ -35,22 +49,37 @@ MAX_WAIT_MS = 60_000
 
 
 async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str,
-                     wait_ms: int) -> Row:
+                     wait_ms: int, *, children: bool = False,
+                     admit: Callable[[Row], None] | None = None,
+                     slot: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+                     ) -> Row:
     """The run as :func:`retrieve` returns it, as soon as it is final or after ``wait_ms``
     (capped at MAX_WAIT_MS), whichever comes first. Woken by the run's change notification
-    (LISTEN/NOTIFY through the hub), never by polling; holds no connection while it waits."""
+    (LISTEN/NOTIFY through the hub), never by polling; holds no connection while it waits.
+
+    The first read is the caller's too: ``admit`` sees it first (to refuse a reader that may
+    not see the run: it raises), and only a run not final yet takes a ``slot`` (the
+    environment's long-poll cap) for the wait."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(max(wait_ms, 0), MAX_WAIT_MS) / 1000
     ended = await hub.watch_final(run_id)  # before the read: a change after it is not missed
     try:
-        while True:
-            run = await retrieve(pool, env, run_id)
-            remaining = deadline - loop.time()
-            if run["status"] in FINAL_STATUSES or remaining <= 0:
-                return run
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), remaining)
-            ended.clear()
+        run = await retrieve(pool, env, run_id, children=children)
+        if admit is not None:
+            admit(run)
+        if run["status"] in FINAL_STATUSES or deadline <= loop.time():
+            return run
+        async with slot() if slot is not None else contextlib.nullcontext():
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return run
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), remaining)
+                ended.clear()
+                run = await retrieve(pool, env, run_id, children=children)
+                if run["status"] in FINAL_STATUSES:
+                    return run
     finally:
         hub.unwatch_final(run_id, ended)
 

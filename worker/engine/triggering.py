@@ -5,7 +5,7 @@ version pins, queues and concurrency keys (docs/triggerdev-semantics.md, "Idempo
 from __future__ import annotations
 
 from worker.engine import request_keys, waitpoints
-from worker.engine.db import Conn, Pool, Row, fetch_one
+from worker.engine.db import Conn, Pool, Row, fetch_one, one_trip
 from worker.engine.errors import EngineError
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
@@ -28,6 +28,10 @@ async def trigger(
     task_id = spec.task
     payload = encode_payload(spec.payload, spec.payload_type)
     planned: TriggeredRun = {"id": new_id("run"), "isCached": False}
+    plain = (request_key is None and is_plain(spec.options, payload)
+             and not spec.options.parent.links)
+    if plain and await _trigger_plain(pool, env, spec, payload, planned["id"], replayed_from):
+        return planned
     async with pool.connection() as conn, conn.transaction():
         cached = await request_keys.claim(conn, env, request_key, planned)
         if cached and request_key:
@@ -46,6 +50,24 @@ async def trigger(
                 response["waitpointId"] = waitpoint_id
         await request_keys.save(conn, env, request_key, planned, response)
     return response
+
+
+async def _trigger_plain(pool: Pool, env: Environment, spec: TriggerSpec,
+                         payload: tuple[str, str], run_id: str,
+                         replayed_from: str | None) -> bool:
+    """The common trigger (no key to look up, no parent to write to, payload inline) in two
+    round trips (db.one_trip): BEGIN with the task's definition, then the insert with the
+    commit, a synchronous one (a 2xx trigger survives a crash). False if the insert did not
+    happen (for the general path to try)."""
+    async with one_trip(pool) as conn:
+        creator = RunCreator(conn, env)
+        await creator.load_definitions([spec.task])
+        check_payload(spec.task, creator.definition(spec.task), spec.payload, payload[1])
+        params = await creator.params(spec.task, payload, spec.options,
+                                      replayed_from=replayed_from)
+        params["id"] = run_id
+        inserted = await conn.execute(Q.insert_run, params)  # notifies the dequeues
+    return await inserted.fetchone() is not None
 
 
 async def _link_to_parent(

@@ -23,3 +23,7 @@ RETURNING name;
 DELETE FROM environment_variables
 WHERE environment_id = %(environment_id)s::uuid AND name = %(name)s::text
 RETURNING name;
+
+-- name: notify_env_vars
+-- In the writing transaction: every API process drops its cached copy once it commits.
+SELECT pg_notify('trigger_env_vars', %(environment_id)s::text);
