@@ -8,7 +8,6 @@ never record a result); the dequeued message is built in ``run_messages.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from worker.engine import metrics, waitpoints
 from worker.engine.completing import fail_attempt, store_logs
 from worker.engine.db import Pool, Row
 from worker.engine.errors import EngineError
+from worker.engine.handoff import Handoff, wait_for_runs
 from worker.engine.keys import Environment
 from worker.engine.lease_guards import check_versions, deliverable
 from worker.engine.notifier import Notifier
@@ -52,8 +52,10 @@ async def dequeue(
     max_runs: int,
     wait_ms: int,
     gone: Callable[[], Awaitable[bool]] | None = None,
+    handoff: Handoff | None = None,
 ) -> list[DequeuedRun]:
-    """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none."""
+    """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none. While it
+    waits, a trigger of this process may lease for it (``handoff``, engine/handoff.py)."""
     if not versions:
         raise EngineError("versions must list at least one registered version id")
     await check_versions(pool, env, versions)
@@ -93,25 +95,50 @@ async def dequeue(
             rows = await cursor.fetchall()
             metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
         if rows:
-            leased = [dequeued_run(row, env) for row in rows]
-            # The attempt replays its own journal: a resumed one, or one handed back (release)
-            # and leased again. A new attempt has none: a retry runs from the top.
-            replaying = [str(row["id"]) for row in rows if row["has_journal"]]
-            found: dict[str, list[Row]] = {}
-            if replaying:
-                async with pool.connection() as conn:
-                    found = await waitpoints.journals(conn, replaying)
-            leased = [r.with_journal(found[r.run_id]) if r.run_id in found else r for r in leased]
-            ready, given_back = deliverable(leased)
-            if given_back:  # back to the queue at once: no run waits for its lease to expire
-                await release(pool, env, instance_id, given_back)
-            return ready
+            return await _deliver(pool, env, instance_id, rows)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return []
         # poll fallback: at most 1 s between looks, even with no notification
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), timeout=min(remaining, 1.0))
+        rows = await wait_for_runs(handoff, woken, env.id, params, min(remaining, 1.0),
+                                   orphaned=lambda rows: _release_later(pool, env, instance_id,
+                                                                        rows))
+        if rows and gone is not None and await gone():
+            _release_later(pool, env, instance_id, rows)
+            return []
+        if rows:
+            return await _deliver(pool, env, instance_id, rows)
+
+
+async def _deliver(pool: Pool, env: Environment, instance_id: str,
+                   rows: list[Row]) -> list[DequeuedRun]:
+    """The leased rows as messages, with their journals; runs this worker cannot take go back."""
+    leased = [dequeued_run(row, env) for row in rows]
+    # The attempt replays its own journal: a resumed one, or one handed back (release)
+    # and leased again. A new attempt has none: a retry runs from the top.
+    replaying = [str(row["id"]) for row in rows if row["has_journal"]]
+    found: dict[str, list[Row]] = {}
+    if replaying:
+        async with pool.connection() as conn:
+            found = await waitpoints.journals(conn, replaying)
+    leased = [r.with_journal(found[r.run_id]) if r.run_id in found else r for r in leased]
+    ready, given_back = deliverable(leased)
+    if given_back:  # back to the queue at once: no run waits for its lease to expire
+        await release(pool, env, instance_id, given_back)
+    return ready
+
+
+#: releases of runs leased for a long-poll that is gone (kept referenced until done)
+_RELEASING: set[asyncio.Task[list[str]]] = set()
+
+
+def _release_later(pool: Pool, env: Environment, instance_id: str, rows: list[Row]) -> None:
+    """Runs a trigger handed to a long-poll that has gone meanwhile: straight back to the queue."""
+    if not rows:
+        return
+    task = asyncio.ensure_future(release(pool, env, instance_id, [str(r["id"]) for r in rows]))
+    _RELEASING.add(task)
+    task.add_done_callback(_RELEASING.discard)
 
 
 async def heartbeat(

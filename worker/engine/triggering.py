@@ -7,6 +7,7 @@ from __future__ import annotations
 from worker.engine import request_keys, waitpoints
 from worker.engine.db import Conn, Pool, Row, fetch_one
 from worker.engine.errors import EngineError
+from worker.engine.handoff import Claim, Handoff
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
 from worker.engine.models import BatchSpec, ParentLink, TriggerSpec
@@ -23,28 +24,43 @@ async def trigger(
     spec: TriggerSpec,
     request_key: str | None = None,
     replayed_from: str | None = None,
+    handoff: Handoff | None = None,
 ) -> TriggeredRun:
-    """Create one run."""
+    """Create one run. With ``handoff``, a worker long-polling in this process gets the run
+    leased in the same transaction (engine/handoff.py)."""
     task_id = spec.task
     payload = encode_payload(spec.payload, spec.payload_type)
     planned: TriggeredRun = {"id": new_id("run"), "isCached": False}
-    async with pool.connection() as conn, conn.transaction():
-        cached = await request_keys.claim(conn, env, request_key, planned)
-        if cached and request_key:
-            return await request_keys.replayed_run(conn, request_key, cached, task_id)
-        creator = RunCreator(conn, env)
-        await creator.load_definitions([task_id])
-        check_payload(task_id, creator.definition(task_id), spec.payload, payload[1])
-        run_id, is_cached = await creator.create(
-            task_id, payload, spec.options, replayed_from=replayed_from, run_id=planned["id"]
-        )
-        response: TriggeredRun = {"id": run_id, "isCached": is_cached}
-        parent = spec.options.parent
-        if parent.journaled:
-            waitpoint_id = await _link_to_parent(conn, env, parent, task_id, run_id=run_id)
-            if waitpoint_id is not None:
-                response["waitpointId"] = waitpoint_id
-        await request_keys.save(conn, env, request_key, planned, response)
+    claim: Claim | None = None
+    try:
+        async with pool.connection() as conn, conn.transaction():
+            cached = await request_keys.claim(conn, env, request_key, planned)
+            if cached and request_key:
+                return await request_keys.replayed_run(conn, request_key, cached, task_id)
+            creator = RunCreator(conn, env)
+            await creator.load_definitions([task_id])
+            check_payload(task_id, creator.definition(task_id), spec.payload, payload[1])
+            run_id, is_cached = await creator.create(
+                task_id, payload, spec.options, replayed_from=replayed_from,
+                run_id=planned["id"]
+            )
+            response: TriggeredRun = {"id": run_id, "isCached": is_cached}
+            parent = spec.options.parent
+            if parent.journaled:
+                waitpoint_id = await _link_to_parent(conn, env, parent, task_id, run_id=run_id)
+                if waitpoint_id is not None:
+                    response["waitpointId"] = waitpoint_id
+            await request_keys.save(conn, env, request_key, planned, response)
+            if handoff is not None and creator.queued and not is_cached:
+                claim = handoff.claim(env.id)
+                if claim is not None:
+                    await claim.lease(conn)
+    except BaseException:
+        if claim is not None:
+            claim.abandon()  # rolled back: the long-poll looks again by itself
+        raise
+    if claim is not None:
+        claim.deliver()  # committed
     return response
 
 
