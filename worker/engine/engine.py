@@ -43,10 +43,13 @@ from worker.engine import (
     waitpoints,
 )
 from worker.engine.db import Pool, Row, open_pool
+from worker.engine.handoff import Handoff
 from worker.engine.keys import Environment
 from worker.engine.leases import LeaseSettings
+from worker.engine.models import TriggerSpec
 from worker.engine.notifier import Notifier
 from worker.engine.realtime import RealtimeHub
+from worker.engine.request_keys import TriggeredRun
 from worker.engine.services.alerter import run_alerter
 from worker.engine.services.cron_trigger import run_cron_trigger
 from worker.engine.services.expirer import run_expirer
@@ -95,6 +98,7 @@ class Engine:
         self.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
         self.run_vars = env_vars.RunVarCache()
         notifier.listen(env_vars.CHANNEL, self.run_vars.listener())
+        self.handoff = Handoff() if settings.direct_handoff else None
         self._services: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -134,7 +138,12 @@ class Engine:
         await self.pool.close()
 
     # -- runs (runs.py, triggering.py)
-    trigger = action(triggering.trigger)
+    async def trigger(self, env: Environment, spec: TriggerSpec, request_key: str | None = None,
+                      replayed_from: str | None = None) -> TriggeredRun:
+        """Create one run; a long-poll of this process may get it leased at once (handoff.py)."""
+        return await triggering.trigger(self.pool, env, spec, request_key, replayed_from,
+                                        handoff=self.handoff)
+
     batch_trigger = action(triggering.batch_trigger)
     retrieve_run = action(runs.retrieve)
     retrieve_batch_runs = action(runs.retrieve_batch)
@@ -200,7 +209,8 @@ class Engine:
                       max_runs: int, wait_ms: int,
                       gone: Callable[[], Awaitable[bool]] | None = None) -> list[DequeuedRun]:
         return await leases.dequeue(self.pool, self.notifier, self.lease, env, instance_id,
-                                    versions, max_runs, wait_ms, gone=gone)
+                                    versions, max_runs, wait_ms, gone=gone,
+                                    handoff=self.handoff)
 
     async def heartbeat(self, env: Environment, instance_id: str, run_ids: list[str],
                         stopping: bool = False) -> HeartbeatResponse:

@@ -8,7 +8,6 @@ never record a result); the dequeued message is built in ``run_messages.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from worker.engine import metrics, waitpoints
 from worker.engine.completing import fail_attempt, store_logs
 from worker.engine.db import Params, Pool, Row, one_trip
 from worker.engine.errors import EngineError
+from worker.engine.handoff import Handoff, wait_for_runs
 from worker.engine.keys import Environment
 from worker.engine.lease_guards import check_versions, deliverable
 from worker.engine.notifier import Notifier
@@ -95,8 +95,10 @@ async def dequeue(
     max_runs: int,
     wait_ms: int,
     gone: Callable[[], Awaitable[bool]] | None = None,
+    handoff: Handoff | None = None,
 ) -> list[DequeuedRun]:
-    """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none."""
+    """Lease up to ``max_runs`` runs; long-poll up to ``wait_ms`` when there are none. While it
+    waits, a trigger of this process may lease for it (``handoff``, engine/handoff.py)."""
     params = await lease_params(pool, settings, env, instance_id, versions, max_runs)
     deadline = time.monotonic() + max(0, min(wait_ms, 30_000)) / 1000
     waited = False
@@ -122,9 +124,28 @@ async def dequeue(
         if remaining <= 0:
             return []
         # poll fallback: at most 1 s between looks, even with no notification
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), timeout=min(remaining, 1.0))
+        rows = await wait_for_runs(handoff, woken, env.id, params, min(remaining, 1.0),
+                                   orphaned=lambda rows: _release_later(pool, env, instance_id,
+                                                                        rows))
         waited = True
+        if rows and gone is not None and await gone():
+            _release_later(pool, env, instance_id, rows)
+            return []
+        if rows:
+            return await leased_runs(pool, env, instance_id, rows)
+
+
+#: releases of runs leased for a long-poll that is gone (kept referenced until done)
+_RELEASING: set[asyncio.Task[list[str]]] = set()
+
+
+def _release_later(pool: Pool, env: Environment, instance_id: str, rows: list[Row]) -> None:
+    """Runs a trigger handed to a long-poll that has gone meanwhile: straight back to the queue."""
+    if not rows:
+        return
+    task = asyncio.ensure_future(release(pool, env, instance_id, [str(r["id"]) for r in rows]))
+    _RELEASING.add(task)
+    task.add_done_callback(_RELEASING.discard)
 
 
 async def heartbeat(

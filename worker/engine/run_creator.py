@@ -64,6 +64,8 @@ class RunCreator:
         self._live: dict[str, bool] = {}
         self._queues: dict[str, bool] = {}
         self._definitions: dict[str, dict[str, Any]] = {}
+        #: the last run :meth:`create` inserted is PENDING: a worker may lease it at once
+        self.queued = False
 
     async def load_definitions(self, task_ids: list[str]) -> None:
         params = {"environment_id": self.env.id, "task_ids": task_ids,
@@ -194,6 +196,7 @@ class RunCreator:
             run_id = None  # a retry after a lost race needs a fresh id
             # notifies the dequeues when PENDING
             if await fetch_one(self.conn, Q.insert_run, params):
+                self.queued = params["status"] == "PENDING"
                 if params["payload_offloaded"]:
                     await self.conn.execute(
                         Q.insert_packet, {"run_id": params["id"], "payload": payload[0]}

@@ -77,6 +77,8 @@ class EngineSettings:
     cron_max_sleep: float = 1.0
     #: how long the database gauges of /metrics are reused
     metrics_cache_seconds: float = 5.0
+    #: a trigger leases to a long-poll waiting in the same API process (engine/handoff.py)
+    direct_handoff: bool = True
     alerts: AlertSettings = field(default_factory=AlertSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
 
@@ -94,6 +96,7 @@ class EngineSettings:
                                      environ=environ),
             metrics_cache_seconds=env_float("TRIGGER_METRICS_CACHE_SECONDS", 5.0, minimum=0,
                                             environ=environ),
+            direct_handoff=env_bool("TRIGGER_DIRECT_HANDOFF", True, environ=environ),
             alerts=AlertSettings.from_env(environ),
             retention=RetentionSettings.from_env(environ),
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from worker.engine import request_keys, waitpoints
 from worker.engine.db import Conn, Pool, Row, fetch_one, one_trip
 from worker.engine.errors import EngineError
+from worker.engine.handoff import Handoff, offered
 from worker.engine.ids import new_id
 from worker.engine.keys import Environment
 from worker.engine.models import BatchSpec, ParentLink, TriggerSpec
@@ -23,16 +24,20 @@ async def trigger(
     spec: TriggerSpec,
     request_key: str | None = None,
     replayed_from: str | None = None,
+    handoff: Handoff | None = None,
 ) -> TriggeredRun:
-    """Create one run."""
+    """Create one run. With ``handoff``, a worker long-polling in this process gets the run
+    leased in the same transaction (engine/handoff.py)."""
     task_id = spec.task
     payload = encode_payload(spec.payload, spec.payload_type)
     planned: TriggeredRun = {"id": new_id("run"), "isCached": False}
     plain = (request_key is None and is_plain(spec.options, payload)
              and not spec.options.parent.links)
-    if plain and await _trigger_plain(pool, env, spec, payload, planned["id"], replayed_from):
+    if plain and await _trigger_plain(pool, env, spec, payload, planned["id"], replayed_from,
+                                      handoff):
         return planned
-    async with pool.connection() as conn, conn.transaction():
+    async with offered(handoff, env.id) as offer, pool.connection() as conn, \
+            conn.transaction():
         cached = await request_keys.claim(conn, env, request_key, planned)
         if cached and request_key:
             return await request_keys.replayed_run(conn, request_key, cached, task_id)
@@ -49,25 +54,30 @@ async def trigger(
             if waitpoint_id is not None:
                 response["waitpointId"] = waitpoint_id
         await request_keys.save(conn, env, request_key, planned, response)
+        if creator.queued and not is_cached:
+            await offer.lease(conn)
     return response
 
 
 async def _trigger_plain(pool: Pool, env: Environment, spec: TriggerSpec,
                          payload: tuple[str, str], run_id: str,
-                         replayed_from: str | None) -> bool:
+                         replayed_from: str | None, handoff: Handoff | None) -> bool:
     """The common trigger (no key to look up, no parent to write to, payload inline) in two
     round trips (db.one_trip): BEGIN with the task's definition, then the insert with the
     commit, a synchronous one (a 2xx trigger survives a crash). False if the insert did not
     happen (for the general path to try)."""
-    async with one_trip(pool) as conn:
-        creator = RunCreator(conn, env)
-        await creator.load_definitions([spec.task])
-        check_payload(spec.task, creator.definition(spec.task), spec.payload, payload[1])
-        params = await creator.params(spec.task, payload, spec.options,
-                                      replayed_from=replayed_from)
-        params["id"] = run_id
-        inserted = await conn.execute(Q.insert_run, params)  # notifies the dequeues
-    return await inserted.fetchone() is not None
+    async with offered(handoff, env.id) as offer:
+        async with one_trip(pool) as conn:
+            creator = RunCreator(conn, env)
+            await creator.load_definitions([spec.task])
+            check_payload(spec.task, creator.definition(spec.task), spec.payload, payload[1])
+            params = await creator.params(spec.task, payload, spec.options,
+                                          replayed_from=replayed_from)
+            params["id"] = run_id
+            inserted = await conn.execute(Q.insert_run, params)  # notifies the dequeues
+            if params["status"] == "PENDING":
+                await offer.lease(conn)  # leases whatever is next: this run, if nothing before
+        return await inserted.fetchone() is not None
 
 
 async def _link_to_parent(
