@@ -65,7 +65,9 @@ WITH RECURSIVE locked_versions AS (
         status_reason = NULL,
         started_at = coalesce(r.started_at, now()),
         expires_at = NULL,
-        updated_at = now(),
+        -- later than the insert's now() even in the trigger's own transaction (a direct
+        -- hand-off): realtime feeds order a run's changes by updated_at (run_feed.as_of)
+        updated_at = clock_timestamp(),
         max_attempts = least(coalesce(r.max_attempts,
                                       (vt.definition -> 'retry' ->> 'max_attempts')::int, 1), 250),
         retry = coalesce(r.retry, vt.definition -> 'retry'),
