@@ -135,7 +135,13 @@ def test_trigger_logs_and_runs_show_print_a_run(
         assert "plain print" in out
     warn_only = _cli(api_server.url, project.key, "logs", run_id, "--level", "warn")
     assert "careful" in warn_only and "working on it" not in warn_only
+    # the executor exports its attempt span in the background (a batch a second): on a busy
+    # machine it may land after the run ended and the commands above ran
+    deadline = time.monotonic() + 20
     shown = _cli(api_server.url, project.key, "runs", "show", run_id)
+    while "Attempt 1" not in shown and time.monotonic() < deadline:
+        time.sleep(0.5)
+        shown = _cli(api_server.url, project.key, "runs", "show", run_id)
     assert "status   COMPLETED" in shown and "output   7" in shown
     assert re.search(r"^obs-metered\s+\|=+", shown, re.M), shown
     assert re.search(r"^  Attempt 1\s+\|", shown, re.M), shown

@@ -2,9 +2,8 @@
 
 * :class:`ZygoteProcess` starts ``python -m worker.runtime.zygote`` (a fresh interpreter, never a
   fork of the supervisor), reads its manifest, asks it to fork, and receives executor exits.
-* :class:`Pool` keeps warm executors for one version (up to ``concurrency``), replaces dead
-  ones, trims idle ones and recycles those that ran ``max_runs_per_process`` runs or grew past
-  ``max_memory_per_process``.
+* :class:`Pool` keeps up to ``concurrency`` warm executors of one version: it replaces dead ones,
+  trims idle ones, recycles those past ``max_runs_per_process`` or ``max_memory_per_process``.
 """
 
 from __future__ import annotations
@@ -291,8 +290,7 @@ class Pool:
                     return ex
                 if self.busy_count() and not self.draining:  # a prefetched run waits for
                     deadline = time.monotonic() + timeout  # a busy one, however long it runs
-                if (self.closed or self.zygote.dead.is_set()
-                        or time.monotonic() > deadline):
+                if self.closed or self.zygote.dead.is_set() or time.monotonic() > deadline:
                     raise PoolUnavailable(f"no executor of version {self.version} available")
                 self.target = min(self.size, max(self.target, self.busy_count() + self._wanted))
                 self.fill()
@@ -304,11 +302,11 @@ class Pool:
 
     def try_acquire(self, run: DequeuedRun) -> Executor | None:
         """An idle executor reserved for ``run`` now, or None (then :meth:`acquire` waits)."""
-        for ex in self.executors.values():
-            if ex.alive and ex.run is None and not ex.retiring:
-                ex.run = run
-                return ex
-        return None
+        ex = next((e for e in self.executors.values()
+                   if e.alive and e.run is None and not e.retiring), None)
+        if ex is not None:
+            ex.run = run
+        return ex
 
     async def execute(self, ex: Executor, run: DequeuedRun) -> dict[str, Any]:
         """Run on ``ex``; return the completion frame. Raises ExecutorDied."""
@@ -343,8 +341,7 @@ class Pool:
     def _over_memory(self, ex: Executor, rss: int) -> bool:
         if not self.max_memory or rss <= self.max_memory:
             return False
-        # A fresh executor must have real headroom under the limit, or every replacement
-        # would be recycled again after its first run.
+        # a fresh executor needs headroom under the limit, or each replacement is recycled too
         if self.max_memory - ex.baseline_rss < self.max_memory // 10:
             if not self._memory_warned:
                 self._memory_warned = True
