@@ -29,15 +29,29 @@ from worker.engine.queries import Q
 
 
 class Waiter:
-    """One long-poll waiting for runs of an environment, with its lease parameters."""
+    """One long-poll waiting for runs of an environment, with its lease parameters. Its one
+    future is answered by whichever comes first: a trigger's hand-off (the rows it leased), a
+    notification or the timeout ([]: the long-poll looks itself)."""
 
-    __slots__ = ("claimed", "params", "result")
+    __slots__ = ("claimed", "orphaned", "params", "result")
 
-    def __init__(self, params: Mapping[str, object]) -> None:
+    def __init__(self, params: Mapping[str, object],
+                 orphaned: Callable[[list[Row]], None]) -> None:
         self.params = params
+        self.orphaned = orphaned
         self.claimed = False
-        #: the rows the claiming trigger leased ([] when it leased none or failed)
         self.result: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
+
+    def wake(self) -> None:
+        """A notification or the timeout: look again (unless a trigger is leasing for us)."""
+        if not self.claimed and not self.result.done():
+            self.result.set_result([])
+
+    def hand(self, rows: list[Row]) -> None:
+        if self.result.cancelled():  # the long-poll is gone: nobody will start these runs
+            self.orphaned(rows)
+        elif not self.result.done():
+            self.result.set_result(rows)
 
 
 class Claim:
@@ -55,13 +69,10 @@ class Claim:
         self.cursor = await conn.execute(Q.dequeue, self.waiter.params)
 
     async def deliver(self) -> None:
-        rows = await self.cursor.fetchall() if self.cursor is not None else []
-        if not self.waiter.result.done():
-            self.waiter.result.set_result(rows)
+        self.waiter.hand(await self.cursor.fetchall() if self.cursor is not None else [])
 
     def abandon(self) -> None:
-        if not self.waiter.result.done():
-            self.waiter.result.set_result([])
+        self.waiter.hand([])
 
 
 class Offer:
@@ -96,6 +107,9 @@ async def offered(handoff: Handoff | None, env_id: str) -> AsyncIterator[Offer]:
         raise
     if offer.claim is not None:
         await offer.claim.deliver()
+        # One turn of the loop: the long-poll answers its worker before this trigger answers
+        # its caller (the run starts sooner; the 2xx waits for that one turn only).
+        await asyncio.sleep(0)
 
 
 class Handoff:
@@ -105,9 +119,10 @@ class Handoff:
         self._waiting: dict[str, list[Waiter]] = {}
 
     @contextlib.contextmanager
-    def waiting(self, env_id: str, params: Mapping[str, object]) -> Iterator[Waiter]:
+    def waiting(self, env_id: str, params: Mapping[str, object],
+                orphaned: Callable[[list[Row]], None]) -> Iterator[Waiter]:
         """Offer a long-poll to triggers of ``env_id`` while the block runs."""
-        waiter = Waiter(params)
+        waiter = Waiter(params, orphaned)
         queue = self._waiting.setdefault(env_id, [])
         queue.append(waiter)
         try:
@@ -119,15 +134,17 @@ class Handoff:
                     self._waiting.pop(env_id, None)
 
     def claim(self, env_id: str) -> Claim | None:
-        """The oldest waiter of ``env_id``, taken out of the offer; None when there is none."""
-        queue = self._waiting.get(env_id)
-        if not queue:
-            return None
-        waiter = queue.pop(0)
-        if not queue:
-            del self._waiting[env_id]
-        waiter.claimed = True
-        return Claim(waiter)
+        """The oldest waiter of ``env_id`` not yet answered (woken, timed out), taken out of the
+        offer; None when there is none."""
+        queue = self._waiting.get(env_id, [])
+        for i, waiter in enumerate(queue):
+            if not waiter.result.done():
+                del queue[i]
+                if not queue:
+                    del self._waiting[env_id]
+                waiter.claimed = True
+                return Claim(waiter)
+        return None
 
 
 async def wait_for_runs(handoff: Handoff | None, woken: asyncio.Event, env_id: str,
@@ -140,19 +157,13 @@ async def wait_for_runs(handoff: Handoff | None, woken: asyncio.Event, env_id: s
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(woken.wait(), timeout)
         return []
-    with handoff.waiting(env_id, params) as waiter:
-        notified: asyncio.Future[object] = asyncio.ensure_future(woken.wait())
-        handed: asyncio.Future[object] = waiter.result  # type: ignore[assignment]
+    with handoff.waiting(env_id, params, orphaned) as waiter:
+        # one future for all three outcomes: a hand-off wakes this task in one loop turn
+        notified = asyncio.ensure_future(woken.wait())
+        notified.add_done_callback(lambda _: waiter.wake())
+        timer = asyncio.get_running_loop().call_later(timeout, waiter.wake)
         try:
-            await asyncio.wait({notified, handed}, timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+            return await waiter.result
         finally:
             notified.cancel()
-        if not waiter.claimed:
-            return []
-    # claimed: the trigger's transaction is in flight and answers in every case
-    try:
-        return await asyncio.shield(waiter.result)
-    except asyncio.CancelledError:
-        waiter.result.add_done_callback(lambda done: orphaned(done.result()))
-        raise
+            timer.cancel()
