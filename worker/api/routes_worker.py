@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Annotated
 
@@ -92,16 +94,40 @@ async def register(request: Request, env: Env) -> Wire:
 async def dequeue(request: Request, env: Env) -> Response:
     body = await read_model(request, DequeueBody)
     state = api_state(request)
-    async with state.caps.poll(env.id) if body.wait_ms else contextlib.nullcontext():
+    async with state.caps.poll(env.id) if body.wait_ms else contextlib.nullcontext(), \
+            _hang_up_watch(request) as gone:
         leased = await state.engine.dequeue(
             env,
             str(body.instance_id),
             [str(v) for v in body.versions],
             body.max_runs,
             body.wait_ms,
-            gone=request.is_disconnected,
+            gone=gone,
         )
     return json_response({"runs": await _leased_wire(state.engine, env, leased)})
+
+
+@contextlib.asynccontextmanager
+async def _hang_up_watch(request: Request) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
+    """``gone()``: has the worker hung up on this long-poll? Answered from a flag that a watcher
+    sets when the server reports the disconnect (the body is read: the next ASGI message is
+    that), so asking never yields to the loop: Starlette's ``is_disconnected`` does, and a run a
+    trigger hands over (engine/handoff.py) would wait for whatever runs meanwhile."""
+    hung_up = asyncio.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        hung_up.set()
+
+    async def gone() -> bool:
+        return hung_up.is_set()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        yield gone
+    finally:
+        watcher.cancel()
 
 
 async def _leased_wire(engine: Engine, env: Environment, leased: list[DequeuedRun]) -> list[Wire]:
