@@ -20,6 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from worker.common.protocol import CompletionResult, DequeuedRun, HeartbeatResponse
+from worker.common.statuses import FINAL_STATUSES
 from worker.engine import (
     alerts,
     batches,
@@ -220,8 +221,16 @@ class Engine:
     async def complete(self, env: Environment, instance_id: str,
                        completions: Sequence[object]) -> list[CompletionResult]:
         """A batch of attempt results; a retry in place keeps its lease this long."""
-        return await completing.complete(self.pool, env, instance_id, completions,
-                                          self.lease.lease_seconds)
+        return self._ended(await completing.complete(self.pool, env, instance_id, completions,
+                                                     self.lease.lease_seconds))
+
+    def _ended(self, results: list[CompletionResult]) -> list[CompletionResult]:
+        """Committed results: callers of this process waiting for these runs to end
+        (``waitMs``) are woken now, not one notification later."""
+        for result in results:
+            if result.status in FINAL_STATUSES and result.run_id:
+                self.realtime.wake_final(result.run_id)
+        return results
 
     async def complete_and_lease(
         self, env: Environment, instance_id: str, completions: Sequence[object],
@@ -235,6 +244,7 @@ class Engine:
                                           max_runs)
         results, rows = await completing.complete_then_lease(
             self.pool, env, instance_id, completions, self.lease.lease_seconds, lease)
+        self._ended(results)
         if rows is None:  # not in the same round trip: the usual lease
             return results, await self.dequeue(env, instance_id, versions, max_runs, 0)
         return results, await leases.leased_runs(self.pool, env, instance_id, rows)

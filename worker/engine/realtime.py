@@ -87,6 +87,12 @@ class RealtimeHub:
         await self._listen()
         return event
 
+    def wake_final(self, run_id: str) -> None:
+        """This process committed ``run_id``'s final status: its watchers need not wait for
+        the notification (it still comes, for the other processes, and is harmless here)."""
+        for event in self._finals.get(run_id, ()):
+            event.set()
+
     def unwatch_final(self, run_id: str, event: asyncio.Event) -> None:
         events = self._finals.get(run_id)
         if events is not None:
@@ -124,8 +130,7 @@ class RealtimeHub:
                     continue
                 env_id, run_id, batch, status, updated = parts
                 if status in FINAL_STATUSES:
-                    for event in self._finals.get(run_id, ()):
-                        event.set()
+                    self.wake_final(run_id)
                 change = RunChange(run_id, None if batch == "-" else batch, status, int(updated))
                 for sub in self._subs.get(env_id, ()):
                     sub.queue.put_nowait(change)
