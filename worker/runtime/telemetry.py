@@ -22,6 +22,7 @@ supervisor can close it in the executor's place if the process dies.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from worker.common.protocol import Completion, DequeuedRun
+from worker.runtime.attempt_span import AttemptSpan
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_span
 from worker.sdk.context import current_context
@@ -80,6 +82,9 @@ class Telemetry:
         self.run_attributes: dict[str, str | int] | None = None
         #: the resource and span exporters :func:`prepare` built in the zygote
         self.prepared: tuple[Resource, list[Any]] | None = None
+        #: the batch processor of our API's exporter when it is the only destination of spans
+        #: and the default sampler applies: attempt spans are then :class:`AttemptSpan` s
+        self.attempt_sink: BatchSpanProcessor | None = None
 
 
 _state = Telemetry()
@@ -148,9 +153,19 @@ def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
         exporters = _exporters(config, api_url, secret_key, settings)
     provider = TracerProvider(resource=resource, id_generator=_state.ids)
     provider.add_span_processor(_RunAttributes())
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter,
-                                                       schedule_delay_millis=settings.otel_export_delay_ms))
+    processors = [BatchSpanProcessor(exporter, schedule_delay_millis=settings.otel_export_delay_ms)
+                  for exporter in exporters]
+    for processor in processors:
+        provider.add_span_processor(processor)
+    from worker.runtime.span_export import ApiSpanExporter
+
+    # Anything else (a collector of the user's, their exporter, a sampler, the SDK off) sees
+    # the attempt span as an SDK span, as before (AttemptSpan reaches our exporter only).
+    if (len(exporters) == 1 and isinstance(exporters[0], ApiSpanExporter)
+            and not os.environ.get("OTEL_TRACES_SAMPLER")
+            and os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"):
+        exporters[0].resource = resource
+        _state.attempt_sink = processors[0]
     otel.set_tracer_provider(provider)
     _state.tracer_provider = provider
     _state.tracer = provider.get_tracer("trigger.dev")
@@ -200,17 +215,23 @@ def attempt_span(run: DequeuedRun) -> Iterator[Any]:
         yield None
         return
     trace_id, parent_span = run_span(run)
-    parent = otel.set_span_in_context(NonRecordingSpan(SpanContext(
-        int(trace_id, 16), int(parent_span, 16), is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED))))
-    _state.ids.next_span_id = int(attempt_span_id(run), 16)
     run_attributes: dict[str, str | int] = {"ctx.run.id": run.run_id,
                                             "ctx.attempt.number": run.attempt_number,
                                             "ctx.task.id": run.task_id}
-    attributes: dict[str, str | int | bool] = {
+    attributes: dict[str, Any] = {
         **run_attributes, "trigger.span.kind": "attempt", "trigger.resumed": run.resumed}
-    tracer = _state.tracer or otel.get_tracer("trigger.dev")
-    span = tracer.start_span(attempt_span_name(run), context=parent, attributes=attributes)
+    span: Any
+    if _state.attempt_sink is not None:
+        span = AttemptSpan(attempt_span_name(run), int(trace_id, 16),
+                           int(attempt_span_id(run), 16), int(parent_span, 16), attributes,
+                           _state.attempt_sink)
+    else:
+        parent = otel.set_span_in_context(NonRecordingSpan(SpanContext(
+            int(trace_id, 16), int(parent_span, 16), is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED))))
+        _state.ids.next_span_id = int(attempt_span_id(run), 16)
+        tracer = _state.tracer or otel.get_tracer("trigger.dev")
+        span = tracer.start_span(attempt_span_name(run), context=parent, attributes=attributes)
     # set after the attempt span started: it has them already (_RunAttributes need not)
     _state.run_attributes = run_attributes
     token = otel_context.attach(otel.set_span_in_context(span))
