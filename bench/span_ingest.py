@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--batches", default="1,10,100", help="spans per request")
     parser.add_argument("--spans", type=int, default=6000, help="spans sent per batch size")
+    parser.add_argument("--profile", default="",
+                        help="py-spy the API during the last batch size: collapsed stacks here")
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG))
     args = parser.parse_args(argv)
     from worker.engine.keys import create_project
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             print("| spans per request | API CPU µs/span | Postgres CPU µs/span "
                   "| wall p50 ms/request |")
             print("|---:|---:|---:|---:|")
-            for size in (int(b) for b in args.batches.split(",")):
+            sizes = [int(b) for b in args.batches.split(",")]
+            for size in sizes:
                 pg = [int(r[0]) for r in db.execute(
                     "SELECT pid FROM pg_stat_activity WHERE datname = %s AND "
                     "pid <> pg_backend_pid()", (db.info.dbname,)).fetchall()]
@@ -92,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                 for body in bodies[:5]:  # warm up (and first connections)
                     http.post("/otel/v1/traces", content=body, headers=headers)
                 walls = []
+                spy = None
+                if args.profile and size == sizes[-1]:
+                    import subprocess
+
+                    spy = subprocess.Popen(["py-spy", "record", "-p", str(api.popen.pid), "-f",
+                                            "raw", "-o", args.profile, "-r", "1000", "--gil"],
+                                           stdout=subprocess.DEVNULL)
+                    time.sleep(1)
                 a0, p0 = _runtime([api.popen.pid]), _runtime(pg)
                 for body in bodies:
                     t = time.perf_counter()
@@ -99,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
                               headers=headers).raise_for_status()
                     walls.append(time.perf_counter() - t)
                 a1, p1 = _runtime([api.popen.pid]), _runtime(pg)
+                if spy is not None:
+                    import signal
+
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait()
                 spans = len(bodies) * size
                 print(f"| {size} | {(a1 - a0) / 1000 / spans:.1f} | "
                       f"{(p1 - p0) / 1000 / spans:.1f} | "
