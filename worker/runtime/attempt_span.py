@@ -36,6 +36,8 @@ _KIND_INTERNAL = 1  # Span.SPAN_KIND_INTERNAL
 #: its parent, comes from another process)
 _FLAGS_REMOTE_PARENT = 0x300
 _FLAGS_LOCAL = 0x100
+_SAMPLED = otel.TraceFlags(otel.TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)  # immutable: shared
 
 
 def _valid(value: Any) -> bool:
@@ -62,13 +64,12 @@ class AttemptSpan(otel.Span):
     def __init__(self, name: str, trace_id: int, span_id: int, parent_span_id: int,
                  attributes: dict[str, Any], sink: Any) -> None:
         self.name = name
-        self.context = SpanContext(trace_id, span_id, is_remote=False,
-                                   trace_flags=otel.TraceFlags(otel.TraceFlags.SAMPLED))
+        self.context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)
         self.parent_span_id = parent_span_id
         self.attributes = attributes  # built by the runtime: valid already
         self.events: list[tuple[str, int, dict[str, Any]]] = []
         self.links: list[tuple[bytes, bytes, dict[str, Any], int]] = []
-        self.status = Status(StatusCode.UNSET)
+        self.status = _UNSET
         self.start_time = time.time_ns()
         self.end_time: int | None = None
         #: the batch span processor of our API's exporter (its ``on_end``)
@@ -82,6 +83,11 @@ class AttemptSpan(otel.Span):
         return self.end_time is None
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
+        if type(value) in (str, bool, int) and type(key) is str and key and self.end_time is None:
+            # the runtime's own (and most) values: nothing to validate or copy
+            if key in self.attributes or len(self.attributes) < MAX_ATTRIBUTES:
+                self.attributes[key] = value
+            return
         self.set_attributes({key: value})
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:

@@ -63,13 +63,33 @@ def any_value(value: Any) -> bytes | None:
     return None
 
 
+#: encoded ``KeyValue`` fields by (tag, key, type, value): the attempt span's attributes repeat
+#: from run to run (task id, span kind, attempt number...); cleared when it grows
+_KV_CACHE: dict[tuple[int, str, type, Any], bytes] = {}
+_KV_CACHE_MAX = 4096
+
+
 def key_values(tag: int, attributes: Mapping[str, Any]) -> bytes:
     """``attributes`` as repeated ``KeyValue`` fields number ``tag >> 3``."""
     out = []
+    cache = _KV_CACHE
     for key, value in attributes.items():
+        kind = type(value)
+        cacheable = (kind is str and len(value) <= 256) or kind is int or kind is bool
+        if cacheable:
+            found = cache.get((tag, key, kind, value))
+            if found is not None:
+                out.append(found)
+                continue
         encoded = any_value(value)
-        if encoded is not None:
-            out.append(_len_field(tag, text_field(0x0A, key) + _len_field(0x12, encoded)))
+        if encoded is None:
+            continue
+        field = _len_field(tag, text_field(0x0A, key) + _len_field(0x12, encoded))
+        if cacheable:
+            if len(cache) >= _KV_CACHE_MAX:
+                cache.clear()
+            cache[(tag, key, kind, value)] = field
+        out.append(field)
     return b"".join(out)
 
 

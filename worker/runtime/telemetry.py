@@ -34,7 +34,7 @@ from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
 from worker.common.protocol import Completion, DequeuedRun
 from worker.runtime.attempt_span import AttemptSpan
@@ -245,8 +245,6 @@ def end_attempt(span: Any, completion: Completion | None) -> None:
     """Close the attempt span with the attempt's outcome (None: it checkpointed)."""
     if span is None:
         return
-    from opentelemetry.trace import Status, StatusCode
-
     if completion is None:
         span.set_attribute("trigger.checkpointed", True)
     elif not completion.ok:
