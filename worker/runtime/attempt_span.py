@@ -41,8 +41,9 @@ _UNSET = Status(StatusCode.UNSET)  # immutable: shared
 
 
 def _valid(value: Any) -> bool:
-    """Whether OpenTelemetry takes ``value`` as an attribute value (the SDK drops others)."""
-    if isinstance(value, str | bool | int | float):
+    """Whether OpenTelemetry takes ``value`` as an attribute value (the SDK drops others;
+    it keeps None, as an empty value)."""
+    if value is None or isinstance(value, str | bool | int | float):
         return True
     return isinstance(value, Sequence) and not isinstance(value, bytes) and all(
         isinstance(v, str | bool | int | float) or v is None for v in value)

@@ -46,6 +46,8 @@ def text_field(tag: int, text: str) -> bytes:
 
 def any_value(value: Any) -> bytes | None:
     """An ``AnyValue`` message's bytes; None for a value OpenTelemetry does not take."""
+    if value is None:  # kept by the SDK as an empty value (read back as null)
+        return b""
     if isinstance(value, str):
         return text_field(0x0A, value)
     if isinstance(value, bool):  # before int: a bool is an int
