@@ -118,10 +118,11 @@ def decode_traces(body: bytes) -> list[SpanRow]:
                 if not isinstance(run_id, str) or len(span.trace_id) != 16 or len(
                         span.span_id) != 8:
                     continue
-                events = [{"name": clean_text(e.name[:1024]),
-                           "time": _time(e.time_unix_nano).isoformat(),
-                           "attributes": attributes_of(e.attributes)}
-                          for e in list(span.events)[:MAX_EVENTS]]
+                events = clean_json([{"name": clean_text(e.name[:1024]),
+                                      "time": _time(e.time_unix_nano).isoformat(),
+                                      "attributes": attributes_of(e.attributes)}
+                                     for e in list(span.events)[:MAX_EVENTS]]
+                                    ) if span.events else []
                 rows.append(SpanRow(
                     trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
                     parent_span_id=span.parent_span_id.hex() or None, run_id=run_id,
@@ -130,7 +131,7 @@ def decode_traces(body: bytes) -> list[SpanRow]:
                     end_time=_time(max(span.end_time_unix_nano, span.start_time_unix_nano)),
                     status_code=int(span.status.code),
                     status_message=clean_text(span.status.message[:MAX_VALUE_CHARS]) or None,
-                    attributes=attributes, events=clean_json(events),
+                    attributes=attributes, events=events,
                     scope=clean_text(scope_spans.scope.name[:256]) or None))
     return rows
 
