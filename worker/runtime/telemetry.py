@@ -16,7 +16,9 @@ threads, and instrumentations patch libraries the zygote's other children share)
 
 :func:`attempt_span` opens the attempt's span under the run's span (``traceparent`` of the
 dequeued run) with the id :func:`worker.runtime.trace_ids.attempt_span_id` gives, so the
-supervisor can close it in the executor's place if the process dies.
+supervisor can close it in the executor's place if the process dies. When our API is the only
+destination of spans it is an :class:`~worker.runtime.attempt_span.AttemptSpan` (no SDK work
+per span, encoded by hand); otherwise an SDK span.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_spa
 from worker.sdk.context import current_context
 
 _LEVELS = {"debug": 5, "log": 9, "info": 9, "warn": 13, "error": 17}
+#: variables that change how the SDK makes spans (sampling, limits)
+_SDK_SPAN_VARIABLES = ("OTEL_TRACES_SAMPLER", "OTEL_SPAN_", "OTEL_ATTRIBUTE_", "OTEL_EVENT_",
+                       "OTEL_LINK_")
 
 
 class _PresetIds(RandomIdGenerator):
@@ -159,10 +164,11 @@ def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
         provider.add_span_processor(processor)
     from worker.runtime.span_export import ApiSpanExporter
 
-    # Anything else (a collector of the user's, their exporter, a sampler, the SDK off) sees
-    # the attempt span as an SDK span, as before (AttemptSpan reaches our exporter only).
+    # Anything else (a collector of the user's, their exporter, a sampler, span limits of
+    # their own, the SDK off) gets the attempt span as an SDK span, as before: an
+    # AttemptSpan reaches our exporter only, and applies the SDK's default limits.
     if (len(exporters) == 1 and isinstance(exporters[0], ApiSpanExporter)
-            and not os.environ.get("OTEL_TRACES_SAMPLER")
+            and not any(k.startswith(_SDK_SPAN_VARIABLES) for k in os.environ)
             and os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"):
         exporters[0].resource = resource
         _state.attempt_sink = processors[0]
