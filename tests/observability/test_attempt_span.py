@@ -1,7 +1,8 @@
 """The attempt span written without the SDK (worker/runtime/attempt_span.py) stores what the
 SDK's span stored: the same attributes, events, status and parents, through a real worker,
 the real API and Postgres. The SDK's span is what a worker uses when a sampler is configured
-(``OTEL_TRACES_SAMPLER``), so one worker of each kind runs the same task."""
+(``OTEL_TRACES_SAMPLER``; ``always_on`` records what the default records), so one worker of
+each kind runs the same task."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def test_attempt_span_content_matches_the_sdk_span(
         by_hand = _runs(client)
     fast.stop()
     workers.append(start_worker(project, name="sdk",
-                                OTEL_TRACES_SAMPLER="parentbased_always_on"))
+                                OTEL_TRACES_SAMPLER="always_on"))
     with project.client() as client:
         by_sdk = _runs(client)
     assert by_hand == by_sdk

@@ -24,7 +24,6 @@ per span, encoded by hand); otherwise an SDK span.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,9 +44,11 @@ from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_spa
 from worker.sdk.context import current_context
 
 _LEVELS = {"debug": 5, "log": 9, "info": 9, "warn": 13, "error": 17}
-#: variables that change how the SDK makes spans (sampling, limits)
-_SDK_SPAN_VARIABLES = ("OTEL_TRACES_SAMPLER", "OTEL_SPAN_", "OTEL_ATTRIBUTE_", "OTEL_EVENT_",
-                       "OTEL_LINK_")
+#: the SDK's span limits when no OTEL_*_LIMIT variable sets them (what AttemptSpan applies)
+_DEFAULT_LIMITS = {"max_attributes": 128, "max_events": 128, "max_links": 128,
+                   "max_span_attributes": 128, "max_event_attributes": 128,
+                   "max_link_attributes": 128, "max_attribute_length": None,
+                   "max_span_attribute_length": None}
 
 
 class _PresetIds(RandomIdGenerator):
@@ -167,17 +168,30 @@ def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
     # Anything else (a collector of the user's, their exporter, a sampler, span limits of
     # their own, the SDK off) gets the attempt span as an SDK span, as before: an
     # AttemptSpan reaches our exporter only, and applies the SDK's default limits.
+    tracer = provider.get_tracer("trigger.dev")
     if (len(exporters) == 1 and isinstance(exporters[0], ApiSpanExporter)
-            and not any(k.startswith(_SDK_SPAN_VARIABLES) for k in os.environ)
-            and os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"):
+            and _makes_plain_spans(provider, tracer)):
         exporters[0].resource = resource
         _state.attempt_sink = processors[0]
     otel.set_tracer_provider(provider)
     _state.tracer_provider = provider
-    _state.tracer = provider.get_tracer("trigger.dev")
+    _state.tracer = tracer
     _setup_logs(telemetry, resource, settings)
     for instrumentor in telemetry.instrumentations:
         instrumentor.instrument(tracer_provider=provider)
+
+
+def _makes_plain_spans(provider: TracerProvider, tracer: otel.Tracer) -> bool:
+    """Whether the provider records a sampled parent's children with the default limits, as
+    :class:`AttemptSpan` does (read from the provider: the SDK read the variables)."""
+    from opentelemetry.sdk.trace import Tracer
+    from opentelemetry.sdk.trace.sampling import DEFAULT_ON
+
+    limits = getattr(provider, "_span_limits", None)
+    return (isinstance(tracer, Tracer)  # not OTEL_SDK_DISABLED
+            and provider.sampler is DEFAULT_ON  # OTEL_TRACES_SAMPLER unset or the default
+            and limits is not None
+            and all(getattr(limits, k, 0) == v for k, v in _DEFAULT_LIMITS.items()))
 
 
 def _setup_logs(telemetry: Any, resource: Resource, settings: WorkerSettings) -> None:
