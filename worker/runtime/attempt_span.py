@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import trace as otel
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.trace import SpanContext, Status, StatusCode
 from opentelemetry.util import types
 
@@ -40,22 +41,26 @@ _SAMPLED = otel.TraceFlags(otel.TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)  # immutable: shared
 
 
-def _valid(value: Any) -> bool:
-    """Whether OpenTelemetry takes ``value`` as an attribute value (the SDK drops others;
-    it keeps None, as an empty value)."""
-    if value is None or isinstance(value, str | bool | int | float):
-        return True
-    return isinstance(value, Sequence) and not isinstance(value, bytes) and all(
-        isinstance(v, str | bool | int | float) or v is None for v in value)
+def _clean(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Values as the installed SDK keeps them (its own cleaning: what it drops, converts or
+    copies differs between versions); only for values from task code, not the runtime's."""
+    return dict(BoundedAttributes(None, attributes or {})) if attributes else {}
 
 
-def _clean(attributes: Mapping[str, Any] | None, limit: int) -> dict[str, Any]:
+def _put(into: dict[str, Any], key: str, value: Any, limit: int) -> None:
+    """As the SDK's ``BoundedAttributes``: a key set again moves to the end; when full, the
+    oldest goes."""
+    if key in into:
+        del into[key]
+    elif len(into) >= limit:
+        del into[next(iter(into))]
+    into[key] = value
+
+
+def _limited(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, value in (attributes or {}).items():
-        if len(out) >= limit:
-            break
-        if isinstance(key, str) and key and _valid(value):
-            out[key] = tuple(value) if isinstance(value, list) else value  # a copy, as the SDK
+    for key, value in _clean(attributes).items():
+        _put(out, key, value, MAX_ATTRIBUTES)
     return out
 
 
@@ -84,32 +89,30 @@ class AttemptSpan(otel.Span):
         return self.end_time is None
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
-        if type(value) in (str, bool, int) and type(key) is str and key and self.end_time is None:
-            # the runtime's own (and most) values: nothing to validate or copy
-            if key in self.attributes or len(self.attributes) < MAX_ATTRIBUTES:
-                self.attributes[key] = value
+        if type(value) in (str, bool, int) and type(key) is str and key:
+            # the runtime's own (and most) values: nothing to clean or copy
+            if self.end_time is None:
+                _put(self.attributes, key, value, MAX_ATTRIBUTES)
             return
         self.set_attributes({key: value})
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
         if self.end_time is not None:
             return
-        for key, value in _clean(attributes, MAX_ATTRIBUTES).items():
-            if key in self.attributes or len(self.attributes) < MAX_ATTRIBUTES:
-                self.attributes[key] = value
+        for key, value in _clean(attributes).items():
+            _put(self.attributes, key, value, MAX_ATTRIBUTES)
 
     def add_event(self, name: str, attributes: types.Attributes = None,
                   timestamp: int | None = None) -> None:
         if self.end_time is None and len(self.events) < MAX_EVENTS:
-            self.events.append((name, timestamp or time.time_ns(),
-                                _clean(attributes, MAX_ATTRIBUTES)))
+            self.events.append((name, timestamp or time.time_ns(), _limited(attributes)))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if self.end_time is None and context.is_valid and len(self.links) < MAX_LINKS:
             flags = _FLAGS_REMOTE_PARENT if context.is_remote else _FLAGS_LOCAL
             self.links.append((context.trace_id.to_bytes(16, "big"),
                                context.span_id.to_bytes(8, "big"),
-                               _clean(attributes, MAX_ATTRIBUTES), flags))
+                               _limited(attributes), flags))
 
     def update_name(self, name: str) -> None:
         if self.end_time is None:

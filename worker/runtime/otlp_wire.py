@@ -58,6 +58,8 @@ def any_value(value: Any) -> bytes | None:
         return b"\x21" + _DOUBLE(value)
     if isinstance(value, bytes):
         return _len_field(0x3A, value)
+    if isinstance(value, Mapping):  # KeyValueList { repeated KeyValue values = 1 }
+        return _len_field(0x32, key_values(0x0A, value))
     if isinstance(value, Sequence):
         items = [any_value(v) for v in value]
         # ArrayValue { repeated AnyValue values = 1 }
