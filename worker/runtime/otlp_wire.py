@@ -70,7 +70,7 @@ def any_value(value: Any) -> bytes | None:
 #: encoded ``KeyValue`` fields by (tag, key, type, value): the attempt span's attributes repeat
 #: from run to run (task id, span kind, attempt number...); cleared when it grows
 _KV_CACHE: dict[tuple[int, str, type, Any], bytes] = {}
-_KV_CACHE_MAX = 4096
+_KV_CACHE_MAX = 256  # each run adds its ctx.run.id: kept small (executor memory)
 
 
 def key_values(tag: int, attributes: Mapping[str, Any]) -> bytes:
