@@ -69,6 +69,11 @@ def _measure(args: argparse.Namespace, api_url: str) -> None:
         os.environ["TRIGGER_TELEMETRY"] = "0"
     project = Path(os.environ.get("BENCH_PROJECT") or Path(__file__).resolve().parent / "project")
     discovered = discover(project)
+    # as in a real executor: the zygote froze what its imports made (worker/runtime/zygote.py),
+    # so a full collection does not walk the runtime's own objects
+    import gc
+
+    gc.freeze()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     telemetry.setup(discovered.config, api_url, "tr_dev_stub")

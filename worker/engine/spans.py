@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg.types.json import Jsonb
+import orjson
 
 from worker.common.limits import clean_json, clean_text
 from worker.engine.db import Pool
@@ -43,10 +43,11 @@ class SpanRow:
     scope: str | None = None
 
     def wire(self) -> dict[str, Any]:
+        """The row as ``insert_spans`` reads it (orjson writes the datetimes as RFC 3339)."""
         return {"trace_id": self.trace_id, "span_id": self.span_id,
                 "parent_span_id": self.parent_span_id, "run_id": self.run_id,
-                "name": self.name, "kind": self.kind, "start_time": self.start_time.isoformat(),
-                "end_time": self.end_time.isoformat(), "status_code": self.status_code,
+                "name": self.name, "kind": self.kind, "start_time": self.start_time,
+                "end_time": self.end_time, "status_code": self.status_code,
                 "status_message": self.status_message, "attributes": self.attributes,
                 "events": self.events, "scope": self.scope}
 
@@ -69,11 +70,30 @@ def _any_value(value: Any) -> Any:
 
 def attributes_of(pairs: Any, limit: int = MAX_ATTRIBUTES) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    nested = False
     for kv in pairs:
         if len(out) >= limit:
             break
-        out[clean_text(kv.key[:1024])] = _any_value(kv.value)
-    return dict(clean_json(out))
+        value = kv.value
+        kind = value.WhichOneof("value")
+        # the common scalars inline (an ingest decodes every attribute of every span)
+        if kind == "string_value":
+            item: Any = value.string_value
+            if len(item) > MAX_VALUE_CHARS:
+                item = item[:MAX_VALUE_CHARS]
+            if "\x00" in item:
+                item = clean_text(item)
+        elif kind == "int_value" or kind == "bool_value":  # int64: always fits
+            item = getattr(value, kind)
+        else:
+            item = _any_value(value)
+            nested = nested or isinstance(item, list | dict | float)
+        key = kv.key
+        if len(key) > 1024 or "\x00" in key:
+            key = clean_text(key[:1024])
+        out[key] = item
+    # arrays, maps and floats may hold what JSON storage refuses (NaN, NUL, depth)
+    return dict(clean_json(out)) if nested else out
 
 
 def _time(nanos: int) -> datetime:
@@ -98,10 +118,11 @@ def decode_traces(body: bytes) -> list[SpanRow]:
                 if not isinstance(run_id, str) or len(span.trace_id) != 16 or len(
                         span.span_id) != 8:
                     continue
-                events = [{"name": clean_text(e.name[:1024]),
-                           "time": _time(e.time_unix_nano).isoformat(),
-                           "attributes": attributes_of(e.attributes)}
-                          for e in list(span.events)[:MAX_EVENTS]]
+                events = clean_json([{"name": clean_text(e.name[:1024]),
+                                      "time": _time(e.time_unix_nano).isoformat(),
+                                      "attributes": attributes_of(e.attributes)}
+                                     for e in list(span.events)[:MAX_EVENTS]]
+                                    ) if span.events else []
                 rows.append(SpanRow(
                     trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
                     parent_span_id=span.parent_span_id.hex() or None, run_id=run_id,
@@ -110,7 +131,7 @@ def decode_traces(body: bytes) -> list[SpanRow]:
                     end_time=_time(max(span.end_time_unix_nano, span.start_time_unix_nano)),
                     status_code=int(span.status.code),
                     status_message=clean_text(span.status.message[:MAX_VALUE_CHARS]) or None,
-                    attributes=attributes, events=clean_json(events),
+                    attributes=attributes, events=events,
                     scope=clean_text(scope_spans.scope.name[:256]) or None))
     return rows
 
@@ -125,7 +146,8 @@ async def store(pool: Pool, env: Environment, rows: list[SpanRow]) -> int:
         # waiting for a disk flush on every export is not (the drain pays for it)
         await conn.execute("SET LOCAL synchronous_commit = off")
         cur = await conn.execute(Q.insert_spans, {
-            "spans": Jsonb([r.wire() for r in rows]), "environment_id": env.id,
+            # orjson: the stdlib encoder behind Jsonb was a sixth of the API's time per span
+            "spans": orjson.dumps([r.wire() for r in rows]).decode(), "environment_id": env.id,
             "run_ids": sorted({r.run_id for r in rows})})
         return max(cur.rowcount, 0)
 

@@ -17,11 +17,17 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from worker.runtime import otlp_wire
+from worker.runtime.attempt_span import AttemptSpan
+
 #: statuses worth another try (as the OTLP exporter retries them)
 _TRANSIENT = frozenset({429, 502, 503, 504})
+#: the attempt spans' ``InstrumentationScope`` (the tracer ``trigger.dev``, no version)
+_SCOPE = otlp_wire.text_field(0x0A, "trigger.dev")
 
 
 def behind_proxy(url: str) -> bool:
@@ -50,6 +56,10 @@ class ApiSpanExporter(SpanExporter):
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()  # the export thread and a force_flush may both send
         self._shutdown = False
+        #: this process's resource (set by worker.runtime.telemetry.setup): what the
+        #: attempt spans (worker/runtime/attempt_span.py) in a batch are sent under
+        self.resource: Resource | None = None
+        self._resource_bytes: tuple[Resource, bytes] | None = None
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
@@ -82,10 +92,10 @@ class ApiSpanExporter(SpanExporter):
             self._close()
         return reply.status
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:  # + AttemptSpan s
         if self._shutdown:
             return SpanExportResult.FAILURE
-        body = encode_spans(spans).SerializeToString()
+        body = self._encode(spans)
         deadline = time.monotonic() + self._timeout
         delay = 0.0  # the first retry at once: the kept-alive connection may just have closed
         with self._lock:
@@ -102,6 +112,22 @@ class ApiSpanExporter(SpanExporter):
                     return SpanExportResult.FAILURE
                 time.sleep(delay)
                 delay = min(max(delay * 2, 0.1), 2.0)
+
+    def _encode(self, spans: Sequence[ReadableSpan | AttemptSpan]) -> bytes:
+        """One ``ExportTraceServiceRequest``: the SDK's spans by the standard encoder, the
+        attempt spans by hand, appended (protobuf concatenation, worker/runtime/otlp_wire.py)."""
+        sdk = [s for s in spans if not isinstance(s, AttemptSpan)]
+        body = encode_spans(sdk).SerializeToString() if sdk else b""
+        if len(sdk) < len(spans):
+            own = [s.encoded() for s in spans if isinstance(s, AttemptSpan)]
+            body += otlp_wire.resource_spans(self._resource(), _SCOPE, own)
+        return body
+
+    def _resource(self) -> bytes:
+        resource = self.resource or Resource.get_empty()
+        if self._resource_bytes is None or self._resource_bytes[0] is not resource:
+            self._resource_bytes = resource, otlp_wire.key_values(0x0A, resource.attributes)
+        return self._resource_bytes[1]
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True  # export() sends synchronously: nothing is buffered here

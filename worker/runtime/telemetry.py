@@ -16,7 +16,9 @@ threads, and instrumentations patch libraries the zygote's other children share)
 
 :func:`attempt_span` opens the attempt's span under the run's span (``traceparent`` of the
 dequeued run) with the id :func:`worker.runtime.trace_ids.attempt_span_id` gives, so the
-supervisor can close it in the executor's place if the process dies.
+supervisor can close it in the executor's place if the process dies. When our API is the only
+destination of spans it is an :class:`~worker.runtime.attempt_span.AttemptSpan` (no SDK work
+per span, encoded by hand); otherwise an SDK span.
 """
 
 from __future__ import annotations
@@ -33,14 +35,20 @@ from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
 from worker.common.protocol import Completion, DequeuedRun
+from worker.runtime.attempt_span import AttemptSpan
 from worker.runtime.settings import WorkerSettings
 from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_span
 from worker.sdk.context import current_context
 
 _LEVELS = {"debug": 5, "log": 9, "info": 9, "warn": 13, "error": 17}
+#: the SDK's span limits when no OTEL_*_LIMIT variable sets them (what AttemptSpan applies)
+_DEFAULT_LIMITS = {"max_attributes": 128, "max_events": 128, "max_links": 128,
+                   "max_span_attributes": 128, "max_event_attributes": 128,
+                   "max_link_attributes": 128, "max_attribute_length": None,
+                   "max_span_attribute_length": None}
 
 
 class _PresetIds(RandomIdGenerator):
@@ -80,6 +88,9 @@ class Telemetry:
         self.run_attributes: dict[str, str | int] | None = None
         #: the resource and span exporters :func:`prepare` built in the zygote
         self.prepared: tuple[Resource, list[Any]] | None = None
+        #: the batch processor of our API's exporter when it is the only destination of spans
+        #: and the default sampler applies: attempt spans are then :class:`AttemptSpan` s
+        self.attempt_sink: BatchSpanProcessor | None = None
 
 
 _state = Telemetry()
@@ -148,15 +159,39 @@ def setup(config: Any, api_url: str | None, secret_key: str | None) -> None:
         exporters = _exporters(config, api_url, secret_key, settings)
     provider = TracerProvider(resource=resource, id_generator=_state.ids)
     provider.add_span_processor(_RunAttributes())
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter,
-                                                       schedule_delay_millis=settings.otel_export_delay_ms))
+    processors = [BatchSpanProcessor(exporter, schedule_delay_millis=settings.otel_export_delay_ms)
+                  for exporter in exporters]
+    for processor in processors:
+        provider.add_span_processor(processor)
+    from worker.runtime.span_export import ApiSpanExporter
+
+    # Anything else (a collector of the user's, their exporter, a sampler, span limits of
+    # their own, the SDK off) gets the attempt span as an SDK span, as before: an
+    # AttemptSpan reaches our exporter only, and applies the SDK's default limits.
+    tracer = provider.get_tracer("trigger.dev")
+    if (len(exporters) == 1 and isinstance(exporters[0], ApiSpanExporter)
+            and _makes_plain_spans(provider, tracer)):
+        exporters[0].resource = resource
+        _state.attempt_sink = processors[0]
     otel.set_tracer_provider(provider)
     _state.tracer_provider = provider
-    _state.tracer = provider.get_tracer("trigger.dev")
+    _state.tracer = tracer
     _setup_logs(telemetry, resource, settings)
     for instrumentor in telemetry.instrumentations:
         instrumentor.instrument(tracer_provider=provider)
+
+
+def _makes_plain_spans(provider: TracerProvider, tracer: otel.Tracer) -> bool:
+    """Whether the provider records a sampled parent's children with the default limits, as
+    :class:`AttemptSpan` does (read from the provider: the SDK read the variables)."""
+    from opentelemetry.sdk.trace import Tracer
+    from opentelemetry.sdk.trace.sampling import DEFAULT_ON
+
+    limits = getattr(provider, "_span_limits", None)
+    return (isinstance(tracer, Tracer)  # not OTEL_SDK_DISABLED
+            and provider.sampler is DEFAULT_ON  # OTEL_TRACES_SAMPLER unset or the default
+            and limits is not None
+            and all(getattr(limits, k, 0) == v for k, v in _DEFAULT_LIMITS.items()))
 
 
 def _setup_logs(telemetry: Any, resource: Resource, settings: WorkerSettings) -> None:
@@ -200,17 +235,23 @@ def attempt_span(run: DequeuedRun) -> Iterator[Any]:
         yield None
         return
     trace_id, parent_span = run_span(run)
-    parent = otel.set_span_in_context(NonRecordingSpan(SpanContext(
-        int(trace_id, 16), int(parent_span, 16), is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED))))
-    _state.ids.next_span_id = int(attempt_span_id(run), 16)
     run_attributes: dict[str, str | int] = {"ctx.run.id": run.run_id,
                                             "ctx.attempt.number": run.attempt_number,
                                             "ctx.task.id": run.task_id}
-    attributes: dict[str, str | int | bool] = {
+    attributes: dict[str, Any] = {
         **run_attributes, "trigger.span.kind": "attempt", "trigger.resumed": run.resumed}
-    tracer = _state.tracer or otel.get_tracer("trigger.dev")
-    span = tracer.start_span(attempt_span_name(run), context=parent, attributes=attributes)
+    span: Any
+    if _state.attempt_sink is not None:
+        span = AttemptSpan(attempt_span_name(run), int(trace_id, 16),
+                           int(attempt_span_id(run), 16), int(parent_span, 16), attributes,
+                           _state.attempt_sink)
+    else:
+        parent = otel.set_span_in_context(NonRecordingSpan(SpanContext(
+            int(trace_id, 16), int(parent_span, 16), is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED))))
+        _state.ids.next_span_id = int(attempt_span_id(run), 16)
+        tracer = _state.tracer or otel.get_tracer("trigger.dev")
+        span = tracer.start_span(attempt_span_name(run), context=parent, attributes=attributes)
     # set after the attempt span started: it has them already (_RunAttributes need not)
     _state.run_attributes = run_attributes
     token = otel_context.attach(otel.set_span_in_context(span))
@@ -224,8 +265,6 @@ def end_attempt(span: Any, completion: Completion | None) -> None:
     """Close the attempt span with the attempt's outcome (None: it checkpointed)."""
     if span is None:
         return
-    from opentelemetry.trace import Status, StatusCode
-
     if completion is None:
         span.set_attribute("trigger.checkpointed", True)
     elif not completion.ok:

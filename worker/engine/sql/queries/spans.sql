@@ -1,20 +1,25 @@
 -- Observability (docs/api.md, "Traces"): spans and logs of runs, and /metrics.
 
 -- name: insert_spans
--- A batch of spans in one statement; only spans of runs of the environment are kept (the
--- join: primary-key lookups), a span already stored (an exporter retrying) is skipped.
+-- A batch of spans in one statement; only spans of runs of the environment are kept, a span
+-- already stored (an exporter retrying) is skipped. The runs are found by primary key only
+-- (MATERIALIZED: the planner may not turn the environment test into a scan of every run of
+-- the environment, which it did, by runs_list_task_idx), then their environment is checked.
+WITH known AS MATERIALIZED (
+    SELECT id, environment_id FROM runs WHERE id = ANY(%(run_ids)s::text[])
+)
 INSERT INTO run_spans (trace_id, span_id, parent_span_id, run_id, environment_id, name, kind,
                        start_time, end_time, status_code, status_message, attributes, events,
                        scope)
-SELECT s.trace_id, s.span_id, s.parent_span_id, s.run_id, r.environment_id, s.name, s.kind,
-       s.start_time, s.end_time, s.status_code, s.status_message,
+SELECT s.trace_id, s.span_id, s.parent_span_id, s.run_id, %(environment_id)s::uuid, s.name,
+       s.kind, s.start_time, s.end_time, s.status_code, s.status_message,
        coalesce(s.attributes, '{}'), coalesce(s.events, '[]'), s.scope
 FROM jsonb_to_recordset(%(spans)s::jsonb)
      AS s(trace_id text, span_id text, parent_span_id text, run_id text, name text,
           kind smallint, start_time timestamptz, end_time timestamptz, status_code smallint,
           status_message text, attributes jsonb, events jsonb, scope text)
-JOIN runs r ON r.id = s.run_id AND r.environment_id = %(environment_id)s::uuid
-WHERE r.id = ANY(%(run_ids)s::text[])
+WHERE s.run_id = ANY(ARRAY(SELECT id FROM known
+                           WHERE environment_id = %(environment_id)s::uuid))
 ON CONFLICT (trace_id, span_id) DO NOTHING;
 
 -- name: trace_run
