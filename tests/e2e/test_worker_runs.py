@@ -133,7 +133,9 @@ def test_sigkill_of_an_executor_fails_only_its_attempt(
     client = project.client()
     run_id = trigger(client, "pid-then-sleep", {"dir": str(tmp_path)})
     pid_file = tmp_path / "1.pid"
-    wait_for(pid_file.exists, what="the task to start")
+    # write_text creates the file before it writes: wait for the pid itself
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(),
+             what="the task to start")
     victim = int(pid_file.read_text())
     os.kill(victim, signal.SIGKILL)
     run = wait_final(client, run_id)
