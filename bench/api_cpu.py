@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import DEFAULT_PG, Procs, free_port, fresh_database, spawn, wait_until
+from bench.common import DEFAULT_PG, Procs, fresh_database, start_api
 
 
 def _runtime(pids: list[int]) -> float:
@@ -57,22 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     with fresh_database(args.pg, "bench_api_cpu") as db_url:
         migrate(db_url)
         key = create_project(db_url, "bench")["dev"]
-        port = free_port()
-        api = procs.add(spawn("api", [
-            sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-            "--no-access-log"], log_dir, env={"DATABASE_URL": db_url,
-                                              "TRIGGER_ENCRYPTION_KEY": "5a" * 32}))
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
         try:
-            wait_until(healthy, 30, "the API", interval=0.05, proc=api)
+            api, url = start_api(procs, db_url, log_dir)
             http = httpx.Client(base_url=url, timeout=30,
                                 headers={"Authorization": f"Bearer {key}"})
             def ok(reply: httpx.Response, *codes: int) -> httpx.Response:

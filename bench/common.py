@@ -172,6 +172,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_api(procs: Procs, db_url: str, log_dir: Path) -> tuple[Proc, str]:
+    """One API process (uvicorn) on ``db_url`` on a free port, healthy; (its Proc, its URL)."""
+    import urllib.request
+
+    port = free_port()
+    api = procs.add(spawn("api", [
+        sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--no-access-log"], log_dir, env={"DATABASE_URL": db_url,
+                                          "TRIGGER_ENCRYPTION_KEY": "5a" * 32}))
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    wait_until(healthy, 30, "the API", interval=0.05, proc=api)
+    return api, url
+
+
 # --- services -----------------------------------------------------------------------------
 
 

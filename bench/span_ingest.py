@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from bench.api_cpu import _runtime
-from bench.common import DEFAULT_PG, Procs, free_port, fresh_database, spawn, wait_until
+from bench.common import DEFAULT_PG, Procs, fresh_database, start_api
 
 
 def _request(runs: list[tuple[str, str, str]], resource: bytes) -> bytes:
@@ -58,15 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     with fresh_database(args.pg, "bench_span_ingest") as db_url:
         migrate(db_url)
         key = create_project(db_url, "bench")["dev"]
-        port = free_port()
-        api = procs.add(spawn("api", [
-            sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-            "--no-access-log"], log_dir, env={"DATABASE_URL": db_url,
-                                              "TRIGGER_ENCRYPTION_KEY": "5a" * 32}))
-        url = f"http://127.0.0.1:{port}"
         try:
-            wait_until(lambda: _healthy(httpx, url), 30, "the API", interval=0.05, proc=api)
+            api, url = start_api(procs, db_url, log_dir)
             http = httpx.Client(base_url=url, timeout=30,
                                 headers={"Authorization": f"Bearer {key}"})
             http.post("/engine/v1/worker/register", json={
@@ -124,13 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             procs.stop_all()
     return 0
-
-
-def _healthy(httpx: object, url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200  # type: ignore[attr-defined]
-    except Exception:
-        return False
 
 
 if __name__ == "__main__":
