@@ -54,43 +54,25 @@ class Waiter:
             self.result.set_result(rows)
 
 
-class Claim:
-    """A waiter a trigger has claimed: :meth:`lease` inside the trigger's transaction, then
-    :meth:`deliver` after its commit — or :meth:`abandon` when the transaction failed."""
-
-    __slots__ = ("cursor", "waiter")
-
-    def __init__(self, waiter: Waiter) -> None:
-        self.waiter = waiter
-        self.cursor: AsyncCursor[DictRow] | None = None
-
-    async def lease(self, conn: Conn) -> None:
-        # read after the commit (the statement may be in a pipeline that is not sent yet)
-        self.cursor = await conn.execute(Q.dequeue, self.waiter.params)
-
-    async def deliver(self) -> None:
-        self.waiter.hand(await self.cursor.fetchall() if self.cursor is not None else [])
-
-    def abandon(self) -> None:
-        self.waiter.hand([])
-
-
 class Offer:
     """A trigger's offer to a long-poll of its environment: :meth:`lease` inside the trigger's
-    transaction, right after the insert of a PENDING run; :func:`offered` delivers after it."""
+    transaction, right after the insert of a PENDING run; :func:`offered` hands the rows over
+    after the commit (or nothing, when the transaction failed)."""
 
-    __slots__ = ("claim", "env_id", "handoff")
+    __slots__ = ("cursor", "env_id", "handoff", "waiter")
 
     def __init__(self, handoff: Handoff | None, env_id: str) -> None:
         self.handoff, self.env_id = handoff, env_id
-        self.claim: Claim | None = None
+        self.waiter: Waiter | None = None
+        self.cursor: AsyncCursor[DictRow] | None = None
 
     async def lease(self, conn: Conn) -> None:
-        if self.handoff is None or self.claim is not None:
+        if self.handoff is None or self.waiter is not None:
             return
-        self.claim = self.handoff.claim(self.env_id)
-        if self.claim is not None:
-            await self.claim.lease(conn)
+        self.waiter = self.handoff.claim(self.env_id)
+        if self.waiter is not None:
+            # read after the commit (the statement may be in a pipeline not sent yet)
+            self.cursor = await conn.execute(Q.dequeue, self.waiter.params)
 
 
 @contextlib.asynccontextmanager
@@ -102,11 +84,11 @@ async def offered(handoff: Handoff | None, env_id: str) -> AsyncIterator[Offer]:
     try:
         yield offer
     except BaseException:
-        if offer.claim is not None:
-            offer.claim.abandon()
+        if offer.waiter is not None:
+            offer.waiter.hand([])
         raise
-    if offer.claim is not None:
-        await offer.claim.deliver()
+    if offer.waiter is not None:
+        offer.waiter.hand(await offer.cursor.fetchall() if offer.cursor is not None else [])
         # One turn of the loop: the long-poll answers its worker before this trigger answers
         # its caller (the run starts sooner; the 2xx waits for that one turn only).
         await asyncio.sleep(0)
@@ -133,7 +115,7 @@ class Handoff:
                 if not queue:
                     self._waiting.pop(env_id, None)
 
-    def claim(self, env_id: str) -> Claim | None:
+    def claim(self, env_id: str) -> Waiter | None:
         """The oldest waiter of ``env_id`` not yet answered (woken, timed out), taken out of the
         offer; None when there is none."""
         queue = self._waiting.get(env_id, [])
@@ -143,7 +125,7 @@ class Handoff:
                 if not queue:
                     del self._waiting[env_id]
                 waiter.claimed = True
-                return Claim(waiter)
+                return waiter
         return None
 
 
