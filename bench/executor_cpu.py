@@ -1,7 +1,8 @@
 """``python -m bench.executor_cpu``: an executor's CPU per no-op run, alone (no API, no Postgres).
 
-Runs the executor's own loop body (decode the ``execute`` frame, ``run_attempt`` with its
-span, hooks and capture, encode the completion frame) N times in this process, with telemetry
+Runs the executor's own loop (``serve_frames``: decode the ``execute`` frame, run the attempt
+with its span, hooks and capture, encode and write the completion frame) over N frames in this
+process, with telemetry
 set up as in a real executor and its spans exported over OTLP/HTTP to a stub collector in
 another process, and reports the process's CPU time (every thread: the span export thread
 included) per run. Load-robust, so two versions of the code compare fairly on a busy box.
@@ -33,9 +34,18 @@ s.serve_forever()
 """
 
 
-class _Sink:
+class _Channel:
+    """The supervisor's end of the socket, as far as the executor sees it: each frame is
+    encoded and written to a socket (and read back, so it never fills)."""
+
+    def __init__(self) -> None:
+        self.a, self.b = socket.socketpair()
+
     def send(self, message: dict[str, object]) -> None:
-        pass
+        from worker.runtime.framing import encode
+
+        self.a.sendall(encode(message))
+        self.b.recv(1 << 16)
 
 
 def main() -> None:
@@ -60,9 +70,8 @@ def _measure(args: argparse.Namespace, api_url: str) -> None:
 
     from worker.runtime import telemetry
     from worker.runtime.discovery import discover
-    from worker.runtime.executor import run_attempt
+    from worker.runtime.executor import serve_frames
     from worker.runtime.framing import encode
-    from worker.runtime.run_env import run_environment
     from worker.testing import _run
 
     if args.no_telemetry:
@@ -78,8 +87,7 @@ def _measure(args: argparse.Namespace, api_url: str) -> None:
     asyncio.set_event_loop(loop)
     telemetry.setup(discovered.config, api_url, "tr_dev_stub")
     task = discovered.tasks["noop"]
-    sink = _Sink()
-    a, b = socket.socketpair()
+    channel = _Channel()
 
     def frame(i: int) -> bytes:
         run = _run(task, i, discovered.config, run_id=f"run_{uuid.uuid4().hex[:20]}", attempt=1,
@@ -89,24 +97,23 @@ def _measure(args: argparse.Namespace, api_url: str) -> None:
         wire["traceparent"] = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
         return encode({"type": "execute", "run": wire})
 
-    def one(frame: bytes) -> None:
-        message = orjson.loads(frame[4:])  # what recv_sync hands the loop
-        with run_environment(message["run"].get("env_vars")):
-            end = loop.run_until_complete(run_attempt(message["run"], discovered, sink))
-        a.sendall(encode({"type": "completion", "completion": end.wire(), "rss": 0,
-                          "recycle": end.recycle}))
-        b.recv(1 << 16)
+    def serve(frames: list[bytes]) -> None:
+        it = iter(frames)
 
-    for i in range(200):  # warm up
-        one(frame(i))
+        def receive() -> dict[str, object] | None:
+            f = next(it, None)
+            return None if f is None else orjson.loads(f[4:])  # what recv_sync hands back
+
+        loop.run_until_complete(serve_frames(receive, discovered, channel))
+
+    serve([frame(i) for i in range(200)])  # warm up
     telemetry.flush()
     print(f"N = {args.n}, telemetry {'off' if args.no_telemetry else 'on'}, "
           f"load average {os.getloadavg()}")
     for rep in range(args.reps):
         frames = [frame(i) for i in range(args.n)]
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        for f in frames:
-            one(f)
+        serve(frames)
         telemetry.flush()  # the export of this rep's spans counts too
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         print(f"rep {rep + 1}: CPU per run {cpu / args.n * 1e6:7.1f} µs, "

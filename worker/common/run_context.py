@@ -6,7 +6,9 @@ Part of the worker protocol's messages; import them from :mod:`worker.common.pro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 #: a JSON object as it crosses the wire (its keys are documented in docs/protocol.md)
 Wire = dict[str, Any]
@@ -153,16 +155,38 @@ class RunContext:
     def from_wire(cls, data: Wire) -> RunContext:
         machine = data.get("machine") or {}
         worker = data.get("worker")
+        environment, project, task = data["environment"], data["project"], data["task"]
         return cls(
             run=RunInfo.from_wire(data["run"]),
             attempt=AttemptInfo(int(data["attempt"]["number"]), data["attempt"].get("started_at")),
-            task=TaskInfo(str(data["task"]["id"]), data["task"].get("file_path")),
+            # the same from run to run of an executor: shared (immutable), not built again
+            task=_shared(TaskInfo, str(task["id"]), task.get("file_path")),
             queue=str((data.get("queue") or {}).get("name") or ""),
-            environment=EnvironmentInfo.from_wire(data["environment"]),
-            project=ProjectInfo.from_wire(data["project"]),
-            machine=MachineInfo(str(machine.get("name") or ""), machine.get("cpu"),
-                                machine.get("memory")),
+            environment=_shared(EnvironmentInfo, str(environment["id"]),
+                                str(environment["slug"]), str(environment["type"])),
+            project=_shared(ProjectInfo, str(project["id"]), str(project["ref"])),
+            machine=_shared(MachineInfo, str(machine.get("name") or ""), machine.get("cpu"),
+                            machine.get("memory")),
             batch_id=opt_str((data.get("batch") or {}).get("id")),
             worker_instance_id=opt_str(worker.get("instance_id")) if worker else None,
             journal=list(data.get("journal") or []),
         )
+
+
+#: the parts of ``ctx`` that repeat from run to run (its task, environment, project, machine),
+#: by their values: building these frozen objects anew was most of reading a ``ctx``
+_SHARED: dict[tuple[object, ...], object] = {}
+_SHARED_MAX = 512
+
+
+def _shared(cls: type[_T], *values: object) -> _T:
+    key = (cls, *values)
+    try:
+        found = _SHARED.get(key)
+    except TypeError:  # an unhashable value (not from our API): not shared
+        return cls(*values)
+    if found is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        found = _SHARED[key] = cls(*values)
+    return found  # type: ignore[return-value]

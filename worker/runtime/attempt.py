@@ -101,8 +101,10 @@ class Attempt:
 
     def _hooks(self, name: str) -> list[Callable[..., Any]]:
         """Global hook first, then the task's (catch_error reverses this)."""
-        found = [self.globals.get(name), self.task.hooks.get(name)]
-        return [h for h in found if h is not None]
+        first, second = self.globals.get(name), self.task.hooks.get(name)
+        if first is None:
+            return _NONE if second is None else [second]
+        return [first] if second is None else [first, second]
 
     async def _swallowing(self, name: str, **extra: Any) -> None:
         for hook in self._hooks(name):
@@ -135,8 +137,15 @@ class Attempt:
                                      "".join(traceback.format_exception(exc))),
                 skipped=True,
             )
+        chain = self._hooks_middleware()
+        if not chain:  # no middleware: the body, without the chain's frames
+            try:
+                return await self._body()
+            except STOP:
+                raise
+            except Exception as exc:  # as below (the chain's end raised)
+                return self._middleware_failed(exc)
         outcome = _Outcome()
-        chain = [*self._hooks_middleware()]
 
         async def inner() -> None:
             outcome.completion = await self._body()
@@ -156,14 +165,16 @@ class Attempt:
                 # The attempt itself ended; a middleware failed on the way out.
                 logger.error(f"middleware raised after the run: {exc}")
             else:
-                return self._failed(
-                    codes.internal_error(codes.TASK_MIDDLEWARE_ERROR,
-                                         f"{type(exc).__name__}: {exc}",
-                                         "".join(traceback.format_exception(exc))))
+                return self._middleware_failed(exc)
         if outcome.completion is None:
             return self._failed(codes.internal_error(
                 codes.TASK_MIDDLEWARE_ERROR, "a middleware returned without awaiting next()"))
         return outcome.completion
+
+    def _middleware_failed(self, exc: Exception) -> Completion:
+        return self._failed(codes.internal_error(codes.TASK_MIDDLEWARE_ERROR,
+                                                 f"{type(exc).__name__}: {exc}",
+                                                 "".join(traceback.format_exception(exc))))
 
     def _hooks_middleware(self) -> list[Callable[..., Any]]:
         return self._hooks("middleware")
@@ -184,9 +195,10 @@ class Attempt:
             # A checkpointed attempt resumes by replaying `run` from the top in a new process
             # (init and middleware run again there); its start hooks ran when it began.
             if not self.run.resumed:
-                if self.attempt_number == 1:
+                if self.attempt_number == 1 and self._hooks("on_start"):
                     await self._propagating("on_start")
-                await self._propagating("on_start_attempt")
+                if self._hooks("on_start_attempt"):
+                    await self._propagating("on_start_attempt")
             output = await call_run(self.task.run, self.payload, self.ctx,
                                     {"init": self.init, "task": self.task.id,
                                      "signal": self.signal})
@@ -206,9 +218,12 @@ class Attempt:
                 codes.internal_error(codes.TASK_OUTPUT_ERROR, f"{type(exc).__name__}: {exc}",
                                      "".join(traceback.format_exception(exc))),
                 skipped=True, exc=exc)
-        await self._swallowing("on_success", output=output)
-        await self._swallowing("on_complete", result={"ok": True, "data": output})
-        await self._cleanup()
+        if self._hooks("on_success"):
+            await self._swallowing("on_success", output=output)
+        if self._hooks("on_complete"):
+            await self._swallowing("on_complete", result={"ok": True, "data": output})
+        if self._hooks("cleanup"):
+            await self._cleanup()
         return Completion(self.run.run_id, self.attempt_number, True, output=data,
                           output_type=data_type)
 
@@ -324,6 +339,8 @@ class Attempt:
                           # (docs/protocol.md, "/complete")
                           retry_in_place=delay_ms is not None and delay_ms < IN_PLACE_RETRY_MS)
 
+
+_NONE: list[Callable[..., Any]] = []  # no hook (never changed)
 
 #: (config, registrations' generation, its global hooks): combining them anew for every
 #: attempt was ~3 % of an executor's CPU per run; a hook registered since is seen (generation)

@@ -23,10 +23,8 @@ per span, encoded by hand); otherwise an SDK span.
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -227,42 +225,58 @@ def emit_log(level: str, message: str, attributes: dict[str, Any]) -> None:
         body=message, attributes={str(k): _otel_value(v) for k, v in attributes.items()}))
 
 
-@contextlib.contextmanager
-def attempt_span(run: DequeuedRun) -> Iterator[Any]:
-    """The attempt's span, current for everything the attempt starts (yields None when
-    telemetry is off)."""
-    if _state.tracer_provider is None:
-        yield None
-        return
-    trace_id, parent_span = run_span(run)
-    run_attributes: dict[str, str | int] = {"ctx.run.id": run.run_id,
-                                            "ctx.attempt.number": run.attempt_number,
-                                            "ctx.task.id": run.task_id}
-    attributes: dict[str, Any] = {
-        **run_attributes, "trigger.span.kind": "attempt", "trigger.resumed": run.resumed}
-    span: Any
-    if _state.attempt_sink is not None:
-        span = AttemptSpan(attempt_span_name(run), int(trace_id, 16),
-                           int(attempt_span_id(run), 16), int(parent_span, 16), attributes,
-                           _state.attempt_sink)
-    else:
-        parent = otel.set_span_in_context(NonRecordingSpan(SpanContext(
-            int(trace_id, 16), int(parent_span, 16), is_remote=True,
-            trace_flags=TraceFlags(TraceFlags.SAMPLED))))
-        _state.ids.next_span_id = int(attempt_span_id(run), 16)
-        tracer = _state.tracer or otel.get_tracer("trigger.dev")
-        span = tracer.start_span(attempt_span_name(run), context=parent, attributes=attributes)
-    # set after the attempt span started: it has them already (_RunAttributes need not)
-    _state.run_attributes = run_attributes
-    token = otel_context.attach(otel.set_span_in_context(span))
-    try:
-        yield span
-    finally:
-        otel_context.detach(token)
+def attempt_span(run: DequeuedRun) -> _AttemptScope:
+    """The attempt's span, current for everything the attempt starts, as a context manager
+    (it yields None when telemetry is off)."""
+    return _AttemptScope(run)
 
 
-def end_attempt(span: Any, completion: Completion | None) -> None:
-    """Close the attempt span with the attempt's outcome (None: it checkpointed)."""
+class _AttemptScope:
+    """A class, not a generator context manager: it is entered once per run."""
+
+    __slots__ = ("_token", "run")
+
+    def __init__(self, run: DequeuedRun) -> None:
+        self.run = run
+        self._token: object | None = None
+
+    def __enter__(self) -> Any:
+        if _state.tracer_provider is None:
+            return None
+        run = self.run
+        trace_id, parent_span = run_span(run)
+        run_attributes: dict[str, str | int] = {"ctx.run.id": run.run_id,
+                                                "ctx.attempt.number": run.attempt_number,
+                                                "ctx.task.id": run.task_id}
+        attributes: dict[str, Any] = {
+            **run_attributes, "trigger.span.kind": "attempt", "trigger.resumed": run.resumed}
+        span: Any
+        if _state.attempt_sink is not None:
+            span = AttemptSpan(attempt_span_name(run), int(trace_id, 16),
+                               int(attempt_span_id(run), 16), int(parent_span, 16), attributes,
+                               _state.attempt_sink)
+        else:
+            parent = otel.set_span_in_context(NonRecordingSpan(SpanContext(
+                int(trace_id, 16), int(parent_span, 16), is_remote=True,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED))))
+            _state.ids.next_span_id = int(attempt_span_id(run), 16)
+            tracer = _state.tracer or otel.get_tracer("trigger.dev")
+            span = tracer.start_span(attempt_span_name(run), context=parent,
+                                     attributes=attributes)
+        # set after the attempt span started: it has them already (_RunAttributes need not)
+        _state.run_attributes = run_attributes
+        self._token = otel_context.attach(otel.set_span_in_context(span))
+        return span
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+
+
+def end_attempt(span: Any, completion: Completion | None, end_time: int | None = None) -> None:
+    """Close the attempt span with the attempt's outcome (None: it checkpointed), at
+    ``end_time`` (ns since the epoch; default now)."""
     if span is None:
         return
     if completion is None:
@@ -273,7 +287,7 @@ def end_attempt(span: Any, completion: Completion | None) -> None:
         span.set_attribute("trigger.error.type", str(error.get("code") or error.get("name")
                                                      or error.get("type")))
         span.set_status(Status(StatusCode.ERROR, message[:1000]))
-    span.end()
+    span.end(end_time)
     _state.run_attributes = None
 
 

@@ -17,6 +17,8 @@ EndCallback = Callable[[Any], Awaitable[Mapping[str, object] | None]]
 
 _on_start: list[StartCallback] = []
 _on_end: list[EndCallback] = []
+#: per end callback: whether it may wait for something now (absent: it may, always)
+_end_busy: dict[EndCallback, Callable[[], bool]] = {}
 _on_checkpoint: list[StartCallback] = []
 
 
@@ -26,10 +28,25 @@ def on_attempt_start(callback: StartCallback) -> StartCallback:
     return callback
 
 
-def on_attempt_end(callback: EndCallback) -> EndCallback:
+def on_attempt_end(callback: EndCallback,
+                   busy: Callable[[], bool] | None = None) -> EndCallback:
+    """``busy()`` (optional) tells whether ``callback`` would wait for anything if called now
+    (I/O, tasks to settle): when none is busy, the executor calls them without the bound on
+    their time (a timer per attempt saved)."""
     if callback not in _on_end:
         _on_end.append(callback)
+    if busy is not None:
+        _end_busy[callback] = busy
     return callback
+
+
+def ending_may_wait() -> bool:
+    """Whether :func:`attempt_ending` may wait for something (see :func:`on_attempt_end`)."""
+    for callback in _on_end:
+        busy = _end_busy.get(callback)
+        if busy is None or busy():
+            return True
+    return False
 
 
 def on_checkpoint(callback: StartCallback) -> StartCallback:

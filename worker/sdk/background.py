@@ -55,6 +55,6 @@ class Heartbeats:
         return self._last
 
 
-attempt_hooks.on_attempt_end(_settle)
+attempt_hooks.on_attempt_end(_settle, busy=lambda: bool(_pending))
 attempt_hooks.on_checkpoint(_before_checkpoint)
 heartbeats = Heartbeats()

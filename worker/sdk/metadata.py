@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
@@ -56,6 +57,10 @@ class _State:
         self.root_ops: list[dict[str, Any]] = []
         self.flusher: asyncio.Task[None] | None = None
         self.lock: asyncio.Lock | None = None
+        #: the context the attempt started in, while an attempt runs in this executor: the
+        #: periodic flush starts there at the first change (none for a run that changes
+        #: nothing: a task and a timer per attempt saved)
+        self.flush_context: contextvars.Context | None = None
 
     def reset(self, run_id: str | None, initial: object) -> None:
         self.run_id = run_id
@@ -71,6 +76,15 @@ class _State:
             "parentOperations": self.parent_ops,
             "rootOperations": self.root_ops,
         }
+
+    def start_flusher(self) -> None:
+        if self.flusher is not None or self.flush_context is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a change from a thread of the task's: the final flush takes it
+            return
+        self.flusher = loop.create_task(_flush_forever(), context=self.flush_context)
 
     def take(self) -> dict[str, Any] | None:
         body = self.pending()
@@ -142,6 +156,7 @@ class _Target:
                 )
             _state.current = updated
         self._queue().append(op)
+        _state.start_flusher()
         return self
 
     def set(self, key: str, value: object) -> _Target:
@@ -252,11 +267,12 @@ async def _flush_forever() -> None:
 async def _attempt_started(ctx: Context | None) -> None:
     run = ctx.to_dict().get("run", {}) if ctx is not None else {}
     _state.reset(run.get("id"), run.get("metadata"))
-    _state.flusher = asyncio.get_running_loop().create_task(_flush_forever())
+    _state.flush_context = contextvars.copy_context()  # the flusher starts at the first change
 
 
 async def _attempt_ending(ctx: object) -> dict[str, object] | None:
     """Stop the periodic flush; the remaining changes ride on the completion."""
+    _state.flush_context = None
     if _state.flusher is not None:
         # Let an in-flight flush finish first: cancelling it after the server applied it
         # would put its operations back and apply them twice.
@@ -278,5 +294,5 @@ async def _before_checkpoint(ctx: object) -> None:
 
 
 attempt_hooks.on_attempt_start(_attempt_started)
-attempt_hooks.on_attempt_end(_attempt_ending)
+attempt_hooks.on_attempt_end(_attempt_ending, busy=lambda: _state.flusher is not None)
 attempt_hooks.on_checkpoint(_before_checkpoint)

@@ -334,5 +334,5 @@ async def _before_checkpoint(ctx: object) -> None:
     await _settle_pipes(ctx)
 
 
-attempt_hooks.on_attempt_end(_settle_pipes)
+attempt_hooks.on_attempt_end(_settle_pipes, busy=lambda: bool(_pending))
 attempt_hooks.on_checkpoint(_before_checkpoint)
