@@ -17,6 +17,7 @@ inside a timer critical section so that an interrupt can never cut a frame in ha
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 import resource
@@ -299,20 +300,39 @@ async def serve_frames(receive: Callable[[], Wire | None], discovered: Discovere
     One loop run for the executor's life: a ``run_until_complete`` per attempt set up and tore
     down uvloop's signal plumbing (a socketpair, the wakeup fd) every time, ~a quarter of an
     executor's CPU per no-op run. Waiting for the next frame blocks the loop, as before: no
-    run's code runs between two attempts. Each attempt runs in a task of its own, so what it
-    sets in context variables ends with it (as with a loop run per attempt)."""
+    run's code runs between two attempts. Each attempt runs in a task of its own, in a fresh
+    copy of this context, so what it sets in context variables ends with it (as with a loop
+    run per attempt); that task writes the completion frame, reads the next frame and starts
+    the next attempt's task itself (no loop step per run to hand over to a serving task)."""
     loop = asyncio.get_running_loop()
-    while True:
-        message = receive()
-        if message is None or message.get("type") == "shutdown":
-            return 0
-        if message.get("type") != "execute":
-            continue
-        end = await loop.create_task(_execute(message["run"], discovered, channel))
-        channel.send({"type": "completion", "completion": end.wire(), "rss": _rss_bytes(),
-                      "recycle": end.recycle})
-        if end.after is not None:
-            end.after()  # what could wait until the completion was on its way
+    base = contextvars.copy_context()
+    done: asyncio.Future[int] = loop.create_future()
+    current: list[asyncio.Task[None]] = []  # the attempt running now, referenced
+
+    def next_attempt() -> None:
+        while True:
+            message = receive()
+            if message is None or message.get("type") == "shutdown":
+                done.set_result(0)
+                return
+            if message.get("type") == "execute":
+                break
+        current[:] = [loop.create_task(attempt(message["run"]), context=base.copy())]
+
+    async def attempt(run: Wire) -> None:
+        try:
+            end = await _execute(run, discovered, channel)
+            channel.send({"type": "completion", "completion": end.wire(),
+                          "rss": _rss_bytes(), "recycle": end.recycle})
+            if end.after is not None:
+                end.after()  # what could wait until the completion was on its way
+            next_attempt()
+        except BaseException as exc:  # a bug of the runtime's: the executor stops, loudly
+            if not done.done():
+                done.set_exception(exc)
+
+    next_attempt()
+    return await done
 
 
 async def _execute(run: Wire, discovered: Discovered, channel: Sink) -> AttemptEnd:
