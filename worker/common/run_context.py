@@ -189,7 +189,7 @@ def _builder(cls: type[_T]) -> Callable[..., _T]:
     def build(*values: object) -> _T:
         obj = twin(*values)
         obj.__class__ = cls
-        return obj  # type: ignore[return-value]
+        return obj
 
     return build
 
