@@ -26,6 +26,7 @@ from worker.common.run_context import (
     RunInfo,
     TaskInfo,
     Wire,
+    frozen_builder,
     opt_str,
 )
 
@@ -178,22 +179,19 @@ class DequeuedRun:
 
     @classmethod
     def from_wire(cls, data: Wire) -> DequeuedRun:
-        run = cls(
-            run_id=str(data["run_id"]), attempt_number=int(data["attempt_number"]),
-            task_id=str(data["task_id"]), version_id=str(data["version_id"]),
-            version=str(data.get("version") or ""), payload=data.get("payload"),
-            payload_type=str(data.get("payload_type") or "application/json"),
-            max_attempts=data.get("max_attempts"), retry=data.get("retry"),
-            max_duration=data.get("max_duration"), machine=str(data.get("machine") or ""),
-            ctx=RunContext.from_wire(data["ctx"]),
-            is_final_attempt=bool(data.get("is_final_attempt")),
-            lease_expires_at=data.get("lease_expires_at"), resumed=bool(data.get("resumed")),
-            execution_ms=int(data.get("execution_ms") or 0),
-            journal=list(data.get("journal") or []), traceparent=data.get("traceparent"),
-            env_vars=data.get("env_vars"), delay_ms=data.get("delay_ms"),
-        )
-        object.__setattr__(run, "_wire", data)
-        return run
+        # every field, in order (worker.common.run_context.frozen_builder), the last _wire
+        return _build_dequeued_run(
+            str(data["run_id"]), int(data["attempt_number"]), str(data["task_id"]),
+            str(data["version_id"]), str(data.get("version") or ""), data.get("payload"),
+            str(data.get("payload_type") or "application/json"), data.get("max_attempts"),
+            data.get("retry"), data.get("max_duration"), str(data.get("machine") or ""),
+            RunContext.from_wire(data["ctx"]), bool(data.get("is_final_attempt")),
+            data.get("lease_expires_at"), bool(data.get("resumed")),
+            int(data.get("execution_ms") or 0), list(data.get("journal") or []),
+            data.get("traceparent"), data.get("env_vars"), data.get("delay_ms"), data)
+
+
+_build_dequeued_run = frozen_builder(DequeuedRun)
 
 
 # --- heartbeat / release -------------------------------------------------------------------

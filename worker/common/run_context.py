@@ -175,7 +175,7 @@ class RunContext:
         )
 
 
-def _builder(cls: type[_T]) -> Callable[..., _T]:
+def frozen_builder(cls: type[_T]) -> Callable[..., _T]:
     """A faster constructor of the frozen dataclass ``cls``, taking every field positionally.
 
     A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``: ~7 times
@@ -194,9 +194,9 @@ def _builder(cls: type[_T]) -> Callable[..., _T]:
     return build
 
 
-_build_run_info = _builder(RunInfo)
-_build_attempt_info = _builder(AttemptInfo)
-_build_run_context = _builder(RunContext)
+_build_run_info = frozen_builder(RunInfo)
+_build_attempt_info = frozen_builder(AttemptInfo)
+_build_run_context = frozen_builder(RunContext)
 
 #: the parts of ``ctx`` that repeat from run to run (its task, environment, project, machine),
 #: by their values: building these frozen objects anew was most of reading a ``ctx``

@@ -61,11 +61,19 @@ class Channel:
         self.sock = sock
 
     def send(self, message: dict[str, Any]) -> None:
+        if timer.task is None:
+            # no attempt armed (the completion frame, after timer.stop()): no signal
+            # interrupts this send, no critical section needed
+            self._send(message)
+            return
         with timer.critical():
-            try:
-                send_sync(self.sock, message)
-            except OSError:
-                os._exit(0)  # the supervisor is gone; nobody is left to report to
+            self._send(message)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            send_sync(self.sock, message)
+        except OSError:
+            os._exit(0)  # the supervisor is gone; nobody is left to report to
 
 
 #: (pid, fd) of this process's /proc statm, opened once: opening it per run was ~5 % of an
