@@ -293,11 +293,9 @@ def serve(socket_path: str, discovered: Discovered) -> int:
     # after the fork, in this process only (worker/runtime/telemetry.py)
     telemetry.setup(discovered.config, client.api_url(), env_str("TRIGGER_SECRET_KEY"))
     channel.send({"type": "hello", "pid": os.getpid(), "rss": _rss_bytes()})
-    try:
-        return loop.run_until_complete(serve_frames(lambda: recv_sync(sock), discovered,
-                                                    channel))
-    finally:
-        telemetry.shutdown()
+    code = loop.run_until_complete(serve_frames(lambda: recv_sync(sock), discovered, channel))
+    telemetry.shutdown()
+    return code
 
 
 async def serve_frames(receive: Callable[[], Wire | None], discovered: Discovered,

@@ -61,6 +61,7 @@ class _State:
         #: periodic flush starts there at the first change (none for a run that changes
         #: nothing: a task and a timer per attempt saved)
         self.flush_context: contextvars.Context | None = None
+        self.flush_loop: asyncio.AbstractEventLoop | None = None
 
     def reset(self, run_id: str | None, initial: object) -> None:
         self.run_id = run_id
@@ -78,13 +79,16 @@ class _State:
         }
 
     def start_flusher(self) -> None:
-        if self.flusher is not None or self.flush_context is None:
+        if self.flusher is not None or self.flush_context is None or self.flush_loop is None:
             return
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # a change from a thread of the task's: the final flush takes it
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self.flush_loop:  # a change made in a thread of the task's
+            self.flush_loop.call_soon_threadsafe(self.start_flusher)
             return
-        self.flusher = loop.create_task(_flush_forever(), context=self.flush_context)
+        self.flusher = running.create_task(_flush_forever(), context=self.flush_context)
 
     def take(self) -> dict[str, Any] | None:
         body = self.pending()
@@ -267,12 +271,14 @@ async def _flush_forever() -> None:
 async def _attempt_started(ctx: Context | None) -> None:
     run = ctx.to_dict().get("run", {}) if ctx is not None else {}
     _state.reset(run.get("id"), run.get("metadata"))
-    _state.flush_context = contextvars.copy_context()  # the flusher starts at the first change
+    # the periodic flush starts at the first change, in this context, on this loop
+    _state.flush_context = contextvars.copy_context()
+    _state.flush_loop = asyncio.get_running_loop()
 
 
 async def _attempt_ending(ctx: object) -> dict[str, object] | None:
     """Stop the periodic flush; the remaining changes ride on the completion."""
-    _state.flush_context = None
+    _state.flush_context = _state.flush_loop = None
     if _state.flusher is not None:
         # Let an in-flight flush finish first: cancelling it after the server applied it
         # would put its operations back and apply them twice.
