@@ -11,7 +11,10 @@ unix socket, says ``hello`` with its pid, then serves frames (see :mod:`worker.r
 
 Socket I/O is blocking: no frame arrives during a run (a cancel is a signal; a run that does not
 stop is ended by killing the process group), and log frames are written from the main thread
-inside a timer critical section so that an interrupt can never cut a frame in half.
+inside a timer critical section so that an interrupt can never cut a frame in half. The event
+loop runs for the process's life (:func:`serve_frames`); waiting for the next frame blocks it.
+Nothing the supervisor waits for goes after the completion frame: the attempt span ends after
+it (its end time taken before).
 """
 
 from __future__ import annotations
