@@ -80,6 +80,7 @@ class AttemptSpan(otel.Span):
         self.end_time: int | None = None
         #: the batch span processor of our API's exporter (its ``on_end``)
         self._sink = sink
+        self._encoded: bytes | None = None
 
     # -- the OpenTelemetry API ------------------------------------------------------------
     def get_span_context(self) -> SpanContext:
@@ -143,12 +144,18 @@ class AttemptSpan(otel.Span):
         if self.end_time is not None:
             return
         self.end_time = end_time or time.time_ns()
+        # encoded here, not in the export thread: an executor ends the span after the
+        # completion frame, while the supervisor handles it; the export thread holding the
+        # GIL to encode a second's spans could delay the next attempt by a switch interval
+        self._encoded = self.encoded()
         self._sink.on_end(self)
 
     # -- export ---------------------------------------------------------------------------
     def encoded(self) -> bytes:
         """The span's OTLP ``Span`` message."""
         assert self.end_time is not None
+        if self._encoded is not None:
+            return self._encoded
         return otlp_wire.span(
             self.context.trace_id.to_bytes(16, "big"), self.context.span_id.to_bytes(8, "big"),
             self.parent_span_id.to_bytes(8, "big"), self.name, _KIND_INTERNAL,
