@@ -33,6 +33,9 @@ function live() {
   if (!region || !region.dataset.events) return;
   const schedule = refresher(region);
   const source = new EventSource(region.dataset.events);
+  // (re)connected: re-read once, for a change made between this page's render (or the
+  // connection's loss) and the subscription, which no event will ever announce
+  source.onopen = schedule;
   source.onmessage = (event) => {
     const change = JSON.parse(event.data);
     const watch = region.dataset.watch || "";
