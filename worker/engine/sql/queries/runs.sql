@@ -48,6 +48,52 @@ SELECT id, CASE WHEN status = 'PENDING' THEN pg_notify('trigger_runs', environme
            END AS notified
 FROM inserted;
 
+-- name: insert_cached_run
+-- The plain trigger in one round trip (engine/triggering.py), with the task's definition the
+-- API process cached (engine/task_defs.py): inserted only if that definition is still the
+-- current one (the tasks row's xmin is the stamp read with it); no row: it changed, the caller
+-- reads it again. status: DELAYED, or PENDING when a worker seen within live_seconds serves
+-- the task and its queue is declared, PENDING_VERSION otherwise (the rule of find_tasks and
+-- queue_exists, read here in the insert's own statement).
+WITH inserted AS (
+INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, payload_offloaded,
+                  queue, concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
+                  machine, version_id, idempotency_key, idempotency_key_expires_at, tags,
+                  metadata, batch_id, parent_run_id, root_run_id, is_test, debounce_key,
+                  debounce_deadline, replayed_from, batch_index, seed_metadata,
+                  trace_id, span_id, parent_span_id)
+SELECT %(id)s::text, t.environment_id, t.task_id,
+       CASE WHEN %(status)s::text <> 'PENDING' THEN %(status)s::text
+            WHEN EXISTS (
+                     SELECT 1 FROM workers w
+                     JOIN version_tasks vt ON vt.version_id = w.version_id
+                                          AND vt.task_id = t.task_id
+                     WHERE w.environment_id = t.environment_id
+                       AND w.last_seen_at > now() - make_interval(secs => %(live_seconds)s::float8))
+                 AND EXISTS (SELECT 1 FROM queues q WHERE q.environment_id = t.environment_id
+                                                      AND q.name = %(queue)s::text)
+            THEN 'PENDING' ELSE 'PENDING_VERSION' END,
+       %(payload)s::text, %(payload_type)s::text, %(payload_offloaded)s::boolean,
+       %(queue)s::text, %(concurrency_key)s::text,
+       (extract(epoch FROM now()) * 1000)::bigint - %(priority_ms)s::bigint,
+       %(run_at)s::timestamptz, %(expires_at)s::timestamptz, %(max_attempts)s::int,
+       %(max_duration)s::float8, %(machine)s::text, %(version_id)s::uuid,
+       %(idempotency_key)s::text, %(idempotency_key_expires_at)s::timestamptz,
+       %(tags)s::text[], %(metadata)s::jsonb, %(batch_id)s::text, %(parent_run_id)s::text,
+       %(root_run_id)s::text, %(is_test)s::boolean, %(debounce_key)s::text,
+       %(debounce_deadline)s::timestamptz, %(replayed_from)s::text, %(batch_index)s::int,
+       %(metadata)s::jsonb, %(trace_id)s::text, %(span_id)s::text, %(parent_span_id)s::text
+FROM tasks t
+WHERE t.environment_id = %(environment_id)s::uuid AND t.task_id = %(task_id)s::text
+  AND t.xmin = %(stamp)s::text::xid
+ON CONFLICT DO NOTHING
+RETURNING id, status, environment_id
+)
+SELECT id, status,
+       CASE WHEN status = 'PENDING' THEN pg_notify('trigger_runs', environment_id::text)
+       END AS notified
+FROM inserted;
+
 -- name: insert_packet
 INSERT INTO run_packets (run_id, payload) VALUES (%(run_id)s::text, %(payload)s::text);
 
