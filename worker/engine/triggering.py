@@ -69,8 +69,13 @@ async def trigger(
                 response["waitpointId"] = waitpoint_id
         await request_keys.save(conn, env, request_key, planned, response)
         if creator.queued and not is_cached:
-            await offer.lease(conn)
+            await offer.lease(conn, run_id)
     return response
+
+
+#: insert_cached_run's lease parameters when no long-poll waits (engine/handoff.py)
+NO_LEASE = dict.fromkeys(("instance_id", "versions", "newest", "newest_tasks", "limit",
+                          "lease_seconds"))
 
 
 async def _trigger_cached(pool: Pool, env: Environment, spec: TriggerSpec,
@@ -85,15 +90,24 @@ async def _trigger_cached(pool: Pool, env: Environment, spec: TriggerSpec,
     params = run_row(env, spec.task, cached.definition, payload, spec.options, ready="PENDING",
                      replayed_from=replayed_from)
     params["id"], params["stamp"] = run_id, cached.stamp
+    params.update(NO_LEASE)
     params["live_seconds"] = LIVE_WORKER_SECONDS
     async with offered(handoff, env.id) as offer:
+        lease = offer.claim() if params["status"] == "PENDING" else None
+        if lease is not None:
+            params.update(lease)  # the insert leases the run itself in the one-run case
         async with one_trip(pool) as conn:
-            inserted = await conn.execute(Q.insert_cached_run, params)  # notifies if PENDING
-            if params["status"] == "PENDING":
-                # PENDING unless no live worker has the task (then PENDING_VERSION, and the
-                # lease finds nothing of it): leases whatever is next, this run if nothing before
-                await offer.lease(conn)
-        return await inserted.fetchone() is not None
+            if lease is not None:  # the pick's lock, before the insert counts (leases.sql)
+                await conn.execute(Q.lock_environment, {"environment_id": env.id})
+            # notifies the dequeues if inserted PENDING
+            inserted = await conn.execute(Q.insert_cached_run, params)
+            if lease is not None:
+                # leases whatever is next if the insert did not: this run, if nothing before
+                await offer.lease(conn, run_id)
+        row = await inserted.fetchone()
+        if row is not None and row["status"] == "EXECUTING":
+            offer.leased([row])
+        return row is not None
 
 
 async def _trigger_plain(pool: Pool, env: Environment, spec: TriggerSpec,
@@ -119,7 +133,8 @@ async def _trigger_plain(pool: Pool, env: Environment, spec: TriggerSpec,
             params["id"] = run_id
             inserted = await conn.execute(Q.insert_run, params)  # notifies the dequeues
             if params["status"] == "PENDING":
-                await offer.lease(conn)  # leases whatever is next: this run, if nothing before
+                # leases whatever is next: this run, if nothing before
+                await offer.lease(conn, run_id)
         return await inserted.fetchone() is not None
 
 
