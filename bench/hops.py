@@ -158,7 +158,7 @@ def dequeue_sql(ours: Ours, count: int) -> dict[str, list[float]]:
         conn.commit()
         params = {"environment_id": env_id, "newest": version_id, "versions": [version_id],
                   "newest_tasks": ["noop", "stamp"], "limit": 1, "instance_id": instance,
-                  "lease_seconds": 30.0, "live_seconds": 30.0, "handoff_run": None}
+                  "lease_seconds": 30.0, "live_seconds": 30.0}
         for batch, sync in ((1, "on"), (1, "off"), (10, "on"), (10, "off")):
             times = []
             for _ in range(max(count // batch, 20)):

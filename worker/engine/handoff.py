@@ -59,11 +59,10 @@ class Offer:
     transaction, right after the insert of a PENDING run; :func:`offered` hands the rows over
     after the commit (or nothing, when the transaction failed).
 
-    The plain trigger with a cached definition (engine/triggering.py) first :meth:`claim`\ s a
-    waiter, whose lease parameters let its insert lease the run itself in the one-run case
-    (runs.sql insert_cached_run), then calls :meth:`lease`, which leases only if the insert
-    did not (the run is still PENDING: the dequeue's handoff_run), and gives the insert's row
-    to :meth:`leased` when it came out leased."""
+    The plain trigger with a cached definition (engine/triggering.py) :meth:`claim`\ s a waiter
+    instead, whose lease parameters let its insert lease the run itself in the one-run case
+    (runs.sql insert_cached_run_leased), and gives :meth:`leased` what that leased: the run, or
+    nothing (the long-poll then looks by itself, as after a notification)."""
 
     __slots__ = ("cursor", "env_id", "handoff", "rows", "waiter")
 
@@ -74,21 +73,22 @@ class Offer:
         self.rows: list[Row] | None = None
 
     def claim(self) -> Mapping[str, object] | None:
-        """Claim a waiting long-poll: its lease parameters, or None when none waits."""
-        if self.handoff is not None and self.waiter is None:
-            self.waiter = self.handoff.claim(self.env_id)
+        """Claim a waiting long-poll (once): its lease parameters, or None when none waits."""
+        if self.handoff is None or self.waiter is not None:
+            return None
+        self.waiter = self.handoff.claim(self.env_id)
         return self.waiter.params if self.waiter is not None else None
 
-    async def lease(self, conn: Conn, run_id: str) -> None:
-        """The dequeue statement for the claimed waiter (claimed now if need be), which leases
-        only while ``run_id``, inserted by this transaction, is PENDING."""
-        params = self.claim()
-        if params is not None:
+    async def lease(self, conn: Conn) -> None:
+        if self.handoff is None or self.waiter is not None:
+            return
+        self.waiter = self.handoff.claim(self.env_id)
+        if self.waiter is not None:
             # read after the commit (the statement may be in a pipeline not sent yet)
-            self.cursor = await conn.execute(Q.dequeue, {**params, "handoff_run": run_id})
+            self.cursor = await conn.execute(Q.dequeue, self.waiter.params)
 
     def leased(self, rows: list[Row]) -> None:
-        """The rows the insert leased itself (the dequeue statement then leased nothing)."""
+        """What the trigger's insert leased to the claimed waiter (handed after the commit)."""
         self.rows = rows
 
 

@@ -64,7 +64,6 @@ async def lease_params(pool: Pool, settings: LeaseSettings, env: Environment,
         "instance_id": instance_id,
         "lease_seconds": settings.lease_seconds,
         "live_seconds": LIVE_WORKER_SECONDS,
-        "handoff_run": None,  # a dequeue, not a trigger's hand-off (engine/handoff.py)
     }
 
 

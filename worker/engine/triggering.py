@@ -69,44 +69,36 @@ async def trigger(
                 response["waitpointId"] = waitpoint_id
         await request_keys.save(conn, env, request_key, planned, response)
         if creator.queued and not is_cached:
-            await offer.lease(conn, run_id)
+            await offer.lease(conn)
     return response
-
-
-#: insert_cached_run's lease parameters when no long-poll waits (engine/handoff.py)
-NO_LEASE = dict.fromkeys(("instance_id", "versions", "newest", "newest_tasks", "limit",
-                          "lease_seconds"))
 
 
 async def _trigger_cached(pool: Pool, env: Environment, spec: TriggerSpec,
                           payload: tuple[str, str], cached: CachedTask, run_id: str,
                           replayed_from: str | None, handoff: Handoff | None) -> bool:
     """The common trigger with its task's definition cached in this process: one round trip
-    (db.one_trip: BEGIN, the insert, the hand-off's lease, a synchronous COMMIT). The insert
-    reads what must be current (a live worker with the task, the queue declared) and checks
-    that the cached definition still is (insert_cached_run). False if nothing was inserted:
+    (db.one_trip: BEGIN, the insert, a synchronous COMMIT). The insert reads what must be
+    current (a live worker with the task, the queue declared) and checks that the cached
+    definition still is (insert_cached_run). With a long-poll of this process waiting, the
+    insert leases the run to it itself in the one-run case (insert_cached_run_leased, after
+    the pick's lock); otherwise the long-poll looks by itself. False if nothing was inserted:
     the definition changed."""
     check_payload(spec.task, cached.definition, spec.payload, payload[1])
     params = run_row(env, spec.task, cached.definition, payload, spec.options, ready="PENDING",
                      replayed_from=replayed_from)
     params["id"], params["stamp"] = run_id, cached.stamp
-    params.update(NO_LEASE)
     params["live_seconds"] = LIVE_WORKER_SECONDS
     async with offered(handoff, env.id) as offer:
         lease = offer.claim() if params["status"] == "PENDING" else None
-        if lease is not None:
-            params.update(lease)  # the insert leases the run itself in the one-run case
         async with one_trip(pool) as conn:
-            if lease is not None:  # the pick's lock, before the insert counts (leases.sql)
+            if lease is None:  # notifies the dequeues if inserted PENDING
+                inserted = await conn.execute(Q.insert_cached_run, params)
+            else:
                 await conn.execute(Q.lock_environment, {"environment_id": env.id})
-            # notifies the dequeues if inserted PENDING
-            inserted = await conn.execute(Q.insert_cached_run, params)
-            if lease is not None:
-                # leases whatever is next if the insert did not: this run, if nothing before
-                await offer.lease(conn, run_id)
+                inserted = await conn.execute(Q.insert_cached_run_leased, {**params, **lease})
         row = await inserted.fetchone()
-        if row is not None and row["status"] == "EXECUTING":
-            offer.leased([row])
+        if lease is not None:
+            offer.leased([row] if row is not None and row["status"] == "EXECUTING" else [])
         return row is not None
 
 
@@ -134,7 +126,7 @@ async def _trigger_plain(pool: Pool, env: Environment, spec: TriggerSpec,
             inserted = await conn.execute(Q.insert_run, params)  # notifies the dequeues
             if params["status"] == "PENDING":
                 # leases whatever is next: this run, if nothing before
-                await offer.lease(conn, run_id)
+                await offer.lease(conn)
         return await inserted.fetchone() is not None
 
 

@@ -2,9 +2,9 @@
 -- Each query starts with "-- name: <name>"; psycopg named parameters with explicit casts.
 
 -- name: lock_environment
--- The direct hand-off's insert (runs.sql insert_cached_run) counts the environment's running
--- runs itself: the lock trigger_pick_runs_v1 takes is taken before it, in a statement of its
--- own, so that the insert's snapshot sees every lease committed before.
+-- The direct hand-off's insert (runs.sql insert_cached_run_leased) counts the environment's
+-- running runs itself: the lock trigger_pick_runs_v1 takes is taken before it, in a statement
+-- of its own, so that the insert's snapshot sees every lease committed before.
 SELECT 1 FROM environments WHERE id = %(environment_id)s::uuid FOR NO KEY UPDATE;
 
 -- name: dequeue
@@ -48,12 +48,7 @@ WITH RECURSIVE locked_versions AS (
                 ELSE %(newest)s::uuid END AS version_id
     FROM runs r LEFT JOIN moved m ON true
     -- = ANY(ARRAY(...)): the picked ids are looked up by primary key, whatever the queue depth
-    -- handoff_run: a trigger's direct hand-off (engine/handoff.py) leases only while the run
-    -- its transaction inserted is PENDING (a dequeue passes NULL)
-    WHERE (%(handoff_run)s::text IS NULL
-           OR EXISTS (SELECT 1 FROM runs h
-                      WHERE h.id = %(handoff_run)s::text AND h.status = 'PENDING'))
-      AND r.id = ANY(ARRAY(SELECT run_id FROM trigger_pick_runs_v1(
+    WHERE r.id = ANY(ARRAY(SELECT run_id FROM trigger_pick_runs_v1(
               %(environment_id)s::uuid,
               %(versions)s::uuid[] || ARRAY(SELECT version_id FROM orphaned),
               %(newest_tasks)s::text[], %(limit)s::int)))

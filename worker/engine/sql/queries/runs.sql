@@ -55,15 +55,58 @@ FROM inserted;
 -- reads it again. status: DELAYED, or PENDING when a worker seen within live_seconds serves
 -- the task and its queue is declared, PENDING_VERSION otherwise (the rule of find_tasks and
 -- queue_exists, read here in the insert's own statement).
--- With a long-poll's lease parameters (instance_id etc.; NULL: none), the direct hand-off's
--- one-run case (engine/handoff.py): when the environment has no other queued run, the pick
--- of trigger_pick_runs_v1 (leases.sql dequeue) would be this run or nothing, by its rules
--- (the environment's limit, the queue's limit and pause, the task in the newest version, the
--- TTL): then the run is inserted leased as dequeue would lease it (version, attempt, retry
--- settings from the version's task), one row written instead of a row and its update. The
--- environment row is locked by lock_environment before this statement: its counts are exact.
+WITH inserted AS (
+INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, payload_offloaded,
+                  queue, concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
+                  machine, version_id, idempotency_key, idempotency_key_expires_at, tags,
+                  metadata, batch_id, parent_run_id, root_run_id, is_test, debounce_key,
+                  debounce_deadline, replayed_from, batch_index, seed_metadata,
+                  trace_id, span_id, parent_span_id)
+SELECT %(id)s::text, t.environment_id, t.task_id,
+       CASE WHEN %(status)s::text <> 'PENDING' THEN %(status)s::text
+            WHEN EXISTS (
+                     SELECT 1 FROM workers w
+                     JOIN version_tasks vt ON vt.version_id = w.version_id
+                                          AND vt.task_id = t.task_id
+                     WHERE w.environment_id = t.environment_id
+                       AND w.last_seen_at > now() - make_interval(secs => %(live_seconds)s::float8))
+                 AND EXISTS (SELECT 1 FROM queues q WHERE q.environment_id = t.environment_id
+                                                      AND q.name = %(queue)s::text)
+            THEN 'PENDING' ELSE 'PENDING_VERSION' END,
+       %(payload)s::text, %(payload_type)s::text, %(payload_offloaded)s::boolean,
+       %(queue)s::text, %(concurrency_key)s::text,
+       (extract(epoch FROM now()) * 1000)::bigint - %(priority_ms)s::bigint,
+       %(run_at)s::timestamptz, %(expires_at)s::timestamptz, %(max_attempts)s::int,
+       %(max_duration)s::float8, %(machine)s::text, %(version_id)s::uuid,
+       %(idempotency_key)s::text, %(idempotency_key_expires_at)s::timestamptz,
+       %(tags)s::text[], %(metadata)s::jsonb, %(batch_id)s::text, %(parent_run_id)s::text,
+       %(root_run_id)s::text, %(is_test)s::boolean, %(debounce_key)s::text,
+       %(debounce_deadline)s::timestamptz, %(replayed_from)s::text, %(batch_index)s::int,
+       %(metadata)s::jsonb, %(trace_id)s::text, %(span_id)s::text, %(parent_span_id)s::text
+FROM tasks t
+WHERE t.environment_id = %(environment_id)s::uuid AND t.task_id = %(task_id)s::text
+  AND t.xmin = %(stamp)s::text::xid
+ON CONFLICT DO NOTHING
+RETURNING id, status, environment_id
+)
+SELECT id, status,
+       CASE WHEN status = 'PENDING' THEN pg_notify('trigger_runs', environment_id::text)
+       END AS notified
+FROM inserted;
+
+-- name: insert_cached_run_leased
+-- insert_cached_run for a trigger that claimed a waiting long-poll (the direct hand-off,
+-- engine/handoff.py), with its lease parameters. In the one-run case (the environment has no
+-- other queued run) the pick of trigger_pick_runs_v1 (leases.sql dequeue) would be this run
+-- or nothing, by its rules: the environment's limit, the queue's limit and pause, the task in
+-- the newest version, the TTL. Then the run is inserted already leased, as dequeue would
+-- lease it (version, attempt, retry settings from the version's task): one row written
+-- instead of a row and its update. Otherwise it is inserted as insert_cached_run does, and the
+-- long-poll looks by itself. The environment row is locked by lock_environment before this
+-- statement (the pick's lock): the counts are exact.
 -- Only for plain triggers (run_creator.is_plain, no parent, no version pin): no idempotency
--- or debounce key, batch, parent or offloaded payload to write.
+-- or debounce key, batch, parent or offloaded payload to write. (Under 4 KiB without its
+-- comments: psycopg caches the conversion of shorter statements only.)
 WITH task AS (
   SELECT t.environment_id AS env, t.task_id,
     CASE WHEN %(status)s::text <> 'PENDING' THEN %(status)s::text
@@ -90,7 +133,7 @@ WITH task AS (
        WHERE w.instance_id = %(instance_id)s::uuid
          AND NOT w.version_id = ANY(%(versions)s::uuid[])), %(newest)s::uuid)
   JOIN worker_versions v ON v.id = vt.version_id
-  WHERE %(instance_id)s::uuid IS NOT NULL AND k.status = 'PENDING'
+  WHERE k.status = 'PENDING'
     AND k.task_id = ANY(%(newest_tasks)s::text[])
     AND coalesce(%(expires_at)s::timestamptz > now(), true)
     AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.environment_id = k.env AND p.status = 'PENDING')
