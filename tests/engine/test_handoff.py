@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import psycopg.rows
 import pytest
 
 from tests.conftest import ApiServer
@@ -108,3 +109,92 @@ def test_runs_handed_to_a_long_poll_whose_worker_hung_up_go_back_at_once(
     assert row == ("PENDING", True, 0)
     again = worker.dequeue(wait_ms=2000)
     assert [r["run_id"] for r in again] == [run_id]
+
+
+def _warm(client: httpx.Client, worker: ProtocolWorker, task: str) -> None:
+    """One trigger run through: the API process has the task's definition cached since (the
+    plain trigger's one round trip, engine/task_defs.py), and nothing is left queued."""
+    _trigger(client, task)
+    [run] = worker.dequeue(wait_ms=2000)
+    worker.complete(run, ok=True, output="1", output_type="application/json")
+
+
+def _lease_row(database_url: str, run_id: str) -> dict[str, Any]:
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+        row = conn.execute(
+            "SELECT r.status, r.lease_owner::text AS owner, r.version_id::text AS version, "
+            "r.attempt_number, r.max_attempts, r.machine, r.expires_at, r.retry, "
+            "r.lease_locked_version, r.started_at = r.created_at AS started_in_trigger, "
+            "r.updated_at = r.created_at AS one_write, "
+            "(SELECT count(*) FROM run_attempts a WHERE a.run_id = r.id AND a.number = 1 "
+            " AND a.status = 'EXECUTING') AS attempts "
+            "FROM runs r WHERE r.id = %s", (run_id,)).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+def test_a_cached_trigger_inserts_its_run_leased_to_the_waiting_long_poll(
+    env: tuple[httpx.Client, str], api_server: ApiServer, database_url: str
+) -> None:
+    """The one-run case: the run is written once, already leased, as the dequeue statement
+    would have leased it (attempt, version, retry settings of the version's task)."""
+    client, key = env
+    worker = ProtocolWorker(api_server.url, key, ["at-insert"], ttl="1h",
+                            retry={"max_attempts": 4})
+    _warm(client, worker, "at-insert")
+    poll = LongPoll(worker)
+    _waiting(poll)
+    run_id = _trigger(client, "at-insert")
+    poll.join(timeout=8)
+    assert poll.runs is not None and [r["run_id"] for r in poll.runs] == [run_id]
+    handed = poll.runs[0]
+    assert handed["attempt_number"] == 1 and handed["payload"] == "1"
+    assert handed["version_id"] == worker.version_id and handed["max_attempts"] == 4
+    row = _lease_row(database_url, run_id)
+    assert row == {
+        "status": "EXECUTING", "owner": worker.instance_id, "version": worker.version_id,
+        "attempt_number": 1, "max_attempts": 4, "machine": "small-1x", "expires_at": None,
+        "retry": {"max_attempts": 4}, "lease_locked_version": True,
+        "started_in_trigger": True, "one_write": True, "attempts": 1,
+    }
+    assert worker.complete(handed, ok=True, output="2",
+                           output_type="application/json")["status"] == "COMPLETED"
+
+
+def test_a_cached_trigger_behind_another_queued_run_lets_the_long_poll_look_itself(
+    env: tuple[httpx.Client, str], api_server: ApiServer, database_url: str
+) -> None:
+    """Another run is queued (of a task this worker does not have): the insert does not lease
+    (not the one-run case), the long-poll looks by itself and leases by the pick."""
+    client, key = env
+    ProtocolWorker(api_server.url, key, ["elsewhere"])  # registered, never dequeues
+    worker = ProtocolWorker(api_server.url, key, ["behind"])
+    _warm(client, worker, "behind")
+    other = _trigger(client, "elsewhere")
+    poll = LongPoll(worker)
+    _waiting(poll)
+    run_id = _trigger(client, "behind")
+    poll.join(timeout=8)
+    assert poll.runs is not None and [r["run_id"] for r in poll.runs] == [run_id]
+    row = _lease_row(database_url, run_id)
+    assert (row["status"], row["owner"]) == ("EXECUTING", worker.instance_id)
+    assert not row["one_write"]  # inserted PENDING, then leased by the dequeue statement
+    assert _row(database_url, other)[0] == "PENDING"
+
+
+def test_a_cached_trigger_into_a_paused_queue_hands_nothing(
+    env: tuple[httpx.Client, str], api_server: ApiServer, database_url: str
+) -> None:
+    client, key = env
+    worker = ProtocolWorker(api_server.url, key, ["paused"])
+    _warm(client, worker, "paused")
+    reply = client.post("/api/v1/queues/task%2Fpaused/pause", json={"action": "pause"})
+    assert reply.status_code == 200, reply.text
+    poll = LongPoll(worker, wait_ms=1500)
+    _waiting(poll)
+    run_id = _trigger(client, "paused")
+    poll.join(timeout=8)
+    assert poll.runs == []
+    assert _row(database_url, run_id)[:2] == ("PENDING", None)
+    client.post("/api/v1/queues/task%2Fpaused/pause", json={"action": "resume"})
+    assert [r["run_id"] for r in worker.dequeue(wait_ms=2000)] == [run_id]

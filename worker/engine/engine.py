@@ -39,6 +39,7 @@ from worker.engine import (
     runs,
     schedules,
     spans,
+    task_defs,
     trace_view,
     triggering,
     waitpoints,
@@ -99,6 +100,8 @@ class Engine:
         self.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
         self.run_vars = env_vars.RunVarCache()
         notifier.listen(env_vars.CHANNEL, self.run_vars.listener())
+        self.task_defs = task_defs.TaskDefinitions()  # the plain trigger's one round trip
+        notifier.listen(task_defs.CHANNEL, self.task_defs.listener())
         self.handoff = Handoff() if settings.direct_handoff else None
         self._services: list[asyncio.Task[None]] = []
 
@@ -143,7 +146,7 @@ class Engine:
                       replayed_from: str | None = None) -> TriggeredRun:
         """Create one run; a long-poll of this process may get it leased at once (handoff.py)."""
         return await triggering.trigger(self.pool, env, spec, request_key, replayed_from,
-                                        handoff=self.handoff)
+                                        handoff=self.handoff, definitions=self.task_defs)
 
     batch_trigger = action(triggering.batch_trigger)
     retrieve_run = action(runs.retrieve)

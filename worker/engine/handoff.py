@@ -57,14 +57,27 @@ class Waiter:
 class Offer:
     """A trigger's offer to a long-poll of its environment: :meth:`lease` inside the trigger's
     transaction, right after the insert of a PENDING run; :func:`offered` hands the rows over
-    after the commit (or nothing, when the transaction failed)."""
+    after the commit (or nothing, when the transaction failed).
 
-    __slots__ = ("cursor", "env_id", "handoff", "waiter")
+    The plain trigger with a cached definition (engine/triggering.py) :meth:`claim`\ s a waiter
+    instead, whose lease parameters let its insert lease the run itself in the one-run case
+    (runs.sql insert_cached_run_leased), and gives :meth:`leased` what that leased: the run, or
+    nothing (the long-poll then looks by itself, as after a notification)."""
+
+    __slots__ = ("cursor", "env_id", "handoff", "rows", "waiter")
 
     def __init__(self, handoff: Handoff | None, env_id: str) -> None:
         self.handoff, self.env_id = handoff, env_id
         self.waiter: Waiter | None = None
         self.cursor: AsyncCursor[DictRow] | None = None
+        self.rows: list[Row] | None = None
+
+    def claim(self) -> Mapping[str, object] | None:
+        """Claim a waiting long-poll (once): its lease parameters, or None when none waits."""
+        if self.handoff is None or self.waiter is not None:
+            return None
+        self.waiter = self.handoff.claim(self.env_id)
+        return self.waiter.params if self.waiter is not None else None
 
     async def lease(self, conn: Conn) -> None:
         if self.handoff is None or self.waiter is not None:
@@ -73,6 +86,10 @@ class Offer:
         if self.waiter is not None:
             # read after the commit (the statement may be in a pipeline not sent yet)
             self.cursor = await conn.execute(Q.dequeue, self.waiter.params)
+
+    def leased(self, rows: list[Row]) -> None:
+        """What the trigger's insert leased to the claimed waiter (handed after the commit)."""
+        self.rows = rows
 
 
 @contextlib.asynccontextmanager
@@ -88,7 +105,10 @@ async def offered(handoff: Handoff | None, env_id: str) -> AsyncIterator[Offer]:
             offer.waiter.hand([])
         raise
     if offer.waiter is not None:
-        offer.waiter.hand(await offer.cursor.fetchall() if offer.cursor is not None else [])
+        rows = offer.rows
+        if rows is None:
+            rows = await offer.cursor.fetchall() if offer.cursor is not None else []
+        offer.waiter.hand(rows)
         # One turn of the loop: the long-poll answers its worker before this trigger answers
         # its caller (the run starts sooner; the 2xx waits for that one turn only).
         await asyncio.sleep(0)

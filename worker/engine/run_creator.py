@@ -64,6 +64,8 @@ class RunCreator:
         self._live: dict[str, bool] = {}
         self._queues: dict[str, bool] = {}
         self._definitions: dict[str, dict[str, Any]] = {}
+        #: each definition's stamp (the tasks row's xmin: engine/task_defs.py)
+        self.stamps: dict[str, str] = {}
         #: the last run :meth:`create` inserted is PENDING: a worker may lease it at once
         self.queued = False
 
@@ -72,6 +74,7 @@ class RunCreator:
                   "live_seconds": LIVE_WORKER_SECONDS}
         for row in await fetch_all(self.conn, Q.find_tasks, params):
             self._definitions[row["task_id"]] = row["definition"]
+            self.stamps[row["task_id"]] = row["stamp"]
             self._live[row["task_id"]] = row["live"]
             # the default queue of a registered task is declared with it
             self._queues[(row["definition"].get("queue") or {}).get("name") or ""] = True
@@ -125,56 +128,11 @@ class RunCreator:
     ) -> Row:
         """The insert_run parameters of one run (no id yet)."""
         definition = self.definition(task_id)
-        now = datetime.now(UTC)
-        run_at = options.run_at()
-        debounce = options.debounce
-        if debounce is not None:
-            run_at = now + debounce.delay
-        queue = (
-            options.queue or (definition.get("queue") or {}).get("name") or f"task/{task_id}"
-        )
-        status = "DELAYED" if run_at else await self._ready_status(task_id, queue)
-        ttl = options.ttl if options.ttl is not None else _task_ttl(definition)
-        expires_at = (run_at or now) + ttl if ttl else None
-        offloaded = len(payload[0]) > OFFLOAD_BYTES
+        ready = await self._ready_status(task_id, queue_of(task_id, definition, options))
         parent = await self._parent(options.parent.run_id)
-        parent_trace = trace_context.of_row(parent) if parent else None
-        trace = trace_context.for_new_run(parent_trace.trace_id if parent_trace else None,
-                                          parent_trace.span_id if parent_trace else None)
-        return {
-            "environment_id": self.env.id,
-            "task_id": task_id,
-            "status": status,
-            "payload": None if offloaded else payload[0],
-            "payload_type": payload[1],
-            "payload_offloaded": offloaded,
-            "queue": queue,
-            "concurrency_key": options.concurrency_key or "",
-            "priority_ms": round(options.priority * 1000),
-            "run_at": run_at,
-            "expires_at": expires_at,
-            "max_attempts": options.max_attempts,
-            "max_duration": options.max_duration,
-            "machine": options.machine,
-            "version_id": await self._version_id(options.lock_to_version),
-            "idempotency_key": options.idempotency_key,
-            "idempotency_key_expires_at": options.idempotency_expiry(),
-            "tags": list(options.tags),
-            "metadata": Jsonb(options.metadata) if options.metadata is not None else None,
-            "batch_id": batch_id,
-            "parent_run_id": options.parent.run_id,
-            "root_run_id": str(parent["root_id"]) if parent else None,
-            "is_test": options.test,
-            "debounce_key": debounce.key if debounce else None,
-            "debounce_deadline": (
-                now + debounce.max_delay if debounce and debounce.max_delay is not None else None
-            ),
-            "replayed_from": replayed_from,
-            "batch_index": batch_index,
-            "trace_id": trace.trace_id,
-            "span_id": trace.span_id,
-            "parent_span_id": trace.parent_span_id,
-        }
+        return run_row(self.env, task_id, definition, payload, options, ready=ready,
+                       parent=parent, version_id=await self._version_id(options.lock_to_version),
+                       batch_id=batch_id, replayed_from=replayed_from, batch_index=batch_index)
 
     async def create(
         self,
@@ -249,6 +207,66 @@ def _task_ttl(definition: Mapping[str, object]) -> timedelta | None:
     if ttl in (0, "0") or not isinstance(ttl, str | int | float):
         return None
     return parse_duration(ttl, "ttl")
+
+
+def queue_of(task_id: str, definition: Mapping[str, Any], options: RunOptions) -> str:
+    """The queue a run goes to: the trigger's, else its task's, else the task's own."""
+    return (options.queue or (definition.get("queue") or {}).get("name")
+            or f"task/{task_id}")
+
+
+def run_row(env: Environment, task_id: str, definition: Mapping[str, Any],
+            payload: tuple[str, str], options: RunOptions, *, ready: str,
+            parent: Row | None = None, version_id: str | None = None,
+            batch_id: str | None = None, replayed_from: str | None = None,
+            batch_index: int | None = None) -> Row:
+    """The insert_run parameters of one run (no id yet), without a database look-up: the
+    status of a run not delayed is ``ready`` (PENDING or PENDING_VERSION)."""
+    now = datetime.now(UTC)
+    run_at = options.run_at()
+    debounce = options.debounce
+    if debounce is not None:
+        run_at = now + debounce.delay
+    ttl = options.ttl if options.ttl is not None else _task_ttl(definition)
+    expires_at = (run_at or now) + ttl if ttl else None
+    offloaded = len(payload[0]) > OFFLOAD_BYTES
+    parent_trace = trace_context.of_row(parent) if parent else None
+    trace = trace_context.for_new_run(parent_trace.trace_id if parent_trace else None,
+                                      parent_trace.span_id if parent_trace else None)
+    return {
+        "environment_id": env.id,
+        "task_id": task_id,
+        "status": "DELAYED" if run_at else ready,
+        "payload": None if offloaded else payload[0],
+        "payload_type": payload[1],
+        "payload_offloaded": offloaded,
+        "queue": queue_of(task_id, definition, options),
+        "concurrency_key": options.concurrency_key or "",
+        "priority_ms": round(options.priority * 1000),
+        "run_at": run_at,
+        "expires_at": expires_at,
+        "max_attempts": options.max_attempts,
+        "max_duration": options.max_duration,
+        "machine": options.machine,
+        "version_id": version_id,
+        "idempotency_key": options.idempotency_key,
+        "idempotency_key_expires_at": options.idempotency_expiry(),
+        "tags": list(options.tags),
+        "metadata": Jsonb(options.metadata) if options.metadata is not None else None,
+        "batch_id": batch_id,
+        "parent_run_id": options.parent.run_id,
+        "root_run_id": str(parent["root_id"]) if parent else None,
+        "is_test": options.test,
+        "debounce_key": debounce.key if debounce else None,
+        "debounce_deadline": (
+            now + debounce.max_delay if debounce and debounce.max_delay is not None else None
+        ),
+        "replayed_from": replayed_from,
+        "batch_index": batch_index,
+        "trace_id": trace.trace_id,
+        "span_id": trace.span_id,
+        "parent_span_id": trace.parent_span_id,
+    }
 
 
 def is_plain(options: RunOptions, payload: tuple[str, str]) -> bool:

@@ -15,7 +15,8 @@ from worker.engine.payload_schema import check_payload
 from worker.engine.queries import Q
 from worker.engine.request_keys import BatchEntry, TriggeredBatch, TriggeredRun
 from worker.engine.run_creator import LIVE_WORKER_SECONDS as LIVE_WORKER_SECONDS  # leases.py
-from worker.engine.run_creator import RunCreator, encode_payload, is_plain
+from worker.engine.run_creator import RunCreator, encode_payload, is_plain, run_row
+from worker.engine.task_defs import CachedTask, TaskDefinitions
 
 
 async def trigger(
@@ -25,17 +26,30 @@ async def trigger(
     request_key: str | None = None,
     replayed_from: str | None = None,
     handoff: Handoff | None = None,
+    definitions: TaskDefinitions | None = None,
 ) -> TriggeredRun:
     """Create one run. With ``handoff``, a worker long-polling in this process gets the run
-    leased in the same transaction (engine/handoff.py)."""
+    leased in the same transaction (engine/handoff.py). ``definitions``: the task definitions
+    this process caches (engine/task_defs.py); a plain trigger whose task is in it costs one
+    round trip."""
     task_id = spec.task
     payload = encode_payload(spec.payload, spec.payload_type)
     planned: TriggeredRun = {"id": new_id("run"), "isCached": False}
     plain = (request_key is None and is_plain(spec.options, payload)
              and not spec.options.parent.links)
-    if plain and await _trigger_plain(pool, env, spec, payload, planned["id"], replayed_from,
-                                      handoff):
-        return planned
+    if plain:
+        known = None
+        if definitions is not None and spec.options.lock_to_version is None:
+            known = definitions.get(env.id, task_id)
+        if known is not None:
+            if await _trigger_cached(pool, env, spec, payload, known, planned["id"],
+                                     replayed_from, handoff):
+                return planned
+            assert definitions is not None
+            definitions.drop(env.id)  # the definition changed: read it again
+        if await _trigger_plain(pool, env, spec, payload, planned["id"], replayed_from,
+                                handoff, definitions):
+            return planned
     async with offered(handoff, env.id) as offer, pool.connection() as conn, \
             conn.transaction():
         cached = await request_keys.claim(conn, env, request_key, planned)
@@ -59,24 +73,60 @@ async def trigger(
     return response
 
 
+async def _trigger_cached(pool: Pool, env: Environment, spec: TriggerSpec,
+                          payload: tuple[str, str], cached: CachedTask, run_id: str,
+                          replayed_from: str | None, handoff: Handoff | None) -> bool:
+    """The common trigger with its task's definition cached in this process: one round trip
+    (db.one_trip: BEGIN, the insert, a synchronous COMMIT). The insert reads what must be
+    current (a live worker with the task, the queue declared) and checks that the cached
+    definition still is (insert_cached_run). With a long-poll of this process waiting, the
+    insert leases the run to it itself in the one-run case (insert_cached_run_leased, after
+    the pick's lock); otherwise the long-poll looks by itself. False if nothing was inserted:
+    the definition changed."""
+    check_payload(spec.task, cached.definition, spec.payload, payload[1])
+    params = run_row(env, spec.task, cached.definition, payload, spec.options, ready="PENDING",
+                     replayed_from=replayed_from)
+    params["id"], params["stamp"] = run_id, cached.stamp
+    params["live_seconds"] = LIVE_WORKER_SECONDS
+    async with offered(handoff, env.id) as offer:
+        lease = offer.claim() if params["status"] == "PENDING" else None
+        async with one_trip(pool) as conn:
+            if lease is None:  # notifies the dequeues if inserted PENDING
+                inserted = await conn.execute(Q.insert_cached_run, params)
+            else:
+                await conn.execute(Q.lock_environment, {"environment_id": env.id})
+                inserted = await conn.execute(Q.insert_cached_run_leased, {**params, **lease})
+        row = await inserted.fetchone()
+        if lease is not None:
+            offer.leased([row] if row is not None and row["status"] == "EXECUTING" else [])
+        return row is not None
+
+
 async def _trigger_plain(pool: Pool, env: Environment, spec: TriggerSpec,
                          payload: tuple[str, str], run_id: str,
-                         replayed_from: str | None, handoff: Handoff | None) -> bool:
+                         replayed_from: str | None, handoff: Handoff | None,
+                         definitions: TaskDefinitions | None = None) -> bool:
     """The common trigger (no key to look up, no parent to write to, payload inline) in two
     round trips (db.one_trip): BEGIN with the task's definition, then the insert with the
-    commit, a synchronous one (a 2xx trigger survives a crash). False if the insert did not
-    happen (for the general path to try)."""
+    commit, a synchronous one (a 2xx trigger survives a crash). The definition read goes to
+    ``definitions`` for the next triggers. False if the insert did not happen (for the general
+    path to try)."""
+    generation = definitions.generation if definitions is not None else 0
     async with offered(handoff, env.id) as offer:
         async with one_trip(pool) as conn:
             creator = RunCreator(conn, env)
             await creator.load_definitions([spec.task])
+            if definitions is not None and spec.task in creator.stamps:
+                definitions.put(generation, env.id, {spec.task: CachedTask(
+                    creator.definition(spec.task), creator.stamps[spec.task])})
             check_payload(spec.task, creator.definition(spec.task), spec.payload, payload[1])
             params = await creator.params(spec.task, payload, spec.options,
                                           replayed_from=replayed_from)
             params["id"] = run_id
             inserted = await conn.execute(Q.insert_run, params)  # notifies the dequeues
             if params["status"] == "PENDING":
-                await offer.lease(conn)  # leases whatever is next: this run, if nothing before
+                # leases whatever is next: this run, if nothing before
+                await offer.lease(conn)
         return await inserted.fetchone() is not None
 
 

@@ -48,6 +48,137 @@ SELECT id, CASE WHEN status = 'PENDING' THEN pg_notify('trigger_runs', environme
            END AS notified
 FROM inserted;
 
+-- name: insert_cached_run
+-- The plain trigger in one round trip (engine/triggering.py), with the task's definition the
+-- API process cached (engine/task_defs.py): inserted only if that definition is still the
+-- current one (the tasks row's xmin is the stamp read with it); no row: it changed, the caller
+-- reads it again. status: DELAYED, or PENDING when a worker seen within live_seconds serves
+-- the task and its queue is declared, PENDING_VERSION otherwise (the rule of find_tasks and
+-- queue_exists, read here in the insert's own statement).
+WITH inserted AS (
+INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, payload_offloaded,
+                  queue, concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
+                  machine, version_id, idempotency_key, idempotency_key_expires_at, tags,
+                  metadata, batch_id, parent_run_id, root_run_id, is_test, debounce_key,
+                  debounce_deadline, replayed_from, batch_index, seed_metadata,
+                  trace_id, span_id, parent_span_id)
+SELECT %(id)s::text, t.environment_id, t.task_id,
+       CASE WHEN %(status)s::text <> 'PENDING' THEN %(status)s::text
+            WHEN EXISTS (
+                     SELECT 1 FROM workers w
+                     JOIN version_tasks vt ON vt.version_id = w.version_id
+                                          AND vt.task_id = t.task_id
+                     WHERE w.environment_id = t.environment_id
+                       AND w.last_seen_at > now() - make_interval(secs => %(live_seconds)s::float8))
+                 AND EXISTS (SELECT 1 FROM queues q WHERE q.environment_id = t.environment_id
+                                                      AND q.name = %(queue)s::text)
+            THEN 'PENDING' ELSE 'PENDING_VERSION' END,
+       %(payload)s::text, %(payload_type)s::text, %(payload_offloaded)s::boolean,
+       %(queue)s::text, %(concurrency_key)s::text,
+       (extract(epoch FROM now()) * 1000)::bigint - %(priority_ms)s::bigint,
+       %(run_at)s::timestamptz, %(expires_at)s::timestamptz, %(max_attempts)s::int,
+       %(max_duration)s::float8, %(machine)s::text, %(version_id)s::uuid,
+       %(idempotency_key)s::text, %(idempotency_key_expires_at)s::timestamptz,
+       %(tags)s::text[], %(metadata)s::jsonb, %(batch_id)s::text, %(parent_run_id)s::text,
+       %(root_run_id)s::text, %(is_test)s::boolean, %(debounce_key)s::text,
+       %(debounce_deadline)s::timestamptz, %(replayed_from)s::text, %(batch_index)s::int,
+       %(metadata)s::jsonb, %(trace_id)s::text, %(span_id)s::text, %(parent_span_id)s::text
+FROM tasks t
+WHERE t.environment_id = %(environment_id)s::uuid AND t.task_id = %(task_id)s::text
+  AND t.xmin = %(stamp)s::text::xid
+ON CONFLICT DO NOTHING
+RETURNING id, status, environment_id
+)
+SELECT id, status,
+       CASE WHEN status = 'PENDING' THEN pg_notify('trigger_runs', environment_id::text)
+       END AS notified
+FROM inserted;
+
+-- name: insert_cached_run_leased
+-- insert_cached_run for a trigger that claimed a waiting long-poll (the direct hand-off,
+-- engine/handoff.py), with its lease parameters. In the one-run case (the environment has no
+-- other queued run) the pick of trigger_pick_runs_v1 (leases.sql dequeue) would be this run
+-- or nothing, by its rules: the environment's limit, the queue's limit and pause, the task in
+-- the newest version, the TTL. Then the run is inserted already leased, as dequeue would
+-- lease it (version, attempt, retry settings from the version's task): one row written
+-- instead of a row and its update. Otherwise it is inserted as insert_cached_run does, and the
+-- long-poll looks by itself. The environment row is locked by lock_environment before this
+-- statement (the pick's lock): the counts are exact.
+-- Only for plain triggers (run_creator.is_plain, no parent, no version pin): no idempotency
+-- or debounce key, batch, parent or offloaded payload to write. (Under 4 KiB without its
+-- comments: psycopg caches the conversion of shorter statements only.)
+WITH task AS (
+  SELECT t.environment_id AS env, t.task_id,
+    CASE WHEN %(status)s::text <> 'PENDING' THEN %(status)s::text
+      WHEN EXISTS (SELECT 1 FROM workers w
+      JOIN version_tasks vt ON vt.version_id = w.version_id AND vt.task_id = t.task_id
+      WHERE w.environment_id = t.environment_id
+        AND w.last_seen_at > now() - make_interval(secs => %(live_seconds)s::float8))
+      AND EXISTS (SELECT 1 FROM queues q
+        WHERE q.environment_id = t.environment_id AND q.name = %(queue)s::text)
+      THEN 'PENDING' ELSE 'PENDING_VERSION' END AS status
+  FROM tasks t
+  WHERE t.environment_id = %(environment_id)s::uuid AND t.task_id = %(task_id)s::text
+    AND t.xmin = %(stamp)s::text::xid
+), l AS (
+-- leased: the version the long-poll's worker moved to meanwhile if it has the task (as
+-- dequeue's "moved"), else the newest
+  SELECT 'EXECUTING' AS s, vt.definition AS d, vt.version_id, v.version
+  FROM task k
+  JOIN environments e ON e.id = k.env
+  LEFT JOIN queues q ON q.environment_id = k.env AND q.name = %(queue)s::text
+  JOIN version_tasks vt ON vt.task_id = k.task_id AND vt.version_id = coalesce(
+      (SELECT w.version_id FROM workers w
+       JOIN version_tasks m ON m.version_id = w.version_id AND m.task_id = k.task_id
+       WHERE w.instance_id = %(instance_id)s::uuid
+         AND NOT w.version_id = ANY(%(versions)s::uuid[])), %(newest)s::uuid)
+  JOIN worker_versions v ON v.id = vt.version_id
+  WHERE k.status = 'PENDING'
+    AND k.task_id = ANY(%(newest_tasks)s::text[])
+    AND coalesce(%(expires_at)s::timestamptz > now(), true)
+    AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.environment_id = k.env AND p.status = 'PENDING')
+    AND least(%(limit)s::int, e.concurrency_limit - (SELECT count(*) FROM runs x
+      WHERE x.environment_id = k.env AND x.status = 'EXECUTING')) > 0
+    AND NOT coalesce(q.paused, false)
+    AND coalesce(q.limit_override, q.concurrency_limit, e.concurrency_limit) - (
+      SELECT count(*) FROM runs x
+      WHERE x.environment_id = k.env AND x.status = 'EXECUTING'
+        AND x.queue = %(queue)s::text AND x.concurrency_key = %(concurrency_key)s::text) > 0
+), inserted AS (
+INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, queue,
+        concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
+        machine, tags, metadata, is_test, replayed_from, seed_metadata, trace_id,
+        span_id, attempt_number, lease_owner, lease_expires_at,
+        lease_locked_version, started_at, retry, version_id)
+SELECT %(id)s::text, k.env, k.task_id, coalesce(l.s, k.status),
+  %(payload)s::text, %(payload_type)s::text, %(queue)s::text, %(concurrency_key)s::text,
+  (extract(epoch FROM now()) * 1000)::bigint - %(priority_ms)s::bigint, %(run_at)s::timestamptz,
+  CASE WHEN l.s IS NULL THEN %(expires_at)s::timestamptz END,
+  CASE WHEN l.s IS NULL THEN %(max_attempts)s::int
+    ELSE least(coalesce(%(max_attempts)s::int, (d -> 'retry' ->> 'max_attempts')::int, 1), 250)
+  END,
+  coalesce(%(max_duration)s::float8, (d ->> 'max_duration')::float8),
+  coalesce(%(machine)s::text, d ->> 'machine', CASE WHEN l.s IS NOT NULL THEN 'small-1x' END),
+  %(tags)s::text[], %(metadata)s::jsonb, %(is_test)s::boolean, %(replayed_from)s::text,
+  %(metadata)s::jsonb, %(trace_id)s::text, %(span_id)s::text,
+  CASE WHEN l.s IS NULL THEN 0 ELSE 1 END,
+  CASE WHEN l.s IS NOT NULL THEN %(instance_id)s::uuid END,
+  CASE WHEN l.s IS NOT NULL THEN now() + make_interval(secs => %(lease_seconds)s::float8) END,
+  l.s IS NOT NULL, CASE WHEN l.s IS NOT NULL THEN now() END, d -> 'retry', l.version_id
+FROM task k LEFT JOIN l ON true
+ON CONFLICT DO NOTHING
+RETURNING *
+), attempts AS (
+  INSERT INTO run_attempts (run_id, number, status, worker_instance, version_id)
+  SELECT id, 1, 'EXECUTING', lease_owner, version_id FROM inserted WHERE status = 'EXECUTING'
+)
+SELECT i.*,
+  CASE WHEN i.status = 'PENDING' THEN pg_notify('trigger_runs', i.environment_id::text)
+  END AS notified,
+  l.d ->> 'file' AS task_file, false AS resumed, l.version AS version_name,
+  i.payload AS run_payload, false AS has_journal
+FROM inserted i LEFT JOIN l ON i.status = 'EXECUTING';
+
 -- name: insert_packet
 INSERT INTO run_packets (run_id, payload) VALUES (%(run_id)s::text, %(payload)s::text);
 

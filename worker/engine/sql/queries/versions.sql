@@ -40,8 +40,9 @@ WHERE environment_id = %(environment_id)s::uuid AND task_id = %(task_id)s::text;
 
 -- name: find_tasks
 -- The tasks' newest definitions, and whether a worker that serves each was seen recently
--- (a run of a task nobody serves waits in PENDING_VERSION).
-SELECT t.task_id, t.definition,
+-- (a run of a task nobody serves waits in PENDING_VERSION). stamp: the row's version, for the
+-- definitions cached per API process (engine/task_defs.py, runs.sql insert_cached_run).
+SELECT t.task_id, t.definition, t.xmin::text AS stamp,
        EXISTS (
            SELECT 1 FROM workers w
            JOIN version_tasks vt ON vt.version_id = w.version_id AND vt.task_id = t.task_id
