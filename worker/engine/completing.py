@@ -7,7 +7,7 @@ canceled) can never record a result.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -18,8 +18,9 @@ from psycopg.types.json import Jsonb
 
 from worker.common.errors import internal_error
 from worker.common.protocol import Completion, CompletionResult, DequeuedRun, Outcome, Wire
-from worker.common.statuses import API_STATUS
+from worker.common.statuses import API_STATUS, FINAL_STATUSES
 from worker.engine import metadata as run_metadata
+from worker.engine import run_reads
 from worker.engine.completions import Refused, clean_completion, clean_log
 from worker.engine.db import Conn, Params, Pool, Row, end_trip
 from worker.engine.errors import EngineError
@@ -203,6 +204,10 @@ async def complete(
     return (await complete_then_lease(pool, env, instance_id, completions, in_place_lease))[0]
 
 
+#: runs read after their completion for a waiting reader: run id -> run_reads.assemble's row
+Finals = dict[str, Row]
+
+
 async def complete_then_lease(
     pool: Pool,
     env: Environment,
@@ -210,10 +215,13 @@ async def complete_then_lease(
     completions: Sequence[object],
     in_place_lease: float | None = None,
     lease: Params | None = None,
-) -> tuple[list[CompletionResult], list[Row] | None]:
+    wanted: Callable[[str], bool] | None = None,
+) -> tuple[list[CompletionResult], list[Row] | None, Finals]:
     """:func:`complete`, then (``lease``: the dequeue statement's parameters) a lease in a
-    transaction of its own, after the completions' commit. Returns the results and the rows
-    the dequeue statement leased, or None when it did not run (the caller leases apart)."""
+    transaction of its own, after the completions' commit. Returns the results, the rows
+    the dequeue statement leased (None when it did not run: the caller leases apart) and the
+    finished runs ``wanted`` asked for (a reader waits for them), read after the commit in the
+    same round trip (plain successes only; the others are read by their readers)."""
     plain: list[Completion] = []
     others: list[Completion] = []
     results: list[CompletionResult] = []
@@ -227,10 +235,11 @@ async def complete_then_lease(
         else:
             others.append(item)
     if plain and not others:  # the common case: one round trip
+        reads = [c.run_id for c in plain if wanted(c.run_id)] if wanted is not None else []
         try:
-            rows, leased = await _plain_then_lease(
-                pool, _plain_params(env, instance_id, plain), lease)
-            return results + _plain_results(plain, rows), leased
+            rows, leased, finals = await _plain_then_lease(
+                pool, env, _plain_params(env, instance_id, plain), lease, reads)
+            return results + _plain_results(plain, rows), leased, finals
         except psycopg.Error:  # rolled back: item by item, below
             log.exception("completing %d successes at once failed; one by one", len(plain))
             plain, others = [], plain
@@ -248,17 +257,20 @@ async def complete_then_lease(
                 results += _plain_results(plain, rows)
         for item in others:
             results.append(await _complete_isolated(conn, env, instance_id, item, in_place_lease))
-    return results, None
+    return results, None, {}
 
 
-async def _plain_then_lease(pool: Pool, params: Params, lease: Params | None
-                            ) -> tuple[list[Row], list[Row] | None]:
+async def _plain_then_lease(pool: Pool, env: Environment, params: Params,
+                            lease: Params | None, reads: list[str]
+                            ) -> tuple[list[Row], list[Row] | None, Finals]:
     """Plain successes, and the lease asked for, in one pipeline sent at once (one round
     trip; see db.one_trip): the completions commit synchronously (durable once answered),
-    then the lease commits in a second transaction without waiting for its WAL flush
-    (leases.dequeue says why). Raises psycopg.Error if the completions did not commit; a
-    lease that failed after them is logged and returned as None."""
+    then ``reads`` (run_reads: what a waiting retrieve would read now), then the lease
+    commits in a transaction of its own without waiting for its WAL flush (leases.dequeue
+    says why). Raises psycopg.Error if the completions did not commit; a read or lease that
+    failed after them is logged and returned empty (the readers read, the caller leases)."""
     committed = leased = None
+    sent: list[run_reads.RunReads] = []
     async with pool.connection() as conn:
         await conn.set_autocommit(True)  # our BEGIN and COMMIT are in the pipeline
         try:
@@ -266,6 +278,8 @@ async def _plain_then_lease(pool: Pool, params: Params, lease: Params | None
                 await conn.execute("BEGIN")
                 done = await conn.execute(Q.complete_successes, params)
                 committed = await conn.execute("COMMIT")
+                for run_id in reads:
+                    sent.append(await run_reads.send(conn, run_id, env.id, children=True))
                 if lease is not None:
                     await conn.execute("BEGIN")
                     await conn.execute(Q.async_commit)
@@ -275,11 +289,16 @@ async def _plain_then_lease(pool: Pool, params: Params, lease: Params | None
             result = committed.pgresult if committed is not None else None
             if result is None or result.status != ExecStatus.COMMAND_OK:
                 raise
-            log.exception("leasing after a completion failed; leasing apart")
-            leased = None
+            log.exception("reading or leasing after a completion failed; leasing apart")
+            leased, sent = None, []
         finally:
             await end_trip(conn)
-    return await done.fetchall(), (await leased.fetchall() if leased is not None else None)
+    finals: Finals = {}
+    for one in sent:
+        row = await run_reads.assemble(one)
+        if row is not None and row["status"] in FINAL_STATUSES:
+            finals[row["id"]] = row
+    return await done.fetchall(), (await leased.fetchall() if leased is not None else None), finals
 
 
 def _plain_params(env: Environment, instance_id: str, plain: list[Completion]) -> Wire:

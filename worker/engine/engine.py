@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from worker.common.protocol import CompletionResult, DequeuedRun, HeartbeatResponse
-from worker.common.statuses import FINAL_STATUSES
+from worker.common.statuses import API_FINAL_STATUSES
 from worker.engine import (
     alerts,
     batches,
@@ -224,15 +224,35 @@ class Engine:
     async def complete(self, env: Environment, instance_id: str,
                        completions: Sequence[object]) -> list[CompletionResult]:
         """A batch of attempt results; a retry in place keeps its lease this long."""
-        return self._ended(await completing.complete(self.pool, env, instance_id, completions,
-                                                     self.lease.lease_seconds))
+        claimed: list[str] = []
+        try:
+            results, _, finals = await completing.complete_then_lease(
+                self.pool, env, instance_id, completions, self.lease.lease_seconds,
+                wanted=self._claimer(env, claimed))
+            return self._ended(env, results, finals)
+        finally:
+            self.realtime.release_final(claimed)
 
-    def _ended(self, results: list[CompletionResult]) -> list[CompletionResult]:
+    def _claimer(self, env: Environment, claimed: list[str]) -> Callable[[str], bool]:
+        """Runs a ``waitMs`` retrieve of this process waits for: the completion reads them
+        for it in its own round trip (run_reads.py); ``claimed`` collects them, to be
+        released (RealtimeHub.claim_final) once the completion is over."""
+        def wanted(run_id: str) -> bool:
+            if self.realtime.claim_final(run_id, env.id):
+                claimed.append(run_id)
+                return True
+            return False
+
+        return wanted
+
+    def _ended(self, env: Environment, results: list[CompletionResult],
+               finals: completing.Finals) -> list[CompletionResult]:
         """Committed results: callers of this process waiting for these runs to end
-        (``waitMs``) are woken now, not one notification later."""
+        (``waitMs``) are woken now, not one notification later, with the run read after the
+        commit when the completion read it for them."""
         for result in results:
-            if result.status in FINAL_STATUSES and result.run_id:
-                self.realtime.wake_final(result.run_id)
+            if result.status in API_FINAL_STATUSES and result.run_id:  # API statuses
+                self.realtime.wake_final(result.run_id, finals.get(result.run_id), env.id)
         return results
 
     async def complete_and_lease(
@@ -245,9 +265,14 @@ class Engine:
         is recorded."""
         lease = await leases.lease_params(self.pool, self.lease, env, instance_id, versions,
                                           max_runs)
-        results, rows = await completing.complete_then_lease(
-            self.pool, env, instance_id, completions, self.lease.lease_seconds, lease)
-        self._ended(results)
+        claimed: list[str] = []
+        try:
+            results, rows, finals = await completing.complete_then_lease(
+                self.pool, env, instance_id, completions, self.lease.lease_seconds, lease,
+                wanted=self._claimer(env, claimed))
+            self._ended(env, results, finals)
+        finally:
+            self.realtime.release_final(claimed)
         if rows is None:  # not in the same round trip: the usual lease
             return results, await self.dequeue(env, instance_id, versions, max_runs, 0)
         return results, await leases.leased_runs(self.pool, env, instance_id, rows)

@@ -60,12 +60,37 @@ class Subscription:
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
 
 
+class FinalWatch(asyncio.Event):
+    """A ``waitMs`` retrieve waiting for a run to end: set when it may have ended; holds the
+    final row when a completion of this process read it for this watcher (see
+    :meth:`RealtimeHub.wake_final`)."""
+
+    def __init__(self, environment_id: str | None, children: bool) -> None:
+        super().__init__()
+        self.environment_id = environment_id
+        self.children = children
+        self._row: Row | None = None
+
+    def hand(self, row: Row) -> None:
+        own = dict(row)  # each reader may add its own keys (related_runs)
+        if not self.children:
+            own.pop("children", None)
+        self._row = own
+
+    def take(self) -> Row | None:
+        """The handed row (once), or None: read the run."""
+        row, self._row = self._row, None
+        return row
+
+
 class RealtimeHub:
     def __init__(self, url: str) -> None:
         self._url = url
         self._subs: dict[str, set[Subscription]] = {}
         #: run id -> events of the long-polls waiting for that run to end (``waitMs``)
-        self._finals: dict[str, set[asyncio.Event]] = {}
+        self._finals: dict[str, set[FinalWatch]] = {}
+        #: run id -> completions of this process that will hand its watchers the final run
+        self._claimed: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
@@ -77,21 +102,55 @@ class RealtimeHub:
         await self._listen()
         return sub
 
-    async def watch_final(self, run_id: str) -> asyncio.Event:
+    async def watch_final(self, run_id: str, environment_id: str | None = None, *,
+                          children: bool = False) -> FinalWatch:
         """An event set when a change of ``run_id`` to a final status commits (or when
         notifications may have been lost). Returns once LISTEN is active: read the run
         *after* it, then wait on the event. A watcher costs one set lookup per change, not a
-        queue fed with its whole environment's changes. Pair with :meth:`unwatch_final`."""
-        event = asyncio.Event()
-        self._finals.setdefault(run_id, set()).add(event)
-        await self._listen()
-        return event
+        queue fed with its whole environment's changes. Pair with :meth:`unwatch_final`.
 
-    def wake_final(self, run_id: str) -> None:
+        With ``environment_id``, a completion committed by this process may hand the watcher
+        the run as its reader would read it (``FinalWatch.take``; ``children``: with the runs
+        it triggered), read in the completion's own round trip."""
+        watch = FinalWatch(environment_id, children)
+        self._finals.setdefault(run_id, set()).add(watch)
+        await self._listen()
+        return watch
+
+    def claim_final(self, run_id: str, environment_id: str) -> bool:
+        """A completion of this process is about to commit ``run_id`` in ``environment_id``:
+        if a watcher would take the run from it (one of that environment), claim the run and
+        return True — the completion reads it after its commit, in its own round trip, and
+        hands it over (:meth:`wake_final`); until :meth:`release_final`, the run's change
+        notification does not wake its watchers (they would read it themselves first).
+        Every claim is released, whatever happens to the completion."""
+        if not any(w.environment_id == environment_id for w in self._finals.get(run_id, ())):
+            return False
+        self._claimed[run_id] = self._claimed.get(run_id, 0) + 1
+        return True
+
+    def release_final(self, run_ids: list[str]) -> None:
+        """End the claims of :meth:`claim_final`: watchers not woken by the completion with
+        their row are woken now (they read the run themselves)."""
+        for run_id in run_ids:
+            left = self._claimed.get(run_id, 0) - 1
+            if left > 0:
+                self._claimed[run_id] = left
+            else:
+                self._claimed.pop(run_id, None)
+            for watch in self._finals.get(run_id, ()):
+                watch.set()
+
+    def wake_final(self, run_id: str, row: Row | None = None,
+                   environment_id: str | None = None) -> None:
         """This process committed ``run_id``'s final status: its watchers need not wait for
-        the notification (it still comes, for the other processes, and is harmless here)."""
-        for event in self._finals.get(run_id, ()):
-            event.set()
+        the notification (it still comes, for the other processes, and is harmless here).
+        ``row``: the run as run_reads.assemble read it after that commit, with its children,
+        for the watchers of ``environment_id``."""
+        for watch in self._finals.get(run_id, ()):
+            if row is not None and watch.environment_id == environment_id:
+                watch.hand(row)
+            watch.set()
 
     def unwatch_final(self, run_id: str, event: asyncio.Event) -> None:
         events = self._finals.get(run_id)
@@ -129,7 +188,7 @@ class RealtimeHub:
                 if len(parts) != 5:
                     continue
                 env_id, run_id, batch, status, updated = parts
-                if status in FINAL_STATUSES:
+                if status in FINAL_STATUSES and run_id not in self._claimed:
                     self.wake_final(run_id)
                 change = RunChange(run_id, None if batch == "-" else batch, status, int(updated))
                 for sub in self._subs.get(env_id, ()):

@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
 from worker.common.statuses import FINAL_STATUSES
-from worker.engine import triggering
+from worker.engine import run_reads, triggering
 from worker.engine.db import Pool, Row, fetch_all, fetch_one, one_trip
 from worker.engine.errors import Conflict, NotFound
 from worker.engine.keys import Environment
@@ -21,27 +21,15 @@ from worker.engine.realtime import RealtimeHub
 async def retrieve(pool: Pool, env: Environment, run_id: str, *,
                    children: bool = False) -> Row:
     """The run with its attempts and depth (and, with ``children``, the runs it triggered
-    under ``"children"``: relatedRuns). Every statement goes in one pipeline with the commit:
-    one network round trip (db.one_trip), where one statement after another took five."""
-    params = {"id": run_id, "environment_id": env.id}
+    under ``"children"``: relatedRuns). Every statement goes in one pipeline: one network
+    round trip (db.one_trip), where one statement after another took five."""
     async with one_trip(pool, writes=False) as conn:
-        run_cur = await conn.execute(Q.get_run, params)
-        attempts_cur = await conn.execute(Q.list_attempts, params)
-        depth_cur = await conn.execute(Q.run_depth, params)
-        children_cur = await conn.execute(Q.run_children, params) if children else None
-    # the results came with the commit: the cursors are read without the connection
-    row = await run_cur.fetchone()
+        reads = await run_reads.send(conn, run_id, env.id, children=children)
+    # the results came with the trip: the cursors are read without the connection
+    row = await run_reads.assemble(reads)
     if row is None:
         raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
-    attempts = await attempts_cur.fetchall()
-    depth = 0
-    if row["parent_run_id"] is not None:
-        found = await depth_cur.fetchone()
-        depth = int(found["depth"]) if found and found["depth"] is not None else 1
-    out = {**row, "payload": row["run_payload"], "attempts": attempts, "depth": depth}
-    if children_cur is not None:
-        out["children"] = await children_cur.fetchall()
-    return out
+    return row
 
 
 #: the longest ``GET /api/v3/runs/{id}?waitMs=N`` waits for the run to end (docs/api.md)
@@ -56,13 +44,16 @@ async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str
     """The run as :func:`retrieve` returns it, as soon as it is final or after ``wait_ms``
     (capped at MAX_WAIT_MS), whichever comes first. Woken by the run's change notification
     (LISTEN/NOTIFY through the hub), never by polling; holds no connection while it waits.
+    When the completion is committed by this process, it hands over the run it read in its
+    own round trip (RealtimeHub.wake_final): no read after the wake-up.
 
     The first read is the caller's too: ``admit`` sees it first (to refuse a reader that may
     not see the run: it raises), and only a run not final yet takes a ``slot`` (the
     environment's long-poll cap) for the wait."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(max(wait_ms, 0), MAX_WAIT_MS) / 1000
-    ended = await hub.watch_final(run_id)  # before the read: a change after it is not missed
+    # before the read: a change after it is not missed
+    ended = await hub.watch_final(run_id, env.id, children=children)
     try:
         run = await retrieve(pool, env, run_id, children=children)
         if admit is not None:
@@ -77,7 +68,8 @@ async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ended.wait(), remaining)
                 ended.clear()
-                run = await retrieve(pool, env, run_id, children=children)
+                # a completion of this process may have read the final run for us already
+                run = ended.take() or await retrieve(pool, env, run_id, children=children)
                 if run["status"] in FINAL_STATUSES:
                     return run
     finally:

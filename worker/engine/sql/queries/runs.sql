@@ -233,6 +233,24 @@ SELECT r.*, v.version AS version_name,
 FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
 WHERE r.id = %(id)s::text AND r.environment_id = %(environment_id)s::uuid;
 
+-- name: retrieve_run
+-- What GET /api/v3/runs/{id} reads (run_reads.py), with list_attempts and run_children in the
+-- same pipeline: get_run's row but its attempt count (the caller counts the attempts it reads
+-- anyway) and with the run's depth (run_depth's walk up the parents, only for a child run).
+SELECT r.*, v.version AS version_name,
+       coalesce(r.payload, (SELECT p.payload FROM run_packets p WHERE p.run_id = r.id))
+           AS run_payload,
+       CASE WHEN r.parent_run_id IS NULL THEN 0 ELSE (
+           WITH RECURSIVE chain(id, parent, depth) AS (
+               SELECT r.id, r.parent_run_id, 0
+               UNION ALL
+               SELECT u.id, u.parent_run_id, c.depth + 1 FROM runs u JOIN chain c ON u.id = c.parent
+               WHERE c.depth < 100
+           )
+           SELECT max(depth) FROM chain) END AS run_depth
+FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
+WHERE r.id = %(id)s::text AND r.environment_id = %(environment_id)s::uuid;
+
 -- name: list_attempts
 SELECT number, status, error, started_at, completed_at FROM run_attempts
 WHERE run_id = %(id)s::text ORDER BY number;

@@ -1,0 +1,52 @@
+"""The reads of a retrieved run (``GET /api/v3/runs/{id}``), sent on a connection someone else
+is already using: a retrieve's own read-only trip (runs.retrieve), or the completion's
+pipeline after its COMMIT, which hands a finished run to a ``waitMs`` retrieve waiting in the
+same API process without another round trip (completing.py, realtime.RealtimeHub).
+
+Either way the same statements read the same committed state, and :func:`assemble` builds
+the same row from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import AsyncCursor
+
+from worker.engine.db import Conn, Row
+from worker.engine.queries import Q
+
+
+@dataclass(frozen=True)
+class RunReads:
+    """The cursors of one run's reads, to be read once the pipeline has been sent."""
+
+    run: AsyncCursor[Row]
+    attempts: AsyncCursor[Row]
+    children: AsyncCursor[Row] | None
+
+
+async def send(conn: Conn, run_id: str, environment_id: str, *,
+               children: bool = False) -> RunReads:
+    """Queue the reads of a run on ``conn`` (in a pipeline: nothing waits here)."""
+    params = {"id": run_id, "environment_id": environment_id}
+    run = await conn.execute(Q.retrieve_run, params)
+    attempts = await conn.execute(Q.list_attempts, params)
+    kids = await conn.execute(Q.run_children, params) if children else None
+    return RunReads(run, attempts, kids)
+
+
+async def assemble(reads: RunReads) -> Row | None:
+    """The run as runs.retrieve returns it (None: no such run in that environment)."""
+    row = await reads.run.fetchone()
+    if row is None:
+        return None
+    attempts = await reads.attempts.fetchall()
+    depth = row.pop("run_depth")
+    if row["parent_run_id"] is not None:  # a run whose parent is gone counts as depth 1
+        depth = int(depth) if depth is not None else 1
+    out = {**row, "attempt_count": len(attempts), "payload": row["run_payload"],
+           "attempts": attempts, "depth": int(depth or 0)}
+    if reads.children is not None:
+        out["children"] = await reads.children.fetchall()
+    return out
