@@ -42,6 +42,8 @@ from worker.runtime.slots import Slots
 from worker.runtime.versions import Versions
 
 EventSink = Callable[[Wire], None]
+#: runs left waiting for an executor when a lingering /complete goes (Reporter.linger)
+LINGER_RESERVE = int(os.environ.get("TRIGGER_LINGER_RESERVE_TMP", "2"))
 
 __all__ = ["InFlight", "Supervisor", "main", "run_worker"]
 
@@ -70,7 +72,8 @@ class Supervisor:
         self.slots = Slots(lambda: self.versions.current, settings.prefetch,
                            self.runs.starting, lambda: self.stopping, self.capacity)
         self.reporter = Reporter(self.api, self.runs, self.emit, self._retry_here,
-                                 slots=self.slots, leased=self._leased)
+                                 slots=self.slots, leased=self._leased, linger=self._linger,
+                                 linger_ms=settings.complete_linger_ms)
         self.versions = Versions(self.project_dir, self.server, self.api, settings,
                                  emit=self.emit, on_frame=self.reporter.on_frame,
                                  on_change=self._pool_changed, on_free=self._dispatch,
@@ -128,6 +131,12 @@ class Supervisor:
                 return
             waiting.popleft()
             self._launch(run, pool, ex)
+
+    def _linger(self) -> bool:
+        """May the completions queued wait for more: more runs wait for an executor than
+        the reserve that keeps the executors busy while the next ``/complete`` (which leases
+        their successors) is in flight."""
+        return len(self.waiting) > LINGER_RESERVE and not self.stopping
 
     def _pool_changed(self) -> None:
         """An executor connected or exited, or the current version changed."""
@@ -239,6 +248,7 @@ class Supervisor:
             completion = failed_completion(run, codes.internal_error(
                 codes.TASK_RUN_CRASHED, f"{type(exc).__name__}: {exc}"), skipped=False)
         self.runs.inflight.pop(flight.run_id, None)
+        self.slots.observe(time.monotonic() - flight.started)
         if flight.lost:
             self.capacity.set()
             return  # the engine no longer gives this run to us: never report it
