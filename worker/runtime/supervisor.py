@@ -43,7 +43,7 @@ from worker.runtime.versions import Versions
 
 EventSink = Callable[[Wire], None]
 #: runs left waiting for an executor when a lingering /complete goes (Reporter.linger)
-LINGER_RESERVE = int(os.environ.get("TRIGGER_LINGER_RESERVE_TMP", "2"))
+LINGER_RESERVE = 2
 
 __all__ = ["InFlight", "Supervisor", "main", "run_worker"]
 
