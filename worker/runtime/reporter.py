@@ -76,8 +76,11 @@ class Reporter:
         return [f.run_id for f in self.completions] + [f.run_id for f in self.completing]
 
     def finished(self, item: Finished) -> None:
-        self.completions.append(item)
-        self.completed.set()
+        completions = self.completions
+        completions.append(item)
+        # while lingering, the flush loop is woken only once the batch should go
+        if len(completions) == 1 or self.linger is None or not self.linger():
+            self.completed.set()
 
     def forget(self, run_id: str) -> None:
         """The run is no longer ours: its completion must never be sent."""

@@ -215,8 +215,8 @@ class Supervisor:
                    "attempt": run.attempt_number, "version": pool.version, "pid": ex.pid})
         limit = run.max_duration
         if limit and limit < 2**31 - 1:
-            # the backstop behind the executor's own limit (a timer: no task per run)
-            flight.arm_backstop(float(limit) + self.settings.max_duration_grace)
+            # the backstop behind the executor's own limit (RunTable.enforce: no timer per run)
+            flight.budget = float(limit) + self.settings.max_duration_grace
         done.add_done_callback(partial(self._ended, flight))
 
     async def _pool_for(self, run: DequeuedRun) -> Pool:
@@ -235,7 +235,6 @@ class Supervisor:
     def _ended(self, flight: InFlight, done: asyncio.Future[Wire]) -> None:
         """The attempt on ``flight`` ended (its executor is free, or dead): report it."""
         run = flight.run
-        flight.disarm_backstop()
         completion: Completion | None
         try:
             sent: Wire = done.result()["completion"]
@@ -324,7 +323,7 @@ class Supervisor:
             services: list[Coroutine[object, object, None]] = [
                 leasing.heartbeat_loop(self.api, interval=lambda: self.versions.heartbeat_seconds,
                                        held=self._held, lose=self._lose, emit=self.emit),
-                self.reporter.flush_loop(), self.versions.janitor(), self.runs.enforce_memory(),
+                self.reporter.flush_loop(), self.versions.janitor(), self.runs.enforce(),
                 self._announce_ready(), self._watch_waiting()]
             if self.watch:
                 services.append(watch_project(
