@@ -151,6 +151,8 @@ class FrameProtocol(asyncio.Protocol):
         self.closed = True
         if self.executor is not None:
             self.executor.on_eof()
+        elif self.hello is not None:
+            self._server.lost(self)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -314,6 +316,12 @@ class ExecutorServer:
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._waiting.pop(pid, None)
+
+    def lost(self, conn: FrameProtocol) -> None:
+        """``conn`` closed before a pool took it (its zygote was stopped)."""
+        pid = int((conn.hello or {}).get("pid") or 0)
+        if self._early.get(pid) is conn:
+            del self._early[pid]
 
     def forget(self, pid: int) -> None:
         fut = self._waiting.pop(pid, None)

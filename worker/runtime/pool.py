@@ -48,6 +48,8 @@ class ZygoteProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.manifest: dict[str, Any] = {}
         self._forks: list[asyncio.Future[int]] = []
+        #: forks asked for before the manifest (:meth:`prefork`), taken by the first forks
+        self._preforked: list[asyncio.Future[int]] = []
         self._reader: asyncio.Task[None] | None = None
         self.dead = asyncio.Event()
 
@@ -68,7 +70,21 @@ class ZygoteProcess:
             "--socket", self.socket_path, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, env=env, cwd=str(self.project_dir),
             limit=64 * 1024 * 1024)
+        self.prefork()
         return await self.handshake(timeout)
+
+    def prefork(self) -> None:
+        """Ask for the first executor now, before the manifest: the zygote forks it as soon as
+        what an attempt needs is imported (zygote.py, ``fork_early``), while the version is
+        being registered; the pool's first :meth:`fork` takes it."""
+        if self.proc is None or self.proc.stdin is None:
+            return
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # never taken (the code did not change, or failed to load): nothing to report
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._forks.append(fut)
+        self._preforked.append(fut)
+        self.proc.stdin.write(b'{"cmd":"fork"}\n')
 
     async def handshake(self, timeout: float) -> dict[str, Any]:
         """Read the started zygote's manifest (or raise DiscoveryFailed), then its messages."""
@@ -116,6 +132,8 @@ class ZygoteProcess:
     async def fork(self) -> int:
         if self.proc is None or self.proc.stdin is None or self.dead.is_set():
             raise RuntimeError("the zygote is not running")
+        if self._preforked:
+            return await asyncio.wait_for(self._preforked.pop(0), 30.0)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._forks.append(fut)
         self.proc.stdin.write(b'{"cmd":"fork"}\n')

@@ -73,6 +73,7 @@ class _AdoptedZygote(ZygoteProcess):
         # before any fork: where executors connect (the zygote was started without it)
         writer.write(orjson.dumps({"cmd": "socket", "path": self.socket_path}) + b"\n")
         self.proc = cast(asyncio.subprocess.Process, _AdoptedProcess(popen, writer, reader))
+        self.prefork()
         return await self.handshake(timeout)
 
 
