@@ -61,7 +61,7 @@ class Reporter:
         self.leased = leased
         #: True while queued completions may wait for more (runs leased ahead are still
         #: waiting for executors: the next ``/complete``, and the runs it leases, can wait)
-        self.linger = linger
+        self.linger = linger if linger_ms > 0 else None
         self.linger_s = linger_ms / 1000
         self.completions: list[Finished] = []
         #: the batch a /complete call is sending now: its runs are still ours and heartbeated
@@ -119,7 +119,7 @@ class Reporter:
                 async with asyncio.timeout(0.2):  # not wait_for: no task per wake-up
                     await self.completed.wait()
             self.completed.clear()
-            if self.completions and self.linger is not None and self.linger_s > 0:
+            if self.completions and self.linger is not None:
                 await self._linger()
             await self.flush_completions()
             if self.logs and time.monotonic() - last_logs >= 0.2:
