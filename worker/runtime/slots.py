@@ -70,6 +70,7 @@ class Slots:
         #: moving averages of the time runs take on an executor and of a ``/complete`` call
         #: that leases (none measured yet: no assumption)
         self.run_seconds = 1.0
+        self.runs_observed = 0
         self.trip_seconds = 0.0
 
     def version_id(self) -> str | None:
@@ -98,7 +99,11 @@ class Slots:
 
     def observe(self, seconds: float) -> None:
         """A run took ``seconds`` on its executor (a moving average over the last ~20)."""
-        self.run_seconds += (seconds - self.run_seconds) * 0.05
+        if self.runs_observed == 0:
+            self.run_seconds = seconds
+        else:
+            self.run_seconds += (seconds - self.run_seconds) * 0.05
+        self.runs_observed += 1
 
     def reserve(self, keep: int = 0) -> int:
         """Reserve the free slots (at most :data:`MAX_RUNS`, ``keep`` left aside); how many."""
@@ -133,7 +138,8 @@ class Slots:
         reply, or it refused the field). Call just before the runs are counted as starting."""
         self.leasing -= 1
         if runs is not None:
-            self.trip_seconds += (time.monotonic() - lease.sent - self.trip_seconds) * 0.1
+            trip = time.monotonic() - lease.sent
+            self.trip_seconds += (trip - self.trip_seconds) * (0.1 if self.trip_seconds else 1)
         if refused:
             self.complete_leases = False
         self.leased_on_complete += runs or 0
