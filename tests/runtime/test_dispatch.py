@@ -67,8 +67,8 @@ async def test_the_first_fork_asked_for_comes_before_the_end_of_the_warm_up(
         p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     zygote = subprocess.Popen(
         [sys.executable, "-P", "-m", "worker.runtime.zygote", "--project", str(project),
-         "--socket", server.path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-        cwd=str(project))
+         "--socket", server.path, "--early-fork"], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, env=env, cwd=str(project))
     pids: list[int] = []
     try:
         assert zygote.stdin is not None and zygote.stdout is not None

@@ -61,6 +61,23 @@ def process_rss(pid: int) -> int:
         return 0
 
 
+def exit_status(pid: int) -> tuple[int | None, int | None] | None:
+    """(code, signal) of a process that exited but is not reaped yet (a zombie: its status
+    is in ``/proc/<pid>/stat``), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        if fields[0] not in (b"Z", b"X"):
+            return None
+        status = int(fields[49])  # field 52, exit_code: as waitpid reports it
+    except (OSError, ValueError, IndexError):
+        return None
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    return os.WEXITSTATUS(status), None
+
+
 def group_rss(pid: int) -> int:
     """Resident bytes of an executor and everything it spawned."""
     total = process_rss(pid)
@@ -218,7 +235,22 @@ class Executor:
             return
         self._eof = True
         if self.exit_info is None and self._completion is not None:
-            self._eof_timer = self._loop.call_later(2.0, self._fail_pending)
+            self._eof_timer = self._loop.call_later(
+                2.0, self._check_exit, time.monotonic() + 5.0)
+
+    def _check_exit(self, deadline: float) -> None:
+        """How did it end: the zygote's report (2 s after the EOF nothing came), else the
+        zombie's status (a busy zygote reaps late); failing that by ``deadline``, unknown."""
+        self._eof_timer = None
+        if self.exit_info is not None:
+            return
+        status = exit_status(self.pid)
+        if status is not None:
+            self.mark_exited(*status)
+        elif time.monotonic() > deadline:
+            self._fail_pending()
+        else:
+            self._eof_timer = self._loop.call_later(0.05, self._check_exit, deadline)
 
     def mark_exited(self, code: int | None, sig: int | None) -> None:
         self.exit_info = (code, sig)

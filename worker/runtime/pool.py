@@ -70,7 +70,6 @@ class ZygoteProcess:
             "--socket", self.socket_path, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, env=env, cwd=str(self.project_dir),
             limit=64 * 1024 * 1024)
-        self.prefork()
         return await self.handshake(timeout)
 
     def prefork(self) -> None:

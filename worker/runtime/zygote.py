@@ -50,8 +50,10 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
 
 
 class Zygote:
-    def __init__(self, project: str, socket_path: str | None) -> None:
+    def __init__(self, project: str, socket_path: str | None, early_fork: bool = False) -> None:
         self.project = project
+        #: fork a first executor asked for before the end of the warm-up (``--early-fork``)
+        self.early_fork = early_fork
         self.socket_path = socket_path
         # Private copies of the protocol streams; fds 0/1 get /dev/null and stderr.
         self.cmd_fd = os.dup(0)
@@ -105,8 +107,9 @@ class Zygote:
         run's first trigger or wait, so each executor does not pay ~20 MiB of private copies.
         Importing them creates no socket, thread or event loop (fork safety holds).
 
-        In two parts: what an executor needs to run an attempt first; then, if a fork is asked
-        for already (the worker just started and may have a run waiting), that first executor
+        In two parts: what an executor needs to run an attempt first; then, with
+        ``--early-fork`` (``trigger worker``'s zygote, started before the command's imports)
+        and a fork asked for already (the worker may have a run waiting), that first executor
         is forked at once, and only then the rest: the SDK's HTTP stack and TLS context, which
         that one executor imports itself if its tasks use them (docs/cold-start.md)."""
         # uvloop: each executor's event loop. Loaded after the fork, its extension module's
@@ -148,6 +151,8 @@ class Zygote:
     def fork_early(self) -> None:
         """Fork one executor now if the supervisor asked for one already (commands up to the
         first fork are handled; the rest wait in the buffer for :meth:`serve`)."""
+        if not self.early_fork:
+            return
         ready, _, _ = select.select([self.cmd_fd], [], [], 0)
         if not ready:
             return
@@ -271,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", default=None, help="else the socket command sets it")
     parser.add_argument("--parent", type=int, default=None,
                         help="exit at once unless this pid is still our parent")
+    parser.add_argument("--early-fork", action="store_true",
+                        help="fork the first executor asked for before the end of the warm-up"
+                        " (trigger worker's cold start)")
     args = parser.parse_args(argv)
     set_parent_death_signal()
     # Ctrl-C reaches the whole process group: the supervisor decides when we stop (a zygote
@@ -281,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     from worker.runtime.lean_imports import skip_httpx_cli
 
     skip_httpx_cli()  # before the task modules and the SDK import httpx
-    zygote = Zygote(args.project, args.socket)
+    zygote = Zygote(args.project, args.socket, early_fork=args.early_fork)
     if not zygote.boot():
         return 1
     zygote.serve()
