@@ -66,7 +66,7 @@ def spawn(argv: list[str]) -> None:
     try:
         popen = subprocess.Popen(
             [sys.executable, "-P", "-m", "worker.runtime.zygote", "--project", str(project_dir),
-             "--parent", str(os.getpid())],
+             "--parent", str(os.getpid()), "--early-fork"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(project_dir))
     except OSError:
         return  # the supervisor starts its own, and reports what is wrong

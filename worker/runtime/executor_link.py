@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from worker.common import errors as codes
 from worker.common.protocol import DequeuedRun
-from worker.runtime.framing import read_frame, write_frame
+from worker.runtime.framing import HEADER, MAX_FRAME, encode
 from worker.runtime.timeout import CANCEL_SIGNAL
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -59,6 +61,23 @@ def process_rss(pid: int) -> int:
         return 0
 
 
+def exit_status(pid: int) -> tuple[int | None, int | None] | None:
+    """(code, signal) of a process that exited but is not reaped yet (a zombie: its status
+    is in ``/proc/<pid>/stat``), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        if fields[0] not in (b"Z", b"X"):
+            return None
+        status = int(fields[49])  # field 52, exit_code: as waitpid reports it
+    except (OSError, ValueError, IndexError):
+        return None
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    return os.WEXITSTATUS(status), None
+
+
 def group_rss(pid: int) -> int:
     """Resident bytes of an executor and everything it spawned."""
     total = process_rss(pid)
@@ -85,13 +104,92 @@ def group_rss(pid: int) -> int:
     return total
 
 
+class FrameProtocol(asyncio.Protocol):
+    """One executor's connection: frames are parsed as the bytes arrive and handed on in the
+    same callback (no coroutine per frame: a completion frees its executor, and the next run's
+    frame is written, before the loop does anything else)."""
+
+    def __init__(self, server: ExecutorServer) -> None:
+        self._server = server
+        self._buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        #: the executor this connection belongs to, once its hello was matched
+        self.executor: Executor | None = None
+        self.hello: dict[str, Any] | None = None
+        #: frames that came before ``executor`` was set (none are expected)
+        self.early: list[dict[str, Any]] = []
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        if buf:
+            buf += data
+            view: bytes | bytearray = buf
+        else:
+            view = data
+        offset, size = 0, len(view)
+        while size - offset >= 4:
+            (length,) = HEADER.unpack_from(view, offset)
+            if length > MAX_FRAME:
+                self._abort()
+                return
+            end = offset + 4 + length
+            if end > size:
+                break
+            frame = orjson.loads(memoryview(view)[offset + 4:end])
+            offset = end
+            self._frame(frame)
+        if view is buf:
+            del buf[:offset]
+        elif offset < size:
+            buf += data[offset:]
+
+    def _frame(self, frame: dict[str, Any]) -> None:
+        executor = self.executor
+        if executor is not None:
+            executor.on_frame(frame)
+        elif self.hello is None:
+            if frame.get("type") != "hello":
+                self._abort()
+                return
+            self.hello = frame
+            self._server.connected(self)
+        else:
+            self.early.append(frame)
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.executor is not None:
+            self.executor.on_eof()
+        elif self.hello is not None:
+            self._server.lost(self)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 class Executor:
-    def __init__(self, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 on_log: Callable[[dict[str, Any]], None], baseline_rss: int = 0) -> None:
+    def __init__(self, pid: int, conn: FrameProtocol,
+                 on_log: Callable[[dict[str, Any]], None], baseline_rss: int = 0,
+                 on_completion: Callable[[Executor, dict[str, Any]], None] | None = None) -> None:
         self.pid = pid
-        self.reader = reader
-        self.writer = writer
+        self.conn = conn
         self.on_log = on_log
+        #: called with the completion frame as it arrives, before anyone awaiting the result
+        #: hears of it (the pool frees the executor there and the next run may go at once)
+        self.on_completion = on_completion
         #: RSS when it said hello: what a fresh executor of this version weighs
         self.baseline_rss = baseline_rss
         self.idle_since = time.monotonic()
@@ -99,75 +197,105 @@ class Executor:
         self.run: DequeuedRun | None = None
         self.retiring = False
         self.exit_info: tuple[int | None, int | None] | None = None
-        self._exited = asyncio.Event()
+        self._eof = False
+        self._eof_timer: asyncio.TimerHandle | None = None
+        #: the completion of the run in progress (None once it came, or failed)
         self._completion: asyncio.Future[dict[str, Any]] | None = None
-        self._reader_task = asyncio.get_running_loop().create_task(self._read())
+        #: the completion of the last run sent (kept once done: :meth:`result` awaits it)
+        self.future: asyncio.Future[dict[str, Any]] | None = None
+        self._loop = asyncio.get_running_loop()
+        conn.executor = self
+        for frame in conn.early:
+            self.on_frame(frame)
+        conn.early.clear()
+        if conn.closed:
+            self.on_eof()
 
     @property
     def busy(self) -> bool:
         return self.run is not None
 
-    async def _read(self) -> None:
-        while True:
-            frame = await read_frame(self.reader)
-            if frame is None:
-                break
-            kind = frame.get("type")
-            if kind in ("log", "clock"):  # clock: a durable wait paused / resumed the clock
-                self.on_log(frame)
-            elif kind == "completion" and self._completion and not self._completion.done():
-                self._completion.set_result(frame)
-        # EOF: the process is gone (or going). Give the zygote a moment to report how.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._exited.wait(), 2.0)
-        self._fail_pending()
+    def on_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "completion":
+            completion = self._completion
+            if completion is None or completion.done():
+                return
+            self._completion = None
+            if self.on_completion is not None:
+                self.on_completion(self, frame)
+            completion.set_result(frame)
+        elif kind in ("log", "clock"):  # clock: a durable wait paused / resumed the clock
+            self.on_log(frame)
+
+    def on_eof(self) -> None:
+        """The connection closed: the process is gone (or going). Give the zygote a moment to
+        report how before the pending run fails."""
+        if self._eof:
+            return
+        self._eof = True
+        if self.exit_info is None and self._completion is not None:
+            self._eof_timer = self._loop.call_later(
+                2.0, self._check_exit, time.monotonic() + 5.0)
+
+    def _check_exit(self, deadline: float) -> None:
+        """How did it end: the zygote's report (2 s after the EOF nothing came), else the
+        zombie's status (a busy zygote reaps late); failing that by ``deadline``, unknown."""
+        self._eof_timer = None
+        if self.exit_info is not None:
+            return
+        status = exit_status(self.pid)
+        if status is not None:
+            self.mark_exited(*status)
+        elif time.monotonic() > deadline:
+            self._fail_pending()
+        else:
+            self._eof_timer = self._loop.call_later(0.05, self._check_exit, deadline)
 
     def mark_exited(self, code: int | None, sig: int | None) -> None:
         self.exit_info = (code, sig)
-        self._exited.set()
         self._fail_pending()
 
     def _fail_pending(self) -> None:
-        if self._completion and not self._completion.done():
-            code, sig = self.exit_info or (None, None)
-            if self.exit_info is None:
-                code = -1
-            self._completion.set_exception(ExecutorDied(self.pid, code, sig))
+        if self._eof_timer is not None:
+            self._eof_timer.cancel()
+            self._eof_timer = None
+        completion = self._completion
+        if completion is not None and not completion.done():
+            self._completion = None
+            code, sig = self.exit_info or (-1, None)
+            self.run = None
+            self.idle_since = time.monotonic()
+            completion.set_exception(ExecutorDied(self.pid, code, sig))
 
     @property
     def alive(self) -> bool:
-        return self.exit_info is None and not self._reader_task.done()
+        return self.exit_info is None and not self._eof
 
     async def execute(self, run: DequeuedRun) -> dict[str, Any]:
         """Send the run; return the completion frame or raise ExecutorDied."""
-        self.send(run)
-        return await self.result()
+        return await self.send(run)
 
-    def send(self, run: DequeuedRun) -> None:
+    def send(self, run: DequeuedRun) -> asyncio.Future[dict[str, Any]]:
         """Write the run's frame now, without yielding to the loop (the supervisor starts a
-        leased run before it does anything else: docs/benchmarks.md, "Where the time goes");
-        :meth:`result` then waits for its completion. A dead executor fails the result."""
-        self._completion = asyncio.get_running_loop().create_future()
+        leased run before it does anything else: docs/benchmarks.md, "Where the time goes").
+        Returns the future of its completion frame; a dead executor fails it (ExecutorDied)."""
+        completion: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._completion = self.future = completion
         if not self.alive:
-            self._completion.set_exception(
-                ExecutorDied(self.pid, *(self.exit_info or (-1, None))))
-            return
-        write_frame(self.writer, {"type": "execute", "run": run.to_wire()})
+            self._fail_pending()
+            return completion
+        self.conn.write(encode({"type": "execute", "run": run.to_wire()}))
+        return completion
 
     async def result(self) -> dict[str, Any]:
-        """The completion frame of the run :meth:`send` wrote, or raise ExecutorDied."""
-        completion = self._completion
-        assert completion is not None, "send() first"
-        with contextlib.suppress(ConnectionError):
-            await self.writer.drain()
-        try:
-            return await completion
-        finally:
-            self._completion = None
+        """The completion frame of the run :meth:`send` wrote last, or raise ExecutorDied."""
+        assert self.future is not None, "send() first"
+        return await self.future
 
     def shutdown(self) -> None:
         with contextlib.suppress(Exception):
-            write_frame(self.writer, {"type": "shutdown"})
+            self.conn.write(encode({"type": "shutdown"}))
 
     def kill(self) -> None:
         kill_group(self.pid)
@@ -178,9 +306,11 @@ class Executor:
             os.kill(self.pid, CANCEL_SIGNAL)
 
     def close(self) -> None:
-        self._reader_task.cancel()
+        if self._eof_timer is not None:
+            self._eof_timer.cancel()
+            self._eof_timer = None
         with contextlib.suppress(Exception):
-            self.writer.close()
+            self.conn.close()
 
 
 class ExecutorServer:
@@ -188,44 +318,50 @@ class ExecutorServer:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._waiting: dict[int, asyncio.Future[tuple[Any, Any, dict[str, Any]]]] = {}
-        self._early: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
+        self._waiting: dict[int, asyncio.Future[FrameProtocol]] = {}
+        self._early: dict[int, FrameProtocol] = {}
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        self._server = await asyncio.start_unix_server(self._on_connect, path=self.path)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: FrameProtocol(self), path=self.path)
 
-    async def _on_connect(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
-        hello = await read_frame(reader)
-        if not hello or hello.get("type") != "hello":
-            writer.close()
-            return
-        pid = int(hello["pid"])
+    def connected(self, conn: FrameProtocol) -> None:
+        """``conn`` said hello."""
+        assert conn.hello is not None
+        pid = int(conn.hello["pid"])
         fut = self._waiting.pop(pid, None)
         if fut is not None and not fut.done():
-            fut.set_result((reader, writer, hello))
+            fut.set_result(conn)
         else:
-            self._early[pid] = (reader, writer, hello)
+            self._early[pid] = conn
 
-    async def wait_for(self, pid: int, timeout: float = 30.0) -> tuple[Any, Any, dict[str, Any]]:
-        """(reader, writer, hello frame) of executor ``pid`` once it connects."""
+    async def wait_for(self, pid: int, timeout: float = 30.0) -> FrameProtocol:
+        """The connection of executor ``pid`` once it said hello (``conn.hello``)."""
         if pid in self._early:
             return self._early.pop(pid)
-        fut: asyncio.Future[tuple[Any, Any, dict[str, Any]]] = (
-            asyncio.get_running_loop().create_future())
+        fut: asyncio.Future[FrameProtocol] = asyncio.get_running_loop().create_future()
         self._waiting[pid] = fut
         try:
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._waiting.pop(pid, None)
 
+    def lost(self, conn: FrameProtocol) -> None:
+        """``conn`` closed before a pool took it (its zygote was stopped)."""
+        pid = int((conn.hello or {}).get("pid") or 0)
+        if self._early.get(pid) is conn:
+            del self._early[pid]
+
     def forget(self, pid: int) -> None:
         fut = self._waiting.pop(pid, None)
         if fut and not fut.done():
             fut.cancel()
+        conn = self._early.pop(pid, None)
+        if conn is not None:
+            conn.close()
 
     async def close(self) -> None:
         if self._server:

@@ -15,6 +15,8 @@ import orjson
 from worker.common.protocol import Wire
 
 _HEADER = struct.Struct(">I")
+#: the length prefix of a frame
+HEADER = _HEADER
 MAX_FRAME = 256 * 1024 * 1024
 
 

@@ -35,26 +35,13 @@ class InFlight:
     paused_total: float = 0.0
     paused_since: float | None = None
 
-    _backstop: asyncio.TimerHandle | None = field(default=None, repr=False)
+    #: execution seconds after which the supervisor kills the executor (max_duration + the
+    #: grace: the backstop behind the executor's own limit); None: no limit
+    budget: float | None = None
 
-    def arm_backstop(self, budget: float) -> None:
-        """Kill the executor once the attempt has executed ``budget`` seconds (waits do not
-        count: while paused the check comes back every second)."""
-        remaining = budget - self.execution_seconds()
-        if self.paused_since is not None:
-            remaining = max(remaining, 1.0)
-        if remaining > 0:
-            self._backstop = asyncio.get_running_loop().call_later(
-                remaining, self.arm_backstop, budget)
-            return
-        self._backstop = None
-        self.timed_out = True
-        self.pool.kill(self.executor)
-
-    def disarm_backstop(self) -> None:
-        if self._backstop is not None:
-            self._backstop.cancel()
-            self._backstop = None
+    def overdue(self) -> bool:
+        """Past its budget (waits excluded): the backstop kills the executor."""
+        return self.budget is not None and self.execution_seconds() > self.budget
 
     def pause(self, paused: bool) -> None:
         now = time.monotonic()
@@ -120,12 +107,22 @@ class RunTable:
     def __len__(self) -> int:
         return len(self.inflight)
 
-    async def enforce_memory(self) -> None:
-        """Kill an executor whose process group outgrows its run's machine preset (OOM)."""
+    async def enforce(self, interval: float = 0.2) -> None:
+        """Every ``interval``: kill an executor whose run is past its ``max_duration`` backstop
+        (the executor's own limit did not stop it), or whose process group outgrows its run's
+        machine preset (OOM). One sweep for all runs: no timer per run; a run younger than
+        ``interval`` is not measured yet (at a drain's rates most runs never are)."""
         while True:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(interval)
+            now = time.monotonic()
             for flight in list(self.inflight.values()):
-                if flight.memory_limit is None or flight.lost or flight.out_of_memory:
+                if flight.lost or now - flight.started < interval:
+                    continue
+                if not flight.timed_out and flight.overdue():
+                    flight.timed_out = True
+                    flight.pool.kill(flight.executor)
+                    continue
+                if flight.memory_limit is None or flight.out_of_memory:
                     continue
                 if group_rss(flight.executor.pid) > flight.memory_limit:
                     flight.out_of_memory = True

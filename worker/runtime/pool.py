@@ -48,6 +48,8 @@ class ZygoteProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.manifest: dict[str, Any] = {}
         self._forks: list[asyncio.Future[int]] = []
+        #: forks asked for before the manifest (:meth:`prefork`), taken by the first forks
+        self._preforked: list[asyncio.Future[int]] = []
         self._reader: asyncio.Task[None] | None = None
         self.dead = asyncio.Event()
 
@@ -69,6 +71,19 @@ class ZygoteProcess:
             stdout=asyncio.subprocess.PIPE, env=env, cwd=str(self.project_dir),
             limit=64 * 1024 * 1024)
         return await self.handshake(timeout)
+
+    def prefork(self) -> None:
+        """Ask for the first executor now, before the manifest: the zygote forks it as soon as
+        what an attempt needs is imported (zygote.py, ``fork_early``), while the version is
+        being registered; the pool's first :meth:`fork` takes it."""
+        if self.proc is None or self.proc.stdin is None:
+            return
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # never taken (the code did not change, or failed to load): nothing to report
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._forks.append(fut)
+        self._preforked.append(fut)
+        self.proc.stdin.write(b'{"cmd":"fork"}\n')
 
     async def handshake(self, timeout: float) -> dict[str, Any]:
         """Read the started zygote's manifest (or raise DiscoveryFailed), then its messages."""
@@ -116,6 +131,8 @@ class ZygoteProcess:
     async def fork(self) -> int:
         if self.proc is None or self.proc.stdin is None or self.dead.is_set():
             raise RuntimeError("the zygote is not running")
+        if self._preforked:
+            return await asyncio.wait_for(self._preforked.pop(0), 30.0)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._forks.append(fut)
         self.proc.stdin.write(b'{"cmd":"fork"}\n')
@@ -163,7 +180,8 @@ class Pool:
                  on_change: Callable[[], None], max_runs_per_process: int = 100,
                  max_memory_mib: int | None = None, idle_timeout: float | None = None,
                  min_warm: int = 1,
-                 on_warning: Callable[[str], None] | None = None) -> None:
+                 on_warning: Callable[[str], None] | None = None,
+                 on_free: Callable[[], None] | None = None) -> None:
         self.zygote = zygote
         self.server = server
         self.size = size
@@ -176,6 +194,8 @@ class Pool:
         self.content_hash = content_hash
         self.on_log = on_log
         self.on_change = on_change
+        #: an executor finished its run and is free (default: ``on_change``)
+        self.on_free = on_free or on_change
         self.on_warning = on_warning or (lambda message: None)
         self.max_runs = max_runs_per_process
         self.max_memory = max_memory_mib * 1024 * 1024 if max_memory_mib else None
@@ -225,9 +245,10 @@ class Pool:
         pid = None
         try:
             pid = await self.zygote.fork()
-            reader, writer, hello = await self.server.wait_for(pid)
-            ex = Executor(pid, reader, writer, self.on_log,
-                          baseline_rss=int(hello.get("rss") or 0))
+            conn = await self.server.wait_for(pid)
+            ex = Executor(pid, conn, self.on_log,
+                          baseline_rss=int((conn.hello or {}).get("rss") or 0),
+                          on_completion=self._settle)
             self.executors[pid] = ex
             if pid in self._pending_exits:  # died before it said hello
                 self.handle_exit(pid, *self._pending_exits.pop(pid))
@@ -296,7 +317,8 @@ class Pool:
                 self.fill()
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), 1.0)
+                    async with asyncio.timeout(1.0):  # not wait_for: no task per wake-up
+                        await self._changed.wait()
         finally:
             self._wanted -= 1
 
@@ -310,21 +332,36 @@ class Pool:
 
     async def execute(self, ex: Executor, run: DequeuedRun) -> dict[str, Any]:
         """Run on ``ex``; return the completion frame. Raises ExecutorDied."""
-        self.start(ex, run)
-        return await self.finish(ex)
+        return await self.start(ex, run)
 
-    def start(self, ex: Executor, run: DequeuedRun) -> None:
-        """Write ``run``'s frame to ``ex`` at once; :meth:`finish` waits for its completion."""
+    def want(self, waiting: int) -> None:
+        """``waiting`` runs wait for an executor: grow the pool towards them (trimmed or dead
+        executors are forked again)."""
+        if waiting <= 0:
+            return
+        target = min(self.size, max(self.target, self.busy_count() + waiting))
+        if target > self.target or self._active_count() < target:
+            self.target = target
+            self.fill()
+
+    def start(self, ex: Executor, run: DequeuedRun) -> asyncio.Future[dict[str, Any]]:
+        """Write ``run``'s frame to ``ex`` at once; the future (also :meth:`finish`) gets its
+        completion frame, or ExecutorDied. By the time it is done, ``ex`` is free again (and
+        may already run the next run)."""
         ex.run = run
-        ex.send(run)
+        return ex.send(run)
 
     async def finish(self, ex: Executor) -> dict[str, Any]:
-        """The completion frame of the run :meth:`start` sent to ``ex``. Raises ExecutorDied."""
-        try:
-            frame = await ex.result()
-        finally:
-            ex.run = None
-            ex.idle_since = time.monotonic()
+        """The completion frame of the run :meth:`start` sent to ``ex`` last. Raises
+        ExecutorDied."""
+        return await ex.result()
+
+    def _settle(self, ex: Executor, frame: dict[str, Any]) -> None:
+        """``ex`` sent its completion: it is free now (or retires). Called as the frame
+        arrives, before the run's future is done: ``on_change`` may hand ``ex`` its next run
+        right here."""
+        ex.run = None
+        ex.idle_since = time.monotonic()
         ex.runs_done += 1
         rss = int(frame.get("rss") or 0)
         if frame.get("recycle") or self.draining:
@@ -335,8 +372,8 @@ class Pool:
         elif self._over_memory(ex, rss):
             self.recycled["memory"] += 1
             self._retire(ex)
-        self._notify()
-        return frame
+        self._changed.set()
+        self.on_free()
 
     def _over_memory(self, ex: Executor, rss: int) -> bool:
         if not self.max_memory or rss <= self.max_memory:

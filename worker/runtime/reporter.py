@@ -49,7 +49,8 @@ def _refused_for_good(exc: ProtocolError) -> bool:
 class Reporter:
     def __init__(self, api: WorkerApi, runs: RunTable, emit: Emit,
                  retry_here: Callable[[DequeuedRun], None], slots: Slots | None = None,
-                 leased: Callable[[list[DequeuedRun]], Awaitable[None]] | None = None) -> None:
+                 leased: Callable[[list[DequeuedRun]], Awaitable[None]] | None = None,
+                 linger: Callable[[], bool] | None = None, linger_ms: float = 0.0) -> None:
         self.api = api
         self.runs = runs
         self.emit = emit
@@ -58,6 +59,10 @@ class Reporter:
         #: with both, ``/complete`` also leases the next runs (slots.py) and starts them
         self.slots = slots
         self.leased = leased
+        #: True while queued completions may wait for more (runs leased ahead are still
+        #: waiting for executors: the next ``/complete``, and the runs it leases, can wait)
+        self.linger = linger if linger_ms > 0 else None
+        self.linger_s = linger_ms / 1000
         self.completions: list[Finished] = []
         #: the batch a /complete call is sending now: its runs are still ours and heartbeated
         self.completing: list[Finished] = []
@@ -71,8 +76,11 @@ class Reporter:
         return [f.run_id for f in self.completions] + [f.run_id for f in self.completing]
 
     def finished(self, item: Finished) -> None:
-        self.completions.append(item)
-        self.completed.set()
+        completions = self.completions
+        completions.append(item)
+        # while lingering, the flush loop is woken only once the batch should go
+        if len(completions) == 1 or self.linger is None or not self.linger():
+            self.completed.set()
 
     def forget(self, run_id: str) -> None:
         """The run is no longer ours: its completion must never be sent."""
@@ -111,10 +119,28 @@ class Reporter:
                 async with asyncio.timeout(0.2):  # not wait_for: no task per wake-up
                     await self.completed.wait()
             self.completed.clear()
+            if self.completions and self.linger is not None:
+                await self._linger()
             await self.flush_completions()
             if self.logs and time.monotonic() - last_logs >= 0.2:
                 last_logs = time.monotonic()
                 await self.flush_logs()
+
+    async def _linger(self) -> None:
+        """Let more completions join the batch while ``linger()`` says the executors have runs
+        to go on with, for at most ``linger_s``: under load each ``/complete`` then carries
+        several runs (its cost in the API and Postgres is mostly per call), and the runs it
+        leases arrive before the executors run out."""
+        assert self.linger is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.linger_s
+        while self.linger():
+            self.completed.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.completed.wait()  # each completion queued: check again
+            except TimeoutError:
+                return
 
     async def flush_completions(self) -> None:
         if not self.completions:

@@ -19,6 +19,9 @@ DEFAULT_API_URL = "http://127.0.0.1:3030"
 #: Celery's default prefetch multiplier. A drain is bound by round trips, not CPU, when the
 #: runs leased ahead are used up before the next reply (docs/benchmarks.md, "Prefetch")
 PREFETCH_PER_EXECUTOR = 3
+#: runs leased ahead in all (at least) while runs are short: an executor finishes one or more
+#: during a ``/complete`` round trip (runtime/slots.py)
+SHORT_RUN_PREFETCH = 16
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class WorkerSettings:
     #: runs leased ahead of a free executor; None: :data:`PREFETCH_PER_EXECUTOR` times the
     #: pool's size
     prefetch: int | None = None
+    #: while runs leased ahead are still waiting for an executor, a completion may wait up to
+    #: this many ms for others to share its ``/complete`` call (fewer, fuller calls under
+    #: load; an idle worker reports at once). 0: every completion is sent at once
+    complete_linger_ms: float = 10.0
     #: ms between telemetry batch exports in an executor
     otel_export_delay_ms: float = 1000.0
     #: False turns tracing off in executors
@@ -82,6 +89,8 @@ class WorkerSettings:
             executor_idle_timeout=idle if idle > 0 else None,
             min_warm_executors=env_int("TRIGGER_MIN_WARM_EXECUTORS", 1, minimum=0, environ=e),
             prefetch=prefetch if prefetch >= 0 else None,
+            complete_linger_ms=env_float("TRIGGER_COMPLETE_LINGER_MS", 10.0, minimum=0,
+                                         environ=e),
             otel_export_delay_ms=env_float("TRIGGER_OTEL_EXPORT_DELAY_MS", 1000.0, minimum=0,
                                            environ=e),
             telemetry=env_bool("TRIGGER_TELEMETRY", True, environ=e),

@@ -17,12 +17,13 @@ lease without ``runs`` does not lease on completion: from then on only the long-
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from worker.common.protocol import Wire
-from worker.runtime.settings import PREFETCH_PER_EXECUTOR
+from worker.runtime.settings import PREFETCH_PER_EXECUTOR, SHORT_RUN_PREFETCH
 
 if TYPE_CHECKING:
     from worker.runtime.pool import Pool
@@ -37,6 +38,8 @@ class Lease:
 
     versions: list[str]
     max_runs: int
+    #: when it was reserved (time.monotonic())
+    sent: float = 0.0
 
     def to_wire(self) -> Wire:
         return {"versions": self.versions, "max_runs": self.max_runs}
@@ -64,6 +67,11 @@ class Slots:
         self.complete_leases = True
         #: runs leased by ``/complete`` calls so far
         self.leased_on_complete = 0
+        #: moving averages of the time runs take on an executor and of a ``/complete`` call
+        #: that leases (none measured yet: no assumption)
+        self.run_seconds = 1.0
+        self.runs_observed = 0
+        self.trip_seconds = 0.0
 
     def version_id(self) -> str | None:
         pool = self._pool()
@@ -74,9 +82,28 @@ class Slots:
         pool = self._pool()
         if pool is None:
             return 0
-        ahead = (self._prefetch if self._prefetch is not None
-                 else PREFETCH_PER_EXECUTOR * pool.size)
+        ahead = self._prefetch if self._prefetch is not None else self.default_prefetch(
+            pool.size)
         return pool.free_slots() + ahead - len(self._starting) - self.reserved
+
+    def default_prefetch(self, size: int) -> int:
+        """:data:`PREFETCH_PER_EXECUTOR` runs per executor; at least
+        :data:`SHORT_RUN_PREFETCH` in all while an executor finishes a run or more during one
+        ``/complete`` round trip (short runs: a small pool would use up its runs ahead within
+        a round trip or two, and each call would carry a run or two, whereas the API's and
+        Postgres' cost is mostly per call)."""
+        ahead = PREFETCH_PER_EXECUTOR * size
+        if ahead < SHORT_RUN_PREFETCH and self.trip_seconds >= self.run_seconds:
+            return SHORT_RUN_PREFETCH
+        return ahead
+
+    def observe(self, seconds: float) -> None:
+        """A run took ``seconds`` on its executor (a moving average over the last ~20)."""
+        if self.runs_observed == 0:
+            self.run_seconds = seconds
+        else:
+            self.run_seconds += (seconds - self.run_seconds) * 0.05
+        self.runs_observed += 1
 
     def reserve(self, keep: int = 0) -> int:
         """Reserve the free slots (at most :data:`MAX_RUNS`, ``keep`` left aside); how many."""
@@ -103,13 +130,16 @@ class Slots:
         if n == 0:
             return None
         self.leasing += 1
-        return Lease([version], n)
+        return Lease([version], n, time.monotonic())
 
     def end_lease(self, lease: Lease, runs: int | None, *, refused: bool = False) -> None:
         """The call of ``lease`` ended with ``runs`` leased (None: its reply had no ``runs``,
         or it failed). ``refused``: the API will not lease on complete (no ``runs`` in its
         reply, or it refused the field). Call just before the runs are counted as starting."""
         self.leasing -= 1
+        if runs is not None:
+            trip = time.monotonic() - lease.sent
+            self.trip_seconds += (trip - self.trip_seconds) * (0.1 if self.trip_seconds else 1)
         if refused:
             self.complete_leases = False
         self.leased_on_complete += runs or 0

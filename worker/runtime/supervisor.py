@@ -20,8 +20,10 @@ import signal
 import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from worker.common import errors as codes
@@ -40,6 +42,8 @@ from worker.runtime.slots import Slots
 from worker.runtime.versions import Versions
 
 EventSink = Callable[[Wire], None]
+#: runs left waiting for an executor when a lingering /complete goes (Reporter.linger)
+LINGER_RESERVE = 2
 
 __all__ = ["InFlight", "Supervisor", "main", "run_worker"]
 
@@ -63,13 +67,17 @@ class Supervisor:
         self.capacity = asyncio.Event()
         self.background = Background()
         self.runs = RunTable()
+        #: leased runs (also in ``runs.starting``) waiting for an executor, in lease order
+        self.waiting: deque[DequeuedRun] = deque()
         self.slots = Slots(lambda: self.versions.current, settings.prefetch,
                            self.runs.starting, lambda: self.stopping, self.capacity)
         self.reporter = Reporter(self.api, self.runs, self.emit, self._retry_here,
-                                 slots=self.slots, leased=self._leased)
+                                 slots=self.slots, leased=self._leased, linger=self._linger,
+                                 linger_ms=settings.complete_linger_ms)
         self.versions = Versions(self.project_dir, self.server, self.api, settings,
                                  emit=self.emit, on_frame=self.reporter.on_frame,
-                                 on_change=self.capacity.set, stopping=lambda: self.stopping,
+                                 on_change=self._pool_changed, on_free=self._dispatch,
+                                 stopping=lambda: self.stopping,
                                  background=self.background)
 
     def emit(self, event: Wire) -> None:
@@ -88,22 +96,83 @@ class Supervisor:
     # --- running -----------------------------------------------------------------------
 
     async def _leased(self, runs: list[DequeuedRun]) -> None:
-        """Start leased runs (``/dequeue``, ``/complete``): one an idle executor can take is
-        written to it now, before the caller builds its next request."""
+        """Start leased runs (``/dequeue``, ``/complete``): those idle executors can take are
+        written to them now, before the caller builds its next request; the others wait in
+        :attr:`waiting`, each dispatched the moment an executor frees (:meth:`_dispatch`)."""
+        starting = self.runs.starting
         for run in runs:
-            self.runs.starting.add(run.run_id)
-        for run in runs:
-            if self.stopping:
-                self.runs.starting.discard(run.run_id)
-                await self.reporter.release([run.run_id])
-                continue
+            starting.add(run.run_id)
+        if self.stopping:
+            for run in runs:
+                starting.discard(run.run_id)
+            await self.reporter.release([run.run_id for run in runs])
+            return
+        self.waiting.extend(runs)
+        self._dispatch()
+        if self.waiting and (pool := self.versions.current) is not None:
+            pool.want(len(self.waiting))
+
+    def _dispatch(self) -> None:
+        """Runs waiting for an executor go to idle ones of the current pool, in lease order.
+        Called when runs are leased and the moment an executor frees (its completion frame
+        has just arrived: the next run's frame goes out before that completion is handled)."""
+        waiting = self.waiting
+        while waiting and not self.stopping:
             pool = self.versions.current
-            ex = (pool.try_acquire(run) if pool is not None and (
-                pool.version_id == run.version_id or not self.versions.reloading) else None)
-            if pool is not None and ex is not None:
-                self._launch(run, pool, ex)
-            else:
-                self.background.start(self._start(run))
+            if pool is None:
+                return
+            run = waiting[0]
+            if pool.version_id != run.version_id and self.versions.reloading:
+                waiting.popleft()
+                self.background.start(self._start(run))  # waits for the reload's switch
+                continue
+            ex = pool.try_acquire(run)
+            if ex is None:
+                return
+            waiting.popleft()
+            self._launch(run, pool, ex)
+
+    def _linger(self) -> bool:
+        """May the completions queued wait for more: more runs wait for an executor than
+        the reserve that keeps the executors busy while the next ``/complete`` (which leases
+        their successors) is in flight."""
+        return len(self.waiting) > LINGER_RESERVE and not self.stopping
+
+    def _pool_changed(self) -> None:
+        """An executor connected or exited, or the current version changed."""
+        if self.waiting:
+            self._dispatch()
+        self.capacity.set()
+
+    async def _watch_waiting(self) -> None:
+        """Runs that wait on a pool that cannot take them (its zygote is gone and nothing it
+        runs will free an executor) are handed back after a minute; and a safety net for the
+        notifications that dispatch them."""
+        since: float | None = None
+        while not self.stopping:
+            await asyncio.sleep(1.0)
+            pool = self.versions.current
+            if not self.waiting or pool is None:
+                since = None
+                continue
+            self._dispatch()
+            if not self.waiting:
+                since = None
+                continue
+            pool.want(len(self.waiting))
+            if pool.free_slots() > 0 or pool.busy_count() > 0:
+                since = None
+            elif since is None:
+                since = time.monotonic()
+            elif time.monotonic() - since > 60 and not self.stopping:
+                runs = list(self.waiting)
+                self.waiting.clear()
+                for run in runs:
+                    self.runs.starting.discard(run.run_id)
+                self.emit({"type": "error", "message": f"no executor of version {pool.version}"
+                           f" available; handing {len(runs)} run(s) back"})
+                await self.reporter.release([run.run_id for run in runs])
+                since = None
 
     def _retry_here(self, run: DequeuedRun) -> None:
         """The engine kept the lease for a short retry: run the next attempt here after its
@@ -135,15 +204,20 @@ class Supervisor:
         self._launch(run, pool, ex)
 
     def _launch(self, run: DequeuedRun, pool: Pool, ex: Executor) -> None:
-        """``run`` on ``ex`` (acquired for it): its frame is written before this returns."""
-        pool.start(ex, run)
+        """``run`` on ``ex`` (acquired for it): its frame is written before this returns; the
+        completion is handled by :meth:`_ended` (a callback: no task per run)."""
+        done = pool.start(ex, run)
         flight = InFlight(run, pool, ex, memory_limit=machine_memory(run)
                           if self.settings.enforce_machine_memory else None)
         self.runs.inflight[run.run_id] = flight
         self.runs.starting.discard(run.run_id)
         self.emit({"type": "run_started", "run_id": run.run_id, "task_id": run.task_id,
                    "attempt": run.attempt_number, "version": pool.version, "pid": ex.pid})
-        self.background.start(self._execute(flight))
+        limit = run.max_duration
+        if limit and limit < 2**31 - 1:
+            # the backstop behind the executor's own limit (RunTable.enforce: no timer per run)
+            flight.budget = float(limit) + self.settings.max_duration_grace
+        done.add_done_callback(partial(self._ended, flight))
 
     async def _pool_for(self, run: DequeuedRun) -> Pool:
         """The current pool. A run leased for a version a reload has registered but not yet
@@ -158,30 +232,28 @@ class Supervisor:
             pool = self.versions.current or pool
         return pool
 
-    async def _execute(self, flight: InFlight) -> None:
-        run, pool, ex = flight.run, flight.pool, flight.executor
-        limit = run.max_duration
-        if limit and limit < 2**31 - 1:
-            # the backstop behind the executor's own limit (a timer: no task per run)
-            flight.arm_backstop(float(limit) + self.settings.max_duration_grace)
+    def _ended(self, flight: InFlight, done: asyncio.Future[Wire]) -> None:
+        """The attempt on ``flight`` ended (its executor is free, or dead): report it."""
+        run = flight.run
         completion: Completion | None
         try:
-            sent: Wire = (await pool.finish(ex))["completion"]
+            sent: Wire = done.result()["completion"]
             # None: checkpointed (the executor's frame says "suspended")
             completion = None if sent.get("suspended") else Completion.from_wire(sent)
         except ExecutorDied as died:
             completion = flight.died_completion(died)
             self._record_died_attempt(flight, completion)
-        except Exception as exc:
+        except BaseException as exc:  # a cancelled future too: never lose a run
             completion = failed_completion(run, codes.internal_error(
                 codes.TASK_RUN_CRASHED, f"{type(exc).__name__}: {exc}"), skipped=False)
-        flight.disarm_backstop()
         self.runs.inflight.pop(flight.run_id, None)
-        self.capacity.set()
+        self.slots.observe(time.monotonic() - flight.started)
         if flight.lost:
+            self.capacity.set()
             return  # the engine no longer gives this run to us: never report it
         if completion is None:
             # checkpointed: the engine already released the lease; it resumes elsewhere
+            self.capacity.set()
             self.emit({"type": "run_suspended", "run_id": flight.run_id,
                        "task_id": run.task_id})
             return
@@ -189,6 +261,7 @@ class Supervisor:
             completion = replace(
                 completion, duration_ms=int((time.monotonic() - flight.started) * 1000))
         self.reporter.finished(Finished(completion, run.task_id, run.max_attempts))
+        self.capacity.set()
 
     def _record_died_attempt(self, flight: InFlight, completion: Completion) -> None:
         """The executor could not close its attempt span: close it here (crash_spans.py)."""
@@ -250,8 +323,8 @@ class Supervisor:
             services: list[Coroutine[object, object, None]] = [
                 leasing.heartbeat_loop(self.api, interval=lambda: self.versions.heartbeat_seconds,
                                        held=self._held, lose=self._lose, emit=self.emit),
-                self.reporter.flush_loop(), self.versions.janitor(), self.runs.enforce_memory(),
-                self._announce_ready()]
+                self.reporter.flush_loop(), self.versions.janitor(), self.runs.enforce(),
+                self._announce_ready(), self._watch_waiting()]
             if self.watch:
                 services.append(watch_project(
                     self.project_dir, dirs=self.versions.dirs, stop=self.stop,
@@ -318,6 +391,7 @@ class Supervisor:
             flight.pool.kill(flight.executor)
         with contextlib.suppress(Exception):
             await self.reporter.flush_completions()
+        self.waiting.clear()  # among runs.starting: handed back below
         await self.reporter.release([f.run_id for f in leftover] + list(self.runs.starting))
         with contextlib.suppress(Exception):
             await self.reporter.flush_logs()

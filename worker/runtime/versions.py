@@ -73,6 +73,7 @@ class _AdoptedZygote(ZygoteProcess):
         # before any fork: where executors connect (the zygote was started without it)
         writer.write(orjson.dumps({"cmd": "socket", "path": self.socket_path}) + b"\n")
         self.proc = cast(asyncio.subprocess.Process, _AdoptedProcess(popen, writer, reader))
+        self.prefork()
         return await self.handshake(timeout)
 
 
@@ -87,7 +88,7 @@ class Versions:
     def __init__(self, project_dir: Path, server: ExecutorServer, api: WorkerApi,
                  settings: WorkerSettings, *, emit: Emit, on_frame: Callable[[Wire], None],
                  on_change: Callable[[], None], stopping: Callable[[], bool],
-                 background: Background) -> None:
+                 background: Background, on_free: Callable[[], None] | None = None) -> None:
         self.project_dir = project_dir
         self.server = server
         self.api = api
@@ -95,6 +96,8 @@ class Versions:
         self.emit = emit
         self.on_frame = on_frame
         self.on_change = on_change
+        #: an executor of the current pool finished its run (pool.py: ``on_free``)
+        self.on_free = on_free
         self.stopping = stopping
         self.background = background
         self.current: Pool | None = None
@@ -158,7 +161,7 @@ class Versions:
         settings = self.settings
         pool = Pool(zygote, self.server, size=size, version_id=reply.version_id,
                     version=reply.version, content_hash=content_hash, on_log=self.on_frame,
-                    on_change=self.on_change,
+                    on_change=self.on_change, on_free=self.on_free,
                     max_runs_per_process=int(config.get("max_runs_per_process") or 100),
                     max_memory_mib=config.get("max_memory_per_process"),
                     idle_timeout=settings.executor_idle_timeout,

@@ -50,8 +50,10 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
 
 
 class Zygote:
-    def __init__(self, project: str, socket_path: str | None) -> None:
+    def __init__(self, project: str, socket_path: str | None, early_fork: bool = False) -> None:
         self.project = project
+        #: fork a first executor asked for before the end of the warm-up (``--early-fork``)
+        self.early_fork = early_fork
         self.socket_path = socket_path
         # Private copies of the protocol streams; fds 0/1 get /dev/null and stderr.
         self.cmd_fd = os.dup(0)
@@ -103,23 +105,19 @@ class Zygote:
         """Import and build what every executor needs, then freeze: forked children share these
         pages. The SDK's HTTP client (httpx, anyio) and durable waits are imported here, not at a
         run's first trigger or wait, so each executor does not pay ~20 MiB of private copies.
-        Importing them creates no socket, thread or event loop (fork safety holds)."""
-        import worker.runtime.executor
-        import worker.sdk.client
-        import worker.sdk.subtasks
-        import worker.sdk.wait
+        Importing them creates no socket, thread or event loop (fork safety holds).
 
-        worker.sdk.client.ssl_context()
-        with contextlib.suppress(ImportError):  # what a first request imports lazily
-            import anyio._backends._asyncio  # noqa: F401
-            import h11  # noqa: F401
-            import httpcore  # noqa: F401
-            import httpx  # noqa: F401
-
+        In two parts: what an executor needs to run an attempt first; then, with
+        ``--early-fork`` (``trigger worker``'s zygote, started before the command's imports)
+        and a fork asked for already (the worker may have a run waiting), that first executor
+        is forked at once, and only then the rest: the SDK's HTTP stack and TLS context, which
+        that one executor imports itself if its tasks use them (docs/cold-start.md)."""
         # uvloop: each executor's event loop. Loaded after the fork, its extension module's
         # relocated and initialised pages were ~2.4 MiB of private memory per executor.
         import uvloop  # noqa: F401
 
+        import worker.runtime.executor
+        import worker.sdk.client
         from worker.common.settings import env_str
         from worker.runtime import telemetry
 
@@ -132,17 +130,69 @@ class Zygote:
             telemetry.prepare(self.discovered.config, worker.sdk.client.api_url(),
                               env_str("TRIGGER_SECRET_KEY"))
 
+        self.fork_early()
+
+        import worker.sdk.subtasks
+        import worker.sdk.wait
+
+        worker.sdk.client.ssl_context()
+        with contextlib.suppress(ImportError):  # what a first request imports lazily
+            import anyio._backends._asyncio  # noqa: F401
+            import h11  # noqa: F401
+            import httpcore  # noqa: F401
+            import httpx  # noqa: F401
+
         # Frozen without a collection first (main() disabled the collector): a collection
         # would take ~30 ms here to find a handful of objects, and leave freed holes in pages
         # that the children's allocations would then write to (the gc.freeze() docs' advice).
         gc.freeze()
         gc.enable()
 
+    def fork_early(self) -> None:
+        """Fork one executor now if the supervisor asked for one already (commands up to the
+        first fork are handled; the rest wait in the buffer for :meth:`serve`)."""
+        if not self.early_fork:
+            return
+        ready, _, _ = select.select([self.cmd_fd], [], [], 0)
+        if not ready:
+            return
+        chunk = os.read(self.cmd_fd, 65536)
+        if not chunk:
+            os._exit(0)  # supervisor gone
+        self._buf += chunk
+        self.handle_commands(forks=1, early=True)
+
+    def handle_commands(self, forks: int | None = None, early: bool = False) -> bool:
+        """Run the complete command lines in the buffer (at most ``forks`` forks: later lines
+        stay). False: the zygote must exit."""
+        while b"\n" in self._buf:
+            if forks is not None and forks <= 0:
+                return True
+            line, self._buf = self._buf.split(b"\n", 1)
+            if not line.strip():
+                continue
+            cmd = orjson.loads(line)
+            kind = cmd.get("cmd")
+            if kind == "exit":
+                if forks is not None:  # handled by serve()
+                    self._buf = line + b"\n" + self._buf
+                    return True
+                return False
+            if kind == "socket":
+                self.socket_path = str(cmd["path"])
+            if kind == "fork":
+                if forks is not None:
+                    forks -= 1
+                self.fork(early=early)
+        return True
+
     def serve(self) -> None:
         # SIGCHLD only wakes the select below (no work in the handler itself).
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+        if not self.handle_commands():  # left by fork_early
+            return
         while True:
             self.reap()
             try:
@@ -158,17 +208,8 @@ class Zygote:
                 if not chunk:
                     return  # supervisor gone
                 self._buf += chunk
-                while b"\n" in self._buf:
-                    line, self._buf = self._buf.split(b"\n", 1)
-                    if not line.strip():
-                        continue
-                    cmd = orjson.loads(line)
-                    if cmd.get("cmd") == "exit":
-                        return
-                    if cmd.get("cmd") == "socket":
-                        self.socket_path = str(cmd["path"])
-                    if cmd.get("cmd") == "fork":
-                        self.fork()
+                if not self.handle_commands():
+                    return
 
     def reap(self) -> None:
         while self.children:
@@ -189,7 +230,7 @@ class Zygote:
                 self.emit({"type": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status),
                            "signal": None})
 
-    def fork(self) -> None:
+    def fork(self, early: bool = False) -> None:
         try:
             pid = os.fork()
         except OSError as exc:
@@ -197,12 +238,13 @@ class Zygote:
             return
         if pid:
             self.children.add(pid)
-            self.emit({"type": "forked", "pid": pid})
+            self.emit({"type": "forked", "pid": pid, **({"early": True} if early else {})})
             return
         # --- child: becomes an executor and never returns into the zygote loop ---------
         code = 1
         try:
             os.setpgid(0, 0)
+            gc.enable()  # an early fork comes before warm() enables it
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -234,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", default=None, help="else the socket command sets it")
     parser.add_argument("--parent", type=int, default=None,
                         help="exit at once unless this pid is still our parent")
+    parser.add_argument("--early-fork", action="store_true",
+                        help="fork the first executor asked for before the end of the warm-up"
+                        " (trigger worker's cold start)")
     args = parser.parse_args(argv)
     set_parent_death_signal()
     # Ctrl-C reaches the whole process group: the supervisor decides when we stop (a zygote
@@ -244,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     from worker.runtime.lean_imports import skip_httpx_cli
 
     skip_httpx_cli()  # before the task modules and the SDK import httpx
-    zygote = Zygote(args.project, args.socket)
+    zygote = Zygote(args.project, args.socket, early_fork=args.early_fork)
     if not zygote.boot():
         return 1
     zygote.serve()

@@ -42,6 +42,9 @@ function live() {
     if (watch === "*" || watch.split(" ").includes(change.id)) schedule();
   };
   source.addEventListener("resync", schedule);
+  // changes between the page's render and the subscription (or during a reconnect) were
+  // not streamed: re-read once the stream is open
+  source.onopen = schedule;
   document.body.dataset.live = "connected";
 }
 
