@@ -20,6 +20,8 @@ RUN pip install ".[server]" \
 # The project: config and tasks (imported by the worker from /app).
 COPY trigger_config.py ./
 COPY trigger ./trigger
+# bytecode now (PYTHONDONTWRITEBYTECODE above): no worker start compiles the tasks
+RUN python -m compileall -q trigger_config.py trigger
 
 USER trigger
 ENV TRIGGER_API_URL=http://api:3030

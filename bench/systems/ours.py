@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import compileall
 import contextlib
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,7 +48,15 @@ class Ours:
 
     def setup(self) -> None:
         check_postgres(self.opts.pg_url)
+        import worker
         from worker.engine.keys import create_project
+
+        # Bytecode as an install has it (pip compiles what it installs; Celery and
+        # Procrastinate are installed): this checkout is an editable install and
+        # PYTHONDONTWRITEBYTECODE may be set, so each interpreter would otherwise compile our
+        # modules from source at every start (docs/cold-start.md).
+        for folder in (Path(worker.__file__).parent, PROJECT_DIR):
+            compileall.compile_dir(folder, quiet=1)
         from worker.engine.migrate import migrate
 
         self.db_url = self._stack.enter_context(fresh_database(self.opts.pg_url, "bench_ours"))
