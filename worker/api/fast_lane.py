@@ -111,11 +111,11 @@ def _lane_of(route: APIRoute, context: Any) -> _Lane | None:
                 or not isinstance(convertors.get(field.name), StringConvertor)):
             return None
         names.append(field.name)
-    dependencies = []
+    dependencies: list[tuple[str, Callable[..., Any], str | None, bool]] = []
     for dep in dependant.dependencies:
         if (not _unset(dep, {"call", "name", "request_param_name", "use_cache", "scope",
                              "concurrency", "path"})
-                or not _plain_async(dep.call) or dep.name is None):
+                or not _plain_async(dep.call) or dep.name is None or dep.call is None):
             return None
         dependencies.append((dep.name, dep.call, dep.request_param_name, dep.use_cache))
     return _Lane(route, endpoint, regex, dependant.request_param_name, tuple(names),
