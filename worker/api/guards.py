@@ -21,7 +21,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from worker.common.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, LimitError
 
@@ -38,55 +38,42 @@ def _json(
     )
 
 
-class BoundaryMiddleware:
-    """Refuses oversized headers, oversized declared bodies and NUL in URLs (pure ASGI, so
-    nothing of the request is read first)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = scope.get("headers") or []
-        problem: Response | None = None
-        if sum(len(k) + len(v) + 4 for k, v in headers) > MAX_HEADER_BYTES:
-            problem = _json(
-                431, {"error": f"request headers are larger than {MAX_HEADER_BYTES} bytes"}
-            )
-        elif "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
-            problem = _json(
-                400, {"error": "the URL contains a NUL character (%00): no id or value holds one"}
-            )
-        else:
-            for key, value in headers:
-                if key == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
-                    problem = _json(
-                        413,
-                        {"error": f"request body is {int(value)} bytes; the limit is "
-                         f"{MAX_BODY_BYTES}"},
-                    )
-        if problem is not None:
-            await problem(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+def refusal(scope: Scope, header_bytes: int, declared: bytes | None) -> Response | None:
+    """The answer to a request refused before any route runs, or None: headers over
+    MAX_HEADER_BYTES (``header_bytes``: their size, 4 bytes of framing each), NUL in the
+    URL, a declared body (``declared``: the Content-Length) over MAX_BODY_BYTES. Called by
+    the request-context middleware (worker/api/observability.py), which has looked at every
+    header already: pure ASGI, so nothing of the request is read first."""
+    if header_bytes > MAX_HEADER_BYTES:
+        return _json(431, {"error": f"request headers are larger than {MAX_HEADER_BYTES} bytes"})
+    if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
+        return _json(
+            400, {"error": "the URL contains a NUL character (%00): no id or value holds one"}
+        )
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _json(
+            413,
+            {"error": f"request body is {int(declared)} bytes; the limit is {MAX_BODY_BYTES}"},
+        )
+    return None
 
 
 class _RedactCallback(logging.Filter):
     """The HMAC in a callback URL is a credential: access logs show it as ``[redacted]``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and record.args:
+        args = record.args
+        # the substring test first: a regular expression per argument and line is the larger
+        # part of an access log line's cost
+        if isinstance(args, tuple) and any(
+                isinstance(a, str) and "/callback/" in a for a in args):
             record.args = tuple(
-                _CALLBACK.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
+                _CALLBACK.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in args
             )
         return True
 
 
 def install(app: FastAPI) -> None:
-    app.add_middleware(BoundaryMiddleware)
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _RedactCallback) for f in access.filters):
         access.addFilter(_RedactCallback())

@@ -1,9 +1,10 @@
 """The API's own observability: request ids, the caller's ``traceparent``, server logs.
 
 * :class:`RequestContextMiddleware` (pure ASGI): every request gets an id (the caller's
-  ``x-request-id`` when it is a short token, else a new one), returned in ``x-request-id`` and
-  written on every log line of the request; the ``traceparent`` header is handed to the trigger
-  code (worker/common/trace_context.py) so an external caller's trace is honoured.
+  ``x-request-id`` when it is a short token, else 16 random hex digits), returned in
+  ``x-request-id`` and written on every log line of the request; the ``traceparent`` header is
+  handed to the trigger code (worker/common/trace_context.py) so an external caller's trace is
+  honoured. The same pass over the headers feeds the request limits (worker/api/guards.py).
 * :func:`configure_logging`: timestamps, levels, logger names and request ids on every line,
   ``text`` or ``json`` (``trigger api --log-format json`` / ``TRIGGER_LOG_FORMAT``), with
   secrets scrubbed from messages (secret keys, bearer tokens, DSN passwords, callback
@@ -13,15 +14,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
-import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from worker.api.guards import refusal
 from worker.common.trace_context import TRACEPARENT
 from worker.sdk.logger import redact_text
 
@@ -39,10 +41,18 @@ def scrub(text: str) -> str:
             return match.group(1)[:8] + "[REDACTED]"
         return (match.group(2) or match.group(3)) + "[REDACTED]"
 
-    return _SECRETS.sub(repl, redact_text(text))
+    text = redact_text(text)
+    # every match holds one of these: most lines (access log lines) hold none
+    if "tr_" in text or "earer" in text or "/callback/" in text:
+        return _SECRETS.sub(repl, text)
+    return text
 
 
 class RequestContextMiddleware:
+    """Request id and ``traceparent`` for the request's code and log lines, and the limits
+    checked before any route runs (worker/api/guards.py ``refusal``): one pass over the
+    headers for both."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -50,25 +60,32 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = traceparent = None
-        for key, value in scope.get("headers") or []:
+        given = traceparent = declared = None
+        size = 0
+        for key, value in scope.get("headers") or ():
+            size += len(key) + len(value) + 4
             if key == b"x-request-id":
                 given = value.decode("latin-1")
             elif key == b"traceparent":
                 traceparent = value.decode("latin-1")
-        request_id = given if given and _SAFE_ID.match(given) else uuid.uuid4().hex[:16]
+            elif key == b"content-length":
+                declared = value
+        request_id = given if given and _SAFE_ID.match(given) else os.urandom(8).hex()
         id_token = REQUEST_ID.set(request_id)
         trace_token = TRACEPARENT.set(traceparent)
+        id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"],
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            problem = refusal(scope, size, declared)
+            if problem is not None:
+                await problem(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
         finally:
             TRACEPARENT.reset(trace_token)
             REQUEST_ID.reset(id_token)
