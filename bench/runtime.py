@@ -129,7 +129,7 @@ async def edit_to_ready(project: Path, reloads: int) -> dict[str, Any]:
     from tests.conftest import _server_url, _with_database, start_api, stop_process
     from worker.engine.keys import create_project
     from worker.engine.migrate import migrate
-    from worker.runtime.supervisor import run_worker
+    from worker.runtime.worker_main import run_worker
 
     server_url, server = _server_url()
     dbname = f"bench_rt_{uuid.uuid4().hex[:8]}"

@@ -103,8 +103,8 @@ def wait_for_api(api_url: str, key: str, patience: float) -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: CliSettings) -> int:
-    from worker.runtime.pool import DiscoveryFailed
-    from worker.runtime.supervisor import main as worker_main
+    from worker.runtime.worker_main import main as worker_main
+    from worker.runtime.zygote_process import DiscoveryFailed
 
     # a worker token (production) or, in development, the secret key (worker/api/auth.py)
     key = settings.worker_token or settings.secret_key

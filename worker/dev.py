@@ -306,8 +306,8 @@ def _serve(project_dir: Path, api_url: str, key: str, concurrency: int | None,
            console: DevConsole) -> int:
     import uvloop
 
-    from worker.runtime.pool import DiscoveryFailed
-    from worker.runtime.supervisor import run_worker
+    from worker.runtime.worker_main import run_worker
+    from worker.runtime.zygote_process import DiscoveryFailed
 
     async def main() -> None:
         stop, force = asyncio.Event(), asyncio.Event()

@@ -261,7 +261,8 @@ async def _warm_executions(count: int) -> list[float]:
     import tempfile
 
     from worker.common.protocol import DequeuedRun
-    from worker.runtime.pool import ExecutorServer, Pool, ZygoteProcess
+    from worker.runtime.pool import ExecutorServer, Pool
+    from worker.runtime.zygote_process import ZygoteProcess
 
     tmp = tempfile.mkdtemp(prefix="bench-warm-")
     server = ExecutorServer(os.path.join(tmp, "x.sock"))

@@ -11,7 +11,8 @@ from typing import Any
 
 from worker.common.protocol import DequeuedRun
 from worker.common.serialization import dumps
-from worker.runtime.pool import Executor, ExecutorServer, Pool, ZygoteProcess
+from worker.runtime.pool import Executor, ExecutorServer, Pool
+from worker.runtime.zygote_process import ZygoteProcess
 
 
 class Harness:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import psutil
 
-from worker.runtime.supervisor import run_worker
+from worker.runtime.worker_main import run_worker
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "SYSTEM_FAILURE", "CANCELED", "EXPIRED", "TIMED_OUT"}
 

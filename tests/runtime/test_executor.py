@@ -12,7 +12,8 @@ import pytest
 
 from tests.runtime.harness import Harness
 from tests.runtime.projects import write_project
-from worker.runtime.pool import DiscoveryFailed, ExecutorDied
+from worker.runtime.pool import ExecutorDied
+from worker.runtime.zygote_process import DiscoveryFailed
 
 TASKS = """
 import asyncio

@@ -10,6 +10,7 @@ ended.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from worker.common.protocol import DequeuedRun, Wire
@@ -17,6 +18,8 @@ from worker.runtime.trace_ids import attempt_span_id, attempt_span_name, run_spa
 
 if TYPE_CHECKING:
     from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    from worker.runtime.api_client import WorkerApi
 
 
 def _kv(key: str, value: str | int | bool) -> KeyValue:
@@ -60,3 +63,14 @@ def died_attempt_request(run: DequeuedRun, started_monotonic: float, error: Wire
         resource=Resource(attributes=[_kv("service.name", service)]),
         scope_spans=[ScopeSpans(spans=[span])])])
     return request.SerializeToString()
+
+
+async def record_died_attempt(api: WorkerApi, run: DequeuedRun, started_monotonic: float,
+                              error: Wire, emit: Callable[[Wire], None]) -> None:
+    """Send the died attempt's span (a failure to send is reported through ``emit``)."""
+    body = died_attempt_request(run, started_monotonic, error, run.ctx.project.ref)
+    try:
+        await api.send("/otel/v1/traces", body, content_type="application/x-protobuf",
+                       attempts=3)
+    except Exception as exc:
+        emit({"type": "error", "message": f"recording the span failed: {exc}"})

@@ -9,10 +9,10 @@ supervisor adopts it at boot (:func:`worker.runtime.versions.adopt_early_zygote`
 starting its own.
 
 Only for the command line: the zygote is a plain ``subprocess.Popen`` (no event loop exists yet)
-started exactly as :class:`worker.runtime.pool.ZygoteProcess` starts one, except that it learns
-the executors' socket path once adopted (the ``socket`` command, before the first fork). A
-zygote that nobody adopts (the command failed before its boot) dies with this process: it gets
-SIGKILL when its parent exits, and it exits when its command pipe closes.
+started exactly as :class:`worker.runtime.zygote_process.ZygoteProcess` starts one, except
+that it learns the executors' socket path once adopted (the ``socket`` command, before the
+first fork). A zygote that nobody adopts (the command failed before its boot) dies with this
+process: it gets SIGKILL when its parent exits, and it exits when its command pipe closes.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
 import time
 import uuid
@@ -31,7 +30,7 @@ from worker.common.protocol import Completion, DequeuedRun, Wire
 from worker.runtime import leasing, worker_metrics
 from worker.runtime.api_client import WorkerApi
 from worker.runtime.background import Background
-from worker.runtime.crash_spans import died_attempt_request
+from worker.runtime.crash_spans import record_died_attempt
 from worker.runtime.inflight import InFlight, RunTable, machine_memory
 from worker.runtime.outcomes import failed_completion
 from worker.runtime.pool import Executor, ExecutorDied, ExecutorServer, Pool, PoolUnavailable
@@ -45,7 +44,7 @@ EventSink = Callable[[Wire], None]
 #: runs left waiting for an executor when a lingering /complete goes (Reporter.linger)
 LINGER_RESERVE = 2
 
-__all__ = ["InFlight", "Supervisor", "main", "run_worker"]
+__all__ = ["EventSink", "InFlight", "Supervisor"]
 
 
 class Supervisor:
@@ -242,7 +241,9 @@ class Supervisor:
             completion = None if sent.get("suspended") else Completion.from_wire(sent)
         except ExecutorDied as died:
             completion = flight.died_completion(died)
-            self._record_died_attempt(flight, completion)
+            # the executor could not close its attempt span: close it here (crash_spans.py)
+            self.background.start(record_died_attempt(
+                self.api, run, flight.started, completion.error or {}, self.emit))
         except BaseException as exc:  # a cancelled future too: never lose a run
             completion = failed_completion(run, codes.internal_error(
                 codes.TASK_RUN_CRASHED, f"{type(exc).__name__}: {exc}"), skipped=False)
@@ -262,20 +263,6 @@ class Supervisor:
                 completion, duration_ms=int((time.monotonic() - flight.started) * 1000))
         self.reporter.finished(Finished(completion, run.task_id, run.max_attempts))
         self.capacity.set()
-
-    def _record_died_attempt(self, flight: InFlight, completion: Completion) -> None:
-        """The executor could not close its attempt span: close it here (crash_spans.py)."""
-        body = died_attempt_request(flight.run, flight.started, completion.error or {},
-                                    flight.run.ctx.project.ref)
-
-        async def send() -> None:
-            try:
-                await self.api.send("/otel/v1/traces", body,
-                                    content_type="application/x-protobuf", attempts=3)
-            except Exception as exc:
-                self.emit({"type": "error", "message": f"recording the span failed: {exc}"})
-
-        self.background.start(send())
 
     # --- leases ------------------------------------------------------------------------
 
@@ -407,51 +394,3 @@ class Supervisor:
         await self.api.close()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
         self.emit({"type": "stopped"})
-
-
-async def run_worker(project_dir: Path, api_url: str, secret_key: str, *,
-                     concurrency: int | None = None, watch: bool = False,
-                     on_event: EventSink | None = None,
-                     stop: asyncio.Event | None = None,
-                     force: asyncio.Event | None = None,
-                     settings: WorkerSettings | None = None) -> None:
-    """Run a worker replica until ``stop`` is set (then shut down gracefully; setting
-    ``force`` as well cuts the grace period short).
-
-    ``settings`` default to :meth:`WorkerSettings.from_env`; the arguments given here win.
-    Raises :class:`worker.runtime.pool.DiscoveryFailed` when the project cannot be imported at
-    boot (``str(exc)`` names the file and line), and
-    :class:`worker.common.settings.SettingsError` for an unusable variable.
-    """
-    base = settings if settings is not None else WorkerSettings.from_env()
-    supervisor = Supervisor(
-        Path(project_dir),
-        base.with_overrides(api_url=api_url, secret_key=secret_key, concurrency=concurrency),
-        watch=watch, on_event=on_event, stop=stop or asyncio.Event(), force=force)
-    await supervisor.run()
-
-
-def main(project_dir: Path | str = ".", api_url: str | None = None,
-         secret_key: str | None = None, *, concurrency: int | None = None,
-         watch: bool = False, on_event: EventSink | None = None) -> None:
-    """Blocking entry point: uvloop; SIGTERM/SIGINT → graceful stop, a second one → now."""
-    import uvloop
-
-    settings = WorkerSettings.from_env().with_overrides(
-        api_url=api_url, secret_key=secret_key, concurrency=concurrency)
-
-    async def _main() -> None:
-        stop, force = asyncio.Event(), asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def on_signal() -> None:
-            (force if stop.is_set() else stop).set()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        await run_worker(Path(project_dir), settings.api_url, settings.secret_key,
-                         watch=watch, on_event=on_event, stop=stop, force=force,
-                         settings=settings)
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_main())

@@ -23,8 +23,9 @@ from worker.common.protocol import RegisterResponse, Wire
 from worker.runtime import early_zygote
 from worker.runtime.api_client import WorkerApi
 from worker.runtime.background import Background
-from worker.runtime.pool import DiscoveryFailed, ExecutorServer, Pool, ZygoteProcess
+from worker.runtime.pool import ExecutorServer, Pool
 from worker.runtime.settings import WorkerSettings
+from worker.runtime.zygote_process import DiscoveryFailed, ZygoteProcess
 
 Emit = Callable[[Wire], None]
 OnExit = Callable[[int, int | None, int | None], None]
