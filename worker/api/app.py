@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -91,6 +92,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         install(app, state)
         await engine.start()
+        # What start-up built (modules, routes, models, the pool) lives as long as the process:
+        # out of the collector's way, so that a full collection walks only what requests
+        # allocate (62 ms for one, measured under the latency bench, when it walked it all).
+        gc.freeze()
         try:
             yield
         finally:

@@ -97,7 +97,8 @@ class Engine:
         self.notifier = notifier
         self.realtime = hub
         self.settings = settings
-        self.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds)
+        self.lease = LeaseSettings(settings.lease_seconds, settings.heartbeat_seconds,
+                                   settings.poll_fallback_seconds)
         self.run_vars = env_vars.RunVarCache()
         notifier.listen(env_vars.CHANNEL, self.run_vars.listener())
         self.task_defs = task_defs.TaskDefinitions()  # the plain trigger's one round trip
@@ -229,9 +230,11 @@ class Engine:
             results, _, finals = await completing.complete_then_lease(
                 self.pool, env, instance_id, completions, self.lease.lease_seconds,
                 wanted=self._claimer(env, claimed))
-            return self._ended(env, results, finals)
+            self._ended(env, results, finals)
         finally:
             self.realtime.release_final(claimed)
+        await _answered_first(claimed)
+        return results
 
     def _claimer(self, env: Environment, claimed: list[str]) -> Callable[[str], bool]:
         """Runs a ``waitMs`` retrieve of this process waits for: the completion reads them
@@ -246,14 +249,13 @@ class Engine:
         return wanted
 
     def _ended(self, env: Environment, results: list[CompletionResult],
-               finals: completing.Finals) -> list[CompletionResult]:
+               finals: completing.Finals) -> None:
         """Committed results: callers of this process waiting for these runs to end
         (``waitMs``) are woken now, not one notification later, with the run read after the
         commit when the completion read it for them."""
         for result in results:
             if result.status in API_FINAL_STATUSES and result.run_id:  # API statuses
                 self.realtime.wake_final(result.run_id, finals.get(result.run_id), env.id)
-        return results
 
     async def complete_and_lease(
         self, env: Environment, instance_id: str, completions: Sequence[object],
@@ -273,6 +275,7 @@ class Engine:
             self._ended(env, results, finals)
         finally:
             self.realtime.release_final(claimed)
+        await _answered_first(claimed)
         if rows is None:  # not in the same round trip: the usual lease
             return results, await self.dequeue(env, instance_id, versions, max_runs, 0)
         return results, await leases.leased_runs(self.pool, env, instance_id, rows)
@@ -343,3 +346,11 @@ class Engine:
     append_stream = action(realtime.append_chunks)
     read_stream = action(realtime.read_chunks)
     run_brief = action(realtime.run_brief)
+
+
+async def _answered_first(claimed: list[str]) -> None:
+    """A completion that handed runs to ``waitMs`` retrieves of this process lets them answer
+    their callers before it answers its worker: one turn of the loop (they have the row;
+    nothing they do before their reply waits)."""
+    if claimed:
+        await asyncio.sleep(0)

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 class LeaseSettings:
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 5.0
+    #: a waiting long-poll looks again after this long even with no notification
+    poll_fallback_seconds: float = 1.0
 
 
 #: version id -> its task ids (immutable once registered; bounded by the versions seen)
@@ -101,6 +103,7 @@ async def dequeue(
     waits, a trigger of this process may lease for it (``handoff``, engine/handoff.py)."""
     params = await lease_params(pool, settings, env, instance_id, versions, max_runs)
     deadline = time.monotonic() + max(0, min(wait_ms, 30_000)) / 1000
+    poller = (env.id, instance_id, *versions)
     waited = False
     while True:
         # the worker hung up while we waited: leasing now would strand the runs until expiry
@@ -108,23 +111,18 @@ async def dequeue(
         if waited and gone is not None and await gone():
             return []
         woken = notifier.event(env.id)
-        started = time.perf_counter()
-        # One round trip (db.one_trip): the lease commits without waiting for its WAL flush.
-        # A lease lost in a crash only puts the run back in the queue (leases are fenced, runs
-        # are at-least-once); triggers and completions keep synchronous commits
-        # (docs/benchmarks.md, "Durability").
-        async with one_trip(pool) as conn:
-            await conn.execute(Q.async_commit)
-            cursor = await conn.execute(Q.dequeue, params)
-        rows = await cursor.fetchall()
-        metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
-        if rows:
-            return await leased_runs(pool, env, instance_id, rows)
+        mark = notifier.mark(env.id)
+        if waited or not wait_ms or mark is None or _DRAINED.get(poller) != mark:
+            rows = await _look(pool, params)
+            _remember(poller, mark if len(rows) < params["limit"] else None)
+            if rows:
+                return await leased_runs(pool, env, instance_id, rows)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return []
-        # poll fallback: at most 1 s between looks, even with no notification
-        rows = await wait_for_runs(handoff, woken, env.id, params, min(remaining, 1.0),
+        # poll fallback: a look at least this often, even with no notification
+        rows = await wait_for_runs(handoff, woken, env.id, params,
+                                   min(remaining, settings.poll_fallback_seconds),
                                    orphaned=lambda rows: _release_later(pool, env, instance_id,
                                                                         rows))
         waited = True
@@ -133,6 +131,40 @@ async def dequeue(
             return []
         if rows:
             return await leased_runs(pool, env, instance_id, rows)
+
+
+async def _look(pool: Pool, params: Params) -> list[Row]:
+    """One run of the dequeue statement: the runs it leased."""
+    started = time.perf_counter()
+    # One round trip (db.one_trip): the lease commits without waiting for its WAL flush.
+    # A lease lost in a crash only puts the run back in the queue (leases are fenced, runs
+    # are at-least-once); triggers and completions keep synchronous commits
+    # (docs/benchmarks.md, "Durability").
+    async with one_trip(pool) as conn:
+        await conn.execute(Q.async_commit)
+        cursor = await conn.execute(Q.dequeue, params)
+    rows = await cursor.fetchall()
+    metrics.DEQUEUE_SECONDS.observe(time.perf_counter() - started)
+    return rows
+
+
+#: (environment, worker instance, versions) -> the notifier's mark taken before that poller's
+#: last look, when that look left nothing it could lease (docs/architecture.md, "Direct
+#: hand-off"): until a notification of the environment is heard, its next long-poll finds
+#: nothing either and goes straight to waiting. Whatever makes runs leasable notifies
+#: ``trigger_runs`` (a trigger of a queued run, a retry, a freed slot, a resume, a resumed
+#: queue, a registration); a run a trigger inserts already leased to a waiting poll does not,
+#: and needs not: it was handed over.
+_DRAINED: dict[tuple[str, ...], tuple[int, int]] = {}
+
+
+def _remember(poller: tuple[str, ...], mark: tuple[int, int] | None) -> None:
+    if mark is None:
+        _DRAINED.pop(poller, None)
+        return
+    if len(_DRAINED) >= 10_000:  # pollers of workers long gone: forget them all
+        _DRAINED.clear()
+    _DRAINED[poller] = mark
 
 
 #: releases of runs leased for a long-poll that is gone (kept referenced until done)

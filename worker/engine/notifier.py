@@ -40,6 +40,10 @@ class Notifier:
         self._events: dict[tuple[str, str], asyncio.Event] = {}
         self._listeners: dict[str, Listener] = {}
         self._task: asyncio.Task[None] | None = None
+        #: notifications heard per key on RUNS, and LISTEN sessions so far (see :meth:`mark`)
+        self._heard: dict[str, int] = {}
+        self._session = 0
+        self._listening = False
 
     def listen(self, channel: str, listener: Listener) -> None:
         """Give ``channel``'s notifications to ``listener`` (call before :meth:`start`)."""
@@ -56,7 +60,18 @@ class Notifier:
             event = self._events[(channel, key)] = asyncio.Event()
         return event
 
+    def mark(self, key: str) -> tuple[int, int] | None:
+        """Where ``key``'s notifications on RUNS stand now: two equal marks mean that none
+        was heard in between, within one LISTEN session. None while notifications may be
+        missed (not listening). A long-poll compares the mark taken before its last look with
+        the one of now to skip a look that would find nothing (leases.dequeue)."""
+        if not self._listening:
+            return None
+        return (self._session, self._heard.get(key, 0))
+
     def wake(self, key: str, channel: str = RUNS) -> None:
+        if channel == RUNS:
+            self._heard[key] = self._heard.get(key, 0) + 1
         event = self._events.pop((channel, key), None)
         if event is not None:
             event.set()
@@ -82,6 +97,8 @@ class Notifier:
                         self.wake(key, channel)
                     for listener in self._listeners.values():
                         listener.on_up()
+                    self._session += 1
+                    self._listening = True
                     async for note in conn.notifies():
                         heard = self._listeners.get(note.channel)
                         if heard is None:
@@ -93,6 +110,7 @@ class Notifier:
             except Exception as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting in 1 s", exc)
             finally:
+                self._listening = False
                 for listener in self._listeners.values():
                     listener.on_down()
             await asyncio.sleep(1)

@@ -49,24 +49,31 @@ async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str
 
     The first read is the caller's too: ``admit`` sees it first (to refuse a reader that may
     not see the run: it raises), and only a run not final yet takes a ``slot`` (the
-    environment's long-poll cap) for the wait."""
+    environment's long-poll cap) for the wait. That first read is the run's status alone (one
+    statement where the whole run is three): the run is usually still going."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(max(wait_ms, 0), MAX_WAIT_MS) / 1000
     # before the read: a change after it is not missed
     ended = await hub.watch_final(run_id, env.id, children=children)
     try:
-        run = await retrieve(pool, env, run_id, children=children)
+        async with one_trip(pool, writes=False) as conn:
+            brief = await conn.execute(Q.run_status_brief,
+                                       {"id": run_id, "environment_id": env.id})
+        row = await brief.fetchone()
+        if row is None:
+            raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
         if admit is not None:
-            admit(run)
-        if run["status"] in FINAL_STATUSES or deadline <= loop.time():
-            return run
+            admit(row)
+        if row["status"] in FINAL_STATUSES or deadline <= loop.time():
+            return await retrieve(pool, env, run_id, children=children)
         async with slot() if slot is not None else contextlib.nullcontext():
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    return run
+                    return await retrieve(pool, env, run_id, children=children)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ended.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await ended.wait()
                 ended.clear()
                 # a completion of this process may have read the final run for us already
                 run = ended.take() or await retrieve(pool, env, run_id, children=children)

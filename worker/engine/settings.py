@@ -70,6 +70,8 @@ class EngineSettings:
     #: how often workers heartbeat (told to them at registration)
     heartbeat_seconds: float = 5.0
     rescuer_interval: float = 1.0
+    #: a waiting /dequeue long-poll looks again after this long even with no notification
+    poll_fallback_seconds: float = 1.0
     expirer_interval: float = 1.0
     #: the scheduler and waitpoint timer sleep until the next due row, at most this long
     scheduler_max_sleep: float = 0.25
@@ -90,6 +92,8 @@ class EngineSettings:
                                         environ=environ),
             rescuer_interval=env_float("TRIGGER_RESCUER_INTERVAL", 1.0, minimum=0.01,
                                        environ=environ),
+            poll_fallback_seconds=env_float("TRIGGER_POLL_FALLBACK_SECONDS", 1.0, minimum=0.01,
+                                            environ=environ),
             expirer_interval=env_float("TRIGGER_EXPIRER_INTERVAL", 1.0, minimum=0.01,
                                        environ=environ),
             cron_max_sleep=env_float("TRIGGER_CRON_MAX_SLEEP", 1.0, minimum=0.01,
