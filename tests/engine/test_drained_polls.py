@@ -125,3 +125,27 @@ def test_a_worker_polling_with_wait_zero_always_looks(
     looks = _looks(slow_poll_api)
     assert worker.dequeue(wait_ms=0) == [] and worker.dequeue(wait_ms=0) == []
     assert _looks(slow_poll_api) == looks + 2
+
+
+def test_a_run_held_by_its_queue_limit_starts_when_a_slot_frees(
+    slow_poll_api: ApiServer, project_keys: dict[str, str]
+) -> None:
+    """The long-poll that waits while the queue is at its limit is woken by the run that
+    frees the slot (migration 0020), not by its 30 s poll fallback."""
+    key = project_keys["dev"]
+    worker = ProtocolWorker(slow_poll_api.url, key, ["drained-limited"],
+                            queue={"name": "drained-limited-q", "concurrency_limit": 1})
+    first, second = _trigger(slow_poll_api, key, "drained-limited"), \
+        _trigger(slow_poll_api, key, "drained-limited")
+    [held] = worker.dequeue(max_runs=5, wait_ms=5000)  # the limit: one of the two
+    assert held["run_id"] in (first, second)
+    poll = LongPoll(worker)
+    _waits(poll)  # the other waits for the slot
+    started = time.monotonic()
+    assert worker.complete(held, ok=True, output="1",
+                           output_type="application/json")["status"] == "COMPLETED"
+    poll.join(timeout=15)
+    assert poll.runs is not None and [r["run_id"] for r in poll.runs] == [
+        second if held["run_id"] == first else first]
+    assert time.monotonic() - started < 15  # well before the 30 s fallback
+    worker.complete(poll.runs[0], ok=True, output="1", output_type="application/json")
