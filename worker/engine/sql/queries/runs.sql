@@ -263,7 +263,8 @@ FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
 WHERE r.environment_id = %(environment_id)s::uuid
   AND (%(statuses)s::text[] IS NULL OR r.status = ANY(%(statuses)s::text[]))
   AND (%(task_ids)s::text[] IS NULL OR r.task_id = ANY(%(task_ids)s::text[]))
-  AND (%(tags)s::text[] IS NULL OR r.tags && %(tags)s::text[])
+  -- `<> '{}'`: the GIN index on tags only holds runs with tags (migration 0019)
+  AND (%(tags)s::text[] IS NULL OR (r.tags && %(tags)s::text[] AND r.tags <> '{}'))
   AND (%(batch_id)s::text IS NULL OR r.batch_id = %(batch_id)s::text)
   AND (%(queues)s::text[] IS NULL OR r.queue = ANY(%(queues)s::text[]))
   AND (%(versions)s::text[] IS NULL OR v.version = ANY(%(versions)s::text[]))
