@@ -355,9 +355,14 @@ WITH RECURSIVE chain(id, parent, depth) AS (
 SELECT max(depth) AS depth FROM chain;
 
 -- name: run_children
--- The runs a run triggered (for relatedRuns.children), oldest first.
+-- The runs a run triggered (for relatedRuns.children), oldest first. Found through the parent
+-- index only: the environment is checked with IS NOT DISTINCT FROM (the same test, the parameter
+-- is never NULL), else, with no statistics yet, the planner walked the environment's whole
+-- runs list in created_at order at every retrieve (docs/benchmarks.md, "Postgres time per run
+-- (session 25)").
 SELECT r.*, v.version AS version_name, r.attempt_number AS attempt_count
 FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
-WHERE r.parent_run_id = %(id)s::text AND r.environment_id = %(environment_id)s::uuid
+WHERE r.parent_run_id = %(id)s::text
+  AND r.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 ORDER BY r.created_at, r.id
 LIMIT 100;
