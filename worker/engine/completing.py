@@ -238,7 +238,7 @@ async def complete_then_lease(
         reads = [c.run_id for c in plain if wanted(c.run_id)] if wanted is not None else []
         try:
             rows, leased, finals = await _plain_then_lease(
-                pool, env, _plain_params(env, instance_id, plain), lease, reads)
+                pool, env, _plain_statement(env, instance_id, plain), lease, reads)
             return results + _plain_results(plain, rows), leased, finals
         except psycopg.Error:  # rolled back: item by item, below
             log.exception("completing %d successes at once failed; one by one", len(plain))
@@ -248,8 +248,7 @@ async def complete_then_lease(
             try:
                 async with conn.transaction():  # a savepoint: if it fails, item by item
                     rows = await (await conn.execute(
-                        Q.complete_successes, _plain_params(env, instance_id, plain))
-                    ).fetchall()
+                        *_plain_statement(env, instance_id, plain))).fetchall()
             except psycopg.Error:
                 log.exception("completing %d successes at once failed; one by one", len(plain))
                 others = plain + others
@@ -260,7 +259,7 @@ async def complete_then_lease(
     return results, None, {}
 
 
-async def _plain_then_lease(pool: Pool, env: Environment, params: Params,
+async def _plain_then_lease(pool: Pool, env: Environment, statement: tuple[str, Wire],
                             lease: Params | None, reads: list[str]
                             ) -> tuple[list[Row], list[Row] | None, Finals]:
     """Plain successes, and the lease asked for, in one pipeline sent at once (one round
@@ -276,7 +275,7 @@ async def _plain_then_lease(pool: Pool, env: Environment, params: Params,
         try:
             async with conn.pipeline():
                 await conn.execute("BEGIN")
-                done = await conn.execute(Q.complete_successes, params)
+                done = await conn.execute(*statement)
                 committed = await conn.execute("COMMIT")
                 for run_id in reads:
                     sent.append(await run_reads.send(conn, run_id, env.id, children=True))
@@ -301,11 +300,18 @@ async def _plain_then_lease(pool: Pool, env: Environment, params: Params,
     return await done.fetchall(), (await leased.fetchall() if leased is not None else None), finals
 
 
-def _plain_params(env: Environment, instance_id: str, plain: list[Completion]) -> Wire:
+def _plain_statement(env: Environment, instance_id: str, plain: list[Completion]
+                     ) -> tuple[str, Wire]:
+    """The statement completing plain successes, and its parameters (one run: by primary key)."""
+    if len(plain) == 1:
+        [one] = plain
+        return Q.complete_success, {
+            "run_id": one.run_id, "attempt_number": one.attempt_number, "output": one.output,
+            "output_type": one.output_type, "environment_id": env.id, "instance_id": instance_id}
     items = [{"run_id": c.run_id, "attempt_number": c.attempt_number,
               "output": c.output, "output_type": c.output_type} for c in plain]
-    return {"items": Jsonb(items), "run_ids": [c.run_id for c in plain],
-            "environment_id": env.id, "instance_id": instance_id}
+    return Q.complete_successes, {"items": Jsonb(items), "run_ids": [c.run_id for c in plain],
+                                  "environment_id": env.id, "instance_id": instance_id}
 
 
 def _plain_results(plain: list[Completion], rows: list[DictRow]) -> list[CompletionResult]:

@@ -243,6 +243,29 @@ WITH done AS (
 )
 SELECT id FROM finished;
 
+-- name: complete_success
+-- complete_successes for one run (a completion on the latency path): no record set to parse
+-- and join, and the run is found by its primary key alone. The environment, status and lease
+-- are checked, not searched: compared with IS NOT DISTINCT FROM (the same test here: none of
+-- the three parameters is NULL), no other index of runs can serve the lookup. With `=` the
+-- planner took an index on the environment (every running — or, with no statistics yet, every
+-- — run of the environment scanned per completion; docs/benchmarks.md, "Postgres time per
+-- run (session 25)").
+WITH finished AS (
+    UPDATE runs r
+    SET status = 'COMPLETED_SUCCESSFULLY', output = %(output)s::text,
+        output_type = coalesce(%(output_type)s::text, 'application/json'), error = NULL,
+        completed_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+    WHERE r.id = %(run_id)s::text AND r.attempt_number = %(attempt_number)s::int
+      AND (r.environment_id, r.status, r.lease_owner)
+          IS NOT DISTINCT FROM (%(environment_id)s::uuid, 'EXECUTING', %(instance_id)s::uuid)
+    RETURNING r.id, r.attempt_number
+), attempts AS (
+    UPDATE run_attempts a SET status = 'COMPLETED', completed_at = now()
+    FROM finished f WHERE a.run_id = f.id AND a.number = f.attempt_number
+)
+SELECT id FROM finished;
+
 -- name: canceled_among
 SELECT id FROM runs
 WHERE id = ANY(%(run_ids)s::text[]) AND environment_id = %(environment_id)s::uuid

@@ -263,7 +263,8 @@ FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
 WHERE r.environment_id = %(environment_id)s::uuid
   AND (%(statuses)s::text[] IS NULL OR r.status = ANY(%(statuses)s::text[]))
   AND (%(task_ids)s::text[] IS NULL OR r.task_id = ANY(%(task_ids)s::text[]))
-  AND (%(tags)s::text[] IS NULL OR r.tags && %(tags)s::text[])
+  -- `<> '{}'`: the GIN index on tags only holds runs with tags (migration 0019)
+  AND (%(tags)s::text[] IS NULL OR (r.tags && %(tags)s::text[] AND r.tags <> '{}'))
   AND (%(batch_id)s::text IS NULL OR r.batch_id = %(batch_id)s::text)
   AND (%(queues)s::text[] IS NULL OR r.queue = ANY(%(queues)s::text[]))
   AND (%(versions)s::text[] IS NULL OR v.version = ANY(%(versions)s::text[]))
@@ -354,9 +355,14 @@ WITH RECURSIVE chain(id, parent, depth) AS (
 SELECT max(depth) AS depth FROM chain;
 
 -- name: run_children
--- The runs a run triggered (for relatedRuns.children), oldest first.
+-- The runs a run triggered (for relatedRuns.children), oldest first. Found through the parent
+-- index only: the environment is checked with IS NOT DISTINCT FROM (the same test, the parameter
+-- is never NULL), else, with no statistics yet, the planner walked the environment's whole
+-- runs list in created_at order at every retrieve (docs/benchmarks.md, "Postgres time per run
+-- (session 25)").
 SELECT r.*, v.version AS version_name, r.attempt_number AS attempt_count
 FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
-WHERE r.parent_run_id = %(id)s::text AND r.environment_id = %(environment_id)s::uuid
+WHERE r.parent_run_id = %(id)s::text
+  AND r.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 ORDER BY r.created_at, r.id
 LIMIT 100;
