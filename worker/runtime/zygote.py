@@ -244,7 +244,14 @@ class Zygote:
         code = 1
         try:
             os.setpgid(0, 0)
-            gc.enable()  # an early fork comes before warm() enables it
+            if not gc.isenabled():
+                # An early fork comes before warm() freezes and enables the collector: freeze
+                # here what was inherited, as warm() does for the later ones. Enabled as it
+                # was, the first collection walked every object the imports made (~80,000:
+                # ~40 ms between this fork and the executor's hello, and every page it
+                # touched copied; docs/cold-start.md).
+                gc.freeze()
+                gc.enable()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
