@@ -38,15 +38,27 @@ if TYPE_CHECKING:
     from worker.runtime.discovery import Discovered
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 
 
-def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
-    """Linux: get ``sig`` when the parent dies, so nothing outlives a SIGKILLed supervisor."""
+def _prctl(option: int, arg: int | bytes) -> None:
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        libc.prctl(option, arg, 0, 0, 0)
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Linux: get ``sig`` when the parent dies, so nothing outlives a SIGKILLed supervisor."""
+    _prctl(PR_SET_PDEATHSIG, int(sig))
+
+
+def set_process_name(name: str) -> None:
+    """Linux: the process name ``ps -e``, ``top`` and ``psutil.Process.name()`` show (15 bytes
+    at most). The early zygote is a fork of the ``trigger worker`` command and keeps its
+    command line (worker/runtime/early_zygote.py): the name tells them apart."""
+    _prctl(PR_SET_NAME, name.encode()[:15])
 
 
 class Zygote:
@@ -258,6 +270,7 @@ class Zygote:
             for fd in (self.cmd_fd, self.out_fd, self.wake_r, self.wake_w):
                 os.close(fd)
             set_parent_death_signal()
+            set_process_name("trigger-exec")
             if os.getppid() != self.pid:
                 os._exit(1)  # the zygote died between fork and prctl
             from worker.runtime.executor import serve
@@ -288,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                         " (trigger worker's cold start)")
     args = parser.parse_args(argv)
     set_parent_death_signal()
+    set_process_name("trigger-zygote")
     # Ctrl-C reaches the whole process group: the supervisor decides when we stop (a zygote
     # still importing dies with it), so no KeyboardInterrupt traceback from here
     signal.signal(signal.SIGINT, signal.SIG_IGN)
