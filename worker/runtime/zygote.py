@@ -147,6 +147,9 @@ class Zygote:
         import worker.sdk.subtasks
         import worker.sdk.wait
 
+        with contextlib.suppress(ImportError):  # the SDK spans' encoder (span_export.py)
+            import opentelemetry.exporter.otlp.proto.common.trace_encoder  # noqa: F401
+
         worker.sdk.client.ssl_context()
         with contextlib.suppress(ImportError):  # what a first request imports lazily
             import anyio._backends._asyncio  # noqa: F401
