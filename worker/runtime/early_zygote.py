@@ -10,7 +10,7 @@ boot (:func:`worker.runtime.versions.adopt_early_zygote`) rather than starting i
 The zygote is this process forked (:func:`spawn`), not a fresh interpreter: at this point the
 command has loaded nothing but the interpreter, ``site`` and the ``worker`` package, and holds
 no thread, socket or event loop, which is all a fresh ``python -m worker.runtime.zygote``
-would have loaded (~45 ms of the cold start's critical path saved: docs/cold-start.md). The
+would have loaded (~65 ms of the cold start's critical path saved: docs/cold-start.md). The
 child sets itself up as that interpreter would be (``-P``'s ``sys.path``, the project folder
 as its working directory, the same ``PYTHONPATH``, its protocol pipes on fds 0/1) and runs
 :func:`worker.runtime.zygote.main`; it learns the executors' socket path once adopted (the
@@ -150,6 +150,9 @@ def _become_zygote(project_dir: Path, args: list[str], cmd_r: int, out_w: int) -
     (cwd the project, protocol pipes on fds 0/1, no other fd), run the zygote, exit."""
     code = 1
     try:
+        # Ctrl-C reaches the whole process group: the supervisor decides when we stop (as
+        # zygote.main says, from its first lines on)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.dup2(cmd_r, 0)
         os.dup2(out_w, 1)
         os.closerange(3, 1 << 16)  # the pipes' other ends, anything the command had open
