@@ -16,7 +16,6 @@ import time
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -41,6 +40,16 @@ def behind_proxy(url: str) -> bool:
     if not (proxies.get(parts.scheme) or proxies.get("all")):
         return False
     return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+def encode_sdk_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """The SDK's spans by OpenTelemetry's protobuf encoder, imported on first use: an attempt
+    span (the only span of a run that makes none of its own) is encoded by hand, so the
+    encoder (protobuf, ~15 ms) is off the cold start's path until the first executor is forked;
+    the zygote imports it right after that (worker/runtime/zygote.py, ``warm``)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    return bytes(encode_spans(spans).SerializeToString())
 
 
 class ApiSpanExporter(SpanExporter):
@@ -117,7 +126,7 @@ class ApiSpanExporter(SpanExporter):
         """One ``ExportTraceServiceRequest``: the SDK's spans by the standard encoder, the
         attempt spans by hand, appended (protobuf concatenation, worker/runtime/otlp_wire.py)."""
         sdk = [s for s in spans if not isinstance(s, AttemptSpan)]
-        body = encode_spans(sdk).SerializeToString() if sdk else b""
+        body = encode_sdk_spans(sdk) if sdk else b""
         if len(sdk) < len(spans):
             own = [s.encoded() for s in spans if isinstance(s, AttemptSpan)]
             body += otlp_wire.resource_spans(self._resource(), _SCOPE, own)

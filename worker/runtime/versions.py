@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,10 +31,11 @@ OnExit = Callable[[int, int | None, int | None], None]
 
 
 class _AdoptedProcess:
-    """The parts of ``asyncio.subprocess.Process`` a ZygoteProcess uses, over a Popen started
-    before the event loop existed (worker/runtime/early_zygote.py)."""
+    """The parts of ``asyncio.subprocess.Process`` a ZygoteProcess uses, over the zygote the
+    command started before the event loop existed (worker/runtime/early_zygote.py: a fork, or
+    a ``subprocess.Popen``)."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], stdin: asyncio.StreamWriter,
+    def __init__(self, popen: Any, stdin: asyncio.StreamWriter,
                  stdout: asyncio.StreamReader) -> None:
         self._popen = popen
         self.pid = popen.pid

@@ -38,15 +38,27 @@ if TYPE_CHECKING:
     from worker.runtime.discovery import Discovered
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 
 
-def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
-    """Linux: get ``sig`` when the parent dies, so nothing outlives a SIGKILLed supervisor."""
+def _prctl(option: int, arg: int | bytes) -> None:
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        libc.prctl(option, arg, 0, 0, 0)
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Linux: get ``sig`` when the parent dies, so nothing outlives a SIGKILLed supervisor."""
+    _prctl(PR_SET_PDEATHSIG, int(sig))
+
+
+def set_process_name(name: str) -> None:
+    """Linux: the process name ``ps -e``, ``top`` and ``psutil.Process.name()`` show (15 bytes
+    at most). The early zygote is a fork of the ``trigger worker`` command and keeps its
+    command line (worker/runtime/early_zygote.py): the name tells them apart."""
+    _prctl(PR_SET_NAME, name.encode()[:15])
 
 
 class Zygote:
@@ -134,6 +146,9 @@ class Zygote:
 
         import worker.sdk.subtasks
         import worker.sdk.wait
+
+        with contextlib.suppress(ImportError):  # the SDK spans' encoder (span_export.py)
+            import opentelemetry.exporter.otlp.proto.common.trace_encoder  # noqa: F401
 
         worker.sdk.client.ssl_context()
         with contextlib.suppress(ImportError):  # what a first request imports lazily
@@ -244,13 +259,21 @@ class Zygote:
         code = 1
         try:
             os.setpgid(0, 0)
-            gc.enable()  # an early fork comes before warm() enables it
+            if not gc.isenabled():
+                # An early fork comes before warm() freezes and enables the collector: freeze
+                # here what was inherited, as warm() does for the later ones. Enabled as it
+                # was, the first collection walked every object the imports made (~80,000:
+                # ~40 ms between this fork and the executor's hello, and every page it
+                # touched copied; docs/cold-start.md).
+                gc.freeze()
+                gc.enable()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             for fd in (self.cmd_fd, self.out_fd, self.wake_r, self.wake_w):
                 os.close(fd)
             set_parent_death_signal()
+            set_process_name("trigger-exec")
             if os.getppid() != self.pid:
                 os._exit(1)  # the zygote died between fork and prctl
             from worker.runtime.executor import serve
@@ -281,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                         " (trigger worker's cold start)")
     args = parser.parse_args(argv)
     set_parent_death_signal()
+    set_process_name("trigger-zygote")
     # Ctrl-C reaches the whole process group: the supervisor decides when we stop (a zygote
     # still importing dies with it), so no KeyboardInterrupt traceback from here
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,164 +1,36 @@
 """``define_config``: the project configuration read from ``trigger_config.py``.
 
-Validated by pydantic so that a bad key fails with a message naming it.
+Validated as pydantic validates a model, so that a bad key fails with a message naming it; but
+pydantic is only imported when a value is not already of its field's type: the usual
+``trigger_config.py`` (strings, numbers, lists, dicts of them, functions) is checked here
+directly. Importing pydantic's model machinery, scanning the installed distributions for its
+plugins and building these four models cost ~60 ms of CPU in every zygote, on the cold start's
+path (docs/cold-start.md). Anything else (a value to coerce, e.g. ``"60"``, a bad value, an
+unknown key) goes through the pydantic models, which give the values and messages they always
+gave.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from worker.common.machines import MACHINE_PRESETS
+from worker.sdk.config_checks import (
+    debian_names,
+    exporters,
+    instrumentors,
+    known_machine,
+    relative,
+    requirements,
+    retry_default,
+)
 from worker.sdk.definitions import TaskDefinitionError
 from worker.sdk.global_hooks import combined
-from worker.sdk.task import HOOK_NAMES, normalize_hooks, normalize_retry
+from worker.sdk.task import HOOK_NAMES, normalize_hooks
 
 
 class ConfigError(ValueError):
     """``trigger_config.py`` is invalid; the message names the key and what to fix."""
-
-
-class RetriesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled_in_dev: bool = True
-    default: dict[str, Any] | None = None
-
-    @field_validator("default")
-    @classmethod
-    def _known_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        try:
-            return normalize_retry(value, "retries.default")
-        except TaskDefinitionError as exc:
-            raise ValueError(str(exc)) from None
-
-
-class BuildConfig(BaseModel):
-    """``build``: what ``trigger deploy`` puts in the worker image (the Python answer to
-    Trigger.dev's ``aptGet`` / ``ffmpeg`` / ``additionalFiles`` / ``additionalPackages``
-    extensions). See worker/dockerfile.py."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    #: Debian packages (``apt-get install``), e.g. ``["ffmpeg", "libpq5"]``
-    system_packages: list[str] = Field(default_factory=list)
-    #: pip requirement specifiers, e.g. ``["httpx>=0.27", "pandas==2.2.2"]``
-    pip_packages: list[str] = Field(default_factory=list)
-    #: files or folders (relative to the project) copied beside the task dirs
-    files: list[str] = Field(default_factory=list)
-    #: the base image
-    base_image: str = "python:3.11-slim"
-    #: how the image gets trigger-worker itself (a pip requirement)
-    worker_requirement: str = "trigger-worker"
-
-    @field_validator("system_packages")
-    @classmethod
-    def _debian_names(cls, value: list[str]) -> list[str]:
-        bad = [p for p in value if not re.fullmatch(r"[a-z0-9][a-z0-9+.\-]*(=[\w.+:~-]+)?", p)]
-        if bad:
-            raise ValueError(f"not Debian package names: {bad}")
-        return value
-
-    @field_validator("pip_packages", "worker_requirement")
-    @classmethod
-    def _requirements(cls, value: str | list[str]) -> str | list[str]:
-        items = [value] if isinstance(value, str) else value
-        bad = [p for p in items if not p or any(c in p for c in "\n\r\"'`$;&|")]
-        if bad:
-            raise ValueError(f"not pip requirement specifiers: {bad}")
-        return value
-
-    @field_validator("files")
-    @classmethod
-    def _relative(cls, value: list[str]) -> list[str]:
-        bad = [f for f in value if not f or f.startswith("/") or ".." in f.split("/")]
-        if bad:
-            raise ValueError(f"build files must be paths inside the project: {bad}")
-        return value
-
-
-class TelemetryConfig(BaseModel):
-    """``telemetry``: the snake_case twin of Trigger.dev's config key (docs/api.md, "Traces").
-
-    Set up in each executor after the fork (worker/runtime/telemetry.py), never in the zygote.
-    """
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
-    #: instrumentor objects (``HTTPXClientInstrumentor()``, ``PsycopgInstrumentor()``, ...):
-    #: their ``instrument()`` is called in each executor
-    instrumentations: list[Any] = Field(default_factory=list)
-    #: extra span exporters (get the same spans as the API)
-    exporters: list[Any] = Field(default_factory=list)
-    #: log record exporters (``logger.*`` and ``print`` as OpenTelemetry log records)
-    log_exporters: list[Any] = Field(default_factory=list)
-    #: extra resource attributes of every span
-    resource: dict[str, Any] = Field(default_factory=dict)
-    #: False turns tracing off (so does ``TRIGGER_TELEMETRY=off`` in the worker's environment)
-    enabled: bool = True
-
-    @field_validator("instrumentations")
-    @classmethod
-    def _instrumentors(cls, value: list[Any]) -> list[Any]:
-        bad = [type(i).__name__ for i in value if not callable(getattr(i, "instrument", None))]
-        if bad:
-            raise ValueError(f"not instrumentors (no instrument() method): {bad}")
-        return value
-
-    @field_validator("exporters", "log_exporters")
-    @classmethod
-    def _exporters(cls, value: list[Any]) -> list[Any]:
-        bad = [type(e).__name__ for e in value if not callable(getattr(e, "export", None))]
-        if bad:
-            raise ValueError(f"not exporters (no export() method): {bad}")
-        return value
-
-
-class Config(BaseModel):
-    """The validated project configuration."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
-    project: str = Field(min_length=1)
-    dirs: list[str] = Field(default_factory=lambda: ["trigger"])
-    max_duration: float = Field(default=3600, ge=5)
-    retries: RetriesConfig = Field(default_factory=RetriesConfig)
-    machine: str = "small-1x"
-    log_level: Literal["debug", "info", "log", "warn", "error", "none"] = "info"
-    ttl: str | int | None = None
-    #: runs at once per worker replica (one executor each)
-    concurrency: int = Field(default=10, ge=1, le=1000)
-    max_runs_per_process: int = Field(default=1000, ge=1)
-    max_memory_per_process: int | None = Field(default=None, description="MiB of RSS")
-    build: BuildConfig = Field(default_factory=BuildConfig)
-    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
-    # global hooks
-    init: Callable[..., object] | None = None
-    on_start: Callable[..., object] | None = None
-    on_start_attempt: Callable[..., object] | None = None
-    on_success: Callable[..., object] | None = None
-    on_failure: Callable[..., object] | None = None
-    on_complete: Callable[..., object] | None = None
-    cleanup: Callable[..., object] | None = None
-    catch_error: Callable[..., object] | None = None
-    middleware: Callable[..., object] | None = None
-    on_cancel: Callable[..., object] | None = None
-
-    @field_validator("machine")
-    @classmethod
-    def _known_machine(cls, value: str) -> str:
-        if value not in MACHINE_PRESETS:
-            raise ValueError(f"unknown machine {value!r}; one of {sorted(MACHINE_PRESETS)}")
-        return value
-
-    def global_hooks(self) -> dict[str, Callable[..., object]]:
-        """The config's hooks, each combined with those registered with ``tasks.on_*``
-        (worker/sdk/global_hooks.py)."""
-        found = {n: combined(n, getattr(self, n, None)) for n in HOOK_NAMES}
-        return {n: h for n, h in found.items() if h is not None}
 
 
 GLOBAL_HOOKS = (
@@ -173,10 +45,228 @@ GLOBAL_HOOKS = (
     "middleware",
     "on_cancel",
 )
-
+LOG_LEVELS = ("debug", "info", "log", "warn", "error", "none")
 
 #: Trigger.dev's config keys spelled differently here (its literal twin → our key)
 CONFIG_TWINS = {"default_machine": "machine"}
+
+
+# --- the direct path: values already of their field's type ----------------------------------
+
+class _Slow(Exception):
+    """A value this path does not take as it is: the pydantic models decide."""
+
+
+def _str(v: Any) -> str:
+    if type(v) is not str:
+        raise _Slow
+    return v
+
+
+def _strs(v: Any) -> list[str]:
+    if type(v) is not list or any(type(x) is not str for x in v):
+        raise _Slow
+    return list(v)
+
+
+def _int(v: Any, low: int | None = None, high: int | None = None) -> int:
+    if type(v) is not int or (low is not None and v < low) or (high is not None and v > high):
+        raise _Slow
+    return v
+
+
+def _objects(v: Any) -> list[Any]:
+    if type(v) is not list:
+        raise _Slow
+    return list(v)
+
+
+def _checked(check: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return check(value)
+    except ValueError:
+        raise _Slow from None
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise _Slow
+    return v
+
+
+def _max_duration(v: Any) -> float:
+    if type(v) not in (int, float) or not v >= 5:
+        raise _Slow
+    return float(v)
+
+
+def _ttl(v: Any) -> str | int | None:
+    if v is None or type(v) in (str, int):
+        return cast("str | int | None", v)
+    raise _Slow
+
+
+def _resource(v: Any) -> dict[str, Any]:
+    if type(v) is not dict or any(type(k) is not str for k in v):
+        raise _Slow
+    return dict(v)
+
+
+def _hook(v: Any) -> Callable[..., object] | None:
+    if v is not None and not callable(v):
+        raise _Slow
+    return cast("Callable[..., object] | None", v)
+
+
+class _Section:
+    """A validated group of settings: attributes, ``repr`` and ``==`` as a model's."""
+
+    #: field → (default, direct check: the value as the model would keep it, or _Slow)
+    _fields: ClassVar[dict[str, tuple[Callable[[], Any], Callable[[Any], Any]]]] = {}
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            fields = self._direct(values)
+        except _Slow:
+            fields = _by_pydantic(type(self), values)
+        self.__dict__.update(fields)
+
+    @classmethod
+    def _direct(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if any(name not in cls._fields for name in values):
+            raise _Slow  # an unknown key: pydantic names it
+        return {name: check(values[name]) if name in values else default()
+                for name, (default, check) in cls._fields.items()}
+
+    @classmethod
+    def _made(cls, fields: dict[str, Any]) -> Any:
+        made = cls.__new__(cls)
+        made.__dict__.update(fields)
+        return made
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__name__}({shown})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _section(cls: type[_Section]) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        if isinstance(v, cls):
+            return v  # as pydantic keeps a model instance given
+        if type(v) is not dict:
+            raise _Slow
+        return cls._made(cls._direct(v))
+    return check
+
+
+class RetriesConfig(_Section):
+    enabled_in_dev: bool
+    default: dict[str, Any] | None
+    _fields = {"enabled_in_dev": (lambda: True, _bool),
+               "default": (lambda: None, lambda v: _checked(retry_default, v))}
+
+
+class BuildConfig(_Section):
+    """``build``: what ``trigger deploy`` puts in the worker image (the Python answer to
+    Trigger.dev's ``aptGet`` / ``ffmpeg`` / ``additionalFiles`` / ``additionalPackages``
+    extensions). See worker/dockerfile.py."""
+
+    #: Debian packages (``apt-get install``), e.g. ``["ffmpeg", "libpq5"]``
+    system_packages: list[str]
+    #: pip requirement specifiers, e.g. ``["httpx>=0.27", "pandas==2.2.2"]``
+    pip_packages: list[str]
+    #: files or folders (relative to the project) copied beside the task dirs
+    files: list[str]
+    #: the base image
+    base_image: str
+    #: how the image gets trigger-worker itself (a pip requirement)
+    worker_requirement: str
+    _fields = {"system_packages": (list, lambda v: _checked(debian_names, _strs(v))),
+               "pip_packages": (list, lambda v: _checked(requirements, _strs(v))),
+               "files": (list, lambda v: _checked(relative, _strs(v))),
+               "base_image": (lambda: "python:3.11-slim", _str),
+               "worker_requirement": (lambda: "trigger-worker",
+                                      lambda v: _checked(requirements, _str(v)))}
+
+
+class TelemetryConfig(_Section):
+    """``telemetry``: the snake_case twin of Trigger.dev's config key (docs/api.md, "Traces").
+
+    Set up in each executor after the fork (worker/runtime/telemetry.py), never in the zygote.
+    """
+
+    #: instrumentor objects (``HTTPXClientInstrumentor()``, ``PsycopgInstrumentor()``, ...):
+    #: their ``instrument()`` is called in each executor
+    instrumentations: list[Any]
+    #: extra span exporters (get the same spans as the API)
+    exporters: list[Any]
+    #: log record exporters (``logger.*`` and ``print`` as OpenTelemetry log records)
+    log_exporters: list[Any]
+    #: extra resource attributes of every span
+    resource: dict[str, Any]
+    #: False turns tracing off (so does ``TRIGGER_TELEMETRY=off`` in the worker's environment)
+    enabled: bool
+    _fields = {"instrumentations": (list, lambda v: _checked(instrumentors, _objects(v))),
+               "exporters": (list, lambda v: _checked(exporters, _objects(v))),
+               "log_exporters": (list, lambda v: _checked(exporters, _objects(v))),
+               "resource": (dict, _resource),
+               "enabled": (lambda: True, _bool)}
+
+
+class Config(_Section):
+    """The validated project configuration."""
+
+    project: str
+    dirs: list[str]
+    max_duration: float
+    retries: RetriesConfig
+    machine: str
+    log_level: str
+    ttl: str | int | None
+    #: runs at once per worker replica (one executor each)
+    concurrency: int
+    max_runs_per_process: int
+    #: MiB of RSS
+    max_memory_per_process: int | None
+    build: BuildConfig
+    telemetry: TelemetryConfig
+    init: Callable[..., object] | None
+    on_start: Callable[..., object] | None
+    on_start_attempt: Callable[..., object] | None
+    on_success: Callable[..., object] | None
+    on_failure: Callable[..., object] | None
+    on_complete: Callable[..., object] | None
+    cleanup: Callable[..., object] | None
+    catch_error: Callable[..., object] | None
+    middleware: Callable[..., object] | None
+    on_cancel: Callable[..., object] | None
+    _fields = {
+        "project": (lambda: _str(None), lambda v: _str(v) if v else _str(None)),  # required
+        "dirs": (lambda: ["trigger"], _strs),
+        "max_duration": (lambda: 3600, _max_duration),
+        "retries": (RetriesConfig, _section(RetriesConfig)),
+        "machine": (lambda: "small-1x", lambda v: _checked(known_machine, _str(v))),
+        "log_level": (lambda: "info", lambda v: v if _str(v) in LOG_LEVELS else _str(None)),
+        "ttl": (lambda: None, _ttl),
+        "concurrency": (lambda: 10, lambda v: _int(v, 1, 1000)),
+        "max_runs_per_process": (lambda: 1000, lambda v: _int(v, 1)),
+        "max_memory_per_process": (lambda: None, lambda v: v if v is None else _int(v)),
+        "build": (BuildConfig, _section(BuildConfig)),
+        "telemetry": (TelemetryConfig, _section(TelemetryConfig)),
+        **{name: (lambda: None, _hook) for name in GLOBAL_HOOKS},
+    }
+
+    def global_hooks(self) -> dict[str, Callable[..., object]]:
+        """The config's hooks, each combined with those registered with ``tasks.on_*``
+        (worker/sdk/global_hooks.py)."""
+        found = {n: combined(n, getattr(self, n, None)) for n in HOOK_NAMES}
+        return {n: h for n, h in found.items() if h is not None}
+
 
 
 def define_config(**options: Any) -> Config:
@@ -197,11 +287,41 @@ def define_config(**options: Any) -> Config:
         options.update(normalize_hooks(hook_options, "trigger config"))
     except TaskDefinitionError as exc:
         raise ConfigError(f"invalid trigger config: {exc}") from None
+    return Config(**options)
+
+
+# --- the pydantic path ----------------------------------------------------------------------
+
+def _by_pydantic(kind: type[_Section], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` validated by the pydantic model of ``kind``: the fields of the plain object,
+    or :class:`ConfigError` with pydantic's messages."""
+    from pydantic import ValidationError
+
+    plain = {k: vars(v) if isinstance(v, _Section) else v for k, v in values.items()}
     try:
-        return Config(**options)
+        model = _models()[kind](**plain)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<config>'}: {err['msg']}"
             for err in exc.errors()
         )
         raise ConfigError(f"invalid trigger config: {problems}") from None
+    return _plain_fields(model)
+
+
+def _plain_fields(model: Any) -> dict[str, Any]:
+    sections = {model: kind for kind, model in _models().items()}
+    fields = {}
+    for key in type(model).model_fields:
+        value = getattr(model, key)
+        kind = sections.get(type(value))
+        fields[key] = kind._made(_plain_fields(value)) if kind is not None else value
+    return fields
+
+
+def _models() -> dict[type[_Section], Any]:
+    """The pydantic models the direct path stands in for (built on first use)."""
+    from worker.sdk.config_models import MODELS
+
+    return {kind: MODELS[kind.__name__]
+            for kind in (Config, RetriesConfig, BuildConfig, TelemetryConfig)}
