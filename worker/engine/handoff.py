@@ -59,7 +59,7 @@ class Offer:
     transaction, right after the insert of a PENDING run; :func:`offered` hands the rows over
     after the commit (or nothing, when the transaction failed).
 
-    The plain trigger with a cached definition (engine/triggering.py) :meth:`claim`\ s a waiter
+    The plain trigger with a cached definition (engine/triggering.py) :meth:`claim`s a waiter
     instead, whose lease parameters let its insert lease the run itself in the one-run case
     (runs.sql insert_cached_run_leased), and gives :meth:`leased` what that leased: the run, or
     nothing (the long-poll then looks by itself, as after a notification)."""
