@@ -15,7 +15,7 @@ from worker.engine.errors import Conflict, NotFound
 from worker.engine.keys import Environment
 from worker.engine.models import RunOptions, TriggerSpec
 from worker.engine.queries import Q
-from worker.engine.realtime import RealtimeHub
+from worker.engine.realtime import RealtimeHub, run_brief
 
 
 async def retrieve(pool: Pool, env: Environment, run_id: str, *,
@@ -56,12 +56,7 @@ async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str
     # before the read: a change after it is not missed
     ended = await hub.watch_final(run_id, env.id, children=children)
     try:
-        async with one_trip(pool, writes=False) as conn:
-            brief = await conn.execute(Q.run_status_brief,
-                                       {"id": run_id, "environment_id": env.id})
-        row = await brief.fetchone()
-        if row is None:
-            raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
+        row = await run_brief(pool, env, run_id)
         if admit is not None:
             admit(row)
         if row["status"] in FINAL_STATUSES or deadline <= loop.time():
