@@ -176,20 +176,16 @@ async def _secret(pool: Pool, environment_id: str) -> tuple[bytes, Environment] 
     return _secrets[environment_id]
 
 
+def _claims(environment_id: str, scopes: list[str], seconds: float) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": environment_id, "pub": True, "scopes": scopes, "iat": now,
+            "exp": now + int(seconds), "iss": ISSUER, "aud": AUDIENCE}
+
+
 async def create_token(
     pool: Pool, env: Environment, scopes: Any, expiration: Any = None, one_time: bool = False
 ) -> dict[str, Any]:
-    scopes = check_scopes(scopes)
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": env.id,
-        "pub": True,
-        "scopes": scopes,
-        "iat": now,
-        "exp": now + int(expiry_seconds(expiration)),
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-    }
+    claims = _claims(env.id, check_scopes(scopes), expiry_seconds(expiration))
     if one_time:
         claims.update(otu=True, jti=secrets.token_urlsafe(16))
     found = await _secret(pool, env.id)
@@ -203,12 +199,10 @@ RUN_TOKEN_SECONDS = 3600
 
 async def run_token(pool: Pool, env: Environment, run_id: str) -> str:
     """A token that reads one run (``read:runs:<id>``), as Trigger.dev returns on trigger:
-    :func:`create_token`'s claims, without parsing a scope and a duration at every trigger."""
-    found = _secrets.get(env.id) or await _secret(pool, env.id)
+    :func:`create_token`'s, without checking a scope and parsing a duration at every trigger."""
+    found = await _secret(pool, env.id)
     assert found is not None
-    now = int(time.time())
-    return encode({"sub": env.id, "pub": True, "scopes": [f"read:runs:{run_id}"], "iat": now,
-                   "exp": now + RUN_TOKEN_SECONDS, "iss": ISSUER, "aud": AUDIENCE}, found[0])
+    return encode(_claims(env.id, [f"read:runs:{run_id}"], RUN_TOKEN_SECONDS), found[0])
 
 
 @dataclass(frozen=True)
