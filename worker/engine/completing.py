@@ -267,16 +267,22 @@ async def _plain_then_lease(pool: Pool, env: Environment, statement: tuple[str, 
     then ``reads`` (run_reads: what a waiting retrieve would read now), then the lease
     commits in a transaction of its own without waiting for its WAL flush (leases.dequeue
     says why). Raises psycopg.Error if the completions did not commit; a read or lease that
-    failed after them is logged and returned empty (the readers read, the caller leases)."""
+    failed after them is logged and returned empty (the readers read, the caller leases).
+
+    Without a lease the completions and the reads are one implicit transaction (db.one_trip,
+    two statements fewer): the reads see the completions, and any error rolls all back, so it
+    is raised (the caller completes item by item)."""
     committed = leased = None
     sent: list[run_reads.RunReads] = []
     async with pool.connection() as conn:
-        await conn.set_autocommit(True)  # our BEGIN and COMMIT are in the pipeline
+        await conn.set_autocommit(True)  # our transactions are the pipeline's (db.one_trip)
         try:
             async with conn.pipeline():
-                await conn.execute("BEGIN")
+                if lease is not None:
+                    await conn.execute("BEGIN")
                 done = await conn.execute(*statement)
-                committed = await conn.execute("COMMIT")
+                if lease is not None:
+                    committed = await conn.execute("COMMIT")
                 for run_id in reads:
                     sent.append(await run_reads.send(conn, run_id, env.id, children=True))
                 if lease is not None:

@@ -29,25 +29,28 @@ async def fetch_all(conn: Conn, query: str, params: Params | None = None) -> lis
 
 
 @asynccontextmanager
-async def one_trip(pool: Pool, *, writes: bool = True) -> AsyncIterator[Conn]:
-    """A transaction in one network round trip: BEGIN, the statements the block executes, and
-    COMMIT go in one pipeline, sent together when the block ends; read the cursors after it.
+async def one_trip(pool: Pool, *, begin: bool = False) -> AsyncIterator[Conn]:
+    """A transaction in one network round trip: the statements the block executes go in one
+    pipeline, sent when the block ends, with the Sync that ends it; read the cursors after it.
 
-    psycopg's own transactions cost a round trip for their BEGIN even in a pipeline, and one
-    per statement outside one. The transaction is an explicit one, so ``SET LOCAL`` and a
-    synchronous commit behave as usual; a fetch inside the block would only cost a round trip
-    more. If a statement fails, the ones after it are skipped, the transaction is rolled back
-    and the error raised when the block ends. ``writes=False`` (reads only): no BEGIN and
-    COMMIT, two statements fewer to send (each read sees the data committed before it).
+    The statements before a Sync are one transaction (the extended protocol's implicit one):
+    committed at the Sync (synchronously: a 2xx promises it), rolled back entirely if one of
+    them fails (the ones after it are skipped; the error is raised when the block ends). Each
+    statement takes its own snapshot, as in any READ COMMITTED transaction, so a row lock taken
+    by one is seen by the next. That costs two statements fewer than psycopg's BEGIN and
+    COMMIT (≈ 60 µs of the API's CPU and some of Postgres', per trip: docs/benchmarks.md).
+    ``begin=True`` sends BEGIN and COMMIT around the block: only for ``SET LOCAL``, which
+    Postgres accepts only in an explicit transaction block. A fetch inside the block would
+    only cost a round trip more.
     """
     async with pool.connection() as conn:
-        await conn.set_autocommit(True)  # no BEGIN of psycopg's: ours is in the pipeline
+        await conn.set_autocommit(True)  # no BEGIN of psycopg's: the pipeline has its own
         try:
             async with conn.pipeline():
-                if writes:
+                if begin:
                     await conn.execute("BEGIN")
                 yield conn
-                if writes:
+                if begin:
                     await conn.execute("COMMIT")
         finally:
             await end_trip(conn)

@@ -140,7 +140,7 @@ async def _look(pool: Pool, params: Params) -> list[Row]:
     # A lease lost in a crash only puts the run back in the queue (leases are fenced, runs
     # are at-least-once); triggers and completions keep synchronous commits
     # (docs/benchmarks.md, "Durability").
-    async with one_trip(pool) as conn:
+    async with one_trip(pool, begin=True) as conn:
         await conn.execute(Q.async_commit)
         cursor = await conn.execute(Q.dequeue, params)
     rows = await cursor.fetchall()
@@ -195,7 +195,7 @@ async def heartbeat(
         "lease_seconds": settings.lease_seconds,
     }
     # one round trip (db.one_trip): the lease renewal, the worker's touch, the commit
-    async with one_trip(pool) as conn:
+    async with one_trip(pool, begin=True) as conn:
         await conn.execute(Q.async_commit)  # a lost heartbeat only shortens a lease
         held_cur = await conn.execute(Q.heartbeat, params)
         if stopping:  # a worker shutting down serves nothing: its runs may migrate at once

@@ -314,7 +314,7 @@ async def read_chunks(
 
 async def run_brief(pool: Pool, env: Environment, run_id: str) -> Row:
     """The run's id, status, task, tags and batch: one read-only statement in one round trip."""
-    async with one_trip(pool, writes=False) as conn:
+    async with one_trip(pool) as conn:
         cursor = await conn.execute(Q.run_status_brief,
                                     {"id": run_id, "environment_id": env.id})
     row = await cursor.fetchone()

@@ -23,7 +23,7 @@ async def retrieve(pool: Pool, env: Environment, run_id: str, *,
     """The run with its attempts and depth (and, with ``children``, the runs it triggered
     under ``"children"``: relatedRuns). Every statement goes in one pipeline: one network
     round trip (db.one_trip), where one statement after another took five."""
-    async with one_trip(pool, writes=False) as conn:
+    async with one_trip(pool) as conn:
         reads = await run_reads.send(conn, run_id, env.id, children=children)
     # the results came with the trip: the cursors are read without the connection
     row = await run_reads.assemble(reads)

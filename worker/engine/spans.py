@@ -145,7 +145,7 @@ async def store(pool: Pool, env: Environment, rows: list[SpanRow]) -> int:
         # orjson: the stdlib encoder behind Jsonb was a sixth of the API's time per span
         "spans": orjson.dumps([r.wire() for r in rows]).decode(), "environment_id": env.id,
         "run_ids": sorted({r.run_id for r in rows})}
-    async with one_trip(pool) as conn:  # BEGIN, SET, INSERT, COMMIT: one round trip
+    async with one_trip(pool, begin=True) as conn:  # BEGIN, SET, INSERT, COMMIT: one round trip
         # telemetry: losing the last moment of spans in a database crash is acceptable,
         # waiting for a disk flush on every export is not (the drain pays for it)
         await conn.execute("SET LOCAL synchronous_commit = off")

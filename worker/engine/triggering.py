@@ -77,7 +77,7 @@ async def _trigger_cached(pool: Pool, env: Environment, spec: TriggerSpec,
                           payload: tuple[str, str], cached: CachedTask, run_id: str,
                           replayed_from: str | None, handoff: Handoff | None) -> bool:
     """The common trigger with its task's definition cached in this process: one round trip
-    (db.one_trip: BEGIN, the insert, a synchronous COMMIT). The insert reads what must be
+    (db.one_trip: the insert, committed synchronously). The insert reads what must be
     current (a live worker with the task, the queue declared) and checks that the cached
     definition still is (insert_cached_run). With a long-poll of this process waiting, the
     insert leases the run to it itself in the one-run case (insert_cached_run_leased, after
@@ -107,7 +107,7 @@ async def _trigger_plain(pool: Pool, env: Environment, spec: TriggerSpec,
                          replayed_from: str | None, handoff: Handoff | None,
                          definitions: TaskDefinitions | None = None) -> bool:
     """The common trigger (no key to look up, no parent to write to, payload inline) in two
-    round trips (db.one_trip): BEGIN with the task's definition, then the insert with the
+    round trips (db.one_trip): the task's definition, then the insert with the
     commit, a synchronous one (a 2xx trigger survives a crash). The definition read goes to
     ``definitions`` for the next triggers. False if the insert did not happen (for the general
     path to try)."""
