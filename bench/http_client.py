@@ -1,4 +1,4 @@
-"""``python -m bench.http_client``: the worker protocol client, httpx against runtime/http1.py.
+"""``python -m bench.http_client``: the worker protocol client, httpx against sdk/http1.py.
 
 The supervisor's side of a request: for each client, sequential POSTs on one kept-alive
 connection, in alternating rounds, reporting the p50 wall time of a request and the client

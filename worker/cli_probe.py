@@ -32,7 +32,7 @@ def get_status(url: str, path: str, key: str, timeout: float) -> int:
     with socket.create_connection((host, port), timeout=timeout) as raw:
         sock = raw
         if https:
-            from worker.sdk.transport import ssl_context  # the SDK's CA bundle
+            from worker.sdk.tls import ssl_context  # the SDK's CA bundle
 
             sock = ssl_context().wrap_socket(raw, server_hostname=host)
         with sock:

@@ -160,32 +160,41 @@ class Ours:
         return enqueue_rate, drain_rate
 
     def latency(self, count: int) -> tuple[list[float], list[float]]:
-        """Sequential triggers on an idle warm worker; the caller polls the run over HTTP."""
-        assert self.http
+        """Sequential triggers on an idle warm worker, through the SDK as a user's code does:
+        ``tasks.trigger`` then ``runs.poll`` (one ``GET /api/v3/runs/{id}?waitMs=N``
+        long-poll, answered when the run ends)."""
         worker = self.start_worker()
         try:
-            for i in range(10):  # warm-up, not measured
-                self._one_latency(i)
-            to_start, to_result = [], []
-            for i in range(count):
-                s, r = self._one_latency(i)
-                to_start.append(s)
-                to_result.append(r)
+            return asyncio.run(self._latency(count))
         finally:
             self._stop(worker)
-        return to_start, to_result
 
-    def _one_latency(self, i: int) -> tuple[float, float]:
-        """The caller waits as the SDK's ``runs.poll`` does: one long-poll
-        (``GET /api/v3/runs/{id}?waitMs=N``) that the API answers when the run ends."""
-        assert self.http
+    async def _latency(self, count: int) -> tuple[list[float], list[float]]:
+        from worker.sdk import transport
+
+        transport.default.configure(api_url=self.api_url, secret_key=self.key)
+        try:
+            for i in range(10):  # warm-up, not measured
+                await self._one_latency(i)
+            to_start, to_result = [], []
+            for i in range(count):
+                s, r = await self._one_latency(i)
+                to_start.append(s)
+                to_result.append(r)
+            return to_start, to_result
+        finally:
+            await transport.default.aclose()
+
+    async def _one_latency(self, i: int) -> tuple[float, float]:
+        import worker
+
         t0 = time.time()
-        run_id = self.trigger("stamp", i)
-        run = self.http.get(f"/api/v3/runs/{run_id}", params={"waitMs": "10000"}).json()
+        handle = await worker.tasks.trigger("stamp", i)
+        run = await worker.runs.poll(handle, timeout=10)
         t_result = time.time()
-        if run["status"] != "COMPLETED":
-            raise RuntimeError(f"latency run {run_id} ended {run['status']}: {run}")
-        return (run["output"]["t"] - t0) * 1000, (t_result - t0) * 1000
+        if run.status != "COMPLETED":
+            raise RuntimeError(f"latency run {handle.id} ended {run.status}: {run}")
+        return (run.output["t"] - t0) * 1000, (t_result - t0) * 1000
 
     def cold_start(self) -> float:
         """One run queued; launch `trigger worker`; seconds until that run is COMPLETED."""

@@ -1,4 +1,4 @@
-"""The worker protocol's HTTP client (worker/runtime/http1.py, api_client.py) against the real API
+"""The worker protocol's HTTP client (worker/sdk/http1.py, api_client.py) against the real API
 over real HTTP: keep-alive reuse, an API restart, fail-over, timeouts, 4xx and 5xx.
 
 Where a test needs the server to misbehave (5xx, a dropped connection), a small HTTP relay
@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import ROOT, ApiServer, free_port, stop_process
 from worker.runtime.api_client import ProtocolError, WorkerApi
-from worker.runtime.http1 import ConnectError, Http1Client, RequestTimeout, TransportError
+from worker.sdk.http1 import ConnectError, Http1Client, RequestTimeout, TransportError
 
 MANIFEST = [{"id": "h1-task", "queue": {"name": "task/h1-task"}}]
 

@@ -1,5 +1,5 @@
 """The supervisor process (``trigger worker``) never imports httpx for an http:// API: its worker
-protocol client is worker/runtime/http1.py (httpx, httpcore and anyio were ~45 % of its CPU
+protocol client is worker/sdk/http1.py (httpx, httpcore and anyio were ~45 % of its CPU
 and ~10 MiB of its memory)."""
 
 from __future__ import annotations

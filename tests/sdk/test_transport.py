@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from worker.common.settings import SettingsError
+from worker.sdk.http_retries import RetryPolicy, send_with_retries
 from worker.sdk.settings import SdkSettings
 from worker.sdk.task import created_tasks, task
-from worker.sdk.transport import RetryPolicy, send_with_retries
 
 
 def test_settings_from_environment_and_bad_values_name_the_variable() -> None:

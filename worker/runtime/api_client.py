@@ -5,7 +5,7 @@ requests go to one of them and move to the next when it cannot be reached. Retri
 quickly and never wait more than :data:`MAX_DELAY` between tries, so a worker is back within
 about a second of its API's return (an API restart is the common outage, and it is short).
 
-The transport is worker/runtime/http1.py (asyncio streams), not httpx: the supervisor never
+The transport is worker/sdk/http1.py (asyncio streams), not httpx: the supervisor never
 imports httpx, which cost it ~45 % of its CPU under drain and ~10 MiB (docs/benchmarks.md).
 Only when a proxy is configured (``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``) does it go
 through httpx, which honours them (and ``NO_PROXY``). Both paths share the SDK's retry loop.
@@ -14,7 +14,6 @@ through httpx, which honours them (and ``NO_PROXY``). Both paths share the SDK's
 from __future__ import annotations
 
 import functools
-import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,12 +22,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import orjson
 
 from worker.common.protocol import CompletionResult, DequeuedRun
-from worker.runtime.http1 import Http1Client, Response, TransportError
+from worker.sdk.http1 import Http1Client, Response, TransportError, proxy_configured
+from worker.sdk.http_retries import RetryPolicy, send_with_retries
 from worker.sdk.settings import api_urls
-from worker.sdk.transport import RetryPolicy, send_with_retries
 
 if TYPE_CHECKING:
-    from worker.runtime.http_proxied import HttpxSession
+    from worker.sdk.http_proxied import HttpxSession
 
 PREFIX = "/engine/v1/worker"
 #: the longest pause between two tries of a request (and between two dequeues that failed)
@@ -84,14 +83,9 @@ def _policy(attempts: int) -> RetryPolicy:
                        transport_errors=(TransportError,))
 
 
-def _proxied() -> bool:
-    return any(os.environ.get(name) for name in (
-        "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
-
-
 def _session(url: str, headers: dict[str, str]) -> Http1Client | HttpxSession:
-    if _proxied():
-        from worker.runtime.http_proxied import HttpxSession
+    if proxy_configured():
+        from worker.sdk.http_proxied import HttpxSession
 
         return HttpxSession(url, headers, timeout=30.0, connect_timeout=3.0)
     # a refused or unreachable API is known at connect: fail fast, try the next

@@ -8,7 +8,8 @@ worker/sdk/triggering.py, for code that calls ``client.trigger(...)`` or
 from __future__ import annotations
 
 from worker.sdk import transport
-from worker.sdk.transport import aclose, api_url, configure, request, ssl_context
+from worker.sdk.tls import ssl_context
+from worker.sdk.transport import aclose, api_url, configure, request
 from worker.sdk.triggering import BatchHandle, RunHandle, batch_trigger, trigger
 
 __all__ = [

@@ -5,12 +5,14 @@ be listed comma-separated, requests move to the next one when one cannot be reac
 ``TRIGGER_SECRET_KEY`` (worker/sdk/settings.py), or :meth:`Client.configure`. They are read when
 a connection is first made, not at import, so a process may set them after importing ``worker``.
 
-Fork safety: one ``httpx.AsyncClient`` per (process, event loop), created on first use and
-dropped when ``os.getpid()`` changes, so a connection is never shared across a fork (executors
-are forked from a zygote).
+HTTP: requests go over worker/sdk/http1.py, the small HTTP/1.1 client the worker protocol uses
+too (httpx cost a caller ~0.3 ms of CPU per request, four times as much: docs/benchmarks.md);
+through httpx (``http_proxied.py``) when a proxy is configured, and httpx for the realtime
+streams (:meth:`Client.http`). Fork safety: the connections are per (process, event loop),
+made on first use and dropped when ``os.getpid()`` changes, so a connection is never shared
+across a fork (executors are forked from a zygote).
 
-Retries (:func:`send_with_retries`, the one loop; the worker protocol's client in
-worker/runtime/api_client.py uses it with its own :class:`RetryPolicy` and HTTP client): the
+Retries (worker/sdk/http_retries.py, the one loop the worker protocol's client uses too): the
 SDK retries 408, 429, 5xx and connection errors 3 times with exponential backoff (0.5 s,
 1 s, 2 s, jittered; ``retry-after`` honoured up to 60 s). Each logical trigger carries one
 ``x-trigger-request-idempotency-key`` on every HTTP attempt, so the server creates one run
@@ -25,23 +27,27 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
-import random
-import ssl
 import sys
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypedDict, TypeVar, Unpack
-from urllib.parse import quote
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypedDict, Unpack
+from urllib.parse import quote, urlencode
 
 import orjson
 
 from worker.common.serialization import JSON, dumps
 from worker.sdk.errors import ApiError, AuthenticationError, ConfigurationError, NotFoundError
+from worker.sdk.http1 import Http1Client, Response, proxy_configured
+from worker.sdk.http_retries import SDK_POLICY, send_with_retries
 from worker.sdk.settings import DEFAULT_API_URL, api_urls, sdk_settings
+from worker.sdk.tls import ssl_context
 
 if TYPE_CHECKING:
     import httpx
+
+    from worker.sdk.http_proxied import HttpxSession
 
 USER_AGENT = "trigger-worker-python/0.1.0"
 REQUEST_IDEMPOTENCY_HEADER = "x-trigger-request-idempotency-key"
@@ -72,110 +78,40 @@ def path_segment(value: str) -> str:
     return quote(value, safe="")
 
 
-# --- the retry loop ------------------------------------------------------------------------
+# --- errors --------------------------------------------------------------------------------
 
 
-class Reply(Protocol):
-    """What the retry loop reads of a response: httpx's (SDK) or runtime/http1.py's (worker)."""
+class ErrorReply(Protocol):
+    """What :func:`raise_for` reads of an error response (http1's, or httpx's for streams)."""
 
     @property
     def status_code(self) -> int: ...
     @property
-    def headers(self) -> Mapping[str, str]: ...
+    def text(self) -> str: ...
+    def json(self) -> Any: ...
 
 
-R = TypeVar("R", bound=Reply)
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How :func:`send_with_retries` treats failures."""
-
-    #: tries in all (1 = no retry)
-    attempts: int
-    #: statuses tried again (others of 400 and above are refused at once)
-    retry_statuses: frozenset[int]
-    #: the pause before try ``attempt + 1`` (0-based ``attempt``), given the failed response
-    delay: Callable[[int, Reply | None], float]
-    #: statuses after which the next API replica is used (connection errors always move on)
-    fail_over_statuses: frozenset[int] = frozenset()
-    #: the exceptions of a send that got no response (retried, moving on to the next replica);
-    #: empty: ``httpx.TransportError`` (imported by the first request, not by ``import worker``)
-    transport_errors: tuple[type[Exception], ...] = ()
-
-
-def backoff(attempt: int, response: Reply | None) -> float:
-    """The SDK's pause: ``retry-after`` (up to 60 s), else 0.5 s doubling, jittered."""
-    if response is not None:
-        header = response.headers.get("retry-after")
-        if header:
-            try:
-                return min(60.0, max(0.0, float(str(header))))
-            except ValueError:
-                pass
-    return 0.5 * 2.0**attempt * random.uniform(1.0, 1.5)
-
-
-SDK_POLICY = RetryPolicy(
-    attempts=4, retry_statuses=frozenset({408, 429, 500, 502, 503, 504}), delay=backoff
-)
-
-
-async def send_with_retries(
-    send: Callable[[], Awaitable[R]],
-    policy: RetryPolicy,
-    *,
-    fail_over: Callable[[], Awaitable[None]],
-    refuse: Callable[[R], NoReturn],
-    unreachable: Callable[[Exception], BaseException],
-) -> R:
-    """Send until a response below 400: ``refuse`` raises for a final error response,
-    ``unreachable`` makes the error raised when the last try could not connect."""
-    transport_errors = policy.transport_errors
-    if not transport_errors:
-        import httpx  # see RetryPolicy.transport_errors
-
-        transport_errors = (httpx.TransportError,)
-    for attempt in range(policy.attempts):
-        response: R | None = None
-        last = attempt == policy.attempts - 1
-        try:
-            response = await send()
-        except transport_errors as exc:
-            await fail_over()
-            if last:
-                error = unreachable(exc)
-                if error is exc:
-                    raise
-                raise error from exc
-        else:
-            if response.status_code < 400:
-                return response
-            if response.status_code not in policy.retry_statuses or last:
-                refuse(response)
-            if response.status_code in policy.fail_over_statuses:
-                await fail_over()
-        await asyncio.sleep(policy.delay(attempt, response))
-    raise AssertionError("unreachable")
-
-
-# --- errors --------------------------------------------------------------------------------
-
-
-def _error_message(response: httpx.Response) -> tuple[str, object]:
+def _error_message(response: ErrorReply) -> tuple[str, object]:
     try:
         body = response.json()
     except ValueError:
-        return (response.text.strip() or response.reason_phrase), response.text
+        return (response.text.strip() or _reason(response.status_code)), response.text
     if isinstance(body, dict):
         for key in ("error", "message", "detail"):
             value = body.get(key)
             if value:
                 return (value if isinstance(value, str) else orjson.dumps(value).decode()), body
-    return response.reason_phrase, body
+    return _reason(response.status_code), body
 
 
-def raise_for(response: httpx.Response) -> NoReturn:
+def raise_for(response: ErrorReply) -> NoReturn:
     """Raise the SDK error for an error response (401/403, 404, other)."""
     message, body = _error_message(response)
     status = response.status_code
@@ -201,29 +137,29 @@ auth_override: contextvars.ContextVar[AuthOverride | None] = contextvars.Context
     "trigger_auth_override", default=None
 )
 
-_ssl: ssl.SSLContext | None = None
-
-
-def ssl_context() -> ssl.SSLContext:
-    """One TLS context per process tree: built before the fork (the zygote warms it), shared by
-    every executor's client instead of each loading the CA bundle again (~6 MiB each)."""
-    global _ssl
-    if _ssl is None:
-        try:
-            import certifi
-
-            _ssl = ssl.create_default_context(cafile=certifi.where())
-        except ImportError:
-            _ssl = ssl.create_default_context()
-    return _ssl
-
-
 class RequestOptions(TypedDict, total=False):
     #: the request body, encoded by :func:`encode_json`
     json: object
     params: Mapping[str, str] | None
     #: sent as ``x-trigger-request-idempotency-key`` on every try of this request
     idempotency_key: str | None
+
+
+class _LoopClients:
+    """One event loop's connections: a session per API URL (http1, or httpx behind a proxy)
+    for requests, and an ``httpx.AsyncClient`` for streams, made when first needed."""
+
+    __slots__ = ("sessions", "stream")
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, Http1Client | HttpxSession] = {}
+        self.stream: httpx.AsyncClient | None = None
+
+    async def aclose(self) -> None:
+        for session in self.sessions.values():
+            await session.aclose()
+        if self.stream is not None:
+            await self.stream.aclose()
 
 
 class Client:
@@ -235,7 +171,7 @@ class Client:
         self.settings: dict[str, str | float | None] = {
             "api_url": None, "secret_key": None, "timeout": None}
         self.pid = os.getpid()
-        self.clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self.clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
             weakref.WeakKeyDictionary())
         #: which of several comma-separated API URLs is in use now
         self.url_index = 0
@@ -259,7 +195,7 @@ class Client:
             self.settings["secret_key"] = secret_key
         if timeout is not None:
             self.settings["timeout"] = timeout
-        self.clients.clear()  # the next request builds a client with the new settings
+        self.clients.clear()  # the next request connects with the new settings
 
     def _url_setting(self) -> str:
         return str(self.settings["api_url"] or sdk_settings().api_url)
@@ -282,46 +218,73 @@ class Client:
     def _secret_key(self) -> str | None:
         return str(self.settings["secret_key"] or sdk_settings().secret_key or "") or None
 
+    def _authorization(self) -> str:
+        """The request's bearer: ``with_auth``'s access token, else the secret key."""
+        override = auth_override.get()
+        if override is not None and override.access_token:
+            return f"Bearer {override.access_token}"
+        key = self._secret_key()
+        if not key:
+            raise ConfigurationError(
+                "no secret key: set TRIGGER_SECRET_KEY (e.g. tr_dev_...) in the "
+                "environment, or call worker.configure(secret_key=...)"
+            )
+        return f"Bearer {key}"
+
     async def fail_over(self) -> None:
         """This loop's API could not be reached: use the next URL (if several) from now on."""
         if "," not in self._url_setting():
             return
         self.url_index += 1
-        await self.aclose()  # the next request builds a client for the next URL
+        await self.aclose()  # the next request connects to the next URL
 
     def request_timeout(self) -> float:
         """Seconds one request may take (``configure(timeout=…)``, default 30)."""
         return float(self.settings["timeout"] or 30.0)
 
-    def http(self) -> httpx.AsyncClient:
-        """This process's and event loop's ``httpx.AsyncClient``."""
-        import httpx  # see send_with_retries
-
+    def _loop_clients(self) -> _LoopClients:
         if os.getpid() != self.pid:  # forked: never reuse the parent's connections
             self.pid = os.getpid()
             self.clients.clear()
         loop = asyncio.get_running_loop()
-        client = self.clients.get(loop)
-        if client is None:
+        clients = self.clients.get(loop)
+        if clients is None:
+            clients = self.clients[loop] = _LoopClients()
+        return clients
+
+    def session(self, base_url: str) -> Http1Client | HttpxSession:
+        """This process's and event loop's connections to ``base_url``."""
+        clients = self._loop_clients()
+        session = clients.sessions.get(base_url)
+        if session is None:
             timeout = self.request_timeout()
             headers = {"user-agent": USER_AGENT, "accept": "application/json"}
-            override = auth_override.get()
-            key = self._secret_key()
-            if override is None or override.access_token is None or key:
-                if not key:
-                    raise ConfigurationError(
-                        "no secret key: set TRIGGER_SECRET_KEY (e.g. tr_dev_...) in the "
-                        "environment, or call worker.configure(secret_key=...)"
-                    )
-                headers["authorization"] = f"Bearer {key}"
-            client = httpx.AsyncClient(
+            if proxy_configured():
+                from worker.sdk.http_proxied import HttpxSession
+
+                session = HttpxSession(base_url, headers, timeout=timeout,
+                                       connect_timeout=min(timeout, 10.0))
+            else:
+                session = Http1Client(base_url, headers, timeout=timeout,
+                                      connect_timeout=min(timeout, 10.0))
+            clients.sessions[base_url] = session
+        return session
+
+    def http(self) -> httpx.AsyncClient:
+        """This process's and event loop's ``httpx.AsyncClient`` on the API, for streams."""
+        import httpx  # only for streams (and proxies): not imported by a plain request
+
+        clients = self._loop_clients()
+        if clients.stream is None:
+            timeout = self.request_timeout()
+            clients.stream = httpx.AsyncClient(
                 verify=ssl_context(),
                 base_url=self.configured_url(),
-                headers=headers,
+                headers={"user-agent": USER_AGENT, "accept": "application/json",
+                         "authorization": self._authorization()},
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             )
-            self.clients[loop] = client
-        return client
+        return clients.stream
 
     async def aclose(self) -> None:
         """Close this event loop's connections (optional; e.g. at application shutdown)."""
@@ -329,34 +292,34 @@ class Client:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        client = self.clients.pop(loop, None)
-        if client is not None and os.getpid() == self.pid:
-            await client.aclose()
+        clients = self.clients.pop(loop, None)
+        if clients is not None and os.getpid() == self.pid:
+            await clients.aclose()
 
     async def request(
         self, method: str, path: str, **options: Unpack[RequestOptions]
-    ) -> httpx.Response:
+    ) -> Response:
         """Send one logical request, retrying as documented; return the 2xx response."""
         body, params = options.get("json"), options.get("params")
         idempotency_key = options.get("idempotency_key")
-        content = None if body is None else encode_json(body)
-        headers = {"content-type": "application/json"} if content is not None else {}
-        override = auth_override.get()
-        if override is not None:
-            if override.access_token:
-                headers["authorization"] = f"Bearer {override.access_token}"
-            if override.base_url:
-                path = override.base_url.rstrip("/") + path
+        content = b"" if body is None else encode_json(body)
+        headers = {"authorization": self._authorization()}
+        if body is not None:
+            headers["content-type"] = "application/json"
         if idempotency_key:
             headers[REQUEST_IDEMPOTENCY_HEADER] = idempotency_key
         traceparent = _current_traceparent()
         # a run triggered from here joins this trace (docs/api.md, "Traces and logs")
         if traceparent:
             headers["traceparent"] = traceparent
+        if params:
+            path = f"{path}?{urlencode(params)}"
+        override = auth_override.get()
+        base_url = override.base_url.rstrip("/") if override and override.base_url else None
 
-        def send() -> Awaitable[httpx.Response]:
-            return self.http().request(
-                method, path, content=content, params=params, headers=headers)
+        def send() -> Awaitable[Response]:
+            session = self.session(base_url or self.configured_url())
+            return session.request(method, path, content=content, headers=headers)
 
         def unreachable(exc: Exception) -> ApiError:
             return ApiError(0, f"cannot reach the API at {self.api_url()}: {exc!r}")

@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 client on asyncio streams: the worker protocol's transport.
+"""A small HTTP/1.1 client on asyncio streams: the SDK's and the worker protocol's transport.
 
 Why not httpx: in the supervisor, httpx with httpcore and anyio was ~45 % of the CPU under drain
 and ~10 MiB of its memory (docs/benchmarks.md, "Where the time goes"), for JSON POSTs to one
@@ -18,6 +18,7 @@ is a :class:`TransportError` for the caller's retry loop (worker/sdk/transport.p
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +26,15 @@ from urllib.parse import urlsplit
 
 import orjson
 
-__all__ = ["ConnectError", "Http1Client", "RequestTimeout", "Response", "TransportError"]
+__all__ = ["ConnectError", "Http1Client", "RequestTimeout", "Response", "TransportError",
+           "proxy_configured"]
+
+
+def proxy_configured() -> bool:
+    """Whether the environment names a proxy: this client connects directly, so its callers
+    go through httpx then (worker/sdk/http_proxied.py), which honours it (and ``NO_PROXY``)."""
+    return any(os.environ.get(name) for name in (
+        "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
 
 
 class TransportError(Exception):
@@ -157,7 +166,7 @@ class Http1Client:
         self.port = parts.port or (443 if https else 80)
         self.prefix = parts.path.rstrip("/")
         if https and ssl_context is None:
-            from worker.sdk.transport import ssl_context as sdk_ssl_context
+            from worker.sdk.tls import ssl_context as sdk_ssl_context
 
             ssl_context = sdk_ssl_context()
         self.ssl = ssl_context if https else None

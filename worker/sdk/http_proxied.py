@@ -1,10 +1,10 @@
 """The worker protocol's transport when a proxy is configured: httpx behind http1's interface.
 
-worker/runtime/http1.py connects directly. A worker whose environment names a proxy
+worker/sdk/http1.py connects directly. A worker whose environment names a proxy
 (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, with ``NO_PROXY``) keeps going through it, as
 it did when the worker's client was httpx: this session is an ``httpx.AsyncClient`` (which
-reads those variables) giving http1's :class:`~worker.runtime.http1.Response` and
-:class:`~worker.runtime.http1.TransportError`, so api_client.py has one code path.
+reads those variables) giving http1's :class:`~worker.sdk.http1.Response` and
+:class:`~worker.sdk.http1.TransportError`, so api_client.py has one code path.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import httpx
 
-from worker.runtime.http1 import ConnectError, RequestTimeout, Response, TransportError
-from worker.sdk.transport import ssl_context
+from worker.sdk.http1 import ConnectError, RequestTimeout, Response, TransportError
+from worker.sdk.tls import ssl_context
 
 
 class HttpxSession:
