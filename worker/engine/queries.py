@@ -11,9 +11,11 @@ from pathlib import Path
 
 SQL_DIR = Path(__file__).parent / "sql"
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
-#: whole-line comments, left out of the text sent: psycopg caches the conversion of a query's
-#: %(name)s placeholders only for texts up to 4 KiB, and the dequeue's comments made it longer
+#: whole-line comments and each line's indentation, left out of the text sent: psycopg caches
+#: the conversion of a query's %(name)s placeholders only for texts up to 4 KiB, and the
+#: dequeue's comments made it longer (no string literal spans lines: _load checks)
 _COMMENT_LINE = re.compile(r"^[ \t]*--[^\n]*\n", re.MULTILINE)
+_INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
 
 
 @cache
@@ -25,7 +27,10 @@ def _load() -> dict[str, str]:
         for name, body in zip(parts[1::2], parts[2::2], strict=True):
             if name in queries:
                 raise RuntimeError(f"query {name!r} is defined twice (again in {path.name})")
-            queries[name] = _COMMENT_LINE.sub("", body.strip() + "\n").strip()
+            text = _COMMENT_LINE.sub("", body.strip() + "\n").strip()
+            if any(line.count("'") % 2 for line in text.splitlines()):
+                raise RuntimeError(f"query {name!r} has a string literal across lines")
+            queries[name] = _INDENT.sub("", text)
     return queries
 
 

@@ -4,6 +4,9 @@ version pins, queues and concurrency keys (docs/triggerdev-semantics.md, "Idempo
 
 from __future__ import annotations
 
+from psycopg.types.json import Jsonb
+
+from worker.common.limits import check_text
 from worker.engine import request_keys, waitpoints
 from worker.engine.db import Conn, Pool, Row, fetch_one, one_trip
 from worker.engine.errors import EngineError
@@ -31,24 +34,24 @@ async def trigger(
     """Create one run. With ``handoff``, a worker long-polling in this process gets the run
     leased in the same transaction (engine/handoff.py). ``definitions``: the task definitions
     this process caches (engine/task_defs.py); a plain trigger whose task is in it costs one
-    round trip."""
+    round trip, its request key (``x-trigger-request-idempotency-key``, which the SDKs send with
+    every trigger) claimed in the same statement."""
     task_id = spec.task
     payload = encode_payload(spec.payload, spec.payload_type)
     planned: TriggeredRun = {"id": new_id("run"), "isCached": False}
-    plain = (request_key is None and is_plain(spec.options, payload)
-             and not spec.options.parent.links)
-    if plain:
+    if is_plain(spec.options, payload) and not spec.options.parent.links:
         known = None
         if definitions is not None and spec.options.lock_to_version is None:
             known = definitions.get(env.id, task_id)
         if known is not None:
-            if await _trigger_cached(pool, env, spec, payload, known, planned["id"],
-                                     replayed_from, handoff):
-                return planned
+            answer = await _trigger_cached(pool, env, spec, payload, known, planned,
+                                           request_key, replayed_from, handoff)
+            if answer is not None:
+                return answer
             assert definitions is not None
             definitions.drop(env.id)  # the definition changed: read it again
-        if await _trigger_plain(pool, env, spec, payload, planned["id"], replayed_from,
-                                handoff, definitions):
+        if request_key is None and await _trigger_plain(
+                pool, env, spec, payload, planned["id"], replayed_from, handoff, definitions):
             return planned
     async with offered(handoff, env.id) as offer, pool.connection() as conn, \
             conn.transaction():
@@ -56,7 +59,10 @@ async def trigger(
         if cached and request_key:
             return await request_keys.replayed_run(conn, request_key, cached, task_id)
         creator = RunCreator(conn, env)
+        generation = definitions.generation if definitions is not None else 0
         await creator.load_definitions([task_id])
+        if definitions is not None:  # for the next plain triggers (with a request key)
+            _remember(definitions, env, creator, task_id, generation)
         check_payload(task_id, creator.definition(task_id), spec.payload, payload[1])
         run_id, is_cached = await creator.create(
             task_id, payload, spec.options, replayed_from=replayed_from, run_id=planned["id"]
@@ -73,21 +79,36 @@ async def trigger(
     return response
 
 
+def _remember(definitions: TaskDefinitions, env: Environment, creator: RunCreator,
+              task_id: str, generation: int) -> None:
+    """Cache the definition ``creator`` read (``generation``: the cache's before the read, so
+    a change heard meanwhile wins), for the next plain triggers of this process."""
+    if task_id in creator.stamps:
+        definitions.put(generation, env.id,
+                        {task_id: CachedTask(creator.definition(task_id), creator.stamps[task_id])})
+
+
 async def _trigger_cached(pool: Pool, env: Environment, spec: TriggerSpec,
-                          payload: tuple[str, str], cached: CachedTask, run_id: str,
-                          replayed_from: str | None, handoff: Handoff | None) -> bool:
+                          payload: tuple[str, str], cached: CachedTask, planned: TriggeredRun,
+                          request_key: str | None, replayed_from: str | None,
+                          handoff: Handoff | None) -> TriggeredRun | None:
     """The common trigger with its task's definition cached in this process: one round trip
     (db.one_trip: the insert, committed synchronously). The insert reads what must be
     current (a live worker with the task, the queue declared) and checks that the cached
     definition still is (insert_cached_run). With a long-poll of this process waiting, the
     insert leases the run to it itself in the one-run case (insert_cached_run_leased, after
-    the pick's lock); otherwise the long-poll looks by itself. False if nothing was inserted:
-    the definition changed."""
+    the pick's lock); otherwise the long-poll looks by itself. A request key is claimed in the
+    insert's statement; one an earlier try of the request claimed answers that try's answer.
+    None if nothing was inserted and no earlier try answered: the definition changed."""
     check_payload(spec.task, cached.definition, spec.payload, payload[1])
     params = run_row(env, spec.task, cached.definition, payload, spec.options, ready="PENDING",
                      replayed_from=replayed_from)
-    params["id"], params["stamp"] = run_id, cached.stamp
+    params["id"], params["stamp"] = planned["id"], cached.stamp
     params["live_seconds"] = LIVE_WORKER_SECONDS
+    params["request_key"], params["answer"] = request_key, Jsonb(planned)
+    if request_key is not None:
+        check_text(request_key, request_keys.HEADER)
+    key = {"environment_id": env.id, "request_key": request_key}
     async with offered(handoff, env.id) as offer:
         lease = offer.claim() if params["status"] == "PENDING" else None
         async with one_trip(pool) as conn:
@@ -96,10 +117,17 @@ async def _trigger_cached(pool: Pool, env: Environment, spec: TriggerSpec,
             else:
                 await conn.execute(Q.lock_environment, {"environment_id": env.id})
                 inserted = await conn.execute(Q.insert_cached_run_leased, {**params, **lease})
+            earlier = await conn.execute(Q.find_request_key, key) if request_key else None
         row = await inserted.fetchone()
         if lease is not None:
             offer.leased([row] if row is not None and row["status"] == "EXECUTING" else [])
-        return row is not None
+    if row is not None:
+        return planned
+    found = await earlier.fetchone() if earlier is not None else None
+    if found is None or request_key is None:
+        return None
+    async with pool.connection() as conn:  # a retried request: what its first try answered
+        return await request_keys.replayed_run(conn, request_key, found["response"], spec.task)
 
 
 async def _trigger_plain(pool: Pool, env: Environment, spec: TriggerSpec,
@@ -116,9 +144,8 @@ async def _trigger_plain(pool: Pool, env: Environment, spec: TriggerSpec,
         async with one_trip(pool) as conn:
             creator = RunCreator(conn, env)
             await creator.load_definitions([spec.task])
-            if definitions is not None and spec.task in creator.stamps:
-                definitions.put(generation, env.id, {spec.task: CachedTask(
-                    creator.definition(spec.task), creator.stamps[spec.task])})
+            if definitions is not None:
+                _remember(definitions, env, creator, spec.task, generation)
             check_payload(spec.task, creator.definition(spec.task), spec.payload, payload[1])
             params = await creator.params(spec.task, payload, spec.options,
                                           replayed_from=replayed_from)

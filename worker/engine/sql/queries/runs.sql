@@ -54,8 +54,16 @@ FROM inserted;
 -- current one (the tasks row's xmin is the stamp read with it); no row: it changed, the caller
 -- reads it again. status: DELAYED, or PENDING when a worker seen within live_seconds serves
 -- the task and its queue is declared, PENDING_VERSION otherwise (the rule of find_tasks and
--- queue_exists, read here in the insert's own statement).
-WITH inserted AS (
+-- queue_exists, read here in the insert's own statement). With a request key, see claimed.
+WITH claimed AS (
+-- the request key (x-trigger-request-idempotency-key), claimed with this run's answer only if
+-- the definition is still current; taken by an earlier try: no run (the caller reads its answer)
+  INSERT INTO request_keys (environment_id, request_key, response)
+  SELECT t.environment_id, %(request_key)s::text, %(answer)s::jsonb FROM tasks t
+  WHERE %(request_key)s::text IS NOT NULL AND t.environment_id = %(environment_id)s::uuid
+    AND t.task_id = %(task_id)s::text AND t.xmin = %(stamp)s::text::xid
+  ON CONFLICT DO NOTHING RETURNING 1
+), inserted AS (
 INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, payload_offloaded,
                   queue, concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
                   machine, version_id, idempotency_key, idempotency_key_expires_at, tags,
@@ -86,6 +94,7 @@ SELECT %(id)s::text, t.environment_id, t.task_id,
 FROM tasks t
 WHERE t.environment_id = %(environment_id)s::uuid AND t.task_id = %(task_id)s::text
   AND t.xmin = %(stamp)s::text::xid
+  AND (%(request_key)s::text IS NULL OR EXISTS (SELECT 1 FROM claimed))
 ON CONFLICT DO NOTHING
 RETURNING id, status, environment_id
 )
@@ -120,6 +129,13 @@ WITH task AS (
   FROM tasks t
   WHERE t.environment_id = %(environment_id)s::uuid AND t.task_id = %(task_id)s::text
     AND t.xmin = %(stamp)s::text::xid
+), claimed AS (
+-- the request key (x-trigger-request-idempotency-key), claimed with this run's answer; taken
+-- by an earlier try: no run (the caller reads that try's answer)
+  INSERT INTO request_keys (environment_id, request_key, response)
+  SELECT env, %(request_key)s::text, %(answer)s::jsonb FROM task
+  WHERE %(request_key)s::text IS NOT NULL
+  ON CONFLICT DO NOTHING RETURNING 1
 ), l AS (
 -- leased: the version the long-poll's worker moved to meanwhile if it has the task (as
 -- dequeue's "moved"), else the newest
@@ -166,6 +182,7 @@ SELECT %(id)s::text, k.env, k.task_id, coalesce(l.s, k.status),
   CASE WHEN l.s IS NOT NULL THEN now() + make_interval(secs => %(lease_seconds)s::float8) END,
   l.s IS NOT NULL, CASE WHEN l.s IS NOT NULL THEN now() END, d -> 'retry', l.version_id
 FROM task k LEFT JOIN l ON true
+WHERE %(request_key)s::text IS NULL OR EXISTS (SELECT 1 FROM claimed)
 ON CONFLICT DO NOTHING
 RETURNING *
 ), attempts AS (
