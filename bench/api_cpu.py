@@ -5,7 +5,8 @@ sending N cycles of requests, one at a time; for each kind of request: the API p
 time (p50 of per-request deltas of /proc/<pid>/task/*/schedstat, so load-robust), the Postgres
 backends' CPU and the client's wall-clock p50.
 
-Requests: ``/healthz`` (no auth), an authenticated 404, trigger, dequeue of one run, heartbeat,
+Requests: ``/healthz`` (no auth), an authenticated 404, trigger (without and, as the SDKs send
+it, with a request key), dequeue of one run, heartbeat,
 complete of one success, complete-and-lease-next (``lease`` on ``/complete``), retrieve run,
 and an empty dequeue (``wait_ms=0``).
 """
@@ -132,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
                 run = post("dequeue 1", "/engine/v1/worker/dequeue", deq)["runs"][0]
                 post("heartbeat", "/engine/v1/worker/heartbeat",
                      {"instance_id": instance, "run_ids": [run["run_id"]]})
-                post("trigger", "/api/v1/tasks/noop/trigger", {"payload": {"i": i}})
+                # as the SDKs send a trigger: with a request key (x-trigger-request-idempotency-key)
+                timed("trigger + request key", lambda i=i: ok(http.post(
+                    "/api/v1/tasks/noop/trigger", json={"payload": {"i": i}},
+                    headers={"x-trigger-request-idempotency-key": uuid.uuid4().hex})))
                 reply = complete(run, lease=True)
                 if "runs" in reply:
                     nxt = reply["runs"][0]
