@@ -4,6 +4,7 @@ responses, connections kept alive and dropped after a fork, and the proxy path."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -112,3 +113,16 @@ def test_httpx_only_behind_a_proxy(sdk: ProtocolWorker, api_server: Any,
                           TASK], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ("HttpxSession" if proxy else "Http1Client")
+
+
+async def test_many_long_polls_do_not_hold_up_a_trigger(sdk: ProtocolWorker) -> None:
+    """A caller may wait on many runs at once (runs.poll long-polls for up to ~28 s each):
+    the SDK's connections are as many as httpx allowed (100), so a trigger goes out meanwhile."""
+    handles = [await tasks.trigger(TASK, n) for n in range(24)]
+    polls = [asyncio.create_task(runs.poll(h, timeout=8)) for h in handles]
+    await asyncio.sleep(0.5)  # every long-poll is waiting in the API
+    late = await asyncio.wait_for(tasks.trigger(TASK, "late"), 6)
+    assert late.id and not any(p.done() for p in polls)
+    for poll in polls:
+        poll.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)

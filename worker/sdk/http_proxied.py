@@ -19,12 +19,13 @@ from worker.sdk.tls import ssl_context
 
 class HttpxSession:
     def __init__(self, base_url: str, headers: Mapping[str, str], *, timeout: float,
-                 connect_timeout: float) -> None:
+                 connect_timeout: float, max_connections: int = 16, max_idle: int = 8) -> None:
         self.base_url = base_url
         self.client = httpx.AsyncClient(
             base_url=base_url, headers=dict(headers),
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_idle),
             # a TLS context (the CA bundle: ~6 MiB) only for https
             verify=ssl_context() if base_url.startswith("https://") else False)
 

@@ -259,14 +259,16 @@ class Client:
         if session is None:
             timeout = self.request_timeout()
             headers = {"user-agent": USER_AGENT, "accept": "application/json"}
+            # httpx's limits: a caller's code may hold many long-polls (runs.poll) at once
+            connect = min(timeout, 10.0)
             if proxy_configured():
                 from worker.sdk.http_proxied import HttpxSession
 
                 session = HttpxSession(base_url, headers, timeout=timeout,
-                                       connect_timeout=min(timeout, 10.0))
+                                       connect_timeout=connect, max_connections=100, max_idle=20)
             else:
                 session = Http1Client(base_url, headers, timeout=timeout,
-                                      connect_timeout=min(timeout, 10.0))
+                                      connect_timeout=connect, max_connections=100, max_idle=20)
             clients.sessions[base_url] = session
         return session
 
