@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
 from tests.conftest import ApiServer
@@ -186,3 +187,43 @@ async def test_public_tokens_are_scoped_and_expire(
     assert expired.status_code == 401 and "expired" in expired.json()["error"]
     bad = api.post("/api/v1/auth/public-tokens", json={"scopes": ["everything"]})
     assert bad.status_code == 400
+
+
+async def test_a_run_handed_to_a_waiting_worker_still_shows_queued(
+    api: httpx.Client, api_server: ApiServer, key: str
+) -> None:
+    """A trigger that finds a worker's long-poll waiting inserts its run already leased (one
+    row write: engine/handoff.py); subscribers still see it QUEUED first (migration 0021)."""
+    from tests.engine.test_handoff import LongPoll, _waiting
+
+    worker = ProtocolWorker(api_server.url, key, ["rt-handed"])
+    # a first tagged run, finished: the API process has the definition cached since, and the
+    # subscription's first event (its snapshot) says it is open
+    first = api.post("/api/v1/tasks/rt-handed/trigger",
+                     json={"payload": 0, "options": {"tags": ["handed"]}}).json()["id"]
+    [run] = worker.dequeue(wait_ms=2000)
+    assert run["run_id"] == first
+    worker.complete(run, ok=True, output="0")
+    sub = Sse(api_server.url, "/realtime/v1/runs", key, tags="handed")
+    await asyncio.wait_for(sub.first.wait(), 5)
+    poll = LongPoll(worker)
+    await asyncio.to_thread(_waiting, poll)
+    run_id = api.post("/api/v1/tasks/rt-handed/trigger",
+                      json={"payload": 1, "options": {"tags": ["handed"]}}).json()["id"]
+    await asyncio.to_thread(poll.join, 8)
+    assert poll.runs is not None and [r["run_id"] for r in poll.runs] == [run_id]
+    with psycopg.connect(api_server.database_url) as conn:  # leased in the insert itself
+        row = conn.execute("SELECT started_at = created_at FROM runs WHERE id = %s",
+                           (run_id,)).fetchone()
+    assert row == (True,)
+    worker.complete(poll.runs[0], ok=True, output="1")
+
+    def seen() -> list[str]:
+        return [data["status"] for event, data in sub.events
+                if event == "run" and data["id"] == run_id]
+
+    deadline = time.monotonic() + 8
+    while "COMPLETED" not in seen() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    sub._task.cancel()
+    assert seen() == ["QUEUED", "EXECUTING", "COMPLETED"]
