@@ -283,10 +283,30 @@ class Engine:
     # -- environment variables (env_vars.py)
     list_env_vars = action(env_vars.list_vars)
     retrieve_env_var = action(env_vars.get)
-    put_env_vars = action(env_vars.put_many)
-    create_env_var = action(env_vars.create)
-    update_env_var = action(env_vars.update)
-    delete_env_var = action(env_vars.delete)
+
+    async def put_env_vars(self, env: Environment, values: dict[str, str], *, secret: bool,
+                           overwrite: bool) -> None:
+        await self._vars_change(env, env_vars.put_many(self.pool, env, values, secret=secret,
+                                                       overwrite=overwrite))
+
+    async def create_env_var(self, env: Environment, name: str, value: str,
+                             secret: bool) -> None:
+        await self._vars_change(env, env_vars.create(self.pool, env, name, value, secret))
+
+    async def update_env_var(self, env: Environment, name: str, value: str) -> None:
+        await self._vars_change(env, env_vars.update(self.pool, env, name, value))
+
+    async def delete_env_var(self, env: Environment, name: str) -> None:
+        await self._vars_change(env, env_vars.delete(self.pool, env, name))
+
+    async def _vars_change(self, env: Environment, change: Awaitable[None]) -> None:
+        """This process drops what runs of ``env`` get at once, not when its notification
+        comes back: a run triggered right after the change's 2xx gets the new values (other
+        API processes drop theirs on the notification)."""
+        try:
+            await change
+        finally:
+            self.run_vars.drop(env.id)
 
     async def env_vars_for_runs(self, env: Environment) -> dict[str, str]:
         """What leased runs get (cached per process, dropped on change: env_vars.py)."""

@@ -260,11 +260,23 @@ await call("auth.createPublicToken + runs.subscribeToRun (every status)", async 
 
 await call("runs.subscribeToRunsWithTag", async () => {
   const rtTag = `${tag}-rt`;
+  // a finished run with the tag first: the subscription's snapshot shows it, so the
+  // subscription is live before the runs whose every status it must see are triggered (a run
+  // triggered before the snapshot is read shows in it as it is by then)
+  const marker = await tasks.trigger("compat-echo", { t: 0 }, { tags: [rtTag] });
+  await runs.poll(marker.id, { pollIntervalMs: 100 });
   const subscription = runs.subscribeToRunsWithTag(rtTag);
-  const pending = collect(subscription, allFinal(2));
+  let live;
+  const opened = new Promise((resolve) => (live = resolve));
+  const pending = collect(subscription, (seen) => {
+    if (seen[marker.id]) live();
+    return allFinal(3)(seen);
+  });
+  await opened;
   await tasks.trigger("compat-slow", { t: 1 }, { tags: [rtTag] });
   await tasks.trigger("compat-echo", { t: 2 }, { tags: [rtTag] });
   const seen = await pending;
+  delete seen[marker.id];
   check(Object.keys(seen).length === 2, `saw ${JSON.stringify(seen)}`);
   const every = Object.values(seen).every((s) => s.join(",") === "QUEUED,EXECUTING,COMPLETED");
   check(every, `saw ${JSON.stringify(seen)}`);
