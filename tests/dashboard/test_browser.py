@@ -134,16 +134,15 @@ def test_a_live_refresh_keeps_a_box_checked_while_it_fetched(page: Page, dash: D
         assert len(added) == 1
         expect(page.locator(f"tr[data-run='{added[0]}']")).to_be_visible()
         expect(page.get_by_label(f"Select {picked}")).to_be_checked()
-        page.unroute(re.compile(r"/runs\?tag=keep-picked$"))
 
 
 def test_a_click_in_progress_survives_a_live_refresh_that_finds_nothing_new(
     page: Page, dash: Dash
 ) -> None:
     """The re-read a live page makes once its event stream is open (or on a change of a run
-    it does not show) finds the same page: it must leave it alone. Swapping the region then
-    replaced the link being clicked between the button's press and its release, and the
-    click was lost (the token and cancel tests' intermittent failures under load)."""
+    it does not show) finds the same page: it must leave it alone. Swapping the region
+    anyway replaced the link being clicked between the button's press and its release, and
+    the click was lost (as a test's click on a run page's link or button could be)."""
     with dash.project.client() as client:
         run_id = trigger(client, "quick", {}, tags=["click-through"])
         wait_final(client, run_id)
@@ -160,7 +159,7 @@ def test_a_click_in_progress_survives_a_live_refresh_that_finds_nothing_new(
         pressed.append(True)
         route.continue_()
         # the re-read is over (a swap, had there been one, is done), then the release
-        expect(page.locator("[data-live][data-refreshed='1']")).to_have_count(1)
+        expect(page.locator("[data-live][data-refreshed]")).to_have_count(1)
         page.mouse.up()
 
     page.route(re.compile(r"/runs\?tag=click-through$"), during_the_fetch)
