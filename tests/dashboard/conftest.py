@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ApiServer
 from tests.e2e.conftest import Project, WorkerProcess, make_project, start_worker
@@ -115,7 +115,10 @@ def login(page: Page, dash: Dash) -> None:
 def page(browser: Browser, dash: Dash, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A logged-in page; a screenshot of its last state is kept as an artifact."""
     context = browser.new_context(viewport={"width": 1360, "height": 860})
+    # actions and assertions wait for what they expect up to 20 s (assertions: 5 s by
+    # default): on a loaded machine a page, a live refresh or a run can take seconds
     context.set_default_timeout(20_000)
+    expect.set_options(timeout=20_000)
     page = context.new_page()
     login(page, dash)
     yield page

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import httpx
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.dashboard.conftest import Dash, shot
 from tests.e2e.conftest import trigger, wait_final, wait_for
@@ -39,7 +39,7 @@ def test_test_page_runs_task_and_detail_goes_live_to_completed(page: Page, dash:
         page.reload()
         return page.locator(".span-name", has_text="Attempt 1").count() == 1
 
-    wait_for(attempt_span_shown, timeout=20, what="the attempt span in the waterfall")
+    wait_for(attempt_span_shown, timeout=60, what="the attempt span in the waterfall")
     span = page.locator("li.span").filter(has_text="Attempt 1")
     span.locator("summary").click()
     expect(span.locator("pre.json")).to_contain_text("ctx.attempt.number")
@@ -64,7 +64,7 @@ def test_token_completed_from_tokens_page_finishes_the_run(page: Page, dash: Das
     with dash.project.client() as client:
         run_id = trigger(client, "approve", {})
         wait_for(lambda: client.get(f"/api/v3/runs/{run_id}").json()["status"] == "WAITING",
-                 what="the run to wait on its token")
+                 timeout=60, what="the run to wait on its token")
     page.goto(dash.url(f"runs/{run_id}"))
     expect(page.locator(".waits")).to_contain_text("token")
     page.locator(".waits a").first.click()
@@ -108,6 +108,65 @@ def test_bulk_replay_two_runs_from_the_list(page: Page, dash: Dash) -> None:
     assert len(listed) == 4
     replays = [r for r in listed if r["id"] not in originals]
     assert sorted(r["taskIdentifier"] for r in replays) == ["quick", "quick"]
+
+
+def test_a_live_refresh_keeps_a_box_checked_while_it_fetched(page: Page, dash: Dash) -> None:
+    """A run selected while the list is being re-read stays selected once the fresh list is
+    shown (the selection is read when the list is swapped, not when its fetch began)."""
+    with dash.project.client() as client:
+        picked = trigger(client, "quick", {"n": 1}, tags=["keep-picked"])
+        wait_final(client, picked)
+        added: list[str] = []
+
+        def during_the_fetch(route: Route) -> None:
+            # the list's re-read is held here, before it reaches the server: a run is added
+            # (so the fresh list differs) and a box is checked meanwhile
+            if route.request.resource_type == "fetch" and not added:
+                added.append(trigger(client, "quick", {"n": 2}, tags=["keep-picked"]))
+                page.get_by_label(f"Select {picked}").check()
+            route.continue_()
+
+        page.route(re.compile(r"/runs\?tag=keep-picked$"), during_the_fetch)
+        page.goto(dash.url("runs?tag=keep-picked"))
+        # the page re-reads the list once its event stream is open (app.js): the fresh list
+        # is shown, with the box checked during its fetch still checked
+        expect(page.locator("tr[data-run]")).to_have_count(2)
+        assert len(added) == 1
+        expect(page.locator(f"tr[data-run='{added[0]}']")).to_be_visible()
+        expect(page.get_by_label(f"Select {picked}")).to_be_checked()
+
+
+def test_a_click_in_progress_survives_a_live_refresh_that_finds_nothing_new(
+    page: Page, dash: Dash
+) -> None:
+    """The re-read a live page makes once its event stream is open (or on a change of a run
+    it does not show) finds the same page: it must leave it alone. Swapping the region
+    anyway replaced the link being clicked between the button's press and its release, and
+    the click was lost (as a test's click on a run page's link or button could be)."""
+    with dash.project.client() as client:
+        run_id = trigger(client, "quick", {}, tags=["click-through"])
+        wait_final(client, run_id)
+    pressed: list[bool] = []
+
+    def during_the_fetch(route: Route) -> None:
+        if route.request.resource_type != "fetch" or pressed:
+            route.continue_()
+            return
+        box = page.locator(f"tr[data-run='{run_id}'] a").bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        pressed.append(True)
+        route.continue_()
+        # the re-read is over (a swap, had there been one, is done), then the release
+        expect(page.locator("[data-live][data-refreshed]")).to_have_count(1)
+        page.mouse.up()
+
+    page.route(re.compile(r"/runs\?tag=click-through$"), during_the_fetch)
+    page.goto(dash.url("runs?tag=click-through"))
+    page.wait_for_url(re.compile(rf"/runs/{run_id}$"))
+    assert pressed == [True]
+    expect(page.locator(".run-status")).to_contain_text("COMPLETED")
 
 
 def test_paused_queue_holds_new_run_until_resumed(page: Page, dash: Dash) -> None:
@@ -182,12 +241,16 @@ def test_key_created_shown_once_and_revoked_is_refused(page: Page, dash: Dash) -
     assert httpx.get(runs_url, headers=headers).status_code == 200
     page.goto(dash.url("keys"))
     assert secret not in page.content()  # shown once: the list has only its prefix
-    page.once("dialog", lambda dialog: dialog.accept())
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     row = page.locator("tr[data-key]").filter(has_text="ci-robot")
     row.get_by_role("button", name="Revoke").click()
     expect(page.locator(".notice")).to_contain_text("Revoked ci-robot")
+    assert asked == ["Revoke ci-robot? Clients using it stop working at once."]
+    # dropped from the API's key cache by the revocation's notification (the cache keeps a
+    # key 30 s: a refusal within 10 s is the notification's doing)
     wait_for(lambda: httpx.get(runs_url, headers=headers).status_code == 401,
-             timeout=2, what="the API to refuse the revoked key")
+             timeout=10, what="the API to refuse the revoked key")
 
 
 def test_runs_list_shows_new_runs_live_and_env_switch(page: Page, dash: Dash) -> None:
@@ -217,16 +280,22 @@ def test_schedules_create_describe_deactivate_delete(page: Page, dash: Dash) -> 
     expect(row).to_contain_text("Europe/Paris")
     expect(row.locator("ul li")).to_have_count(5)
     row.get_by_role("link", name="Edit").click()
+    # the edit form, not the "New schedule" one of the page being left (same labels)
+    expect(page.get_by_role("heading", name=re.compile(r"^Edit sched_"))).to_be_visible()
     page.get_by_label("Cron (5 fields)").fill("0 9 * * 1-5")
     page.get_by_role("button", name="Save").click()
     row = page.locator("tr[data-schedule]").filter(has_text="nightly")
     expect(row).to_contain_text("at 09:00 on weekdays")
     row.get_by_role("button", name="Deactivate").click()
     expect(page.locator("tr[data-schedule]").filter(has_text="nightly")).to_contain_text("inactive")
-    page.once("dialog", lambda dialog: dialog.accept())
+    # the confirm step is wired once the page's script has run (it may still be parsing)
+    page.wait_for_load_state()
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.locator("tr[data-schedule]").filter(has_text="nightly").get_by_role(
         "button", name="Delete").click()
     expect(page.locator("tr[data-schedule]")).to_have_count(0)
+    assert len(asked) == 1 and asked[0].startswith("Delete sched_"), asked
 
 
 def test_workers_page_shows_the_replica_and_version(page: Page, dash: Dash) -> None:
