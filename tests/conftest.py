@@ -95,7 +95,10 @@ class ApiServer:
         return httpx.Client(base_url=self.url, headers=self.headers(), timeout=30)
 
 
-def start_api(database_url: str, log_path: Path, **env: str) -> ApiServer:
+def start_api(database_url: str, log_path: Path, *, log_level: str = "warning",
+              **env: str) -> ApiServer:
+    """An API process of its own on ``database_url``, healthy (``log_level="info"``: with its
+    access log); ``env``: extra environment variables."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -109,7 +112,7 @@ def start_api(database_url: str, log_path: Path, **env: str) -> ApiServer:
             "--port",
             str(port),
             "--log-level",
-            "warning",
+            log_level,
         ],
         env={**os.environ, "DATABASE_URL": database_url, **env},
         stdout=log_path.open("ab"),

@@ -18,9 +18,6 @@ takes after registering its watch and reading the run once.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, ApiServer, free_port, stop_process
+from tests.conftest import ApiServer, start_api, stop_process
 from tests.protocol_worker import ProtocolWorker
 
 WAIT_MS = 30_000
@@ -39,28 +36,13 @@ WAIT_MS = 30_000
 def logged_api(api_server: ApiServer, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """An API process of its own with its access log on (``--log-level info``: the shared
     one logs warnings only) and one long-poll per environment; (its URL, its log file)."""
-    port, log = free_port(), tmp_path / "api.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"],
-        env={**os.environ, "DATABASE_URL": api_server.database_url,
-             "TRIGGER_MAX_LONG_POLLS_PER_ENV": "1"},
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = start_api(api_server.database_url, tmp_path / "api.log", log_level="info",
+                       TRIGGER_MAX_LONG_POLLS_PER_ENV="1")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-            time.sleep(0.05)
-        yield url, log
+        assert server.log_path is not None
+        yield server.url, server.log_path
     finally:
-        stop_process(process)
+        stop_process(server.process)
 
 
 class Retrieve(threading.Thread):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -17,24 +16,11 @@ import orjson
 import pytest
 
 from tests.protocol_worker import ProtocolWorker
+from tests.sdk.conftest import TASK
 from worker import batch, configure, runs, tasks
 from worker.common.serialization import dumps
 from worker.sdk import client, transport
 from worker.sdk.errors import AuthenticationError, NotFoundError
-
-TASK = "sdk-echo"
-
-
-@pytest.fixture
-def sdk(api_server: Any, project_keys: dict[str, str]) -> Iterator[ProtocolWorker]:
-    """Point the SDK at a fresh project of the test API; yield a registered protocol worker."""
-    saved = dict(client._settings)
-    configure(api_url=api_server.url, secret_key=project_keys["dev"])
-    worker = ProtocolWorker(api_server.url, project_keys["dev"], [TASK])
-    yield worker
-    worker.close()
-    client._settings.update(saved)
-    client._clients.clear()
 
 
 async def test_trigger_and_retrieve_round_trips_payload(sdk: ProtocolWorker) -> None:

@@ -8,30 +8,17 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import ROOT
 from tests.protocol_worker import ProtocolWorker
+from tests.sdk.conftest import TASK
 from worker import auth, configure, runs, tasks
-from worker.sdk import client, transport
+from worker.sdk import transport
 from worker.sdk.errors import ApiError, AuthenticationError, NotFoundError
 from worker.sdk.http1 import Http1Client
-
-TASK = "http1-echo"
-
-
-@pytest.fixture
-def sdk(api_server: Any, project_keys: dict[str, str]) -> Iterator[ProtocolWorker]:
-    saved = dict(client._settings)
-    configure(api_url=api_server.url, secret_key=project_keys["dev"])
-    worker = ProtocolWorker(api_server.url, project_keys["dev"], [TASK])
-    yield worker
-    worker.close()
-    client._settings.update(saved)
-    client._clients.clear()
 
 
 async def test_requests_share_one_kept_alive_http1_connection(sdk: ProtocolWorker,
