@@ -56,6 +56,18 @@ async def one_trip(pool: Pool, *, begin: bool = False) -> AsyncIterator[Conn]:
             await end_trip(conn)
 
 
+async def one_statement(pool: Pool, query: str, params: Params | None = None) -> list[Row]:
+    """One statement as its own transaction (autocommit: a write commits synchronously) in one
+    round trip: its rows. Cheaper than a one-statement :func:`one_trip` (no pipeline: one send
+    with its Sync instead of two, one wait instead of three)."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            return await (await conn.execute(query, params)).fetchall()
+        finally:
+            await end_trip(conn)
+
+
 async def end_trip(conn: Conn) -> None:
     """Back to how the pool hands connections out: nothing open, autocommit off. A
     connection that cannot be (a trip cut short mid-flight) is closed: the pool replaces it."""

@@ -24,7 +24,7 @@ import psycopg
 
 from worker.common.limits import json_problem
 from worker.common.statuses import FINAL_STATUSES
-from worker.engine.db import Params, Pool, Row, fetch_all, fetch_one, one_trip
+from worker.engine.db import Params, Pool, Row, fetch_all, fetch_one, one_statement
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.keys import Environment
 from worker.engine.queries import Q
@@ -314,10 +314,8 @@ async def read_chunks(
 
 async def run_brief(pool: Pool, env: Environment, run_id: str) -> Row:
     """The run's id, status, task, tags and batch: one read-only statement in one round trip."""
-    async with one_trip(pool) as conn:
-        cursor = await conn.execute(Q.run_status_brief,
-                                    {"id": run_id, "environment_id": env.id})
-    row = await cursor.fetchone()
+    rows = await one_statement(pool, Q.run_status_brief, {"id": run_id, "environment_id": env.id})
+    row = rows[0] if rows else None
     if row is None:
         raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
     return row
