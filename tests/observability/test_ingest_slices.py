@@ -1,6 +1,6 @@
 """Span ingest gives the API's event loop a turn while it decodes a large batch, and loads the
-OTLP messages with the API rather than in its first export (docs/benchmarks.md, "The start
-tail"): the rows are the same as decoded in one go."""
+OTLP messages with the API rather than in its first export (docs/start-tail.md); the rows are
+the same as decoded in one go."""
 
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends, Request, Response
 # The OTLP messages are imported with the API, not at the first export: importing them took
 # 13-18 ms of the event loop inside the first ``/otel/v1/traces`` request, which lands about a
 # second after a worker's first runs, and delayed a trigger arriving meanwhile by as much (the
-# latency benchmark's maximum; docs/benchmarks.md, "The start tail"). Imported before the
-# API's gc.freeze(), they stay out of the collector's way too. (engine/spans.py imports them
-# when it decodes: other users of the engine need not load them.)
+# latency benchmark's maximum; docs/start-tail.md). Imported before the API's gc.freeze(),
+# they stay out of the collector's way too. (engine/spans.py imports them when it decodes:
+# other users of the engine need not load them.)
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,  # noqa: F401  (loaded for spans.decode_logs)
     ExportLogsServiceResponse,

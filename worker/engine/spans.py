@@ -155,9 +155,9 @@ async def decode_traces_sliced(body: bytes, per_slice: int = SLICE) -> list[Span
 
     Decoding costs the API 6-8 µs of CPU per span, and an executor posts what it ran in the
     last second in one request: a few milliseconds in one stretch for a busy executor, which
-    a trigger arriving meanwhile waited for in full (the start latency's tail;
-    docs/benchmarks.md, "The start tail"). In slices, another request waits for one slice
-    (≈ 0.2 ms) at each of its steps; the spans are stored as before, in one statement.
+    a trigger arriving meanwhile waited for in full (the start latency's tail,
+    docs/start-tail.md). In slices, another request waits for one slice (≈ 0.2 ms) at each
+    of its steps; the spans are stored as before, in one statement.
     """
     rows: list[SpanRow] = []
     for seen, row in enumerate(_span_rows(_parse_traces(body)), 1):
