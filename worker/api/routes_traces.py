@@ -12,6 +12,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
+# The OTLP messages are imported with the API, not at the first export: importing them took
+# 13-18 ms of the event loop inside the first ``/otel/v1/traces`` request, which lands about a
+# second after a worker's first runs, and delayed a trigger arriving meanwhile by as much (the
+# latency benchmark's maximum; docs/start-tail.md). Imported before the API's gc.freeze(),
+# they stay out of the collector's way too. (engine/spans.py imports them when it decodes:
+# other users of the engine need not load them.)
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,  # noqa: F401  (loaded for spans.decode_logs)
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,  # noqa: F401  (loaded for spans.decode_traces)
+    ExportTraceServiceResponse,
+)
+
 from worker.api.auth import authenticate
 from worker.api.bodies import read_body
 from worker.api.state import engine_of
@@ -40,14 +55,10 @@ async def otlp_traces(request: Request, env: Env) -> Response:
     _protobuf(request)
     body = await read_body(request)
     try:
-        rows = spans.decode_traces(body)
+        rows = await spans.decode_traces_sliced(body)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise EngineError(f"not an OTLP ExportTraceServiceRequest: {exc}") from None
     await engine_of(request).store_spans(env, rows)
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceResponse,
-    )
-
     return Response(ExportTraceServiceResponse().SerializeToString(), media_type=PROTOBUF)
 
 
@@ -61,8 +72,6 @@ async def otlp_logs(request: Request, env: Env) -> Response:
         raise EngineError(f"not an OTLP ExportLogsServiceRequest: {exc}") from None
     if lines:
         await leases.store_logs(engine_of(request).pool, env, lines)
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-
     return Response(ExportLogsServiceResponse().SerializeToString(), media_type=PROTOBUF)
 
 
