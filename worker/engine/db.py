@@ -91,7 +91,7 @@ class NewestFirstPool(AsyncConnectionPool[Conn]):
     the pool closes when it shrinks). Trigger → body starts p50 1.87 / 2.00 → 1.60 / 1.70 ms,
     result visible 3.44 / 3.68 → 3.03 / 3.17 ms (docs/benchmarks.md, fifth round).
 
-    It turns psycopg_pool's idle deque (``_pool``, psycopg_pool 3.2–3.3) before each take:
+    It turns psycopg_pool's idle deque (``_pool``, psycopg_pool 3.2 to 3.3) before each take:
     tests/engine/test_pool_order.py checks the order, so an upgrade that changes it is seen.
     """
 

@@ -108,7 +108,6 @@ async def _trigger_cached(pool: Pool, env: Environment, spec: TriggerSpec,
     params["request_key"], params["answer"] = request_key, Jsonb(planned)
     if request_key is not None:
         check_text(request_key, request_keys.HEADER)
-    key = {"environment_id": env.id, "request_key": request_key}
     async with offered(handoff, env.id) as offer:
         lease = offer.claim() if params["status"] == "PENDING" else None
         async with one_trip(pool) as conn:
@@ -117,16 +116,18 @@ async def _trigger_cached(pool: Pool, env: Environment, spec: TriggerSpec,
             else:
                 await conn.execute(Q.lock_environment, {"environment_id": env.id})
                 inserted = await conn.execute(Q.insert_cached_run_leased, {**params, **lease})
-            earlier = await conn.execute(Q.find_request_key, key) if request_key else None
         row = await inserted.fetchone()
         if lease is not None:
             offer.leased([row] if row is not None and row["status"] == "EXECUTING" else [])
     if row is not None:
         return planned
-    found = await earlier.fetchone() if earlier is not None else None
-    if found is None or request_key is None:
+    if request_key is None:
         return None
     async with pool.connection() as conn:  # a retried request: what its first try answered
+        found = await fetch_one(conn, Q.find_request_key,
+                                {"environment_id": env.id, "request_key": request_key})
+        if found is None:  # the key is free: the definition changed
+            return None
         return await request_keys.replayed_run(conn, request_key, found["response"], spec.task)
 
 
