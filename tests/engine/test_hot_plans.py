@@ -78,3 +78,26 @@ def test_a_hot_lookup_uses_its_index_without_statistics(
     plan = _generic_plan(fresh_url, query)
     assert "Seq Scan on runs" not in plan, plan
     assert set(re.findall(r"\bruns_\w+", plan)) == {index}, plan
+
+
+@pytest.mark.parametrize(("query", "table"), [
+    ("run_status_brief", "runs"),  # a waitMs retrieve's first read
+    ("retrieve_run", "runs"),
+    ("realtime_run", "runs"),  # every realtime change a subscriber is sent
+    ("get_run", "runs"),
+    ("lock_run_metadata", "runs"),
+    ("lock_leased_run", "runs"),
+    ("trace_run", "runs"),
+    ("lock_run_for_wait", "runs"),
+    ("get_waitpoint", "waitpoints"),
+    ("get_schedule", "schedules"),
+])
+def test_a_lookup_by_id_uses_the_primary_key_without_statistics(
+    fresh_url: str, query: str, table: str
+) -> None:
+    """By id within an environment: with ``environment_id = $2`` the planner took an index on
+    the environment (the id only filtered it) and walked the environment's every run at each
+    retrieve; the environment is compared with IS NOT DISTINCT FROM, which no index serves."""
+    plan = _generic_plan(fresh_url, query)
+    first = re.search(r"Scan using (\w+) on (\w+)", plan)
+    assert first is not None and first.groups()[0] == f"{table}_pkey", plan

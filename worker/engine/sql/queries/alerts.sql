@@ -12,7 +12,7 @@ WHERE environment_id = %(environment_id)s::uuid ORDER BY created_at, id;
 
 -- name: delete_alert_channel
 DELETE FROM alert_channels
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 RETURNING id;
 
 -- name: init_alert_cursor

@@ -14,7 +14,7 @@ WHERE environment_id = %(environment_id)s::uuid AND idempotency_key = %(idempote
 
 -- name: lock_batch
 SELECT id, run_count, sealed_at, processing_errors FROM batches
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 FOR UPDATE;
 
 -- name: batch_indexes
@@ -33,5 +33,5 @@ SELECT b.id, b.run_count, b.created_at, b.updated_at, b.idempotency_key, b.seale
                 FILTER (WHERE r.id IS NOT NULL), '{}') AS run_ids,
        greatest(b.updated_at, max(r.updated_at)) AS last_change
 FROM batches b LEFT JOIN runs r ON r.batch_id = b.id
-WHERE b.id = %(id)s::text AND b.environment_id = %(environment_id)s::uuid
+WHERE b.id = %(id)s::text AND b.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 GROUP BY b.id;

@@ -3,7 +3,7 @@
 
 -- name: lock_run_metadata
 SELECT id, metadata, parent_run_id, root_run_id, status FROM runs
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 FOR UPDATE;
 
 -- name: run_parent
@@ -15,4 +15,4 @@ WHERE id = %(id)s::text;
 
 -- name: get_run_metadata
 SELECT id, metadata, task_id, tags, batch_id FROM runs
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid;
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;

@@ -5,7 +5,7 @@
 SELECT r.*, v.version AS version_name, r.attempt_number AS attempt_count,
        (extract(epoch FROM r.updated_at) * 1000000)::bigint AS updated_us
 FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
-WHERE r.id = %(id)s::text AND r.environment_id = %(environment_id)s::uuid;
+WHERE r.id = %(id)s::text AND r.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
 
 -- name: realtime_runs_with_tag
 SELECT r.*, v.version AS version_name, r.attempt_number AS attempt_count,
@@ -50,4 +50,4 @@ ORDER BY seq LIMIT %(limit)s::int;
 
 -- name: run_status_brief
 SELECT id, status, task_id, tags, batch_id FROM runs
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid;
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;

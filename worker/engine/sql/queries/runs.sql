@@ -227,7 +227,7 @@ WHERE id = %(id)s::text;
 
 -- name: find_parent
 SELECT id, coalesce(root_run_id, id) AS root_id, trace_id, span_id FROM runs
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid;
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
 
 -- name: find_idempotent_run
 SELECT id, status, idempotency_key_expires_at FROM runs
@@ -248,7 +248,7 @@ SELECT r.*, v.version AS version_name,
            AS run_payload,
        (SELECT count(*) FROM run_attempts a WHERE a.run_id = r.id) AS attempt_count
 FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
-WHERE r.id = %(id)s::text AND r.environment_id = %(environment_id)s::uuid;
+WHERE r.id = %(id)s::text AND r.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
 
 -- name: retrieve_run
 -- What GET /api/v3/runs/{id} reads (run_reads.py), with list_attempts and run_children in the
@@ -266,7 +266,7 @@ SELECT r.*, v.version AS version_name,
            )
            SELECT max(depth) FROM chain) END AS run_depth
 FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
-WHERE r.id = %(id)s::text AND r.environment_id = %(environment_id)s::uuid;
+WHERE r.id = %(id)s::text AND r.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
 
 -- name: list_attempts
 SELECT number, status, error, started_at, completed_at FROM run_attempts
@@ -302,7 +302,7 @@ WITH canceled AS (
         lease_owner = NULL, lease_expires_at = NULL, run_at = NULL,
         error = jsonb_build_object('type', 'INTERNAL_ERROR', 'code', 'TASK_RUN_CANCELLED',
                                    'message', 'Run was canceled')
-    WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid
+    WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
       AND status NOT IN ('COMPLETED_SUCCESSFULLY', 'COMPLETED_WITH_ERRORS', 'CRASHED',
                          'SYSTEM_FAILURE', 'CANCELED', 'EXPIRED', 'TIMED_OUT')
     RETURNING id, attempt_number, environment_id
@@ -325,7 +325,7 @@ SELECT b.id, b.run_count, b.created_at,
            'COMPLETED_SUCCESSFULLY', 'COMPLETED_WITH_ERRORS', 'CRASHED', 'SYSTEM_FAILURE',
            'CANCELED', 'EXPIRED', 'TIMED_OUT')) AS unfinished
 FROM batches b LEFT JOIN runs r ON r.batch_id = b.id
-WHERE b.id = %(id)s::text AND b.environment_id = %(environment_id)s::uuid
+WHERE b.id = %(id)s::text AND b.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 GROUP BY b.id;
 
 -- name: reschedule_run
@@ -333,7 +333,7 @@ UPDATE runs
 SET run_at = %(run_at)s::timestamptz, updated_at = now(),
     expires_at = CASE WHEN expires_at IS NULL THEN NULL
                       ELSE %(run_at)s::timestamptz + (expires_at - run_at) END
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid AND status = 'DELAYED'
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid AND status = 'DELAYED'
 RETURNING id;
 
 -- name: reset_idempotency_key

@@ -22,25 +22,25 @@ RETURNING *, (xmax = 0) AS inserted;
 
 -- name: get_schedule
 SELECT * FROM schedules
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid;
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
 
 -- name: update_schedule
 UPDATE schedules
 SET task_id = %(task_id)s::text, cron = %(cron)s::text, timezone = %(timezone)s::text,
     external_id = %(external_id)s::text, next_run_at = %(next_run_at)s::timestamptz,
     updated_at = now()
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 RETURNING *;
 
 -- name: set_schedule_active
 UPDATE schedules
 SET active = %(active)s::boolean, next_run_at = %(next_run_at)s::timestamptz, updated_at = now()
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 RETURNING *;
 
 -- name: delete_schedule
 DELETE FROM schedules
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 RETURNING *;
 
 -- name: list_schedules

@@ -2,12 +2,12 @@
 
 -- name: lock_run_tags
 SELECT tags FROM runs
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 FOR UPDATE;
 
 -- name: set_run_tags
 UPDATE runs SET tags = %(tags)s::text[]
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid;
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
 
 -- name: spend_public_token
 -- Returns a row only for the first use of the token id.
@@ -29,12 +29,12 @@ RETURNING id, status, image, created_at, promoted_at;
 -- name: get_deployment
 SELECT d.id, d.status, d.image, d.created_at, d.promoted_at, d.version_id, v.version
 FROM deployments d JOIN worker_versions v ON v.id = d.version_id
-WHERE d.id = %(id)s::text AND d.environment_id = %(environment_id)s::uuid;
+WHERE d.id = %(id)s::text AND d.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
 
 -- name: lock_deployment
 SELECT d.id, d.status, d.version_id, v.version
 FROM deployments d JOIN worker_versions v ON v.id = d.version_id
-WHERE d.id = %(id)s::text AND d.environment_id = %(environment_id)s::uuid
+WHERE d.id = %(id)s::text AND d.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 FOR UPDATE OF d;
 
 -- name: list_version_tasks

@@ -30,7 +30,7 @@ SELECT r.id, r.task_id, r.status, r.queue, r.machine, r.trace_id, r.span_id, r.p
 FROM runs r
 JOIN environments e ON e.id = r.environment_id
 LEFT JOIN worker_versions v ON v.id = r.version_id
-WHERE r.id = %(run_id)s::text AND r.environment_id = %(environment_id)s::uuid;
+WHERE r.id = %(run_id)s::text AND r.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
 
 -- name: spans_of_runs
 -- The spans stored for a run and the runs below it in the same trace (children, grandchildren;

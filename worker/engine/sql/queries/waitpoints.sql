@@ -21,14 +21,14 @@ UPDATE waitpoints SET idempotency_key = NULL WHERE id = %(id)s::text;
 
 -- name: get_waitpoint
 SELECT * FROM waitpoints
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid;
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
 
 -- name: complete_waitpoint
 -- Completing twice is harmless: only a WAITING waitpoint changes.
 UPDATE waitpoints
 SET status = 'COMPLETED', output = %(output)s::text, output_type = %(output_type)s::text,
     output_is_error = false, completed_at = now()
-WHERE id = %(id)s::text AND environment_id = %(environment_id)s::uuid
+WHERE id = %(id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
   AND type = 'TOKEN' AND status = 'WAITING'
 RETURNING id;
 
@@ -71,7 +71,7 @@ LIMIT %(limit)s::int;
 -- name: lock_run_for_wait
 -- Waits are recorded by the lease holder only (the run is EXECUTING and leased to it).
 SELECT id, environment_id, status, lease_owner, attempt_number FROM runs
-WHERE id = %(run_id)s::text AND environment_id = %(environment_id)s::uuid
+WHERE id = %(run_id)s::text AND environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid
 FOR UPDATE;
 
 -- name: get_journal_entry
