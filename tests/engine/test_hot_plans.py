@@ -101,3 +101,14 @@ def test_a_lookup_by_id_uses_the_primary_key_without_statistics(
     plan = _generic_plan(fresh_url, query)
     first = re.search(r"Scan using (\w+) on (\w+)", plan)
     assert first is not None and first.groups()[0] == f"{table}_pkey", plan
+
+
+def test_the_dequeue_reads_its_picked_runs_by_primary_key(fresh_url: str) -> None:
+    """The runs the pick chose are read by id, one lookup each: ``id = ANY(ids) AND status =
+    'PENDING'`` was read through a bitmap of the partial index of every pending run, more work
+    the deeper the queue, and by id alone it was planned as a sequential scan here."""
+    plan = _generic_plan(fresh_url, "dequeue")
+    candidates = plan[plan.index("CTE candidates"):plan.index("CTE leased")]
+    assert re.findall(r"using (runs_\w+) on runs", candidates) == ["runs_pkey"], plan
+    assert "Seq Scan on runs" not in candidates and "Bitmap" not in candidates, plan
+    assert "Seq Scan" not in plan, plan

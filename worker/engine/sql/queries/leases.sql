@@ -41,22 +41,28 @@ WITH RECURSIVE locked_versions AS (
     SELECT r.id, r.task_id, r.resuming,
            CASE WHEN m.version_id IS NOT NULL
                      AND (r.version_id IS NULL OR r.lease_locked_version)
-                     AND EXISTS (SELECT 1 FROM version_tasks vt
-                                 WHERE vt.version_id = m.version_id AND vt.task_id = r.task_id)
+                     AND (SELECT true FROM version_tasks vt
+                          WHERE vt.version_id = m.version_id AND vt.task_id = r.task_id LIMIT 1)
                 THEN m.version_id
                 WHEN r.version_id = ANY(%(versions)s::uuid[]) THEN r.version_id
                 ELSE %(newest)s::uuid END AS version_id
-    FROM runs r LEFT JOIN moved m ON true
-    -- = ANY(ARRAY(...)): the picked ids are looked up by primary key, whatever the queue depth
-    WHERE r.id = ANY(ARRAY(SELECT run_id FROM trigger_pick_runs_v1(
-              %(environment_id)s::uuid,
-              %(versions)s::uuid[] || ARRAY(SELECT version_id FROM orphaned),
-              %(newest_tasks)s::text[], %(limit)s::int)))
-      AND r.status = 'PENDING'
-      -- a pinned run (trigger option `version`) never moves to another version
-      AND (r.version_id IS NULL OR r.version_id = ANY(%(versions)s::uuid[])
-           OR r.lease_locked_version)
-    FOR UPDATE OF r SKIP LOCKED
+    FROM trigger_pick_runs_v1(%(environment_id)s::uuid,
+                              %(versions)s::uuid[] || ARRAY(SELECT version_id FROM orphaned),
+                              %(newest_tasks)s::text[], %(limit)s::int) AS p
+    -- each picked run by primary key, whatever the queue depth and the statistics: one id per
+    -- lookup (LIMIT keeps the planner from joining them back into one scan; = ANY(ids) on a
+    -- table without statistics was read through a bitmap of every pending run, or by a
+    -- sequential scan once planned on a small table; migration 0022, test_hot_plans.py)
+    CROSS JOIN LATERAL (
+        SELECT r.id, r.task_id, r.resuming, r.version_id, r.lease_locked_version FROM runs r
+        WHERE r.id = p.run_id AND r.status IS NOT DISTINCT FROM 'PENDING'
+          -- a pinned run (trigger option `version`) never moves to another version
+          AND (r.version_id IS NULL OR r.version_id = ANY(%(versions)s::uuid[])
+               OR r.lease_locked_version)
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ) r
+    LEFT JOIN moved m ON true
 ), leased AS (
     UPDATE runs r
     SET status = 'EXECUTING',
@@ -80,7 +86,9 @@ WITH RECURSIVE locked_versions AS (
         max_duration = coalesce(r.max_duration, (vt.definition ->> 'max_duration')::float8),
         machine = coalesce(r.machine, vt.definition ->> 'machine', 'small-1x')
     FROM candidates c
-    JOIN version_tasks vt ON vt.version_id = c.version_id AND vt.task_id = c.task_id
+    -- by primary key too (a join was hashed over every version's tasks)
+    CROSS JOIN LATERAL (SELECT v.definition FROM version_tasks v
+                        WHERE v.version_id = c.version_id AND v.task_id = c.task_id LIMIT 1) vt
     WHERE r.id = c.id
     RETURNING r.*, vt.definition ->> 'file' AS task_file, c.resuming AS resumed
 ), attempts AS (
@@ -88,13 +96,15 @@ WITH RECURSIVE locked_versions AS (
     SELECT id, attempt_number, 'EXECUTING', %(instance_id)s::uuid, version_id FROM leased
     WHERE NOT resumed
 )
-SELECT l.*, v.version AS version_name, coalesce(l.payload, p.payload) AS run_payload,
+-- (lookups per leased run, by primary key: joins were hashed over whole tables)
+SELECT l.*, (SELECT v.version FROM worker_versions v WHERE v.id = l.version_id) AS version_name,
+       coalesce(l.payload, (SELECT p.payload FROM run_packets p
+                            WHERE p.run_id = l.id AND l.payload_offloaded)) AS run_payload,
        -- a resumed attempt, or one handed back and leased again, replays its journal
-       EXISTS (SELECT 1 FROM run_journal j
-               WHERE j.run_id = l.id AND j.attempt_number = l.attempt_number) AS has_journal
+       coalesce((SELECT true FROM run_journal j
+                 WHERE j.run_id = l.id AND j.attempt_number = l.attempt_number LIMIT 1),
+                false) AS has_journal
 FROM leased l
-JOIN worker_versions v ON v.id = l.version_id
-LEFT JOIN run_packets p ON p.run_id = l.id AND l.payload_offloaded
 ORDER BY l.score, l.id;
 
 -- name: async_commit
