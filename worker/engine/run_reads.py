@@ -10,6 +10,8 @@ the same row from them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from psycopg import AsyncCursor
 
@@ -22,7 +24,6 @@ class RunReads:
     """The cursors of one run's reads, to be read once the pipeline has been sent."""
 
     run: AsyncCursor[Row]
-    attempts: AsyncCursor[Row]
     children: AsyncCursor[Row] | None
 
 
@@ -31,9 +32,8 @@ async def send(conn: Conn, run_id: str, environment_id: str, *,
     """Queue the reads of a run on ``conn`` (in a pipeline: nothing waits here)."""
     params = {"id": run_id, "environment_id": environment_id}
     run = await conn.execute(Q.retrieve_run, params)
-    attempts = await conn.execute(Q.list_attempts, params)
     kids = await conn.execute(Q.run_children, params) if children else None
-    return RunReads(run, attempts, kids)
+    return RunReads(run, kids)
 
 
 async def assemble(reads: RunReads) -> Row | None:
@@ -41,7 +41,7 @@ async def assemble(reads: RunReads) -> Row | None:
     row = await reads.run.fetchone()
     if row is None:
         return None
-    attempts = await reads.attempts.fetchall()
+    attempts = [_attempt(a) for a in row.pop("run_attempts") or ()]
     depth = row.pop("run_depth")
     if row["parent_run_id"] is not None:  # a run whose parent is gone counts as depth 1
         depth = int(depth) if depth is not None else 1
@@ -50,3 +50,11 @@ async def assemble(reads: RunReads) -> Row | None:
     if reads.children is not None:
         out["children"] = await reads.children.fetchall()
     return out
+
+
+def _attempt(item: dict[str, Any]) -> dict[str, Any]:
+    """An attempt as retrieve_run's JSON has it, with its times as timestamps again."""
+    for key in ("started_at", "completed_at"):
+        if item[key] is not None:
+            item[key] = datetime.fromisoformat(item[key])
+    return item

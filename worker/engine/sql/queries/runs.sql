@@ -246,17 +246,29 @@ SELECT pg_notify('trigger_runs', %(environment_id)s::text);
 SELECT r.*, v.version AS version_name,
        coalesce(r.payload, (SELECT p.payload FROM run_packets p WHERE p.run_id = r.id))
            AS run_payload,
+       -- its attempts in the same statement (run_reads.assemble turns their times back into
+       -- timestamps): one statement less per retrieve and per completion a retrieve waits for
+       (SELECT json_agg(json_build_object('number', a.number, 'status', a.status,
+                                          'error', a.error, 'started_at', a.started_at,
+                                          'completed_at', a.completed_at) ORDER BY a.number)
+        FROM run_attempts a WHERE a.run_id = r.id) AS run_attempts,
        (SELECT count(*) FROM run_attempts a WHERE a.run_id = r.id) AS attempt_count
 FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
 WHERE r.id = %(id)s::text AND r.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
 
 -- name: retrieve_run
--- What GET /api/v3/runs/{id} reads (run_reads.py), with list_attempts and run_children in the
--- same pipeline: get_run's row but its attempt count (the caller counts the attempts it reads
--- anyway) and with the run's depth (run_depth's walk up the parents, only for a child run).
+-- What GET /api/v3/runs/{id} reads (run_reads.py), with run_children in the same pipeline:
+-- get_run's row with its attempts, but its attempt count (the caller counts the attempts it
+-- reads anyway) and with the run's depth (run_depth's walk up the parents, only for a child run).
 SELECT r.*, v.version AS version_name,
        coalesce(r.payload, (SELECT p.payload FROM run_packets p WHERE p.run_id = r.id))
            AS run_payload,
+       -- its attempts in the same statement (run_reads.assemble turns their times back into
+       -- timestamps): one statement less per retrieve and per completion a retrieve waits for
+       (SELECT json_agg(json_build_object('number', a.number, 'status', a.status,
+                                          'error', a.error, 'started_at', a.started_at,
+                                          'completed_at', a.completed_at) ORDER BY a.number)
+        FROM run_attempts a WHERE a.run_id = r.id) AS run_attempts,
        CASE WHEN r.parent_run_id IS NULL THEN 0 ELSE (
            WITH RECURSIVE chain(id, parent, depth) AS (
                SELECT r.id, r.parent_run_id, 0
@@ -267,10 +279,6 @@ SELECT r.*, v.version AS version_name,
            SELECT max(depth) FROM chain) END AS run_depth
 FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
 WHERE r.id = %(id)s::text AND r.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
-
--- name: list_attempts
-SELECT number, status, error, started_at, completed_at FROM run_attempts
-WHERE run_id = %(id)s::text ORDER BY number;
 
 -- name: list_runs
 -- Cursor pagination on (created_at, id), newest first. Filters are optional (NULL = any);
