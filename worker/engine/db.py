@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
@@ -96,8 +97,8 @@ class NewestFirstPool(AsyncConnectionPool[Conn]):
     """
 
     async def _get_ready_connection(self, timeout: float | None) -> Conn | None:
-        idle = self._pool
-        if len(idle) > 1:
+        idle = getattr(self, "_pool", None)  # another psycopg_pool: its own order, no failure
+        if isinstance(idle, deque) and len(idle) > 1:
             idle.rotate(1)  # the newest (returned last, at the right end) to where it is taken
         return await super()._get_ready_connection(timeout)
 
