@@ -117,3 +117,15 @@ def test_a_changed_definition_keeps_the_key_and_the_run(
                            (key,)).fetchone()
     assert row == (first.json()["id"],)
     assert [r[0] for r in _runs_of(api_server.database_url, name)[1:]] == [first.json()["id"]]
+
+
+def test_a_bad_request_key_is_a_clear_4xx_and_creates_nothing(
+    env: tuple[httpx.Client, str], api_server: ApiServer, task: tuple[str, ProtocolWorker]
+) -> None:
+    client, _ = env
+    name, _worker = task
+    refused = _send(client, name, "k" * 5000)
+    assert 400 <= refused.status_code < 500, refused.text
+    assert "x-trigger-request-idempotency-key" in refused.json()["error"]
+    assert len(_runs_of(api_server.database_url, name)) == 1  # the fixture's run only
+    assert _send(client, name, uuid.uuid4().hex).status_code == 200
