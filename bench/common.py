@@ -179,6 +179,7 @@ def start_api(procs: Procs, db_url: str, log_dir: Path) -> tuple[Proc, str]:
     port = free_port()
     api = procs.add(spawn("api", [
         sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
+            "--http", "worker.api.http_protocol:HttpToolsProtocol",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
         "--no-access-log"], log_dir, env={"DATABASE_URL": db_url,
                                           "TRIGGER_ENCRYPTION_KEY": "5a" * 32}))

@@ -173,6 +173,7 @@ def main() -> None:
         log = Path(f"/tmp/{name}-api.log")
         api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
+            "--http", "worker.api.http_protocol:HttpToolsProtocol",
              "--port", str(port), "--log-level", "warning"],
             env={**os.environ, "DATABASE_URL": db}, stdout=log.open("wb"),
             stderr=subprocess.STDOUT)

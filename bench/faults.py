@@ -124,7 +124,8 @@ class Api:
             TRIGGER_HEARTBEAT_SECONDS="0.5",
             TRIGGER_RESCUER_INTERVAL="0.5",
         )
-        argv = [sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app"]
+        argv = [sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
+            "--http", "worker.api.http_protocol:HttpToolsProtocol"]
         argv += ["--port", str(self.port), "--log-level", "warning"]
         self.process = subprocess.Popen(
             argv, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=self.code

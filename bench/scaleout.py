@@ -135,6 +135,7 @@ class ScaleOut:
             port = free_port()
             self.apis.append(self.procs.add(spawn(f"scale-api{i}", [
                 sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
+            "--http", "worker.api.http_protocol:HttpToolsProtocol",
                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
                 "--no-access-log"], self.log_dir, env={
                     "DATABASE_URL": self.db_url, "TRIGGER_METRICS_TOKEN": METRICS_TOKEN})))

@@ -225,6 +225,7 @@ class Soak:
         for i in range(2):
             port = free_port()
             argv = [sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
+            "--http", "worker.api.http_protocol:HttpToolsProtocol",
                     "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
             api = Proc(argv, {**env, **LEASE}, self.base / f"api{i}.log", ROOT)
             api.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]

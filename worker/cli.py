@@ -157,6 +157,7 @@ def cmd_api(args: argparse.Namespace, settings: CliSettings) -> int:
     uvicorn.run(
         "worker.api.app:create_app",
         factory=True,
+        http="worker.api.http_protocol:HttpToolsProtocol",  # head and body in one send
         host=args.host,
         port=settings.api_port,
         workers=args.workers,

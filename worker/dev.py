@@ -140,6 +140,8 @@ def start_api_process(
             "uvicorn",
             "--factory",
             "worker.api.app:create_app",
+            "--http",
+            "worker.api.http_protocol:HttpToolsProtocol",  # docs/benchmarks.md
             "--host",
             host,
             "--port",

@@ -65,6 +65,7 @@ class Ours:
         port = free_port()
         self.api = self.procs.add(spawn("ours-api", [
             sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
+            "--http", "worker.api.http_protocol:HttpToolsProtocol",
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
             "--no-access-log"], self.opts.log_dir, env={"DATABASE_URL": self.db_url}))
         self.api_url = f"http://127.0.0.1:{port}"

@@ -88,7 +88,8 @@ async def retrieve_run(run_id: str, request: Request) -> Response:
     engine = engine_of(request)
     if wait_ms:  # one read, then (not final yet) a wait woken by the run's change
         row = await engine.wait_run_final(
-            who.env, run_id, wait_ms, children=True, admit=admit,
+            who.env, run_id, wait_ms, children=True,
+            admit=None if who.scopes is None else admit,  # a secret key reads every run
             # counted with the worker's dequeue long-polls: one cap per environment (429)
             slot=lambda: api_state(request).caps.poll(who.env.id))
     else:

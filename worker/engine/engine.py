@@ -46,6 +46,7 @@ from worker.engine import (
 )
 from worker.engine.db import Pool, Row, open_pool
 from worker.engine.handoff import Handoff
+from worker.engine.ids import new_id
 from worker.engine.keys import Environment
 from worker.engine.leases import LeaseSettings
 from worker.engine.models import TriggerSpec
@@ -145,9 +146,21 @@ class Engine:
     # -- runs (runs.py, triggering.py)
     async def trigger(self, env: Environment, spec: TriggerSpec, request_key: str | None = None,
                       replayed_from: str | None = None) -> TriggeredRun:
-        """Create one run; a long-poll of this process may get it leased at once (handoff.py)."""
-        return await triggering.trigger(self.pool, env, spec, request_key, replayed_from,
-                                        handoff=self.handoff, definitions=self.task_defs)
+        """Create one run; a long-poll of this process may get it leased at once (handoff.py).
+        The realtime hub knows the run is running from before its commit (RealtimeHub.running:
+        a ``waitMs`` retrieve of it need not read it first)."""
+        run_id = new_id("run")
+        self.realtime.expect(run_id, env.id)
+        created = False
+        try:
+            response = await triggering.trigger(self.pool, env, spec, request_key, replayed_from,
+                                                handoff=self.handoff, definitions=self.task_defs,
+                                                run_id=run_id)
+            created = response["id"] == run_id  # else an earlier run or answer, not this one
+            return response
+        finally:
+            if not created:
+                self.realtime.forget(run_id)
 
     batch_trigger = action(triggering.batch_trigger)
     retrieve_run = action(runs.retrieve)

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 RUN_CHANNEL = "trigger_run_changes"
 STREAM_CHANNEL = "trigger_stream_chunks"
 MAX_STREAM_NAME = 128
+#: runs created by this process that :meth:`RealtimeHub.running` keeps track of, newest
+RUNNING_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,11 @@ class RealtimeHub:
         self._claimed: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        #: LISTEN sessions so far: a change made while none was up may have been missed
+        self._session = 0
+        #: run id -> (environment id, session): runs this process created while listening,
+        #: not final as far as that session has heard (:meth:`running`); oldest first
+        self._running: dict[str, tuple[str, int]] = {}
 
     async def subscribe(self, environment_id: str) -> Subscription:
         """Register a subscriber; returns once LISTEN is active (so no later change is
@@ -147,10 +154,31 @@ class RealtimeHub:
         the notification (it still comes, for the other processes, and is harmless here).
         ``row``: the run as run_reads.assemble read it after that commit, with its children,
         for the watchers of ``environment_id``."""
+        self._running.pop(run_id, None)
         for watch in self._finals.get(run_id, ()):
             if row is not None and watch.environment_id == environment_id:
                 watch.hand(row)
             watch.set()
+
+    def expect(self, run_id: str, environment_id: str) -> None:
+        """A trigger of this process is about to create ``run_id`` (before its commit, so that
+        no later change of the run can be heard before this). Pair with :meth:`forget` should
+        the trigger create no run of that id."""
+        if self._listening.is_set():
+            self._running[run_id] = (environment_id, self._session)
+            if len(self._running) > RUNNING_KEPT:
+                del self._running[next(iter(self._running))]
+
+    def forget(self, run_id: str) -> None:
+        self._running.pop(run_id, None)
+
+    def running(self, run_id: str, environment_id: str) -> bool:
+        """True when ``run_id`` of ``environment_id`` was created by this process and is not
+        final: no final status of it was heard since, by a LISTEN session up from before its
+        creation until now. A ``waitMs`` retrieve then need not read the run before waiting
+        (runs.wait_final): should it end from now on, the notification is still to come."""
+        return (self._listening.is_set()
+                and self._running.get(run_id) == (environment_id, self._session))
 
     def unwatch_final(self, run_id: str, event: asyncio.Event) -> None:
         events = self._finals.get(run_id)
@@ -188,8 +216,10 @@ class RealtimeHub:
                 if len(parts) != 5:
                     continue
                 env_id, run_id, batch, status, updated = parts
-                if status in FINAL_STATUSES and run_id not in self._claimed:
-                    self.wake_final(run_id)
+                if status in FINAL_STATUSES:
+                    self._running.pop(run_id, None)
+                    if run_id not in self._claimed:
+                        self.wake_final(run_id)
                 change = RunChange(run_id, None if batch == "-" else batch, status, int(updated))
                 for sub in self._subs.get(env_id, ()):
                     sub.queue.put_nowait(change)
@@ -218,6 +248,8 @@ class RealtimeHub:
                 ) as conn:
                     await conn.execute(f"LISTEN {RUN_CHANNEL}")
                     await conn.execute(f"LISTEN {STREAM_CHANNEL}")
+                    self._session += 1
+                    self._running.clear()  # heard by an earlier session: may be out of date
                     self._listening.set()
                     if not first:
                         self._resync_all()  # changes made while reconnecting

@@ -50,17 +50,21 @@ async def wait_final(pool: Pool, hub: RealtimeHub, env: Environment, run_id: str
     The first read is the caller's too: ``admit`` sees it first (to refuse a reader that may
     not see the run: it raises), and only a run not final yet takes a ``slot`` (the
     environment's long-poll cap) for the wait. That first read is the run's status alone (one
-    statement where the whole run is three): the run is usually still going."""
+    statement where the whole run is three): the run is usually still going. Without
+    ``admit`` (a reader who may read every run of ``env``), a run this process created and
+    has not heard end (RealtimeHub.running: the caller of ``runs.poll`` right after its
+    trigger) is not read at all before the wait."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(max(wait_ms, 0), MAX_WAIT_MS) / 1000
     # before the read: a change after it is not missed
     ended = await hub.watch_final(run_id, env.id, children=children)
     try:
-        row = await run_brief(pool, env, run_id)
-        if admit is not None:
-            admit(row)
-        if row["status"] in FINAL_STATUSES or deadline <= loop.time():
-            return await retrieve(pool, env, run_id, children=children)
+        if admit is not None or not hub.running(run_id, env.id):
+            row = await run_brief(pool, env, run_id)
+            if admit is not None:
+                admit(row)
+            if row["status"] in FINAL_STATUSES or deadline <= loop.time():
+                return await retrieve(pool, env, run_id, children=children)
         async with slot() if slot is not None else contextlib.nullcontext():
             while True:
                 remaining = deadline - loop.time()

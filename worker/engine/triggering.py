@@ -30,15 +30,17 @@ async def trigger(
     replayed_from: str | None = None,
     handoff: Handoff | None = None,
     definitions: TaskDefinitions | None = None,
+    run_id: str | None = None,
 ) -> TriggeredRun:
-    """Create one run. With ``handoff``, a worker long-polling in this process gets the run
-    leased in the same transaction (engine/handoff.py). ``definitions``: the task definitions
-    this process caches (engine/task_defs.py); a plain trigger whose task is in it costs one
-    round trip, its request key (``x-trigger-request-idempotency-key``, which the SDKs send with
-    every trigger) claimed in the same statement."""
+    """Create one run: ``run_id`` if given, else a new id (an idempotency key's run or a retried
+    request's answer may have another). With ``handoff``, a worker long-polling in this process
+    gets the run leased in the same transaction (engine/handoff.py). ``definitions``: the task
+    definitions this process caches (engine/task_defs.py); a plain trigger whose task is in it
+    costs one round trip, its request key (``x-trigger-request-idempotency-key``, which the SDKs
+    send with every trigger) claimed in the same statement."""
     task_id = spec.task
     payload = encode_payload(spec.payload, spec.payload_type)
-    planned: TriggeredRun = {"id": new_id("run"), "isCached": False}
+    planned: TriggeredRun = {"id": run_id or new_id("run"), "isCached": False}
     if is_plain(spec.options, payload) and not spec.options.parent.links:
         known = None
         if definitions is not None and spec.options.lock_to_version is None:
