@@ -18,6 +18,7 @@ from psycopg.conninfo import make_conninfo
 
 from tests.conftest import ApiServer, start_api, stop_process
 from tests.protocol_worker import ProtocolWorker
+from worker.engine.notifier import Notifier
 from worker.engine.realtime import RUN_CHANNEL, RealtimeHub
 
 
@@ -102,7 +103,9 @@ async def test_the_hub_knows_a_run_running_only_within_one_listen_session(
 ) -> None:
     name = f"hub-{uuid.uuid4().hex[:12]}"
     url = api_server.database_url
-    hub = RealtimeHub(make_conninfo(url, application_name=name))
+    notifier = Notifier(make_conninfo(url, application_name=name))
+    await notifier.start()
+    hub = RealtimeHub(notifier)
     env_id, other_env = str(uuid.uuid4()), str(uuid.uuid4())
     try:
         hub.expect("run_before", env_id)  # not listening yet: not known
@@ -136,5 +139,11 @@ async def test_the_hub_knows_a_run_running_only_within_one_listen_session(
             assert not hub.running("run_b", env_id)
             hub.expect("run_c", env_id)
             assert hub.running("run_c", env_id)
+            # the one connection still serves the notifier's own channels, and the hub's
+            woken = notifier.event(env_id)
+            await conn.execute("SELECT pg_notify('trigger_runs', %s)", (env_id,))
+            await asyncio.wait_for(woken.wait(), 10)
+            await notify("run_c", "CANCELED")
+            await _until(lambda: not hub.running("run_c", env_id), "run_c heard final")
     finally:
-        await hub.stop()
+        await notifier.stop()

@@ -113,7 +113,8 @@ class Engine:
         """Open the pool; the notifier and services start with :meth:`start`."""
         pool = await open_pool(database_url, max_size=pool_size)
         # the hub connects on its first subscriber
-        return cls(pool, Notifier(database_url), RealtimeHub(database_url), settings)
+        notifier = Notifier(database_url)
+        return cls(pool, notifier, RealtimeHub(notifier), settings)
 
     async def start(self) -> None:
         """Start listening, then the background services (each a ``periodic`` loop)."""
@@ -140,7 +141,6 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await service
         await self.notifier.stop()
-        await self.realtime.stop()
         await self.pool.close()
 
     # -- runs (runs.py, triggering.py)

@@ -6,7 +6,13 @@ waiters always time out into a poll, so a lost notification costs latency, never
 
 Other channels are given to a :class:`Listener` (the API's key cache listens on
 ``trigger_keys`` this way): it hears each payload, and when the connection comes up or goes
-down, so it can stop trusting what it cached while notifications may be missed.
+down, so it can stop trusting what it cached while notifications may be missed. A listener
+may also join later (:meth:`Notifier.join`: the realtime hub, on its first subscriber).
+
+One connection for every channel: Postgres wakes each listening backend of the database at
+every notifying commit, whatever channels it listens to, and the committing backend signals
+each before it answers (two connections cost every trigger and completion one more process
+woken, on their own path: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -44,10 +51,27 @@ class Notifier:
         self._heard: dict[str, int] = {}
         self._session = 0
         self._listening = False
+        #: set when a listener joins: the connection LISTENs to its channels
+        self._joined = asyncio.Event()
+        #: the channels the current connection listens to
+        self._listened: set[str] = set()
+        #: set (and replaced) after each round of LISTENs
+        self._round = asyncio.Event()
 
     def listen(self, channel: str, listener: Listener) -> None:
         """Give ``channel``'s notifications to ``listener`` (call before :meth:`start`)."""
         self._listeners[channel] = listener
+
+    async def join(self, listeners: dict[str, Listener], timeout: float = 10) -> None:
+        """Give each channel's notifications to its listener from now on; returns once they
+        are listened to (or after ``timeout``: while the connection is down, the listeners
+        hear ``on_up`` when it is back). Their ``on_up`` comes first."""
+        self._listeners.update(listeners)
+        self._joined.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not (self._listening and self._listened.issuperset(listeners)):
+                    await self._round.wait()
 
     def event(self, key: str, channel: str = RUNS) -> asyncio.Event:
         """The event set at the next notification of ``key`` on ``channel``.
@@ -90,27 +114,57 @@ class Notifier:
             try:
                 connect = psycopg.AsyncConnection.connect
                 async with await connect(self._url, autocommit=True) as conn:
-                    for channel in (*CHANNELS, *self._listeners):
-                        await conn.execute(f"LISTEN {channel}")
-                    # Anything missed while (re)connecting: wake everyone to look again.
-                    for channel, key in list(self._events):
-                        self.wake(key, channel)
-                    for listener in self._listeners.values():
-                        listener.on_up()
-                    self._session += 1
-                    self._listening = True
-                    async for note in conn.notifies():
-                        heard = self._listeners.get(note.channel)
-                        if heard is None:
-                            self.wake(note.payload, note.channel)
-                        else:
-                            heard.on_note(note.payload)
+                    await self._serve(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting in 1 s", exc)
             finally:
                 self._listening = False
-                for listener in self._listeners.values():
+                self._listened = set()
+                for listener in list(self._listeners.values()):
                     listener.on_down()
             await asyncio.sleep(1)
+
+    async def _serve(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        while True:
+            self._joined.clear()
+            fresh = [c for c in (*CHANNELS, *self._listeners) if c not in self._listened]
+            for channel in fresh:
+                await conn.execute(f"LISTEN {channel}")
+            self._listened.update(fresh)
+            if not self._listening:
+                # Anything missed while (re)connecting: wake everyone to look again.
+                for channel, key in list(self._events):
+                    self.wake(key, channel)
+                self._session += 1
+                self._listening = True
+            for channel in fresh:
+                if channel in self._listeners:
+                    self._listeners[channel].on_up()
+            self._round.set()
+            self._round = asyncio.Event()
+            await self._pump(conn)  # until a listener joins (or the connection fails)
+
+    async def _pump(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Hand out notifications until :meth:`join` asks for more channels."""
+        async def hear() -> None:
+            async for note in conn.notifies():
+                heard = self._listeners.get(note.channel)
+                if heard is None:
+                    self.wake(note.payload, note.channel)
+                else:
+                    heard.on_note(note.payload)
+
+        hearing = asyncio.ensure_future(hear())
+        joined = asyncio.ensure_future(self._joined.wait())
+        try:
+            await asyncio.wait((hearing, joined), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            joined.cancel()
+            if not hearing.done():
+                hearing.cancel()  # an idle connection: no query to interrupt
+                with contextlib.suppress(asyncio.CancelledError):
+                    await hearing
+        if hearing.done() and not hearing.cancelled():
+            hearing.result()  # the connection failed: raise it

@@ -4,11 +4,12 @@ A statement-level trigger on ``runs`` (migration 0003) sends ``trigger_run_chang
 line per changed run: ``<env id> <run id> <batch id or -> <status> <updated_at µs>``. Stream
 appends send ``trigger_stream_chunks``: ``<env id> <run id> <last seq> <stream>``.
 
-Each API process has one :class:`RealtimeHub` holding one LISTEN connection, opened on the
-first subscription. Subscribers get every change of their environment in commit order and
-filter it themselves. Notifications are hints with enough detail to keep status order; the
-data is re-read from the row. If the LISTEN connection drops, every subscriber receives
-:data:`RESYNC` and re-reads its state, so nothing is missed for long.
+Each API process has one :class:`RealtimeHub`, which listens on the process's one LISTEN
+connection (engine/notifier.py) from its first subscription on. Subscribers get every change
+of their environment in commit order and filter it themselves. Notifications are hints with
+enough detail to keep status order; the data is re-read from the row. If the LISTEN
+connection drops, every subscriber receives :data:`RESYNC` and re-reads its state, so nothing
+is missed for long.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import psycopg
 
 from worker.common.limits import json_problem
 from worker.common.statuses import FINAL_STATUSES
 from worker.engine.db import Params, Pool, Row, fetch_all, fetch_one, one_statement
 from worker.engine.errors import EngineError, NotFound
 from worker.engine.keys import Environment
+from worker.engine.notifier import Listener, Notifier
 from worker.engine.queries import Q
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ class StreamChange:
     run_id: str
     stream: str
     seq: int
+
+
+def _nothing() -> None:
+    pass
 
 
 RESYNC = object()
@@ -86,14 +91,14 @@ class FinalWatch(asyncio.Event):
 
 
 class RealtimeHub:
-    def __init__(self, url: str) -> None:
-        self._url = url
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
         self._subs: dict[str, set[Subscription]] = {}
         #: run id -> events of the long-polls waiting for that run to end (``waitMs``)
         self._finals: dict[str, set[FinalWatch]] = {}
         #: run id -> completions of this process that will hand its watchers the final run
         self._claimed: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._joined = False
         self._listening = asyncio.Event()
         #: LISTEN sessions so far: a change made while none was up may have been missed
         self._session = 0
@@ -188,12 +193,27 @@ class RealtimeHub:
                 del self._finals[run_id]
 
     async def _listen(self) -> None:
-        if self._listening.is_set():  # the common case: no waiting task to create
+        if self._listening.is_set():  # the common case: nothing to wait for
             return
-        if self._task is None:
-            self._task = asyncio.create_task(self._listen_forever(), name="realtime-hub")
+        if not self._joined:
+            self._joined = True
+            await self._notifier.join({
+                RUN_CHANNEL: Listener(lambda p: self._dispatch(RUN_CHANNEL, p), self._up,
+                                      self._listening.clear),
+                STREAM_CHANNEL: Listener(lambda p: self._dispatch(STREAM_CHANNEL, p),
+                                         _nothing, _nothing),
+            })
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), timeout=10)
+
+    def _up(self) -> None:
+        """Both channels are listened to (again): a new session; changes made while none was
+        up may have been missed (every subscriber re-reads)."""
+        self._session += 1
+        self._running.clear()  # heard by an earlier session: may be out of date
+        if self._session > 1:
+            self._resync_all()
+        self._listening.set()
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.environment_id)
@@ -201,13 +221,6 @@ class RealtimeHub:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.environment_id]
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def _dispatch(self, channel: str, payload: str) -> None:
         if channel == RUN_CHANNEL:
@@ -238,30 +251,6 @@ class RealtimeHub:
         for events in self._finals.values():
             for event in events:
                 event.set()
-
-    async def _listen_forever(self) -> None:
-        first = True
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {RUN_CHANNEL}")
-                    await conn.execute(f"LISTEN {STREAM_CHANNEL}")
-                    self._session += 1
-                    self._running.clear()  # heard by an earlier session: may be out of date
-                    self._listening.set()
-                    if not first:
-                        self._resync_all()  # changes made while reconnecting
-                    first = False
-                    async for note in conn.notifies():
-                        self._dispatch(note.channel, note.payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("realtime LISTEN connection lost (%s); reconnecting in 1 s", exc)
-                self._listening.clear()
-                await asyncio.sleep(1)
 
 
 # --- reads ---------------------------------------------------------------------------------
