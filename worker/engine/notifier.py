@@ -65,9 +65,12 @@ class Notifier:
     async def join(self, listeners: dict[str, Listener], timeout: float = 10) -> None:
         """Give each channel's notifications to its listener from now on; returns once they
         are listened to (or after ``timeout``: while the connection is down, the listeners
-        hear ``on_up`` when it is back). Their ``on_up`` comes first."""
+        hear ``on_up`` when it is back). Their ``on_up`` comes first. Starts the notifier if
+        it is not started yet."""
         self._listeners.update(listeners)
         self._joined.set()
+        if self._task is None:
+            await self.start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while not (self._listening and self._listened.issuperset(listeners)):
