@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from bench import common
 from bench.common import (
     PROJECT_DIR,
     Proc,
@@ -28,6 +29,14 @@ from bench.systems import Options
 
 COMPLETED = "COMPLETED_SUCCESSFULLY"
 BATCH = 1000  # the API's batch limit (worker.engine.models.MAX_BATCH_ITEMS)
+
+
+def _http_protocol() -> list[str]:
+    """The API's HTTP protocol (worker/api/http_protocol.py), when the checkout the processes
+    run from has it (``python -m bench.ab`` compares checkouts)."""
+    if (common.ROOT / "worker" / "api" / "http_protocol.py").exists():
+        return ["--http", "worker.api.http_protocol:HttpToolsProtocol"]
+    return []
 
 
 class Ours:
@@ -65,7 +74,7 @@ class Ours:
         port = free_port()
         self.api = self.procs.add(spawn("ours-api", [
             sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
-            "--http", "worker.api.http_protocol:HttpToolsProtocol",
+            *_http_protocol(),
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
             "--no-access-log"], self.opts.log_dir, env={"DATABASE_URL": self.db_url}))
         self.api_url = f"http://127.0.0.1:{port}"
