@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 RUN_CHANNEL = "trigger_run_changes"
 STREAM_CHANNEL = "trigger_stream_chunks"
 MAX_STREAM_NAME = 128
-#: runs created by this process that :meth:`RealtimeHub.running` keeps track of, newest
+#: how many runs created by this process :meth:`RealtimeHub.running` keeps track of (the
+#: newest; an older one is read as before)
 RUNNING_KEPT = 10_000
 
 
