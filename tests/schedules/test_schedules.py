@@ -225,7 +225,16 @@ async def test_exactly_one_run_per_tick_with_three_api_processes(
             if len(ticks) == 20 or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
-        assert len(ticks) == 20 and all(count == 1 for _, count in ticks), ticks
+        with psycopg.connect(api_server.database_url) as conn:
+            due = conn.execute("SELECT id, next_run_at, active FROM schedules WHERE id = ANY(%s)",
+                               (ids,)).fetchall()
+            locks = conn.execute("SELECT pid, state, wait_event, left(query, 80) FROM "
+                                 "pg_stat_activity WHERE datname = current_database() AND "
+                                 "state <> 'idle'").fetchall()
+        logs = [(p, p.read_text()[-1500:]) for p in (*(s.log_path for s in extra),
+                                                    api_server.log_path) if p is not None]
+        why = f"ticks {ticks}; schedules {due}; busy backends {locks}; API logs {logs}"
+        assert len(ticks) == 20 and all(count == 1 for _, count in ticks), why
         assert runs is not None and runs[0] == 20
     finally:
         for server in extra:
