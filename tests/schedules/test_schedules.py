@@ -255,3 +255,41 @@ def test_cli_lists_schedules(
     )
     assert out.returncode == 0, out.stderr
     assert "cli-task" in out.stdout and "15 4 * * *" in out.stdout and "Asia/Tokyo" in out.stdout
+
+
+async def test_a_schedule_that_cannot_fire_stops_alone_and_holds_up_no_other(
+    api: httpx.Client, api_server: ApiServer, project_keys: dict[str, str], pool: Pool,
+    caplog: Any,
+) -> None:
+    """A stored pattern no longer understood (written around the API) failed every sweep, and
+    with it every schedule of the database: none fired again (found by the three-replica test
+    when the suite crossed the hour of a corrupted hourly schedule)."""
+    worker_for(api_server, project_keys["dev"], "poisoned")
+    ids = [api.post("/api/v1/schedules", json={
+        "task": "poisoned", "cron": "0 0 1 1 *", "deduplicationKey": f"p{i}"}).json()["id"]
+        for i in range(3)]
+    broken, zone = ids[0], ids[1]
+    past = datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC)
+    with psycopg.connect(api_server.database_url) as conn:
+        conn.execute("UPDATE schedules SET next_run_at = %s WHERE id = ANY(%s)", (past, ids))
+        # the broken ones are due first: the sweep meets them before the good one
+        conn.execute("UPDATE schedules SET cron = 'not a cron', next_run_at = %s WHERE id = %s",
+                     (past - timedelta(days=1), broken))
+        conn.execute("UPDATE schedules SET timezone = 'Mars/Olympus', next_run_at = %s "
+                     "WHERE id = %s", (past - timedelta(days=1), zone))
+    env = env_id(api)
+    created = await fire_due(pool, environment_id=env)
+    assert len(created) == 1 and payload_of(api, created[0])["scheduleId"] == ids[2], created
+    with psycopg.connect(api_server.database_url) as conn:
+        parked = dict(conn.execute("SELECT id, next_run_at FROM schedules WHERE id = ANY(%s)",
+                                   (ids,)).fetchall())
+    assert parked[broken] is None and parked[zone] is None, parked  # stopped, not retried
+    assert parked[ids[2]] is not None and parked[ids[2]] > datetime.now(UTC)
+    said = caplog.text
+    assert f"schedule {broken} cannot fire" in said and f"schedule {zone} cannot fire" in said
+    assert "until its cron or timezone is updated" in said
+    assert await fire_due(pool, environment_id=env) == []  # nothing due any more
+    # updating the pattern through the API starts it again
+    fixed = api.put(f"/api/v1/schedules/{broken}",
+                    json={"task": "poisoned", "cron": "0 0 1 1 *"}).json()
+    assert fixed["nextRun"], fixed

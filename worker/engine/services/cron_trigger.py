@@ -13,6 +13,11 @@ skipped and logged. The schedule then continues from the next tick after now. A 
 was deactivated and activated again starts from the next tick after activation (nothing fires
 for the inactive period).
 
+A schedule that cannot fire (a pattern or time zone stored around the API's checks, or accepted
+by another version) stops alone: its ``next_run_at`` is cleared, with an error in the log, until
+its cron or timezone is updated; a database error skips it for this sweep. Either way the
+other schedules of the sweep fire.
+
 The clock is injectable: :func:`fire_due` takes ``now``; the loop takes a ``clock`` callable.
 """
 
@@ -24,8 +29,9 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import orjson
+import psycopg
 
-from worker.engine.cron import parse
+from worker.engine.cron import CronError, parse
 from worker.engine.db import Conn, Pool, Row, fetch_all, fetch_one
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
@@ -100,7 +106,8 @@ async def fire_due(
 ) -> list[str]:
     """One sweep at ``now`` (default: the real clock), optionally of one environment only.
 
-    Returns the ids of the runs created.
+    Returns the ids of the runs created. Each schedule is swept in a savepoint of its own: one
+    that fails never holds up the others (see :func:`_sweep_one`).
     """
     now = now or datetime.now(UTC)
     created: list[str] = []
@@ -108,32 +115,49 @@ async def fire_due(
     async with pool.connection() as conn, conn.transaction():
         due = await fetch_all(conn, Q.due_schedules, params)
         for schedule in due:
-            cron = parse(schedule["cron"])
-            tz = schedule["timezone"]
-            tick = cron.latest_at_or_before(now, tz, schedule["next_run_at"])
-            fired_at = None
-            if tick is not None:
-                if tick > schedule["next_run_at"]:
-                    log.warning(
-                        "schedule %s: ticks from %s to before %s were missed; firing "
-                        "only the latest",
-                        schedule["id"],
-                        schedule["next_run_at"].isoformat(),
-                        tick.isoformat(),
-                    )
-                run_id = await _fire(conn, schedule, tick)
-                if run_id is not None:
-                    created.append(run_id)
-                fired_at = tick
-            await conn.execute(
-                Q.advance_schedule,
-                {
-                    "id": schedule["id"],
-                    "next_run_at": cron.next_after(now, tz),
-                    "last_run_at": fired_at,
-                },
-            )
+            try:
+                async with conn.transaction():  # a savepoint
+                    run_id = await _sweep_one(conn, schedule, now)
+            except CronError as exc:
+                # Its own pattern or time zone, no longer understood (written around the API,
+                # or by a version that accepted it): it would fail at every sweep, and fail
+                # the sweep of every schedule behind it. It stops until it is updated.
+                log.error("schedule %s cannot fire: %s; it will not fire again until its "
+                          "cron or timezone is updated", schedule["id"], exc)
+                await conn.execute(Q.advance_schedule, {
+                    "id": schedule["id"], "next_run_at": None, "last_run_at": None})
+                continue
+            except psycopg.Error:
+                log.exception("schedule %s: its sweep failed; the next sweep tries again",
+                              schedule["id"])
+                continue
+            if run_id is not None:
+                created.append(run_id)
     return created
+
+
+async def _sweep_one(conn: Conn, schedule: Row, now: datetime) -> str | None:
+    """Fire ``schedule``'s latest tick at or before ``now`` (if any) and move it to its next
+    tick after ``now``; the id of the run created, if one was."""
+    cron = parse(schedule["cron"])
+    tz = schedule["timezone"]
+    tick = cron.latest_at_or_before(now, tz, schedule["next_run_at"])
+    next_run_at = cron.next_after(now, tz)
+    run_id = None
+    if tick is not None:
+        if tick > schedule["next_run_at"]:
+            log.warning(
+                "schedule %s: ticks from %s to before %s were missed; firing only the latest",
+                schedule["id"],
+                schedule["next_run_at"].isoformat(),
+                tick.isoformat(),
+            )
+        run_id = await _fire(conn, schedule, tick)
+    await conn.execute(
+        Q.advance_schedule,
+        {"id": schedule["id"], "next_run_at": next_run_at, "last_run_at": tick},
+    )
+    return run_id
 
 
 async def seconds_until_next(pool: Pool, now: datetime) -> float | None:
