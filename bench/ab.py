@@ -56,7 +56,14 @@ def _machine() -> tuple[int, int]:
 
 
 def _pairs(text: str) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in text.split(",") if item)
+    """``K=V,K=V`` (argparse's type for --env-a/--env-b)."""
+    pairs = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{item!r} is not NAME=VALUE (e.g. TRIGGER_X=1)")
+        pairs[key] = value
+    return pairs
 
 
 def _start(variant: Variant, pg_url: str) -> None:
@@ -137,14 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parent.parent
     parser.add_argument("--code-a", type=Path, default=here, help="checkout A (default: this)")
     parser.add_argument("--code-b", type=Path, default=here, help="checkout B (default: this)")
-    parser.add_argument("--env-a", default="", help="K=V,K=V for A's processes")
-    parser.add_argument("--env-b", default="", help="K=V,K=V for B's processes")
+    parser.add_argument("--env-a", type=_pairs, default={}, help="K=V,K=V for A's processes")
+    parser.add_argument("--env-b", type=_pairs, default={}, help="K=V,K=V for B's processes")
     parser.add_argument("--blocks", type=int, default=30, help="blocks per variant")
     parser.add_argument("--per-block", type=int, default=50, help="triggers per block")
     parser.add_argument("--pg", default=DEFAULT_PG)
     args = parser.parse_args(argv)
-    variants = [Variant("A", args.code_a.resolve(), _pairs(args.env_a)),
-                Variant("B", args.code_b.resolve(), _pairs(args.env_b))]
+    for code in (args.code_a, args.code_b):
+        if not (code / "worker" / "api" / "app.py").is_file():
+            parser.error(f"{code} is not a checkout of this project (no worker/api/app.py)")
+    variants = [Variant("A", args.code_a.resolve(), args.env_a),
+                Variant("B", args.code_b.resolve(), args.env_b)]
     try:
         for variant in variants:
             _start(variant, args.pg)

@@ -19,6 +19,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 PROJECT_DIR = BENCH_DIR / "project"
+#: the API's HTTP protocol (worker/api/http_protocol.py), for every uvicorn the benchmarks start
+HTTP_PROTOCOL = "worker.api.http_protocol:HttpToolsProtocol"
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
@@ -179,7 +181,7 @@ def start_api(procs: Procs, db_url: str, log_dir: Path) -> tuple[Proc, str]:
     port = free_port()
     api = procs.add(spawn("api", [
         sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
-            "--http", "worker.api.http_protocol:HttpToolsProtocol",
+            "--http", HTTP_PROTOCOL,
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
         "--no-access-log"], log_dir, env={"DATABASE_URL": db_url,
                                           "TRIGGER_ENCRYPTION_KEY": "5a" * 32}))

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench import common
 from bench.engine import _server_url, _with_database
 from worker.api.dashboard.access import create_login_link
 from worker.engine import runs
@@ -173,7 +174,7 @@ def main() -> None:
         log = Path(f"/tmp/{name}-api.log")
         api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
-            "--http", "worker.api.http_protocol:HttpToolsProtocol",
+            "--http", common.HTTP_PROTOCOL,
              "--port", str(port), "--log-level", "warning"],
             env={**os.environ, "DATABASE_URL": db}, stdout=log.open("wb"),
             stderr=subprocess.STDOUT)

@@ -41,6 +41,7 @@ import httpx
 import psutil
 import psycopg
 
+from bench import common
 from bench.common import DEFAULT_PG, ROOT, percentile
 
 TASKS = '''
@@ -125,7 +126,7 @@ class Api:
             TRIGGER_RESCUER_INTERVAL="0.5",
         )
         argv = [sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
-            "--http", "worker.api.http_protocol:HttpToolsProtocol"]
+            "--http", common.HTTP_PROTOCOL]
         argv += ["--port", str(self.port), "--log-level", "warning"]
         self.process = subprocess.Popen(
             argv, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=self.code

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from bench import common
 from bench.common import (
     DEFAULT_PG,
     PROJECT_DIR,
@@ -135,7 +136,7 @@ class ScaleOut:
             port = free_port()
             self.apis.append(self.procs.add(spawn(f"scale-api{i}", [
                 sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
-            "--http", "worker.api.http_protocol:HttpToolsProtocol",
+            "--http", common.HTTP_PROTOCOL,
                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
                 "--no-access-log"], self.log_dir, env={
                     "DATABASE_URL": self.db_url, "TRIGGER_METRICS_TOKEN": METRICS_TOKEN})))

@@ -50,6 +50,7 @@ import httpx
 import psutil
 import psycopg
 
+from bench import common
 from bench.soak_tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,7 +226,7 @@ class Soak:
         for i in range(2):
             port = free_port()
             argv = [sys.executable, "-m", "uvicorn", "--factory", "worker.api.app:create_app",
-            "--http", "worker.api.http_protocol:HttpToolsProtocol",
+            "--http", common.HTTP_PROTOCOL,
                     "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
             api = Proc(argv, {**env, **LEASE}, self.base / f"api{i}.log", ROOT)
             api.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]

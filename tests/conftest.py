@@ -21,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 
+from worker.api.http_protocol import NAME as HTTP_PROTOCOL
 from worker.engine.keys import create_project
 from worker.engine.migrate import migrate
 
@@ -108,7 +109,7 @@ def start_api(database_url: str, log_path: Path, *, log_level: str = "warning",
             "--factory",
             "worker.api.app:create_app",
             "--http",
-            "worker.api.http_protocol:HttpToolsProtocol",
+            HTTP_PROTOCOL,
             "--host",
             "127.0.0.1",
             "--port",

@@ -149,6 +149,7 @@ def cmd_api(args: argparse.Namespace, settings: CliSettings) -> int:
         raise SystemExit("the API needs the server extra: pip install 'trigger-worker[server]'")\
             from None
 
+    from worker.api.http_protocol import NAME as HTTP_PROTOCOL
     from worker.api.observability import configure_logging
 
     settings.require_database_url()
@@ -157,7 +158,7 @@ def cmd_api(args: argparse.Namespace, settings: CliSettings) -> int:
     uvicorn.run(
         "worker.api.app:create_app",
         factory=True,
-        http="worker.api.http_protocol:HttpToolsProtocol",  # head and body in one send
+        http=HTTP_PROTOCOL,  # a response's head and body in one send
         host=args.host,
         port=settings.api_port,
         workers=args.workers,

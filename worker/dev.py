@@ -132,6 +132,8 @@ def choose_port(host: str, port: int) -> int:
 def start_api_process(
     database_url: str, host: str, port: int, cwd: Path
 ) -> subprocess.Popen[bytes]:
+    from worker.api.http_protocol import NAME as HTTP_PROTOCOL
+
     return subprocess.Popen(
         [
             sys.executable,
@@ -141,7 +143,7 @@ def start_api_process(
             "--factory",
             "worker.api.app:create_app",
             "--http",
-            "worker.api.http_protocol:HttpToolsProtocol",  # docs/benchmarks.md
+            HTTP_PROTOCOL,  # a response's head and body in one send
             "--host",
             host,
             "--port",

@@ -35,7 +35,7 @@ def _http_protocol() -> list[str]:
     """The API's HTTP protocol (worker/api/http_protocol.py), when the checkout the processes
     run from has it (``python -m bench.ab`` compares checkouts)."""
     if (common.ROOT / "worker" / "api" / "http_protocol.py").exists():
-        return ["--http", "worker.api.http_protocol:HttpToolsProtocol"]
+        return ["--http", common.HTTP_PROTOCOL]
     return []
 
 
