@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +87,6 @@ class Relay:
                                  b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
-
-
-@pytest.fixture
-async def api(api_server: ApiServer, project_keys: dict[str, str]) -> AsyncIterator[WorkerApi]:
-    client = WorkerApi(api_server.url, project_keys["dev"], str(uuid.uuid4()))
-    yield client
-    await client.close()
 
 
 async def test_one_kept_alive_connection_carries_the_calls(api: WorkerApi) -> None:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from worker.api.auth import authenticate_worker
 from worker.api.bodies import read_model
-from worker.api.responses import json_response
+from worker.api.responses import LineStream, json_response
 from worker.api.state import api_state, engine_of
 from worker.common.protocol import (
     DequeuedRun,
@@ -46,6 +48,9 @@ class DequeueBody(BaseModel):
     versions: list[uuid.UUID] = Field(min_length=1)
     max_runs: int = Field(default=1, ge=1, le=100)
     wait_ms: int = Field(default=0, ge=0, le=30_000)
+    #: keep the response open and send each batch leased as it comes (docs/protocol.md,
+    #: "Streamed dequeue"): one NDJSON line per batch, up to ``max_runs`` runs in all
+    stream: bool = False
 
 
 class RunIdsBody(BaseModel):
@@ -94,6 +99,10 @@ async def register(request: Request, env: Env) -> Wire:
 async def dequeue(request: Request, env: Env) -> Response:
     body = await read_model(request, DequeueBody)
     state = api_state(request)
+    if body.stream and body.wait_ms:
+        held = contextlib.AsyncExitStack()
+        await held.enter_async_context(state.caps.poll(env.id))  # a 429 before the 200's head
+        return LineStream(_batches(request, env, body), closing=held.aclose)
     async with state.caps.poll(env.id) if body.wait_ms else contextlib.nullcontext(), \
             _hang_up_watch(request) as gone:
         leased = await state.engine.dequeue(
@@ -105,6 +114,30 @@ async def dequeue(request: Request, env: Env) -> Response:
             gone=gone,
         )
     return json_response({"runs": await _leased_wire(state.engine, env, leased)})
+
+
+async def _batches(request: Request, env: Environment,
+                   body: DequeueBody) -> AsyncGenerator[bytes, None]:
+    """A streamed dequeue's lines: each batch leased, as soon as it is, until ``max_runs`` runs
+    went out, ``wait_ms`` passed since the request, or the worker hung up. Between batches the
+    stream waits as a long-poll does (a trigger of this process hands its run over, a
+    notification wakes a look), so a worker with free slots is not asked to come back after
+    every run."""
+    state = api_state(request)
+    credit = body.max_runs
+    deadline = time.monotonic() + body.wait_ms / 1000
+    versions = [str(v) for v in body.versions]
+    async with _hang_up_watch(request) as gone:
+        while credit > 0:
+            wait_ms = int((deadline - time.monotonic()) * 1000)
+            if wait_ms <= 0 or await gone():
+                return
+            leased = await state.engine.dequeue(env, str(body.instance_id), versions, credit,
+                                                wait_ms, gone=gone)
+            if not leased:  # the wait is over (or the worker hung up)
+                return
+            credit -= len(leased)
+            yield orjson.dumps({"runs": await _leased_wire(state.engine, env, leased)}) + b"\n"
 
 
 @contextlib.asynccontextmanager

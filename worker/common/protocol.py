@@ -104,15 +104,18 @@ class DequeueRequest:
     versions: list[str]
     max_runs: int = 1
     wait_ms: int = 0
+    #: the reply brings each batch as it is leased (docs/protocol.md, "Streamed dequeue")
+    stream: bool = False
 
     def to_wire(self) -> Wire:
         return {"instance_id": self.instance_id, "versions": self.versions,
-                "max_runs": self.max_runs, "wait_ms": self.wait_ms}
+                "max_runs": self.max_runs, "wait_ms": self.wait_ms, "stream": self.stream}
 
     @classmethod
     def from_wire(cls, data: Wire) -> DequeueRequest:
         return cls(str(data["instance_id"]), [str(v) for v in data["versions"]],
-                   int(data.get("max_runs") or 1), int(data.get("wait_ms") or 0))
+                   int(data.get("max_runs") or 1), int(data.get("wait_ms") or 0),
+                   bool(data.get("stream")))
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from worker.common.protocol import CompletionResult, DequeuedRun
-from worker.sdk.http1 import Http1Client, Response, TransportError, proxy_configured
+from worker.common.protocol import CompletionResult, DequeuedRun, DequeueRequest
+from worker.sdk.http1 import Http1Client, Lines, Response, TransportError, proxy_configured
 from worker.sdk.http_retries import RetryPolicy, send_with_retries
 from worker.sdk.settings import api_urls
 
@@ -109,14 +109,16 @@ class WorkerApi:
         self.current = (self.current + 1) % len(self.clients)
 
     async def send(self, path: str, content: bytes, *, content_type: str = "application/json",
-                   timeout: float | None = None, attempts: int = 5) -> Response:
+                   timeout: float | None = None, attempts: int = 5,
+                   lines: Lines | None = None) -> Response:
         """POST ``content`` to ``path`` (under the API's root) with retries on transport
         errors and 5xx/408/429 (quick backoff, moving to the next API replica when this one
-        cannot be reached): the SDK transport's retry loop. Returns the 2xx response."""
+        cannot be reached): the SDK transport's retry loop. Returns the 2xx response (with
+        ``lines``, its body went there line by line as it arrived)."""
         headers = _JSON if content_type == "application/json" else {"content-type": content_type}
         return await send_with_retries(
             lambda: self.http.request("POST", path, content=content, headers=headers,
-                                      timeout=timeout),
+                                      timeout=timeout, lines=lines),
             _policy(attempts),
             fail_over=self._fail_over,
             refuse=_refuse,
@@ -145,12 +147,31 @@ class WorkerApi:
 
     async def dequeue(self, versions: list[str], max_runs: int,
                       wait_ms: int) -> list[dict[str, Any]]:
-        body = {
-            "instance_id": self.instance_id, "versions": versions,
-            "max_runs": max(1, min(max_runs, 100)), "wait_ms": wait_ms,
-        }
+        body = DequeueRequest(self.instance_id, versions, max(1, min(max_runs, 100)),
+                              wait_ms).to_wire()
         result = await self.post("/dequeue", body, timeout=wait_ms / 1000 + 30, attempts=1)
         return list(result.get("runs") or [])
+
+    async def dequeue_stream(self, versions: list[str], max_runs: int, wait_ms: int,
+                             batch: Callable[[list[dict[str, Any]]], Awaitable[None]]) -> None:
+        """The streamed ``/dequeue`` (docs/protocol.md, "Streamed dequeue"): ``batch`` gets
+        each batch of runs as the API leases it, until the API ends the stream (``max_runs``
+        runs in all, or ``wait_ms`` passed). An API that does not stream answers once, as
+        the long-poll: that reply is the one batch. Tried once, as the long-poll."""
+        body = DequeueRequest(self.instance_id, versions, max(1, min(max_runs, 100)), wait_ms,
+                              stream=True).to_wire()
+
+        async def line(raw: bytes) -> None:
+            try:
+                data = orjson.loads(raw)
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                raise ProtocolError(200, f"expected a JSON object per line: {raw[:500]!r}")
+            await batch(list(data.get("runs") or []))
+
+        await self.send(PREFIX + "/dequeue", orjson.dumps(body), timeout=wait_ms / 1000 + 30,
+                        attempts=1, lines=line)
 
     async def heartbeat(self, run_ids: list[str], *, stopping: bool = False) -> dict[str, Any]:
         body: dict[str, object] = {"instance_id": self.instance_id, "run_ids": run_ids}

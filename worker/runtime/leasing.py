@@ -19,10 +19,14 @@ Emit = Callable[[Wire], None]
 async def dequeue_loop(api: WorkerApi, *, stopping: Callable[[], bool], slots: Slots,
                        version_id: Callable[[], str], defer: Callable[[], bool], wait_ms: int,
                        leased: Callable[[list[DequeuedRun]], Awaitable[None]],
-                       emit: Emit) -> None:
+                       emit: Emit, stream: bool = True) -> None:
     """Long-poll ``/dequeue`` for as many runs as there are free slots; hand them to
     ``leased``. Waits on ``slots.capacity`` (set when a slot frees up) while there is none, or
-    while ``defer()`` says the completions being reported lease the slots (slots.py)."""
+    while ``defer()`` says the completions being reported lease the slots (slots.py).
+
+    With ``stream`` the poll stays open after a batch (docs/protocol.md, "Streamed dequeue"):
+    each batch that arrives takes its share of the slots reserved for the poll, and the rest
+    stays reserved until the API ends the stream (those slots' worth of runs, or ``wait_ms``)."""
     failures = 0
     capacity = slots.capacity
     while not stopping():
@@ -33,25 +37,38 @@ async def dequeue_loop(api: WorkerApi, *, stopping: Callable[[], bool], slots: S
                 async with asyncio.timeout(1.0):
                     await capacity.wait()
             continue
+        reserved = free
+
+        async def batch(runs: list[Wire]) -> None:
+            nonlocal reserved
+            dequeued = [DequeuedRun.from_wire(run) for run in runs]
+            # the runs count as starting as soon as ``leased`` begins, before its first await
+            given = min(len(dequeued), reserved)
+            reserved -= given
+            slots.release(given)
+            await leased(dequeued)
+
         # Only the current version: an old one only finishes what it runs. A run locked to
         # a version nobody serves any more migrates to this one when it is leased again
         # (docs/run-states.md, "Versions").
         slots.polling = True
+        failed: Exception | None = None
         try:
-            runs = await api.dequeue([version_id()], free, wait_ms)
-            failures = 0
+            if stream:
+                await api.dequeue_stream([version_id()], free, wait_ms, batch)
+            else:
+                await batch(await api.dequeue([version_id()], free, wait_ms))
         except Exception as exc:
-            slots.release(free)
-            emit({"type": "error", "message": f"dequeue failed: {exc}"})
+            failed = exc
+        finally:
+            slots.polling = False
+            slots.release(reserved)
+        if failed is not None:
+            emit({"type": "error", "message": f"dequeue failed: {failed}"})
             failures += 1
             await asyncio.sleep(retry_delay(failures))  # back within ~1 s of the API
             continue
-        finally:
-            slots.polling = False
-        dequeued = [DequeuedRun.from_wire(run) for run in runs]
-        # the runs count as starting as soon as ``leased`` begins, before its first await
-        slots.release(free)
-        await leased(dequeued)
+        failures = 0
 
 
 async def heartbeat_loop(api: WorkerApi, *, interval: Callable[[], float],

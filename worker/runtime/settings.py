@@ -36,8 +36,11 @@ class WorkerSettings:
     #: the replica's Prometheus port (worker/runtime/worker_metrics.py); None: not served
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
-    #: the long poll of one ``/dequeue`` call
+    #: the long poll of one ``/dequeue`` call (a streamed one lasts at most this long)
     dequeue_wait_ms: int = 2000
+    #: ``/dequeue`` streams the runs it leases (docs/protocol.md, "Streamed dequeue"); off:
+    #: one long-poll per batch (for a proxy that buffers responses)
+    dequeue_stream: bool = True
     #: seconds running attempts get to finish on a graceful stop
     shutdown_grace: float = 10.0
     #: seconds after max_duration before the supervisor kills an executor that did not answer
@@ -82,6 +85,7 @@ class WorkerSettings:
             or "127.0.0.1",
             dequeue_wait_ms=int(env_float("TRIGGER_DEQUEUE_WAIT_MS", 2000, minimum=0,
                                           environ=e)),
+            dequeue_stream=env_bool("TRIGGER_DEQUEUE_STREAM", True, environ=e),
             shutdown_grace=env_float("TRIGGER_SHUTDOWN_GRACE", 10.0, minimum=0, environ=e),
             max_duration_grace=env_float("TRIGGER_MAX_DURATION_GRACE", 5.0, minimum=0,
                                          environ=e),

@@ -323,7 +323,8 @@ class Supervisor:
                 self.api, stopping=lambda: self.stopping, slots=self.slots,
                 version_id=lambda: self.slots.version_id() or "",
                 defer=lambda: self.slots.defer_poll(bool(self.reporter.completions)),
-                wait_ms=self.settings.dequeue_wait_ms, leased=self._leased, emit=self.emit))
+                wait_ms=self.settings.dequeue_wait_ms, leased=self._leased, emit=self.emit,
+                stream=self.settings.dequeue_stream))
             stop_wait = loop.create_task(self.stop.wait())
             await asyncio.wait({dequeue, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()

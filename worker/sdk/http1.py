@@ -3,7 +3,8 @@
 Why not httpx: in the supervisor, httpx with httpcore and anyio was ~45 % of the CPU under drain
 and ~10 MiB of its memory (docs/benchmarks.md, "Where the time goes"), for JSON POSTs to one
 API. This client does only what the worker protocol needs: requests with a ``Content-Length``
-body, responses with a ``Content-Length``, chunked or read-to-close body, keep-alive
+body, responses with a ``Content-Length``, chunked or read-to-close body (or handed over line
+by line as it arrives: the streamed ``/dequeue``), keep-alive
 connections reused (up to ``max_connections`` at once), a connect timeout and a whole-request
 timeout, http and https (the TLS context is the SDK's, loaded only for https). No redirects,
 no proxies (worker/runtime/api_client.py uses httpx when a proxy is configured), no
@@ -20,14 +21,17 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
-__all__ = ["ConnectError", "Http1Client", "RequestTimeout", "Response", "TransportError",
+__all__ = ["ConnectError", "Http1Client", "Lines", "RequestTimeout", "Response", "TransportError",
            "proxy_configured"]
+
+#: what a streamed response's lines are handed to, one at a time, as they arrive
+Lines = Callable[[bytes], Awaitable[None]]
 
 
 def proxy_configured() -> bool:
@@ -128,8 +132,39 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             raise ValueError("malformed chunk")
 
 
-async def read_response(reader: asyncio.StreamReader, method: str) -> Response:
-    """One response from ``reader`` (informational 1xx responses skipped)."""
+async def _read_lines(reader: asyncio.StreamReader, headers: dict[str, str],
+                     lines: Lines) -> None:
+    """A body handed to ``lines`` line by line (empty lines skipped) as its bytes arrive."""
+    pending = b""
+
+    async def take(data: bytes) -> None:
+        nonlocal pending
+        *complete, pending = (pending + data).split(b"\n")
+        for line in complete:
+            if line.strip():
+                await lines(line)
+
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, ignored
+                    pass
+                break
+            await take(await reader.readexactly(size))
+            if await reader.readexactly(2) != b"\r\n":
+                raise ValueError("malformed chunk")
+    elif "content-length" in headers:
+        await take(await reader.readexactly(int(headers["content-length"])))
+    else:
+        await take(await reader.read())
+    await take(b"\n")
+
+
+async def read_response(reader: asyncio.StreamReader, method: str,
+                        lines: Lines | None = None) -> Response:
+    """One response from ``reader`` (informational 1xx responses skipped); with ``lines``, a
+    2xx's body goes to it line by line as it arrives (the response's ``content`` is empty)."""
     version, status, headers = await _read_head(reader)
     while 100 <= status < 200:
         version, status, headers = await _read_head(reader)
@@ -138,6 +173,11 @@ async def read_response(reader: asyncio.StreamReader, method: str) -> Response:
                   else "keep-alive" in connection)
     if method == "HEAD" or status in (204, 304):
         body = b""
+    elif lines is not None and 200 <= status < 300:
+        await _read_lines(reader, headers, lines)
+        body = b""
+        keep_alive = keep_alive and ("chunked" in headers.get("transfer-encoding", "").lower()
+                                     or "content-length" in headers)
     elif "chunked" in headers.get("transfer-encoding", "").lower():
         body = await _read_chunked(reader)
     elif "content-length" in headers:
@@ -213,9 +253,11 @@ class Http1Client:
 
     async def request(self, method: str, path: str, *, content: bytes = b"",
                       headers: Mapping[str, str] | None = None,
-                      timeout: float | None = None) -> Response:
+                      timeout: float | None = None, lines: Lines | None = None) -> Response:
         """Send one request and read its whole response (any status: the caller decides).
-        Raises :class:`TransportError` when no complete response came back."""
+        Raises :class:`TransportError` when no complete response came back. With ``lines``,
+        a 2xx's body is handed to it line by line as it arrives (a streamed response, e.g.
+        NDJSON), all within ``timeout``."""
         if self._closed:
             raise TransportError("the client is closed")
         message = self._head(method, path, len(content), headers) + content
@@ -223,12 +265,12 @@ class Http1Client:
         async with self._slots:
             try:
                 async with asyncio.timeout(limit):
-                    return await self._exchange(method, message)
+                    return await self._exchange(method, message, lines)
             except TimeoutError as exc:
                 raise RequestTimeout(
                     f"{method} {self.base_url}{path}: no response within {limit:g} s") from exc
 
-    async def _exchange(self, method: str, message: bytes) -> Response:
+    async def _exchange(self, method: str, message: bytes, lines: Lines | None) -> Response:
         conn = self._take_idle()
         reused = conn is not None
         while True:
@@ -238,7 +280,7 @@ class Http1Client:
             try:
                 conn.writer.write(message)
                 await conn.writer.drain()
-                response = await read_response(conn.reader, method)
+                response = await read_response(conn.reader, method, lines)
                 done = True
             except (_ClosedBeforeResponse, ConnectionResetError, BrokenPipeError) as exc:
                 if reused:  # the server dropped the idle connection as we used it: once more

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from worker.sdk.http1 import ConnectError, RequestTimeout, Response, TransportError
+from worker.sdk.http1 import ConnectError, Lines, RequestTimeout, Response, TransportError
 from worker.sdk.tls import ssl_context
 
 
@@ -31,11 +31,18 @@ class HttpxSession:
 
     async def request(self, method: str, path: str, *, content: bytes = b"",
                       headers: Mapping[str, str] | None = None,
-                      timeout: float | None = None) -> Response:
+                      timeout: float | None = None, lines: Lines | None = None) -> Response:
         try:
-            reply = await self.client.request(
-                method, path, content=content, headers=headers,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+            async with self.client.stream(
+                    method, path, content=content, headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT
+            ) as reply:
+                if lines is not None and 200 <= reply.status_code < 300:
+                    async for line in reply.aiter_lines():
+                        if line.strip():
+                            await lines(line.encode())
+                    return Response(reply.status_code, dict(reply.headers), b"", True)
+                await reply.aread()
         except httpx.ConnectError as exc:
             raise ConnectError(f"cannot connect to {self.base_url}: {exc!r}") from exc
         except httpx.TimeoutException as exc:
