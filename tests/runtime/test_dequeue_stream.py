@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,10 +15,20 @@ import psycopg
 import pytest
 
 from tests.conftest import ApiServer
+from tests.runtime.live import Worker, trigger, wait_final
+from tests.runtime.projects import write_project
 from worker.runtime.api_client import WorkerApi
 from worker.sdk.http1 import Http1Client
 
 MANIFEST = [{"id": "streamed", "queue": {"name": "task/streamed"}}]
+STOPPING_TASKS = """
+from worker.sdk.task import task
+
+
+@task(id="stream-ok")
+async def ok(payload):
+    return payload["n"]
+"""
 
 
 async def _version(api: WorkerApi) -> str:
@@ -167,3 +178,38 @@ def test_the_client_reads_lines_however_the_chunks_fall() -> None:
     assert second == [b'{"runs":[4]}']
     assert (refused.status_code, refused.content) == (422, b"bad")
     assert opened == 1
+
+
+async def test_runs_triggered_while_a_worker_stops_on_its_open_stream_go_back_to_the_queue(
+        api_server: ApiServer, project_keys: dict[str, str], tmp_path: Path,
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that stops lets its open stream end (as it let a long-poll return); the runs
+    the stream brings meanwhile are handed back at once: another worker runs them without
+    waiting for a lease to expire (30 s)."""
+    monkeypatch.setenv("TRIGGER_DEQUEUE_WAIT_MS", "3000")
+    key = project_keys["dev"]
+    project = write_project(tmp_path / "proj", {"trigger/tasks.py": STOPPING_TASKS})
+    first = Worker(project, api_server.url, key, concurrency=2)
+    async with httpx.AsyncClient(base_url=api_server.url, timeout=30,
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
+        await first.wait_event("version_registered")
+        await asyncio.sleep(0.3)  # its stream is open and waits
+        closing = asyncio.create_task(first.close())
+        await first.wait_event("stopping")
+        run_ids = [await trigger(client, "stream-ok", {"n": n}) for n in range(3)]
+        # the stop waits for the stream, which brought these runs (each handed back, leased
+        # again, until the slots it asked for were used up: a bounded churn, never a strand)
+        assert not closing.done()
+        await closing
+        with psycopg.connect(database_url) as conn:
+            held = conn.execute("SELECT count(*) FROM runs WHERE id = ANY(%s) AND "
+                                "lease_owner IS NOT NULL", (run_ids,)).fetchone()
+        assert held == (0,)
+        started = time.monotonic()
+        second = Worker(project, api_server.url, key, concurrency=2)
+        try:
+            runs = [await wait_final(client, run_id, timeout=20) for run_id in run_ids]
+        finally:
+            await second.close()
+        assert [run["status"] for run in runs] == ["COMPLETED"] * 3
+        assert time.monotonic() - started < 15
