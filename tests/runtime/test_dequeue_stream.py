@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import ApiServer
 from tests.runtime.live import Worker, trigger, wait_final
 from tests.runtime.projects import write_project
+from worker.engine.keys import create_project
 from worker.runtime.api_client import WorkerApi
 from worker.sdk.http1 import Http1Client
 
@@ -213,3 +214,23 @@ async def test_runs_triggered_while_a_worker_stops_on_its_open_stream_go_back_to
             await second.close()
         assert [run["status"] for run in runs] == ["COMPLETED"] * 3
         assert time.monotonic() - started < 15
+
+
+async def test_what_a_long_poll_refuses_a_stream_refuses_before_its_head(
+        api: WorkerApi, api_server: ApiServer, project_keys: dict[str, str]) -> None:
+    """A version of another environment: the same 400 as the long-poll's, as plain JSON."""
+    await _version(api)
+    other_key = create_project(api_server.database_url, f"p-{uuid.uuid4().hex[:8]}")["dev"]
+    other = WorkerApi(api_server.url, other_key, str(uuid.uuid4()))
+    try:
+        foreign = await _version(other)
+    finally:
+        await other.close()
+    async with httpx.AsyncClient(base_url=api_server.url, headers={
+            "Authorization": f"Bearer {project_keys['dev']}"}) as client:
+        reply = await client.post("/engine/v1/worker/dequeue", json={
+            "instance_id": api.instance_id, "versions": [foreign], "max_runs": 2,
+            "wait_ms": 5000, "stream": True})
+    assert reply.status_code == 400, reply.text
+    assert reply.headers["content-type"] == "application/json"
+    assert "not registered in the dev environment" in reply.json()["error"]

@@ -100,8 +100,11 @@ async def dequeue(request: Request, env: Env) -> Response:
     body = await read_model(request, DequeueBody)
     state = api_state(request)
     if body.stream and body.wait_ms:
+        # what the long-poll refuses is refused before the 200's head: its versions (400),
+        # too many long-polls of the environment (429)
+        await state.engine.check_versions(env, [str(v) for v in body.versions])
         held = contextlib.AsyncExitStack()
-        await held.enter_async_context(state.caps.poll(env.id))  # a 429 before the 200's head
+        await held.enter_async_context(state.caps.poll(env.id))
         return LineStream(_batches(request, env, body), closing=held.aclose)
     async with state.caps.poll(env.id) if body.wait_ms else contextlib.nullcontext(), \
             _hang_up_watch(request) as gone:

@@ -28,6 +28,7 @@ from worker.engine import (
     deployments,
     env_vars,
     keys,
+    lease_guards,
     leases,
     metadata,
     metrics,
@@ -220,6 +221,8 @@ class Engine:
 
     # -- the worker protocol (registration.py, leases.py, completing.py; docs/protocol.md)
     register_version = action(registration.register)
+    #: refuses (EngineError) versions a dequeue may not name (before a stream's 200)
+    check_versions = action(lease_guards.check_versions)
     release_leases = action(leases.release)
     store_logs = action(completing.store_logs)
 
