@@ -56,9 +56,11 @@ def of_batch(pool: Pool, env: Environment, batch_id: str) -> Feed:
 
 
 def as_of(row: Row, change: RunChange) -> Row:
-    """The row as it was at ``change`` when the row has moved on since (keeps every status
-    a run went through, in order, even when a subscriber reads late)."""
-    if change.updated_us >= row["updated_us"] or change.status == row["status"]:
+    """The row as it was at ``change`` when the row has moved on since (keeps every change a
+    run went through, in order, even when a subscriber reads late). A change to the status the
+    row has now is one too (a metadata update while EXECUTING): it keeps its own time, so the
+    later change is still sent after it, not taken for one already sent."""
+    if change.updated_us >= row["updated_us"]:
         return row
     past = dict(row, status=change.status, updated_us=change.updated_us)
     if change.status not in FINAL_STATUSES:
