@@ -5,6 +5,7 @@ client (worker/runtime/api_client.py, worker/sdk/http1.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -238,3 +239,24 @@ async def test_what_a_long_poll_refuses_a_stream_refuses_before_its_head(
     assert reply.status_code == 400, reply.text
     assert reply.headers["content-type"] == "application/json"
     assert "not registered in the dev environment" in reply.json()["error"]
+
+
+@pytest.mark.parametrize("bad", [
+    {"stream": "not a flag"}, {"stream": [True]}, {"stream": {"a": {"b": {"c": 1}}}},
+    {"wait_ms": 10**400, "stream": True}, {"max_runs": 0, "stream": True},
+    {"instance_id": "nul\u0000id", "stream": True},
+])
+async def test_a_bad_streamed_dequeue_body_is_a_4xx_saying_what_to_fix(
+        bad: dict[str, Any], api: WorkerApi, api_server: ApiServer,
+        project_keys: dict[str, str]) -> None:
+    version = await _version(api)
+    body = {"instance_id": api.instance_id, "versions": [version], "max_runs": 2,
+            "wait_ms": 1000, **bad}
+    async with httpx.AsyncClient(base_url=api_server.url, headers={
+            "Authorization": f"Bearer {project_keys['dev']}",
+            "content-type": "application/json"}) as client:
+        reply = await client.post("/engine/v1/worker/dequeue", content=json.dumps(body))
+    # a number past JSON's doubles is refused by the JSON reader (400), the rest by the model
+    assert reply.status_code in (400, 422), reply.text
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["error"].startswith(("invalid request", "request body is not valid"))
