@@ -103,6 +103,14 @@ def test_a_lookup_by_id_uses_the_primary_key_without_statistics(
     assert first is not None and first.groups()[0] == f"{table}_pkey", plan
 
 
+def test_a_retrieve_asks_for_children_through_the_parent_index(fresh_url: str) -> None:
+    """Whether the run triggered any (only then are its children read) is one look into the
+    partial index on parent_run_id, not a walk of the table."""
+    plan = _generic_plan(fresh_url, "retrieve_run")
+    assert re.search(r"Scan using runs_parent_idx on runs c\b", plan), plan
+    assert not re.search(r"Seq Scan on runs c\b", plan), plan
+
+
 def test_the_dequeue_reads_its_picked_runs_by_primary_key(fresh_url: str) -> None:
     """The runs the pick chose are read by id, one lookup each: ``id = ANY(ids) AND status =
     'PENDING'`` was read through a bitmap of the partial index of every pending run, more work

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import AsyncCursor
 from psycopg.pq import ExecStatus
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
@@ -273,7 +274,7 @@ async def _plain_then_lease(pool: Pool, env: Environment, statement: tuple[str, 
     two statements fewer): the reads see the completions, and any error rolls all back, so it
     is raised (the caller completes item by item)."""
     committed = leased = None
-    sent: list[run_reads.RunReads] = []
+    sent: list[AsyncCursor[Row]] = []
     async with pool.connection() as conn:
         await conn.set_autocommit(True)  # our transactions are the pipeline's (db.one_trip)
         try:
@@ -284,7 +285,7 @@ async def _plain_then_lease(pool: Pool, env: Environment, statement: tuple[str, 
                 if lease is not None:
                     committed = await conn.execute("COMMIT")
                 for run_id in reads:
-                    sent.append(await run_reads.send(conn, run_id, env.id, children=True))
+                    sent.append(await run_reads.send(conn, run_id, env.id))
                 if lease is not None:
                     await conn.execute("BEGIN")
                     await conn.execute(Q.async_commit)
@@ -300,7 +301,7 @@ async def _plain_then_lease(pool: Pool, env: Environment, statement: tuple[str, 
             await end_trip(conn)
     finals: Finals = {}
     for one in sent:
-        row = await run_reads.assemble(one)
+        row = run_reads.assemble(await one.fetchone(), children=True)
         if row is not None and row["status"] in FINAL_STATUSES:
             finals[row["id"]] = row
     return await done.fetchall(), (await leased.fetchall() if leased is not None else None), finals

@@ -1,15 +1,14 @@
-"""The reads of a retrieved run (``GET /api/v3/runs/{id}``), sent on a connection someone else
-is already using: a retrieve's own read-only trip (runs.retrieve), or the completion's
-pipeline after its COMMIT, which hands a finished run to a ``waitMs`` retrieve waiting in the
-same API process without another round trip (completing.py, realtime.RealtimeHub).
+"""The read of a retrieved run (``GET /api/v3/runs/{id}``): a retrieve's own statement
+(runs.retrieve), or one more statement in the completion's pipeline after its COMMIT, which
+hands a finished run to a ``waitMs`` retrieve waiting in the same API process without another
+round trip (completing.py, realtime.RealtimeHub).
 
-Either way the same statements read the same committed state, and :func:`assemble` builds
-the same row from them.
+Either way the same statement reads the same committed state, and :func:`assemble` builds the
+same row from it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,26 +18,16 @@ from worker.engine.db import Conn, Row
 from worker.engine.queries import Q
 
 
-@dataclass(frozen=True)
-class RunReads:
-    """The cursors of one run's reads, to be read once the pipeline has been sent."""
-
-    run: AsyncCursor[Row]
-    children: AsyncCursor[Row] | None
+async def send(conn: Conn, run_id: str, environment_id: str) -> AsyncCursor[Row]:
+    """Queue the run's read on ``conn`` (in a pipeline: nothing waits here)."""
+    return await conn.execute(Q.retrieve_run, {"id": run_id, "environment_id": environment_id})
 
 
-async def send(conn: Conn, run_id: str, environment_id: str, *,
-               children: bool = False) -> RunReads:
-    """Queue the reads of a run on ``conn`` (in a pipeline: nothing waits here)."""
-    params = {"id": run_id, "environment_id": environment_id}
-    run = await conn.execute(Q.retrieve_run, params)
-    kids = await conn.execute(Q.run_children, params) if children else None
-    return RunReads(run, kids)
-
-
-async def assemble(reads: RunReads) -> Row | None:
-    """The run as runs.retrieve returns it (None: no such run in that environment)."""
-    row = await reads.run.fetchone()
+def assemble(row: Row | None, *, children: bool = False) -> Row | None:
+    """The run as runs.retrieve returns it, from its ``retrieve_run`` row (None: no such run
+    in that environment). With ``children``, a run that triggered none has ``"children": []``;
+    one that did has no ``"children"`` yet: the reader reads them (related_runs.py), one
+    statement that only parents cost."""
     if row is None:
         return None
     attempts = [_attempt(a) for a in row.pop("run_attempts") or ()]
@@ -47,8 +36,8 @@ async def assemble(reads: RunReads) -> Row | None:
         depth = int(depth) if depth is not None else 1
     out = {**row, "attempt_count": len(attempts), "payload": row["run_payload"],
            "attempts": attempts, "depth": int(depth or 0)}
-    if reads.children is not None:
-        out["children"] = await reads.children.fetchall()
+    if not out.pop("run_has_children") and children:
+        out["children"] = []
     return out
 
 

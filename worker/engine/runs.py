@@ -10,7 +10,7 @@ from datetime import datetime
 
 from worker.common.statuses import FINAL_STATUSES
 from worker.engine import run_reads, triggering
-from worker.engine.db import Pool, Row, fetch_all, fetch_one, one_trip
+from worker.engine.db import Pool, Row, fetch_all, fetch_one, one_statement
 from worker.engine.errors import Conflict, NotFound
 from worker.engine.keys import Environment
 from worker.engine.models import RunOptions, TriggerSpec
@@ -20,13 +20,10 @@ from worker.engine.realtime import RealtimeHub, run_brief
 
 async def retrieve(pool: Pool, env: Environment, run_id: str, *,
                    children: bool = False) -> Row:
-    """The run with its attempts and depth (and, with ``children``, the runs it triggered
-    under ``"children"``: relatedRuns). Every statement goes in one pipeline: one network
-    round trip (db.one_trip), where one statement after another took five."""
-    async with one_trip(pool) as conn:
-        reads = await run_reads.send(conn, run_id, env.id, children=children)
-    # the results came with the trip: the cursors are read without the connection
-    row = await run_reads.assemble(reads)
+    """The run with its attempts and depth in one statement (and, with ``children``, the runs
+    it triggered under ``"children"`` when it triggered none: run_reads.assemble)."""
+    rows = await one_statement(pool, Q.retrieve_run, {"id": run_id, "environment_id": env.id})
+    row = run_reads.assemble(rows[0] if rows else None, children=children)
     if row is None:
         raise NotFound(f"run {run_id!r} not found in the {env.slug} environment")
     return row

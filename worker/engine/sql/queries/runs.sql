@@ -257,10 +257,12 @@ FROM runs r LEFT JOIN worker_versions v ON v.id = r.version_id
 WHERE r.id = %(id)s::text AND r.environment_id IS NOT DISTINCT FROM %(environment_id)s::uuid;
 
 -- name: retrieve_run
--- What GET /api/v3/runs/{id} reads (run_reads.py), with run_children in the same pipeline:
--- get_run's row with its attempts, but its attempt count (the caller counts the attempts it
--- reads anyway) and with the run's depth (run_depth's walk up the parents, only for a child run).
+-- What GET /api/v3/runs/{id} reads (run_reads.py): get_run's row with its attempts, but its
+-- attempt count (the caller counts the attempts it reads anyway), with the run's depth
+-- (run_depth's walk up the parents, only for a child run), and whether it triggered runs: only
+-- then are its children read (run_children, for relatedRuns), in a round trip of their own.
 SELECT r.*, v.version AS version_name,
+       EXISTS (SELECT 1 FROM runs c WHERE c.parent_run_id = r.id) AS run_has_children,
        coalesce(r.payload, (SELECT p.payload FROM run_packets p WHERE p.run_id = r.id))
            AS run_payload,
        -- its attempts in the same statement (run_reads.assemble turns their times back into
