@@ -198,3 +198,43 @@ def test_a_cached_trigger_into_a_paused_queue_hands_nothing(
     assert _row(database_url, run_id)[:2] == ("PENDING", None)
     client.post("/api/v1/queues/task%2Fpaused/pause", json={"action": "resume"})
     assert [r["run_id"] for r in worker.dequeue(wait_ms=2000)] == [run_id]
+
+
+def test_concurrent_cached_triggers_hand_over_no_more_than_the_queue_limit(
+    env: tuple[httpx.Client, str], api_server: ApiServer, database_url: str
+) -> None:
+    """Triggers racing each other, each finding a waiting long-poll: the insert takes the
+    environment's lock inside its statement (trigger_handoff_room_v1), and counts after it; a
+    count in the insert's own snapshot, taken before the lock, would miss the lease another
+    trigger committed meanwhile and hand over a second run into a queue of one."""
+    client, key = env
+    worker = ProtocolWorker(api_server.url, key, ["race"],
+                            queue={"name": "race-q", "concurrency_limit": 1})
+    _warm(client, worker, "race")
+    for _ in range(6):
+        polls = [LongPoll(worker, wait_ms=1500) for _ in range(4)]
+        for poll in polls:
+            poll.start()
+        time.sleep(0.5)  # all four wait
+        start = threading.Barrier(4)
+        ids: list[str] = []
+
+        def fire(start: threading.Barrier, ids: list[str]) -> None:
+            start.wait()
+            ids.append(_trigger(client, "race"))
+
+        firing = [threading.Thread(target=fire, args=(start, ids)) for _ in range(4)]
+        for thread in firing:
+            thread.start()
+        for thread in firing + polls:  # type: ignore[operator]
+            thread.join(timeout=10)
+        handed = [run for poll in polls for run in poll.runs or []]
+        with psycopg.connect(database_url) as conn:
+            running = conn.execute("SELECT count(*) FROM runs WHERE queue = 'race-q' AND "
+                                   "status = 'EXECUTING' AND id = ANY(%s)", (ids,)).fetchone()
+        assert len(handed) <= 1 and running == (len(handed),), (handed, running)
+        for run in handed:  # then the rest, one at a time
+            worker.complete(run, ok=True, output="1", output_type="application/json")
+        for _ in range(len(ids) - len(handed)):
+            [run] = worker.dequeue(wait_ms=2000)
+            worker.complete(run, ok=True, output="1", output_type="application/json")

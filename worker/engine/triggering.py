@@ -8,7 +8,7 @@ from psycopg.types.json import Jsonb
 
 from worker.common.limits import check_text
 from worker.engine import request_keys, waitpoints
-from worker.engine.db import Conn, Pool, Row, fetch_one, one_trip
+from worker.engine.db import Conn, Pool, Row, fetch_one, one_statement, one_trip
 from worker.engine.errors import EngineError
 from worker.engine.handoff import Handoff, offered
 from worker.engine.ids import new_id
@@ -94,11 +94,11 @@ async def _trigger_cached(pool: Pool, env: Environment, spec: TriggerSpec,
                           payload: tuple[str, str], cached: CachedTask, planned: TriggeredRun,
                           request_key: str | None, replayed_from: str | None,
                           handoff: Handoff | None) -> TriggeredRun | None:
-    """The common trigger with its task's definition cached in this process: one round trip
-    (db.one_trip: the insert, committed synchronously). The insert reads what must be
+    """The common trigger with its task's definition cached in this process: one statement
+    (db.one_statement: the insert, committed synchronously). The insert reads what must be
     current (a live worker with the task, the queue declared) and checks that the cached
     definition still is (insert_cached_run). With a long-poll of this process waiting, the
-    insert leases the run to it itself in the one-run case (insert_cached_run_leased, after
+    insert leases the run to it itself in the one-run case (insert_cached_run_leased, under
     the pick's lock); otherwise the long-poll looks by itself. A request key is claimed in the
     insert's statement; one an earlier try of the request claimed answers that try's answer.
     None if nothing was inserted and no earlier try answered: the definition changed."""
@@ -112,13 +112,12 @@ async def _trigger_cached(pool: Pool, env: Environment, spec: TriggerSpec,
         check_text(request_key, request_keys.HEADER)
     async with offered(handoff, env.id) as offer:
         lease = offer.claim() if params["status"] == "PENDING" else None
-        async with one_trip(pool) as conn:
-            if lease is None:  # notifies the dequeues if inserted PENDING
-                inserted = await conn.execute(Q.insert_cached_run, params)
-            else:
-                await conn.execute(Q.lock_environment, {"environment_id": env.id})
-                inserted = await conn.execute(Q.insert_cached_run_leased, {**params, **lease})
-        row = await inserted.fetchone()
+        if lease is None:  # notifies the dequeues if inserted PENDING
+            query, values = Q.insert_cached_run, params
+        else:
+            query, values = Q.insert_cached_run_leased, {**params, **lease}
+        rows = await one_statement(pool, query, values)
+        row = rows[0] if rows else None
         if lease is not None:
             offer.leased([row] if row is not None and row["status"] == "EXECUTING" else [])
     if row is not None:

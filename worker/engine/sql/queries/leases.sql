@@ -1,12 +1,6 @@
 -- The worker side: dequeue, heartbeats, completions, rescue, scheduling, logs.
 -- Each query starts with "-- name: <name>"; psycopg named parameters with explicit casts.
 
--- name: lock_environment
--- The direct hand-off's insert (runs.sql insert_cached_run_leased) counts the environment's
--- running runs itself: the lock trigger_pick_runs_v1 takes is taken before it, in a statement
--- of its own, so that the insert's snapshot sees every lease committed before.
-SELECT 1 FROM environments WHERE id = %(environment_id)s::uuid FOR NO KEY UPDATE;
-
 -- name: dequeue
 -- Leases the runs trigger_pick_runs_v1 picks (limits, pauses, round-robin) and starts their
 -- attempt. A run is locked to the version of its first lease; unlocked runs go to the newest.

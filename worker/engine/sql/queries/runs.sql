@@ -111,8 +111,9 @@ FROM inserted;
 -- the newest version, the TTL. Then the run is inserted already leased, as dequeue would
 -- lease it (version, attempt, retry settings from the version's task): one row written
 -- instead of a row and its update. Otherwise it is inserted as insert_cached_run does, and the
--- long-poll looks by itself. The environment row is locked by lock_environment before this
--- statement (the pick's lock): the counts are exact.
+-- long-poll looks by itself. The counts are trigger_handoff_room_v1's (migration 0024): it
+-- takes the pick's lock on the environment's row, then counts with a snapshot taken after it,
+-- so they are exact.
 -- Only for plain triggers (run_creator.is_plain, no parent, no version pin): no idempotency
 -- or debounce key, batch, parent or offloaded payload to write. (Under 4 KiB without its
 -- comments: psycopg caches the conversion of shorter statements only.)
@@ -141,8 +142,6 @@ WITH task AS (
 -- dequeue's "moved"), else the newest
   SELECT 'EXECUTING' AS s, vt.definition AS d, vt.version_id, v.version
   FROM task k
-  JOIN environments e ON e.id = k.env
-  LEFT JOIN queues q ON q.environment_id = k.env AND q.name = %(queue)s::text
   JOIN version_tasks vt ON vt.task_id = k.task_id AND vt.version_id = coalesce(
       (SELECT w.version_id FROM workers w
        JOIN version_tasks m ON m.version_id = w.version_id AND m.task_id = k.task_id
@@ -152,14 +151,8 @@ WITH task AS (
   WHERE k.status = 'PENDING'
     AND k.task_id = ANY(%(newest_tasks)s::text[])
     AND coalesce(%(expires_at)s::timestamptz > now(), true)
-    AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.environment_id = k.env AND p.status = 'PENDING')
-    AND least(%(limit)s::int, e.concurrency_limit - (SELECT count(*) FROM runs x
-      WHERE x.environment_id = k.env AND x.status = 'EXECUTING')) > 0
-    AND NOT coalesce(q.paused, false)
-    AND coalesce(q.limit_override, q.concurrency_limit, e.concurrency_limit) - (
-      SELECT count(*) FROM runs x
-      WHERE x.environment_id = k.env AND x.status = 'EXECUTING'
-        AND x.queue = %(queue)s::text AND x.concurrency_key = %(concurrency_key)s::text) > 0
+    AND trigger_handoff_room_v1(k.env, %(queue)s::text, %(concurrency_key)s::text,
+                                %(limit)s::int)
 ), inserted AS (
 INSERT INTO runs (id, environment_id, task_id, status, payload, payload_type, queue,
         concurrency_key, score, run_at, expires_at, max_attempts, max_duration,
