@@ -103,6 +103,16 @@ def test_a_lookup_by_id_uses_the_primary_key_without_statistics(
     assert first is not None and first.groups()[0] == f"{table}_pkey", plan
 
 
+def test_a_completion_read_for_a_waiting_poll_finds_its_run_by_primary_key(
+    fresh_url: str
+) -> None:
+    """complete_success_read updates the run found by its primary key, as complete_success."""
+    plan = _generic_plan(fresh_url, "complete_success_read")
+    update = re.search(r"Update on runs r.*?Scan using (\w+) on runs r\b", plan, re.S)
+    assert update is not None and update.group(1) == "runs_pkey", plan
+    assert re.search(r"Scan using runs_parent_idx on runs c\b", plan), plan
+
+
 def test_a_retrieve_asks_for_children_through_the_parent_index(fresh_url: str) -> None:
     """Whether the run triggered any (only then are its children read) is one look into the
     partial index on parent_run_id, not a walk of the table."""

@@ -23,7 +23,7 @@ from worker.common.statuses import API_STATUS, FINAL_STATUSES
 from worker.engine import metadata as run_metadata
 from worker.engine import run_reads
 from worker.engine.completions import Refused, clean_completion, clean_log
-from worker.engine.db import Conn, Params, Pool, Row, end_trip
+from worker.engine.db import Conn, Params, Pool, Row, end_trip, one_statement
 from worker.engine.errors import EngineError
 from worker.engine.keys import Environment
 from worker.engine.models import MAX_OUTPUT_BYTES
@@ -238,6 +238,9 @@ async def complete_then_lease(
     if plain and not others:  # the common case: one round trip
         reads = [c.run_id for c in plain if wanted(c.run_id)] if wanted is not None else []
         try:
+            if lease is None and len(plain) == 1:  # the latency path
+                rows, finals = await _one_success(pool, env, instance_id, plain[0], bool(reads))
+                return results + _plain_results(plain, rows), None, finals
             rows, leased, finals = await _plain_then_lease(
                 pool, env, _plain_statement(env, instance_id, plain), lease, reads)
             return results + _plain_results(plain, rows), leased, finals
@@ -258,6 +261,17 @@ async def complete_then_lease(
         for item in others:
             results.append(await _complete_isolated(conn, env, instance_id, item, in_place_lease))
     return results, None, {}
+
+
+async def _one_success(pool: Pool, env: Environment, instance_id: str, one: Completion,
+                       read: bool) -> tuple[list[Row], Finals]:
+    """One plain success and no lease: one statement, committed synchronously, without a
+    pipeline. With ``read`` (a reader waits for the run) the statement also returns the run as
+    a retrieve reads it (complete_success_read): no statement after it."""
+    query, params = _plain_statement(env, instance_id, [one])
+    rows = await one_statement(pool, Q.complete_success_read if read else query, params)
+    run = run_reads.assemble(dict(rows[0]), children=True) if read and rows else None
+    return rows, ({run["id"]: run} if run is not None else {})
 
 
 async def _plain_then_lease(pool: Pool, env: Environment, statement: tuple[str, Wire],

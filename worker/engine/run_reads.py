@@ -1,10 +1,10 @@
 """The read of a retrieved run (``GET /api/v3/runs/{id}``): a retrieve's own statement
 (runs.retrieve), or one more statement in the completion's pipeline after its COMMIT, which
 hands a finished run to a ``waitMs`` retrieve waiting in the same API process without another
-round trip (completing.py, realtime.RealtimeHub).
+round trip (completing.py, realtime.RealtimeHub). A lone plain success reads it in its own
+statement instead (leases.sql ``complete_success_read``, the same columns).
 
-Either way the same statement reads the same committed state, and :func:`assemble` builds the
-same row from it.
+Each way reads the same state, and :func:`assemble` builds the same row from it.
 """
 
 from __future__ import annotations

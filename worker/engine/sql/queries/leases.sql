@@ -272,6 +272,47 @@ WITH finished AS (
 )
 SELECT id FROM finished;
 
+-- name: complete_success_read
+-- complete_success for a run a waiting retrieve of this API process wants (runs.wait_final):
+-- the statement also returns the run as retrieve_run (runs.sql) reads it, as it is after this
+-- completion, so the completion is one statement where it and the read were two. Its own
+-- changes are not visible to the rest of the statement: the run is its updated row, and its
+-- attempts are the others as stored with this attempt as updated. tests/engine/
+-- test_final_handoff.py holds it to retrieve_run's answer.
+WITH finished AS (
+    UPDATE runs r
+    SET status = 'COMPLETED_SUCCESSFULLY', output = %(output)s::text,
+        output_type = coalesce(%(output_type)s::text, 'application/json'), error = NULL,
+        completed_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+    WHERE r.id = %(run_id)s::text AND r.attempt_number = %(attempt_number)s::int
+      AND (r.environment_id, r.status, r.lease_owner)
+          IS NOT DISTINCT FROM (%(environment_id)s::uuid, 'EXECUTING', %(instance_id)s::uuid)
+    RETURNING r.*
+), attempt AS (
+    UPDATE run_attempts a SET status = 'COMPLETED', completed_at = now()
+    FROM finished f WHERE a.run_id = f.id AND a.number = f.attempt_number
+    RETURNING a.number, a.status, a.error, a.started_at, a.completed_at
+)
+SELECT f.*, v.version AS version_name,
+       EXISTS (SELECT 1 FROM runs c WHERE c.parent_run_id = f.id) AS run_has_children,
+       coalesce(f.payload, (SELECT p.payload FROM run_packets p WHERE p.run_id = f.id))
+           AS run_payload,
+       (SELECT json_agg(json_build_object('number', x.number, 'status', x.status,
+                                          'error', x.error, 'started_at', x.started_at,
+                                          'completed_at', x.completed_at) ORDER BY x.number)
+        FROM (SELECT a.number, a.status, a.error, a.started_at, a.completed_at
+              FROM run_attempts a WHERE a.run_id = f.id AND a.number <> f.attempt_number
+              UNION ALL SELECT * FROM attempt) x) AS run_attempts,
+       CASE WHEN f.parent_run_id IS NULL THEN 0 ELSE (
+           WITH RECURSIVE chain(id, parent, depth) AS (
+               SELECT f.id, f.parent_run_id, 0
+               UNION ALL
+               SELECT u.id, u.parent_run_id, c.depth + 1 FROM runs u JOIN chain c ON u.id = c.parent
+               WHERE c.depth < 100
+           )
+           SELECT max(depth) FROM chain) END AS run_depth
+FROM finished f LEFT JOIN worker_versions v ON v.id = f.version_id;
+
 -- name: canceled_among
 SELECT id FROM runs
 WHERE id = ANY(%(run_ids)s::text[]) AND environment_id = %(environment_id)s::uuid
