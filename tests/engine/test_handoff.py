@@ -211,11 +211,11 @@ def test_concurrent_cached_triggers_hand_over_no_more_than_the_queue_limit(
     worker = ProtocolWorker(api_server.url, key, ["race"],
                             queue={"name": "race-q", "concurrency_limit": 1})
     _warm(client, worker, "race")
-    for _ in range(6):
-        polls = [LongPoll(worker, wait_ms=1500) for _ in range(4)]
+    for _ in range(4):
+        polls = [LongPoll(worker, wait_ms=1000) for _ in range(4)]
         for poll in polls:
             poll.start()
-        time.sleep(0.5)  # all four wait
+        time.sleep(0.3)  # all four wait
         start = threading.Barrier(4)
         ids: list[str] = []
 
